@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="contiv-sdn",
+    version="0.1.0",
+    description="Policy-based multi-host networking for containers (Contiv-compatible), on Twisted",
+    python_requires=">=3.11",
+    packages=find_packages(include=["contiv_sdn", "contiv_sdn.*", "drivers", "drivers.*"])
+    + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/*.py"]},
+    install_requires=[
+        "twisted>=24.7",
+        "txredisapi>=1.4.10",
+        "klein>=24.8",
+        "treq>=24.9",
+        "os-ken>=4.2",
+        "dnspython>=2.6",
+        "pyroute2>=0.9",
+        "ovs>=3.1",
+    ],
+    entry_points={
+        "console_scripts": [
+            "netctl=contiv_sdn.netctl.main:main",
+            "contiv-cni=drivers.cni.main:main",
+        ]
+    },
+)
