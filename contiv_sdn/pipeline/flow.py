@@ -1,0 +1,183 @@
+"""The flow value type shared by the compiler (``pipeline``) and the channel (``openflow``).
+
+A :class:`Flow` is a plain, hashable value: the compiler produces sets of them,
+the controller diffs sets of them, and ``openflow`` turns them into bytes (and
+turns flow-stats replies back into them).  Keeping it free of os-ken objects
+makes the compiler testable with plain data and lets two compilations of the
+same state compare equal, so unchanged flows are never re-sent.
+
+Canonical form (everything that builds a Flow must respect it, because the diff
+compares values, not meanings):
+
+* ``match`` is a tuple of ``(field, value)`` pairs **sorted by field name**.  Field
+  names are os-ken OXM/NXM names (``in_port``, ``eth_type``, ``eth_src``,
+  ``ipv4_dst``, ``arp_tpa``, ``tunnel_id``, ``metadata``, ``reg0`` … ``reg7``,
+  ``ct_state``, ``vlan_vid`` …).  A value is an ``int``, a lower-case MAC string
+  or a dotted IPv4 string; a masked value is ``(value, mask)`` of the same type,
+  with ``value`` already ANDed with ``mask``, and a full mask is written as the
+  plain value.
+* ``actions`` is the OpenFlow *apply-actions* list, as tuples (see ``ACTIONS``).
+* ``goto`` is the goto-table instruction (``None`` = none); a flow with no actions
+  and no goto drops the packet.
+* ``cookie`` carries :data:`COOKIE_MARK` in its top 16 bits, so the controller can
+  read back and delete exactly the flows it owns, by cookie mask.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Tuple
+
+COOKIE_MARK = 0xC0DE << 48
+COOKIE_MASK = 0xFFFF << 48
+
+#: Special port numbers (OpenFlow 1.3).
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_FLOOD = 0xFFFFFFFB
+OFPP_ALL = 0xFFFFFFFC
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+
+#: The action vocabulary: name -> the tuple shape after the name.
+ACTIONS = {
+    "output": "(port:int)",
+    "set_field": "(field:str, value)",
+    "push_vlan": "(ethertype:int)",
+    "pop_vlan": "()",
+    "move": "(src_field:str, dst_field:str, n_bits:int)  # NXActionRegMove, offsets 0",
+    "ct": "(commit:bool, zone:int, table:int|None)  # NXActionCT; table None = no recirculation",
+    "controller": "(max_len:int)",
+    "dec_ttl": "()",
+    "group": "(group_id:int)",
+}
+
+Value = Any
+Match = Tuple[Tuple[str, Value], ...]
+Action = Tuple[Any, ...]
+
+
+def _canon_value(field_name: str, value: Value) -> Value:
+    if isinstance(value, tuple):
+        v, m = value
+        v, m = _canon_value(field_name, v), _canon_value(field_name, m)
+        if isinstance(v, int):
+            v &= m
+            if m == _full_mask(field_name):
+                return v
+        elif isinstance(v, str) and ":" in v:
+            vi, mi = int(v.replace(":", ""), 16), int(m.replace(":", ""), 16)
+            if mi == (1 << 48) - 1:
+                return v
+            return (_mac(vi & mi), _mac(mi))
+        elif isinstance(v, str):
+            vi, mi = int(ipaddress.IPv4Address(v)), int(ipaddress.IPv4Address(m))
+            if mi == 0xFFFFFFFF:
+                return v
+            return (str(ipaddress.IPv4Address(vi & mi)), m)
+        return (v, m)
+    if isinstance(value, str) and ":" in value and len(value) == 17:
+        return value.lower()
+    return value
+
+
+def _mac(n: int) -> str:
+    return ":".join(f"{(n >> s) & 0xff:02x}" for s in range(40, -8, -8))
+
+
+_WIDTHS = {"metadata": 64, "tunnel_id": 64, "vlan_vid": 13, "ct_state": 32, "ct_mark": 32}
+
+
+def _full_mask(field_name: str) -> int:
+    return (1 << _WIDTHS.get(field_name, 32)) - 1
+
+
+def make_match(**fields: Value) -> Match:
+    """Build a canonical match from keyword fields (``None`` values are left out)."""
+    return canon_match(fields)
+
+
+def canon_match(fields: Mapping[str, Value] | Iterable[Tuple[str, Value]]) -> Match:
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    return tuple(sorted((k, _canon_value(k, v)) for k, v in items if v is not None))
+
+
+@dataclass(frozen=True, order=True)
+class Flow:
+    table: int
+    priority: int
+    match: Match = ()
+    actions: Tuple[Action, ...] = ()
+    goto: Optional[int] = None
+    cookie: int = COOKIE_MARK
+    #: Free text for people reading dumps and test failures; not part of identity.
+    note: str = field(default="", compare=False, hash=False)
+
+    @property
+    def identity(self) -> Tuple[int, int, Match]:
+        """What OpenFlow treats as the same flow entry (strict match)."""
+        return (self.table, self.priority, self.match)
+
+    def matches(self) -> dict:
+        return dict(self.match)
+
+    def to_ofctl(self) -> str:
+        """The flow in ``ovs-ofctl add-flow`` syntax (OpenFlow 1.3), for dumps and benchmarks."""
+        parts = [f"cookie={self.cookie:#x}", f"table={self.table}", f"priority={self.priority}"]
+        for k, v in self.match:
+            parts.append(f"{_OFCTL_FIELD.get(k, k)}={_ofctl_value(v)}")
+        acts = [_ofctl_action(a) for a in self.actions]
+        if self.goto is not None:
+            acts.append(f"goto_table:{self.goto}")
+        return ",".join(parts) + " actions=" + (",".join(acts) if acts else "drop")
+
+
+_OFCTL_FIELD = {
+    "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "eth_type": "dl_type",
+    "eth_src": "dl_src", "eth_dst": "dl_dst", "ip_proto": "nw_proto",
+    "tunnel_id": "tun_id", "tun_ipv4_dst": "tun_dst", "tun_ipv4_src": "tun_src",
+    "vlan_vid": "vlan_tci", "arp_op": "arp_op",
+}
+_PORT_NAMES = {OFPP_IN_PORT: "in_port", OFPP_FLOOD: "flood", OFPP_ALL: "all",
+               OFPP_CONTROLLER: "controller", OFPP_LOCAL: "local"}
+
+
+def _ofctl_value(v: Value) -> str:
+    if isinstance(v, tuple):
+        return f"{_ofctl_value(v[0])}/{_ofctl_value(v[1])}"
+    if isinstance(v, int):
+        return hex(v) if v > 9 else str(v)
+    return str(v)
+
+
+def _ofctl_action(a: Action) -> str:
+    name = a[0]
+    if name == "output":
+        return _PORT_NAMES.get(a[1]) or f"output:{a[1]}"
+    if name == "set_field":
+        return f"set_field:{_ofctl_value(a[2])}->{_OFCTL_FIELD.get(a[1], a[1])}"
+    if name == "push_vlan":
+        return f"push_vlan:{a[1]:#06x}"
+    if name == "pop_vlan":
+        return "pop_vlan"
+    if name == "move":
+        return f"move:{_NXM.get(a[1], a[1])}[0..{a[3]-1}]->{_NXM.get(a[2], a[2])}[0..{a[3]-1}]"
+    if name == "ct":
+        opts = (["commit"] if a[1] else []) + [f"zone={a[2]}"] + ([f"table={a[3]}"] if a[3] is not None else [])
+        return "ct(" + ",".join(opts) + ")"
+    if name == "controller":
+        return f"controller:{a[1]}"
+    if name == "dec_ttl":
+        return "dec_ttl"
+    if name == "group":
+        return f"group:{a[1]}"
+    raise ValueError(f"unknown action {a!r}")
+
+
+_NXM = {
+    "eth_src": "NXM_OF_ETH_SRC", "eth_dst": "NXM_OF_ETH_DST",
+    "arp_sha": "NXM_NX_ARP_SHA", "arp_tha": "NXM_NX_ARP_THA",
+    "arp_spa": "NXM_OF_ARP_SPA", "arp_tpa": "NXM_OF_ARP_TPA",
+    "ipv4_src": "NXM_OF_IP_SRC", "ipv4_dst": "NXM_OF_IP_DST",
+    **{f"reg{i}": f"NXM_NX_REG{i}" for i in range(8)},
+}

@@ -1,0 +1,86 @@
+"""The state snapshot the flow compiler reads: plain frozen data, no I/O.
+
+The controller builds a :class:`Snapshot` from Redis (intent, allocations,
+hosts, endpoints) plus what each switch reported (port name -> OpenFlow port
+number), and hands it to the compiler.  Everything here is hashable and
+immutable so that compilation is a pure function and results can be cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+ROUTER_MAC = "00:00:11:11:11:11"  # Contiv's gateway/router MAC, kept for compatibility.
+
+
+def _frozen(d: Optional[Mapping] = None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class GlobalCfg:
+    fwd_mode: str = "bridge"  # "bridge" | "routing"
+    arp_mode: str = "proxy"  # "proxy" | "flood"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    vrf_id: int  # 1..65535, allocated persistently by the store
+
+
+@dataclass(frozen=True)
+class Network:
+    key: str  # "tenant:name"
+    tenant: str
+    name: str
+    encap: str  # "vxlan" | "vlan"
+    pkt_tag: int  # VNI for vxlan, VLAN id on the uplink for vlan
+    net_id: int  # 1..65535, unique per network, allocated persistently (register value)
+    subnet: str  # "20.1.1.0/24" (network address form)
+    gateway: str = ""  # "" when none
+    mtu: int = 1450  # container MTU (underlay MTU minus VXLAN overhead for vxlan)
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str  # "tenant:group"
+    tenant: str
+    network: str  # network key
+    epg_id: int  # 1..65535, persistent
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    dpid: int
+    vtep_ip: str
+    #: OVS port name -> OpenFlow port number, as the switch reported it.
+    ports: Mapping[str, int] = field(default_factory=_frozen)
+    tunnel_port: str = "vxlan0"
+    uplink_port: Optional[str] = None  # for vlan encapsulation
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    host: str
+    network: str  # network key
+    ip: str
+    mac: str
+    port: str  # OVS port name on the host's br-int
+    group: Optional[str] = None  # group key
+    epg_id: int = 0  # 0 = no group
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    revision: int = 0
+    global_cfg: GlobalCfg = GlobalCfg()
+    tenants: Mapping[str, Tenant] = field(default_factory=_frozen)
+    networks: Mapping[str, Network] = field(default_factory=_frozen)
+    groups: Mapping[str, Group] = field(default_factory=_frozen)
+    hosts: Mapping[str, Host] = field(default_factory=_frozen)
+    endpoints: Mapping[str, Endpoint] = field(default_factory=_frozen)
