@@ -1,0 +1,1 @@
+"""The controller: Redis state -> compiled flows -> every switch, kept converged."""

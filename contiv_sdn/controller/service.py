@@ -1,0 +1,166 @@
+"""The central controller: keeps every switch's flows equal to the compiled state.
+
+Level-triggered (architecture principle 3): any change notification, a
+(re)subscription, a switch connecting or its ports changing only *schedules* a
+run; a run reads one consistent snapshot from Redis, compiles the flows of each
+connected switch and lets that switch's :class:`FlowSync` send the difference.
+Runs never overlap; changes that arrive during a run cause exactly one more run,
+so a burst of a thousand changes costs a couple of compilations, not a thousand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from contiv_sdn.controller.snapshot import build_snapshot, host_for_dpid
+from contiv_sdn.pipeline.compiler import compile_switch
+
+log = Logger()
+
+
+class Controller(Service):
+    #: Coalescing delay: changes that land within this window share one run.
+    DEBOUNCE = 0.02
+
+    def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None):
+        from twisted.internet import reactor as default_reactor
+        from contiv_sdn.openflow.registry import SwitchRegistry
+
+        self.store = store
+        self.listen = listen
+        self.reactor = reactor or default_reactor
+        self.registry = SwitchRegistry()
+        self.registry.on_switch_up = self._switch_up
+        self.registry.on_switch_down = self._switch_down
+        self.registry.on_ports_changed = lambda switch: self.schedule()
+        self._syncs: Dict[int, Any] = {}
+        self._pending: Optional[Any] = None
+        self._running = False
+        self._again = False
+        self._port = None
+        self.runs = 0
+        self.last_snapshot = None
+        self._idle: list = []
+        self._retry = False
+
+    # -- life cycle ----------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        from contiv_sdn.openflow.protocol import OpenFlowFactory
+
+        self.store.subscribe(lambda *change: self.schedule(), self.schedule)
+        factory = OpenFlowFactory(self.registry)
+        d = serverFromString(self.reactor, self.listen).listen(factory)
+
+        def listening(port: Any) -> None:
+            self._port = port
+            log.info("OpenFlow controller listening on {where}", where=self.listen)
+
+        def failed(f: Any) -> None:
+            log.failure("cannot listen for switches on {where}", f, where=self.listen)
+            return f
+
+        d.addCallbacks(listening, failed)
+        self.schedule()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        if self._port is not None:
+            return defer.maybeDeferred(self._port.stopListening)
+        return None
+
+    # -- switches --------------------------------------------------------------
+    def _switch_up(self, switch: Any) -> None:
+        from contiv_sdn.openflow.sync import FlowSync
+
+        self._syncs[switch.dpid] = FlowSync(switch)
+        log.info("switch {dpid:#x} connected", dpid=switch.dpid)
+        self.schedule()
+
+    def _switch_down(self, switch: Any) -> None:
+        if self._syncs.get(switch.dpid) is not None and getattr(
+                self._syncs[switch.dpid], "switch", switch) is switch:
+            del self._syncs[switch.dpid]
+        log.info("switch {dpid:#x} disconnected", dpid=switch.dpid)
+
+    # -- runs ------------------------------------------------------------------
+    def schedule(self, *_: Any) -> None:
+        if not self.running:
+            return
+        if self._running:
+            self._again = True
+            return
+        if self._pending is None or not self._pending.active():
+            self._pending = self.reactor.callLater(self.DEBOUNCE, self._start_run)
+
+    def when_idle(self) -> defer.Deferred:
+        """Fires after the current (or next scheduled) run finished: for tests and tools."""
+        if not self._running and (self._pending is None or not self._pending.active()):
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def _start_run(self) -> None:
+        self._pending = None
+        defer.ensureDeferred(self._run())
+
+    async def _run(self) -> None:
+        self._running = True
+        self._retry = False
+        try:
+            while True:
+                self._again = False
+                try:
+                    await self._converge_all()
+                except Exception:
+                    log.failure("controller run failed; retrying in 1 s")
+                    self._retry = True
+                if self._retry or not self._again:
+                    break
+        finally:
+            self._running = False
+        if self._retry and self.running:
+            # A switch or Redis failed us: try again soon, not in a hot loop.
+            self._pending = self.reactor.callLater(1.0, self._start_run)
+            return
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    async def _converge_all(self) -> None:
+        rev, data = await self.store.snapshot()
+        switches = dict(self._syncs)
+        ports = {dpid: dict(sync.switch.ports) for dpid, sync in switches.items()}
+        snap = build_snapshot(rev, data, ports)
+        self.last_snapshot = snap
+        self.runs += 1
+        work = []
+        for dpid, sync in switches.items():
+            name, _host = host_for_dpid(snap, dpid)
+            if name is None:
+                log.debug("switch {dpid:#x} belongs to no registered host; left alone", dpid=dpid)
+                continue
+            desired = compile_switch(snap, name)
+            work.append(defer.ensureDeferred(self._converge_one(name, sync, desired, rev)))
+        if work:
+            await defer.DeferredList(work, consumeErrors=True)
+
+    async def _converge_one(self, host: str, sync: Any, desired: frozenset, rev: int) -> None:
+        try:
+            result = await sync.converge(desired)
+        except Exception:
+            log.failure("flow sync to {host} failed; retrying in 1 s", host=host)
+            self._retry = True
+            return
+        if any(getattr(result, k, 0) for k in ("added", "modified", "deleted")):
+            log.info("{host}: rev {rev}: +{a} ~{m} -{d} flows", host=host, rev=rev,
+                     a=result.added, m=result.modified, d=result.deleted)
