@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-PKGS=(redis-server openvswitch-switch iproute2 ethtool procps)
+PKGS=(redis-server openvswitch-switch iproute2 ethtool procps docker.io podman containernetworking-plugins busybox-static tcpdump)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
   # The packaged OVS service is not used: every OVS we run is private to a lab host.
-  systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  systemctl disable --now openvswitch-switch docker.socket docker containerd >/dev/null 2>&1 || true
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "install: creating venv $VENV"
