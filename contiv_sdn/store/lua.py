@@ -1,0 +1,311 @@
+"""The server-side halves of the store: Lua scripts run by Redis atomically.
+
+Redis runs a script without interleaving any other command, so a script that
+first checks everything and only then writes is a transaction that cannot be
+half-applied by a concurrent netmaster.  Redis does *not* roll back a script
+that raises halfway, so every script here returns its refusals as a JSON value
+before its first write, and never calls ``redis.error_reply`` after one.
+
+``APPLY`` interprets one transaction program (built by
+:class:`contiv_sdn.store.txn.Txn`); ``SNAPSHOT`` and ``READ_KIND`` read
+consistently.  Numbers are Lua doubles: every integer here (bit positions up
+to 2**24, IPv4 addresses, IPv6 host ids below 2**48) is exact in a double and
+is printed with ``%.0f`` so that Redis never sees an exponent.
+"""
+
+APPLY = r"""
+local P = cjson.decode(ARGV[1])
+local NULL = cjson.null
+
+local function num(x) return string.format('%.0f', x) end
+
+local function ipv4(n)
+  local a = math.floor(n / 16777216) % 256
+  local b = math.floor(n / 65536) % 256
+  local c = math.floor(n / 256) % 256
+  local d = n % 256
+  return num(a) .. '.' .. num(b) .. '.' .. num(c) .. '.' .. num(d)
+end
+
+local function mac(n)
+  local a = math.floor(n / 16777216) % 256
+  local b = math.floor(n / 65536) % 256
+  local c = math.floor(n / 256) % 256
+  local d = n % 256
+  return string.format('02:02:%02x:%02x:%02x:%02x', a, b, c, d)
+end
+
+local function ipv6(groups, hostid)
+  local g = {}
+  for i = 1, 8 do g[i] = groups[i] end
+  local h = hostid
+  local i = 8
+  while h > 0 and i >= 1 do
+    g[i] = g[i] + (h % 65536)
+    h = math.floor(h / 65536)
+    i = i - 1
+  end
+  local best_s, best_l, cur_s, cur_l = 0, 0, 0, 0
+  for j = 1, 8 do
+    if g[j] == 0 then
+      if cur_l == 0 then cur_s = j end
+      cur_l = cur_l + 1
+      if cur_l > best_l then best_s, best_l = cur_s, cur_l end
+    else
+      cur_l = 0
+    end
+  end
+  local function hex(v) return string.format('%x', v) end
+  if best_l < 2 then
+    local parts = {}
+    for j = 1, 8 do parts[#parts + 1] = hex(g[j]) end
+    return table.concat(parts, ':')
+  end
+  local left, right = {}, {}
+  for j = 1, best_s - 1 do left[#left + 1] = hex(g[j]) end
+  for j = best_s + best_l, 8 do right[#right + 1] = hex(g[j]) end
+  return table.concat(left, ':') .. '::' .. table.concat(right, ':')
+end
+
+-- render an allocated value (or a requested one) for messages and records
+local function render(spec, value, fmt)
+  fmt = fmt or spec.fmt or 'int'
+  local base = spec.base or 0
+  if fmt == 'ip' then return ipv4(base + value) end
+  if fmt == 'mac' then return mac(base + value) end
+  if fmt == 'ip6' then return ipv6(spec.groups, value) end
+  return num(base + value)
+end
+
+local function errmsg(template, spec, value)
+  if value == nil then return template end
+  local s = string.gsub(template, '{}', function() return render(spec, value) end)
+  return s
+end
+
+-- make sure the bit string covers position hi (BITPOS with a BIT range
+-- answers -1 or 0 for positions past the end of the string)
+local function cover(key, hi)
+  local old = redis.call('GETBIT', key, num(hi))
+  redis.call('SETBIT', key, num(hi), old)
+end
+
+local function setrange(key, lo, hi, v)
+  if hi < lo then return end
+  cover(key, hi)
+  local first_full = math.ceil(lo / 8)
+  local last_full = math.floor((hi + 1) / 8) - 1
+  if first_full > last_full then
+    for p = lo, hi do redis.call('SETBIT', key, num(p), v) end
+    return
+  end
+  for p = lo, first_full * 8 - 1 do redis.call('SETBIT', key, num(p), v) end
+  local byte = (v == 1) and '\255' or '\0'
+  local n = last_full - first_full + 1
+  local chunk = 65536
+  local off = 0
+  while off < n do
+    local len = math.min(chunk, n - off)
+    redis.call('SETRANGE', key, num(first_full + off), string.rep(byte, len))
+    off = off + len
+  end
+  for p = (last_full + 1) * 8, hi do redis.call('SETBIT', key, num(p), v) end
+end
+
+-- 1. guards: a failed guard means "what you read has changed": retry
+for _, g in ipairs(P.guards or {}) do
+  if g.t == 'eq' then
+    local cur = redis.call('HGET', g.h, g.f)
+    if g.v == NULL then
+      if cur then return cjson.encode({conflict = g.h .. ' ' .. g.f}) end
+    elseif cur ~= g.v then
+      return cjson.encode({conflict = g.h .. ' ' .. g.f})
+    end
+  elseif g.t == 'ver' then
+    local cur = tonumber(redis.call('HGET', 'contiv:ver', g.k) or '0')
+    if cur ~= g.v then return cjson.encode({conflict = 'kind ' .. g.k}) end
+  elseif g.t == 'exists' then
+    local cur = redis.call('EXISTS', g.key)
+    if (cur == 1) ~= g.v then return cjson.encode({conflict = 'key ' .. g.key}) end
+  end
+end
+
+-- 2. checks: a failed check is a refusal with a message
+for _, c in ipairs(P.checks or {}) do
+  if c.t == 'clear' then
+    cover(c.b, c.hi)
+    local pos = redis.call('BITPOS', c.b, 1, num(c.lo), num(c.hi), 'BIT')
+    if pos >= 0 and pos <= c.hi then return cjson.encode({error = errmsg(c.err, c, pos)}) end
+  elseif c.t == 'isset' then
+    if redis.call('GETBIT', c.b, num(c.pos)) ~= 1 then
+      return cjson.encode({error = errmsg(c.err, c, c.pos)})
+    end
+  end
+end
+
+-- 3. allocations: all of them succeed or none stays taken
+local R = {}
+local SPEC = {}
+local taken = {}
+local taken6 = {}
+local function undo()
+  for _, t in ipairs(taken) do redis.call('SETBIT', t[1], num(t[2]), 0) end
+  for _, t in ipairs(taken6) do redis.call('HDEL', t[1], t[2]) end
+end
+for _, a in ipairs(P.allocs or {}) do
+  SPEC[a.name] = a
+  if a.t == 'bit' then
+    if a.want ~= nil and a.want ~= NULL then
+      local w = a.want
+      local bit = 0
+      if w >= a.lo and w <= a.hi then bit = redis.call('GETBIT', a.b, num(w)) end
+      if w < a.lo or w > a.hi or (bit == 1 and not a.shared) then
+        undo()
+        return cjson.encode({error = errmsg(a.taken, a, w)})
+      end
+      if bit == 0 then
+        redis.call('SETBIT', a.b, num(w), 1)
+        taken[#taken + 1] = {a.b, w}
+      end
+      R[a.name] = w
+    else
+      cover(a.b, a.hi)
+      local pos = -1
+      if a.cursor then
+        local c = tonumber(redis.call('GET', a.cursor) or tostring(a.lo))
+        if c < a.lo or c > a.hi then c = a.lo end
+        pos = redis.call('BITPOS', a.b, 0, num(c), num(a.hi), 'BIT')
+        if pos < 0 or pos > a.hi then
+          pos = redis.call('BITPOS', a.b, 0, num(a.lo), num(a.hi), 'BIT')
+        end
+      else
+        pos = redis.call('BITPOS', a.b, 0, num(a.lo), num(a.hi), 'BIT')
+      end
+      if pos < 0 or pos > a.hi or pos < a.lo then
+        undo()
+        return cjson.encode({error = a.full})
+      end
+      redis.call('SETBIT', a.b, num(pos), 1)
+      taken[#taken + 1] = {a.b, pos}
+      if a.cursor then
+        local nxt = pos + 1
+        if nxt > a.hi then nxt = a.lo end
+        redis.call('SET', a.cursor, num(nxt))
+      end
+      R[a.name] = pos
+    end
+  elseif a.t == 'v6' then
+    -- host ids in a hash (field = decimal host id); "last" remembers the
+    -- previous allocation so the next one starts after it, as Contiv does
+    if a.want ~= nil and a.want ~= NULL then
+      local f = num(a.want)
+      if redis.call('HEXISTS', a.h, f) == 1 and not a.shared then
+        undo()
+        return cjson.encode({error = errmsg(a.taken, a, a.want)})
+      end
+      if redis.call('HSETNX', a.h, f, '1') == 1 then taken6[#taken6 + 1] = {a.h, f} end
+      R[a.name] = a.want
+    else
+      local used = redis.call('HLEN', a.h)
+      if redis.call('HEXISTS', a.h, 'last') == 1 then used = used - 1 end
+      if used >= a.max then
+        undo()
+        return cjson.encode({error = a.full})
+      end
+      local cur = tonumber(redis.call('HGET', a.h, 'last') or '0')
+      local found = nil
+      for _ = 1, used + 1 do
+        cur = cur + 1
+        if cur > a.max then cur = 1 end
+        if redis.call('HEXISTS', a.h, num(cur)) == 0 then found = cur; break end
+      end
+      if not found then
+        undo()
+        return cjson.encode({error = a.full})
+      end
+      redis.call('HSET', a.h, num(found), '1')
+      taken6[#taken6 + 1] = {a.h, num(found)}
+      redis.call('HSET', a.h, 'last', num(found))
+      R[a.name] = found
+    end
+  end
+end
+
+-- 4. writes (nothing below can refuse)
+local function subst(s)
+  s = string.gsub(s, '"%$%$([%w_]+)%$%$"', function(n) return render(SPEC[n], R[n], 'int') end)
+  s = string.gsub(s, '%$%$([%w_]+):(%w+)%$%$', function(n, f) return render(SPEC[n], R[n], f) end)
+  return s
+end
+
+local rev = redis.call('INCR', 'contiv:rev')
+local bumped = {}
+local changes = {}
+local function touched(kind, hash, key, op)
+  if not bumped[kind] then
+    bumped[kind] = redis.call('HINCRBY', 'contiv:ver', kind, 1)
+    redis.call('SADD', 'contiv:kinds', kind)
+  end
+  changes[#changes + 1] = {kind, key, op}
+end
+
+for _, o in ipairs(P.ops or {}) do
+  if o.t == 'put' then
+    local v = o.v
+    if o.subs then v = subst(v) end
+    redis.call('HSET', o.h, o.f, v)
+    touched(o.k, o.h, o.f, 'set')
+  elseif o.t == 'del' then
+    if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.h, o.f, 'del') end
+  elseif o.t == 'jincr' then
+    local cur = redis.call('HGET', o.h, o.f)
+    if cur then
+      local d = cjson.decode(cur)
+      d[o.field] = (tonumber(d[o.field]) or 0) + o.by
+      redis.call('HSET', o.h, o.f, cjson.encode(d))
+      touched(o.k, o.h, o.f, 'set')
+    end
+  elseif o.t == 'setbit' then
+    redis.call('SETBIT', o.b, num(o.pos), o.v)
+  elseif o.t == 'setrange' then
+    setrange(o.b, o.lo, o.hi, o.v)
+  elseif o.t == 'rset' then
+    local v = o.v
+    if o.subs then v = subst(v) end
+    redis.call('HSET', o.h, o.f, v)
+  elseif o.t == 'rdel' then
+    redis.call('HDEL', o.h, o.f)
+  elseif o.t == 'delkey' then
+    redis.call('DEL', o.key)
+  end
+end
+
+for _, c in ipairs(changes) do
+  redis.call('PUBLISH', 'contiv:changes',
+    cjson.encode({kind = c[1], key = c[2], op = c[3], rev = rev}))
+end
+
+local vers = {}
+for k, v in pairs(bumped) do vers[k] = v end
+local allocs = {}
+for k, v in pairs(R) do allocs[k] = v end
+return cjson.encode({rev = rev, allocs = allocs, vers = vers})
+"""
+
+SNAPSHOT = r"""
+local kinds = redis.call('SMEMBERS', 'contiv:kinds')
+local out = {redis.call('GET', 'contiv:rev') or '0'}
+for _, kind in ipairs(kinds) do
+  local hash
+  if string.sub(kind, 1, 4) == 'obj:' then hash = 'contiv:' .. kind
+  else hash = 'contiv:state:' .. kind end
+  out[#out + 1] = kind
+  out[#out + 1] = redis.call('HGETALL', hash)
+end
+return out
+"""
+
+READ_KIND = r"""
+local ver = redis.call('HGET', 'contiv:ver', ARGV[1]) or '0'
+return {ver, redis.call('HGETALL', KEYS[1])}
+"""

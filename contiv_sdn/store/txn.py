@@ -1,0 +1,241 @@
+"""Transactions: what one atomic mutation checks, allocates and writes.
+
+A :class:`Txn` is a plain program for the ``APPLY`` Lua script.  It has four
+parts, run by Redis in this order without anything else interleaving:
+
+1. *guards* — "the value I read is still the one I read" (a hash field or the
+   version of a whole kind).  A failed guard raises :class:`Conflict`; the
+   caller re-reads and tries again (optimistic concurrency, so two netmasters
+   on one Redis never act on a stale read);
+2. *checks* — conditions on allocation bitmaps that refuse with a message;
+3. *allocations* — lowest-free (or next-fit, or a requested value) bits in
+   Redis bit strings, IPv6 host ids in a hash; all or none;
+4. *writes* — records (whose JSON may contain ``$$name$$`` placeholders
+   filled with an allocation result), bit ranges, raw index fields.
+
+:class:`View` records guards automatically for whatever the semantics layer
+reads, so a piece of semantics is written as a plain function of what it read.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Awaitable, Callable, Dict, List, Optional, TYPE_CHECKING, TypeVar
+
+from twisted.internet import reactor, task
+
+from contiv_sdn.store.keys import hash_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from contiv_sdn.store.store import Store
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """A refusal from the store (allocation exhausted, address taken...).
+
+    ``str(err)`` is the user-facing message, without any stack trace.
+    """
+
+
+class Conflict(Exception):
+    """Something read for a transaction changed before it committed."""
+
+
+class TxnResult:
+    """What a committed transaction produced."""
+
+    def __init__(self, rev: int, allocs: Dict[str, int], vers: Dict[str, int]):
+        self.rev = rev
+        self.allocs = allocs
+        self.vers = vers
+
+    def __repr__(self) -> str:
+        return f"TxnResult(rev={self.rev}, allocs={self.allocs})"
+
+
+def placeholder(name: str, fmt: Optional[str] = None) -> str:
+    """The text to put in a record where an allocation result belongs.
+
+    Without ``fmt`` the whole JSON string ``"$$name$$"`` becomes a number;
+    with ``fmt`` ("ip", "mac", "ip6", "int") it is replaced inside a string.
+    """
+    return f"$${name}$$" if fmt is None else f"$${name}:{fmt}$$"
+
+
+class Txn:
+    """A transaction program; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.guards: List[dict] = []
+        self.checks: List[dict] = []
+        self.allocs: List[dict] = []
+        self.ops: List[dict] = []
+        self._guarded: set = set()
+
+    # -- guards -----------------------------------------------------------
+    def guard_eq(self, kind: str, key: str, raw: Optional[str]) -> None:
+        """Commit only if ``kind[key]`` still has the raw JSON ``raw`` (None = absent)."""
+        ident = ("eq", kind, key)
+        if ident in self._guarded:
+            return
+        self._guarded.add(ident)
+        self.guards.append({"t": "eq", "h": hash_of(kind), "f": key, "v": raw})
+
+    def guard_ver(self, kind: str, ver: int) -> None:
+        """Commit only if nothing in ``kind`` changed since version ``ver``."""
+        ident = ("ver", kind)
+        if ident in self._guarded:
+            return
+        self._guarded.add(ident)
+        self.guards.append({"t": "ver", "k": kind, "v": int(ver)})
+
+    # -- checks -----------------------------------------------------------
+    def check_clear(self, bitmap: str, lo: int, hi: int, err: str, fmt: str = "int",
+                    base: int = 0) -> None:
+        """Refuse with ``err`` (``{}`` = the first set position, rendered) unless lo..hi are clear."""
+        self.checks.append({"t": "clear", "b": bitmap, "lo": lo, "hi": hi, "err": err,
+                            "fmt": fmt, "base": base})
+
+    # -- allocations ------------------------------------------------------
+    def alloc(self, name: str, bitmap: str, lo: int, hi: int, *, want: Optional[int] = None,
+              full: str = "allocation failed", taken: str = "{} is not available",
+              cursor: Optional[str] = None, fmt: str = "int", base: int = 0,
+              shared: bool = False) -> None:
+        """Take the lowest clear bit in lo..hi (or ``want``), bound to ``name``.
+
+        ``cursor`` makes it next-fit (start after the previous allocation,
+        wrapping), ``shared`` accepts a wanted bit that is already set (an
+        address reserved earlier by the IPAM call for the same endpoint).
+        """
+        a: Dict[str, Any] = {"t": "bit", "name": name, "b": bitmap, "lo": lo, "hi": hi,
+                             "full": full, "taken": taken, "fmt": fmt, "base": base}
+        if want is not None:
+            a["want"] = int(want)
+        if cursor:
+            a["cursor"] = cursor
+        if shared:
+            a["shared"] = True
+        self.allocs.append(a)
+
+    def alloc_v6(self, name: str, hashkey: str, groups: List[int], max_host: int, *,
+                 want: Optional[int] = None, full: str = "allocation failed",
+                 taken: str = "{} is not available", shared: bool = False) -> None:
+        """Take the next free IPv6 host id after the last one (wrapping), like Contiv."""
+        a: Dict[str, Any] = {"t": "v6", "name": name, "h": hashkey, "groups": list(groups),
+                             "max": max_host, "full": full, "taken": taken, "fmt": "ip6"}
+        if want is not None:
+            a["want"] = int(want)
+        if shared:
+            a["shared"] = True
+        self.allocs.append(a)
+
+    # -- writes -----------------------------------------------------------
+    def put(self, kind: str, key: str, value: Any, *, subs: bool = False) -> None:
+        """Write a record (dict → JSON); ``subs`` fills ``$$name$$`` placeholders."""
+        raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "v": raw}
+        if subs:
+            op["subs"] = True
+        self.ops.append(op)
+
+    def delete(self, kind: str, key: str) -> None:
+        self.ops.append({"t": "del", "k": kind, "h": hash_of(kind), "f": key})
+
+    def incr_field(self, kind: str, key: str, field: str, by: int) -> None:
+        """Add ``by`` to a numeric field of a record of scalars, server-side.
+
+        Server-side so that concurrent endpoint creations in one network do
+        not conflict on the network's counter.  Only for records whose values
+        are all scalars (Redis' cjson cannot tell ``[]`` from ``{}``).
+        """
+        self.ops.append({"t": "jincr", "k": kind, "h": hash_of(kind), "f": key,
+                         "field": field, "by": by})
+
+    def setbit(self, bitmap: str, pos: int, value: int) -> None:
+        self.ops.append({"t": "setbit", "b": bitmap, "pos": int(pos), "v": 1 if value else 0})
+
+    def setrange(self, bitmap: str, lo: int, hi: int, value: int) -> None:
+        self.ops.append({"t": "setrange", "b": bitmap, "lo": int(lo), "hi": int(hi),
+                         "v": 1 if value else 0})
+
+    def raw_set(self, hashkey: str, field: str, value: str, *, subs: bool = False) -> None:
+        op = {"t": "rset", "h": hashkey, "f": field, "v": value}
+        if subs:
+            op["subs"] = True
+        self.ops.append(op)
+
+    def raw_del(self, hashkey: str, field: str) -> None:
+        self.ops.append({"t": "rdel", "h": hashkey, "f": field})
+
+    def delete_key(self, key: str) -> None:
+        self.ops.append({"t": "delkey", "key": key})
+
+    def empty(self) -> bool:
+        return not (self.allocs or self.ops)
+
+    def program(self) -> str:
+        return json.dumps({"guards": self.guards, "checks": self.checks,
+                           "allocs": self.allocs, "ops": self.ops},
+                          separators=(",", ":"))
+
+
+class View:
+    """Reads for one transaction attempt, each recorded as a guard."""
+
+    def __init__(self, store: "Store"):
+        self.store = store
+        self.txn = Txn()
+        self._lists: Dict[str, Dict[str, dict]] = {}
+
+    async def get(self, kind: str, key: str) -> Optional[dict]:
+        """Read a record; the commit fails with Conflict if it changes meanwhile."""
+        if kind in self._lists:
+            return self._lists[kind].get(key)
+        raw = await self.store.get_raw(kind, key)
+        self.txn.guard_eq(kind, key, raw)
+        return None if raw is None else json.loads(raw)
+
+    async def peek(self, kind: str, key: str) -> Optional[dict]:
+        """Read without a guard: for data that cannot change under us."""
+        if kind in self._lists:
+            return self._lists[kind].get(key)
+        return await self.store.get(kind, key)
+
+    async def list(self, kind: str) -> Dict[str, dict]:
+        """Read a whole kind; any change to that kind fails the commit."""
+        if kind not in self._lists:
+            ver, items = await self.store.list_versioned(kind)
+            self.txn.guard_ver(kind, ver)
+            self._lists[kind] = items
+        return self._lists[kind]
+
+
+async def transact(store: "Store", fn: Callable[[View], Awaitable[T]],
+                   attempts: int = 400) -> T:
+    """Run ``fn(view)`` and commit what it built, retrying on Conflict.
+
+    ``fn`` reads through the view, adds writes to ``view.txn`` and returns a
+    value; it may raise (a refusal) before anything is written.  It may also
+    return a callable ``finish(result: TxnResult) -> value`` via
+    ``view.finish`` to turn allocation results into the returned value.
+    """
+    delay = 0.001
+    for attempt in range(attempts):
+        view = View(store)
+        value = await fn(view)
+        if view.txn.empty():
+            return value
+        try:
+            result = await store.apply(view.txn)
+        except Conflict:
+            await task.deferLater(reactor, random.uniform(0, delay), lambda: None)
+            delay = min(delay * 2, 0.05)
+            continue
+        finish = getattr(view, "finish", None)
+        if finish is not None:
+            return finish(result)
+        return value
+    raise StoreError("too much contention, try again")
