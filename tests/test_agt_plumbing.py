@@ -1,0 +1,152 @@
+"""Endpoint plumbing against real network namespaces (veth, address, route, MTU, offload)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from contiv_sdn.testing import require_binary, require_root
+
+
+def ip_json(*args: str) -> list:
+    out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out or "[]")
+
+
+class Netns:
+    """A named network namespace for one test, removed on cleanup."""
+
+    def __init__(self, test: unittest.TestCase, role: str):
+        self.name = f"agt-{role}-{secrets.token_hex(3)}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        test.addCleanup(subprocess.run, ["ip", "netns", "del", self.name])
+        self.path = f"/var/run/netns/{self.name}"
+
+    def links(self) -> dict:
+        return {l["ifname"]: l for l in ip_json("-n", self.name, "-d", "link", "show")}
+
+    def addrs(self, ifname: str) -> list:
+        out = ip_json("-n", self.name, "addr", "show", "dev", ifname)
+        return [(a["local"], a["prefixlen"]) for a in out[0]["addr_info"] if a["family"] == "inet"]
+
+    def routes(self) -> list:
+        return ip_json("-n", self.name, "route", "show")
+
+    def run(self, *argv: str) -> None:
+        subprocess.run(["ip", "-n", self.name, *argv], check=True, capture_output=True)
+
+
+class PlumbingTests(unittest.TestCase):
+    def setUp(self):
+        require_root()
+        require_binary("ip")
+        from contiv_sdn.agent import plumbing
+        self.plumbing = plumbing
+        self.host = Netns(self, "h")
+        self.ctr = Netns(self, "c")
+        self.plumber = plumbing.Plumber(host_netns=self.host.path)
+
+    def request(self, **kw):
+        args = dict(host_ifname="cv0123456789ab", netns=self.ctr.path, ifname="eth0",
+                    mac="02:02:0a:24:01:05", ipv4="10.36.1.5", prefix_len=24,
+                    gateway="10.36.1.254", mtu=1450)
+        args.update(kw)
+        return self.plumbing.VethRequest(**args)
+
+    @defer.inlineCallbacks
+    def test_create_configures_both_ends(self):
+        result = yield self.plumber.create(self.request())
+        self.assertEqual(result["hostIfname"], "cv0123456789ab")
+        self.assertEqual(result["macAddress"], "02:02:0a:24:01:05")
+        self.assertEqual(result["mtu"], 1450)
+
+        ctr = self.ctr.links()["eth0"]
+        self.assertEqual(ctr["address"], "02:02:0a:24:01:05")
+        self.assertEqual(ctr["mtu"], 1450)
+        self.assertIn("UP", ctr["flags"])
+        self.assertEqual(ctr["linkinfo"]["info_kind"], "veth")
+        self.assertEqual(self.ctr.addrs("eth0"), [("10.36.1.5", 24)])
+        defaults = [r for r in self.ctr.routes() if r["dst"] == "default"]
+        self.assertEqual([(r["gateway"], r["dev"]) for r in defaults], [("10.36.1.254", "eth0")])
+
+        host = self.host.links()["cv0123456789ab"]
+        self.assertEqual(host["mtu"], 1450)
+        self.assertIn("UP", host["flags"])
+        self.assertNotIn("eth0", self.host.links())
+
+        # TX checksum offload off on both ends (TCP through the userspace datapath needs it)
+        self.assertFalse(self.plumbing.tx_checksum_in(self.ctr.path, "eth0"))
+        self.assertFalse(self.plumbing.tx_checksum_in(self.host.path, "cv0123456789ab"))
+
+    @defer.inlineCallbacks
+    def test_delete_removes_pair_and_is_idempotent(self):
+        yield self.plumber.create(self.request(gateway=None))
+        self.assertTrue((yield self.plumber.host_link_exists("cv0123456789ab")))
+        self.assertTrue((yield self.plumber.delete("cv0123456789ab")))
+        self.assertNotIn("cv0123456789ab", self.host.links())
+        self.assertNotIn("eth0", self.ctr.links())
+        self.assertFalse((yield self.plumber.delete("cv0123456789ab")))
+        self.assertFalse((yield self.plumber.host_link_exists("cv0123456789ab")))
+
+    @defer.inlineCallbacks
+    def test_missing_namespace_leaves_nothing(self):
+        before = set(self.host.links())
+        with self.assertRaises(self.plumbing.NetnsNotFound):
+            yield self.plumber.create(self.request(netns="/var/run/netns/agt-none-" +
+                                                   secrets.token_hex(3)))
+        self.assertEqual(set(self.host.links()), before)
+
+    @defer.inlineCallbacks
+    def test_name_taken_in_container_leaves_nothing(self):
+        self.ctr.run("link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+        before = set(self.host.links())
+        with self.assertRaises(self.plumbing.InterfaceExists) as ctx:
+            yield self.plumber.create(self.request())
+        self.assertIn("eth0", str(ctx.exception))
+        self.assertEqual(set(self.host.links()), before)
+        self.assertIn("other0", self.ctr.links())  # theirs, untouched
+
+    @defer.inlineCallbacks
+    def test_failure_after_creation_removes_the_pair(self):
+        # the gateway is outside the subnet: the route step fails after the veth exists
+        with self.assertRaises(self.plumbing.PlumbingError) as ctx:
+            yield self.plumber.create(self.request(gateway="10.99.0.1"))
+        self.assertIn("10.99.0.1", str(ctx.exception))
+        self.assertNotIn("cv0123456789ab", self.host.links())
+        self.assertNotIn("eth0", self.ctr.links())
+
+    @defer.inlineCallbacks
+    def test_proc_pid_namespace_path(self):
+        # a namespace given as /proc/PID/ns/net, as runtimes do
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ctr.name, "sleep", "30"])
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        path = f"/proc/{proc.pid}/ns/net"
+        for _ in range(200):
+            if self.plumbing.netns_id(path) == self.plumbing.netns_id(self.ctr.path):
+                break
+            yield deferLater(0.01)
+        self.assertEqual(self.plumbing.netns_id(path), self.plumbing.netns_id(self.ctr.path))
+        yield self.plumber.create(self.request(netns=path, ifname="net1", gateway=None))
+        self.assertEqual(self.ctr.addrs("net1"), [("10.36.1.5", 24)])
+
+    def test_invalid_names_are_rejected_before_anything_happens(self):
+        with self.assertRaises(self.plumbing.PlumbingError):
+            self.plumbing.create_veth(self.request(ifname="x" * 16), self.host.path)
+        with self.assertRaises(self.plumbing.PlumbingError):
+            self.plumbing.create_veth(self.request(host_ifname="a/b"), self.host.path)
+        self.assertNotIn("eth0", self.ctr.links())
+
+
+def deferLater(seconds: float) -> defer.Deferred:
+    from twisted.internet import reactor, task
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+if os.environ.get("AGT_DEBUG"):
+    defer.setDebugging(True)
