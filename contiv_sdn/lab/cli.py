@@ -1,0 +1,146 @@
+"""``python -m contiv_sdn.lab``: up / down / status / exec / container add|rm.
+
+A thin shell over :class:`contiv_sdn.lab.core.Lab`; each command finds the lab
+again through ``<root>/state.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from contiv_sdn.lab.core import DEFAULT_ROOT, Lab, LabConfig
+from contiv_sdn.lab.http import ApiError
+from contiv_sdn.lab.sh import LabError
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = LabConfig()
+    p = argparse.ArgumentParser(prog="python -m contiv_sdn.lab",
+                                description="N simulated hosts (network namespaces with their "
+                                            "own OVS) running the contiv-sdn services.")
+    p.add_argument("--root", default=DEFAULT_ROOT,
+                   help=f"where state, pidfiles and logs live (default {DEFAULT_ROOT}; "
+                        "env CONTIV_LAB_ROOT)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="build the hosts and start the services")
+    up.add_argument("--hosts", type=int, default=d.hosts, help="number of hosts (node1..nodeN)")
+    up.add_argument("--no-services", action="store_true",
+                    help="hosts, underlay and OVS only (no redis/netmaster/netplugin)")
+    up.add_argument("--prefix", default=d.prefix, help="host name prefix (default node)")
+    up.add_argument("--link-prefix", default=d.link_prefix,
+                    help="prefix of root-namespace links (default ctv)")
+    up.add_argument("--subnet", default=d.subnet, help="underlay subnet (default %(default)s)")
+    up.add_argument("--netmaster-port", type=int, default=d.netmaster_port)
+    up.add_argument("--ofp-port", type=int, default=d.ofp_port)
+    up.add_argument("--mtu", type=int, default=d.mtu, help="underlay MTU")
+
+    down = sub.add_parser("down", help="remove everything the lab created (idempotent)")
+    down.add_argument("--all", action="store_true", help=f"also remove the root directory")
+    down.add_argument("--prefix", default=None,
+                      help="host prefix to scan for when there is no state file (default node)")
+    down.add_argument("--link-prefix", default=None,
+                      help="link prefix to scan for when there is no state file (default ctv)")
+
+    st = sub.add_parser("status", help="hosts, processes, bridges, flows, containers")
+    st.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("exec", help="run a command in a host or container namespace")
+    ex.add_argument("target", help="node1, node1-web or web")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    ct = sub.add_parser("container", help="container namespaces with netplugin endpoints")
+    csub = ct.add_subparsers(dest="ccmd", required=True)
+    add = csub.add_parser("add", help="create HOST-NAME with an endpoint in --net")
+    add.add_argument("host")
+    add.add_argument("name")
+    add.add_argument("--net", required=True, help="network name")
+    add.add_argument("--group", default=None, help="endpoint group")
+    add.add_argument("--tenant", default="default")
+    add.add_argument("--ip", default=None, help="requested IPv4 address")
+    rm = csub.add_parser("rm", help="delete the endpoint and the namespace")
+    rm.add_argument("host")
+    rm.add_argument("name")
+    csub.add_parser("list", help="containers with their addresses")
+    return p
+
+
+def _print_status(st: dict) -> None:
+    print(f"lab {st['root']}: {st['phase']}")
+    for key, svc in st["services"].items():
+        if key.startswith("netplugin:"):
+            continue
+        print(f"  {key:<10} {'alive' if svc['alive'] else 'DEAD':<6} pid {svc['pid'] or '-'}"
+              f"  log {svc['log']}")
+    if "netmaster_url" in st:
+        print(f"  netmaster  {st['netmaster_url']}")
+    for h in st["hosts"]:
+        np = h.get("netplugin")
+        np_s = "" if np is None else f" netplugin {'alive' if np else 'DEAD'}"
+        flows = "" if h["br_int_flows"] is None else f" br-int flows {h['br_int_flows']}"
+        print(f"  {h['name']:<8} {h['vtep_ip']:<15} netns {'yes' if h['netns'] else 'NO'}"
+              f" ovs {'alive' if h['ovs'] else 'DEAD'}{np_s}"
+              f" bridges [{' '.join(h['bridges'])}]{flows}")
+    for c in st["containers"]:
+        print(f"  {c['netns']:<16} {c['ip'] or '-':<15} {c['mac'] or '-':<17} "
+              f"{c['tenant']}/{c['network']}{'/' + c['group'] if c['group'] else ''}"
+              f"{'' if c['alive'] else '  (namespace GONE)'}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "up":
+            lab = Lab(hosts=args.hosts, root=args.root, start_services=not args.no_services,
+                      prefix=args.prefix, link_prefix=args.link_prefix, subnet=args.subnet,
+                      netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
+                      progress=_say)
+            lab.up()
+        elif args.cmd == "down":
+            try:
+                lab = Lab.load(args.root, progress=_say)
+            except LabError:
+                lab = Lab(hosts=1, root=args.root, prefix=args.prefix or "node",
+                          link_prefix=args.link_prefix or "ctv", progress=_say)
+            lab.down(all=args.all)
+            _say("lab down")
+        elif args.cmd == "status":
+            st = Lab.load(args.root).status()
+            if args.json:
+                print(json.dumps(st, indent=1))
+            else:
+                _print_status(st)
+        elif args.cmd == "exec":
+            cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            if not cmd:
+                raise LabError("usage: exec TARGET -- CMD [ARGS...]")
+            netns = Lab.load(args.root).netns_of(args.target)
+            sys.stdout.flush()
+            os.execvp("ip", ["ip", "netns", "exec", netns] + cmd)
+        elif args.cmd == "container":
+            lab = Lab.load(args.root, progress=_say)
+            if args.ccmd == "add":
+                c = lab.add_container(args.host, args.name, args.net, group=args.group,
+                                      tenant=args.tenant, ip=args.ip)
+                print(json.dumps(c.endpoint, indent=1, sort_keys=True))
+            elif args.ccmd == "rm":
+                lab.remove_container(args.host, args.name)
+            else:
+                for c in lab.status()["containers"]:
+                    print(f"{c['netns']:<16} {c['ip'] or '-':<15} {c['mac'] or '-':<17} "
+                          f"{c['tenant']}/{c['network']}")
+    except (LabError, ApiError) as e:
+        print(f"lab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lab: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,692 @@
+"""The lab: N simulated hosts (network namespaces, each with its own OVS) and the services.
+
+``Lab`` is the one Python API behind ``python -m contiv_sdn.lab``, the end-to-end
+tests, ``make demo`` and the benchmarks.  It is synchronous on purpose (plain
+subprocesses with timeouts): callers on a reactor run it in a thread.
+
+Everything it creates is named from its prefixes and recorded in
+``<root>/state.json`` as it goes, so ``down`` can remove exactly that, also
+after a crashed ``up`` (it then scans for the names and pidfiles it would have
+created) and never anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from contiv_sdn.lab import http, topology
+from contiv_sdn.lab.ovs import OvsError, OvsInstance
+from contiv_sdn.lab.procs import (Service, alive, belongs_to, pidfiles_under, read_pidfile,
+                                  stop_pids)
+from contiv_sdn.lab.sh import LabError, ip, netns_prefix, run
+from contiv_sdn.lab.topology import Names, Subnet
+
+DEFAULT_ROOT = os.environ.get("CONTIV_LAB_ROOT", "/run/contiv-lab")
+STATE_FILE = "state.json"
+UNDERLAY_BRIDGE_OVS = "br-ul"
+INTEGRATION_BRIDGE = "br-int"
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class LabConfig:
+    """What defines a lab; stored in the state file so later commands find the same lab."""
+
+    hosts: int = 2
+    root: str = DEFAULT_ROOT
+    start_services: bool = True
+    prefix: str = "node"
+    link_prefix: str = "ctv"
+    subnet: str = "192.168.50.0/24"
+    netmaster_port: int = 9999
+    ofp_port: int = 6653
+    mtu: int = 1500
+    python: str = sys.executable
+
+
+@dataclass
+class Container:
+    """A "container": a network namespace on a host with an endpoint made by that host's netplugin."""
+
+    host: str
+    name: str
+    netns: str
+    id: str
+    network: str
+    tenant: str = "default"
+    group: str = ""
+    ip: Optional[str] = None
+    mac: Optional[str] = None
+    endpoint: Dict[str, Any] = field(default_factory=dict)
+
+    def exec(self, *cmd: str, timeout: float = 30, check: bool = False,
+             input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run ``cmd`` inside the container's namespace; output captured as text."""
+        return run(cmd, netns=self.netns, timeout=timeout, check=check, input=input)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Host:
+    """One simulated host: namespace ``name``, its own OVS, optionally a netplugin."""
+
+    def __init__(self, lab: "Lab", index: int):
+        self.lab = lab
+        self.index = index
+        self.name = lab.names.host(index)
+        self.netns = self.name
+        self.vtep_ip = lab.subnet.host_ip(index)
+        self.dir = os.path.join(lab.root, self.name)
+        self.ovs = OvsInstance(os.path.join(self.dir, "ovs"), netns=self.netns)
+        self.socket = os.path.join(self.dir, "netplugin.sock")
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {self.vtep_ip}>"
+
+    @property
+    def service_key(self) -> str:
+        return f"netplugin:{self.name}"
+
+    def exec(self, *cmd: str, timeout: float = 30, check: bool = False,
+             input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run ``cmd`` inside the host's namespace; output captured as text."""
+        return run(cmd, netns=self.netns, timeout=timeout, check=check, input=input)
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        """Call this host's netplugin API (UNIX socket); raises ``http.ApiError`` on >= 400."""
+        try:
+            return http.call(method, path, body, unix=self.socket, timeout=timeout)
+        except OSError as e:
+            raise LabError(f"netplugin on {self.name} does not answer on {self.socket}: {e}") from e
+
+    def flow_count(self, bridge: str = INTEGRATION_BRIDGE) -> Optional[int]:
+        try:
+            return len(self.ovs.dump_flows(bridge))
+        except (OvsError, subprocess.TimeoutExpired):
+            return None
+
+
+def ping_argv() -> List[str]:
+    """``ping`` if installed, else busybox's (Debian's busybox-static is in the install list)."""
+    if shutil.which("ping"):
+        return ["ping"]
+    if shutil.which("busybox"):
+        return ["busybox", "ping"]
+    raise LabError("no ping: install iputils-ping or busybox-static")
+
+
+def _supported_options(python: str, plugin: str) -> Optional[set]:
+    """The long options ``twistd PLUGIN --help`` lists; None if the plugin is not there."""
+    try:
+        proc = subprocess.run([python, "-m", "twisted", plugin, "--help"], capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0:
+        return None
+    return set(re.findall(r"--([a-z][a-z0-9-]*)", proc.stdout))
+
+
+class Lab:
+    """N hosts as network namespaces with their own OVS, joined by an underlay, plus services."""
+
+    def __init__(self, hosts: int = 2, root: str = DEFAULT_ROOT, start_services: bool = True,
+                 prefix: str = "node", link_prefix: str = "ctv",
+                 subnet: str = "192.168.50.0/24", netmaster_port: int = 9999,
+                 ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
+                 progress: Optional[Progress] = None):
+        if hosts < 1:
+            raise LabError("a lab needs at least one host")
+        self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
+                                start_services=start_services, prefix=prefix,
+                                link_prefix=link_prefix, subnet=subnet,
+                                netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
+                                python=python)
+        self.root = self.config.root
+        self.names = Names(prefix=prefix, link_prefix=link_prefix)
+        self.subnet = Subnet(subnet)
+        self.progress: Progress = progress or _quiet
+        self.hosts: List[Host] = [Host(self, i) for i in range(1, hosts + 1)]
+        self.services: Dict[str, Service] = {}
+        self.containers: Dict[str, Container] = {}
+        self.phase = "down"
+
+    # -- construction from the state file ---------------------------------
+    @classmethod
+    def load(cls, root: str = DEFAULT_ROOT, progress: Optional[Progress] = None) -> "Lab":
+        """The lab recorded under ``root`` (for commands after ``up``)."""
+        state = cls._read_state_file(os.path.abspath(root))
+        if state is None:
+            raise LabError(f"no lab under {root} (no {STATE_FILE}): run `up` first")
+        lab = cls(progress=progress, **state["config"])
+        lab._apply_state(state)
+        return lab
+
+    @staticmethod
+    def _read_state_file(root: str) -> Optional[dict]:
+        try:
+            with open(os.path.join(root, STATE_FILE)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise LabError(f"unreadable {root}/{STATE_FILE}: {e}; `down` still cleans up") from e
+
+    def _apply_state(self, state: dict) -> None:
+        self.phase = state.get("phase", "down")
+        self.services = {k: Service.from_json(v) for k, v in state.get("services", {}).items()}
+        self.containers = {k: Container(**v) for k, v in state.get("containers", {}).items()}
+
+    def _state(self) -> dict:
+        return {"version": 1, "phase": self.phase, "config": asdict(self.config),
+                "services": {k: s.to_json() for k, s in self.services.items()},
+                "containers": {k: c.to_json() for k, c in self.containers.items()}}
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise state changes between lab commands running at the same time."""
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, ".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _save(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        path = os.path.join(self.root, STATE_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._state(), f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    def _update(self, change: Callable[[], None]) -> None:
+        """Re-read the file (another command may have changed it), apply, write."""
+        with self._locked():
+            state = self._read_state_file(self.root)
+            if state is not None:
+                # containers are what concurrent commands change; services stay ours
+                self.containers = {k: Container(**v)
+                                   for k, v in state.get("containers", {}).items()}
+            change()
+            self._save()
+
+    # -- accessors ----------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise LabError(f"no host {name!r} (hosts: {', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def netmaster_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.netmaster_port}"
+
+    @property
+    def netmaster_underlay_url(self) -> str:
+        """How the hosts reach netmaster: the underlay bridge's address in the root namespace."""
+        return f"http://{self.subnet.gateway}:{self.config.netmaster_port}"
+
+    @property
+    def controller_target(self) -> str:
+        return f"tcp:{self.subnet.gateway}:{self.config.ofp_port}"
+
+    @property
+    def redis_dir(self) -> str:
+        return os.path.join(self.root, "redis")
+
+    @property
+    def redis_socket(self) -> str:
+        return os.path.join(self.redis_dir, "redis.sock")
+
+    @property
+    def redis_url(self) -> str:
+        return f"unix://{self.redis_socket}"
+
+    def container(self, target: str) -> Container:
+        """A container by namespace (``node1-web``) or by name (``web``, if unique)."""
+        if target in self.containers:
+            return self.containers[target]
+        found = [c for c in self.containers.values() if c.name == target]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise LabError(f"{target!r} is on several hosts: say "
+                           + " or ".join(c.netns for c in found))
+        raise LabError(f"no container {target!r}")
+
+    def netns_of(self, target: str) -> str:
+        """The namespace of a host (``node1``) or a container (``node1-web`` / ``web``)."""
+        for h in self.hosts:
+            if h.name == target:
+                return h.netns
+        try:
+            return self.container(target).netns
+        except LabError as e:
+            if self.containers or "several" in str(e):
+                raise
+            raise LabError(f"no host or container {target!r} (hosts: "
+                           f"{', '.join(h.name for h in self.hosts)})") from None
+
+    # -- up -------------------------------------------------------------------
+    def up(self) -> "Lab":
+        """Build hosts, underlay, OVS and (unless disabled) the services; undo all on failure."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, OVS)")
+        for tool in ("ip", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl") + \
+                (("redis-server",) if self.config.start_services else ()):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} not found: run `make install`")
+        self.names.check(len(self.hosts))
+        previous = self._read_state_file(self.root)
+        if previous is not None:
+            old = Lab(progress=_quiet, **previous["config"])
+            old._apply_state(previous)
+            if previous.get("phase") in ("starting", "up") and old._anything_alive():
+                raise LabError(f"a lab is already up under {self.root} "
+                               f"({previous['config']['hosts']} hosts): run `down` first")
+            old._teardown(quiet=True)
+        # leftovers of a crashed run with our names: remove them before building
+        self._teardown(quiet=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root)
+        self.services, self.containers, self.phase = {}, {}, "starting"
+        self._save()
+        try:
+            self._build_underlay()
+            for h in self.hosts:
+                self._build_host(h)
+            self._check_underlay()
+            if self.config.start_services:
+                self._start_services()
+            self.phase = "up"
+            self._save()
+            self.progress(f"lab up: {len(self.hosts)} hosts"
+                          + (f", netmaster {self.netmaster_url}" if self.config.start_services
+                             else " (no services)"))
+        except BaseException as e:
+            self.progress(f"up failed: {e}")
+            self.progress("tearing down what was started")
+            try:
+                self.down()
+            except Exception as e2:  # report the first failure, not the cleanup's
+                self.progress(f"down after failed up: {e2}")
+            raise
+        return self
+
+    def _build_underlay(self) -> None:
+        topology.create_bridges(self.names, self.subnet, self.config.mtu)
+        self.progress(f"underlay: bridge {self.names.underlay_bridge} "
+                      f"{self.subnet.gateway}/{self.subnet.prefixlen}, "
+                      f"VLAN trunk bridge {self.names.trunk_bridge}")
+
+    def _build_host(self, h: Host) -> None:
+        topology.create_netns(h.netns)
+        self._save()
+        topology.create_host_links(self.names, h.name, self.config.mtu)
+        try:
+            h.ovs.start()
+        except (OvsError, OSError, subprocess.SubprocessError) as e:
+            raise LabError(f"{h.name}: OVS did not start: {e} (logs in {h.ovs.dir})") from e
+        h.ovs.add_bridge(UNDERLAY_BRIDGE_OVS, fail_mode="standalone")
+        h.ovs.vsctl("--may-exist", "add-port", UNDERLAY_BRIDGE_OVS, "eth0")
+        ip("addr", "replace", f"{h.vtep_ip}/{self.subnet.prefixlen}", "dev", UNDERLAY_BRIDGE_OVS,
+           netns=h.netns)
+        ip("link", "set", UNDERLAY_BRIDGE_OVS, "mtu", str(self.config.mtu), "up", netns=h.netns)
+        self.progress(f"{h.name}: namespace, underlay {h.vtep_ip}/{self.subnet.prefixlen} on OVS "
+                      f"{UNDERLAY_BRIDGE_OVS} (eth0 <-> {self.names.host_underlay_link(h.name)}), "
+                      f"trunk eth1 <-> {self.names.host_trunk_link(h.name)}, "
+                      f"OVS in {h.ovs.dir}")
+
+    def _check_underlay(self, tries: int = 20) -> None:
+        """Each host reaches the underlay gateway (catches a broken underlay early)."""
+        argv = ping_argv()
+        for h in self.hosts:
+            for _ in range(tries):
+                if h.exec(*argv, "-c", "1", "-W", "1", self.subnet.gateway,
+                          timeout=10).returncode == 0:
+                    break
+            else:
+                raise LabError(f"{h.name} ({h.vtep_ip}) cannot ping the underlay gateway "
+                               f"{self.subnet.gateway}")
+        self.progress(f"underlay: all {len(self.hosts)} hosts reach {self.subnet.gateway}")
+
+    # -- services -------------------------------------------------------------
+    def _twistd_argv(self, name: str, plugin: str, directory: str) -> List[str]:
+        return [self.config.python, "-m", "twisted", "-n",
+                f"--pidfile={directory}/{name}.pid", f"--logfile={directory}/{name}.log", plugin]
+
+    def _start_services(self) -> None:
+        self._start_redis()
+        self._start_netmaster()
+        self._start_netplugins()
+
+    def _wait(self, what: str, service: Service, ready: Callable[[], bool],
+              timeout: float = 30) -> None:
+        """Poll ``ready`` until true; fail early (with its log) if the process died."""
+        start = time.monotonic()
+        last = start
+        while True:
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            now = time.monotonic()
+            if not service.alive():
+                raise LabError(f"{what} exited during start-up:\n{service.log_tail()}")
+            if now - start > timeout:
+                raise LabError(f"{what} not ready after {timeout:g} s:\n{service.log_tail()}")
+            if now - last >= 2:
+                self.progress(f"waiting for {what} ({now - start:.0f}/{timeout:g} s)")
+                last = now
+            time.sleep(0.1)
+
+    def _register(self, key: str, service: Service) -> None:
+        self.services[key] = service
+        self._save()
+
+    def _start_redis(self) -> None:
+        d = self.redis_dir
+        svc = Service("redis", [
+            "redis-server", "--port", "0", "--unixsocket", self.redis_socket,
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--dir", d,
+            "--pidfile", f"{d}/redis.pid", "--logfile", f"{d}/redis.log", "--daemonize", "no",
+        ], d)
+        svc.start()
+        self._register("redis", svc)
+
+        def ready() -> bool:
+            import socket as _s
+            with _s.socket(_s.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(self.redis_socket)
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+
+        self._wait("redis", svc, ready, timeout=15)
+        self.progress(f"redis: {self.redis_url} (pid {svc.pid})")
+
+    def _netmaster_service(self) -> Service:
+        d = os.path.join(self.root, "netmaster")
+        opts = _supported_options(self.config.python, "netmaster")
+        if opts is None:
+            raise LabError("`twistd netmaster` is not available in this tree "
+                           "(twisted/plugins/contiv_netmaster.py); use --no-services")
+        argv = self._twistd_argv("netmaster", "netmaster", d)
+        wanted = [("listen", f"tcp:{self.config.netmaster_port}"), ("redis", self.redis_url),
+                  ("ofp-listen", f"tcp:{self.config.ofp_port}"),
+                  ("state-dir", os.path.join(d, "state"))]
+        skipped = [o for o, _ in wanted if o not in opts]
+        if skipped:
+            self.progress(f"netmaster: this build has no {', '.join('--' + o for o in skipped)}")
+        for opt, value in wanted:
+            if opt in opts:
+                argv += [f"--{opt}", value]
+        return Service("netmaster", argv, d)
+
+    def _start_netmaster(self) -> None:
+        svc = self._netmaster_service()
+        svc.start()
+        self._register("netmaster", svc)
+        self._wait_netmaster(svc)
+
+    def _wait_netmaster(self, svc: Service) -> None:
+        def ready() -> bool:
+            status, _ = http.request("GET", "/version", base_url=self.netmaster_url, timeout=2)
+            return status == 200
+
+        self._wait("netmaster", svc, ready, timeout=30)
+        self.progress(f"netmaster: {self.netmaster_url} (pid {svc.pid}, log {svc.logfile})")
+
+    def _netplugin_service(self, h: Host, opts: set) -> Service:
+        argv = self._twistd_argv("netplugin", "netplugin", h.dir)
+        wanted = [("host", h.name), ("vtep-ip", h.vtep_ip),
+                  ("netmaster", self.netmaster_underlay_url),
+                  ("controller", self.controller_target), ("redis", self.redis_url),
+                  ("ovs-db", f"unix:{h.ovs.db_sock}"), ("datapath-type", "netdev"),
+                  ("uplink", "eth1"), ("socket", h.socket),
+                  ("state-dir", os.path.join(h.dir, "netplugin"))]
+        for opt, value in wanted:
+            if opt in opts:
+                argv += [f"--{opt}", value]
+        env = {"OVS_RUNDIR": h.ovs.dir, "OVS_LOGDIR": h.ovs.dir, "OVS_DBDIR": h.ovs.dir}
+        return Service("netplugin", argv, h.dir, netns=h.netns, env=env)
+
+    def _netplugin_options(self) -> set:
+        opts = _supported_options(self.config.python, "netplugin")
+        if opts is None:
+            raise LabError("`twistd netplugin` is not available in this tree "
+                           "(twisted/plugins/contiv_netplugin.py); use --no-services")
+        return opts
+
+    def _start_netplugins(self) -> None:
+        opts = self._netplugin_options()
+        for h in self.hosts:
+            svc = self._netplugin_service(h, opts)
+            svc.start()
+            self._register(h.service_key, svc)
+        for h in self.hosts:
+            self._wait_netplugin(h)
+
+    def _netplugin_ready(self, h: Host) -> bool:
+        status, body = http.request("GET", "/v1/status", unix=h.socket, timeout=2)
+        return status == 200 and isinstance(body, dict) and body.get("ready") is True
+
+    def _wait_netplugin(self, h: Host) -> None:
+        svc = self.services[h.service_key]
+        self._wait(f"netplugin on {h.name}", svc, lambda: self._netplugin_ready(h), timeout=30)
+        self.progress(f"{h.name}: netplugin ready (pid {svc.pid}, socket {h.socket})")
+
+    # -- restarts (for tests: convergence after a control-plane process restarts) --
+    def restart_netmaster(self, kill: bool = True) -> None:
+        svc = self.services.get("netmaster")
+        if svc is None:
+            raise LabError("this lab has no netmaster")
+        svc.stop(self.root, kill=kill)
+        svc = self._netmaster_service()
+        svc.start()
+        self._update(lambda: self.services.__setitem__("netmaster", svc))
+        self._wait_netmaster(svc)
+
+    def restart_netplugin(self, host: str, kill: bool = True) -> None:
+        h = self.host(host)
+        svc = self.services.get(h.service_key)
+        if svc is None:
+            raise LabError(f"{host} has no netplugin")
+        svc.stop(self.root, kill=kill)
+        svc = self._netplugin_service(h, self._netplugin_options())
+        svc.start()
+        self._update(lambda: self.services.__setitem__(h.service_key, svc))
+        self._wait_netplugin(h)
+
+    def restart_ovs(self, host: str) -> None:
+        """Restart only ovs-vswitchd (flows are lost, the database stays), like an OVS upgrade."""
+        h = self.host(host)
+        h.ovs.restart_vswitchd()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                h.ovs.appctl("version")
+                break
+            except (OvsError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise LabError(f"{host}: ovs-vswitchd did not come back "
+                                   f"(see {h.ovs.dir}/ovs-vswitchd.log)")
+                time.sleep(0.1)
+        self.progress(f"{host}: ovs-vswitchd restarted")
+
+    # -- containers -------------------------------------------------------------
+    def add_container(self, host: str, name: str, network: str, group: Optional[str] = None,
+                      tenant: str = "default", ip: Optional[str] = None) -> Container:
+        """A namespace ``HOST-NAME`` with an endpoint in ``network`` made by HOST's netplugin."""
+        h = self.host(host)
+        if not CONTAINER_NAME.fullmatch(name):
+            raise LabError(f"bad container name {name!r}: letters, digits, '_', '.', '-'")
+        netns = self.names.container_netns(h.name, name)
+        if netns in self.containers:
+            raise LabError(f"container {netns} exists")
+        topology.create_netns(netns)
+        ep_id = secrets.token_hex(32)
+        body: Dict[str, Any] = {"id": ep_id, "netns": f"/var/run/netns/{netns}", "ifname": "eth0",
+                                "tenant": tenant, "network": network, "group": group or "",
+                                "name": name, "containerID": ep_id}
+        if ip:
+            body["ip"] = ip
+        try:
+            ep = h.api("POST", "/v1/endpoints", body)
+        except BaseException:
+            topology.delete_netns(netns)
+            raise
+        ep = ep if isinstance(ep, dict) else {}
+        addr = ep.get("ipAddress") or ep.get("ip")
+        c = Container(host=h.name, name=name, netns=netns, id=ep_id, network=network,
+                      tenant=tenant, group=group or "",
+                      ip=addr.split("/")[0] if addr else None,
+                      mac=ep.get("macAddress") or ep.get("mac"), endpoint=ep)
+        self._update(lambda: self.containers.__setitem__(netns, c))
+        self.progress(f"{netns}: {c.ip} {c.mac} in {tenant}/{network}"
+                      + (f" group {group}" if group else ""))
+        return c
+
+    def remove_container(self, target: str, name: Optional[str] = None) -> None:
+        """Delete the endpoint (through the host's netplugin) and the namespace."""
+        c = self.container(self.names.container_netns(target, name) if name else target)
+        h = self.host(c.host)
+        h.api("DELETE", f"/v1/endpoints/{c.id}")
+        self._kill_netns(c.netns)
+        self._update(lambda: self.containers.pop(c.netns, None))
+        self.progress(f"{c.netns}: removed")
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict:
+        existing = set(topology.list_netns())
+        out: dict = {"root": self.root, "phase": self.phase, "hosts": [], "services": {},
+                     "containers": []}
+        for key, svc in sorted(self.services.items()):
+            out["services"][key] = {"alive": svc.alive(self.root),
+                                    "pid": svc.current_pid(self.root), "log": svc.logfile}
+        if "netmaster" in self.services:
+            out["netmaster_url"] = self.netmaster_url
+        for h in self.hosts:
+            entry: dict = {"name": h.name, "vtep_ip": h.vtep_ip, "netns": h.netns in existing,
+                           "ovs": h.ovs.running(), "bridges": [], "br_int_flows": None}
+            if h.service_key in self.services:
+                entry["netplugin"] = self.services[h.service_key].alive(self.root)
+            if entry["ovs"] and entry["netns"]:
+                try:
+                    entry["bridges"] = h.ovs.vsctl("list-br").split()
+                except (OvsError, subprocess.TimeoutExpired):
+                    pass
+                if INTEGRATION_BRIDGE in entry["bridges"]:
+                    entry["br_int_flows"] = h.flow_count()
+            out["hosts"].append(entry)
+        for c in sorted(self.containers.values(), key=lambda c: c.netns):
+            out["containers"].append({"netns": c.netns, "host": c.host, "name": c.name,
+                                      "ip": c.ip, "mac": c.mac, "network": c.network,
+                                      "tenant": c.tenant, "group": c.group,
+                                      "alive": c.netns in existing})
+        return out
+
+    def _anything_alive(self) -> bool:
+        if any(s.alive(self.root) for s in self.services.values()):
+            return True
+        if any(h.ovs.running() for h in self.hosts):
+            return True
+        existing = set(topology.list_netns())
+        return any(h.netns in existing for h in self.hosts)
+
+    # -- down -----------------------------------------------------------------
+    def down(self, all: bool = False) -> None:
+        """Remove everything this lab created; idempotent; works without a state file."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, OVS)")
+        with self._locked():
+            state = self._read_state_file(self.root) if os.path.isdir(self.root) else None
+            if state is not None:
+                self._apply_state(state)
+            self._teardown(quiet=False)
+            self.services, self.containers, self.phase = {}, {}, "down"
+            for leftover in (STATE_FILE,):
+                try:
+                    os.unlink(os.path.join(self.root, leftover))
+                except FileNotFoundError:
+                    pass
+        if all:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.progress(f"removed {self.root}")
+
+    def _kill_netns(self, netns: str) -> None:
+        """Stop whatever still runs in one of our namespaces, then delete it."""
+        stop_pids(topology.netns_pids(netns), timeout=5)
+        topology.delete_netns(netns)
+
+    def _teardown(self, quiet: bool) -> None:
+        say = _quiet if quiet else self.progress
+        # 1. endpoints, while the netplugins still run (keeps Redis consistent)
+        for c in list(self.containers.values()):
+            svc = self.services.get(f"netplugin:{c.host}")
+            if svc is not None and svc.alive(self.root):
+                try:
+                    http.call("DELETE", f"/v1/endpoints/{c.id}",
+                              unix=os.path.join(self.root, c.host, "netplugin.sock"), timeout=5)
+                except (OSError, http.ApiError) as e:
+                    say(f"{c.netns}: endpoint not deleted ({e})")
+        # 2. services: netplugins, then netmaster, then redis
+        tiers = [[s for k, s in self.services.items() if k.startswith("netplugin:")],
+                 [s for k, s in self.services.items() if k == "netmaster"],
+                 [s for k, s in self.services.items() if k == "redis"]]
+        for tier in tiers:
+            pids = [p for s in tier for p in (s.pid, read_pidfile(s.pidfile))
+                    if p and alive(p) and belongs_to(p, self.root)]
+            if pids:
+                stop_pids(pids)
+                say(f"stopped {', '.join(s.name + (' on ' + s.netns if s.netns else '') for s in tier)}")
+        # 3. anything else with a pidfile under our root (OVS, services of a lost state)
+        if os.path.isdir(self.root):
+            pids = {read_pidfile(p) for p in pidfiles_under(self.root)}
+            pids = [p for p in pids if p and alive(p) and belongs_to(p, self.root)]
+            if pids:
+                stop_pids(pids)
+                say(f"stopped {len(pids)} more lab processes (OVS and others)")
+        # 4. namespaces: containers first, then hosts
+        existing = topology.list_netns()
+        ours = [n for n in existing if self.names.is_container_netns(n) or n in self.containers]
+        ours += [n for n in existing if self.names.is_host_netns(n)]
+        for n in ours:
+            self._kill_netns(n)
+        if ours:
+            say(f"deleted namespaces {' '.join(ours)}")
+        # 5. root-namespace links
+        links = [l for l in topology.list_links() if self.names.is_root_link(l)]
+        for l in sorted(links, key=lambda n: n in (self.names.underlay_bridge,
+                                                   self.names.trunk_bridge)):
+            topology.delete_link(l)
+        if links:
+            say(f"deleted links {' '.join(sorted(links))}")
