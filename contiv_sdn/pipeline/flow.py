@@ -125,7 +125,8 @@ class Flow:
         """The flow in ``ovs-ofctl add-flow`` syntax (OpenFlow 1.3), for dumps and benchmarks."""
         parts = [f"cookie={self.cookie:#x}", f"table={self.table}", f"priority={self.priority}"]
         for k, v in self.match:
-            parts.append(f"{_OFCTL_FIELD.get(k, k)}={_ofctl_value(v)}")
+            # ovs-ofctl reads port numbers in decimal only.
+            parts.append(f"{_OFCTL_FIELD.get(k, k)}={v if k == 'in_port' else _ofctl_value(v)}")
         acts = [_ofctl_action(a) for a in self.actions]
         if self.goto is not None:
             acts.append(f"goto_table:{self.goto}")
@@ -136,7 +137,7 @@ _OFCTL_FIELD = {
     "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "eth_type": "dl_type",
     "eth_src": "dl_src", "eth_dst": "dl_dst", "ip_proto": "nw_proto",
     "tunnel_id": "tun_id", "tun_ipv4_dst": "tun_dst", "tun_ipv4_src": "tun_src",
-    "vlan_vid": "vlan_tci", "arp_op": "arp_op",
+    "arp_op": "arp_op",  # vlan_vid keeps its name: OVS's vlan_vid is the 13-bit OF1.3 field
 }
 _PORT_NAMES = {OFPP_IN_PORT: "in_port", OFPP_FLOOD: "flood", OFPP_ALL: "all",
                OFPP_CONTROLLER: "controller", OFPP_LOCAL: "local"}

@@ -1,0 +1,372 @@
+"""The flow compiler: a pure function from a state snapshot to the flows of each switch.
+
+The controller diffs the result against what each switch holds and sends only
+the difference, so the output must be *canonical*: the same snapshot gives equal
+frozensets (whatever the dict order of the snapshot), cookies come from a stable
+hash of the owner (endpoint id, network key, "base"), and a change to one
+endpoint only touches the flows that really depend on it.
+
+Decisions worth knowing (see ``tables.py`` for the table layout and registers):
+
+* A network is *present* on a host when the host has at least one endpoint record
+  in it (whether or not its OVS port exists yet).  Presence decides tunnel/uplink
+  ingress, flood lists and ARP responders; an endpoint's own local flows appear
+  only once its port has an ofport.  In routing mode every network of a tenant
+  present on the host is *relevant* (routed traffic may leave towards any of
+  them), and gets lookup flows.
+* ARP ``proxy`` mode (and always in routing mode): requests for an endpoint of the
+  same network are answered on the requester's switch; unanswered requests
+  (unknown targets, gratuitous ARP) are dropped: the state knows every endpoint
+  of the network, so nobody else could answer, and dropping keeps requests from
+  ever leaving the host.  ``flood`` mode in bridge mode: requests take the flood
+  path (local ports of the network + one copy per remote VTEP / the uplink).
+* Broadcast and multicast frames other than ARP requests are replicated within
+  the network in both forwarding modes; unknown unicast is dropped.
+* Only IPv4 and ARP leave a container port; anything else is dropped by SOURCE.
+* Invalid records (unknown network/tenant, bad IP or MAC) and flows whose
+  identity collides (two endpoints with one MAC in a network …) do not stop
+  compilation: the first in sorted order wins, and :func:`diagnose` lists them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+
+from . import tables as T
+from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
+from .state import ROUTER_MAC, Host, Network, Snapshot
+
+# Priorities.
+P_HIGH = 210
+P_RESPOND = 200
+P_EXACT = 100
+P_REMOTE_ROUTED = 110
+P_FLOOD = 50
+P_DROP = 30
+P_DEFAULT = 10
+P_MISS = 0
+
+_KIND_CODE = {"base": 1, "net": 2, "ep": 3}
+_MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+_LOCAL = (0, T.FLAG_REMOTE)
+_REMOTE = (T.FLAG_REMOTE, T.FLAG_REMOTE)
+
+
+def cookie_for(kind: str, ident: str = "") -> int:
+    """The cookie of every flow owned by ``kind`` ("base", "net", "ep") ``ident``.
+
+    Stable across processes (CRC-32, not Python's salted ``hash``), marked with
+    COOKIE_MARK, and with the kind in bits 32..47 so a whole kind can be selected.
+    """
+    return COOKIE_MARK | (_KIND_CODE[kind] << 32) | (zlib.crc32(f"{kind}:{ident}".encode()) & 0xFFFFFFFF)
+
+
+# --------------------------------------------------------------------------
+# Resolved state (validated once per snapshot, shared by all hosts).
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Net:
+    key: str
+    tenant: str
+    encap: str
+    tag: int
+    net_id: int
+    vrf: int
+    gateway: Optional[str]
+    cookie: int
+
+
+@dataclass(frozen=True)
+class _Ep:
+    id: str
+    host: str
+    net: _Net
+    ip: str
+    mac: str
+    port: str
+    epg: int
+    cookie: int
+
+
+def _ipv4(text: str) -> str:
+    return str(ipaddress.IPv4Address(text.split("/", 1)[0].strip()))
+
+
+def _macstr(text: str) -> str:
+    mac = text.strip().lower().replace("-", ":")
+    if len(mac) != 17 or int(mac.replace(":", ""), 16) >> 48:
+        raise ValueError(f"bad MAC {text!r}")
+    return mac
+
+
+class _Index:
+    """The snapshot, validated and indexed for per-host compilation."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.issues: List[str] = []
+        self.routing = snap.global_cfg.fwd_mode == "routing"
+        self.proxy_arp = self.routing or snap.global_cfg.arp_mode != "flood"
+        self.nets: Dict[str, _Net] = {}
+        for key in sorted(snap.networks):
+            n: Network = snap.networks[key]
+            tenant = snap.tenants.get(n.tenant)
+            if tenant is None:
+                self.issues.append(f"network {key}: unknown tenant {n.tenant!r}")
+                continue
+            if n.encap not in ("vxlan", "vlan"):
+                self.issues.append(f"network {key}: unknown encap {n.encap!r}")
+                continue
+            gw = None
+            if n.gateway:
+                try:
+                    gw = _ipv4(n.gateway)
+                except ValueError:
+                    self.issues.append(f"network {key}: bad gateway {n.gateway!r}")
+            self.nets[key] = _Net(key, n.tenant, n.encap, n.pkt_tag, n.net_id, tenant.vrf_id, gw,
+                                  cookie_for("net", key))
+        self.eps: List[_Ep] = []
+        for eid in sorted(snap.endpoints):
+            e = snap.endpoints[eid]
+            net = self.nets.get(e.network)
+            if net is None:
+                self.issues.append(f"endpoint {eid}: unknown or invalid network {e.network!r}")
+                continue
+            try:
+                ip, mac = _ipv4(e.ip), _macstr(e.mac)
+            except ValueError as err:
+                self.issues.append(f"endpoint {eid}: {err}")
+                continue
+            if not 0 <= e.epg_id <= 0xFFFF:
+                self.issues.append(f"endpoint {eid}: epg_id {e.epg_id} out of range")
+                continue
+            self.eps.append(_Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid)))
+        self.eps_by_net: Dict[str, List[_Ep]] = {}
+        self.hosts_by_net: Dict[str, set] = {}
+        for ep in self.eps:
+            self.eps_by_net.setdefault(ep.net.key, []).append(ep)
+            self.hosts_by_net.setdefault(ep.net.key, set()).add(ep.host)
+        #: host name -> VTEP address, for hosts whose VTEP is valid.
+        self.vteps: Dict[str, str] = {}
+        for name in sorted(snap.hosts):
+            try:
+                self.vteps[name] = _ipv4(snap.hosts[name].vtep_ip)
+            except ValueError:
+                self.issues.append(f"host {name}: bad vtep_ip {snap.hosts[name].vtep_ip!r}")
+
+    def remote_vteps(self, net: _Net, host: Host) -> List[str]:
+        """VTEPs of the other known hosts with endpoints in ``net`` (sorted, unique)."""
+        own = self.vteps.get(host.name)
+        vteps = set()
+        for name in self.hosts_by_net.get(net.key, ()):
+            ip = self.vteps.get(name)
+            if name != host.name and ip is not None and ip != own:
+                vteps.add(ip)
+        return sorted(vteps, key=lambda ip: ipaddress.IPv4Address(ip))
+
+
+# --------------------------------------------------------------------------
+# Per-host compilation.
+# --------------------------------------------------------------------------
+class _Builder:
+    def __init__(self) -> None:
+        self.flows: List[Flow] = []
+
+    def add(self, table: int, priority: int, match: Mapping, actions: Iterable[Action] = (),
+            goto: Optional[int] = None, *, cookie: int, note: str = "") -> None:
+        self.flows.append(Flow(table, priority, make_match(**match), tuple(actions), goto, cookie, note))
+
+
+def _responder(mac: str, ip: str) -> Tuple[Action, ...]:
+    """Turn an ARP request into the reply for ``ip`` at ``mac``, back out of the port it came in."""
+    return (
+        ("move", "eth_src", "eth_dst", 48),
+        ("set_field", "eth_src", mac),
+        ("set_field", "arp_op", T.ARP_REPLY),
+        ("move", "arp_sha", "arp_tha", 48),
+        ("move", "arp_spa", "arp_tpa", 32),
+        ("set_field", "arp_sha", mac),
+        ("set_field", "arp_spa", ip),
+        ("output", OFPP_IN_PORT),
+    )
+
+
+def _arp_request(**match) -> dict:
+    return dict(eth_type=T.ETH_TYPE_ARP, arp_op=T.ARP_REQUEST, **match)
+
+
+def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str]]:
+    b = _Builder()
+    add = b.add
+    base = cookie_for("base")
+    ports = host.ports
+    tun = ports.get(host.tunnel_port) if host.tunnel_port else None
+    upl = ports.get(host.uplink_port) if host.uplink_port else None
+
+    present = [n for n in ix.nets.values() if host.name in ix.hosts_by_net.get(n.key, ())]
+    if ix.routing:
+        tenants = {n.tenant for n in present}
+        relevant = [n for n in ix.nets.values() if n.tenant in tenants]
+    else:
+        relevant = present
+    present_keys = {n.key for n in present}
+
+    # ---- base: the defaults that let each table go on.
+    add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
+    if ix.proxy_arp:
+        add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
+    add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
+    add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
+    add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
+    if tun is not None:
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
+            note="to tunnel (never from a tunnel)")
+
+    # ---- per network.
+    for net in relevant:
+        c = net.cookie
+        if net.encap == "vlan" and upl is not None:
+            add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+                [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
+                 ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
+        if net.key not in present_keys:
+            continue
+        ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
+                   ("set_field", T.REG_FLAGS, T.FLAG_REMOTE)]
+        if net.encap == "vxlan" and tun is not None:
+            add(T.CLASSIFY, P_EXACT, {"in_port": tun, "tunnel_id": net.tag}, ingress, T.SOURCE, cookie=c,
+                note=f"{net.key}: from tunnel")
+        elif net.encap == "vlan" and upl is not None:
+            add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
+                [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
+        add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
+            [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
+        local_out = sorted(ports[e.port] for e in ix.eps_by_net.get(net.key, ())
+                           if e.host == host.name and e.port in ports)
+        local_acts = [("output", p) for p in local_out]
+        remote_acts: List[Action] = []
+        if net.encap == "vxlan" and tun is not None:
+            vteps = ix.remote_vteps(net, host)
+            if vteps:
+                remote_acts.append(("set_field", "tunnel_id", net.tag))
+            for ip in vteps:
+                remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
+        elif net.encap == "vlan" and upl is not None:
+            if any(h != host.name and h in ix.vteps for h in ix.hosts_by_net.get(net.key, ())):
+                remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
+                                ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+            local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
+            local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
+        if ix.routing and net.gateway:
+            add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
+                                                  T.REG_FLAGS: _LOCAL}),
+                _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
+
+    # ---- per endpoint.
+    for net in relevant:
+        is_present = net.key in present_keys
+        for ep in ix.eps_by_net.get(net.key, ()):
+            c = ep.cookie
+            dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
+            local = ep.host == host.name
+            ofport = ports.get(ep.port) if local else None
+            if local and ofport is None:
+                continue  # port not there yet: no local flows; remote hosts may already send to it
+            if local:
+                cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
+                if ep.epg:
+                    cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
+                add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
+                    cookie=c, note=f"ep {ep.id}: local port")
+                add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
+                                        "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
+                add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
+                                        "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
+                    note=f"ep {ep.id}: ARP source")
+                if ix.proxy_arp:
+                    add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
+                        note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
+                add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                    dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
+                add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
+                    note=f"ep {ep.id}: deliver")
+            else:
+                other_vtep = ix.vteps.get(ep.host)
+                if other_vtep is None:
+                    continue
+                if net.encap == "vxlan" and tun is not None:
+                    add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                        dst_epg + [("set_field", "tunnel_id", net.tag),
+                                   ("set_field", "tun_ipv4_dst", other_vtep),
+                                   ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
+                        note=f"ep {ep.id}: on {ep.host} via VXLAN")
+                elif net.encap == "vlan" and upl is not None:
+                    add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                        dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
+                        note=f"ep {ep.id}: on {ep.host} via uplink")
+                if ep.epg:
+                    add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
+                        [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                        note=f"ep {ep.id}: remote source group")
+                    if ix.routing:
+                        add(T.SOURCE, P_REMOTE_ROUTED,
+                            {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
+                             "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
+                            [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                            note=f"ep {ep.id}: remote routed source group")
+            if is_present and ix.proxy_arp:
+                add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
+                                                      T.REG_FLAGS: _LOCAL}),
+                    _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
+            if ix.routing:
+                add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
+                                    "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
+                    [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
+                     ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
+    return _dedupe(b.flows, host.name)
+
+
+def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
+    """Keep the first flow of each identity; OVS would hold only one of them anyway."""
+    seen: Dict[Tuple, Flow] = {}
+    issues: List[str] = []
+    for f in flows:
+        first = seen.setdefault(f.identity, f)
+        if first is not f and first != f:
+            issues.append(f"host {host}: '{f.note}' conflicts with '{first.note}' (kept the first)")
+    return list(seen.values()), issues
+
+
+def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str]]:
+    host = ix.snap.hosts.get(host_name)
+    if host is None:
+        return frozenset(), [f"host {host_name}: unknown"]
+    flows, issues = _compile_host(ix, host)
+    for f in flows:
+        T.check_flow(f)
+    return frozenset(flows), issues
+
+
+def compile_switch(snap: Snapshot, host_name: str) -> FrozenSet[Flow]:
+    """The flows ``host_name``'s ``br-int`` must hold (empty for an unknown host)."""
+    return _compile(_Index(snap), host_name)[0]
+
+
+def compile_all(snap: Snapshot) -> Dict[str, FrozenSet[Flow]]:
+    """The flows of every host in the snapshot, host name -> flows (the index is built once)."""
+    ix = _Index(snap)
+    return {name: _compile(ix, name)[0] for name in sorted(snap.hosts)}
+
+
+def diagnose(snap: Snapshot) -> Tuple[str, ...]:
+    """What the compiler had to skip or arbitrate, for the controller to log."""
+    ix = _Index(snap)
+    issues = list(ix.issues)
+    for name in sorted(snap.hosts):
+        issues += _compile(ix, name)[1]
+    return tuple(issues)

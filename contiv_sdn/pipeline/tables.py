@@ -1,0 +1,343 @@
+"""The table layout of ``br-int`` and the register contract, in one place.
+
+Every flow the compiler emits is checked against these declarations (what each
+table may match, set, do and jump to), the way Faucet types its pipeline: a flow
+that would silently mis-program a switch fails at compile time instead.  The
+checks also cover what OVS itself would reject (match prerequisites, set-field
+prerequisites, forward-only gotos), so a flow that passes here installs.
+
+Pipeline (a packet walks the tables in this order; a table miss drops, because
+the bridge is ``fail_mode=secure`` and no table holds a catch-all but the ones
+documented below)::
+
+    0  CLASSIFY  in_port (+ VNI / VLAN tag for tunnel / uplink) -> VRF, network,
+                 source EPG, REMOTE flag; pops the uplink VLAN tag.
+    10 SOURCE    anti-spoofing for local ports (in_port + eth_src + IPv4/ARP
+                 source address); for remote traffic, the source EPG by source
+                 MAC (bridged) or source IP within the VRF (routed).
+    20 ARP       proxy-ARP responder (and the gateway's ARP in routing mode);
+                 drops unanswered ARP requests unless ARP flooding is on.
+    30 L3        routing mode: packets to ROUTER_MAC for an endpoint of the VRF
+                 are rewritten (MACs, TTL) and moved to the destination network.
+    40 L2        destination lookup by (network, eth_dst): destination EPG, the
+                 output decision in REG_OUT, tunnel metadata for remote hosts.
+    50 POLICY    placeholder for stateful policy (conntrack, EPG registers);
+                 today it only goes on to OUTPUT.
+    60 OUTPUT    acts on REG_OUT: a local port, the tunnel, the uplink (push
+                 the VLAN), or the network's flood list.  Never sends traffic
+                 that came from a tunnel/uplink back to a tunnel/uplink.
+
+Table ids leave gaps so later issues can insert tables without renumbering.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import FrozenSet, Mapping, Optional, Tuple
+
+from .flow import COOKIE_MARK, COOKIE_MASK, OFPP_CONTROLLER, OFPP_IN_PORT, Flow, canon_match
+
+# --------------------------------------------------------------------------
+# Registers.  Every value is at most 16 bits except REG_OUT; all of them are
+# full 32-bit NXM registers, so EPG ids up to 65535 fit without packing.
+# --------------------------------------------------------------------------
+REG_VRF = "reg0"  #: tenant VRF id (Tenant.vrf_id); a natural conntrack zone.
+REG_NET = "reg1"  #: network id (Network.net_id); every L2 lookup is keyed by it.
+REG_SRC_EPG = "reg2"  #: source endpoint group id (Endpoint.epg_id), 0 = none.
+REG_DST_EPG = "reg3"  #: destination endpoint group id, 0 = none / flood.
+REG_FLAGS = "reg4"  #: bit flags, see FLAG_*.
+REG_OUT = "reg5"  #: output decision made by L2 for OUTPUT: an ofport or OUT_FLOOD.
+#: reg6 and reg7 are free for the policy stage.
+
+FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
+
+OUT_FLOOD = 0xFFFFFFFB  #: REG_OUT value: replicate within the network.
+
+OFPVID_PRESENT = 0x1000  #: OpenFlow 1.3 vlan_vid "a tag is present" bit.
+OFPVID_NONE = 0x0000  #: vlan_vid match value for untagged frames.
+
+#: OVS ct_state bits (for the policy stage and the simulator).
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_VLAN = 0x8100
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+# --------------------------------------------------------------------------
+# Tables.
+# --------------------------------------------------------------------------
+CLASSIFY = 0
+SOURCE = 10
+ARP = 20
+L3 = 30
+L2 = 40
+POLICY = 50
+OUTPUT = 60
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    width: int
+    kind: str  # "int" | "mac" | "ipv4"
+    #: (field, value) pairs the match must contain to use this field (OVS prerequisites).
+    prereq: Tuple[Tuple[str, int], ...] = ()
+
+
+_IP = (("eth_type", ETH_TYPE_IP),)
+_ARP = (("eth_type", ETH_TYPE_ARP),)
+
+FIELDS: Mapping[str, FieldInfo] = {
+    "in_port": FieldInfo(32, "int"),
+    "eth_dst": FieldInfo(48, "mac"),
+    "eth_src": FieldInfo(48, "mac"),
+    "eth_type": FieldInfo(16, "int"),
+    "vlan_vid": FieldInfo(13, "int"),
+    "ip_proto": FieldInfo(8, "int", _IP),
+    "ipv4_src": FieldInfo(32, "ipv4", _IP),
+    "ipv4_dst": FieldInfo(32, "ipv4", _IP),
+    "tcp_src": FieldInfo(16, "int", _IP + (("ip_proto", 6),)),
+    "tcp_dst": FieldInfo(16, "int", _IP + (("ip_proto", 6),)),
+    "udp_src": FieldInfo(16, "int", _IP + (("ip_proto", 17),)),
+    "udp_dst": FieldInfo(16, "int", _IP + (("ip_proto", 17),)),
+    "icmpv4_type": FieldInfo(8, "int", _IP + (("ip_proto", 1),)),
+    "icmpv4_code": FieldInfo(8, "int", _IP + (("ip_proto", 1),)),
+    "arp_op": FieldInfo(16, "int", _ARP),
+    "arp_spa": FieldInfo(32, "ipv4", _ARP),
+    "arp_tpa": FieldInfo(32, "ipv4", _ARP),
+    "arp_sha": FieldInfo(48, "mac", _ARP),
+    "arp_tha": FieldInfo(48, "mac", _ARP),
+    "tunnel_id": FieldInfo(64, "int"),
+    "tun_ipv4_src": FieldInfo(32, "ipv4"),
+    "tun_ipv4_dst": FieldInfo(32, "ipv4"),
+    "metadata": FieldInfo(64, "int"),
+    "ct_state": FieldInfo(32, "int"),
+    "ct_zone": FieldInfo(16, "int"),
+    "ct_mark": FieldInfo(32, "int"),
+    **{f"reg{i}": FieldInfo(32, "int") for i in range(8)},
+}
+
+#: Fields that only exist in the pipeline, never on the wire of a container port.
+METADATA_FIELDS = frozenset(
+    ["in_port", "metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "ct_state", "ct_zone", "ct_mark"]
+    + [f"reg{i}" for i in range(8)]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table may contain; anything else is a compiler bug."""
+
+    id: int
+    name: str
+    match: FrozenSet[str]
+    #: Match fields that may carry a mask.
+    maskable: FrozenSet[str] = frozenset()
+    #: Destinations of set_field / move.
+    sets: FrozenSet[str] = frozenset()
+    #: Action kinds (names from ``flow.ACTIONS``).
+    actions: FrozenSet[str] = frozenset()
+    #: Tables a goto may name (all greater than ``id``).
+    goto: FrozenSet[int] = frozenset()
+    #: Ports an output may name; ``None`` = any real port.
+    outputs: Optional[FrozenSet[int]] = frozenset()
+    #: ct(table=...) targets.
+    ct_tables: FrozenSet[int] = frozenset()
+
+
+_REGS_ID = frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_DST_EPG, REG_FLAGS])
+
+TABLES: Mapping[int, TableSpec] = {
+    t.id: t
+    for t in (
+        TableSpec(CLASSIFY, "classify",
+                  match=frozenset(["in_port", "vlan_vid", "tunnel_id"]),
+                  sets=frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_FLAGS]),
+                  actions=frozenset(["set_field", "pop_vlan"]),
+                  goto=frozenset([SOURCE])),
+        TableSpec(SOURCE, "source",
+                  match=frozenset(["in_port", "eth_src", "eth_type", "ipv4_src", "arp_spa", "arp_sha",
+                                   REG_VRF, REG_NET, REG_FLAGS]),
+                  maskable=frozenset([REG_FLAGS]),
+                  sets=frozenset([REG_SRC_EPG]),
+                  actions=frozenset(["set_field"]),
+                  goto=frozenset([ARP])),
+        TableSpec(ARP, "arp",
+                  match=frozenset(["in_port", "eth_type", "arp_op", "arp_tpa", REG_NET, REG_FLAGS]),
+                  maskable=frozenset([REG_FLAGS]),
+                  sets=frozenset(["eth_src", "eth_dst", "arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"]),
+                  actions=frozenset(["set_field", "move", "output"]),
+                  goto=frozenset([L3]),
+                  outputs=frozenset([OFPP_IN_PORT])),
+        TableSpec(L3, "l3",
+                  match=frozenset(["eth_dst", "eth_type", "ipv4_dst", REG_VRF, REG_FLAGS]),
+                  maskable=frozenset([REG_FLAGS]),
+                  sets=frozenset(["eth_src", "eth_dst", REG_NET]),
+                  actions=frozenset(["set_field", "dec_ttl"]),
+                  goto=frozenset([L2])),
+        TableSpec(L2, "l2",
+                  match=frozenset(["eth_dst", REG_NET]),
+                  maskable=frozenset(["eth_dst"]),
+                  sets=frozenset([REG_DST_EPG, REG_OUT, "tunnel_id", "tun_ipv4_dst"]),
+                  actions=frozenset(["set_field"]),
+                  goto=frozenset([POLICY])),
+        TableSpec(POLICY, "policy",
+                  match=_REGS_ID | frozenset(["eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src",
+                                              "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
+                                              "ct_state", "ct_zone", "ct_mark"]),
+                  maskable=frozenset([REG_FLAGS, "ipv4_src", "ipv4_dst", "ct_state", "ct_mark",
+                                      "tcp_dst", "udp_dst"]),
+                  sets=frozenset(),
+                  actions=frozenset(["ct"]),
+                  goto=frozenset([OUTPUT]),
+                  ct_tables=frozenset([POLICY])),
+        TableSpec(OUTPUT, "output",
+                  match=frozenset([REG_OUT, REG_NET, REG_FLAGS]),
+                  maskable=frozenset([REG_FLAGS]),
+                  sets=frozenset(["vlan_vid", "tunnel_id", "tun_ipv4_dst"]),
+                  actions=frozenset(["output", "push_vlan", "set_field"]),
+                  outputs=None),
+    )
+}
+
+
+class FlowCheckError(ValueError):
+    """A flow breaks its table's declaration (or what OVS would accept)."""
+
+
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_ACTION_ARITY = {"output": 1, "set_field": 2, "push_vlan": 1, "pop_vlan": 0, "move": 3, "ct": 3,
+                 "controller": 1, "dec_ttl": 0, "group": 1}
+_MAX_PORT = 0xFFFFFF00  # OFPP_MAX
+
+
+def _fail(flow: Flow, why: str) -> None:
+    raise FlowCheckError(f"{why}: table={flow.table} priority={flow.priority} "
+                         f"match={dict(flow.match)} actions={list(flow.actions)} goto={flow.goto}"
+                         + (f" ({flow.note})" if flow.note else ""))
+
+
+def _check_value(flow: Flow, name: str, value: object, info: FieldInfo) -> None:
+    if info.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << info.width):
+            _fail(flow, f"{name} value {value!r} is not a {info.width}-bit integer")
+    elif info.kind == "mac":
+        if not isinstance(value, str) or not _MAC_RE.fullmatch(value):
+            _fail(flow, f"{name} value {value!r} is not a lower-case MAC")
+    else:
+        try:
+            ok = isinstance(value, str) and str(ipaddress.IPv4Address(value)) == value
+        except ValueError:
+            ok = False
+        if not ok:
+            _fail(flow, f"{name} value {value!r} is not a dotted IPv4 address")
+
+
+def _prereqs_met(match: Mapping[str, object], info: FieldInfo) -> bool:
+    return all(match.get(f) == v for f, v in info.prereq)
+
+
+def check_flow(flow: Flow) -> None:
+    """Raise :class:`FlowCheckError` unless ``flow`` fits its table's declaration.
+
+    Cheap enough to run on every flow the compiler emits.
+    """
+    spec = TABLES.get(flow.table)
+    if spec is None:
+        _fail(flow, f"table {flow.table} is not declared")
+    if not 0 <= flow.priority <= 0xFFFF:
+        _fail(flow, "priority out of range")
+    if flow.cookie & COOKIE_MASK != COOKIE_MARK or not 0 <= flow.cookie < (1 << 64):
+        _fail(flow, f"cookie {flow.cookie:#x} lacks COOKIE_MARK")
+    names = [k for k, _ in flow.match]
+    if len(set(names)) != len(names):
+        _fail(flow, "a match field appears twice")
+    if tuple(flow.match) != canon_match(flow.match):
+        _fail(flow, "match is not in canonical form (use make_match)")
+    match = dict(flow.match)
+    for name, value in flow.match:
+        info = FIELDS.get(name)
+        if info is None:
+            _fail(flow, f"unknown match field {name}")
+        if name not in spec.match:
+            _fail(flow, f"table {spec.name} may not match {name}")
+        if isinstance(value, tuple):
+            if name not in spec.maskable:
+                _fail(flow, f"table {spec.name} may not mask {name}")
+            _check_value(flow, name, value[0], info)
+            _check_value(flow, name, value[1], info)
+        else:
+            _check_value(flow, name, value, info)
+        if not _prereqs_met(match, info):
+            _fail(flow, f"match on {name} lacks its prerequisite {dict(info.prereq)}")
+    vlan_present = isinstance(match.get("vlan_vid"), int) and bool(match["vlan_vid"] & OFPVID_PRESENT)
+    for action in flow.actions:
+        if not isinstance(action, tuple) or not action:
+            _fail(flow, f"malformed action {action!r}")
+        kind = action[0]
+        if kind not in _ACTION_ARITY or len(action) != 1 + _ACTION_ARITY[kind]:
+            _fail(flow, f"malformed action {action!r}")
+        if kind not in spec.actions:
+            _fail(flow, f"table {spec.name} may not use action {kind}")
+        if kind == "output":
+            port = action[1]
+            allowed = spec.outputs
+            if not isinstance(port, int) or not (0 < port < _MAX_PORT or port in (OFPP_IN_PORT, OFPP_CONTROLLER)):
+                _fail(flow, f"bad output port {port!r}")
+            if allowed is not None and port not in allowed:
+                _fail(flow, f"table {spec.name} may not output to {port:#x}")
+        elif kind in ("set_field", "move"):
+            dsts = [action[1]] if kind == "set_field" else [action[2]]
+            srcs = [action[1]] if kind == "move" else []
+            for name in dsts + srcs:
+                info = FIELDS.get(name)
+                if info is None:
+                    _fail(flow, f"unknown field {name} in {kind}")
+                if not _prereqs_met(match, info):
+                    _fail(flow, f"{kind} on {name} lacks its prerequisite {dict(info.prereq)}")
+            for name in dsts:
+                if name not in spec.sets:
+                    _fail(flow, f"table {spec.name} may not set {name}")
+            if kind == "set_field":
+                _check_value(flow, action[1], action[2], FIELDS[action[1]])
+                if action[1] == "vlan_vid":
+                    if not vlan_present:
+                        _fail(flow, "set_field vlan_vid without a VLAN header (push_vlan first)")
+                    if not action[2] & OFPVID_PRESENT:
+                        _fail(flow, "set_field vlan_vid without OFPVID_PRESENT")
+            else:
+                n_bits = action[3]
+                if not isinstance(n_bits, int) or not 0 < n_bits <= min(FIELDS[action[1]].width,
+                                                                      FIELDS[action[2]].width):
+                    _fail(flow, f"move of {n_bits!r} bits does not fit")
+        elif kind == "push_vlan":
+            if action[1] != ETH_TYPE_VLAN:
+                _fail(flow, "push_vlan with an ethertype other than 0x8100")
+            vlan_present = True
+        elif kind == "pop_vlan":
+            if not vlan_present:
+                _fail(flow, "pop_vlan without a VLAN header in the match")
+            vlan_present = False
+        elif kind == "dec_ttl":
+            if match.get("eth_type") != ETH_TYPE_IP:
+                _fail(flow, "dec_ttl needs eth_type=0x0800 in the match")
+        elif kind == "ct":
+            if match.get("eth_type") != ETH_TYPE_IP:
+                _fail(flow, "ct needs eth_type=0x0800 in the match")
+            if action[3] is not None and action[3] not in spec.ct_tables | spec.goto:
+                _fail(flow, f"ct recirculates to undeclared table {action[3]}")
+    if flow.goto is not None:
+        if flow.goto not in spec.goto or flow.goto <= flow.table:
+            _fail(flow, f"table {spec.name} may not go to table {flow.goto}")
+
+
+def check_flows(flows) -> None:
+    """Check every flow and that no two share an identity (OVS would keep only one)."""
+    seen = {}
+    for f in flows:
+        check_flow(f)
+        other = seen.setdefault(f.identity, f)
+        if other is not f and other != f:
+            _fail(f, f"same table/priority/match as another flow ({other.actions})")
