@@ -165,6 +165,12 @@ class StateAndCliTests(LabTestCase):
         res = self.cli("exec", "labt2", "--", "sh", "-c", "ip -4 -o addr show br-ul; exit 3")
         self.assertEqual(res.returncode, 3, res.stderr)
         self.assertIn("192.168.51.2/24", res.stdout)
+        # on a host, plain OVS tools reach that host's own OVS
+        res = self.cli("exec", "labt1", "--", "ovs-vsctl", "list-ports", "br-ul")
+        self.assertEqual((res.returncode, res.stdout.split()), (0, ["eth0"]), res.stderr)
+        res = lab.host("labt2").exec("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-ul")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("actions=NORMAL", res.stdout)
         res = self.cli("exec", "labt9", "--", "true")
         self.assertEqual(res.returncode, 1)
         self.assertIn("no host or container", res.stderr)

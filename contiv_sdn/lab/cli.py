@@ -122,9 +122,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not cmd:
                 raise LabError("usage: exec TARGET -- CMD [ARGS...]")
-            netns = Lab.load(args.root).netns_of(args.target)
+            lab = Lab.load(args.root)
+            netns = lab.netns_of(args.target)
+            env = dict(os.environ)
+            env.update(lab.exec_env(args.target))
             sys.stdout.flush()
-            os.execvp("ip", ["ip", "netns", "exec", netns] + cmd)
+            os.execvpe("ip", ["ip", "netns", "exec", netns] + cmd, env)
         elif args.cmd == "container":
             lab = Lab.load(args.root, progress=_say)
             if args.ccmd == "add":

@@ -105,10 +105,16 @@ class Host:
     def service_key(self) -> str:
         return f"netplugin:{self.name}"
 
+    @property
+    def ovs_env(self) -> Dict[str, str]:
+        """Makes plain ``ovs-vsctl``/``ovs-ofctl br-int``/``ovs-appctl`` reach this host's OVS."""
+        return {"OVS_RUNDIR": self.ovs.dir, "OVS_LOGDIR": self.ovs.dir, "OVS_DBDIR": self.ovs.dir}
+
     def exec(self, *cmd: str, timeout: float = 30, check: bool = False,
              input: Optional[str] = None) -> subprocess.CompletedProcess:
-        """Run ``cmd`` inside the host's namespace; output captured as text."""
-        return run(cmd, netns=self.netns, timeout=timeout, check=check, input=input)
+        """Run ``cmd`` inside the host's namespace (OVS tools find its OVS); output as text."""
+        return run(cmd, netns=self.netns, timeout=timeout, check=check, input=input,
+                   env=self.ovs_env)
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
         """Call this host's netplugin API (UNIX socket); raises ``http.ApiError`` on >= 400."""
@@ -280,6 +286,13 @@ class Lab:
             raise LabError(f"{target!r} is on several hosts: say "
                            + " or ".join(c.netns for c in found))
         raise LabError(f"no container {target!r}")
+
+    def exec_env(self, target: str) -> Dict[str, str]:
+        """Environment for commands in ``target``: a host's OVS tools find its own OVS."""
+        for h in self.hosts:
+            if h.name == target:
+                return h.ovs_env
+        return {}
 
     def netns_of(self, target: str) -> str:
         """The namespace of a host (``node1``) or a container (``node1-web`` / ``web``)."""
@@ -476,8 +489,7 @@ class Lab:
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
-        env = {"OVS_RUNDIR": h.ovs.dir, "OVS_LOGDIR": h.ovs.dir, "OVS_DBDIR": h.ovs.dir}
-        return Service("netplugin", argv, h.dir, netns=h.netns, env=env)
+        return Service("netplugin", argv, h.dir, netns=h.netns, env=h.ovs_env)
 
     def _netplugin_options(self) -> set:
         opts = _supported_options(self.config.python, "netplugin")

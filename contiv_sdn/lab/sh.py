@@ -7,8 +7,9 @@ lab, hence the mandatory timeout.
 
 from __future__ import annotations
 
+import os
 import subprocess
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 
 class LabError(RuntimeError):
@@ -20,12 +21,18 @@ def netns_prefix(netns: Optional[str]) -> list:
 
 
 def run(argv: Sequence[str], netns: Optional[str] = None, timeout: float = 30,
-        check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess:
+        check: bool = True, input: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run ``argv`` (inside ``netns`` if given), capture its output as text."""
     full = netns_prefix(netns) + [str(a) for a in argv]
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update(env)
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                              input=input, stdin=None if input is not None else subprocess.DEVNULL)
+                              input=input, env=full_env,
+                              stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise LabError(f"{' '.join(full)}: no answer after {timeout:g} s") from e
     except FileNotFoundError as e:
