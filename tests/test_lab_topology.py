@@ -16,7 +16,8 @@ import time
 from twisted.trial import unittest
 
 from contiv_sdn.lab import Lab, LabError
-from contiv_sdn.lab.ethtool import tx_checksum
+from contiv_sdn.lab.core import ping_argv
+from contiv_sdn.lab.ethtool import set_tx_checksum, tx_checksum
 from contiv_sdn.lab.sh import ip, run
 from contiv_sdn.lab.topology import list_links, list_netns
 from contiv_sdn.testing import require_binary, require_root
@@ -38,10 +39,6 @@ def lab_processes(root: str) -> list:
         if root + "/" in cmd and int(pid) != os.getpid():
             found.append((int(pid), cmd))
     return found
-
-
-def ping_argv() -> list:
-    return ["busybox", "ping"] if not os.path.exists("/bin/ping") else ["ping"]
 
 
 class LabTestCase(unittest.TestCase):
@@ -119,7 +116,6 @@ class TopologyTests(LabTestCase):
             ip("link", "set", "lo", "up", netns=ns)
             ip("link", "add", "vc1", "type", "veth", "peer", "name", "eth0", "netns", ns,
                netns=h.netns)
-            from contiv_sdn.lab.ethtool import set_tx_checksum
             set_tx_checksum("vc1", False, h.netns)
             set_tx_checksum("eth0", False, ns)
             ip("link", "set", "vc1", "up", netns=h.netns)

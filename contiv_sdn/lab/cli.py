@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mtu", type=int, default=d.mtu, help="underlay MTU")
 
     down = sub.add_parser("down", help="remove everything the lab created (idempotent)")
-    down.add_argument("--all", action="store_true", help=f"also remove the root directory")
+    down.add_argument("--all", action="store_true", help="also remove the root directory")
     down.add_argument("--prefix", default=None,
                       help="host prefix to scan for when there is no state file (default node)")
     down.add_argument("--link-prefix", default=None,

@@ -23,13 +23,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from contiv_sdn.lab import http, topology
 from contiv_sdn.lab.ovs import OvsError, OvsInstance
 from contiv_sdn.lab.procs import (Service, alive, belongs_to, pidfiles_under, read_pidfile,
                                   stop_pids)
-from contiv_sdn.lab.sh import LabError, ip, netns_prefix, run
+from contiv_sdn.lab.sh import LabError, ip, run
 from contiv_sdn.lab.topology import Names, Subnet
 
 DEFAULT_ROOT = os.environ.get("CONTIV_LAB_ROOT", "/run/contiv-lab")
