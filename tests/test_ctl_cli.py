@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from contiv_sdn.netctl.commands import COMMANDS
 from contiv_sdn.netctl.goflag import FlagError, parse_flags, parse_go_int, parse_leaf
 from contiv_sdn.netctl.tabwriter import tabwrite
 from contiv_sdn.netctl.wire import encode_object, go_marshal, go_marshal_indent
-from contiv_sdn.testing import free_tcp_port, require
+from contiv_sdn.testing import free_tcp_port, require, require_binary
 
 NETCTL = os.path.join(os.path.dirname(sys.executable), "netctl")
 
@@ -289,6 +290,9 @@ class _FakeNetmaster(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return "http://127.0.0.1:%d" % self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # e.g. a refused TLS handshake; the client side is what is tested
 
 
 DEFAULT_TENANT = {"key": "default", "tenantName": "default", "link-sets": {}}
@@ -577,6 +581,46 @@ class RecordedCliTests(unittest.TestCase):
         self.assertEqual(code, 3)
         self.assertIn("requires a https auth_proxy URL", err)
         self.assertEqual(self.server.requests, [])
+
+    def test_login_needs_https(self):
+        code, out, _ = self.netctl("login", stdin="admin\nsecret\n")
+        self.assertEqual(code, 3)
+        self.assertTrue(out.startswith("login requires a https auth_proxy URL\n"), out)
+        self.assertEqual(self.server.requests, [])
+        self.assertFalse(os.path.exists(os.path.join(self.home, ".netctl")))
+
+    def test_https_login_then_token(self):
+        require_binary("openssl")
+        cert = os.path.join(self.home, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "1", "-subj", "/CN=127.0.0.1", "-keyout", cert, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        https = self.server.url.replace("http://", "https://")
+        self.route("POST", "/api/v1/auth_proxy/login/", b'{"token":"t0k"}', 401)
+        code, out, _ = self.netctl("--insecure", "login", stdin="admin\nbad\n",
+                                   env={"NETMASTER": https})
+        self.assertEqual(code, 3)
+        self.assertIn("Login failed: Bad username or password.", out)
+        self.route("POST", "/api/v1/auth_proxy/login/", b'{"token":"t0k"}', 200)
+        code, out, err = self.netctl("--insecure", "login", stdin="admin\nsecret\n",
+                                     env={"NETMASTER": https})
+        self.assertEqual((code, err), (0, ""))
+        self.assertTrue(out.endswith("Login succeeded.\n"), out)
+        logins = [json.loads(raw) for m, path, raw, _ in self.server.requests
+                  if path == "/api/v1/auth_proxy/login/"]
+        self.assertEqual(logins, [{"username": "admin", "password": "bad"},
+                                  {"username": "admin", "password": "secret"}])
+        config = os.path.join(self.home, ".netctl", "config.json")
+        self.assertEqual(os.stat(config).st_mode & 0o777, 0o600)
+        self.route("GET", "/api/v1/tenants/", [DEFAULT_TENANT])
+        # Without --insecure the self-signed certificate is refused: no answer.
+        self.assertEqual(self.netctl("tenant", "ls", "-q", env={"NETMASTER": https})[0], 2)
+        code, out, _ = self.netctl("--insecure", "tenant", "ls", "-q", env={"NETMASTER": https})
+        self.assertEqual((code, out), (0, "default\n"))
+        self.assertEqual(self.server.requests[-1][3].get("X-Auth-Token"), "t0k")
 
     def test_other_objects_requests(self):
         for path in ("netprofiles/default:np", "appProfiles/default:app", "Bgps/h1",

@@ -125,7 +125,12 @@ def login(ctx: Context) -> None:
     if not username:
         ctx.fail(EXIT_INVALID, "you must specify a username")
     try:
-        password = getpass.getpass("Password: ", stream=ctx.stdout)
+        if ctx.stdin.isatty():
+            password = getpass.getpass("Password: ", stream=ctx.stdout)
+        else:
+            # Scripted login (`printf 'user\npass\n' | netctl login`).
+            ctx.out("Password: \n")
+            password = ctx.stdin.readline().rstrip("\r\n")
     except (EOFError, OSError) as exc:
         ctx.fail(EXIT_IO, str(exc) or "EOF")
     client = ctx.client()
