@@ -178,6 +178,8 @@ class _ConfigDecoder:
 
     def decode(self, value: Any) -> dict:
         spec = self.spec
+        if value is None:
+            return spec.zero()  # Go: null into a struct is a no-op
         if not isinstance(value, JObject):
             raise DecodeError(
                 f"json: cannot unmarshal {_kind(value)} into Go value of type "

@@ -105,6 +105,12 @@ def parse(body: Union[bytes, str]) -> Any:
         if data is None:
             data = text.encode("utf-8", "surrogatepass")
         return _GoParser(data, start).parse()
+    if isinstance(value, GoNumber):
+        # A top-level number: Python stops at "1" in "1.x" or "1e", Go's scanner
+        # fails there; let the Go scanner decide (it is short either way).
+        if data is None:
+            data = text.encode("utf-8", "surrogatepass")
+        return _GoParser(data, start).parse()
     return value
 
 

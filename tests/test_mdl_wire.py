@@ -1,0 +1,190 @@
+"""The JSON Contiv clients read: Go struct order, omitempty, link-sets/links
+always present, Go's json.Encoder escaping."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from contiv_sdn.model import (
+    TYPES,
+    decode,
+    encode_json,
+    endpoint_oper_to_wire,
+    inspect_to_wire,
+    make_link,
+    oper_to_wire,
+    to_wire,
+    validate,
+)
+
+NET = TYPES["network"]
+
+
+def wire(spec, obj) -> bytes:
+    return encode_json(to_wire(spec, obj))
+
+
+class ConfigWireTests(SynchronousTestCase):
+    def test_spec_example_issue_1165(self):
+        body = (b'{"networkName":"vlan45","tenantName":"default","subnet":"10.0.45.0/24",'
+                b'"gateway":"10.0.45.254","encap":"vlan","pktTag":45}')
+        obj = validate(NET, decode(NET, body), "default:vlan45")
+        obj["links"]["Tenant"] = make_link("tenant", "default")
+        self.assertEqual(
+            wire(NET, obj),
+            b'{"key":"default:vlan45","encap":"vlan","gateway":"10.0.45.254",'
+            b'"networkName":"vlan45","nwType":"data","pktTag":45,"subnet":"10.0.45.0/24",'
+            b'"tenantName":"default","link-sets":{},"links":{"Tenant":{"type":"tenant",'
+            b'"key":"default"}}}\n')
+
+    def test_field_order_is_struct_order_whatever_the_input_order(self):
+        spec = TYPES["rule"]
+        names = [f.name for f in spec.fields]
+        full = {"key": "k"}
+        for f in reversed(spec.fields):
+            full[f.name] = 7 if f.type is int else "v"
+        out = to_wire(spec, full)
+        self.assertEqual(list(out), ["key"] + names + ["link-sets", "links"])
+        self.assertEqual(names[:3], ["action", "direction", "fromEndpointGroup"])
+        np = TYPES["netprofile"]
+        self.assertEqual([f.name for f in np.fields],
+                         ["DSCP", "bandwidth", "burst", "profileName", "tenantName"])
+
+    def test_omitempty(self):
+        obj = NET.zero()
+        obj.update(key="t:n", tenantName="t", networkName="n", pktTag=0, gateway="")
+        self.assertEqual(wire(NET, obj),
+                         b'{"key":"t:n","networkName":"n","tenantName":"t",'
+                         b'"link-sets":{},"links":{"Tenant":{}}}\n')
+        # missing keys are zero values too; an empty key is omitted
+        self.assertEqual(wire(TYPES["serviceLB"], {"ports": [], "selectors": ["a=b"]}),
+                         b'{"selectors":["a=b"],"links":{"Network":{},"Tenant":{}}}\n')
+        self.assertEqual(wire(TYPES["netprofile"], {"DSCP": 0, "burst": 5}),
+                         b'{"burst":5,"link-sets":{},"links":{"Tenant":{}}}\n')
+
+    def test_link_structs_per_type(self):
+        expect = {
+            "aciGw": (False, None), "Bgp": (False, None), "global": (False, None),
+            "appProfile": (True, {"Tenant": {}}),
+            "endpointGroup": (True, {"AppProfile": {}, "NetProfile": {}, "Network": {},
+                                     "Tenant": {}}),
+            "extContractsGroup": (True, None),
+            "netprofile": (True, {"Tenant": {}}),
+            "network": (True, {"Tenant": {}}),
+            "policy": (True, {"Tenant": {}}),
+            "rule": (True, {"MatchEndpointGroup": {}}),
+            "serviceLB": (False, {"Network": {}, "Tenant": {}}),
+            "tenant": (True, None),
+            "volume": (True, {"Tenant": {}}),
+            "volumeProfile": (True, {"Tenant": {}}),
+        }
+        for name, (has_sets, links) in expect.items():
+            out = to_wire(TYPES[name], {})
+            self.assertEqual("link-sets" in out, has_sets, name)
+            if has_sets:
+                self.assertEqual(out["link-sets"], {}, name)
+            self.assertEqual(out.get("links"), links, name)
+
+    def test_link_sets_sorted_and_only_non_empty(self):
+        obj = {"tenantName": "t", "link-sets": {
+            "Policies": {"t:b": make_link("policy", "t:b"), "t:a": make_link("policy", "t:a")},
+            "MatchRules": {},
+            "Unknown": {"x": make_link("x", "y")},
+        }, "links": {"Network": make_link("network", "t:n"), "Tenant": {"type": "tenant"}}}
+        self.assertEqual(
+            wire(TYPES["endpointGroup"], obj),
+            b'{"tenantName":"t","link-sets":{"Policies":{"t:a":{"type":"policy","key":"t:a"},'
+            b'"t:b":{"type":"policy","key":"t:b"}}},"links":{"AppProfile":{},"NetProfile":{},'
+            b'"Network":{"type":"network","key":"t:n"},"Tenant":{"type":"tenant"}}}\n')
+
+    def test_round_trip(self):
+        spec = TYPES["endpointGroup"]
+        body = encode_json({
+            "key": "ignored", "tenantName": "t", "groupName": "g", "networkName": "n",
+            "policies": ["p1", "p2"], "cfgdTag": "tag", "ipPool": "10.1.1.1-10.1.1.9",
+            "link-sets": {"Policies": {"t:p1": make_link("policy", "t:p1")}},
+            "links": {"Network": make_link("network", "t:n")},
+        })
+        obj = validate(spec, decode(spec, body), "t:g")
+        again = validate(spec, decode(spec, wire(spec, obj)), "t:g")
+        self.assertEqual(again, obj)
+        self.assertEqual(json.loads(wire(spec, obj))["link-sets"],
+                         {"Policies": {"t:p1": {"type": "policy", "key": "t:p1"}}})
+
+
+class OperWireTests(SynchronousTestCase):
+    def test_network_oper_with_endpoints(self):
+        ep = {"containerName": "web", "ipAddress": ["10.1.1.2", ""], "endpointID": "abc",
+              "homingHost": "h1", "macAddress": "02:02:0a:01:01:02", "network": "n.t",
+              "endpointGroupId": 0, "labels": "map[app:web]"}
+        oper = {"pktTag": 4, "numEndpoints": 1, "endpoints": [ep, {}],
+                "allocatedIPAddresses": "10.1.1.1-10.1.1.2", "externalPktTag": 0,
+                "availableIPAddresses": "10.1.1.3-10.1.1.254", "allocatedAddressesCount": 2}
+        self.assertEqual(
+            encode_json(oper_to_wire(NET, oper)),
+            b'{"allocatedAddressesCount":2,"allocatedIPAddresses":"10.1.1.1-10.1.1.2",'
+            b'"availableIPAddresses":"10.1.1.3-10.1.1.254","endpoints":[{"containerName":"web",'
+            b'"endpointID":"abc","homingHost":"h1","ipAddress":["10.1.1.2",""],'
+            b'"labels":"map[app:web]","macAddress":"02:02:0a:01:01:02","network":"n.t"},{}],'
+            b'"numEndpoints":1,"pktTag":4}\n')
+        self.assertEqual(oper_to_wire(NET, None), {})
+        self.assertEqual(oper_to_wire(NET, {"endpoints": []}), {})
+
+    def test_tenant_oper_nests_other_opers(self):
+        oper = {"totalNetworks": 1, "networks": [{"pktTag": 1, "endpoints": [{"key": "e"}]}],
+                "servicelbs": [{"serviceVip": "10.9.0.1", "providers": [{"vtepIP": "1.1.1.1"}]}]}
+        self.assertEqual(
+            oper_to_wire(TYPES["tenant"], oper),
+            {"networks": [{"endpoints": [{"key": "e"}], "pktTag": 1}],
+             "servicelbs": [{"providers": [{"vtepIP": "1.1.1.1"}], "serviceVip": "10.9.0.1"}],
+             "totalNetworks": 1})
+
+    def test_endpoint_oper(self):
+        ep = {"vtepIP": "1.1.1.1", "virtualPort": "vvport1", "key": "abc", "containerID": "c1",
+              "endpointGroupKey": "g:t", "endpointGroupId": 3, "intfName": ""}
+        out = endpoint_oper_to_wire(ep)
+        self.assertEqual(list(out), ["key", "containerID", "endpointGroupId", "endpointGroupKey",
+                                     "virtualPort", "vtepIP"])
+        self.assertEqual(out, oper_to_wire(TYPES["endpoint"], ep))
+
+    def test_inspect_shapes(self):
+        net = {"key": "t:n", "tenantName": "t", "networkName": "n"}
+        self.assertEqual(list(inspect_to_wire(NET, net, {"pktTag": 3})), ["Config", "Oper"])
+        self.assertEqual(inspect_to_wire(NET, net)["Oper"], {})
+        self.assertEqual(inspect_to_wire(TYPES["rule"], {"key": "a:b:c"}),
+                         {"Config": {"key": "a:b:c", "link-sets": {},
+                                     "links": {"MatchEndpointGroup": {}}}})
+        self.assertEqual(inspect_to_wire(TYPES["endpoint"], None, {"key": "x"}),
+                         {"Oper": {"key": "x"}})
+
+
+class EncodeJsonTests(SynchronousTestCase):
+    def test_go_escaping(self):
+        s = "<a href='x'>&amp;</a> \u2028\u2029 caf\u00e9 \U0001f600 \x00\x01\x08\x0c\x1f \n\r\t \"q\" \\ / \x7f"
+        self.assertEqual(
+            encode_json({"s": s}),
+            b'{"s":"\\u003ca href=\'x\'\\u003e\\u0026amp;\\u003c/a\\u003e \\u2028\\u2029 caf'
+            + "\u00e9 \U0001f600".encode() +
+            b' \\u0000\\u0001\\u0008\\u000c\\u001f \\n\\r\\t \\"q\\" \\\\ / \x7f"}\n')
+        # what Go would make of invalid UTF-8 (a lone surrogate here)
+        self.assertEqual(encode_json("a\ud800b"), b'"a\\ufffdb"\n')
+        self.assertEqual(encode_json({"<k>": 1}), b'{"\\u003ck\\u003e":1}\n')
+
+    def test_scalars_and_containers(self):
+        self.assertEqual(encode_json([]), b"[]\n")
+        self.assertEqual(encode_json("default:net1"), b'"default:net1"\n')
+        self.assertEqual(encode_json(None), b"null\n")
+        self.assertEqual(encode_json([True, False, 0, -5, (1, 2), {}]),
+                         b'[true,false,0,-5,[1,2],{}]\n')
+        self.assertEqual(encode_json({"b": 1, "a": [{"z": None}]}), b'{"b":1,"a":[{"z":null}]}\n')
+
+    def test_floats_like_go(self):
+        cases = {1.0: "1", 1.5: "1.5", -0.0: "-0", 100.0: "100", 1e20: "100000000000000000000",
+                 1e21: "1e+21", 1.5e-7: "1.5e-7", 1e-6: "0.000001", 123456.789: "123456.789",
+                 1e-100: "1e-100", 0.1: "0.1"}
+        for f, text in cases.items():
+            self.assertEqual(encode_json(f), text.encode() + b"\n", f)
+        self.assertRaises(ValueError, encode_json, float("nan"))
+        self.assertRaises(TypeError, encode_json, object())
