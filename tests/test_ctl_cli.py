@@ -617,7 +617,9 @@ class RecordedCliTests(unittest.TestCase):
         self.assertEqual(os.stat(config).st_mode & 0o777, 0o600)
         self.route("GET", "/api/v1/tenants/", [DEFAULT_TENANT])
         # Without --insecure the self-signed certificate is refused: no answer.
-        self.assertEqual(self.netctl("tenant", "ls", "-q", env={"NETMASTER": https})[0], 2)
+        code, _, err = self.netctl("tenant", "ls", "-q", env={"NETMASTER": https})
+        self.assertEqual(code, 2)
+        self.assertIn("--insecure", err)
         code, out, _ = self.netctl("--insecure", "tenant", "ls", "-q", env={"NETMASTER": https})
         self.assertEqual((code, out), (0, "default\n"))
         self.assertEqual(self.server.requests[-1][3].get("X-Auth-Token"), "t0k")

@@ -120,7 +120,12 @@ class ContivClient:
             raise RequestError(self._unreachable(exc)) from None
 
     def _unreachable(self, reason: Any) -> str:
-        if isinstance(reason, socket.timeout) or isinstance(reason, TimeoutError):
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return (f"Unable to verify the TLS certificate of {self.base_url}: "
+                    f"{reason.verify_message or reason}. Use --insecure to skip the check.")
+        if isinstance(reason, ssl.SSLError):
+            why = f"TLS error ({reason.reason or reason})"
+        elif isinstance(reason, socket.timeout) or isinstance(reason, TimeoutError):
             why = "timed out"
         elif isinstance(reason, ConnectionRefusedError):
             why = "connection refused"
