@@ -156,6 +156,19 @@ class CompilerContractTests(unittest.TestCase):
         # routing mode never floods ARP, so the ARP mode makes no difference there
         self.assertEqual(flows[("routing", "proxy")], flows[("routing", "flood")])
 
+    def test_no_flow_can_send_remote_traffic_back_to_the_underlay(self):
+        # OpenFlow already drops output to the ingress port; this is the pipeline's own guard,
+        # which also covers tunnel -> uplink.  Every output to an underlay port requires REMOTE=0.
+        for fwd, arp in MODES:
+            for host, flows in compile_all(build(fwd, arp)).items():
+                underlay = {TUNNEL_OFPORT, UPLINK_OFPORT}
+                checked = 0
+                for f in flows:
+                    if any(a[0] == "output" and a[1] in underlay for a in f.actions):
+                        self.assertEqual(dict(f.match).get(T.REG_FLAGS), (0, T.FLAG_REMOTE), f.to_ofctl())
+                        checked += 1
+                self.assertGreater(checked, 0)
+
     def test_unknown_host_gets_nothing(self):
         self.assertEqual(compile_switch(build(), "nope"), frozenset())
 
