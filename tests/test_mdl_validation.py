@@ -468,3 +468,16 @@ class CollectionTests(SynchronousTestCase):
         self.assertEqual(TYPES["Bgp"].key_fields, ("hostname",))
         self.assertEqual(TYPES["network"].link_sets, ("EndpointGroups", "Servicelbs", "Services"))
         self.assertEqual(TYPES["network"].links, ("Tenant",))
+
+
+class TypeGuardTests(SynchronousTestCase):
+    def test_wrong_python_types_are_caller_bugs(self):
+        spec = TYPES["network"]
+        base = dict(VALID["network"])
+        for field, value in (("pktTag", "5"), ("pktTag", True), ("subnet", 5)):
+            self.assertRaises(TypeError, validate, spec, dict(base, **{field: value}), "default:net1")
+        sl = TYPES["serviceLB"]
+        self.assertRaises(TypeError, validate, sl, dict(VALID["serviceLB"], ports="80:80:TCP"),
+                          "default:svc")
+        self.assertRaises(TypeError, validate, sl, dict(VALID["serviceLB"], ports=[80]),
+                          "default:svc")

@@ -188,3 +188,19 @@ class EncodeJsonTests(SynchronousTestCase):
             self.assertEqual(encode_json(f), text.encode() + b"\n", f)
         self.assertRaises(ValueError, encode_json, float("nan"))
         self.assertRaises(TypeError, encode_json, object())
+
+
+class LinkTargetTests(SynchronousTestCase):
+    def test_link_types_are_modeldb_types(self):
+        self.assertEqual(TYPES["network"].link_type("Tenant"), "tenant")
+        self.assertEqual(TYPES["tenant"].link_type("Servicelbs"), "serviceLB")
+        self.assertEqual(TYPES["endpointGroup"].link_type("NetProfile"), "netprofile")
+        self.assertEqual(TYPES["endpointGroup"].link_type("ExtContractsGrps"), "extContractsGroup")
+        self.assertEqual(TYPES["rule"].link_type("MatchEndpointGroup"), "endpointGroup")
+        self.assertRaises(KeyError, TYPES["tenant"].link_type, "Tenant")
+        # every declared link points at a real type, except the two never-filled sets
+        for spec in TYPES.values():
+            for name in spec.links + spec.link_sets:
+                target = spec.link_type(name)
+                if name not in ("Services", "ServiceInstances"):
+                    self.assertIn(target, TYPES, f"{spec.name}.{name}")

@@ -14,6 +14,7 @@ from contiv_sdn.model.errors import DecodeError, ModelError
 from contiv_sdn.model.gojson import encode_json
 from contiv_sdn.model.schema import (
     ENDPOINT_OPER_FIELDS,
+    LINK_TARGETS,
     OPER_STRUCTS,
     TYPES,
     Field,
@@ -36,6 +37,7 @@ __all__ = [
     "StructSpec",
     "Field",
     "OPER_STRUCTS",
+    "LINK_TARGETS",
     "ENDPOINT_OPER_FIELDS",
     "ModelError",
     "DecodeError",

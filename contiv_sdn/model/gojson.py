@@ -395,6 +395,13 @@ def _escape_table() -> dict[int, str]:
 
 
 _ESCAPE = _escape_table()
+_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
+
+
+def _quote(s: str) -> str:
+    if _NEEDS_ESCAPE.search(s) is None:
+        return '"' + s + '"'
+    return '"' + s.translate(_ESCAPE) + '"'
 
 
 def _go_float(f: float) -> str:
@@ -413,7 +420,7 @@ def _go_float(f: float) -> str:
 
 def _encode(value: Any, out: list[str]) -> None:
     if isinstance(value, str):
-        out.append('"' + value.translate(_ESCAPE) + '"')
+        out.append(_quote(value))
     elif value is None:
         out.append("null")
     elif value is True:
@@ -431,7 +438,7 @@ def _encode(value: Any, out: list[str]) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append('"' + str(k).translate(_ESCAPE) + '":')
+            out.append(_quote(str(k)) + ":")
             _encode(v, out)
         out.append("}")
     elif isinstance(value, (list, tuple)):

@@ -100,6 +100,13 @@ class TypeSpec:
     def field(self, name: str) -> Field:
         return self._by_name[name]
 
+    def link_type(self, name: str) -> str:
+        """The modeldb type a link or link-set member of this type points at
+        (the ``type`` written in it, e.g. ``Tenant`` -> ``tenant``)."""
+        if name not in self.links and name not in self.link_sets:
+            raise KeyError(f"{self.name} has no link or link-set {name!r}")
+        return LINK_TARGETS[name]
+
     def key_of(self, obj: Mapping[str, Any]) -> str:
         """The key the server expects for ``obj`` (``tenantName:networkName``, ...).
 
@@ -117,6 +124,32 @@ class TypeSpec:
         obj["link-sets"] = {name: {} for name in self.link_sets}
         obj["links"] = {name: {"type": "", "key": ""} for name in self.links}
         return obj
+
+
+#: The modeldb type of what each link / link-set points at.  A link's ``type`` is the
+#: target's ``GetType()``: ``serviceLB``, ``netprofile``, ``extContractsGroup`` (not the
+#: ``ref`` spellings of the model JSON files).  ``Services`` and ``ServiceInstances``
+#: are declared by the original but never filled.
+LINK_TARGETS: dict[str, str] = {
+    "AppProfile": "appProfile",
+    "AppProfiles": "appProfile",
+    "EndpointGroups": "endpointGroup",
+    "ExtContractsGrps": "extContractsGroup",
+    "MatchEndpointGroup": "endpointGroup",
+    "MatchRules": "rule",
+    "NetProfile": "netprofile",
+    "NetProfiles": "netprofile",
+    "Network": "network",
+    "Networks": "network",
+    "Policies": "policy",
+    "Rules": "rule",
+    "ServiceInstances": "serviceInstance",
+    "Servicelbs": "serviceLB",
+    "Services": "service",
+    "Tenant": "tenant",
+    "VolumeProfiles": "volumeProfile",
+    "Volumes": "volume",
+}
 
 
 def _s(name: str, maxlen: Optional[int] = None, regex: Optional[str] = None, **kw: Any) -> Field:

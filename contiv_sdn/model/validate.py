@@ -25,7 +25,12 @@ def normalize(spec: TypeSpec, obj: Mapping[str, Any]) -> dict:
         if v is None:
             v = f.zero()
         elif f.type == STR_LIST:
+            if isinstance(v, str) or not all(isinstance(x, str) for x in v):
+                raise TypeError(f"{spec.name}.{f.name} must be a list of str, not {v!r}")
             v = list(v)
+        elif not isinstance(v, f.type) or isinstance(v, bool):
+            # decode() never produces this; it guards callers that build objects by hand
+            raise TypeError(f"{spec.name}.{f.name} must be {f.type.__name__}, not {v!r}")
         out[f.name] = v
     given_sets = obj.get("link-sets") or {}
     out["link-sets"] = {
