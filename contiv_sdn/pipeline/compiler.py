@@ -108,6 +108,7 @@ class _Index:
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
         self.issues: List[str] = []
+        self.checked: set = set()
         self.routing = snap.global_cfg.fwd_mode == "routing"
         self.proxy_arp = self.routing or snap.global_cfg.arp_mode != "flood"
         self.nets: Dict[str, _Net] = {}
@@ -348,7 +349,9 @@ def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str]]:
         return frozenset(), [f"host {host_name}: unknown"]
     flows, issues = _compile_host(ix, host)
     for f in flows:
-        T.check_flow(f)
+        if f not in ix.checked:  # hosts share many flows (routes, responders): check each value once
+            T.check_flow(f)
+            ix.checked.add(f)
     return frozenset(flows), issues
 
 

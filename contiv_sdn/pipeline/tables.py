@@ -32,12 +32,13 @@ Table ids leave gaps so later issues can insert tables without renumbering.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import FrozenSet, Mapping, Optional, Tuple
 
-from .flow import COOKIE_MARK, COOKIE_MASK, OFPP_CONTROLLER, OFPP_IN_PORT, Flow, canon_match
+from .flow import COOKIE_MARK, COOKIE_MASK, OFPP_CONTROLLER, OFPP_IN_PORT, Flow, _canon_value
 
 # --------------------------------------------------------------------------
 # Registers.  Every value is at most 16 bits except REG_OUT; all of them are
@@ -226,13 +227,16 @@ def _check_value(flow: Flow, name: str, value: object, info: FieldInfo) -> None:
     elif info.kind == "mac":
         if not isinstance(value, str) or not _MAC_RE.fullmatch(value):
             _fail(flow, f"{name} value {value!r} is not a lower-case MAC")
-    else:
-        try:
-            ok = isinstance(value, str) and str(ipaddress.IPv4Address(value)) == value
-        except ValueError:
-            ok = False
-        if not ok:
-            _fail(flow, f"{name} value {value!r} is not a dotted IPv4 address")
+    elif not (isinstance(value, str) and _is_dotted_ipv4(value)):
+        _fail(flow, f"{name} value {value!r} is not a dotted IPv4 address")
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_dotted_ipv4(value: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(value)) == value
+    except ValueError:
+        return False
 
 
 def _prereqs_met(match: Mapping[str, object], info: FieldInfo) -> bool:
@@ -254,10 +258,12 @@ def check_flow(flow: Flow) -> None:
     names = [k for k, _ in flow.match]
     if len(set(names)) != len(names):
         _fail(flow, "a match field appears twice")
-    if tuple(flow.match) != canon_match(flow.match):
-        _fail(flow, "match is not in canonical form (use make_match)")
+    if names != sorted(names):
+        _fail(flow, "match is not in canonical form (use make_match): fields not sorted")
     match = dict(flow.match)
     for name, value in flow.match:
+        if _canon_value(name, value) != value:
+            _fail(flow, f"match is not in canonical form (use make_match): {name}={value!r}")
         info = FIELDS.get(name)
         if info is None:
             _fail(flow, f"unknown match field {name}")
