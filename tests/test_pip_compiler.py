@@ -188,13 +188,12 @@ class CompilerContractTests(unittest.TestCase):
                 "f = compile_all(build('routing'));"
                 "print('\\n'.join(x.to_ofctl() for h in sorted(f) for x in sorted(f[h])))")
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        out, err, rc = await utils.getProcessOutputAndValue(sys.executable, ["-c", code], env=env,
-                                                            path=os.getcwd())
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out, err, rc = await utils.getProcessOutputAndValue(sys.executable, ["-c", code], env=env, path=root)
         self.assertEqual(rc, 0, err)
         return out
 
     async def test_output_does_not_depend_on_the_hash_seed(self):
-        os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         a = await self._dump_in_subprocess("1")
         b = await self._dump_in_subprocess("2")
         self.assertTrue(a.strip())
