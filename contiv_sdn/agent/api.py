@@ -1,0 +1,155 @@
+"""The agent's local HTTP API, on a root-only UNIX socket.
+
+Runtimes' drivers (Docker, CNI) and the tests ask the agent for endpoints here.
+Every answer is JSON; every error is ``{"error": "<what was wrong and what to
+do>"}`` with a 4xx/5xx status, so a caller can show it as it is.
+
+Routes::
+
+    POST   /v1/endpoints         create (body: id, netns, network, [ifname, tenant, group,
+                                 ip, name, containerID, labels])
+    GET    /v1/endpoints         list
+    GET    /v1/endpoints/<id>    one
+    DELETE /v1/endpoints/<id>    delete (idempotent)
+    POST   /v1/reconcile         reap endpoints whose container is gone (also runs by itself)
+    GET    /v1/status            host, vtepIP, dpid, bridge, ready
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict
+
+from klein import Klein
+from twisted.application.internet import UNIXServer
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from contiv_sdn.agent.endpoints import EndpointError, EndpointManager, EndpointRequest
+from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
+from contiv_sdn.agent.ovsdb import OvsdbError
+from contiv_sdn.agent.plumbing import InterfaceExists, NetnsNotFound, PlumbingError
+
+log = Logger()
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, EndpointError):
+        return exc.status
+    if isinstance(exc, NetnsNotFound):
+        return 400
+    if isinstance(exc, InterfaceExists):
+        return 409
+    if isinstance(exc, (NetmasterUnavailable, OvsdbError)):
+        return 503
+    if isinstance(exc, NetmasterError):
+        # the netmaster's own refusal (unknown network, address taken...): pass it on
+        return 400 if exc.status < 500 else 500
+    return 500
+
+
+class AgentAPI:
+    app = Klein()
+
+    def __init__(self, endpoints: EndpointManager, status: Callable[[], Dict[str, Any]]):
+        self.endpoints = endpoints
+        self.status = status
+
+    # -- plumbing of the HTTP layer --------------------------------------------
+    @staticmethod
+    def _json(request: Any, code: int, body: Any) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(body, sort_keys=True).encode() + b"\n"
+
+    async def _guard(self, request: Any, what: str, fn: Callable[[], Any]) -> bytes:
+        try:
+            code, body = await fn()
+        except (EndpointError, NetnsNotFound, InterfaceExists, PlumbingError, NetmasterError,
+                NetmasterUnavailable, OvsdbError) as e:
+            status = _status_of(e)
+            log.info("{what}: {status} {err}", what=what, status=status, err=e)
+            return self._json(request, status, {"error": str(e)})
+        except Exception as e:  # a bug: say so, keep the process alive
+            log.failure("{what} failed unexpectedly", what=what)
+            return self._json(request, 500, {"error": f"internal error in the agent ({what}): "
+                                                      f"{e.__class__.__name__}: {e}; see its log"})
+        return self._json(request, code, body)
+
+    @staticmethod
+    def _body(request: Any) -> Any:
+        raw = request.content.read() if request.content is not None else b""
+        try:
+            return json.loads(raw or b"null")
+        except ValueError as e:
+            from contiv_sdn.agent.endpoints import BadRequest
+            raise BadRequest(f"the body is not valid JSON: {e}") from None
+
+    # -- routes -------------------------------------------------------------------
+    @app.route("/v1/status", methods=["GET"])
+    def get_status(self, request: Any) -> bytes:
+        return self._json(request, 200, self.status())
+
+    @app.route("/v1/endpoints", methods=["POST"])
+    async def create(self, request: Any) -> bytes:
+        async def run() -> Any:
+            req = EndpointRequest.from_json(self._body(request))
+            return 200, await self.endpoints.create(req)
+        return await self._guard(request, "create endpoint", run)
+
+    @app.route("/v1/endpoints", methods=["GET"])
+    async def list(self, request: Any) -> bytes:
+        async def run() -> Any:
+            return 200, await self.endpoints.list()
+        return await self._guard(request, "list endpoints", run)
+
+    @app.route("/v1/endpoints/<string:endpoint_id>", methods=["GET"])
+    async def get(self, request: Any, endpoint_id: str) -> bytes:
+        async def run() -> Any:
+            record = await self.endpoints.get(endpoint_id)
+            if record is None:
+                return 404, {"error": f"endpoint {endpoint_id} is not on this host"}
+            return 200, record
+        return await self._guard(request, "get endpoint", run)
+
+    @app.route("/v1/endpoints/<string:endpoint_id>", methods=["DELETE"])
+    async def delete(self, request: Any, endpoint_id: str) -> bytes:
+        async def run() -> Any:
+            existed = await self.endpoints.delete(endpoint_id)
+            return 200, {"id": endpoint_id, "deleted": existed}
+        return await self._guard(request, "delete endpoint", run)
+
+    @app.route("/v1/reconcile", methods=["POST"])
+    async def reconcile(self, request: Any) -> bytes:
+        async def run() -> Any:
+            return 200, await self.endpoints.reconcile()
+        return await self._guard(request, "reconcile", run)
+
+    @app.handle_errors(Exception)
+    def _unhandled(self, request: Any, failure: Any) -> bytes:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+        if failure.check(NotFound):
+            return self._json(request, 404, {"error": f"no such route: {request.path.decode()} "
+                                                      "(see GET /v1/status, /v1/endpoints)"})
+        if failure.check(MethodNotAllowed):
+            return self._json(request, 405, {"error": f"method {request.method.decode()} not "
+                                                      f"allowed on {request.path.decode()}"})
+        log.failure("unhandled error in the local API", failure)
+        return self._json(request, 500, {"error": "internal error in the agent; see its log"})
+
+    def site(self) -> Site:
+        site = Site(self.app.resource())
+        site.displayTracebacks = False
+        site.noisy = False
+        return site
+
+
+def unix_server(path: str, site: Site) -> UNIXServer:
+    """A root-only listening socket (mode 0600) in a directory created if needed.
+
+    ``wantPID`` makes Twisted keep a lock file next to the socket, so a stale
+    socket left by a killed agent is replaced but a live agent's is not.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    return UNIXServer(path, site, mode=0o600, wantPID=True)

@@ -1,0 +1,447 @@
+"""Endpoint lifecycle on one host: allocate (netmaster), plumb (veth), attach (OVS port).
+
+Create is ``POST /plugin/createEndpoint`` → inspect the network (prefix length,
+gateway, encapsulation) → veth pair in the container namespace → OVS port with
+``external_ids`` naming the endpoint.  A failure at any step undoes the earlier
+ones (port, veth, allocation), so a failed create leaves nothing behind.
+
+The local record of an endpoint IS its OVS port's ``external_ids`` (it survives
+an agent restart, and OVS deletes it with the port).  A delete first writes a
+small tombstone file in the state directory, then removes port and veth, then
+releases the allocation at the netmaster, then drops the tombstone: if the
+netmaster is down, a retried delete (or the periodic reconcile) still knows
+which tenant/network to release, so addresses do not leak.
+
+:meth:`EndpointManager.reconcile` (on start and periodically) reaps endpoints
+whose container namespace is gone (path missing, or now a different namespace)
+or whose host-side veth vanished, and finishes pending deletes.  Live endpoints
+are not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
+from contiv_sdn.agent.ovsdb import Ovsdb, PortInfo
+from contiv_sdn.agent.plumbing import (NetnsNotFound, Plumber, VethRequest, netns_id)
+
+log = Logger()
+
+#: external_ids keys on the endpoint's OVS port.
+K_ID = "endpoint-id"
+K_NET = "contiv-network"
+K_GROUP = "contiv-group"
+K_NETNS = "contiv-netns"
+K_NETNS_ID = "contiv-netns-id"
+K_IFNAME = "contiv-ifname"
+K_RECORD = "contiv-endpoint"
+
+_HEX = re.compile(r"[0-9a-f]{12,}")
+_IFNAME = re.compile(r"[^/\s]{1,15}")
+
+
+def port_name(endpoint_id: str) -> str:
+    """The host-side veth (= OVS port) name: ``cv`` + 12 hex characters.
+
+    Docker-style hex ids keep their first 12 characters, so the port reads like
+    the short id; any other id is hashed.
+    """
+    low = endpoint_id.lower()
+    if _HEX.fullmatch(low):
+        return "cv" + low[:12]
+    return "cv" + hashlib.sha256(endpoint_id.encode()).hexdigest()[:12]
+
+
+def prefix_len(subnet: str) -> int:
+    """``10.1.1.0/24`` or the range form ``10.1.1.10-10.1.1.20/24`` → 24."""
+    try:
+        return int(subnet.rsplit("/", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"network subnet {subnet!r} has no prefix length") from None
+
+
+def _container_mtu(encap: str, underlay_mtu: int) -> int:
+    from contiv_sdn.pipeline.mtu import container_mtu
+    return container_mtu(encap or "vxlan", underlay_mtu)
+
+
+class EndpointError(Exception):
+    """A request the agent cannot carry out; ``status`` is the HTTP status to answer."""
+
+    status = 500
+
+
+class BadRequest(EndpointError):
+    status = 400
+
+
+class Conflict(EndpointError):
+    status = 409
+
+
+class NotReady(EndpointError):
+    status = 503
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    id: str
+    netns: str
+    network: str
+    ifname: str = "eth0"
+    tenant: str = "default"
+    group: str = ""
+    ip: str = ""
+    name: str = ""
+    container_id: str = ""
+    labels: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "EndpointRequest":
+        """Validate the local API's JSON body; raises :class:`BadRequest` with what to fix."""
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+
+        def text(key: str, default: Optional[str] = None) -> str:
+            value = body.get(key, default)
+            if value is None:
+                raise BadRequest(f"{key!r} is required")
+            if not isinstance(value, str):
+                raise BadRequest(f"{key!r} must be a string")
+            return value
+
+        ep_id = text("id")
+        if not ep_id or len(ep_id) > 255:
+            raise BadRequest("'id' must be 1-255 characters")
+        netns = text("netns")
+        if not netns.startswith("/"):
+            raise BadRequest("'netns' must be a path (/var/run/netns/NAME or /proc/PID/ns/net)")
+        network = text("network")
+        if not network:
+            raise BadRequest("'network' is required")
+        ifname = text("ifname", "eth0") or "eth0"
+        if not _IFNAME.fullmatch(ifname):
+            raise BadRequest(f"'ifname' {ifname!r} is not a valid interface name "
+                             "(1-15 characters, no '/' or spaces)")
+        ip = text("ip", "")
+        if ip:
+            import ipaddress
+            try:
+                ipaddress.IPv4Address(ip.split("/")[0])
+            except ValueError:
+                raise BadRequest(f"'ip' {ip!r} is not an IPv4 address") from None
+        labels = body.get("labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in labels.items()):
+            raise BadRequest("'labels' must be an object of strings")
+        return cls(id=ep_id, netns=netns, network=network, ifname=ifname,
+                   tenant=text("tenant", "default") or "default", group=text("group", ""),
+                   ip=ip.split("/")[0], name=text("name", ""),
+                   container_id=text("containerID", ""), labels=dict(labels))
+
+
+class EndpointManager:
+    def __init__(self, *, host: str, vtep_ip: str, bridge: str, underlay_mtu: int,
+                 ovsdb: Ovsdb, plumber: Plumber, netmaster: NetmasterClient, state_dir: str):
+        self.host = host
+        self.vtep_ip = vtep_ip
+        self.bridge = bridge
+        self.underlay_mtu = underlay_mtu
+        self.ovsdb = ovsdb
+        self.plumber = plumber
+        self.netmaster = netmaster
+        self.state_dir = state_dir
+        #: Set by the service once br-int is in place; endpoint calls wait for nothing else.
+        self.ready = False
+        self._locks: Dict[str, defer.DeferredLock] = {}
+
+    # -- helpers ----------------------------------------------------------------
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise NotReady(f"the agent is still setting up bridge {self.bridge} "
+                           "(OVSDB not reachable yet?); retry in a moment")
+
+    async def _locked(self, endpoint_id: str, fn: Any) -> Any:
+        lock = self._locks.setdefault(endpoint_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            return await fn()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(endpoint_id, None)
+
+    @property
+    def _tomb_dir(self) -> str:
+        return os.path.join(self.state_dir, "pending-deletes")
+
+    def _tomb_path(self, endpoint_id: str) -> str:
+        return os.path.join(self._tomb_dir,
+                            hashlib.sha256(endpoint_id.encode()).hexdigest()[:32] + ".json")
+
+    def _write_tomb(self, tomb: Dict[str, Any]) -> None:
+        os.makedirs(self._tomb_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tomb_dir, prefix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(tomb, f)
+        os.replace(tmp, self._tomb_path(tomb["id"]))
+
+    def _read_tomb(self, endpoint_id: str) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self._tomb_path(endpoint_id)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _drop_tomb(self, endpoint_id: str) -> None:
+        try:
+            os.unlink(self._tomb_path(endpoint_id))
+        except FileNotFoundError:
+            pass
+
+    def pending_deletes(self) -> List[Dict[str, Any]]:
+        out = []
+        try:
+            names = sorted(os.listdir(self._tomb_dir))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if name.endswith(".json"):
+                try:
+                    with open(os.path.join(self._tomb_dir, name)) as f:
+                        out.append(json.load(f))
+                except (OSError, ValueError):
+                    log.warn("ignoring unreadable pending delete {name}", name=name)
+        return out
+
+    @staticmethod
+    def _record_of(port: PortInfo) -> Optional[Dict[str, Any]]:
+        ids = port.external_ids
+        if K_ID not in ids:
+            return None
+        try:
+            record = json.loads(ids.get(K_RECORD, "{}"))
+        except ValueError:
+            record = {}
+        record.setdefault("id", ids[K_ID])
+        record.setdefault("network", ids.get(K_NET, ""))
+        record.setdefault("group", ids.get(K_GROUP, ""))
+        record.setdefault("netns", ids.get(K_NETNS, ""))
+        record.setdefault("ifname", ids.get(K_IFNAME, ""))
+        record.setdefault("intfName", port.name)
+        record["ofport"] = port.ofport
+        return record
+
+    async def _ports(self) -> List[PortInfo]:
+        return [p for p in await self.ovsdb.list_ports(self.bridge) if K_ID in p.external_ids]
+
+    async def _find(self, endpoint_id: str) -> Optional[PortInfo]:
+        for port in await self._ports():
+            if port.external_ids.get(K_ID) == endpoint_id:
+                return port
+        return None
+
+    # -- queries ------------------------------------------------------------------
+    async def list(self) -> List[Dict[str, Any]]:
+        self._require_ready()
+        return [r for r in (self._record_of(p) for p in await self._ports()) if r]
+
+    async def get(self, endpoint_id: str) -> Optional[Dict[str, Any]]:
+        self._require_ready()
+        port = await self._find(endpoint_id)
+        return self._record_of(port) if port else None
+
+    # -- create ---------------------------------------------------------------------
+    async def create(self, req: EndpointRequest) -> Dict[str, Any]:
+        self._require_ready()
+        return await self._locked(req.id, lambda: self._create(req))
+
+    async def _create(self, req: EndpointRequest) -> Dict[str, Any]:
+        ns_id = netns_id(req.netns)
+        if ns_id is None:
+            raise BadRequest(f"network namespace {req.netns} does not exist "
+                             "(is the container running?)")
+        existing = await self._find(req.id)
+        if existing is not None:
+            if existing.external_ids.get(K_NETNS_ID) == ns_id:
+                log.info("endpoint {id} exists already; returning it", id=req.id[:12])
+                return self._record_of(existing)  # type: ignore[return-value]
+            raise Conflict(f"endpoint {req.id} exists in another namespace "
+                           f"({existing.external_ids.get(K_NETNS)}); delete it first")
+        if self._read_tomb(req.id) is not None:
+            raise Conflict(f"endpoint {req.id} is still being deleted "
+                           "(the netmaster has not confirmed the release); retry later")
+        name = port_name(req.id)
+        taken = await self.ovsdb.find_port(name)
+        if taken is not None:
+            raise Conflict(f"OVS port {name} (for endpoint {req.id}) is already used by "
+                           f"endpoint {taken[1].external_ids.get(K_ID, '?')}")
+        config = await self.netmaster.create_endpoint(
+            req.tenant, req.network, req.group, req.id, req.name, req.container_id or req.id,
+            self.host, req.ip, name, req.labels)
+        veth = False
+        port = False
+        try:
+            net = await self.netmaster.network(req.tenant, req.network)
+            try:
+                plen = prefix_len(str(net.get("subnet", "")))
+                mtu = _container_mtu(str(net.get("encap") or "vxlan"), self.underlay_mtu)
+            except ValueError as e:
+                raise EndpointError(f"network {req.tenant}:{req.network}: {e}") from None
+            gateway = str(net.get("gateway") or "") or None
+            ip = str(config.get("ipAddress") or "").split("/")[0]
+            if not ip:
+                raise EndpointError(f"netmaster allocated no IPv4 address for {req.id}")
+            mac = str(config.get("macAddress") or "") or None
+            veth = True
+            plumbed = await self.plumber.create(VethRequest(
+                host_ifname=name, netns=req.netns, ifname=req.ifname, mac=mac, ipv4=ip,
+                prefix_len=plen, gateway=gateway, mtu=mtu))
+            record = dict(config)
+            record.update({
+                "id": req.id,
+                "network": config.get("network") or f"{req.tenant}:{req.network}",
+                "group": config.get("group", req.group) or "",
+                "ipAddress": ip,
+                "macAddress": plumbed["macAddress"],
+                "homingHost": config.get("homingHost") or self.host,
+                "intfName": name,
+                "vtepIP": config.get("vtepIP") or self.vtep_ip,
+                "containerID": config.get("containerID") or req.container_id or req.id,
+                "containerName": config.get("containerName") or req.name,
+                "ifname": req.ifname,
+                "mtu": plumbed["mtu"],
+                "prefixLen": plen,
+                "gateway": gateway or "",
+                "netns": req.netns,
+            })
+            port = True
+            info = await self.ovsdb.ensure_port(
+                self.bridge, name,
+                external_ids={K_ID: req.id, K_NET: record["network"], K_GROUP: record["group"],
+                              K_NETNS: req.netns, K_NETNS_ID: ns_id, K_IFNAME: req.ifname,
+                              K_RECORD: json.dumps(record, sort_keys=True)},
+                iface_external_ids={"iface-id": req.id, "attached-mac": record["macAddress"],
+                                    "iface-status": "active"})
+            record["ofport"] = info.ofport
+        except BaseException as exc:
+            log.warn("creating endpoint {id} failed ({err}); undoing", id=req.id[:12], err=exc)
+            await self._undo(req, name, port=port, veth=veth, ip=str(config.get("ipAddress", "")))
+            raise
+        log.info("endpoint {id}: {ip}/{plen} {mac} on {port} (ofport {ofport}) in {netns}",
+                 id=req.id[:12], ip=record["ipAddress"], plen=record["prefixLen"],
+                 mac=record["macAddress"], port=name, ofport=record["ofport"], netns=req.netns)
+        return record
+
+    async def _undo(self, req: EndpointRequest, name: str, *, port: bool, veth: bool,
+                    ip: str) -> None:
+        """Best-effort rollback of a failed create; every step runs even if one fails."""
+        if port:
+            try:
+                await self.ovsdb.delete_port(self.bridge, name)
+            except Exception as e:
+                log.error("undo: cannot remove OVS port {port}: {err}", port=name, err=e)
+        if veth:
+            try:
+                await self.plumber.delete(name)
+            except Exception as e:
+                log.error("undo: cannot remove veth {port}: {err}", port=name, err=e)
+        tomb = {"id": req.id, "tenant": req.tenant, "network": req.network, "group": req.group,
+                "ip": ip.split("/")[0], "port": name}
+        try:
+            await self.netmaster.delete_endpoint(req.tenant, req.network, req.group, req.id,
+                                                 tomb["ip"])
+        except Exception as e:
+            log.error("undo: netmaster did not release endpoint {id}: {err}; will retry",
+                      id=req.id[:12], err=e)
+            try:
+                self._write_tomb(tomb)
+            except OSError as e2:
+                log.error("cannot record pending delete of {id}: {err}", id=req.id[:12], err=e2)
+
+    # -- delete ---------------------------------------------------------------------
+    async def delete(self, endpoint_id: str) -> bool:
+        """Remove port, veth and allocation; False when the endpoint was not known."""
+        self._require_ready()
+        return await self._locked(endpoint_id, lambda: self._delete(endpoint_id))
+
+    async def _delete(self, endpoint_id: str) -> bool:
+        port = await self._find(endpoint_id)
+        tomb = self._read_tomb(endpoint_id)
+        if port is None and tomb is None:
+            return False
+        if port is not None:
+            record = self._record_of(port) or {}
+            tenant, _, network = str(record.get("network", "")).partition(":")
+            if not network:
+                tenant, network = "default", tenant
+            tomb = {"id": endpoint_id, "tenant": tenant, "network": network,
+                    "group": record.get("group", ""), "ip": record.get("ipAddress", ""),
+                    "port": port.name}
+            self._write_tomb(tomb)
+            await self.ovsdb.delete_port(self.bridge, port.name)
+        assert tomb is not None
+        await self.plumber.delete(tomb["port"])
+        await self._release(tomb)
+        log.info("endpoint {id} deleted ({port})", id=endpoint_id[:12], port=tomb["port"])
+        return True
+
+    async def _release(self, tomb: Dict[str, Any]) -> None:
+        try:
+            await self.netmaster.delete_endpoint(tomb["tenant"], tomb["network"],
+                                                 tomb.get("group", ""), tomb["id"],
+                                                 tomb.get("ip", ""))
+        except NetmasterError as e:
+            if "not found" not in e.text.lower():
+                raise
+            log.info("netmaster no longer knows endpoint {id}; treating as released",
+                     id=tomb["id"][:12])
+        self._drop_tomb(tomb["id"])
+
+    # -- reconcile -------------------------------------------------------------------
+    async def reconcile(self) -> Dict[str, List[str]]:
+        """Reap endpoints whose container is gone, finish pending deletes; report both."""
+        self._require_ready()
+        reaped: List[str] = []
+        released: List[str] = []
+        for port in await self._ports():
+            ids = port.external_ids
+            ep_id = ids[K_ID]
+            path = ids.get(K_NETNS)
+            why = None
+            if path and netns_id(path) != ids.get(K_NETNS_ID):
+                why = f"namespace {path} is gone"
+            elif not await self.plumber.host_link_exists(port.name):
+                why = f"veth {port.name} is gone"
+            if why is None:
+                continue
+            log.info("reaping endpoint {id}: {why}", id=ep_id[:12], why=why)
+            try:
+                if await self._locked(ep_id, lambda: self._delete(ep_id)):
+                    reaped.append(ep_id)
+            except Exception as e:
+                log.warn("reaping endpoint {id} not finished: {err}", id=ep_id[:12], err=e)
+        for tomb in self.pending_deletes():
+            ep_id = tomb.get("id")
+            if not ep_id or ep_id in reaped:
+                continue
+            try:
+                await self._locked(ep_id, lambda: self._delete(ep_id))
+                released.append(ep_id)
+            except Exception as e:
+                log.warn("pending delete of {id} not finished: {err}", id=ep_id[:12], err=e)
+        return {"reaped": reaped, "released": released}
+
+
+__all__ = ["EndpointManager", "EndpointRequest", "EndpointError", "BadRequest", "Conflict",
+           "NotReady", "NetnsNotFound", "port_name", "prefix_len"]

@@ -1,0 +1,110 @@
+"""Command-line options of ``twistd netplugin`` and their defaults.
+
+Defaults that depend on the machine (host name, VTEP address, OVSDB socket) are
+resolved here, once, before the reactor runs, so the service itself only sees
+final values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import List
+
+from twisted.python import usage
+
+DEFAULT_NETMASTER = "http://127.0.0.1:9999"
+DEFAULT_CONTROLLER = "tcp:127.0.0.1:6653"
+DEFAULT_REDIS = "unix:///var/lib/contiv-sdn/netmaster/redis.sock"
+DEFAULT_SOCKET = "/run/contiv/netplugin.sock"
+DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netplugin"
+
+
+def default_ovs_db() -> str:
+    rundir = os.environ.get("OVS_RUNDIR") or "/var/run/openvswitch"
+    return f"unix:{os.path.join(rundir, 'db.sock')}"
+
+
+def _check_controller(target: str) -> str:
+    kind, _, rest = target.partition(":")
+    if kind not in ("tcp", "ssl", "unix") or not rest:
+        raise usage.UsageError(f"--controller {target!r}: expected tcp:IP:PORT (or ssl:/unix:)")
+    if kind in ("tcp", "ssl"):
+        host, _, port = rest.rpartition(":")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            if not 0 < int(port) < 65536:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError(f"--controller {target!r}: expected {kind}:IP:PORT "
+                                   "(an IP address, not a name: OVS does not resolve)") from None
+    return target
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("The contiv-sdn host agent: registers this host, sets up br-int over OVSDB with "
+                "the netmaster(s) as OpenFlow controllers, and plumbs container endpoints "
+                "(local API on a UNIX socket).")
+
+    optParameters = [
+        ["host", None, None, "this host's name (default: the hostname)"],
+        ["vtep-ip", None, None, "VXLAN tunnel endpoint address (default: source address of "
+                                "the default route)"],
+        ["netmaster", None, DEFAULT_NETMASTER, "netmaster URL"],
+        ["redis", None, DEFAULT_REDIS, "Redis URL (redis://host:port[/db] or unix:///path)"],
+        ["ovs-db", None, None, "OVSDB socket (default: unix:$OVS_RUNDIR/db.sock or "
+                               "unix:/var/run/openvswitch/db.sock)"],
+        ["datapath-type", None, "system", "br-int datapath: system (kernel) or netdev "
+                                          "(userspace)"],
+        ["bridge", None, "br-int", "integration bridge name"],
+        ["uplink", None, None, "interface added to the bridge as the VLAN trunk (optional)"],
+        ["underlay-mtu", None, 1500, "MTU of the underlay (container MTU is derived)", int],
+        ["socket", None, DEFAULT_SOCKET, "the local API's UNIX socket (mode 0600)"],
+        ["state-dir", None, DEFAULT_STATE_DIR, "directory for the agent's state"],
+        ["refresh", None, 30.0, "seconds between host-record refreshes in Redis", float],
+        ["reconcile-interval", None, 60.0, "seconds between endpoint reconciles "
+                                           "(0 = only at start)", float],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["controllers"] = []
+
+    def opt_controller(self, target: str) -> None:
+        """OpenFlow controller target tcp:IP:PORT (repeatable; default tcp:127.0.0.1:6653)."""
+        self["controllers"].append(_check_controller(target))
+
+    def postOptions(self) -> None:
+        if not self["controllers"]:
+            self["controllers"] = [DEFAULT_CONTROLLER]
+        # one target once, order kept
+        seen: List[str] = []
+        for c in self["controllers"]:
+            if c not in seen:
+                seen.append(c)
+        self["controllers"] = seen
+        if self["datapath-type"] not in ("system", "netdev"):
+            raise usage.UsageError("--datapath-type must be system or netdev")
+        if not self["host"]:
+            self["host"] = socket.gethostname()
+        if not self["ovs-db"]:
+            self["ovs-db"] = default_ovs_db()
+        if not (576 <= self["underlay-mtu"] <= 65535):
+            raise usage.UsageError("--underlay-mtu must be between 576 and 65535")
+        if self["vtep-ip"]:
+            try:
+                ipaddress.IPv4Address(self["vtep-ip"])
+            except ValueError:
+                raise usage.UsageError(f"--vtep-ip {self['vtep-ip']!r} is not an IPv4 "
+                                       "address") from None
+        else:
+            from contiv_sdn.agent.plumbing import default_route_source
+            src = default_route_source()
+            if not src:
+                raise usage.UsageError("no default route to take the VTEP address from: "
+                                       "pass --vtep-ip")
+            self["vtep-ip"] = src
+        if len(self["bridge"]) > 15:
+            raise usage.UsageError("--bridge: at most 15 characters (it is also an interface)")

@@ -1,0 +1,173 @@
+"""``twistd netplugin``: the host agent assembled from its parts.
+
+:func:`make_service` returns a :class:`NetpluginService` (a ``MultiService``)
+whose parts stay reachable as attributes, so drivers added later (Docker's
+remote driver, CNI) attach to the same endpoint manager and OVSDB session:
+
+``config`` (the parsed options), ``ovsdb``, ``bridge`` (BridgeService),
+``plumber``, ``netmaster`` (client), ``endpoints`` (EndpointManager),
+``registration`` (HostRegistration), ``api`` (AgentAPI) and ``api_server``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from contiv_sdn.agent.api import AgentAPI, unix_server
+from contiv_sdn.agent.bridge import VXLAN_PORT, BridgeService
+from contiv_sdn.agent.endpoints import EndpointManager
+from contiv_sdn.agent.netmaster import NetmasterClient
+from contiv_sdn.agent.ovsdb import BridgeSpec, Ovsdb
+from contiv_sdn.agent.plumbing import Plumber
+from contiv_sdn.agent.registration import HostRegistration, host_dpid, host_record
+
+log = Logger()
+
+
+class Reconciler(Service):
+    """Runs the endpoint reconcile once the bridge is ready, then every ``interval`` seconds."""
+
+    def __init__(self, endpoints: EndpointManager, interval: float, reactor: Any):
+        self.endpoints = endpoints
+        self.interval = interval
+        self.reactor = reactor
+        self._loop: Optional[task.LoopingCall] = None
+        self._current: Optional[defer.Deferred] = None
+
+    def begin(self) -> None:
+        if not self.running or self._loop is not None:
+            return
+        self._loop = task.LoopingCall(self._run)
+        self._loop.clock = self.reactor
+        if self.interval > 0:
+            self._loop.start(self.interval, now=True)
+        else:
+            self._run()
+
+    def _run(self) -> Optional[defer.Deferred]:
+        if self._current is not None:
+            return None
+        d = defer.ensureDeferred(self.endpoints.reconcile())
+
+        def report(result: Any) -> None:
+            self._current = None
+            if hasattr(result, "getErrorMessage"):
+                log.warn("endpoint reconcile failed: {err}", err=result.getErrorMessage())
+            elif result["reaped"] or result["released"]:
+                log.info("reconcile: reaped {reaped}, released {released}",
+                         reaped=len(result["reaped"]), released=len(result["released"]))
+            return None
+
+        self._current = d
+        d.addBoth(report)
+        return None
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        current = self._current
+        if current is None:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        current.addBoth(lambda r: (waiter.callback(None), r)[1])
+        return waiter
+
+
+class NetpluginService(MultiService):
+    def __init__(self, options: Mapping[str, Any], host_netns: Optional[str] = None,
+                 reactor: Any = None):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self.reactor = reactor
+        self.config = dict(options)
+        self.host: str = options["host"]
+        self.vtep_ip: str = options["vtep-ip"]
+        self.bridge_name: str = options["bridge"]
+        self.uplink: Optional[str] = options.get("uplink") or None
+        self.underlay_mtu: int = int(options["underlay-mtu"])
+        self.state_dir: str = options["state-dir"]
+        self.dpid = host_dpid(self.host)
+
+        self.ovsdb = Ovsdb(options["ovs-db"], reactor=reactor)
+        self.spec = BridgeSpec(name=self.bridge_name, datapath_type=options["datapath-type"],
+                               dpid=self.dpid, controllers=tuple(options["controllers"]))
+        self.bridge = BridgeService(self.ovsdb, self.spec, self.uplink, reactor=reactor)
+        self.bridge.setServiceParent(self)
+
+        self.plumber = Plumber(host_netns=host_netns)
+        self.netmaster = NetmasterClient(options["netmaster"], reactor=reactor)
+        self.endpoints = EndpointManager(
+            host=self.host, vtep_ip=self.vtep_ip, bridge=self.bridge_name,
+            underlay_mtu=self.underlay_mtu, ovsdb=self.ovsdb, plumber=self.plumber,
+            netmaster=self.netmaster, state_dir=self.state_dir)
+
+        self.registration = HostRegistration(options["redis"], self.host_record,
+                                             interval=float(options.get("refresh") or 30.0),
+                                             reactor=reactor)
+        self.registration.setServiceParent(self)
+
+        self.reconciler = Reconciler(self.endpoints,
+                                     float(options.get("reconcile-interval") or 0.0), reactor)
+        self.reconciler.setServiceParent(self)
+
+        self.api = AgentAPI(self.endpoints, self.status)
+        self.api_server = unix_server(options["socket"], self.api.site())
+        self.api_server.setServiceParent(self)
+
+        self.bridge.ready.addCallback(self._bridge_ready)
+
+    def host_record(self) -> Dict[str, Any]:
+        return host_record(self.host, self.vtep_ip, self.dpid, self.bridge_name, self.uplink,
+                           self.underlay_mtu, tunnel_port=VXLAN_PORT)
+
+    @property
+    def ready(self) -> bool:
+        """Bridge in place and host registered: endpoints can be created and will get flows."""
+        return self.bridge.is_ready and self.registration.last is not None
+
+    def status(self) -> Dict[str, Any]:
+        return {"host": self.host, "vtepIP": self.vtep_ip, "dpid": self.dpid,
+                "bridge": self.bridge_name, "ready": self.ready,
+                "bridgeReady": self.bridge.is_ready,
+                "registered": self.registration.last is not None,
+                "controllers": list(self.spec.controllers)}
+
+    def _bridge_ready(self, result: Any) -> Any:
+        self.endpoints.ready = True
+        self.reconciler.begin()
+        return result
+
+    def startService(self) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        log.info("netplugin starting: host {host}, vtep {vtep}, dpid {dpid:#x}, bridge {bridge} "
+                 "({dp}), controllers {ctrl}, netmaster {nm}, redis {redis}, ovsdb {db}, "
+                 "socket {sock}", host=self.host, vtep=self.vtep_ip, dpid=self.dpid,
+                 bridge=self.bridge_name, dp=self.spec.datapath_type,
+                 ctrl=",".join(self.spec.controllers), nm=self.config["netmaster"],
+                 redis=self.config["redis"], db=self.config["ovs-db"],
+                 sock=self.config["socket"])
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        yield super().stopService()
+        yield self.ovsdb.close()
+        yield self.netmaster.close()
+        log.info("netplugin stopped")
+
+
+def make_service(options: Mapping[str, Any], host_netns: Optional[str] = None) -> NetpluginService:
+    """Build the agent from parsed :class:`contiv_sdn.agent.options.Options`.
+
+    ``host_netns`` (tests only) puts the host ends of veths in that namespace
+    instead of the agent's own.
+    """
+    return NetpluginService(options, host_netns=host_netns)
