@@ -390,6 +390,8 @@ def _learn(key: tuple, values: list) -> Optional[_Template]:
                      if base[off:off + w] == p0 and other[off:off + w] == p1}
             cands = found if cands is None else cands & found
             probes_done.append((pv, other))
+            if len(cands) == 1:  # located; the final check re-encodes every probe anyway
+                break
         if not cands or len(cands) != 1:
             return None
         offsets.append(cands.pop())

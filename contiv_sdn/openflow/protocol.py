@@ -45,13 +45,15 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from contiv_sdn.openflow import codec
+from contiv_sdn.openflow import codec, validate
+from contiv_sdn.openflow.validate import Malformed
 from contiv_sdn.pipeline.flow import Flow
 
 log = Logger()
 
 OFP_VERSION = ofp.OFP_VERSION
 _HEADER = struct.Struct("!BBHI")
+_BUNDLE_CTRL = struct.Struct("!IIIHH")
 HEADER_SIZE = 8
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 MAX_RECENT = 4096
@@ -121,17 +123,21 @@ def error_name(type_: int, code: int) -> str:
 
 
 def describe_message(data: bytes) -> str:
-    """A readable one-liner of an (often truncated) OpenFlow message, for error logs."""
+    """A readable one-liner of a message *we* sent (never feed it switch-provided bytes)."""
     try:
         msg = codec.parse_message(bytes(data))
         if isinstance(msg, parser.OFPFlowMod):
             return _describe_flow_mod(msg)
         return str(msg)[:400]
     except Exception:
-        if len(data) >= HEADER_SIZE:
-            v, t, ln, xid = _HEADER.unpack_from(data)
-            return f"message type {t} len {ln} xid {xid} (first bytes {bytes(data[:64]).hex()})"
-        return f"bytes {bytes(data[:64]).hex()}"
+        return _summarize(data)
+
+
+def _summarize(data: bytes) -> str:
+    if len(data) >= HEADER_SIZE:
+        v, t, ln, xid = _HEADER.unpack_from(data)
+        return f"message type {t} len {ln} xid {xid} (first bytes {bytes(data[:64]).hex()})"
+    return f"bytes {bytes(data[:64]).hex()}"
 
 
 def _describe_flow_mod(msg: Any) -> str:
@@ -149,12 +155,13 @@ def _describe_flow_mod(msg: Any) -> str:
 # ---------------------------------------------------------------------------
 
 class _Request:
-    __slots__ = ("deferred", "parts", "what")
+    __slots__ = ("deferred", "parts", "what", "mp_type")
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, mp_type: Optional[int] = None):
         self.deferred: Deferred = Deferred()
         self.parts: List[Any] = []
         self.what = what
+        self.mp_type = mp_type
 
 
 class Bundle:
@@ -370,11 +377,11 @@ class OpenFlowProtocol(Protocol):
         if len(recent) > MAX_RECENT:
             recent.popitem(last=False)
 
-    def request(self, msg: Any, what: str = "") -> Deferred:
+    def request(self, msg: Any, what: str = "", mp_type: Optional[int] = None) -> Deferred:
         """Send a request and return a Deferred of its reply (all parts, for multipart)."""
         if self._dead:
             return fail(SwitchDisconnected(f"{self._who()} is not connected"))
-        req = _Request(what or type(msg).__name__)
+        req = _Request(what or type(msg).__name__, mp_type)
         xid = self.next_xid()
         self._pending[xid] = req
         try:
@@ -384,13 +391,39 @@ class OpenFlowProtocol(Protocol):
             raise
         return req.deferred
 
+    def send_checked(self, msg: Any) -> Deferred:
+        """Send a message that has no reply (flow/group/meter mod); fire once a barrier
+        proves the switch accepted it, or fail with :class:`OpenFlowError` if it did not.
+
+        ``msg`` is an os-ken message, or already-encoded bytes (their xid is used).
+        """
+        if self._dead:
+            return fail(SwitchDisconnected(f"{self._who()} is not connected"))
+        if isinstance(msg, (bytes, bytearray)):
+            data = bytes(msg)
+            xid = int.from_bytes(data[4:8], "big")
+        else:
+            xid = self.next_xid()
+            data = codec.serialize(msg, xid)
+        req = _Request(f"message type {data[1]}")
+        self._pending[xid] = req
+        self._remember(xid, data)
+        self.send(data)
+
+        def confirmed(_: Any) -> None:
+            if self._pending.pop(xid, None) is req:
+                req.deferred.callback(xid)
+
+        self.barrier().addCallbacks(confirmed, lambda f: None)
+        return req.deferred
+
     def barrier(self) -> Deferred:
         """Fires when the switch has processed everything sent before it."""
         return self.request(parser.OFPBarrierRequest(self.datapath), "barrier")
 
     def multipart(self, msg: Any) -> Deferred:
         """A multipart request; fires with the concatenated bodies of all replies."""
-        return self.request(msg, type(msg).__name__)
+        return self.request(msg, type(msg).__name__, msg.cls_stats_type)
 
     def flow_stats(self, cookie: int = 0, cookie_mask: int = 0, table_id: int = ofp.OFPTT_ALL,
                    match: Any = None) -> Deferred:
@@ -453,7 +486,7 @@ class OpenFlowProtocol(Protocol):
                 pos += length
                 self.rx_messages += 1
                 self._dispatch(version, mtype, xid, msg)
-        except ProtocolViolation as e:
+        except (ProtocolViolation, Malformed) as e:
             self.close(f"protocol violation: {e}")
             return
         except Exception as e:  # a parser choked on hostile bytes: this connection only
@@ -478,6 +511,7 @@ class OpenFlowProtocol(Protocol):
         if mtype == ofp.OFPT_PACKET_IN:
             handler = self.factory.on_packet_in
             if handler is not None and self.up:
+                validate.check_packet_in(data)
                 msg = self._parse(version, mtype, xid, data)
                 try:
                     handler(self, msg)
@@ -490,22 +524,24 @@ class OpenFlowProtocol(Protocol):
         if mtype == ofp.OFPT_ECHO_REPLY:
             return
         if mtype == ofp.OFPT_ERROR:
+            validate.check_fixed(data, 12, "error")
             self._on_error(self._parse(version, mtype, xid, data), xid)
             return
         if mtype == ofp.OFPT_MULTIPART_REPLY:
-            self._on_multipart(self._parse(version, mtype, xid, data), xid)
+            self._on_multipart(version, mtype, xid, data)
             return
         if mtype == ofp.OFPT_BARRIER_REPLY:
             self._reply(xid, None)
             return
         if mtype == ofp.OFPT_EXPERIMENTER:
-            msg = self._parse(version, mtype, xid, data)
-            self._reply(xid, msg)
+            self._on_experimenter(xid, data)
             return
         if mtype == ofp.OFPT_FEATURES_REPLY:
+            validate.check_fixed(data, ofp.OFP_SWITCH_FEATURES_SIZE, "features reply")
             self._on_features(self._parse(version, mtype, xid, data))
             return
         if mtype == ofp.OFPT_PORT_STATUS:
+            validate.check_fixed(data, ofp.OFP_PORT_STATUS_SIZE, "port status")
             self._on_port_status(self._parse(version, mtype, xid, data))
             return
         if mtype == ofp.OFPT_HELLO:
@@ -589,11 +625,28 @@ class OpenFlowProtocol(Protocol):
             self.registry.ports_changed(self)
 
     # -- replies -----------------------------------------------------------
-    def _on_multipart(self, msg: Any, xid: int) -> None:
+    def _on_experimenter(self, xid: int, data: bytes) -> None:
+        # only bundle control replies are expected; parsed here, not by os-ken (whose
+        # property walk loops forever on a zero-length property)
+        if xid not in self._pending:
+            log.debug("{who}: unsolicited experimenter message", who=self._who())
+            return
+        validate.check_fixed(data, 24, "bundle control reply")
+        exp, exp_type, bundle_id, type_, flags = _BUNDLE_CTRL.unpack_from(data, HEADER_SIZE)
+        if exp != ONF_EXPERIMENTER_ID or exp_type != ofp.ONF_ET_BUNDLE_CONTROL:
+            raise ProtocolViolation(f"experimenter reply {exp:#x}/{exp_type} to a bundle request")
+        self._reply(xid, (bundle_id, type_, flags))
+
+    def _on_multipart(self, version: int, mtype: int, xid: int, data: bytes) -> None:
         req = self._pending.get(xid)
         if req is None:
             log.debug("{who}: multipart reply for unknown xid {xid}", who=self._who(), xid=xid)
             return
+        if req.mp_type is None or validate.multipart_type(data) != req.mp_type:
+            raise ProtocolViolation(f"multipart reply type {validate.multipart_type(data)} "
+                                    f"to a {req.what}")
+        validate.check_multipart_reply(data)
+        msg = self._parse(version, mtype, xid, data)
         body = msg.body
         if isinstance(body, list):
             req.parts.extend(body)
@@ -617,8 +670,8 @@ class OpenFlowProtocol(Protocol):
                       else describe_message(msg.data)) + f" (in bundle {bundle.id})"
         elif xid in self._recent:
             failed = describe_message(self._recent[xid])
-        elif msg.data:
-            failed = describe_message(msg.data)
+        elif msg.data:  # switch-provided bytes: summarize, never parse
+            failed = _summarize(msg.data)
         err = OpenFlowError(msg.type, code, xid, failed, self.dpid)
         log.error("{who}: OFPT_ERROR {err}", who=self._who(), err=err)
         if bundle is not None:
