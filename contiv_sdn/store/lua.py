@@ -136,6 +136,8 @@ for _, c in ipairs(P.checks or {}) do
     cover(c.b, c.hi)
     local pos = redis.call('BITPOS', c.b, 1, num(c.lo), num(c.hi), 'BIT')
     if pos >= 0 and pos <= c.hi then return cjson.encode({error = errmsg(c.err, c, pos)}) end
+  elseif c.t == 'fail' then
+    return cjson.encode({error = c.err})
   elseif c.t == 'isset' then
     if redis.call('GETBIT', c.b, num(c.pos)) ~= 1 then
       return cjson.encode({error = errmsg(c.err, c, c.pos)})
@@ -270,9 +272,9 @@ for _, o in ipairs(P.ops or {}) do
   elseif o.t == 'setrange' then
     setrange(o.b, o.lo, o.hi, o.v)
   elseif o.t == 'rset' then
-    local v = o.v
-    if o.subs then v = subst(v) end
-    redis.call('HSET', o.h, o.f, v)
+    local v, f = o.v, o.f
+    if o.subs then v = subst(v); f = subst(f) end
+    redis.call('HSET', o.h, f, v)
   elseif o.t == 'rdel' then
     redis.call('HDEL', o.h, o.f)
   elseif o.t == 'delkey' then

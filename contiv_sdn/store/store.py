@@ -191,6 +191,9 @@ class Store:
         v = await self._conn.get(key)
         return v or b""
 
+    async def hget_raw(self, key: str, field: str) -> Optional[str]:
+        return _s(await self._conn.hget(key, field))
+
     async def hgetall_raw(self, key: str) -> Dict[str, str]:
         return _pairs(await self._conn.execute_command("HGETALL", key))
 

@@ -84,6 +84,14 @@ class Txn:
         self._guarded.add(ident)
         self.guards.append({"t": "eq", "h": hash_of(kind), "f": key, "v": raw})
 
+    def guard_raw(self, hashkey: str, field: str, value: Optional[str]) -> None:
+        """Commit only if a field of a non-record hash (an index) still reads ``value``."""
+        ident = ("raw", hashkey, field)
+        if ident in self._guarded:
+            return
+        self._guarded.add(ident)
+        self.guards.append({"t": "eq", "h": hashkey, "f": field, "v": value})
+
     def guard_ver(self, kind: str, ver: int) -> None:
         """Commit only if nothing in ``kind`` changed since version ``ver``."""
         ident = ("ver", kind)
@@ -98,6 +106,10 @@ class Txn:
         """Refuse with ``err`` (``{}`` = the first set position, rendered) unless lo..hi are clear."""
         self.checks.append({"t": "clear", "b": bitmap, "lo": lo, "hi": hi, "err": err,
                             "fmt": fmt, "base": base})
+
+    def check_fail(self, err: str) -> None:
+        """Refuse with ``err`` if the checks before it passed (orders messages like Contiv)."""
+        self.checks.append({"t": "fail", "err": err})
 
     # -- allocations ------------------------------------------------------
     def alloc(self, name: str, bitmap: str, lo: int, hi: int, *, want: Optional[int] = None,
@@ -162,6 +174,7 @@ class Txn:
                          "v": 1 if value else 0})
 
     def raw_set(self, hashkey: str, field: str, value: str, *, subs: bool = False) -> None:
+        """Set a field of a non-record hash (an index); ``subs`` fills field and value."""
         op = {"t": "rset", "h": hashkey, "f": field, "v": value}
         if subs:
             op["subs"] = True

@@ -1,0 +1,112 @@
+"""The non-model netmaster endpoints: ``/plugin/*`` for the agents, ``/version``,
+``/info``, ``/services``, ``/service/{id}`` and the two debug routes."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Callable, Dict, List
+
+from contiv_sdn import __version__
+from contiv_sdn.api.http import HttpError
+from contiv_sdn.master import Master
+from contiv_sdn.master.oper import endpoint_oper
+from contiv_sdn.master.servicelb import providers
+
+
+def parse_body(body: bytes) -> dict:
+    """Decode a plugin request like Go's json.Decoder would refuse it (500 + text)."""
+    if not body.strip():
+        raise HttpError("EOF")
+    try:
+        value = json.loads(body)
+    except ValueError as e:
+        raise HttpError(f"invalid character in request: {e}")
+    if not isinstance(value, dict):
+        raise HttpError("json: cannot unmarshal into a request object")
+    return value
+
+
+def local_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent for a UDP connect
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class PluginRoutes:
+    def __init__(self, master: Master, listen_address: Callable[[], str]):
+        self.master = master
+        self.listen_address = listen_address
+        self.calls: Dict[str, Callable] = {
+            "allocAddress": master.endpoints.alloc_address,
+            "releaseAddress": master.endpoints.release_address,
+            "createEndpoint": master.endpoints.create_endpoint,
+            "deleteEndpoint": master.endpoints.delete_endpoint,
+            "updateEndpoint": master.endpoints.update_endpoint,
+        }
+
+    async def plugin(self, name: str, body: bytes) -> Any:
+        return await self.calls[name](parse_body(body))
+
+    def version(self) -> dict:
+        return {"GitCommit": "unknown", "Version": __version__, "BuildTime": ""}
+
+    async def info(self) -> dict:
+        hosts = await self.master.store.list("host")
+        masters = await self.master.store.list("netmaster")
+        me = self.listen_address()
+        return {
+            "local-ip": local_ip(),
+            "leader-ip": me,
+            # every netmaster serves writes (Redis arbitrates), so each is a leader
+            "current-state": "leader",
+            "netplugin-nodes": sorted(h.get("vtepIP") or name for name, h in hosts.items()),
+            "netmaster-nodes": sorted(masters),
+        }
+
+    async def services(self) -> List[dict]:
+        states = await self.master.store.list("serviceLB")
+        endpoints = await self.master.store.list("endpoint")
+        out = []
+        for key in sorted(states):
+            st = states[key]
+            provs = {}
+            for ep in providers(endpoints, st["tenant"], st.get("selectors") or {}):
+                provs[ep["id"]] = {
+                    "IPAddress": ep.get("ipAddress", ""), "ContainerID": ep.get("containerID", ""),
+                    "Tenant": ep.get("tenant", ""), "Network": ep.get("networkName", ""),
+                    "Labels": ep.get("labels") or {}, "EpIDKey": ep["id"],
+                }
+            out.append({
+                "servicename": st["serviceName"], "tenantname": st["tenant"],
+                "network": st["networkName"], "ports": st.get("ports") or [],
+                "selectors": st.get("selectors") or {}, "ipaddress": st.get("ipAddress", ""),
+                "providers": provs,
+            })
+        return out
+
+    async def service(self, ident: str) -> dict:
+        for svc in await self.services():
+            if ident in (f"{svc['servicename']}:{svc['tenantname']}", svc["servicename"]):
+                return svc
+        raise HttpError("service not found")
+
+    async def epcleanup(self, tenant: str, category: str, ident: str) -> Any:
+        """Force-remove stale endpoint records (Contiv PR #958), releasing their addresses."""
+        endpoints = await self.master.store.list("endpoint")
+        if category not in ("net", "group", "ep"):
+            raise HttpError(f"invalid category {category}")
+        victims = []
+        for ep_id, ep in sorted(endpoints.items()):
+            if ep.get("tenant") != tenant:
+                continue
+            if (category == "net" and ep.get("networkName") == ident) or \
+                    (category == "group" and ep.get("groupName") == ident) or \
+                    (category == "ep" and ident in (ep_id, ep.get("containerID"))):
+                victims.append(ep)
+        for ep in victims:
+            await self.master.endpoints.delete_endpoint({"EndpointID": ep["id"]})
+        return [endpoint_oper(ep) for ep in victims]

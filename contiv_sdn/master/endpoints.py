@@ -1,0 +1,317 @@
+"""What the host agents ask of the netmaster: addresses and endpoint records.
+
+Each call is one atomic Redis transaction, so concurrent requests from many
+hosts and several netmasters get distinct addresses, and a request that fails
+leaves nothing allocated.  Endpoint creation is idempotent on the endpoint id
+(a retried request returns the existing record) and deletion of a missing
+endpoint succeeds, so an agent can simply retry after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Tuple
+
+from contiv_sdn.master.errors import MasterError
+from contiv_sdn.master.netutil import parse_v6
+from contiv_sdn.master.oper import network_subnet
+from contiv_sdn.master.work import Work
+from contiv_sdn.store import Store, StoreError, View, placeholder, transact
+from contiv_sdn.store import keys as K
+
+
+def field(d: Optional[dict], name: str, default: Any = "") -> Any:
+    """Go's case-insensitive JSON field match (exact name first)."""
+    if not isinstance(d, dict):
+        return default
+    if name in d:
+        return default if d[name] is None else d[name]
+    low = name.lower()
+    for k, v in d.items():
+        if k.lower() == low:
+            return default if v is None else v
+    return default
+
+
+def strip_len(addr: str) -> str:
+    return addr.split("/")[0] if addr else ""
+
+
+class Endpoints:
+    """The ``/plugin/*`` operations."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def _resolve(self, w: Work, network_id: str) -> Tuple[str, str]:
+        """``net.tenant`` or ``net:epg.tenant`` → (network key, group key or "").
+
+        Names may contain dots, so every split point is tried, rightmost first.
+        """
+        net_part, group = network_id, ""
+        if ":" in network_id:
+            net_part, _, rest = network_id.partition(":")
+            epg, dot, tenant = rest.rpartition(".")
+            if dot:
+                group = f"{tenant}:{epg}"
+                net_part = f"{net_part}.{tenant}"
+        pieces = net_part.split(".")
+        for i in range(len(pieces) - 1, 0, -1):
+            tenant, net = ".".join(pieces[i:]), ".".join(pieces[:i])
+            key = f"{tenant}:{net}"
+            if await w.obj("network", key) is not None:
+                return key, group
+        raise MasterError("network not found")
+
+    async def _network_by_pool(self, w: Work, pool: str) -> str:
+        subnet, _, length = pool.partition("/")
+        tenant = ""
+        if ":" in length:
+            length, _, tenant = length.partition(":")
+        found = ""
+        for key, st in sorted((await w.states("network")).items()):
+            if tenant and st.get("tenant") != tenant:
+                continue
+            if ":" in subnet:
+                if st.get("ipv6Subnet") == f"{subnet}/{length}":
+                    found = key
+            elif st.get("subnetIP") == subnet and str(st.get("subnetLen")) == length:
+                found = key
+        if not found:
+            raise MasterError("network not found")
+        return found
+
+    def _alloc_v4(self, w: Work, name: str, net_key: str, net_state: dict,
+                  group_state: Optional[dict], want_ip: str, shared: bool) -> None:
+        sub = network_subnet(net_state)
+        pool = group_state if group_state and group_state.get("ipPool") else None
+        want = sub.index(want_ip) if want_ip else None
+        if pool:
+            bitmap, lo, hi = K.epg_ip_bitmap(pool["key"]), int(pool["poolLo"]), int(pool["poolHi"])
+            full = f"auto allocation failed - address exhaustion in pool {pool['ipPool']}"
+        else:
+            bitmap, lo, hi = K.ip_bitmap(net_key), sub.alloc_lo, sub.alloc_hi
+            full = (f"auto allocation failed - address exhaustion in subnet "
+                    f"{sub.address}/{sub.length}")
+        if want is not None and not pool:
+            hi = max(hi, want) if want < sub.last_index else hi
+            lo = min(lo, want) if want > 0 else lo
+        w.txn.alloc(name, bitmap, lo, hi, want=want, full=full, fmt="ip", base=sub.network,
+                    taken="ip address {} is not available", shared=shared)
+
+    # -- /plugin/allocAddress, /plugin/releaseAddress -----------------------
+    async def alloc_address(self, req: dict) -> dict:
+        network_id = field(req, "NetworkID")
+        pool = field(req, "AddressPool")
+        preferred = strip_len(field(req, "PreferredIPv4Address"))
+        is_v6 = ":" in pool.split("/")[0]
+
+        async def fn(view: View):
+            w = Work(view)
+            if network_id:
+                net_key, group_key = await self._resolve(w, network_id)
+            else:
+                net_key, group_key = await self._network_by_pool(w, pool), ""
+            net_state = await w.peek_state("network", net_key)
+            if net_state is None:
+                raise MasterError("network not found")
+            group_state = None
+            if group_key:
+                if await w.obj("endpointGroup", group_key) is None:
+                    raise MasterError(f"endpoint group {group_key} not found")
+                group_state = await w.peek_state("endpointGroup", group_key)
+            if is_v6:
+                v6 = parse_v6(net_state.get("ipv6Subnet", ""))
+                if v6 is None:
+                    raise MasterError("network has no ipv6 subnet")
+                want = v6.host_id(preferred) if preferred else None
+                w.txn.alloc_v6("a", K.ip6_hash(net_key), v6.groups, v6.max_host, want=want,
+                               full=f"Reached MaxHosts ({v6.max_host}). Cannot allocate more hosts",
+                               taken="ip address {} is not available")
+                view.finish = lambda r: {"NetworkID": network_id,
+                                         "IPv4Address": f"{v6.ip(r.allocs['a'])}/"
+                                                        f"{v6.network.prefixlen}"}
+            else:
+                self._alloc_v4(w, "a", net_key, net_state, group_state, preferred, False)
+                sub = network_subnet(net_state)
+                view.finish = lambda r: {"NetworkID": network_id,
+                                         "IPv4Address": f"{sub.ip(r.allocs['a'])}/{sub.length}"}
+            return None
+
+        return await self._run(fn)
+
+    async def release_address(self, req: dict) -> dict:
+        network_id = field(req, "NetworkID")
+        addr = strip_len(field(req, "IPv4Address"))
+
+        async def fn(view: View):
+            w = Work(view)
+            net_key, group_key = await self._resolve(w, network_id)
+            net_state = await w.peek_state("network", net_key)
+            if net_state is None or not addr:
+                return {"Status": "success"}
+            owner = await self.store.hgetall_raw(K.ip_owner_hash(net_key))
+            if addr in owner:
+                # still held by an endpoint or a service VIP: never hand it out twice
+                return {"Status": "success"}
+            w.txn.guard_raw(K.ip_owner_hash(net_key), addr, None)
+            if ":" in addr:
+                v6 = parse_v6(net_state.get("ipv6Subnet", ""))
+                if v6 is not None:
+                    hid = v6.host_id(addr)
+                    if addr != net_state.get("ipv6Gateway"):
+                        w.txn.raw_del(K.ip6_hash(net_key), str(hid))
+                return {"Status": "success"}
+            sub = network_subnet(net_state)
+            idx = sub.index(addr)
+            group_state = await w.peek_state("endpointGroup", group_key) if group_key else None
+            if group_state and group_state.get("ipPool"):
+                w.txn.setbit(K.epg_ip_bitmap(group_key), idx, 0)
+            elif addr != net_state.get("gateway"):
+                w.txn.setbit(K.ip_bitmap(net_key), idx, 0)
+            return {"Status": "success"}
+
+        return await self._run(fn)
+
+    # -- /plugin/createEndpoint, deleteEndpoint, updateEndpoint ------------
+    async def create_endpoint(self, req: dict) -> dict:
+        cfg = field(req, "ConfigEP", {}) or {}
+        tenant = field(req, "TenantName") or "default"
+        net_name = field(req, "NetworkName")
+        group_name = field(req, "ServiceName") or field(cfg, "ServiceName")
+        ep_id = field(req, "EndpointID") or field(cfg, "Container")
+        if not ep_id:
+            raise MasterError("invalid endpoint id")
+        want_ip = strip_len(field(cfg, "IPAddress"))
+        want_ip6 = strip_len(field(cfg, "IPv6Address"))
+        net_key = f"{tenant}:{net_name}"
+        group_key = f"{tenant}:{group_name}" if group_name else ""
+
+        async def fn(view: View):
+            w = Work(view)
+            existing = await w.state("endpoint", ep_id)
+            if existing is not None:
+                view.finish = lambda r: {"EndpointConfig": existing}
+                return {"EndpointConfig": existing}
+            if await w.obj("network", net_key) is None:
+                raise MasterError(f"network {net_name}.{tenant} not found")
+            net_state = await w.peek_state("network", net_key)
+            if net_state is None:
+                raise MasterError(f"network {net_name}.{tenant} not found")
+            group_state = None
+            if group_key:
+                if await w.obj("endpointGroup", group_key) is None:
+                    raise MasterError(f"endpoint group {group_key} not found")
+                group_state = await w.peek_state("endpointGroup", group_key)
+                if group_state is None:
+                    raise MasterError(f"endpoint group {group_key} not found")
+                if group_state.get("network") != net_key:
+                    raise MasterError(f"endpoint group {group_name} is not in network {net_name}")
+            txn = w.txn
+            owners = K.ip_owner_hash(net_key)
+            if want_ip:
+                holder = await self.store.hget_raw(owners, want_ip)
+                if holder and holder != ep_id:
+                    raise MasterError(f"ip address {want_ip} is already in use")
+                txn.guard_raw(owners, want_ip, holder)
+            self._alloc_v4(w, "ip", net_key, net_state, group_state, want_ip, shared=True)
+            txn.raw_set(owners, placeholder("ip", "ip"), ep_id, subs=True)
+            ip6 = ""
+            v6 = parse_v6(net_state.get("ipv6Subnet", ""))
+            if v6 is not None:
+                want6 = v6.host_id(want_ip6) if want_ip6 else None
+                txn.alloc_v6("ip6", K.ip6_hash(net_key), v6.groups, v6.max_host, want=want6,
+                             full=f"Reached MaxHosts ({v6.max_host}). Cannot allocate more hosts",
+                             taken="ip address {} is not available", shared=True)
+                ip6 = placeholder("ip6", "ip6")
+            host = field(cfg, "Host")
+            vtep = field(cfg, "VtepIP")
+            if not vtep and host:
+                h = await self.store.get("host", host)
+                vtep = (h or {}).get("vtepIP", "")
+            labels = field(cfg, "Labels", {}) or {}
+            record = {
+                "id": ep_id, "tenant": tenant, "network": net_key, "networkName": net_name,
+                "group": group_key, "groupName": group_name,
+                "epgId": int(group_state["epgId"]) if group_state else 0,
+                "ipAddress": placeholder("ip", "ip"), "ipv6Address": ip6,
+                "macAddress": placeholder("ip", "mac"),
+                "homingHost": host, "intfName": field(cfg, "IntfName"), "vtepIP": vtep,
+                "containerID": field(req, "ContainerID") or field(cfg, "ContainerID"),
+                "containerName": field(req, "EPCommonName"),
+                "labels": {str(k): str(v) for k, v in labels.items()},
+            }
+            txn.put("endpoint", ep_id, json.dumps(record), subs=True)
+            txn.incr_field("network", net_key, "epCount", 1)
+            if group_key:
+                txn.incr_field("endpointGroup", group_key, "epCount", 1)
+            view.finish = None
+            return None
+
+        result = await self._run(fn)
+        if result is not None:
+            return result
+        return {"EndpointConfig": await self.store.get("endpoint", ep_id)}
+
+    async def delete_endpoint(self, req: dict) -> dict:
+        ep_id = field(req, "EndpointID")
+
+        async def fn(view: View):
+            w = Work(view)
+            ep = await w.state("endpoint", ep_id)
+            if ep is None:
+                return {"EndpointConfig": None}
+            txn = w.txn
+            net_key = ep["network"]
+            net_state = await w.peek_state("network", net_key)
+            if net_state is not None:
+                sub = network_subnet(net_state)
+                group_state = (await w.peek_state("endpointGroup", ep["group"])
+                               if ep.get("group") else None)
+                if ep.get("ipAddress"):
+                    idx = sub.index(ep["ipAddress"])
+                    if group_state and group_state.get("ipPool"):
+                        txn.setbit(K.epg_ip_bitmap(ep["group"]), idx, 0)
+                    else:
+                        txn.setbit(K.ip_bitmap(net_key), idx, 0)
+                    txn.raw_del(K.ip_owner_hash(net_key), ep["ipAddress"])
+                v6 = parse_v6(net_state.get("ipv6Subnet", ""))
+                if v6 is not None and ep.get("ipv6Address"):
+                    txn.raw_del(K.ip6_hash(net_key), str(v6.host_id(ep["ipv6Address"])))
+                txn.incr_field("network", net_key, "epCount", -1)
+            if ep.get("group"):
+                txn.incr_field("endpointGroup", ep["group"], "epCount", -1)
+            txn.delete("endpoint", ep_id)
+            return {"EndpointConfig": ep}
+
+        return await self._run(fn)
+
+    async def update_endpoint(self, req: dict) -> dict:
+        ep_id = field(req, "EndpointID")
+        event = field(req, "Event")
+
+        async def fn(view: View):
+            ep = await view.get("endpoint", ep_id)
+            if ep is None:
+                raise MasterError(f"endpoint {ep_id} not found")
+            if event == "start":
+                labels = dict(ep.get("labels") or {})
+                labels.update({str(k): str(v) for k, v in (field(req, "Labels", {}) or {}).items()})
+                ep["labels"] = labels
+                if field(req, "ContainerID"):
+                    ep["containerID"] = field(req, "ContainerID")
+                if field(req, "EPCommonName"):
+                    ep["containerName"] = field(req, "EPCommonName")
+                view.txn.put("endpoint", ep_id, ep)
+            return {"IPAddress": field(req, "IPAddress")}
+
+        return await self._run(fn)
+
+    async def _run(self, fn):
+        try:
+            return await transact(self.store, fn)
+        except StoreError as e:
+            raise MasterError(str(e))
+
+
+__all__ = ["Endpoints", "field"]

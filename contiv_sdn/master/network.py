@@ -1,0 +1,166 @@
+"""Networks: subnet checks, pkt-tag/VNI/local-VLAN/netId allocation, IPAM set-up.
+
+Everything a network create takes (tags, ids, the gateway address) is taken
+in the same Redis script that stores the network, so two netmasters creating
+networks at once can neither hand out one tag twice nor leak one.  Docker
+networks are not created here (Contiv's netmaster called dockerd); the
+host agent owns the docker side.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from contiv_sdn.master import netutil
+from contiv_sdn.master.errors import MasterError
+from contiv_sdn.master.global_cfg import vlan_bounds, vxlan_bounds
+from contiv_sdn.master.handler import Handler, OperContext
+from contiv_sdn.master.oper import endpoints_where, network_addresses
+from contiv_sdn.master.work import Work, link_count, link_keys
+from contiv_sdn.store import keys as K
+from contiv_sdn.store import placeholder
+
+
+async def global_ready(w: Work, encap: str) -> dict:
+    """``validateGlobalConfig``: the reasons a network cannot be created yet."""
+    g = await w.obj("global", "global")
+    if g is None:
+        why = "global configuration is not ready"
+    elif not g.get("fwdMode"):
+        why = "global forwarding mode is not set"
+    elif encap.lower() == "vlan" and not g.get("vlans"):
+        why = "global vlan range is not set"
+    elif encap.lower() == "vxlan" and not g.get("vxlans"):
+        why = "global vxlan range is not set"
+    else:
+        return g
+    raise MasterError(f"Global configuration is not ready: {why}")
+
+
+class NetworkHandler(Handler):
+    modeltype = "network"
+
+    async def create(self, w: Work, obj: dict) -> dict:
+        key = obj["key"]
+        tenant_name, name = obj.get("tenantName") or "", obj["networkName"]
+        g = await global_ready(w, obj.get("encap", ""))
+        if not tenant_name:
+            raise MasterError("Invalid tenant name")
+        tenant = await w.obj("tenant", tenant_name)
+        if tenant is None:
+            raise MasterError("Tenant not found")
+        for other_key in link_keys(tenant, "Networks"):
+            other = await w.obj("network", other_key)
+            if other is None:
+                raise MasterError(f"network key {other_key} not found")
+            if obj.get("ipv6Subnet") and other.get("ipv6Subnet") and \
+                    netutil.overlapping_v6(obj["ipv6Subnet"], other["ipv6Subnet"]):
+                raise MasterError(f"network {other['networkName']} conflicts with subnetv6  "
+                                  f"{obj['ipv6Subnet']}")
+            if obj.get("subnet") and other.get("subnet") and \
+                    netutil.overlapping(obj["subnet"], other["subnet"]):
+                raise MasterError(f"network {other['networkName']} conflicts with subnet "
+                                  f"{obj['subnet']}")
+        clash = await w.obj("endpointGroup", key)
+        if clash is not None:
+            raise MasterError(f"EndpointGroup {clash['groupName']} conflicts with the network name")
+
+        sub = netutil.parse_subnet(obj["subnet"])
+        gw_index = sub.index(obj["gateway"]) if obj.get("gateway") else None
+        v6 = netutil.parse_v6(obj.get("ipv6Subnet", ""))
+        v6_gw = v6.host_id(obj["ipv6Gateway"]) if v6 and obj.get("ipv6Gateway") else None
+
+        txn = w.txn
+        encap = obj["encap"]
+        want = int(obj.get("pktTag") or 0) or None
+        if encap == "vlan":
+            lo, hi = vlan_bounds(g)
+            txn.alloc("vlan", K.ALLOC_VLAN, lo, hi, want=want, full="no vlans available",
+                      taken="requested vlan not available - vlan:{}")
+            vlan, vni, local = placeholder("vlan"), 0, placeholder("vlan")
+        else:
+            lo, hi = vxlan_bounds(g)
+            if want is not None and want <= lo - 1:
+                raise MasterError("requested vxlan is out of range")
+            txn.alloc("vni", K.ALLOC_VXLAN, lo, hi, want=want, full="no vxlans available",
+                      taken="requested vxlan not available")
+            txn.alloc("lvlan", K.ALLOC_LOCAL_VLAN, 1, 4094, full="no local vlans available")
+            vlan, vni, local = 0, placeholder("vni"), placeholder("lvlan")
+        txn.alloc("netid", K.ALLOC_NET_ID, 1, 65535, full="no network ids available")
+
+        # fresh IPAM state (a network of the same key may have existed before)
+        txn.delete_key(K.ip_bitmap(key))
+        txn.delete_key(K.ip6_hash(key))
+        txn.delete_key(K.ip_owner_hash(key))
+        if gw_index is not None:
+            txn.setbit(K.ip_bitmap(key), gw_index, 1)
+        if v6_gw is not None:
+            txn.raw_set(K.ip6_hash(key), str(v6_gw), "1")
+
+        state = {
+            "key": key, "tenant": tenant_name, "networkName": name,
+            "netId": placeholder("netid"), "encap": encap, "nwType": obj.get("nwType", "data"),
+            "vlan": vlan, "vni": vni, "localVlan": local, "pktTag": local, "extPktTag": vni,
+            "subnet": sub.cidr, "subnetIP": sub.address, "subnetLen": sub.length,
+            "ipRange": (f"{netutil.int2ip(sub.range_lo)}-{netutil.int2ip(sub.range_hi)}"
+                        if sub.is_range else ""),
+            "gateway": obj.get("gateway", ""),
+            "ipv6Subnet": str(v6.network) if v6 else "", "ipv6Gateway": obj.get("ipv6Gateway", ""),
+            "networkTag": obj.get("cfgdTag") or f"{name}.{tenant_name}",
+            "epCount": 0,
+        }
+        txn.put("network", key, state, subs=True)
+
+        obj = dict(obj)
+        obj["link-sets"] = {s: {} for s in (obj.get("link-sets") or {})}
+        w.set_link(obj, "Tenant", "tenant", tenant_name)
+        await w.add_to_set("tenant", tenant_name, "Networks", "network", key)
+        return obj
+
+    async def update(self, w: Work, old: dict, new: dict) -> dict:
+        raise MasterError("Cant change network parameters after its created")
+
+    async def delete(self, w: Work, obj: dict) -> None:
+        key = obj["key"]
+        tenant_name = obj["tenantName"]
+        tenant = await w.obj("tenant", tenant_name)
+        if tenant is None:
+            raise MasterError("Tenant not found")
+        n = link_count(obj, "EndpointGroups")
+        if n:
+            raise MasterError(f"cannot delete {obj['networkName']} has {n} endpoint groups")
+        n = link_count(obj, "Servicelbs")
+        if n:
+            raise MasterError(f"cannot delete {obj['networkName']} has {n} services ")
+        state = await w.state("network", key)
+        if state is not None:
+            if state.get("nwType") != "infra" and int(state.get("epCount", 0)) > 0:
+                raise MasterError("Error: Network has active endpoints")
+            txn = w.txn
+            if state["encap"] == "vlan":
+                txn.setbit(K.ALLOC_VLAN, int(state["vlan"]), 0)
+            else:
+                txn.setbit(K.ALLOC_VXLAN, int(state["vni"]), 0)
+                txn.setbit(K.ALLOC_LOCAL_VLAN, int(state["localVlan"]), 0)
+            txn.setbit(K.ALLOC_NET_ID, int(state["netId"]), 0)
+            txn.delete_key(K.ip_bitmap(key))
+            txn.delete_key(K.ip6_hash(key))
+            txn.delete_key(K.ip_owner_hash(key))
+            txn.delete("network", key)
+        await w.remove_from_set("tenant", tenant_name, "Networks", key)
+
+    async def oper(self, ctx: OperContext, obj: dict) -> Optional[dict]:
+        state = await ctx.state("network", obj["key"])
+        if state is None:
+            raise MasterError("network state not found")
+        groups = await ctx.states("endpointGroup")
+        addrs = await network_addresses(ctx.store, state, groups)
+        endpoints = await ctx.states("endpoint")
+        return {
+            **addrs,
+            "endpoints": endpoints_where(endpoints, network=obj["key"]),
+            "externalPktTag": state.get("extPktTag", 0),
+            "networkTag": state.get("networkTag", ""),
+            "numEndpoints": state.get("epCount", 0),
+            "pktTag": state.get("pktTag", 0),
+        }
