@@ -18,6 +18,13 @@ from twisted.internet.error import ConnectError, ConnectingCancelledError, Timeo
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
 
+class QuietPool(HTTPConnectionPool):
+    """A connection pool whose per-request client factories do not log start/stop lines."""
+
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc]
+        noisy = False
+
+
 class NetmasterError(RuntimeError):
     """The netmaster refused a request; ``str()`` is its own message."""
 
@@ -40,7 +47,7 @@ class NetmasterClient:
         self.timeout = timeout
         self.reactor = reactor
         # non-persistent: a handful of calls per endpoint, and nothing left open at shutdown
-        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._pool = QuietPool(reactor, persistent=False)
 
     async def _request(self, method: str, path: str, what: str,
                        body: Optional[Dict[str, Any]] = None) -> Any:

@@ -14,8 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -127,7 +126,9 @@ class HostRegistration(Service):
         """
         from contiv_sdn.store import RedisURL
         endpoint = RedisURL.parse(self.redis_url).endpoint()
-        d = connectProtocol(endpoint, Protocol())
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False  # one probe per refresh: keep "Starting factory" out of the log
+        d = endpoint.connect(factory)
         d.addTimeout(self.timeout, self.reactor)
         proto = await d
         proto.transport.loseConnection()

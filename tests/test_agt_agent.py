@@ -1,0 +1,372 @@
+"""The netplugin agent end to end: real Redis, real netmaster, real OVS, real namespaces.
+
+The in-process tests run the agent's service on the test's reactor, with the
+host ends of veths in the namespace of a private OVS (``host_netns``), and talk
+to it over its UNIX socket like a driver does.  The last test runs
+``twistd -n netplugin`` as a subprocess inside that namespace, like the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from contiv_sdn.testing import RedisServer, free_tcp_port, require, require_binary, require_root
+from tests.test_agt_ovsdb import start_ovs
+from tests.test_agt_plumbing import Netns
+
+SUBNET, GATEWAY, PLEN = "10.36.1.0/24", "10.36.1.254", 24
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if isinstance(value, defer.Deferred):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await sleep(0.05)
+
+
+def start_netmaster(test: unittest.TestCase, redis: RedisServer) -> str:
+    """A real netmaster on a kernel-chosen port, with network ``default:agtnet``."""
+    try:
+        from contiv_sdn.testing.netmaster import NetmasterProcess
+    except ImportError:
+        fake = os.environ.get("AGT_DEV_FAKE_NETMASTER")  # development aid only
+        if not fake:
+            require(False, "needs contiv_sdn.testing.netmaster (the netmaster)")
+        port = free_tcp_port()
+        proc = subprocess.Popen([sys.executable, fake, str(port)])
+        test.addCleanup(proc.wait)
+        test.addCleanup(proc.terminate)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                import urllib.request
+                urllib.request.urlopen(url + "/debug/eps", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.02)
+    else:
+        nm = NetmasterProcess(redis_url=redis.url)
+        test.addCleanup(nm.stop)
+        nm.start()
+        url = nm.url
+    http_json(url, "POST", "/api/v1/networks/default:agtnet/", {
+        "key": "default:agtnet", "tenantName": "default", "networkName": "agtnet",
+        "encap": "vxlan", "subnet": SUBNET, "gateway": GATEWAY})
+    return url
+
+
+def http_json(base: str, method: str, path: str, body: Any = None) -> Any:
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else None
+
+
+class AgentFixture:
+    """Redis + netmaster + private OVS in a host namespace + the agent service in-process."""
+
+    def __init__(self, test: unittest.TestCase):
+        require_root()
+        require_binary("redis-server", "ip")
+        self.test = test
+        self.redis = RedisServer().start()
+        test.addCleanup(self.redis.stop)
+        self.ovs, self.netns = start_ovs(test, "h")
+        self.host_netns = f"/var/run/netns/{self.netns}"
+        self.netmaster = start_netmaster(test, self.redis)
+        self.dir = tempfile.mkdtemp(prefix="agt-agent-")
+        test.addCleanup(shutil.rmtree, self.dir, True)
+        self.socket = os.path.join(self.dir, "run", "netplugin.sock")
+        self.host = f"agt-host-{secrets.token_hex(2)}"
+        self.service = None
+
+    def options(self) -> Dict[str, Any]:
+        return {"host": self.host, "vtep-ip": "192.0.2.201", "netmaster": self.netmaster,
+                "controllers": ["tcp:127.0.0.1:1"], "redis": self.redis.url,
+                "ovs-db": "unix:" + self.ovs.db_sock, "datapath-type": "netdev",
+                "bridge": "br-int", "uplink": None, "underlay-mtu": 1500,
+                "socket": self.socket, "state-dir": os.path.join(self.dir, "state"),
+                "refresh": 30.0, "reconcile-interval": 0}
+
+    async def start(self) -> Any:
+        from contiv_sdn.agent.client import AgentClient
+        from contiv_sdn.agent.service import make_service
+        self.service = make_service(self.options(), host_netns=self.host_netns)
+        self.service.startService()
+        self.test.addCleanup(self.stop)
+        await wait_for("agent ready", lambda: self.service.ready)
+        self.client = AgentClient(self.socket)
+        return self.service
+
+    async def stop(self) -> None:
+        if self.service is not None and self.service.running:
+            await self.service.stopService()
+
+    def host_links(self) -> set:
+        out = subprocess.run(["ip", "-n", self.netns, "-j", "link", "show"], check=True,
+                             capture_output=True, text=True).stdout
+        return {l["ifname"] for l in json.loads(out)}
+
+    def ports(self) -> list:
+        return self.ovs.vsctl("list-ports", "br-int").split()
+
+
+class EndpointTests(unittest.TestCase):
+    timeout = 120
+
+    async def _setup(self) -> None:
+        self.fx = AgentFixture(self)
+        await self.fx.start()
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setup())
+
+    def create(self, ctr: Netns, ep_id: str, **kw: Any) -> defer.Deferred:
+        return defer.ensureDeferred(self.fx.client.create_endpoint(
+            ep_id, ctr.path, "agtnet", name=kw.pop("name", "web"), **kw))
+
+    @defer.inlineCallbacks
+    def test_create_list_delete(self):
+        from contiv_sdn.agent.endpoints import port_name
+        from contiv_sdn.agent.plumbing import tx_checksum_in
+        ctr = Netns(self, "c")
+        ep_id = secrets.token_hex(32)
+        rec = yield self.create(ctr, ep_id, container_id="c0ffee")
+        port = port_name(ep_id)
+        self.assertEqual(port, "cv" + ep_id[:12])
+        self.assertEqual(rec["id"], ep_id)
+        self.assertEqual(rec["intfName"], port)
+        self.assertEqual(rec["network"], "default:agtnet")
+        self.assertEqual((rec["ifname"], rec["mtu"], rec["prefixLen"], rec["gateway"]),
+                         ("eth0", 1450, PLEN, GATEWAY))
+        self.assertEqual(rec["homingHost"], self.fx.host)
+        ip, mac = rec["ipAddress"], rec["macAddress"]
+
+        # the container side
+        eth0 = ctr.links()["eth0"]
+        self.assertEqual((eth0["address"], eth0["mtu"]), (mac, 1450))
+        self.assertIn("UP", eth0["flags"])
+        self.assertEqual(ctr.addrs("eth0"), [(ip, PLEN)])
+        self.assertEqual([(r["gateway"], r["dev"]) for r in ctr.routes() if r["dst"] == "default"],
+                         [(GATEWAY, "eth0")])
+        self.assertFalse(tx_checksum_in(ctr.path, "eth0"))
+        self.assertFalse(tx_checksum_in(self.fx.host_netns, port))
+
+        # the OVS port, named by the endpoint, live in the switch
+        self.assertIn(port, self.fx.ports())
+        get = lambda col: self.fx.ovs.vsctl("get", "port", port, col).strip().strip('"')
+        self.assertEqual(get("external_ids:endpoint-id"), ep_id)
+        self.assertEqual(get("external_ids:contiv-network"), "default:agtnet")
+        self.assertGreater(int(self.fx.ovs.vsctl("get", "interface", port, "ofport")), 0)
+
+        listed = yield defer.ensureDeferred(self.fx.client.endpoints())
+        self.assertEqual([(e["id"], e["ipAddress"]) for e in listed], [(ep_id, ip)])
+
+        # create again with the same id and namespace: the same endpoint, nothing new
+        again = yield self.create(ctr, ep_id, container_id="c0ffee")
+        self.assertEqual((again["ipAddress"], again["intfName"]), (ip, port))
+
+        answer = yield defer.ensureDeferred(self.fx.client.delete_endpoint(ep_id))
+        self.assertEqual(answer, {"id": ep_id, "deleted": True})
+        self.assertNotIn(port, self.fx.ports())
+        self.assertNotIn(port, self.fx.host_links())
+        self.assertNotIn("eth0", ctr.links())
+        answer = yield defer.ensureDeferred(self.fx.client.delete_endpoint(ep_id))
+        self.assertEqual(answer, {"id": ep_id, "deleted": False})
+
+        # the address went back to the netmaster: another endpoint may ask for exactly it
+        other = yield self.create(Netns(self, "c"), secrets.token_hex(32), ip=ip)
+        self.assertEqual(other["ipAddress"], ip)
+
+    @defer.inlineCallbacks
+    def test_failure_midway_leaves_nothing(self):
+        from contiv_sdn.agent.client import AgentAPIError
+        ctr = Netns(self, "c")
+        ctr.run("link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+        wanted = "10.36.1.77"
+        ports, links = self.fx.ports(), self.fx.host_links()
+        # allocation done, then the veth cannot be made: eth0 is taken in the container
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield self.create(ctr, secrets.token_hex(32), ip=wanted)
+        self.assertEqual(ctx.exception.status, 409)
+        self.assertIn("eth0", ctx.exception.error)
+        self.assertEqual(self.fx.ports(), ports)
+        self.assertEqual(self.fx.host_links(), links)
+        self.assertIn("other0", ctr.links())
+
+        # a namespace that does not exist: refused before anything is allocated
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield defer.ensureDeferred(self.fx.client.create_endpoint(
+                secrets.token_hex(32), f"/var/run/netns/agt-none-{secrets.token_hex(3)}",
+                "agtnet", ip=wanted))
+        self.assertEqual(ctx.exception.status, 400)
+        self.assertIn("does not exist", ctx.exception.error)
+        self.assertEqual(self.fx.ports(), ports)
+
+        # neither attempt kept the address
+        rec = yield self.create(Netns(self, "c"), secrets.token_hex(32), ip=wanted)
+        self.assertEqual(rec["ipAddress"], wanted)
+
+    @defer.inlineCallbacks
+    def test_netmaster_errors_are_surfaced(self):
+        from contiv_sdn.agent.client import AgentAPIError
+        ctr = Netns(self, "c")
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield defer.ensureDeferred(self.fx.client.create_endpoint(
+                secrets.token_hex(32), ctr.path, "agt-no-such-net"))
+        self.assertGreaterEqual(ctx.exception.status, 400)
+        self.assertIn("netmaster", ctx.exception.error)
+        self.assertIn("not found", ctx.exception.error.lower())
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield defer.ensureDeferred(self.fx.client.request("POST", "/v1/endpoints",
+                                                              {"id": "x"}))
+        self.assertEqual(ctx.exception.status, 400)
+        self.assertIn("netns", ctx.exception.error)
+        self.assertEqual(self.fx.ports(), ["vxlan0"])
+
+    @defer.inlineCallbacks
+    def test_restart_keeps_live_endpoints_and_reaps_dead_ones(self):
+        live, dead = Netns(self, "c"), Netns(self, "c")
+        live_id, dead_id = secrets.token_hex(32), secrets.token_hex(32)
+        live_rec = yield self.create(live, live_id)
+        dead_rec = yield self.create(dead, dead_id, name="db")
+        self.fx.ovs.ofctl("add-flow", "br-int", "table=0,priority=11,ip,actions=drop")
+
+        yield defer.ensureDeferred(self.fx.stop())
+        # while the agent is down, one container goes away (its veth goes with it)
+        subprocess.run(["ip", "netns", "del", dead.name], check=True)
+        yield defer.ensureDeferred(self.fx.start())
+        yield wait_for("reconcile to reap the dead endpoint",
+                       lambda: dead_rec["intfName"] not in self.fx.ports(), timeout=20)
+
+        listed = yield defer.ensureDeferred(self.fx.client.endpoints())
+        self.assertEqual([e["id"] for e in listed], [live_id])
+        self.assertEqual(listed[0]["ipAddress"], live_rec["ipAddress"])
+        self.assertIn(live_rec["intfName"], self.fx.ports())
+        self.assertEqual(live.addrs("eth0"), [(live_rec["ipAddress"], PLEN)])
+        self.assertIn("priority=11,ip actions=drop", self.fx.ovs.dump_flows("br-int"))
+        # the dead endpoint's address was released
+        again = yield self.create(Netns(self, "c"), secrets.token_hex(32),
+                                  ip=dead_rec["ipAddress"])
+        self.assertEqual(again["ipAddress"], dead_rec["ipAddress"])
+
+    @defer.inlineCallbacks
+    def test_host_registered_in_redis(self):
+        from contiv_sdn.agent.registration import host_dpid
+        from contiv_sdn.store import Store
+        store = yield defer.ensureDeferred(Store.connect(self.fx.redis.url))
+        self.addCleanup(lambda: defer.ensureDeferred(store.close()))
+        rec = yield defer.ensureDeferred(store.get("host", self.fx.host))
+        self.assertEqual({k: rec[k] for k in ("name", "vtepIP", "dpid", "bridge", "tunnelPort",
+                                              "uplinkPort", "mtu")},
+                         {"name": self.fx.host, "vtepIP": "192.0.2.201",
+                          "dpid": host_dpid(self.fx.host), "bridge": "br-int",
+                          "tunnelPort": "vxlan0", "uplinkPort": None, "mtu": 1500})
+        self.assertLessEqual(abs(rec["updated"] - time.time()), 60)
+        dpid = self.fx.ovs.vsctl("get", "bridge", "br-int", "datapath_id").strip().strip('"')
+        self.assertEqual(int(dpid, 16), rec["dpid"])
+        status = yield defer.ensureDeferred(self.fx.client.status())
+        self.assertEqual((status["host"], status["dpid"], status["ready"]),
+                         (self.fx.host, rec["dpid"], True))
+
+
+class TwistdTests(unittest.TestCase):
+    """``twistd -n netplugin`` as the lab runs it: inside the host's namespace."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_starts_registers_answers_and_stops_on_sigterm(self):
+        require_root()
+        require_binary("redis-server", "nsenter")
+        from contiv_sdn.agent.client import AgentClient
+        from contiv_sdn.agent.registration import host_dpid
+        from contiv_sdn.store import Store
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        ovs, netns = start_ovs(self, "t")
+        d = tempfile.mkdtemp(prefix="agt-twistd-")
+        self.addCleanup(shutil.rmtree, d, True)
+        sock = os.path.join(d, "run", "netplugin.sock")
+        log_path = os.path.join(d, "netplugin.log")
+        host = f"agt-twistd-{secrets.token_hex(2)}"
+        argv = ["nsenter", f"--net=/var/run/netns/{netns}", os.path.join(VENV_BIN, "twistd"),
+                "-n", "--pidfile=", f"--logfile={log_path}", "netplugin", "--host", host,
+                "--vtep-ip", "192.0.2.202", "--redis", redis.url,
+                "--ovs-db", "unix:" + ovs.db_sock, "--datapath-type", "netdev",
+                "--controller", "tcp:127.0.0.1:1", "--controller", "tcp:127.0.0.2:1",
+                "--netmaster", "http://127.0.0.1:1", "--socket", sock,
+                "--state-dir", os.path.join(d, "state")]
+        proc = subprocess.Popen(argv, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def kill():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        self.addCleanup(kill)
+
+        client = AgentClient(sock, timeout=5)
+
+        async def ready() -> bool:
+            if proc.poll() is not None or not os.path.exists(sock):
+                return False
+            try:
+                return (await client.status())["ready"] is True
+            except Exception:
+                return False
+
+        try:
+            yield defer.ensureDeferred(wait_for("twistd netplugin ready",
+                                                lambda: defer.ensureDeferred(ready())))
+        except AssertionError:
+            with open(log_path) as f:
+                self.fail(f"netplugin never became ready (exit {proc.poll()}):\n{f.read()}")
+        self.assertEqual(os.stat(sock).st_mode & 0o777, 0o600)
+        status = yield defer.ensureDeferred(client.status())
+        self.assertEqual(status["host"], host)
+        self.assertEqual(status["dpid"], host_dpid(host))
+
+        store = yield defer.ensureDeferred(Store.connect(redis.url))
+        rec = yield defer.ensureDeferred(store.get("host", host))
+        yield defer.ensureDeferred(store.close())
+        self.assertEqual((rec["vtepIP"], rec["dpid"]), ("192.0.2.202", host_dpid(host)))
+        self.assertEqual(sorted(ovs.vsctl("get-controller", "br-int").split()),
+                         ["tcp:127.0.0.1:1", "tcp:127.0.0.2:1"])
+
+        proc.send_signal(signal.SIGTERM)
+        yield defer.ensureDeferred(wait_for("netplugin to exit", lambda: proc.poll() is not None))
+        with open(log_path) as f:
+            log = f.read()
+        # twistd re-raises the signal it stopped on, so its exit status says "terminated by TERM"
+        self.assertIn(proc.returncode, (0, -signal.SIGTERM), log)
+        self.assertIn("netplugin stopped", log)
+        self.assertNotIn("Traceback", log)
+        self.assertFalse(os.path.exists(sock))
