@@ -24,7 +24,7 @@ class Netns:
     def __init__(self, test: unittest.TestCase, role: str):
         self.name = f"agt-{role}-{secrets.token_hex(3)}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
-        test.addCleanup(subprocess.run, ["ip", "netns", "del", self.name])
+        test.addCleanup(subprocess.run, ["ip", "netns", "del", self.name], capture_output=True)
         self.path = f"/var/run/netns/{self.name}"
 
     def links(self) -> dict:

@@ -288,7 +288,7 @@ class EndpointManager:
                            f"endpoint {taken[1].external_ids.get(K_ID, '?')}")
         config = await self.netmaster.create_endpoint(
             req.tenant, req.network, req.group, req.id, req.name, req.container_id or req.id,
-            self.host, req.ip, name, req.labels)
+            self.host, req.ip, name, req.labels, vtep_ip=self.vtep_ip)
         veth = False
         port = False
         try:

@@ -75,12 +75,15 @@ class NetmasterClient:
     async def create_endpoint(self, tenant: str, network: str, group: str, endpoint_id: str,
                               container_name: str, container_id: str, host: str,
                               ip: str, intf_name: str,
-                              labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                              labels: Optional[Dict[str, str]] = None,
+                              vtep_ip: str = "") -> Dict[str, Any]:
         """Allocate the endpoint (address, MAC, group id); fires with ``EndpointConfig``."""
         body = {
             "TenantName": tenant, "NetworkName": network, "ServiceName": group,
             "EndpointID": endpoint_id, "EPCommonName": container_name,
-            "ConfigEP": {"Container": container_id, "Host": host, "IPAddress": ip or "",
+            # "ContainerID"/"VtepIP" besides Contiv's "Container": our netmaster reads those
+            "ConfigEP": {"Container": container_id, "ContainerID": container_id, "Host": host,
+                         "VtepIP": vtep_ip, "IPAddress": ip or "",
                          "IPv6Address": "", "ServiceName": group, "IntfName": intf_name,
                          "Labels": dict(labels or {})},
         }
