@@ -493,11 +493,23 @@ def bundle_ctrl(bundle_id: int, type_: int, flags: int) -> Any:
     return parser.ONFBundleCtrlMsg(DP, bundle_id, type_, flags, [])
 
 
+_HDR = struct.Struct("!BBHI")
+
+
 def parse_message(data: bytes, datapath: Any = DP) -> Any:
-    """Parse one complete OpenFlow 1.3 message with os-ken (raises on malformed input)."""
-    from os_ken.ofproto import ofproto_parser
-    version, msg_type, msg_len, xid = ofproto_parser.header(data)
-    return ofproto_parser.msg(datapath, version, msg_type, msg_len, xid, data)
+    """Parse one complete OpenFlow 1.3 message with os-ken; raises on anything it cannot parse.
+
+    (``os_ken.ofproto.ofproto_parser.msg`` would log and return None instead.)
+    Only for bytes we produced or checked with :mod:`~contiv_sdn.openflow.validate`.
+    """
+    version, msg_type, msg_len, xid = _HDR.unpack_from(data)
+    if version != OFP_VERSION:
+        raise ValueError(f"not an OpenFlow 1.3 message (version {version})")
+    msg = parser.msg_parser(datapath, version, msg_type, msg_len, xid, data) \
+        if parser._MSG_PARSERS.get(msg_type) else None
+    if msg is None:
+        raise ValueError(f"os-ken has no parser for message type {msg_type}")
+    return msg
 
 
 # --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+import traceback
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -87,6 +88,17 @@ class SwitchDisconnected(Exception):
 
 class ProtocolViolation(Exception):
     """The peer sent something that is not OpenFlow 1.3 as we speak it."""
+
+
+def hello_bytes(xid: int) -> bytes:
+    """HELLO with a version-bitmap element offering 1.3 only.
+
+    os-ken parses hello elements but cannot serialize them, so the element is
+    packed here with os-ken's own layout constants (the tests parse it back with os-ken).
+    """
+    elem = struct.pack(ofp.OFP_HELLO_ELEM_VERSIONBITMAP_HEADER_PACK_STR, ofp.OFPHET_VERSIONBITMAP,
+                       ofp.OFP_HELLO_ELEM_VERSIONBITMAP_HEADER_SIZE + 4) + struct.pack("!I", 1 << OFP_VERSION)
+    return _HEADER.pack(OFP_VERSION, ofp.OFPT_HELLO, HEADER_SIZE + len(elem), xid) + elem
 
 
 def dpid_str(dpid: Optional[int]) -> str:
@@ -183,7 +195,13 @@ class Bundle:
         self._out: List[bytes] = []
         self.count = 0
         self.closed = False
+        self._open_failure: Optional[Failure] = None
         self._open_d = switch._bundle_ctrl(self, ofp.ONF_BCT_OPEN_REQUEST)
+        self._open_d.addErrback(self._open_failed)
+
+    def _open_failed(self, f: Failure) -> None:
+        # kept for commit(); a bundle nobody commits must not leave an unhandled error
+        self._open_failure = f
 
     def add(self, inner: bytes, item: Any = None) -> None:
         """Add one encoded message (its xid must come from ``switch.next_xid()``)."""
@@ -219,10 +237,15 @@ class Bundle:
         self.flush()
         try:
             await self._open_d
+            if self._open_failure is not None:
+                self._open_failure.raiseException()
             await self.switch.barrier()
         except OpenFlowError as e:
             self._finish()
             raise BundleError(f"open failed: {e}", self.errors, self.switch.dpid) from e
+        except BaseException:
+            self._finish()
+            raise
         if self.errors:
             await self._discard_quietly()
             raise BundleError(f"{len(self.errors)} of {self.count} messages rejected",
@@ -292,8 +315,8 @@ class OpenFlowProtocol(Protocol):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         self._last_rx = self.clock.seconds()
-        self.send_msg(parser.OFPHello(self.datapath,
-                                      elements=[parser.OFPHelloElemVersionBitmap([OFP_VERSION])]))
+        xid = self.next_xid()
+        self.send(hello_bytes(xid))
         loop = task.LoopingCall(self._liveness)
         loop.clock = self.clock
         self._echo_loop = loop
@@ -490,7 +513,7 @@ class OpenFlowProtocol(Protocol):
             self.close(f"protocol violation: {e}")
             return
         except Exception as e:  # a parser choked on hostile bytes: this connection only
-            log.failure("{who}: cannot handle message", who=self._who())
+            log.debug("{who}: message handling failed:\n{tb}", who=self._who(), tb=traceback.format_exc())
             self.close(f"malformed message ({type(e).__name__}: {e})")
             return
         if pos:

@@ -93,9 +93,6 @@ class SwitchRegistry:
     def switches(self) -> List[Any]:
         return list(self._switches.values())
 
-    def __len__(self) -> int:
-        return len(self._switches)
-
     # -- hosts (set by the integrator from state:host records) --------------
     def set_host(self, name: str, dpid: Union[int, str]) -> None:
         d = parse_dpid(dpid)

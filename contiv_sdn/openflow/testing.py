@@ -36,7 +36,7 @@ class SwitchLab:
     def __init__(self, prefix: str = "ofp", registry: Optional[SwitchRegistry] = None,
                  **factory_kwargs: Any):
         self.prefix = f"{prefix}{os.getpid() % 100000}"
-        self.registry = registry or SwitchRegistry()
+        self.registry = registry if registry is not None else SwitchRegistry()
         self.factory = OpenFlowFactory(self.registry, **factory_kwargs)
         self.ovs: Optional[OvsInstance] = None
         self.port: Any = None
