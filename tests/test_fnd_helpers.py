@@ -1,0 +1,55 @@
+"""Shared helpers of the foundation tests (no tests here): an async HTTP client (treq)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Optional, Tuple
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.web.client import HTTPConnectionPool
+
+
+def async_test(f):
+    @functools.wraps(f)
+    def wrapper(self):
+        return defer.ensureDeferred(f(self))
+    return wrapper
+
+
+class Client:
+    def __init__(self, url: str, max_connections: int = 20):
+        self.url = url
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = max_connections
+        self.pool.retryAutomatically = False
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      content_type: Optional[str] = "application/json",
+                      raw: Optional[bytes] = None) -> Tuple[int, bytes, Any]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {}
+        if content_type:
+            headers["Content-Type"] = [content_type]
+        resp = await treq.request(method, self.url + path, data=data, headers=headers,
+                                  pool=self.pool)
+        content = await treq.content(resp)
+        return resp.code, content, resp.headers
+
+    async def ok(self, method: str, path: str, body: Any = None, **kw) -> Any:
+        code, content, _ = await self.request(method, path, body, **kw)
+        if code != 200:
+            raise AssertionError(f"{method} {path}: {code} {content!r}")
+        assert content.endswith(b"\n"), content
+        return json.loads(content)
+
+    async def err(self, method: str, path: str, body: Any = None, **kw) -> str:
+        code, content, headers = await self.request(method, path, body, **kw)
+        if code != 500:
+            raise AssertionError(f"{method} {path}: expected 500, got {code} {content!r}")
+        assert headers.getRawHeaders(b"content-type") == [b"text/plain; charset=utf-8"]
+        return content.decode()
+
+    def close(self):
+        return self.pool.closeCachedConnections()
