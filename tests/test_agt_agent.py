@@ -76,17 +76,22 @@ async def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -
         await sleep(0.05)
 
 
-def start_netmaster(test: unittest.TestCase, redis: RedisServer) -> str:
-    """A real netmaster on a kernel-chosen port, with network ``default:agtnet``."""
+def start_netmaster(test: unittest.TestCase, redis: RedisServer, port: int = 0,
+                    network: bool = True) -> Any:
+    """A real netmaster (kernel-chosen port unless given), with network ``default:agtnet``."""
     from contiv_sdn.testing.netmaster import NetmasterProcess
-    nm = NetmasterProcess(redis_url=redis.url)
+    nm = NetmasterProcess(redis_url=redis.url, port=port or None)
     test.addCleanup(nm.stop)
     nm.start()
-    url = nm.url
+    if network:
+        create_network(nm.url)
+    return nm
+
+
+def create_network(url: str) -> None:
     http_json(url, "POST", "/api/v1/networks/default:agtnet/", {
         "key": "default:agtnet", "tenantName": "default", "networkName": "agtnet",
         "encap": "vxlan", "subnet": SUBNET, "gateway": GATEWAY})
-    return url
 
 
 def http_json(base: str, method: str, path: str, body: Any = None) -> Any:
@@ -110,7 +115,8 @@ class AgentFixture:
         test.addCleanup(self.redis.stop)
         self.ovs, self.netns = start_ovs(test, "h")
         self.host_netns = f"/var/run/netns/{self.netns}"
-        self.netmaster = start_netmaster(test, self.redis)
+        self.nm = start_netmaster(test, self.redis)
+        self.netmaster = self.nm.url
         self.dir = tempfile.mkdtemp(prefix="agt-agent-")
         test.addCleanup(shutil.rmtree, self.dir, True)
         self.socket = os.path.join(self.dir, "run", "netplugin.sock")
@@ -264,6 +270,38 @@ class EndpointTests(unittest.TestCase):
         # neither attempt kept the address
         rec = yield self.create(Netns(self, "c"), secrets.token_hex(32), ip=wanted)
         self.assertEqual(rec["ipAddress"], wanted)
+
+    @defer.inlineCallbacks
+    def test_netmaster_down_delete_finishes_later_and_create_leaves_nothing(self):
+        from contiv_sdn.agent.client import AgentAPIError
+        ctr = Netns(self, "c")
+        ep_id = secrets.token_hex(32)
+        rec = yield self.create(ctr, ep_id)
+        self.fx.nm.stop()
+
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield defer.ensureDeferred(self.fx.client.delete_endpoint(ep_id))
+        self.assertEqual(ctx.exception.status, 503)
+        self.assertIn("not reachable", ctx.exception.error)
+        # the host side is already gone; the release is remembered
+        self.assertNotIn(rec["intfName"], self.fx.ports())
+        self.assertNotIn(rec["intfName"], self.fx.host_links())
+        self.assertEqual([t["id"] for t in self.fx.service.endpoints.pending_deletes()], [ep_id])
+
+        with self.assertRaises(AgentAPIError) as ctx:
+            yield self.create(Netns(self, "c"), secrets.token_hex(32))
+        self.assertEqual(ctx.exception.status, 503)
+        self.assertEqual(self.fx.ports(), ["vxlan0"])
+
+        # the netmaster comes back (same Redis, same URL): the reconcile releases the address
+        start_netmaster(self, self.fx.redis, port=self.fx.nm.port, network=False)
+        result = yield defer.ensureDeferred(self.fx.client.request("POST", "/v1/reconcile"))
+        self.assertEqual(result, {"reaped": [], "released": [ep_id]})
+        self.assertEqual(self.fx.service.endpoints.pending_deletes(), [])
+        again = yield self.create(Netns(self, "c"), secrets.token_hex(32), ip=rec["ipAddress"])
+        self.assertEqual(again["ipAddress"], rec["ipAddress"])
+        answer = yield defer.ensureDeferred(self.fx.client.delete_endpoint(ep_id))
+        self.assertEqual(answer["deleted"], False)
 
     @defer.inlineCallbacks
     def test_netmaster_errors_are_surfaced(self):
