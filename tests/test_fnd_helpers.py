@@ -18,6 +18,15 @@ def async_test(f):
     return wrapper
 
 
+async def gather_all(deferreds):
+    """Wait for every Deferred (so no request is left in flight), then raise the first failure."""
+    results = await defer.DeferredList(list(deferreds), consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    return [value for _, value in results]
+
+
 class Client:
     def __init__(self, url: str, max_connections: int = 20):
         self.url = url
