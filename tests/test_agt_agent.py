@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
-from contiv_sdn.testing import RedisServer, free_tcp_port, require, require_binary, require_root
+from contiv_sdn.testing import RedisServer, require_binary, require_root
 from tests.test_agt_ovsdb import start_ovs
 from tests.test_agt_plumbing import Netns
 

@@ -17,11 +17,9 @@ Every blocking wait has a deadline, so a dead ovsdb-server turns into an
 from __future__ import annotations
 
 import errno
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
-
-import sys
-from typing import Any as _Any
 
 
 def _import_ovs_without_eventlet() -> None:
@@ -50,7 +48,7 @@ def _import_ovs_without_eventlet() -> None:
                 sys.modules[name] = value
 
 
-_MISSING: _Any = object()
+_MISSING: Any = object()
 _import_ovs_without_eventlet()
 
 import ovs.db.idl  # noqa: E402
