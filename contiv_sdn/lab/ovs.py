@@ -28,6 +28,22 @@ class OvsError(RuntimeError):
     pass
 
 
+def _alive(pid: Optional[int]) -> bool:
+    """True if ``pid`` runs; a zombie (exited, not yet reaped by init) counts as gone.
+
+    The daemons detach, so their parent is PID 1, which may reap them late;
+    ``kill(pid, 0)`` alone would wait for that.
+    """
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 class OvsInstance:
     def __init__(self, directory: str, netns: Optional[str] = None):
         self.dir = os.path.abspath(directory)
@@ -84,14 +100,7 @@ class OvsInstance:
             return None
 
     def running(self) -> bool:
-        pid = self._pid("ovs-vswitchd")
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
+        return _alive(self._pid("ovs-vswitchd"))
 
     def stop_vswitchd(self) -> None:
         """Stop only the switch daemon (its flows are lost, the database stays): an OVS restart."""
@@ -115,9 +124,7 @@ class OvsInstance:
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not _alive(pid):
                 return
             time.sleep(0.05)
         try:
