@@ -702,7 +702,7 @@ class LiveNetmasterTests(unittest.TestCase):
         self.assertEqual((code, err), (0, ""), argv)
         return out
 
-    def test_seed_walkthrough(self):
+    def _walkthrough(self, policy: str) -> None:
         self.assertEqual(self.ok("net", "create", "contiv-net", "--subnet=20.1.1.0/24",
                                  "--gateway=20.1.1.254", "--pkt-tag=1001"),
                          "Creating network default:contiv-net\n")
@@ -714,15 +714,15 @@ class LiveNetmasterTests(unittest.TestCase):
                                             "20.1.1.0/24", "20.1.1.254"])
         self.assertEqual(self.ok("net", "ls", "-q"), "contiv-net\n")
 
-        self.assertEqual(self.ok("policy", "create", "prod_web"),
-                         "Creating policy default:prod_web\n")
-        self.ok("policy", "rule-add", "prod_web", "1", "-direction=in", "-protocol=tcp",
+        self.assertEqual(self.ok("policy", "create", policy),
+                         f"Creating policy default:{policy}\n")
+        self.ok("policy", "rule-add", policy, "1", "-direction=in", "-protocol=tcp",
                 "-action=deny")
-        self.ok("policy", "rule-add", "prod_web", "2", "-direction=in", "-protocol=tcp",
+        self.ok("policy", "rule-add", policy, "2", "-direction=in", "-protocol=tcp",
                 "-port=80", "-action=allow", "-priority=10")
-        self.ok("policy", "rule-add", "prod_web", "3", "-direction=in", "-protocol=tcp",
+        self.ok("policy", "rule-add", policy, "3", "-direction=in", "-protocol=tcp",
                 "-port=443", "-action=allow", "-priority=10")
-        rules = self.ok("policy", "rule-ls", "prod_web").splitlines()
+        rules = self.ok("policy", "rule-ls", policy).splitlines()
         self.assertEqual(rules[0], "Incoming Rules:")
         # By priority; rules 2 and 3 tie, so their order is the server's.
         self.assertEqual(rules[3].split(), ["1", "1", "tcp", "0", "deny"])
@@ -731,10 +731,10 @@ class LiveNetmasterTests(unittest.TestCase):
         self.assertEqual(rules[6], "Outgoing Rules:")
         self.assertEqual(len(rules), 9)
 
-        self.assertEqual(self.ok("group", "create", "contiv-net", "web", "-policy=prod_web"),
+        self.assertEqual(self.ok("group", "create", "contiv-net", "web", "-policy=" + policy),
                          "Creating EndpointGroup default:web\n")
         groups = self.ok("group", "ls").splitlines()
-        self.assertEqual(groups[2].split(), ["default", "web", "contiv-net", "prod_web"])
+        self.assertEqual(groups[2].split(), ["default", "web", "contiv-net", policy])
 
         inspect = json.loads(self.ok("net", "inspect", "contiv-net"))
         self.assertEqual(inspect["Config"]["networkName"], "contiv-net")
@@ -744,6 +744,12 @@ class LiveNetmasterTests(unittest.TestCase):
         self.assertEqual([line.split(":")[0] for line in info],
                          ["Fabric mode", "Forward mode", "ARP mode", "Vlan Range",
                           "Vxlan range", "Private subnet"])
+
+        version = self.ok("version")
+        self.assertTrue(version.startswith("Client Version:\nVersion: "), version)
+        self.assertIn("\n\nServer Version:\nVersion: ", version)
+        code, out, err = self.netctl("ep", "inspect", "no-such-container")
+        self.assertEqual((code, out, err.count("endpoint not found")), (3, "", 1))
 
         # The error case: a duplicate create prints the server's message once.
         code, out, err = self.netctl("net", "create", "contiv-net", "-s", "20.1.1.0/24")
@@ -755,9 +761,22 @@ class LiveNetmasterTests(unittest.TestCase):
         code, _, err = self.netctl("net", "rm", "contiv-net")
         self.assertEqual(code, 3, err)
         self.ok("group", "rm", "web")
-        self.ok("policy", "rule-rm", "prod_web", "1")
-        self.assertEqual(self.ok("policy", "rule-ls", "-q", "prod_web"), "2\n3\n")
-        self.assertEqual(self.ok("policy", "rm", "prod_web"), "Deleting policy default:prod_web\n")
+        self.ok("policy", "rule-rm", policy, "1")
+        self.assertEqual(self.ok("policy", "rule-ls", "-q", policy), "2\n3\n")
+        self.assertEqual(self.ok("policy", "rm", policy), f"Deleting policy default:{policy}\n")
         self.assertEqual(self.ok("net", "rm", "contiv-net"), "Deleting network default:contiv-net\n")
         self.assertEqual(self.ok("net", "ls", "-q"), "")
         self.assertEqual(self.ok("net", "ls", "-j"), "[]\n")
+
+    def test_seed_walkthrough(self):
+        """The seed's lines, with the policy named prod-web: Contiv's name rule
+        (NAME_RE, enforced by our model as by Contiv) rejects the underscore."""
+        self._walkthrough("prod-web")
+
+    def test_seed_walkthrough_verbatim(self):
+        """The seed's lines exactly as written, policy prod_web included."""
+        self._walkthrough("prod_web")
+
+    test_seed_walkthrough_verbatim.todo = (  # type: ignore[attr-defined]
+        "the seed README's policy name prod_web fails the model's exact Contiv NAME_RE "
+        "('policyName string invalid format', as in Contiv); netctl sends it verbatim")
