@@ -769,14 +769,10 @@ class LiveNetmasterTests(unittest.TestCase):
         self.assertEqual(self.ok("net", "ls", "-j"), "[]\n")
 
     def test_seed_walkthrough(self):
-        """The seed's lines, with the policy named prod-web: Contiv's name rule
-        (NAME_RE, enforced by our model as by Contiv) rejects the underscore."""
-        self._walkthrough("prod-web")
-
-    def test_seed_walkthrough_verbatim(self):
-        """The seed's lines exactly as written, policy prod_web included."""
+        """The seed's lines exactly as written, policy prod_web included (our names
+        accept an inner underscore, a documented deviation from Contiv's NAME_RE)."""
         self._walkthrough("prod_web")
 
-    test_seed_walkthrough_verbatim.todo = (  # type: ignore[attr-defined]
-        "the seed README's policy name prod_web fails the model's exact Contiv NAME_RE "
-        "('policyName string invalid format', as in Contiv); netctl sends it verbatim")
+    def test_seed_walkthrough_dashed_policy(self):
+        """The same walkthrough with a name Contiv itself accepts."""
+        self._walkthrough("prod-web")

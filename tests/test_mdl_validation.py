@@ -38,10 +38,10 @@ VALID = {
 }
 
 NAME_OK = ["a", "Z", "9", "tenant1", "tenant-valid", "io.contiv.x", "A1-b2.C3", "a.b-c.d",
-           "0-0", "a" * 64]
+           "0-0", "a" * 64, "prod_web", "a_b.c_d"]
 NAME_BAD = ["tenant:invalid", "tenant|invalid", "tenant\\invalid", "tenant#invalid",
             "-tenant", "tenant-", "tenant@invalid", "tenant!invalid", "tenant~invalid",
-            "tenant*invalid", "tenant^invalid", "tenant_x", "tenant/x", "a.", ".a", "a..b",
+            "tenant*invalid", "tenant^invalid", "_tenant", "tenant_", "tenant/x", "a.", ".a", "a..b",
             "a b", "tenant\n", "\ntenant", "t\u00e9"]
 
 

@@ -9,14 +9,19 @@ compiles them once and always applies them with ``re.fullmatch``, because Go's
 from __future__ import annotations
 
 #: DNS-label style names, dots allowed (tenant, network, group, policy, ... names).
+#:
+#: Deviation from Contiv, on purpose: an ``_`` is accepted *inside* a label.  The
+#: seed README (our user's contract) names its policy ``prod_web`` and Contiv's own
+#: regex rejects that, so the documented walkthrough failed on Contiv.  Leading or
+#: trailing ``_``, and every other character Contiv rejects, are still rejected.
 NAME = (
-    r"^(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])\.)*"
-    r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9])$"
+    r"^(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9_\-]*[a-zA-Z0-9])\.)*"
+    r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9_\-]*[A-Za-z0-9])$"
 )
 #: NAME with the last label optional, so ``""`` is accepted.
 NAME_OPT = (
-    r"^(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])\.)*"
-    r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9])?$"
+    r"^(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9_\-]*[a-zA-Z0-9])\.)*"
+    r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9_\-]*[A-Za-z0-9])?$"
 )
 #: Configured tags (``cfgdTag``): a NAME, or empty.
 TAG = (
