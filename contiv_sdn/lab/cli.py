@@ -78,10 +78,9 @@ def _print_status(st: dict) -> None:
     for key, svc in st["services"].items():
         if key.startswith("netplugin:"):
             continue
+        url = f"  {st['netmaster_url']}" if key == "netmaster" else ""
         print(f"  {key:<10} {'alive' if svc['alive'] else 'DEAD':<6} pid {svc['pid'] or '-'}"
-              f"  log {svc['log']}")
-    if "netmaster_url" in st:
-        print(f"  netmaster  {st['netmaster_url']}")
+              f"{url}  log {svc['log']}")
     for h in st["hosts"]:
         np = h.get("netplugin")
         np_s = "" if np is None else f" netplugin {'alive' if np else 'DEAD'}"

@@ -139,16 +139,28 @@ def ping_argv() -> List[str]:
     raise LabError("no ping: install iputils-ping or busybox-static")
 
 
-def _supported_options(python: str, plugin: str) -> Optional[set]:
-    """The long options ``twistd PLUGIN --help`` lists; None if the plugin is not there."""
-    try:
-        proc = subprocess.run([python, "-m", "twisted", plugin, "--help"], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return None
-    if proc.returncode != 0:
-        return None
-    return set(re.findall(r"--([a-z][a-z0-9-]*)", proc.stdout))
+def twistd_argv(python: str) -> List[str]:
+    """``twistd`` of the given Python's environment (``python -m twisted`` is ``twist``)."""
+    script = os.path.join(os.path.dirname(python), "twistd")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [python, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def plugin_options(plugin: str) -> Optional[set]:
+    """The long options of ``twistd PLUGIN`` (None: no such plugin in this tree).
+
+    The services are written in parallel with the lab, so the lab passes only the
+    options a plugin has.  Read from the plugin's Options class in this process
+    (a ``--help`` subprocess costs a Python start-up per plugin).
+    """
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+
+    for maker in getPlugins(IServiceMaker):
+        if getattr(maker, "tapname", None) == plugin:
+            return {o.rstrip("=") for o in maker.options().longOpt}
+    return None
 
 
 class Lab:
@@ -344,14 +356,20 @@ class Lab:
                           + (f", netmaster {self.netmaster_url}" if self.config.start_services
                              else " (no services)"))
         except BaseException as e:
-            self.progress(f"up failed: {e}")
-            self.progress("tearing down what was started")
+            self.progress(f"up failed ({type(e).__name__}); tearing down what was started")
             try:
                 self.down()
             except Exception as e2:  # report the first failure, not the cleanup's
                 self.progress(f"down after failed up: {e2}")
             raise
         return self
+
+    def _supported_options(self, plugin: str) -> set:
+        opts = plugin_options(plugin)
+        if opts is None:
+            raise LabError(f"`twistd {plugin}` is not available in this tree "
+                           f"(twisted/plugins/contiv_{plugin}.py); use --no-services")
+        return opts
 
     def _build_underlay(self) -> None:
         topology.create_bridges(self.names, self.subnet, self.config.mtu)
@@ -392,8 +410,8 @@ class Lab:
 
     # -- services -------------------------------------------------------------
     def _twistd_argv(self, name: str, plugin: str, directory: str) -> List[str]:
-        return [self.config.python, "-m", "twisted", "-n",
-                f"--pidfile={directory}/{name}.pid", f"--logfile={directory}/{name}.log", plugin]
+        return twistd_argv(self.config.python) + [
+                "-n", f"--pidfile={directory}/{name}.pid", f"--logfile={directory}/{name}.log", plugin]
 
     def _start_services(self) -> None:
         self._start_redis()
@@ -448,10 +466,7 @@ class Lab:
 
     def _netmaster_service(self) -> Service:
         d = os.path.join(self.root, "netmaster")
-        opts = _supported_options(self.config.python, "netmaster")
-        if opts is None:
-            raise LabError("`twistd netmaster` is not available in this tree "
-                           "(twisted/plugins/contiv_netmaster.py); use --no-services")
+        opts = self._supported_options("netmaster")
         argv = self._twistd_argv("netmaster", "netmaster", d)
         wanted = [("listen", f"tcp:{self.config.netmaster_port}"), ("redis", self.redis_url),
                   ("ofp-listen", f"tcp:{self.config.ofp_port}"),
@@ -491,15 +506,8 @@ class Lab:
                 argv += [f"--{opt}", value]
         return Service("netplugin", argv, h.dir, netns=h.netns, env=h.ovs_env)
 
-    def _netplugin_options(self) -> set:
-        opts = _supported_options(self.config.python, "netplugin")
-        if opts is None:
-            raise LabError("`twistd netplugin` is not available in this tree "
-                           "(twisted/plugins/contiv_netplugin.py); use --no-services")
-        return opts
-
     def _start_netplugins(self) -> None:
-        opts = self._netplugin_options()
+        opts = self._supported_options("netplugin")
         for h in self.hosts:
             svc = self._netplugin_service(h, opts)
             svc.start()
@@ -522,7 +530,7 @@ class Lab:
         if svc is None:
             raise LabError("this lab has no netmaster")
         svc.stop(self.root, kill=kill)
-        svc = self._netmaster_service()
+        svc = svc.fresh()
         svc.start()
         self._update(lambda: self.services.__setitem__("netmaster", svc))
         self._wait_netmaster(svc)
@@ -533,7 +541,7 @@ class Lab:
         if svc is None:
             raise LabError(f"{host} has no netplugin")
         svc.stop(self.root, kill=kill)
-        svc = self._netplugin_service(h, self._netplugin_options())
+        svc = svc.fresh()
         svc.start()
         self._update(lambda: self.services.__setitem__(h.service_key, svc))
         self._wait_netplugin(h)

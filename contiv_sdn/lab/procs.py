@@ -56,12 +56,31 @@ def belongs_to(pid: int, root: str) -> bool:
     return cwd == root or cwd.startswith(root + "/")
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status if ``pid`` is our own child (a started service in tests)."""
+def finished(pid: int) -> bool:
+    """True once ``pid`` is completely gone (reaped here if it is this process's child).
+
+    "Not alive" is not enough before starting a successor: a killed multi-threaded
+    process shows as a zombie while its other threads are still exiting, and until
+    then ``kill(pid, 0)`` succeeds, so pid-based locks (Twisted's UNIX socket lock)
+    still look held.  A service this very process started (tests, restarts) also
+    stays a zombie until reaped.
+    """
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except (ChildProcessError, OSError):
-        pass
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child: its parent (init for the lab's services) reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state not in ("Z", "X"):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
 
 
 def stop_pids(pids: Iterable[int], timeout: float = 10, kill: bool = False) -> None:
@@ -74,9 +93,7 @@ def stop_pids(pids: Iterable[int], timeout: float = 10, kill: bool = False) -> N
             pass
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        for pid in pending:
-            _reap(pid)
-        pending = [p for p in pending if alive(p)]
+        pending = [p for p in pending if not finished(p)]
         if pending:
             time.sleep(0.05)
     for pid in pending:
@@ -86,9 +103,7 @@ def stop_pids(pids: Iterable[int], timeout: float = 10, kill: bool = False) -> N
             pass
     deadline = time.monotonic() + 5
     while pending and time.monotonic() < deadline:
-        for pid in pending:
-            _reap(pid)
-        pending = [p for p in pending if alive(p)]
+        pending = [p for p in pending if not finished(p)]
         if pending:
             time.sleep(0.05)
 
@@ -120,12 +135,19 @@ class Service:
 
     def to_json(self) -> dict:
         return {"name": self.name, "argv": self.argv, "dir": self.dir, "netns": self.netns,
-                "pidfile": self.pidfile, "logfile": self.logfile, "pid": self.pid}
+                "pidfile": self.pidfile, "logfile": self.logfile, "env": self.env,
+                "pid": self.pid}
 
     @classmethod
     def from_json(cls, d: dict) -> "Service":
         return cls(d["name"], d["argv"], d["dir"], netns=d.get("netns"),
-                   pidfile=d.get("pidfile"), logfile=d.get("logfile"), pid=d.get("pid"))
+                   pidfile=d.get("pidfile"), logfile=d.get("logfile"), env=d.get("env"),
+                   pid=d.get("pid"))
+
+    def fresh(self) -> "Service":
+        """The same service, not started yet (for a restart with the same command line)."""
+        return Service(self.name, self.argv, self.dir, netns=self.netns, pidfile=self.pidfile,
+                       logfile=self.logfile, env=self.env)
 
     def start(self) -> int:
         """Start detached (own session, stdin closed, output to ``NAME.out``)."""
