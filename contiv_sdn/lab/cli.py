@@ -85,6 +85,8 @@ def _print_status(st: dict) -> None:
         np = h.get("netplugin")
         np_s = "" if np is None else f" netplugin {'alive' if np else 'DEAD'}"
         flows = "" if h["br_int_flows"] is None else f" br-int flows {h['br_int_flows']}"
+        for target, up in h.get("controllers", {}).items():
+            flows += f" controller {target} {'connected' if up else 'NOT connected'}"
         print(f"  {h['name']:<8} {h['vtep_ip']:<15} netns {'yes' if h['netns'] else 'NO'}"
               f" ovs {'alive' if h['ovs'] else 'DEAD'}{np_s}"
               f" bridges [{' '.join(h['bridges'])}]{flows}")

@@ -123,6 +123,17 @@ class Host:
         except OSError as e:
             raise LabError(f"netplugin on {self.name} does not answer on {self.socket}: {e}") from e
 
+    def controllers(self, bridge: str = INTEGRATION_BRIDGE) -> Dict[str, bool]:
+        """The bridge's controller targets and whether each is connected."""
+        try:
+            out = self.ovs.vsctl("--format=json", "--columns=target,is_connected", "list",
+                                 "controller")
+            targets = set(self.ovs.vsctl("get-controller", bridge).split())
+        except (OvsError, subprocess.TimeoutExpired):
+            return {}
+        rows = json.loads(out).get("data", [])
+        return {str(t): bool(c) for t, c in rows if str(t) in targets}
+
     def flow_count(self, bridge: str = INTEGRATION_BRIDGE) -> Optional[int]:
         try:
             return len(self.ovs.dump_flows(bridge))
@@ -626,6 +637,7 @@ class Lab:
                     pass
                 if INTEGRATION_BRIDGE in entry["bridges"]:
                     entry["br_int_flows"] = h.flow_count()
+                    entry["controllers"] = h.controllers()
             out["hosts"].append(entry)
         for c in sorted(self.containers.values(), key=lambda c: c.netns):
             out["containers"].append({"netns": c.netns, "host": c.host, "name": c.name,
