@@ -671,8 +671,10 @@ class Lab:
                 except FileNotFoundError:
                     pass
         if all:
+            existed = any(n != ".lock" for n in os.listdir(self.root))
             shutil.rmtree(self.root, ignore_errors=True)
-            self.progress(f"removed {self.root}")
+            if existed:
+                self.progress(f"removed {self.root}")
 
     def _kill_netns(self, netns: str) -> None:
         """Stop whatever still runs in one of our namespaces, then delete it."""
