@@ -1,0 +1,322 @@
+"""The semantics of Docker's remote network driver and IPAM driver calls, on Contiv's model.
+
+Order of calls Docker makes for ``docker run --net web.contiv-net [--ip A]``
+(observed on Docker 20.10)::
+
+    IpamDriver.RequestAddress {PoolID, Address: A or ""}     -> we reserve at the netmaster
+    NetworkDriver.CreateEndpoint {Interface.Address}         -> netmaster endpoint + veth + port
+    NetworkDriver.Join {SandboxKey}                          -> name of the veth end to move
+    NetworkDriver.ProgramExternalConnectivity, EndpointOperInfo
+    ... container runs ...
+    RevokeExternalConnectivity, Leave, DeleteEndpoint         -> port, veth, endpoint released
+    IpamDriver.ReleaseAddress                                 -> only if never bound (see state)
+
+Networks: ``docker network create -d netplugin --ipam-driver netplugin
+--subnet S [--gateway G] -o/--ipam-opt tenant=T network=N [group=E] NAME``
+(our reconciler does this for every Contiv network and group) gives
+``RequestPool`` (pool id = placement + subnet), a gateway ``RequestAddress``
+and ``CreateNetwork``.  The driver's scope is ``local`` (every host's
+netplugin creates its own engine's networks; Docker 20.10 has no cluster store
+for ``global``) with ``ConnectivityScope`` ``global``: the network itself spans
+hosts.  IPv6 is not offered to Docker (the netmaster's v6 addresses are
+allocated with the endpoint, after Docker's IPAM would have to answer).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from twisted.logger import Logger
+
+from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
+
+from drivers.docker.endpoints import CreateFailed, container_ifname
+from drivers.docker.names import (Placement, PoolRef, parse_docker_name, placement_from_labels,
+                                  placement_from_options, subnet_of)
+from drivers.docker.protocol import DriverError
+from drivers.docker.state import DriverState
+
+log = Logger()
+
+GATEWAY_REQUEST = "com.docker.network.gateway"
+GENERIC = "com.docker.network.generic"
+LOCAL_SPACE = "contiv-local"
+GLOBAL_SPACE = "contiv-global"
+
+
+def _nm(e: Exception) -> DriverError:
+    """A netmaster failure as the driver's error, keeping the netmaster's own words."""
+    if isinstance(e, NetmasterUnavailable):
+        return DriverError(f"{e}; is the netmaster running?", 503)
+    if isinstance(e, NetmasterError):
+        return DriverError(e.text or str(e), 500)
+    return DriverError(str(e))
+
+
+class DockerDriver:
+    def __init__(self, endpoints: Any, netmaster: Any, state: DriverState,
+                 docker: Any = None, host: str = ""):
+        self.endpoints = endpoints
+        self.netmaster = netmaster
+        self.state = state
+        self.docker = docker
+        self.host = host
+        self._calls: Dict[str, Callable[[Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
+            "Plugin.Activate": self.activate,
+            "Plugin.Deactivate": self.nothing,
+            "NetworkDriver.GetCapabilities": self.capabilities,
+            "NetworkDriver.CreateNetwork": self.create_network,
+            "NetworkDriver.DeleteNetwork": self.delete_network,
+            "NetworkDriver.AllocateNetwork": self.allocate_network,
+            "NetworkDriver.FreeNetwork": self.nothing,
+            "NetworkDriver.CreateEndpoint": self.create_endpoint,
+            "NetworkDriver.EndpointOperInfo": self.endpoint_oper_info,
+            "NetworkDriver.DeleteEndpoint": self.delete_endpoint,
+            "NetworkDriver.Join": self.join,
+            "NetworkDriver.Leave": self.nothing,
+            "NetworkDriver.DiscoverNew": self.nothing,
+            "NetworkDriver.DiscoverDelete": self.nothing,
+            "NetworkDriver.ProgramExternalConnectivity": self.nothing,
+            "NetworkDriver.RevokeExternalConnectivity": self.nothing,
+            "IpamDriver.GetCapabilities": self.ipam_capabilities,
+            "IpamDriver.GetDefaultAddressSpaces": self.address_spaces,
+            "IpamDriver.RequestPool": self.request_pool,
+            "IpamDriver.ReleasePool": self.nothing,
+            "IpamDriver.RequestAddress": self.request_address,
+            "IpamDriver.ReleaseAddress": self.release_address,
+        }
+
+    async def handle(self, call: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        log.debug("plugin call {call} {body}", call=call, body=body)
+        return await self._calls[call](body)
+
+    # -- trivial calls -----------------------------------------------------------------
+    async def nothing(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    async def activate(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return {"Implements": ["NetworkDriver", "IpamDriver"]}
+
+    async def capabilities(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    async def ipam_capabilities(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+    async def address_spaces(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        return {"LocalDefaultAddressSpace": LOCAL_SPACE,
+                "GlobalDefaultAddressSpace": GLOBAL_SPACE}
+
+    async def allocate_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        # swarm's cluster-wide allocation: nothing to allocate, Contiv already did
+        return {"Options": body["Options"]}
+
+    # -- networks -------------------------------------------------------------------------
+    async def _contiv_network(self, p: Placement) -> Dict[str, Any]:
+        try:
+            net = await self.netmaster.network(p.tenant, p.network)
+        except NetmasterError as e:
+            raise DriverError(f"contiv network {p.network} (tenant {p.tenant}) does not exist: "
+                              f"{e.text or e}; create it with netctl net create") from None
+        except NetmasterUnavailable as e:
+            raise _nm(e) from None
+        if p.group:
+            try:
+                await self.netmaster.group(p.tenant, p.group)
+            except NetmasterError as e:
+                raise DriverError(f"contiv endpoint group {p.group} (tenant {p.tenant}) does not "
+                                  f"exist: {e.text or e}; create it with netctl group create") \
+                    from None
+            except NetmasterUnavailable as e:
+                raise _nm(e) from None
+        return net
+
+    async def create_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        options = body["Options"]
+        generic = options.get(GENERIC) if isinstance(options.get(GENERIC), dict) else {}
+        p = placement_from_options(generic)
+        v4 = body["IPv4Data"]
+        if body["IPv6Data"]:
+            raise DriverError("netplugin does not give IPv6 addresses through Docker; create the "
+                              "docker network without --ipv6", 400)
+        if len(v4) > 1:
+            raise DriverError("a netplugin network has exactly one IPv4 subnet", 400)
+        pool = str(v4[0].get("Pool") or "") if v4 else ""
+        gateway = str(v4[0].get("Gateway") or "") if v4 else ""
+        if p is None:
+            # created by hand without -o network=...: learn the placement later from Docker
+            log.info("docker network {id} has no contiv placement options; it will be looked "
+                     "up when used", id=body["NetworkID"][:12])
+            return {}
+        await self._contiv_network(p)
+        self.state.set_network(body["NetworkID"], p, pool=pool or None,
+                               gateway=gateway.split("/")[0] or None)
+        log.info("docker network {id} = {place}", id=body["NetworkID"][:12], place=p.docker_name)
+        return {}
+
+    async def delete_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        self.state.drop_network(body["NetworkID"])
+        return {}
+
+    async def placement(self, network_id: str) -> Placement:
+        """The placement of a Docker network: our record, else what Docker says about it."""
+        p = self.state.network(network_id)
+        if p is not None:
+            return p
+        if self.docker is not None:
+            try:
+                net = await self.docker.inspect_network(network_id)
+            except Exception as e:
+                raise DriverError(f"docker network {network_id[:12]} is unknown to netplugin and "
+                                  f"dockerd could not be asked about it: {e}") from None
+            if net:
+                p = (placement_from_labels(net.get("Labels"))
+                     or placement_from_options((net.get("IPAM") or {}).get("Options"))
+                     or placement_from_options(net.get("Options")))
+                if p is None and net.get("Name"):
+                    p = parse_docker_name(str(net["Name"]))
+                if p is not None:
+                    cfg = ((net.get("IPAM") or {}).get("Config") or [{}])[0] or {}
+                    self.state.set_network(network_id, p, pool=cfg.get("Subnet") or None,
+                                           gateway=cfg.get("Gateway") or None)
+                    return p
+        raise DriverError(f"docker network {network_id[:12]} is not a contiv network known to "
+                          "netplugin (create docker networks with netctl, or with -o network=NAME "
+                          "[-o tenant=T -o group=G])", 404)
+
+    # -- endpoints ------------------------------------------------------------------------
+    async def create_endpoint(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        p = await self.placement(body["NetworkID"])
+        iface = body["Interface"] or {}
+        if iface.get("AddressIPv6"):
+            raise DriverError("netplugin does not give IPv6 addresses through Docker", 400)
+        address = str(iface.get("Address") or "")
+        ip = address.split("/")[0]
+        mac = str(iface.get("MacAddress") or "")
+        try:
+            record = await self.endpoints.create(body["EndpointID"], p, ip, mac)
+        except CreateFailed as e:
+            if ip and e.released:
+                self.state.drop_pending(p.network_key, ip)
+            raise
+        except (NetmasterError, NetmasterUnavailable) as e:
+            raise _nm(e) from None
+        if ip:
+            self.state.drop_pending(p.network_key, ip)
+        answer: Dict[str, Any] = {}
+        if not mac:
+            answer["MacAddress"] = record["macAddress"]
+        if not address:
+            answer["Address"] = f"{record['ipAddress']}/{record['prefixLen']}"
+        return {"Interface": answer}
+
+    async def endpoint_oper_info(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        record = await self.endpoints.get(body["EndpointID"])
+        if record is None:
+            return {"Value": {}}
+        value = {k: record.get(k) for k in ("id", "network", "group", "epgId", "ipAddress",
+                                              "macAddress", "intfName", "homingHost", "vtepIP",
+                                              "containerName")
+                 if record.get(k) not in (None, "")}
+        return {"Value": value}
+
+    async def delete_endpoint(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            await self.endpoints.delete(body["EndpointID"])
+        except (NetmasterError, NetmasterUnavailable) as e:
+            # port and veth are gone; the agent keeps a pending delete and retries the release
+            log.warn("endpoint {id}: netmaster release deferred: {err}",
+                     id=body["EndpointID"][:12], err=e)
+        return {}
+
+    async def join(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        record = await self.endpoints.get(body["EndpointID"])
+        if record is None:
+            raise DriverError(f"endpoint {body['EndpointID'][:12]} does not exist on "
+                              f"{self.host or 'this host'} (was CreateEndpoint refused?)", 404)
+        answer: Dict[str, Any] = {
+            "InterfaceName": {"SrcName": record.get("ifname") or
+                              container_ifname(body["EndpointID"]), "DstPrefix": "eth"},
+        }
+        gateway = str(record.get("gateway") or "")
+        if gateway:
+            answer["Gateway"] = gateway
+        else:
+            # no default route in a gateway-less network; Docker must not attach
+            # docker_gwbridge either
+            answer["DisableGatewayService"] = True
+        return answer
+
+    # -- IPAM ------------------------------------------------------------------------------
+    async def request_pool(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        if body["V6"]:
+            raise DriverError("netplugin does not give IPv6 addresses through Docker; create the "
+                              "docker network without --ipv6", 400)
+        p = placement_from_options(body["Options"])
+        if p is None:
+            raise DriverError("netplugin IPAM needs the contiv network: --ipam-opt network=NAME "
+                              "[--ipam-opt tenant=T --ipam-opt group=G] (networks made by "
+                              "netctl get docker networks automatically)", 400)
+        net = await self._contiv_network(p)
+        contiv_subnet = str(net.get("subnet") or "")
+        if not contiv_subnet:
+            raise DriverError(f"contiv network {p.network_key} has no IPv4 subnet", 400)
+        subnet, _ = subnet_of(contiv_subnet)
+        pool = body["Pool"] or subnet
+        try:
+            asked = ipaddress.ip_network(pool, strict=False)
+        except ValueError:
+            raise DriverError(f"pool {pool!r} is not a subnet", 400) from None
+        if str(asked) != subnet:
+            raise DriverError(f"subnet {pool} does not match contiv network {p.network} "
+                              f"({contiv_subnet})", 400)
+        return {"PoolID": PoolRef(p, subnet).encode(), "Pool": subnet, "Data": {}}
+
+    async def request_address(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            ref = PoolRef.decode(body["PoolID"])
+        except ValueError as e:
+            raise DriverError(str(e), 400) from None
+        plen = ipaddress.ip_network(ref.pool, strict=False).prefixlen
+        wanted = body["Address"]
+        if wanted:
+            try:
+                ipaddress.IPv4Address(wanted)
+            except ValueError:
+                raise DriverError(f"{wanted!r} is not an IPv4 address", 400) from None
+        options = body["Options"]
+        if options.get("RequestAddressType") == GATEWAY_REQUEST:
+            # the netmaster reserved the gateway when the network was created
+            if wanted:
+                return {"Address": f"{wanted}/{plen}", "Data": {}}
+            net = await self._contiv_network(ref.placement)
+            gateway = str(net.get("gateway") or "")
+            # no gateway: answer the network address, which is never handed out
+            addr = gateway or str(ipaddress.ip_network(ref.pool, strict=False).network_address)
+            return {"Address": f"{addr}/{plen}", "Data": {}}
+        try:
+            addr = await self.netmaster.alloc_address(ref.placement, ref.pool, wanted)
+        except (NetmasterError, NetmasterUnavailable) as e:
+            raise _nm(e) from None
+        self.state.add_pending(ref.placement.network_key, addr.split("/")[0])
+        log.info("IPAM: {addr} reserved in {net}", addr=addr, net=ref.placement.network_key)
+        return {"Address": addr, "Data": {}}
+
+    async def release_address(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            ref = PoolRef.decode(body["PoolID"])
+        except ValueError as e:
+            raise DriverError(str(e), 400) from None
+        ip = body["Address"].split("/")[0]
+        key = ref.placement.network_key
+        if not self.state.is_pending(key, ip):
+            # bound to an endpoint (released with it) or the gateway: nothing to do
+            return {}
+        try:
+            await self.netmaster.release_address(ref.placement, ip)
+        except (NetmasterError, NetmasterUnavailable) as e:
+            raise _nm(e) from None
+        self.state.drop_pending(key, ip)
+        log.info("IPAM: {ip} released in {net}", ip=ip, net=key)
+        return {}

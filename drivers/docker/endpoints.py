@@ -1,0 +1,255 @@
+"""Docker endpoints on the agent: the veth is left in the host for dockerd to move.
+
+For CNI and the local API the agent creates the container's interface straight
+in the container's namespace and configures it.  Docker works differently: the
+remote driver's ``Join`` only *names* an interface in dockerd's own namespace
+and dockerd moves it into the sandbox, renames it (``eth0``) and gives it the
+address and gateway the driver reported (lab.md: "the plugin must create the
+veth in the namespace where that dockerd runs").  So the container end is
+created in the host namespace under a name derived from the endpoint id
+(``ct`` + 12 hex, next to the host end ``cv`` + 12 hex) with MAC, MTU and TX
+offload set (those survive the move), but without address or route.
+
+Everything else is the agent's: the netmaster client, plumbing, OVSDB session
+and — crucially — the record format (the OVS port's ``external_ids``), so
+``GET /v1/endpoints``, deletion and the agent's reaper treat Docker endpoints
+like any other.  The recorded namespace is the host's own; the agent reaps a
+Docker endpoint when its host-side veth disappears, i.e. when the container's
+namespace (holding the other end) died without Docker telling us.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from contiv_sdn.agent import endpoints as agent_eps
+from contiv_sdn.agent.endpoints import (K_GROUP, K_ID, K_IFNAME, K_NET, K_NETNS, K_NETNS_ID,
+                                        K_RECORD, port_name, prefix_len)
+from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
+from contiv_sdn.agent.plumbing import VethRequest, netns_id
+
+from drivers.docker.names import Placement
+from drivers.docker.netmaster import PluginNetmaster
+from drivers.docker.protocol import DriverError
+
+log = Logger()
+
+#: Marks a Docker endpoint in its record (``owner``), so reconcilers can tell them apart.
+OWNER = "docker"
+
+
+def container_ifname(endpoint_id: str) -> str:
+    """The container end's name while it waits in the host namespace: ``ct`` + 12 hex."""
+    return "ct" + port_name(endpoint_id)[2:]
+
+
+class CreateFailed(DriverError):
+    """``released`` tells whether the address given to create was released by the undo."""
+
+    def __init__(self, message: str, released: bool, status: int = 500):
+        super().__init__(message, status)
+        self.released = released
+
+
+class DockerEndpoints:
+    """Create/delete/look up Docker endpoints through the agent's parts (see module doc)."""
+
+    def __init__(self, agent: Any, netmaster: PluginNetmaster):
+        self.agent = agent
+        self.manager = agent.endpoints
+        self.netmaster = netmaster
+        host_netns = getattr(agent.plumber, "host_netns", None)
+        #: Where dockerd runs = where the host ends live.
+        self.host_netns_path = host_netns if host_netns else "/proc/self/ns/net"
+        self._locks: Dict[str, defer.DeferredLock] = {}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.manager.ready)
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise DriverError(f"netplugin on {self.agent.host} is still setting up its bridge; "
+                              "retry in a moment")
+
+    async def _locked(self, endpoint_id: str, fn: Any) -> Any:
+        lock = self._locks.setdefault(endpoint_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            return await fn()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(endpoint_id, None)
+
+    # -- queries -------------------------------------------------------------------
+    async def get(self, endpoint_id: str) -> Optional[Dict[str, Any]]:
+        self._require_ready()
+        return await self.manager.get(endpoint_id)
+
+    async def list(self) -> list:
+        self._require_ready()
+        return [r for r in await self.manager.list() if r.get("owner") == OWNER]
+
+    # -- create ----------------------------------------------------------------------
+    async def create(self, endpoint_id: str, placement: Placement, ip: str,
+                     mac: str = "") -> Dict[str, Any]:
+        """Allocate (netmaster), make the veth in the host, attach the host end to br-int."""
+        self._require_ready()
+        return await self._locked(endpoint_id,
+                                  lambda: self._create(endpoint_id, placement, ip, mac))
+
+    async def _create(self, endpoint_id: str, p: Placement, ip: str,
+                      mac: str) -> Dict[str, Any]:
+        existing = await self.manager.get(endpoint_id)
+        if existing is not None:
+            log.info("docker endpoint {id} exists already; returning it", id=endpoint_id[:12])
+            return existing
+        host_if = port_name(endpoint_id)
+        cont_if = container_ifname(endpoint_id)
+        taken = await self.agent.ovsdb.find_port(host_if)
+        if taken is not None:
+            raise CreateFailed(f"OVS port {host_if} (for endpoint {endpoint_id[:12]}) is already "
+                               f"used by endpoint {taken[1].external_ids.get(K_ID, '?')}", False)
+        # A container end left behind (Leave moved it back, then we were never told
+        # to delete) would make the veth creation fail: remove it first.
+        await self.agent.plumber.delete(cont_if)
+        try:
+            config = await self.netmaster.create_endpoint(
+                p.tenant, p.network, p.group, endpoint_id, "", "", self.agent.host, ip, host_if)
+        except (NetmasterError, NetmasterUnavailable) as e:
+            raise CreateFailed(str(e), False) from None
+        stage = "inspect"
+        try:
+            net = await self.netmaster.network(p.tenant, p.network)
+            plen = prefix_len(str(net.get("subnet", "")))
+            encap = str(net.get("encap") or "vxlan")
+            mtu = agent_eps._container_mtu(encap, self.agent.underlay_mtu)
+            gateway = str(net.get("gateway") or "")
+            got_ip = str(config.get("ipAddress") or "").split("/")[0]
+            if not got_ip:
+                raise DriverError(f"netmaster allocated no IPv4 address for {endpoint_id[:12]}")
+            if ip and got_ip != ip:
+                raise DriverError(f"netmaster gave {got_ip} to endpoint {endpoint_id[:12]}, "
+                                  f"but Docker's IPAM handed out {ip}")
+            want_mac = str(config.get("macAddress") or "") or None
+            if mac and want_mac and mac.lower() != want_mac.lower():
+                raise DriverError(f"MAC address {mac} cannot be used: netplugin derives MACs "
+                                  f"from addresses ({want_mac} for {got_ip}); drop --mac-address",
+                                  status=400)
+            stage = "veth"
+            plumbed = await self.agent.plumber.create(VethRequest(
+                host_ifname=host_if, netns=self.host_netns_path, ifname=cont_if, mac=want_mac,
+                ipv4=None, mtu=mtu))
+            record = dict(config)
+            record.update({
+                "id": endpoint_id,
+                "network": config.get("network") or p.network_key,
+                "group": config.get("group") or p.group_key,
+                "ipAddress": got_ip,
+                "macAddress": plumbed["macAddress"],
+                "homingHost": config.get("homingHost") or self.agent.host,
+                "intfName": host_if,
+                "vtepIP": config.get("vtepIP") or self.agent.vtep_ip,
+                "ifname": cont_if,
+                "mtu": plumbed["mtu"],
+                "prefixLen": plen,
+                "gateway": gateway,
+                "encap": encap,
+                "netns": self.host_netns_path,
+                "owner": OWNER,
+                "tenant": p.tenant,
+                "networkName": p.network,
+                "groupName": p.group,
+            })
+            stage = "port"
+            info = await self.agent.ovsdb.ensure_port(
+                self.agent.bridge_name, host_if,
+                external_ids=self._external_ids(record),
+                iface_external_ids={"iface-id": endpoint_id, "attached-mac": record["macAddress"],
+                                    "iface-status": "active"})
+            record["ofport"] = info.ofport
+        except BaseException as exc:
+            log.warn("docker endpoint {id}: {stage} failed ({err}); undoing", id=endpoint_id[:12],
+                     stage=stage, err=exc)
+            released = await self._undo(endpoint_id, p, host_if, stage, ip)
+            status = exc.status if isinstance(exc, DriverError) else 500
+            raise CreateFailed(str(exc), released, status) from None
+        log.info("docker endpoint {id}: {ip}/{plen} {mac} host {hif} container {cif} "
+                 "(ofport {ofport})", id=endpoint_id[:12], ip=got_ip, plen=plen,
+                 mac=record["macAddress"], hif=host_if, cif=cont_if, ofport=record["ofport"])
+        return record
+
+    def _external_ids(self, record: Dict[str, Any]) -> Dict[str, str]:
+        return {K_ID: record["id"], K_NET: record["network"], K_GROUP: record["group"],
+                K_NETNS: self.host_netns_path, K_NETNS_ID: netns_id(self.host_netns_path) or "",
+                K_IFNAME: record["ifname"], K_RECORD: json.dumps(record, sort_keys=True)}
+
+    async def _undo(self, endpoint_id: str, p: Placement, host_if: str, stage: str,
+                    ip: str) -> bool:
+        """Roll back a failed create; True when the netmaster released the allocation."""
+        if stage == "port":
+            try:
+                await self.agent.ovsdb.delete_port(self.agent.bridge_name, host_if)
+            except Exception as e:
+                log.error("undo: cannot remove OVS port {port}: {err}", port=host_if, err=e)
+        if stage in ("veth", "port"):
+            try:
+                await self.agent.plumber.delete(host_if)
+            except Exception as e:
+                log.error("undo: cannot remove veth {port}: {err}", port=host_if, err=e)
+        try:
+            await self.netmaster.delete_endpoint(p.tenant, p.network, p.group, endpoint_id, ip)
+            return True
+        except Exception as e:
+            log.error("undo: netmaster did not release endpoint {id}: {err}",
+                      id=endpoint_id[:12], err=e)
+            return False
+
+    # -- after the container started ---------------------------------------------------
+    async def set_container(self, endpoint_id: str, container_id: str, name: str,
+                            labels: Optional[Dict[str, str]] = None) -> bool:
+        """Record the container behind an endpoint (netmaster + local record); False if unknown."""
+        self._require_ready()
+
+        async def run() -> bool:
+            record = await self.manager.get(endpoint_id)
+            if record is None:
+                return False
+            if (record.get("containerName") == name and record.get("containerID") == container_id
+                    and (labels is None or record.get("labels") == labels)):
+                return True
+            net = str(record.get("network", ""))
+            tenant, _, network = net.partition(":")
+            group = str(record.get("group", "")).partition(":")[2]
+            p = Placement(tenant or "default", network, group)
+            await self.netmaster.update_endpoint(p, endpoint_id, str(record.get("ipAddress", "")),
+                                                 container_id, name, labels)
+            record.update({"containerID": container_id, "containerName": name})
+            if labels is not None:
+                record["labels"] = dict(labels)
+            record.pop("ofport", None)
+            await self.agent.ovsdb.ensure_port(self.agent.bridge_name, record["intfName"],
+                                               external_ids={K_RECORD: json.dumps(
+                                                   record, sort_keys=True)},
+                                               wait_applied=False)
+            return True
+
+        return await self._locked(endpoint_id, run)
+
+    # -- delete ------------------------------------------------------------------------
+    async def delete(self, endpoint_id: str) -> bool:
+        """The agent's delete (port, veth by its host end, netmaster release); idempotent."""
+        self._require_ready()
+
+        async def run() -> bool:
+            existed = await self.manager.delete(endpoint_id)
+            # the container end exists alone only if the host end was already gone
+            await self.agent.plumber.delete(container_ifname(endpoint_id))
+            return existed
+
+        return await self._locked(endpoint_id, run)

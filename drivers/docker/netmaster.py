@@ -1,0 +1,60 @@
+"""The netmaster calls only the Docker driver makes: address allocation and endpoint updates.
+
+The agent's :class:`~contiv_sdn.agent.netmaster.NetmasterClient` already speaks
+``createEndpoint``/``deleteEndpoint``/inspect; Docker's IPAM model adds an
+address allocation *before* the endpoint exists (``RequestAddress`` precedes
+``CreateEndpoint``), its release, a group inspect and the ``start`` update that
+tells the netmaster a container's name once Docker has started it.  Those are
+the routes of spec §1.4, with Contiv's request shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+from urllib.parse import quote
+
+from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
+
+from drivers.docker.names import Placement
+
+
+def network_id(p: Placement) -> str:
+    """Contiv's ``NetworkID`` of the plugin routes: ``net.tenant`` or ``net:group.tenant``."""
+    return f"{p.network}:{p.group}.{p.tenant}" if p.group else f"{p.network}.{p.tenant}"
+
+
+class PluginNetmaster(NetmasterClient):
+    async def alloc_address(self, p: Placement, pool: str, preferred: str = "") -> str:
+        """Reserve an address (``preferred`` or the lowest free); fires with ``a.b.c.d/len``."""
+        answer = await self._request("POST", "/plugin/allocAddress",
+                                     f"allocate an address in {p.network_key}", {
+                                         "NetworkID": network_id(p), "AddressPool": pool,
+                                         "PreferredIPv4Address": preferred or ""})
+        addr = answer.get("IPv4Address") if isinstance(answer, dict) else None
+        if not isinstance(addr, str) or "/" not in addr:
+            raise NetmasterError(200, f"allocAddress answer has no IPv4Address: {answer!r}",
+                                 "allocate address")
+        return addr
+
+    async def release_address(self, p: Placement, address: str) -> None:
+        await self._request("POST", "/plugin/releaseAddress",
+                            f"release {address} in {p.network_key}",
+                            {"NetworkID": network_id(p), "IPv4Address": address})
+
+    async def update_endpoint(self, p: Placement, endpoint_id: str, ip: str, container_id: str,
+                              name: str, labels: Optional[Dict[str, str]] = None) -> None:
+        """Tell the netmaster the container behind an endpoint (its name reaches DNS)."""
+        await self._request("POST", "/plugin/updateEndpoint",
+                            f"update endpoint {endpoint_id[:12]}", {
+                                "IPAddress": ip, "ContainerID": container_id,
+                                "Labels": dict(labels or {}), "Tenant": p.tenant,
+                                "Network": p.network, "Event": "start",
+                                "EndpointID": endpoint_id, "EPCommonName": name})
+
+    async def group(self, tenant: str, group: str) -> Dict[str, Any]:
+        """The endpoint group's configuration (fails with the netmaster's text if unknown)."""
+        key = quote(f"{tenant}:{group}", safe=":")
+        answer = await self._request("GET", f"/api/v1/inspect/endpointGroups/{key}/",
+                                     f"inspect endpoint group {tenant}:{group}")
+        config = answer.get("Config") if isinstance(answer, dict) else None
+        return config if isinstance(config, dict) else {}
