@@ -183,7 +183,7 @@ class DockerDriver:
                     return p
         raise DriverError(f"docker network {network_id[:12]} is not a contiv network known to "
                           "netplugin (create docker networks with netctl, or with -o network=NAME "
-                          "[-o tenant=T -o group=G])", 404)
+                          "[-o tenant=T -o group=G])")
 
     # -- endpoints ------------------------------------------------------------------------
     async def create_endpoint(self, body: Dict[str, Any]) -> Dict[str, Any]:
@@ -234,7 +234,7 @@ class DockerDriver:
         record = await self.endpoints.get(body["EndpointID"])
         if record is None:
             raise DriverError(f"endpoint {body['EndpointID'][:12]} does not exist on "
-                              f"{self.host or 'this host'} (was CreateEndpoint refused?)", 404)
+                              f"{self.host or 'this host'} (was CreateEndpoint refused?)")
         answer: Dict[str, Any] = {
             "InterfaceName": {"SrcName": record.get("ifname") or
                               container_ifname(body["EndpointID"]), "DstPrefix": "eth"},

@@ -9,7 +9,8 @@ documents that this module enforces:
 * a request that is understood but cannot be carried out gets ``{"Err": "..."}``
   (we answer it with HTTP 500, which Docker's plugin client also turns into
   the ``Err`` text);
-* an unknown call is HTTP 404.
+* an unknown call is HTTP 404 (and only that: Docker's plugin client reads a
+  404 as "not implemented", so a missing network or endpoint is a 500).
 
 Go's JSON decoding is what Docker's own plugins use, so we accept what it
 accepts: ``null`` for any optional field, unknown fields ignored.  Field names

@@ -131,6 +131,7 @@ class DockerReconciler(Service):
         self._again = False
         self._events: Optional[defer.Deferred] = None
         self._watch: Optional[defer.Deferred] = None
+        self._connecting: Optional[defer.Deferred] = None
         self.docker_up = False
         #: For tests and status: outcome counters of the passes.
         self.stats = {"passes": 0, "created": 0, "removed": 0, "reaped": 0, "named": 0,
@@ -142,13 +143,18 @@ class DockerReconciler(Service):
     def startService(self) -> None:
         super().startService()
         self._watch = defer.ensureDeferred(self._watch_docker())
-        self._watch.addErrback(lambda f: log.failure("docker watcher died", f))
+        self._watch.addErrback(self._watch_ended)
         if self.store_url:
-            d = defer.ensureDeferred(self._connect_store())
-            d.addErrback(lambda f: log.failure("cannot follow Redis", f))
+            self._connecting = defer.ensureDeferred(self._connect_store())
+            self._connecting.addErrback(self._watch_ended)
         self._loop = task.LoopingCall(self.kick)
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=False)
+
+    @staticmethod
+    def _watch_ended(failure: Any) -> None:
+        if not failure.check(defer.CancelledError):
+            log.failure("docker reconciler task died", failure)
 
     async def _connect_store(self) -> None:
         delay = 0.5
@@ -179,7 +185,7 @@ class DockerReconciler(Service):
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
-        for d in (self._events, self._watch):
+        for d in (self._events, self._watch, self._connecting):
             if d is not None:
                 d.cancel()
         waits = []
