@@ -175,19 +175,22 @@ class SyncTests(unittest.TestCase):
             self.assertEqual(set(await sw.read_flows(COOKIE_MARK, COOKIE_MASK)), changed)
         return self.run_async(go())
 
-    def test_duplicate_identity_is_refused_before_sending(self):
+    def test_duplicate_identity_is_refused(self):
         async def go():
             sw = await self.lab.add_switch("dp")
             fs = FlowSync(sw)
-            xid = sw._xid
             other = Flow(A.table, A.priority, A.match, (("output", 3),))
-            try:
-                await fs.converge({A, other})
-            except ValueError:
-                pass
-            else:
-                self.fail("two flows with one identity accepted")
-            # only the flow read was sent, no bundle
+            # first push streams: the bundle is discarded, nothing is committed
+            with self.assertRaises(ValueError):
+                await fs.converge((A, other))
             self.assertEqual(fs.bundles_sent, 0)
-            self.assertEqual(sw._xid, xid + 1)
+            self.assertEqual(await sw.read_flows(COOKIE_MARK, COOKIE_MASK), [])
+            await fs.converge({B})
+            # with flows installed, the diff is computed first: refused before anything is sent
+            xid = sw._xid
+            with self.assertRaises(ValueError):
+                await fs.converge((A, other, B))
+            self.assertEqual(sw._xid, xid)  # nothing sent, the belief still stands
+            self.assertEqual(fs.bundles_sent, 1)
+            self.assertEqual(await sw.read_flows(COOKIE_MARK, COOKIE_MASK), [B])
         return self.run_async(go())

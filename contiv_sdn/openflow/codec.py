@@ -83,15 +83,34 @@ class _Packer:
         return self.conv(v)
 
 
+# The same addresses recur across flows (an endpoint's MAC and IP appear in its
+# classifier, lookup and ARP flows; the router MAC everywhere), so conversions
+# are memoized; the caches are simply dropped when they grow large.
+_ADDR_CACHE_MAX = 1 << 17
+_MAC_CACHE: Dict[str, bytes] = {}
+_IPV4_CACHE: Dict[str, bytes] = {}
+
+
 def _mac_bytes(v: str) -> bytes:
-    b = bytes.fromhex(v.replace(":", ""))
-    if len(b) != 6:
-        raise ValueError(f"bad MAC {v!r}")
+    b = _MAC_CACHE.get(v)
+    if b is None:
+        b = bytes.fromhex(v.replace(":", ""))
+        if len(b) != 6:
+            raise ValueError(f"bad MAC {v!r}")
+        if len(_MAC_CACHE) >= _ADDR_CACHE_MAX:
+            _MAC_CACHE.clear()
+        _MAC_CACHE[v] = b
     return b
 
 
 def _ipv4_bytes(v: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET, v)
+    b = _IPV4_CACHE.get(v)
+    if b is None:
+        b = socket.inet_pton(socket.AF_INET, v)
+        if len(_IPV4_CACHE) >= _ADDR_CACHE_MAX:
+            _IPV4_CACHE.clear()
+        _IPV4_CACHE[v] = b
+    return b
 
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -148,63 +167,70 @@ def _decompose(flow: Flow, command: int, xid: int) -> Tuple[tuple, list]:
 
     The key fixes everything os-ken's encoding layout depends on (field names,
     masks, action kinds and their non-value parameters); the values are what a
-    template overwrites.
+    template overwrites.  This runs once per flow on the hot path, hence the
+    plain loop with few allocations: an unmasked field's key element is its
+    name, a masked one's ``(name, mask)``; an action's is its name, or a tuple
+    when it has structural parameters.
     """
-    values: list = [xid]
-    if command == DELETE_STRICT:
-        values.append(flow.cookie & COOKIE_MASK)
-    else:
-        values.append(flow.cookie)
-    values.append(flow.table)
-    values.append(flow.priority)
+    values = [xid, flow.cookie & COOKIE_MASK if command == DELETE_STRICT else flow.cookie,
+              flow.table, flow.priority]
+    push = values.append
     mkey = []
+    kpush = mkey.append
     for k, v in flow.match:
-        if type(v) is tuple:
-            mkey.append((k, v[1]))
-            values.append(v[0])
+        if v.__class__ is tuple:
+            kpush((k, v[1]))
+            push(v[0])
         else:
-            mkey.append((k, None))
-            values.append(v)
+            kpush(k)
+            push(v)
     if command == DELETE_STRICT:
         return (command, tuple(mkey), (), False), values
     akey = []
+    apush = akey.append
     for a in flow.actions:
         name = a[0]
-        if name == "output":
+        if name == "set_field":
+            apush(("set_field", a[1]))
+            push(a[2])
+        elif name == "output":
             if a[1] == OFPP_CONTROLLER:
                 raise ValueError("use ('controller', max_len) to send packets to the controller")
-            akey.append(("output",))
-            values.append(a[1])
-        elif name == "set_field":
-            akey.append(("set_field", a[1]))
-            values.append(a[2])
-        elif name in ("push_vlan", "controller", "group"):
-            akey.append((name,))
-            values.append(a[1])
-        elif name in ("pop_vlan", "dec_ttl"):
-            akey.append((name,))
+            apush(name)
+            push(a[1])
         elif name == "move":
-            akey.append(("move", a[1], a[2]))
-            values.append(a[3])
+            apush(("move", a[1], a[2]))
+            push(a[3])
         elif name == "ct":
-            akey.append(("ct", bool(a[1]), a[3] is None))
-            values.append(a[2])
+            apush(("ct", bool(a[1]), a[3] is None))
+            push(a[2])
             if a[3] is not None:
-                values.append(a[3])
+                push(a[3])
+        elif name == "push_vlan" or name == "controller" or name == "group":
+            apush(name)
+            push(a[1])
+        elif name == "pop_vlan" or name == "dec_ttl":
+            apush(name)
         else:
             raise ValueError(f"cannot encode action {a!r}")
-    if flow.goto is not None:
-        values.append(flow.goto)
-    return (command, tuple(mkey), tuple(akey), flow.goto is not None), values
+    goto = flow.goto
+    if goto is not None:
+        push(goto)
+    return (command, tuple(mkey), tuple(akey), goto is not None), values
+
+
+def _match_items(mkey: tuple):
+    for e in mkey:
+        yield (e, None) if isinstance(e, str) else e
 
 
 def _slot_packers(key: tuple) -> List[_Packer]:
     command, mkey, akey, has_goto = key
     packers = [_P4, _P8, _P1, _P2]
-    for k, _mask in mkey:
+    for k, _mask in _match_items(mkey):
         packers.append(field_packer(k))
     for a in akey:
-        name = a[0]
+        name = a if isinstance(a, str) else a[0]
         if name == "output":
             packers.append(_P4)
         elif name == "set_field":
@@ -230,13 +256,13 @@ def _osken_msg(key: tuple, values: Sequence[Any]) -> "parser.OFPFlowMod":
     it = iter(values)
     xid, cookie, table, priority = next(it), next(it), next(it), next(it)
     fields = {}
-    for k, mask in mkey:
+    for k, mask in _match_items(mkey):
         v = next(it)
         fields[k] = v if mask is None else (v, mask)
     match = parser.OFPMatch(**fields)
     actions = []
     for a in akey:
-        name = a[0]
+        name = a if isinstance(a, str) else a[0]
         if name == "output":
             actions.append(parser.OFPActionOutput(next(it)))
         elif name == "set_field":
@@ -359,7 +385,7 @@ def _learn(key: tuple, values: list) -> Optional[_Template]:
     packers = _slot_packers(key)
     if len(packers) != len(values) or any(not p.width for p in packers):
         return None
-    masks = [None, None, None, None] + [m for _k, m in key[1]]
+    masks = [None, None, None, None] + [m for _k, m in _match_items(key[1])]
     masks += [None] * (len(values) - len(masks))
     base = bytes(_encode_ref(key, values))
     offsets: List[int] = []

@@ -55,6 +55,7 @@ log = Logger()
 OFP_VERSION = ofp.OFP_VERSION
 _HEADER = struct.Struct("!BBHI")
 _BUNDLE_CTRL = struct.Struct("!IIIHH")
+_BUNDLE_ADD = codec._BUNDLE_ADD.pack
 HEADER_SIZE = 8
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 MAX_RECENT = 4096
@@ -211,6 +212,16 @@ class Bundle:
         self._xids.append(xid)
         self._items.append(item)
         self._out.append(codec.encode_bundle_add(inner, self.id, self.flags))
+        self.count += 1
+
+    def add_encoded(self, xid: int, inner: bytes, item: Any = None) -> None:
+        """:meth:`add` for the hot path: the caller passes the xid it encoded ``inner`` with."""
+        self._xids.append(xid)
+        self._items.append(item)
+        self._out.append(_BUNDLE_ADD(OFP_VERSION, ofp.OFPT_EXPERIMENTER, codec.BUNDLE_ADD_HEADER + len(inner),
+                                     xid, ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE, self.id,
+                                     self.flags))
+        self._out.append(inner)
         self.count += 1
 
     def add_flow_mod(self, flow: Flow, command: int) -> None:

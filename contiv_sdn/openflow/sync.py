@@ -63,7 +63,7 @@ class SyncResult:
 
 class FlowSync:
     def __init__(self, switch: Any, cookie: int = COOKIE_MARK, cookie_mask: int = COOKIE_MASK,
-                 batch: int = 4000, clock: Any = None):
+                 batch: int = 500, clock: Any = None):
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.switch = switch
@@ -84,9 +84,14 @@ class FlowSync:
         self.installed = None
 
     async def converge(self, desired: Iterable[Flow]) -> SyncResult:
-        """Make the switch hold exactly ``desired`` (among flows with our cookie)."""
+        """Make the switch hold exactly ``desired`` (among flows with our cookie).
+
+        ``desired`` is read when its pass runs, not when called: pass something
+        nobody mutates afterwards (a frozenset or tuple is kept as is; anything
+        else is copied into a tuple).
+        """
         d: Deferred = Deferred()
-        self._wanted = desired if isinstance(desired, frozenset) else frozenset(desired)
+        self._wanted = desired if isinstance(desired, (frozenset, tuple)) else tuple(desired)
         self._waiters.append(d)
         if not self._running:
             self._running = True
@@ -109,7 +114,7 @@ class FlowSync:
         finally:
             self._running = False
 
-    async def _once(self, desired: FrozenSet[Flow]) -> SyncResult:
+    async def _once(self, desired: Iterable[Flow]) -> SyncResult:
         sw = self.switch
         if not sw.connected:
             raise SwitchDisconnected(f"{sw!r} is not connected")
@@ -118,14 +123,10 @@ class FlowSync:
             self.reads += 1
             self.installed = {f.identity: f for f in flows}
             log.info("{sw}: read {n} flows with our cookie", sw=sw, n=len(flows))
+        if not self.installed:
+            return await self._push_all(desired)
         installed = self.installed
-        want: Dict[Tuple, Flow] = {}
-        for f in desired:
-            ident = f.identity
-            prev = want.get(ident)
-            if prev is not None and prev != f:
-                raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
-            want[ident] = f
+        want = _by_identity(desired)
         deletes = [f for ident, f in installed.items() if ident not in want]
         modifies: List[Tuple[Flow, int]] = []
         adds: List[Flow] = []
@@ -137,40 +138,82 @@ class FlowSync:
                 modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
         if not (deletes or modifies or adds):
             return SyncResult()
-        bundle = sw.bundle()
-        try:
-            await self._fill(bundle, deletes, modifies, adds)
-            await bundle.commit()
-        except BaseException:
-            self.installed = None
-            if not bundle.closed and sw.connected:
-                await bundle.discard()
-            raise
-        self.bundles_sent += 1
-        for f in deletes:
-            del installed[f.identity]
-        for f, _cmd in modifies:
-            installed[f.identity] = f
-        for f in adds:
-            installed[f.identity] = f
+        work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
+        work += modifies
+        work += [(f, codec.ADD) for f in adds]
+        await self._send(work)
+        self.installed = want
         result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         log.info("{sw}: converged +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
         return result
 
-    async def _fill(self, bundle: Any, deletes: List[Flow], modifies: List[Tuple[Flow, int]],
-                    adds: List[Flow]) -> None:
-        work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
-        work += modifies
-        work += [(f, codec.ADD) for f in adds]
-        add = bundle.add
-        next_xid = self.switch.next_xid
-        encode = codec.encode_flow_mod
-        batch = self.batch
-        for start in range(0, len(work), batch):
-            for f, cmd in work[start:start + batch]:
-                add(encode(f, cmd, next_xid()), f)
-            bundle.flush()
-            if start + batch < len(work):
+    async def _push_all(self, desired: Iterable[Flow]) -> SyncResult:
+        """The switch holds none of our flows (first push): stream ADDs while checking identities.
+
+        One pass, no diff to build first: encoding starts at once and overlaps
+        with the switch working through the earlier messages.
+        """
+        want: Dict[Tuple, Flow] = {}
+        it = iter(desired)
+
+        def adds():
+            for f in it:
+                ident = f.identity
+                prev = want.setdefault(ident, f)
+                if prev is not f:
+                    if prev != f:
+                        raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
+                    continue
+                yield f, codec.ADD
+        await self._send(adds(), lazy=True)
+        self.installed = want
+        if not want:
+            return SyncResult()
+        result = SyncResult(added=len(want))
+        log.info("{sw}: converged +{r.added} ~0 -0 (first push)", sw=self.switch, r=result)
+        return result
+
+    async def _send(self, work: Iterable[Tuple[Flow, int]], lazy: bool = False) -> None:
+        """Everything in one bundle, written in batches; the belief is reset on any failure."""
+        sw = self.switch
+        bundle = None
+        try:
+            it = iter(work)
+            encode = codec.encode_flow_mod
+            next_xid = sw.next_xid
+            batch = self.batch
+            while True:
+                n = 0
+                for f, cmd in it:
+                    if bundle is None:
+                        bundle = sw.bundle()
+                        add = bundle.add_encoded
+                    xid = next_xid()
+                    add(xid, encode(f, cmd, xid), f)
+                    n += 1
+                    if n == batch:
+                        break
+                if bundle is None:
+                    return  # nothing to send (lazy work turned out empty)
+                bundle.flush()
+                if n < batch:
+                    break
                 await deferLater(self.clock, 0, lambda: None)
-                if not self.switch.connected:
-                    raise SwitchDisconnected(f"{self.switch!r} disconnected while sending a bundle")
+                if not sw.connected:
+                    raise SwitchDisconnected(f"{sw!r} disconnected while sending a bundle")
+            await bundle.commit()
+        except BaseException:
+            self.installed = None
+            if bundle is not None and not bundle.closed and sw.connected:
+                await bundle.discard()
+            raise
+        self.bundles_sent += 1
+
+
+def _by_identity(desired: Iterable[Flow]) -> Dict[Tuple, Flow]:
+    want: Dict[Tuple, Flow] = {}
+    for f in desired:
+        prev = want.setdefault(f.identity, f)
+        if prev is not f and prev != f:
+            raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
+    return want
