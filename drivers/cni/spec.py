@@ -1,0 +1,174 @@
+"""The parts of the CNI specification the plugin implements (1.0.0, 0.4.0/0.3.x, 1.1.0 additions).
+
+Kept free of heavy imports: a runtime executes the plugin for every VERSION,
+ADD, DEL, CHECK, STATUS and GC, so start-up time is the plugin's latency.
+
+* Versions: results are written in the ``cniVersion`` of the network config
+  (``0.3.0``–``1.1.0``); ``0.4.0`` and older put ``"version": "4"`` in each IP.
+* Errors (spec "Error"): written to stdout as ``{"cniVersion", "code", "msg",
+  "details"}`` with a non-zero exit status; codes 1–7 and 11 are the spec's,
+  50 is 1.1.0's "plugin not available" (STATUS), 100+ are ours.
+"""
+
+from __future__ import annotations
+
+import json
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time in a process run per container
+    from typing import Any, Dict, List, Optional, Tuple
+
+SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST = "1.1.0"
+
+# spec error codes
+E_INCOMPATIBLE_VERSION = 1
+E_UNSUPPORTED_FIELD = 2
+E_UNKNOWN_CONTAINER = 3
+E_INVALID_ENV = 4
+E_IO = 5
+E_DECODE = 6
+E_INVALID_CONFIG = 7
+E_TRY_AGAIN = 11
+E_NOT_AVAILABLE = 50
+# ours
+E_NETPLUGIN = 100
+
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+
+
+class CNIError(Exception):
+    def __init__(self, code: int, msg: str, details: str = ""):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    def to_json(self, version: str) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"cniVersion": version, "code": self.code, "msg": self.msg}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def version_tuple(v: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def check_version(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise CNIError(E_INVALID_CONFIG, "the network configuration has no cniVersion")
+    if v not in SUPPORTED:
+        raise CNIError(E_INCOMPATIBLE_VERSION, f"incompatible CNI version {v}",
+                       f"contiv-cni supports {', '.join(SUPPORTED)}")
+    return v
+
+
+def version_answer(config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The VERSION result, in the version the runtime asked about when we support it."""
+    asked = (config or {}).get("cniVersion")
+    version = asked if asked in SUPPORTED else LATEST
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED)}
+
+
+def parse_config(raw: bytes, command: str) -> Dict[str, Any]:
+    """Decode the network configuration on stdin (codes 6 and 7 on failure)."""
+    try:
+        config = json.loads(raw.decode("utf-8") if raw else "")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CNIError(E_DECODE, "cannot decode the network configuration on stdin",
+                       str(e)) from None
+    if not isinstance(config, dict):
+        raise CNIError(E_DECODE, "the network configuration must be a JSON object")
+    check_version(config.get("cniVersion"))
+    for key in ("name", "type"):
+        value = config.get(key)
+        if not isinstance(value, str) or not value:
+            raise CNIError(E_INVALID_CONFIG, f"the network configuration has no {key!r}")
+    return config
+
+
+def _valid_container_id(cid: str) -> bool:
+    if not cid or not cid[0].isascii() or not cid[0].isalnum():
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "_.-") for c in cid)
+
+
+def _valid_ifname(name: str) -> bool:
+    return (0 < len(name) <= 15 and name not in (".", "..") and "/" not in name
+            and ":" not in name and not any(c.isspace() for c in name))
+
+
+def parse_env(env: Dict[str, str], command: str) -> Dict[str, str]:
+    """The CNI_* variables a command needs, checked (code 4 names the bad ones)."""
+    need = {"ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+            "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+            "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+            "GC": (), "STATUS": (), "VERSION": ()}[command]
+    missing = [k for k in need if not env.get(k)]
+    if missing:
+        raise CNIError(E_INVALID_ENV, f"missing environment variable(s): {', '.join(missing)}")
+    bad: List[str] = []
+    cid = env.get("CNI_CONTAINERID", "")
+    if command in ("ADD", "CHECK", "DEL") and not _valid_container_id(cid):
+        bad.append("CNI_CONTAINERID")
+    ifname = env.get("CNI_IFNAME", "")
+    if command in ("ADD", "CHECK", "DEL") and not _valid_ifname(ifname):
+        bad.append("CNI_IFNAME")
+    netns = env.get("CNI_NETNS", "")
+    if command in ("ADD", "CHECK") and not netns.startswith("/"):
+        bad.append("CNI_NETNS")
+    if bad:
+        raise CNIError(E_INVALID_ENV, f"invalid environment variable(s): {', '.join(bad)}",
+                       "; ".join(f"{k}={env.get(k, '')!r}" for k in bad))
+    return {k: env.get(k, "") for k in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME",
+                                         "CNI_PATH", "CNI_ARGS")}
+
+
+def parse_cni_args(text: str) -> Dict[str, str]:
+    """``K=V;K2=V2`` (CNI_ARGS) → dict; a malformed pair is an invalid environment."""
+    out: Dict[str, str] = {}
+    for pair in (text or "").split(";"):
+        if not pair:
+            continue
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CNIError(E_INVALID_ENV, "invalid environment variable(s): CNI_ARGS",
+                           f"{pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def endpoint_id(container_id: str, ifname: str) -> str:
+    """Contiv's endpoint id for a CNI attachment: the (infra) container id for eth0."""
+    return container_id if ifname == "eth0" else f"{container_id}-{ifname}"
+
+
+def add_result(version: str, record: Dict[str, Any], netns: str,
+               dns: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The ADD result of spec §"Success" from the agent's endpoint record."""
+    plen = record.get("prefixLen")
+    ip = record.get("ipAddress", "")
+    gateway = record.get("gateway") or ""
+    interfaces = [{"name": record.get("intfName", ""), "mac": record.get("hostMac", "")}
+                  if record.get("hostMac") else {"name": record.get("intfName", "")},
+                  {"name": record.get("ifname", "eth0"), "mac": record.get("macAddress", ""),
+                   "sandbox": netns}]
+    ipc: Dict[str, Any] = {"address": f"{ip}/{plen}", "interface": 1}
+    if gateway:
+        ipc["gateway"] = gateway
+    if version_tuple(version) < (1, 0, 0):
+        ipc["version"] = "4"
+    result: Dict[str, Any] = {"cniVersion": version, "interfaces": interfaces, "ips": [ipc]}
+    if gateway:
+        result["routes"] = [{"dst": "0.0.0.0/0", "gw": gateway}]
+    if "/" in str(record.get("ipv6Address") or ""):
+        ip6 = {"address": record["ipv6Address"], "interface": 1}
+        if version_tuple(version) < (1, 0, 0):
+            ip6["version"] = "6"
+        result["ips"].append(ip6)
+    if dns:
+        result["dns"] = dns
+    return result
