@@ -82,8 +82,8 @@ class HttpBehaviourTests(NetmasterCase):
         self.assertEqual(await self.c.err("POST", "/api/v1/tenants/t1/", raw=b""), "EOF\n")
         self.assertEqual(await self.c.err("POST", "/api/v1/tenants/t1/", {"tenantName": "t2"}),
                          "Invalid Key\n")
-        self.assertEqual(await self.c.err("POST", "/api/v1/networks/default:a_b/",
-                                          {"tenantName": "default", "networkName": "a_b",
+        self.assertEqual(await self.c.err("POST", "/api/v1/networks/default:-ab/",
+                                          {"tenantName": "default", "networkName": "-ab",
                                            "encap": "vxlan"}),
                          "networkName string invalid format\n")
 

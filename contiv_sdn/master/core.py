@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from contiv_sdn.master.config import MasterConfig
@@ -56,6 +57,10 @@ class Master:
         self.config = config
         self.handlers: Dict[str, Handler] = {t: cls(config) for t, cls in _HANDLERS.items()}
         self.endpoints = Endpoints(store)
+        # Intent changes of one tenant all edit the tenant object, so within one
+        # process they would only conflict with each other and retry: run them
+        # one at a time here; across netmasters the optimistic check decides.
+        self._intent = DeferredLock()
 
     def _handler(self, modeltype: str) -> Handler:
         h = self.handlers.get(modeltype)
@@ -64,10 +69,13 @@ class Master:
         return h
 
     async def _run(self, fn):
+        await self._intent.acquire()
         try:
             return await transact(self.store, fn)
         except StoreError as e:
             raise MasterError(str(e))
+        finally:
+            self._intent.release()
 
     # -- config objects ---------------------------------------------------
     async def get(self, modeltype: str, key: str) -> dict:

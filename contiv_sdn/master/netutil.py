@@ -8,6 +8,7 @@ because the message text is part of the contract.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -16,6 +17,14 @@ from contiv_sdn.master.errors import MasterError
 
 
 def ip2int(ip: str) -> int:
+    """Dotted quad → int (fast path: inputs passed the model's IPv4 regex)."""
+    try:
+        a, b, c, d = ip.split(".")
+        n = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+        if 0 <= n <= 0xFFFFFFFF and all(0 <= int(x) <= 255 for x in (a, b, c, d)):
+            return n
+    except ValueError:
+        pass
     return int(ipaddress.IPv4Address(ip))
 
 
@@ -137,12 +146,16 @@ def subnet_from_state(network: str, length: int, ip_range: str) -> Subnet:
     return Subnet(base, length, base, base + (1 << (32 - length)) - 1, False)
 
 
+@functools.lru_cache(maxsize=65536)
+def _overlap_bounds(cidr: str) -> Tuple[int, int]:
+    addr, length = parse_cidr(cidr)
+    return ip2int(_first_in_range(addr)), _last_in_range(addr, length)
+
+
 def overlapping(new: str, existing: str) -> bool:
     """``IsOverlappingSubnet`` (range-aware, start = first address as written)."""
-    a_addr, a_len = parse_cidr(new)
-    b_addr, b_len = parse_cidr(existing)
-    a0, a1 = ip2int(_first_in_range(a_addr)), _last_in_range(a_addr, a_len)
-    b0, b1 = ip2int(_first_in_range(b_addr)), _last_in_range(b_addr, b_len)
+    a0, a1 = _overlap_bounds(new)
+    b0, b1 = _overlap_bounds(existing)
     return b0 <= a0 <= b1 or b0 <= a1 <= b1 or a0 <= b0 <= a1 or a0 <= b1 <= a1
 
 

@@ -49,8 +49,9 @@ class NetworkHandler(Handler):
         tenant = await w.obj("tenant", tenant_name)
         if tenant is None:
             raise MasterError("Tenant not found")
+        networks = await w.objs("network")
         for other_key in link_keys(tenant, "Networks"):
-            other = await w.obj("network", other_key)
+            other = networks.get(other_key)
             if other is None:
                 raise MasterError(f"network key {other_key} not found")
             if obj.get("ipv6Subnet") and other.get("ipv6Subnet") and \

@@ -32,11 +32,13 @@ class Work:
         ident = (modeltype, key)
         if ident not in self._objs:
             found = await self.view.get(obj_kind(modeltype), key)
-            self._objs[ident] = copy.deepcopy(found) if found is not None else None
+            if found is not None and self.view.listed(obj_kind(modeltype)):
+                found = copy.deepcopy(found)  # listed records are shared with a cache
+            self._objs[ident] = found
         return self._objs[ident]
 
     async def objs(self, modeltype: str) -> Dict[str, dict]:
-        """Every object of a type (any concurrent change to the type conflicts)."""
+        """Every object of a type, read-only (any concurrent change to the type conflicts)."""
         items = await self.view.list(obj_kind(modeltype))
         out = {}
         for key, value in items.items():

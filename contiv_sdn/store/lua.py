@@ -309,5 +309,6 @@ return out
 
 READ_KIND = r"""
 local ver = redis.call('HGET', 'contiv:ver', ARGV[1]) or '0'
+if ver == ARGV[2] then return {ver} end
 return {ver, redis.call('HGETALL', KEYS[1])}
 """

@@ -140,6 +140,9 @@ class Store:
         self._conn = conn
         self.url = url
         self._subs: list = []
+        # kind -> (version, {key: record}) for list_versioned: a kind re-read
+        # only when its version moved, and patched with our own writes
+        self._kinds: Dict[str, Tuple[int, Dict[str, dict]]] = {}
 
     @classmethod
     async def connect(cls, url: str, poolsize: int = 2) -> "Store":
@@ -171,9 +174,43 @@ class Store:
         return {k: json.loads(v) for k, v in _pairs(flat).items()}
 
     async def list_versioned(self, kind: str) -> Tuple[int, Dict[str, dict]]:
-        """A kind and its version, read atomically (for optimistic checks)."""
-        ver, flat = await self._conn.eval(READ_KIND, [K.hash_of(kind)], [kind])
-        return int(_s(ver)), {k: json.loads(v) for k, v in _pairs(flat).items()}
+        """A kind and its version, read atomically (for optimistic checks).
+
+        The records returned are shared with a cache: treat them as read-only.
+        """
+        cached = self._kinds.get(kind)
+        known = str(cached[0]) if cached else "-1"
+        out = await self._conn.eval(READ_KIND, [K.hash_of(kind)], [kind, known])
+        ver = int(_s(out[0]))
+        if len(out) == 1 and cached is not None:
+            return ver, cached[1]
+        items = {k: json.loads(v) for k, v in _pairs(out[1]).items()}
+        self._kinds[kind] = (ver, items)
+        return ver, items
+
+    def _patch_cache(self, txn: Txn, vers: Dict[str, int]) -> None:
+        """Bring cached kinds up to date with our own committed writes."""
+        for kind, ver in vers.items():
+            cached = self._kinds.get(kind)
+            if cached is None:
+                continue
+            if cached[0] != ver - 1:
+                continue  # someone else wrote too: the next read refreshes it
+            items = dict(cached[1])
+            exact = True
+            for op in txn.ops:
+                if op.get("k") != kind:
+                    continue
+                if op["t"] == "put" and not op.get("subs"):
+                    items[op["f"]] = json.loads(op["v"])
+                elif op["t"] == "del":
+                    items.pop(op["f"], None)
+                else:
+                    exact = False
+            if exact:
+                self._kinds[kind] = (ver, items)
+            else:
+                del self._kinds[kind]
 
     async def revision(self) -> int:
         return int(_s(await self._conn.get(K.REV)) or 0)
@@ -208,10 +245,14 @@ class Store:
             raise StoreError(out["error"])
         allocs = out.get("allocs") or {}
         vers = out.get("vers") or {}
-        # cjson encodes an empty table as {} and numbers as floats when large
-        return TxnResult(int(out["rev"]),
-                         {k: int(v) for k, v in (allocs.items() if isinstance(allocs, dict) else [])},
-                         {k: int(v) for k, v in (vers.items() if isinstance(vers, dict) else [])})
+        # cjson encodes an empty table as {} (never []), so check the type
+        result = TxnResult(
+            int(out["rev"]),
+            {k: int(v) for k, v in (allocs.items() if isinstance(allocs, dict) else [])},
+            {k: int(v) for k, v in (vers.items() if isinstance(vers, dict) else [])})
+        if self._kinds:
+            self._patch_cache(txn, result.vers)
+        return result
 
     async def put_state(self, kind: str, key: str, value: dict) -> int:
         """Write one state record atomically (bumps the revision, publishes)."""

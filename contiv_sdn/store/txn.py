@@ -211,6 +211,9 @@ class View:
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
 
+    def listed(self, kind: str) -> bool:
+        return kind in self._lists
+
     async def peek(self, kind: str, key: str) -> Optional[dict]:
         """Read without a guard: for data that cannot change under us."""
         if kind in self._lists:

@@ -1,0 +1,216 @@
+"""REST benchmark: netmaster create + inspect of 1,000 networks, against a
+minimal Klein app that does one Redis write (create) or read (inspect) per
+request, both measured in the same run on the same kind of private Redis.
+
+    .venv/bin/python bench/api.py [--objects 1000] [--concurrency 10]
+
+Prints throughput and p50/p99 latency per phase and the ratio
+netmaster / baseline (throughput).  Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def serve_baseline(port: int, redis_url: str) -> None:
+    """The reference: Klein + txredisapi, one HSET per POST, one HGET per GET."""
+    import txredisapi
+    from klein import Klein
+    from twisted.internet import defer, reactor
+    from twisted.web.server import Site
+
+    from contiv_sdn.store import RedisURL
+
+    u = RedisURL.parse(redis_url)
+    app = Klein()
+    state = {}
+
+    @app.route("/obj/<key>/", methods=["POST"])
+    async def create(request, key):
+        body = request.content.read()
+        await state["conn"].hset("bench:obj", key, body)
+        request.setHeader(b"Content-Type", b"application/json")
+        return body + b"\n"
+
+    @app.route("/obj/<key>/", methods=["GET"])
+    async def inspect(request, key):
+        value = await state["conn"].hget("bench:obj", key)
+        request.setHeader(b"Content-Type", b"application/json")
+        return (value or b"null") + b"\n"
+
+    @app.route("/version", methods=["GET"])
+    def version(request):
+        return b"{}\n"
+
+    async def start():
+        state["conn"] = await txredisapi.UnixConnectionPool(u.path, poolsize=2, charset=None,
+                                                            convertNumbers=False)
+        site = Site(app.resource())
+        site.log = lambda request: None
+        reactor.listenTCP(port, site, interface="127.0.0.1")
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))
+    reactor.run()
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("baseline server exited")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def percentile(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+async def run_phase(client, requests, concurrency):
+    """Issue (method, path, body) requests with ``concurrency`` in flight; latencies in ms."""
+    import treq
+    from twisted.internet import defer
+
+    latencies = []
+    queue = list(requests)
+    queue.reverse()
+
+    async def worker():
+        while queue:
+            method, path, body = queue.pop()
+            t0 = time.perf_counter()
+            resp = await treq.request(method, client["url"] + path,
+                                      data=json.dumps(body).encode() if body is not None else None,
+                                      headers={"Content-Type": ["application/json"]},
+                                      pool=client["pool"])
+            content = await treq.content(resp)
+            if resp.code != 200:
+                raise RuntimeError(f"{method} {path}: {resp.code} {content[:200]!r}")
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    await defer.gatherResults([defer.ensureDeferred(worker()) for _ in range(concurrency)],
+                              consumeErrors=True)
+    elapsed = time.perf_counter() - t0
+    return {"n": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+
+
+def network_body(i: int) -> dict:
+    return {"tenantName": "default", "networkName": f"bench-{i}", "encap": "vxlan",
+            "subnet": f"10.{100 + i // 250}.{i % 250}.0/24", "gateway": f"10.{100 + i // 250}."
+            f"{i % 250}.254"}
+
+
+async def bench(args, nm_url: str, base_url: str) -> dict:
+    from twisted.web.client import HTTPConnectionPool
+    from twisted.internet import reactor
+
+    results = {}
+    for name, url in (("baseline", base_url), ("netmaster", nm_url)):
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = args.concurrency
+        client = {"url": url, "pool": pool}
+        n = args.objects
+        if name == "netmaster":
+            creates = [("POST", f"/api/v1/networks/default:bench-{i}/", network_body(i))
+                       for i in range(n)]
+            inspects = [("GET", f"/api/v1/inspect/networks/default:bench-{i}/", None)
+                        for i in range(n)]
+        else:
+            creates = [("POST", f"/obj/default:bench-{i}/", network_body(i)) for i in range(n)]
+            inspects = [("GET", f"/obj/default:bench-{i}/", None) for i in range(n)]
+        results[name] = {"create": await run_phase(client, creates, args.concurrency),
+                         "inspect": await run_phase(client, inspects, args.concurrency)}
+        await pool.closeCachedConnections()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "REDIS_URL"))
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        return
+
+    from twisted.internet import defer
+
+    from contiv_sdn.testing import RedisServer, free_tcp_port
+    from contiv_sdn.testing.netmaster import NetmasterProcess
+
+    redis_nm = RedisServer(appendonly=True).start()
+    redis_base = RedisServer(appendonly=True).start()
+    nm = base = None
+    try:
+        nm = NetmasterProcess(redis_url=redis_nm.url).start()
+        port = free_tcp_port()
+        base = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-baseline",
+                                 str(port), redis_base.url])
+        base_url = f"http://127.0.0.1:{port}"
+        wait_http(base_url + "/version", base)
+        results = {}
+
+        def run(reactor):
+            d = defer.ensureDeferred(bench(args, nm.url, base_url))
+            d.addCallback(results.update)
+            return d
+
+        _react(run)
+        print(f"{args.objects} objects, {args.concurrency} requests in flight, "
+              f"one private redis-server each")
+        print(f"{'':10} {'phase':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        for name in ("baseline", "netmaster"):
+            for phase in ("create", "inspect"):
+                r = results[name][phase]
+                print(f"{name:10} {phase:8} {r['rps']:9.1f} {r['p50']:8.2f} {r['p99']:8.2f}")
+        for phase in ("create", "inspect"):
+            ratio = results["netmaster"][phase]["rps"] / results["baseline"][phase]["rps"]
+            print(f"ratio netmaster/baseline {phase}: {ratio:.2f} (throughput), "
+                  f"p50 x{results['netmaster'][phase]['p50'] / results['baseline'][phase]['p50']:.1f}")
+    finally:
+        if base is not None:
+            base.terminate()
+            base.wait()
+        if nm is not None:
+            nm.stop()
+        redis_nm.stop()
+        redis_base.stop()
+
+
+def _react(fn) -> None:
+    """Run ``fn(reactor)`` to completion without exiting the process (unlike task.react)."""
+    from twisted.internet import reactor
+
+    errors = []
+
+    def go():
+        d = fn(reactor)
+        d.addErrback(errors.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    if errors:
+        errors[0].raiseException()
+
+
+if __name__ == "__main__":
+    main()
