@@ -385,6 +385,41 @@ def _mutated_entry(r: random.Random, mp: int) -> bytes:
     return bytes(e)
 
 
+class BundleUnitTests(unittest.TestCase):
+    def test_errors_attributed_to_flows_across_xid_wrap(self):
+        sw = FakeSwitch(make_factory())
+        sw.handshake()
+        sw.proto._xid = 0xFFFFFFFD
+        b = sw.proto.bundle()
+        flows = [Flow(table=1, priority=i, match=make_match(reg0=i), actions=(("output", i),))
+                 for i in range(1, 5)]
+        for f in flows:
+            b.add_flow_mod(f, codec.ADD)
+        commit = Deferred.fromCoroutine(b.commit())
+        sent = sw.sent()
+        adds = [x for t, x, d in sent if t == ofp.OFPT_EXPERIMENTER and len(d) > 24]
+        self.assertEqual(len(adds), 4)
+        self.assertLess(adds[-1], adds[0])  # the counter wrapped inside the bundle
+        open_xid = [x for t, x, d in sent if t == ofp.OFPT_EXPERIMENTER and len(d) == 24][0]
+        (barrier_xid,) = [x for t, x, _d in sent if t == ofp.OFPT_BARRIER_REQUEST]
+        sw.feed(msg(ofp.OFPT_EXPERIMENTER, open_xid,
+                    struct.pack("!IIIHH", 0x4F4E4600, 2300, b.id, ofp.ONF_BCT_OPEN_REPLY, 3)))
+        for x in (adds[1], adds[3]):
+            sw.feed(msg(ofp.OFPT_ERROR, x, struct.pack("!HH", ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_OUT_PORT)))
+        sw.feed(msg(ofp.OFPT_BARRIER_REPLY, barrier_xid))
+        # rejected adds: the bundle is discarded, not committed
+        (t, discard_xid, d), = sw.sent()
+        self.assertEqual(struct.unpack_from("!H", d, 20)[0], ofp.ONF_BCT_DISCARD_REQUEST)
+        sw.feed(msg(ofp.OFPT_EXPERIMENTER, discard_xid,
+                    struct.pack("!IIIHH", 0x4F4E4600, 2300, b.id, ofp.ONF_BCT_DISCARD_REPLY, 3)))
+        err = self.failureResultOf(commit, BundleError).value
+        self.assertEqual([e.xid for e in err.errors], [adds[1], adds[3]])
+        self.assertIn("priority=2", str(err.errors[0]))
+        self.assertIn("priority=4", str(err.errors[1]))
+        self.assertIn("OFPBAC_BAD_OUT_PORT", str(err))
+        self.assertFalse(sw.closed)
+
+
 # ---------------------------------------------------------------------------
 # real OVS, real TCP
 # ---------------------------------------------------------------------------

@@ -175,6 +175,19 @@ class SyncTests(unittest.TestCase):
             self.assertEqual(set(await sw.read_flows(COOKIE_MARK, COOKIE_MASK)), changed)
         return self.run_async(go())
 
+    def test_flow_without_our_cookie_is_refused(self):
+        async def go():
+            sw = await self.lab.add_switch("fc")
+            fs = FlowSync(sw)
+            foreign = Flow(A.table, A.priority, A.match, cookie=0x1234)
+            with self.assertRaises(ValueError):
+                await fs.converge({foreign})
+            await fs.converge({B})
+            with self.assertRaises(ValueError):
+                await fs.converge({B, foreign})
+            self.assertEqual(await sw.read_flows(0, 0), [B])
+        return self.run_async(go())
+
     def test_duplicate_identity_is_refused(self):
         async def go():
             sw = await self.lab.add_switch("dp")

@@ -53,6 +53,8 @@ from contiv_sdn.pipeline.flow import Flow
 log = Logger()
 
 OFP_VERSION = ofp.OFP_VERSION
+#: Where the netmaster listens for switches (IANA's OpenFlow port), as a Twisted endpoint string.
+DEFAULT_ENDPOINT = "tcp:6653"
 _HEADER = struct.Struct("!BBHI")
 _BUNDLE_CTRL = struct.Struct("!IIIHH")
 _BUNDLE_ADD = codec._BUNDLE_ADD.pack
@@ -191,7 +193,8 @@ class Bundle:
         self.id = bundle_id
         self.flags = flags
         self.errors: List[OpenFlowError] = []
-        self._xids: List[int] = []
+        self._xids: List[int] = []  # ascending, unless the xid counter wrapped inside this bundle
+        self._wrapped = False
         self._items: List[Any] = []
         self._out: List[bytes] = []
         self.count = 0
@@ -199,6 +202,11 @@ class Bundle:
         self._open_failure: Optional[Failure] = None
         self._open_d = switch._bundle_ctrl(self, ofp.ONF_BCT_OPEN_REQUEST)
         self._open_d.addErrback(self._open_failed)
+
+    def _open_failed_later(self, f: Failure) -> Failure:
+        if self._open_failure is None:
+            return f
+        return None  # the open failure is what we report; this one is a consequence
 
     def _open_failed(self, f: Failure) -> None:
         # kept for commit(); a bundle nobody commits must not leave an unhandled error
@@ -209,6 +217,8 @@ class Bundle:
         if self.closed:
             raise RuntimeError("bundle already committed or discarded")
         xid = int.from_bytes(inner[4:8], "big")
+        if self._xids and xid < self._xids[-1]:
+            self._wrapped = True
         self._xids.append(xid)
         self._items.append(item)
         self._out.append(codec.encode_bundle_add(inner, self.id, self.flags))
@@ -216,7 +226,10 @@ class Bundle:
 
     def add_encoded(self, xid: int, inner: bytes, item: Any = None) -> None:
         """:meth:`add` for the hot path: the caller passes the xid it encoded ``inner`` with."""
-        self._xids.append(xid)
+        xids = self._xids
+        if xids and xid < xids[-1]:
+            self._wrapped = True
+        xids.append(xid)
         self._items.append(item)
         self._out.append(_BUNDLE_ADD(OFP_VERSION, ofp.OFPT_EXPERIMENTER, codec.BUNDLE_ADD_HEADER + len(inner),
                                      xid, ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE, self.id,
@@ -233,24 +246,33 @@ class Bundle:
             self.switch.send(b"".join(self._out))
             self._out = []
 
+    def _index(self, xid: int) -> int:
+        xids = self._xids
+        if self._wrapped:
+            try:
+                return xids.index(xid)
+            except ValueError:
+                return -1
+        i = bisect.bisect_left(xids, xid)
+        return i if i < len(xids) and xids[i] == xid else -1
+
     def owns(self, xid: int) -> bool:
-        i = bisect.bisect_left(self._xids, xid)
-        return i < len(self._xids) and self._xids[i] == xid
+        return self._index(xid) >= 0
 
     def item_for(self, xid: int) -> Any:
-        i = bisect.bisect_left(self._xids, xid)
-        if i < len(self._xids) and self._xids[i] == xid:
-            return self._items[i]
-        return None
+        i = self._index(xid)
+        return self._items[i] if i >= 0 else None
 
     async def commit(self) -> int:
         """Commit; returns the number of messages applied, or raises :class:`BundleError`."""
         self.flush()
         try:
+            barrier = self.switch.barrier()  # sent now: no extra round trip behind the OPEN reply
+            barrier.addErrback(self._open_failed_later)
             await self._open_d
             if self._open_failure is not None:
                 self._open_failure.raiseException()
-            await self.switch.barrier()
+            await barrier
         except OpenFlowError as e:
             self._finish()
             raise BundleError(f"open failed: {e}", self.errors, self.switch.dpid) from e
@@ -546,7 +568,7 @@ class OpenFlowProtocol(Protocol):
             handler = self.factory.on_packet_in
             if handler is not None and self.up:
                 validate.check_packet_in(data)
-                msg = self._parse(version, mtype, xid, data)
+                msg = codec.parse_packet_in(data)
                 try:
                     handler(self, msg)
                 except Exception:
@@ -730,7 +752,8 @@ class OpenFlowFactory(ServerFactory):
 
     ``clock`` is injectable so tests drive the echo/liveness timers with
     :class:`twisted.internet.task.Clock`.  ``on_packet_in(switch, msg)`` is the
-    application hook for packet-ins (os-ken ``OFPPacketIn``).
+    application hook for packet-ins (``msg`` is a :class:`codec.PacketIn`: the
+    attributes of os-ken's ``OFPPacketIn``, with ``match`` a dict).
     """
 
     protocol = OpenFlowProtocol

@@ -126,7 +126,7 @@ class FlowSync:
         if not self.installed:
             return await self._push_all(desired)
         installed = self.installed
-        want = _by_identity(desired)
+        want = _by_identity(desired, self.cookie, self.cookie_mask)
         deletes = [f for ident, f in installed.items() if ident not in want]
         modifies: List[Tuple[Flow, int]] = []
         adds: List[Flow] = []
@@ -155,9 +155,12 @@ class FlowSync:
         """
         want: Dict[Tuple, Flow] = {}
         it = iter(desired)
+        mask, mark = self.cookie_mask, self.cookie
 
         def adds():
             for f in it:
+                if f.cookie & mask != mark:
+                    raise ValueError(_foreign(f, mark, mask))
                 ident = f.identity
                 prev = want.setdefault(ident, f)
                 if prev is not f:
@@ -210,9 +213,17 @@ class FlowSync:
         self.bundles_sent += 1
 
 
-def _by_identity(desired: Iterable[Flow]) -> Dict[Tuple, Flow]:
+def _foreign(f: Flow, mark: int, mask: int) -> str:
+    # such a flow would be installed but never read back (reads filter by cookie),
+    # so it could never be corrected or removed: refuse it
+    return f"flow without our cookie mark ({mark:#x}/{mask:#x}): {f.to_ofctl()}"
+
+
+def _by_identity(desired: Iterable[Flow], mark: int, mask: int) -> Dict[Tuple, Flow]:
     want: Dict[Tuple, Flow] = {}
     for f in desired:
+        if f.cookie & mask != mark:
+            raise ValueError(_foreign(f, mark, mask))
         prev = want.setdefault(f.identity, f)
         if prev is not f and prev != f:
             raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
