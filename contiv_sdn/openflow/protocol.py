@@ -723,7 +723,8 @@ class OpenFlowProtocol(Protocol):
         if bundle is not None:
             item = bundle.item_for(xid)
             failed = (f"flow {item.to_ofctl()}" if isinstance(item, Flow)
-                      else describe_message(msg.data)) + f" (in bundle {bundle.id})"
+                      else repr(item) if item is not None
+                      else _summarize(msg.data)) + f" (in bundle {bundle.id})"
         elif xid in self._recent:
             failed = describe_message(self._recent[xid])
         elif msg.data:  # switch-provided bytes: summarize, never parse
