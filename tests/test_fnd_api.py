@@ -567,3 +567,37 @@ class PluginTests(NetmasterCase):
         self.assertEqual((await self.endpoint("fnd-e3", "n"))["ipAddress"], "70.1.1.2")
         oper = (await self.inspect("networks", "default:n"))["Oper"]
         self.assertEqual((oper["numEndpoints"], oper["allocatedAddressesCount"]), (5, 5))
+
+    @async_test
+    async def test_pools_ipv6_bodies_and_cleanup(self):
+        await self.net("m", "80.1.1.0/24", ipv6Subnet="2001:db8:2::/64")
+        await self.epg("mg", "m", ipPool="80.1.1.50-80.1.1.60")
+        self.assertEqual(await self.c.err("POST", "/plugin/allocAddress", raw=b""), "EOF\n")
+        self.assertEqual(await self.c.err("POST", "/plugin/allocAddress", raw=b"x"),
+                         "invalid character 'x' looking for beginning of value\n")
+        self.assertEqual(await self.plugin("allocAddress", {"NetworkID": "nope.default"}, ok=False),
+                         "network not found\n")
+        got = await self.plugin("allocAddress", {"NetworkID": "m:mg.default"})
+        self.assertEqual(got["IPv4Address"], "80.1.1.50/24")
+        got = await self.plugin("allocAddress", {"AddressPool": "80.1.1.0/24:default"})
+        self.assertEqual(got["IPv4Address"], "80.1.1.1/24")
+        got = await self.plugin("allocAddress", {"AddressPool": "2001:db8:2::/64"})
+        self.assertEqual(got["IPv4Address"], "2001:db8:2::1/64")
+        ep = await self.endpoint("fnd-m1", "m", group="mg", ip="80.1.1.50")
+        self.assertEqual((ep["ipAddress"], ep["ipv6Address"], ep["group"]),
+                         ("80.1.1.50", "2001:db8:2::2", "default:mg"))
+        # an address held by an endpoint is not released by a stray IPAM call
+        await self.plugin("releaseAddress", {"NetworkID": "m:mg.default",
+                                             "IPv4Address": "80.1.1.50/24"})
+        self.assertEqual((await self.endpoint("fnd-m2", "m", group="mg"))["ipAddress"],
+                         "80.1.1.51")
+        await self.endpoint("fnd-m3", "m")
+        self.assertEqual(await self.c.ok("GET", "/debug/ofnet"), {})
+        self.assertEqual(await self.c.ok("GET", "/services"), [])
+        gone = await self.c.ok("DELETE", "/debug/epcleanup/tenant/default/group/mg")
+        self.assertEqual(sorted(e["endpointID"] for e in gone), ["fnd-m1", "fnd-m2"])
+        oper = (await self.inspect("endpointGroups", "default:mg"))["Oper"]
+        self.assertEqual((oper.get("numEndpoints"), oper["availableIPAddresses"]),
+                         (None, "80.1.1.50-80.1.1.60"))
+        net = (await self.inspect("networks", "default:m"))["Oper"]
+        self.assertEqual([e["endpointID"] for e in net["endpoints"]], ["fnd-m3"])

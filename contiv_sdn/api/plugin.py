@@ -12,18 +12,22 @@ from contiv_sdn.api.http import HttpError
 from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
 from contiv_sdn.master.servicelb import providers
+from contiv_sdn.model import ModelError, gojson
 
 
 def parse_body(body: bytes) -> dict:
-    """Decode a plugin request like Go's json.Decoder would refuse it (500 + text)."""
-    if not body.strip():
-        raise HttpError("EOF")
+    """Decode a plugin request; refusals carry Go's json.Decoder text (``EOF``...)."""
     try:
-        value = json.loads(body)
-    except ValueError as e:
-        raise HttpError(f"invalid character in request: {e}")
+        value, _ = json.JSONDecoder().raw_decode(body.decode("utf-8", "replace").strip())
+    except ValueError:
+        try:
+            gojson.parse(body)  # raises with Go's message
+        except ModelError as e:
+            raise HttpError(str(e))
+        raise HttpError("invalid request body")
     if not isinstance(value, dict):
-        raise HttpError("json: cannot unmarshal into a request object")
+        kind = {list: "array", str: "string", bool: "bool"}.get(type(value), "number")
+        raise HttpError(f"json: cannot unmarshal {kind} into Go value of type request")
     return value
 
 

@@ -30,7 +30,8 @@ from contiv_sdn.master.profiles import (
     ExtContractsGroupHandler,
     NetprofileHandler,
 )
-from contiv_sdn.master.servicelb import BgpHandler, ServiceLBHandler
+from contiv_sdn.master.bgp import BgpHandler
+from contiv_sdn.master.servicelb import ServiceLBHandler
 from contiv_sdn.master.tenant import TenantHandler
 from contiv_sdn.master.work import Work
 from contiv_sdn.model import TYPES

@@ -150,8 +150,7 @@ class Endpoints:
             net_state = await w.peek_state("network", net_key)
             if net_state is None or not addr:
                 return {"Status": "success"}
-            owner = await self.store.hgetall_raw(K.ip_owner_hash(net_key))
-            if addr in owner:
+            if await self.store.hget_raw(K.ip_owner_hash(net_key), addr) is not None:
                 # still held by an endpoint or a service VIP: never hand it out twice
                 return {"Status": "success"}
             w.txn.guard_raw(K.ip_owner_hash(net_key), addr, None)

@@ -1,11 +1,9 @@
-"""Service load-balancers (docker <= 1.12 style) and per-host BGP settings.
+"""Service load-balancers (docker <= 1.12 style).
 
 A service's VIP is allocated from its network's IPAM in the same transaction
 that stores the service.  Providers are the endpoints of the tenant whose
 labels carry every selector; Contiv matched existing providers by exact map
 equality but new ones by superset, and we use the superset rule for both.
-Bgp objects are stored for the agents; the BGP speaker and its oper
-(neighbor state, routes) are out of scope, so the Bgp oper is empty.
 """
 
 from __future__ import annotations
@@ -174,23 +172,3 @@ class ServiceLBHandler(Handler):
             e["serviceName"] = st["serviceName"]
             eps.append(e)
         return {"numProviders": len(eps), "providers": eps, "serviceVip": st.get("ipAddress", "")}
-
-
-class BgpHandler(Handler):
-    modeltype = "Bgp"
-
-    async def create(self, w: Work, obj: dict) -> dict:
-        if not obj.get("hostname"):
-            raise MasterError("Invalid host name")
-        return obj
-
-    async def update(self, w: Work, old: dict, new: dict) -> dict:
-        if not new.get("hostname"):
-            raise MasterError("Invalid host name")
-        stored = dict(old)
-        for f in ("hostname", "routerip", "as", "neighbor-as", "neighbor"):
-            stored[f] = new.get(f, "")
-        return stored
-
-    async def oper(self, ctx: OperContext, obj: dict) -> Optional[dict]:
-        return {}
