@@ -136,13 +136,11 @@ def _field_packer(name: str) -> _Packer:
     return _Packer(f"{size}s", size, lambda v: bytes(t.from_user(v)))
 
 
+_OXM_BY_NAME = {f.name: f for f in ofp.oxm_types}
+
+
 def _oxm_info(name: str):
-    f = ofp.oxm_types_by_name.get(name) if hasattr(ofp, "oxm_types_by_name") else None
-    if f is None:
-        for cand in ofp.oxm_types:
-            if cand.name == name:
-                f = cand
-                break
+    f = _OXM_BY_NAME.get(name)
     if f is None:
         raise ValueError(f"unknown match field {name!r}")
     return f.num, f.type
@@ -587,12 +585,9 @@ def parse_packet_in(data: bytes) -> PacketIn:
 # decoding flow stats -> Flow
 # --------------------------------------------------------------------------
 
-_NXM_ALIASES = {"eth_src_nxm": "eth_src", "eth_dst_nxm": "eth_dst", "eth_type_nxm": "eth_type",
-                "ipv4_src_nxm": "ipv4_src", "ipv4_dst_nxm": "ipv4_dst",
-                "arp_spa_nxm": "arp_spa", "arp_tpa_nxm": "arp_tpa",
-                "arp_sha_nxm": "arp_sha", "arp_tha_nxm": "arp_tha",
-                "vlan_tci": "vlan_tci", "ip_proto_nxm": "ip_proto", "in_port_nxm": "in_port",
-                "tun_id_nxm": "tunnel_id", "tun_id": "tunnel_id"}
+# os-ken names NXM_OF_* / NXM_NX_* headers that duplicate an OXM field "<oxm>_nxm"
+# (OVS writes NXM headers in, e.g., reg_move actions); the canonical form uses the OXM name.
+_NXM_ALIASES = {f.name: f.name[:-4] for f in ofp.oxm_types if f.name.endswith("_nxm")}
 
 
 def _field_name(name: str) -> str:
