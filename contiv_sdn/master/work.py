@@ -9,7 +9,6 @@ edited object once at the end, all in the same atomic transaction.
 
 from __future__ import annotations
 
-import copy
 from typing import Dict, Optional, Tuple
 
 from contiv_sdn.model import make_link
@@ -31,10 +30,7 @@ class Work:
         """A model object (a private copy, edits are kept until :meth:`flush`)."""
         ident = (modeltype, key)
         if ident not in self._objs:
-            found = await self.view.get(obj_kind(modeltype), key)
-            if found is not None and self.view.listed(obj_kind(modeltype)):
-                found = copy.deepcopy(found)  # listed records are shared with a cache
-            self._objs[ident] = found
+            self._objs[ident] = await self.view.get(obj_kind(modeltype), key)
         return self._objs[ident]
 
     async def objs(self, modeltype: str) -> Dict[str, dict]:

@@ -19,6 +19,7 @@ reads, so a piece of semantics is written as a plain function of what it read.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from typing import Any, Awaitable, Callable, Dict, List, Optional, TYPE_CHECKING, TypeVar
@@ -204,9 +205,10 @@ class View:
         self._lists: Dict[str, Dict[str, dict]] = {}
 
     async def get(self, kind: str, key: str) -> Optional[dict]:
-        """Read a record; the commit fails with Conflict if it changes meanwhile."""
+        """Read a record (a private copy); the commit fails with Conflict if it changes meanwhile."""
         if kind in self._lists:
-            return self._lists[kind].get(key)
+            found = self._lists[kind].get(key)
+            return copy.deepcopy(found) if found is not None else None
         raw = await self.store.get_raw(kind, key)
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
@@ -217,7 +219,8 @@ class View:
     async def peek(self, kind: str, key: str) -> Optional[dict]:
         """Read without a guard: for data that cannot change under us."""
         if kind in self._lists:
-            return self._lists[kind].get(key)
+            found = self._lists[kind].get(key)
+            return copy.deepcopy(found) if found is not None else None
         return await self.store.get(kind, key)
 
     async def list(self, kind: str) -> Dict[str, dict]:
