@@ -188,6 +188,18 @@ class LivenessUnitTests(unittest.TestCase):
         clock.advance(2)
         self.assertTrue(sw.closed)
 
+    def test_open_bundle_extends_the_timeout(self):
+        clock = Clock()
+        sw = FakeSwitch(make_factory(clock=clock, echo_interval=2, echo_timeout=6))
+        sw.handshake()
+        sw.proto.bundle()  # the switch may be busy with a large bundle: silence is tolerated longer
+        for _ in range(5):
+            clock.advance(2)
+        self.assertFalse(sw.closed)
+        for _ in range(7):
+            clock.advance(2)
+        self.assertTrue(sw.closed)
+
     def test_switch_echo_is_answered(self):
         sw = FakeSwitch(make_factory())
         sw.handshake()

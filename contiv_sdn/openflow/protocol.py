@@ -62,6 +62,7 @@ HEADER_SIZE = 8
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 MAX_RECENT = 4096
 DEFAULT_BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+BUNDLE_TIMEOUT_FACTOR = 4
 
 
 class OpenFlowError(Exception):
@@ -396,7 +397,10 @@ class OpenFlowProtocol(Protocol):
     # -- liveness ----------------------------------------------------------
     def _liveness(self) -> None:
         idle = self.clock.seconds() - self._last_rx
-        if idle >= self.factory.echo_timeout:
+        # a switch answers our echo only after the messages queued before it: while a
+        # bundle is in flight (maybe 100k+ messages) give it more time before calling it dead
+        timeout = self.factory.echo_timeout * (BUNDLE_TIMEOUT_FACTOR if self._bundles else 1)
+        if idle >= timeout:
             self.close(f"no message for {idle:.1f}s (echo timeout)")
         elif idle >= self.factory.echo_interval and self._state != "hello":
             self.send_msg(parser.OFPEchoRequest(self.datapath, data=b""))
