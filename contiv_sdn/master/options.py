@@ -50,6 +50,9 @@ class NetmasterOptions(usage.Options):
         ["redis", "r", None, "Redis URL: redis://host:port[/db] or unix:///path/to/sock "
                              "(default: an embedded redis-server under --state-dir)"],
         ["state-dir", None, DEFAULT_STATE_DIR, "state directory (embedded Redis data)"],
+        ["ofp-listen", None, "tcp:6653", "where the OpenFlow controller listens for the hosts' "
+                                         "switches (endpoint string, host:port or :port; "
+                                         "'none' disables the controller)"],
         ["fwdmode", None, None, f"forwarding mode, bridge|routing (default {DEFAULT_FWD_MODE})"],
         ["arpmode", None, None, f"ARP mode, proxy|flood (default {DEFAULT_ARP_MODE})"],
         ["infra", None, None, f"network infra type, default|aci|aci-opflex "
@@ -62,6 +65,8 @@ class NetmasterOptions(usage.Options):
 
     def postOptions(self) -> None:
         self["listen-endpoint"] = listen_endpoint(self["listen"])
+        self["ofp-endpoint"] = (None if self["ofp-listen"] == "none"
+                                else listen_endpoint(self["ofp-listen"]))
         checks = {
             "fwdmode": ("bridge", "routing"), "arpmode": ("proxy", "flood"),
             "infra": ("default", "aci", "aci-opflex"), "mode": CLUSTER_MODES,

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from contiv_sdn.api import NetmasterAPI
+from contiv_sdn.controller.service import Controller
 from contiv_sdn.master.config import MasterConfig
 from contiv_sdn.master.core import Master
 from contiv_sdn.store import Store
@@ -32,8 +33,10 @@ log = Logger()
 
 class NetmasterService(MultiService):
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
-                 state_dir: str):
+                 state_dir: str, ofp_listen: Optional[str] = None):
         super().__init__()
+        self.ofp_listen = ofp_listen
+        self.controller: Optional[Controller] = None
         self.config = config
         self.listen = listen
         self.redis_url = redis_url
@@ -81,6 +84,10 @@ class NetmasterService(MultiService):
         self.store = await Store.connect(url)
         self.master = Master(self.store, self.config)
         await self.master.ensure_defaults()
+        if self.ofp_listen:
+            # The controller is a child service: it stops before the store closes.
+            self.controller = Controller(self.store, listen=self.ofp_listen)
+            self.controller.setServiceParent(self)
         api = NetmasterAPI(self.master, self.address)
         site = Site(api.resource())
         site.noisy = False
@@ -122,4 +129,4 @@ class NetmasterService(MultiService):
 def make_service(options) -> NetmasterService:
     """The netmaster service tree from parsed :class:`NetmasterOptions`."""
     return NetmasterService(options.config(), options["listen-endpoint"], options["redis"],
-                            options["state-dir"])
+                            options["state-dir"], options.get("ofp-endpoint"))

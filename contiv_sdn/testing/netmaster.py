@@ -35,8 +35,11 @@ def _twistd() -> list:
 
 class NetmasterProcess:
     def __init__(self, redis_url: Optional[str] = None, port: Optional[int] = None,
-                 state_dir: Optional[str] = None, extra_args: Sequence[str] = ()):
+                 state_dir: Optional[str] = None, extra_args: Sequence[str] = (),
+                 ofp_listen: str = "none"):
         self.redis_url = redis_url
+        #: Tests run many netmasters side by side: no OpenFlow listener unless asked for.
+        self.ofp_listen = ofp_listen
         self.port = port or free_tcp_port()
         self._own_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="contiv-netmaster-")
@@ -51,7 +54,7 @@ class NetmasterProcess:
     def command(self) -> list:
         args = _twistd() + ["-n", "--pidfile=", f"--logfile={self.logfile}", "netmaster",
                             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-                            "--state-dir", self.state_dir]
+                            "--state-dir", self.state_dir, "--ofp-listen", self.ofp_listen]
         if self.redis_url:
             args += ["--redis", self.redis_url]
         return args + self.extra_args
