@@ -50,18 +50,18 @@ class NetworkHandler(Handler):
         if tenant is None:
             raise MasterError("Tenant not found")
         networks = await w.objs("network")
+        subnet, subnet6 = obj.get("subnet"), obj.get("ipv6Subnet")
         for other_key in link_keys(tenant, "Networks"):
             other = networks.get(other_key)
             if other is None:
                 raise MasterError(f"network key {other_key} not found")
-            if obj.get("ipv6Subnet") and other.get("ipv6Subnet") and \
-                    netutil.overlapping_v6(obj["ipv6Subnet"], other["ipv6Subnet"]):
+            if subnet6 and other.get("ipv6Subnet") and \
+                    netutil.overlapping_v6(subnet6, other["ipv6Subnet"]):
                 raise MasterError(f"network {other['networkName']} conflicts with subnetv6  "
-                                  f"{obj['ipv6Subnet']}")
-            if obj.get("subnet") and other.get("subnet") and \
-                    netutil.overlapping(obj["subnet"], other["subnet"]):
+                                  f"{subnet6}")
+            if subnet and other["subnet"] and netutil.overlapping(subnet, other["subnet"]):
                 raise MasterError(f"network {other['networkName']} conflicts with subnet "
-                                  f"{obj['subnet']}")
+                                  f"{subnet}")
         clash = await w.obj("endpointGroup", key)
         if clash is not None:
             raise MasterError(f"EndpointGroup {clash['groupName']} conflicts with the network name")

@@ -7,8 +7,10 @@ that raises halfway, so every script here returns its refusals as a JSON value
 before its first write, and never calls ``redis.error_reply`` after one.
 
 ``APPLY`` interprets one transaction program (built by
-:class:`contiv_sdn.store.txn.Txn`); ``SNAPSHOT`` and ``READ_KIND`` read
-consistently.  Numbers are Lua doubles: every integer here (bit positions up
+:class:`contiv_sdn.store.txn.Txn`): ``ARGV[1]`` is the program, record values
+follow as further ``ARGV`` entries (referenced by index, so they are neither
+escaped into the program nor decoded by cjson); ``SNAPSHOT`` and
+``READ_KIND`` read consistently.  Numbers are Lua doubles: every integer here (bit positions up
 to 2**24, IPv4 addresses, IPv6 host ids below 2**48) is exact in a double and
 is printed with ``%.0f`` so that Redis never sees an exponent.
 """
@@ -115,10 +117,12 @@ end
 -- 1. guards: a failed guard means "what you read has changed": retry
 for _, g in ipairs(P.guards or {}) do
   if g.t == 'eq' then
+    -- g.s: SHA-1 of the value read (nil/null = it was absent), so large
+    -- records are not shipped twice
     local cur = redis.call('HGET', g.h, g.f)
-    if g.v == NULL then
+    if g.s == nil or g.s == NULL then
       if cur then return cjson.encode({conflict = g.h .. ' ' .. g.f}) end
-    elseif cur ~= g.v then
+    elseif not cur or redis.sha1hex(cur) ~= g.s then
       return cjson.encode({conflict = g.h .. ' ' .. g.f})
     end
   elseif g.t == 'ver' then
@@ -253,7 +257,7 @@ end
 
 for _, o in ipairs(P.ops or {}) do
   if o.t == 'put' then
-    local v = o.v
+    local v = ARGV[o.vi]
     if o.subs then v = subst(v) end
     redis.call('HSET', o.h, o.f, v)
     touched(o.k, o.h, o.f, 'set')
@@ -272,7 +276,7 @@ for _, o in ipairs(P.ops or {}) do
   elseif o.t == 'setrange' then
     setrange(o.b, o.lo, o.hi, o.v)
   elseif o.t == 'rset' then
-    local v, f = o.v, o.f
+    local v, f = ARGV[o.vi], o.f
     if o.subs then v = subst(v); f = subst(f) end
     redis.call('HSET', o.h, f, v)
   elseif o.t == 'rdel' then

@@ -202,7 +202,7 @@ class Store:
                 if op.get("k") != kind:
                     continue
                 if op["t"] == "put" and not op.get("subs"):
-                    items[op["f"]] = json.loads(op["v"])
+                    items[op["f"]] = json.loads(txn.value_of(op))
                 elif op["t"] == "del":
                     items.pop(op["f"], None)
                 else:
@@ -237,7 +237,7 @@ class Store:
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
         """Run a transaction atomically; raises Conflict or StoreError."""
-        raw = await self._conn.eval(APPLY, [], [txn.program()])
+        raw = await self._conn.eval(APPLY, [], [txn.program()] + txn.values)
         out = json.loads(_s(raw))
         if "conflict" in out:
             raise Conflict(out["conflict"])

@@ -20,6 +20,7 @@ reads, so a piece of semantics is written as a plain function of what it read.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from typing import Any, Awaitable, Callable, Dict, List, Optional, TYPE_CHECKING, TypeVar
@@ -32,6 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from contiv_sdn.store.store import Store
 
 T = TypeVar("T")
+
+
+def _sha1(raw: Optional[str]) -> Optional[str]:
+    return None if raw is None else hashlib.sha1(raw.encode("utf-8")).hexdigest()
 
 
 class StoreError(Exception):
@@ -74,7 +79,15 @@ class Txn:
         self.checks: List[dict] = []
         self.allocs: List[dict] = []
         self.ops: List[dict] = []
+        self.values: List[str] = []  # ARGV[2:] of the script
         self._guarded: set = set()
+
+    def _value(self, raw: str) -> int:
+        self.values.append(raw)
+        return len(self.values) + 1  # Lua's ARGV index (ARGV[1] is the program)
+
+    def value_of(self, op: dict) -> str:
+        return self.values[op["vi"] - 2]
 
     # -- guards -----------------------------------------------------------
     def guard_eq(self, kind: str, key: str, raw: Optional[str]) -> None:
@@ -83,7 +96,7 @@ class Txn:
         if ident in self._guarded:
             return
         self._guarded.add(ident)
-        self.guards.append({"t": "eq", "h": hash_of(kind), "f": key, "v": raw})
+        self.guards.append({"t": "eq", "h": hash_of(kind), "f": key, "s": _sha1(raw)})
 
     def guard_raw(self, hashkey: str, field: str, value: Optional[str]) -> None:
         """Commit only if a field of a non-record hash (an index) still reads ``value``."""
@@ -91,7 +104,7 @@ class Txn:
         if ident in self._guarded:
             return
         self._guarded.add(ident)
-        self.guards.append({"t": "eq", "h": hashkey, "f": field, "v": value})
+        self.guards.append({"t": "eq", "h": hashkey, "f": field, "s": _sha1(value)})
 
     def guard_ver(self, kind: str, ver: int) -> None:
         """Commit only if nothing in ``kind`` changed since version ``ver``."""
@@ -149,7 +162,7 @@ class Txn:
     def put(self, kind: str, key: str, value: Any, *, subs: bool = False) -> None:
         """Write a record (dict → JSON); ``subs`` fills ``$$name$$`` placeholders."""
         raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "v": raw}
+        op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "vi": self._value(raw)}
         if subs:
             op["subs"] = True
         self.ops.append(op)
@@ -176,7 +189,7 @@ class Txn:
 
     def raw_set(self, hashkey: str, field: str, value: str, *, subs: bool = False) -> None:
         """Set a field of a non-record hash (an index); ``subs`` fills field and value."""
-        op = {"t": "rset", "h": hashkey, "f": field, "v": value}
+        op = {"t": "rset", "h": hashkey, "f": field, "vi": self._value(value)}
         if subs:
             op["subs"] = True
         self.ops.append(op)
