@@ -133,6 +133,13 @@ class OvsInstance:
             pass
 
     def stop(self, remove: bool = False) -> None:
+        # Asking the daemons to exit returns in milliseconds ("--cleanup" also removes
+        # the datapath and its tap devices); signals are the fallback for a wedged daemon.
+        for name, extra in (("ovs-vswitchd", ["--cleanup"]), ("ovsdb-server", [])):
+            ctl = os.path.join(self.dir, f"{name}.ctl")
+            if _alive(self._pid(name)) and os.path.exists(ctl):
+                subprocess.run(self._prefix() + ["ovs-appctl", "-t", ctl, "exit", *extra],
+                               env=self.env, capture_output=True, timeout=10)
         self._kill("ovs-vswitchd")
         self._kill("ovsdb-server")
         if remove:
