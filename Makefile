@@ -21,8 +21,11 @@ demo: install
 demo-down: install
 	$(PY) -m contiv_sdn.demo --down
 
+# Benchmarks print ratios against a reference measured in the same run (never asserted in tests).
 bench: install
 	$(PY) bench/api.py
+	$(PY) bench/flowpush.py
+	$(PY) bench/packetin.py
 
 clean:
 	-$(PY) -m contiv_sdn.demo --down 2>/dev/null
