@@ -574,3 +574,285 @@ def default_cni_binary() -> str:
     if found:
         return found
     raise DockerdError("contiv-cni not found: pip install -e . (make install)")
+
+
+# -- a lab whose hosts run Docker through our driver -------------------------------------
+class DockerLab:
+    """The lab's hosts (namespaces + OVS + underlay) with, per host, a dockerd and a
+    netplugin that serves the Docker driver; plus Redis and a netmaster.
+
+    Used by the drivers' end-to-end tests and ``bench/attach.py``.  The lab itself
+    starts netplugins without the Docker driver until ``twistd netplugin`` has
+    ``--docker-plugin``/``--docker``; this runs ``twistd netplugin`` with them when it
+    has them, else the same agent through ``python -m drivers.docker.standalone``.
+    The netmaster listens on the underlay bridge's address (hosts reach it there);
+    its OpenFlow controller is started when ``twistd netmaster`` has ``--ofp-listen``
+    (``controller`` tells which) — without it containers get endpoints but no flows.
+
+    Per host ``h`` (directory ``<root>/<h>``): ``docker.sock`` (the engine),
+    ``plugins/netplugin.sock`` (the driver), ``netplugin.sock`` (the agent's API).
+    """
+
+    def __init__(self, hosts: int = 2, root: Optional[str] = None, prefix: str = "drvn",
+                 link_prefix: str = "drv", subnet: str = "192.168.57.0/24",
+                 progress: Optional[object] = None):
+        self.nhosts = hosts
+        self.root = os.path.abspath(root or f"/run/contiv-lab-drv-{os.getpid()}")
+        self.prefix, self.link_prefix, self.subnet = prefix, link_prefix, subnet
+        self.progress = progress or (lambda msg: None)
+        self.lab = None
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.dockerds: Dict[str, Dockerd] = {}
+        self.redis = None
+        self.controller = False
+        self.netmaster_port = 0
+        self.ofp_port = 0
+
+    # -- accessors ----------------------------------------------------------------
+    @property
+    def hosts(self) -> List[str]:
+        return [h.name for h in self.lab.hosts]
+
+    def host(self, name: str):
+        return self.lab.host(name)
+
+    @property
+    def gateway(self) -> str:
+        return self.lab.subnet.gateway
+
+    @property
+    def netmaster_url(self) -> str:
+        return f"http://{self.gateway}:{self.netmaster_port}"
+
+    def docker_socket(self, host: str) -> str:
+        return os.path.join(self.root, host, "docker.sock")
+
+    def plugin_socket(self, host: str) -> str:
+        return os.path.join(self.root, host, "plugins", "netplugin.sock")
+
+    def agent_socket(self, host: str) -> str:
+        return os.path.join(self.root, host, "netplugin.sock")
+
+    def docker(self, host: str, *args: str, check: bool = True,
+               timeout: float = 60.0) -> subprocess.CompletedProcess:
+        return docker_cli(self.docker_socket(host), *args, check=check, timeout=timeout)
+
+    # -- up/down ---------------------------------------------------------------------
+    def up(self) -> "DockerLab":
+        from contiv_sdn.lab import Lab
+        from contiv_sdn.testing import free_tcp_port
+        self.netmaster_port, self.ofp_port = free_tcp_port(), free_tcp_port()
+        self.lab = Lab(hosts=self.nhosts, root=self.root, start_services=False,
+                       prefix=self.prefix, link_prefix=self.link_prefix, subnet=self.subnet,
+                       netmaster_port=self.netmaster_port, ofp_port=self.ofp_port,
+                       progress=self.progress)
+        try:
+            self.lab.up()
+            self._start_redis()
+            self._start_netmaster()
+            for name in self.hosts:
+                self.start_dockerd(name)
+                self.start_netplugin(name)
+            for name in self.hosts:
+                self.wait_netplugin(name)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _start_redis(self) -> None:
+        from contiv_sdn.testing import RedisServer
+        d = os.path.join(self.root, "redis")
+        os.makedirs(d, exist_ok=True)
+        self.redis = RedisServer(directory=d).start()
+
+    def _spawn(self, key: str, argv: List[str], log: str, env: Optional[Dict[str, str]] = None,
+               netns: Optional[str] = None) -> subprocess.Popen:
+        if netns:
+            argv = ["ip", "netns", "exec", netns] + argv
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = _ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=full_env, cwd=self.root,
+                                    start_new_session=True)
+        self.procs[key] = proc
+        return proc
+
+    def _start_netmaster(self) -> None:
+        from contiv_sdn.lab.core import plugin_options
+        d = os.path.join(self.root, "netmaster")
+        os.makedirs(d, exist_ok=True)
+        opts = plugin_options("netmaster") or set()
+        argv = twistd_argv() + ["-n", "--pidfile=", f"--logfile={d}/netmaster.log", "netmaster",
+                "--listen", f"tcp:{self.netmaster_port}:interface={self.gateway}",
+                "--redis", self.redis.url, "--state-dir", os.path.join(d, "state")]
+        self.controller = "ofp-listen" in opts
+        if self.controller:
+            argv += ["--ofp-listen", f"tcp:{self.ofp_port}:interface={self.gateway}"]
+        proc = self._spawn("netmaster", argv, os.path.join(d, "stdout.log"))
+        self._wait(f"netmaster at {self.netmaster_url}", proc, os.path.join(d, "netmaster.log"),
+                   lambda: _http_ok(self.netmaster_url + "/version"))
+
+    def netplugin_argv(self, host: str) -> List[str]:
+        from contiv_sdn.lab.core import plugin_options
+        h = self.host(host)
+        d = os.path.join(self.root, host)
+        common = ["--host", host, "--vtep-ip", h.vtep_ip, "--netmaster", self.netmaster_url,
+                  "--controller", f"tcp:{self.gateway}:{self.ofp_port}",
+                  "--redis", self.redis.url, "--ovs-db", f"unix:{h.ovs.db_sock}",
+                  "--datapath-type", "netdev", "--socket", self.agent_socket(host),
+                  "--state-dir", os.path.join(d, "netplugin"),
+                  "--docker-plugin", self.plugin_socket(host),
+                  "--docker", "unix://" + self.docker_socket(host)]
+        if "docker-plugin" in (plugin_options("netplugin") or set()):
+            return twistd_argv() + ["-n", f"--pidfile={d}/netplugin.pid",
+                                    f"--logfile={d}/netplugin.log", "netplugin"] + common
+        return [sys_executable(), "-m", "drivers.docker.standalone",
+                f"--logfile={d}/netplugin.log", f"--pidfile={d}/netplugin.pid"] + common
+
+    def start_netplugin(self, host: str) -> None:
+        h = self.host(host)
+        self._spawn(f"netplugin:{host}", self.netplugin_argv(host),
+                    os.path.join(self.root, host, "netplugin.stdout"), env=h.ovs_env,
+                    netns=h.netns)
+
+    def wait_netplugin(self, host: str, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            status = _unix_json(self.agent_socket(host), "/v1/status")
+            return bool(status and status.get("ready"))
+        self._wait(f"netplugin on {host}", self.procs[f"netplugin:{host}"],
+                   os.path.join(self.root, host, "netplugin.log"), ready, timeout)
+
+    def stop_netplugin(self, host: str, kill: bool = False) -> None:
+        proc = self.procs.pop(f"netplugin:{host}", None)
+        if proc is not None:
+            _stop(proc, signal.SIGKILL if kill else signal.SIGTERM)
+
+    def restart_netplugin(self, host: str, kill: bool = False) -> None:
+        self.stop_netplugin(host, kill=kill)
+        self.start_netplugin(host)
+        self.wait_netplugin(host)
+
+    def start_dockerd(self, host: str) -> Dockerd:
+        d = Dockerd(os.path.join(self.root, host, "docker"), netns=self.host(host).netns,
+                    plugin_dir=os.path.join(self.root, host, "plugins"),
+                    socket_path=self.docker_socket(host), name=host)
+        self.dockerds[host] = d
+        d.start()
+        import_busybox(d.socket)
+        return d
+
+    def _wait(self, what: str, proc: subprocess.Popen, log: str, ready, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while True:
+            try:
+                if ready():
+                    self.progress(f"{what}: ready")
+                    return
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise DockerdError(f"{what} exited ({proc.returncode}); log {log}:\n"
+                                   + _tail(log))
+            if time.monotonic() > deadline:
+                raise DockerdError(f"{what} not ready after {timeout:g} s; log {log}:\n"
+                                   + _tail(log))
+            if time.monotonic() - last > 2:
+                self.progress(f"waiting for {what}")
+                last = time.monotonic()
+            time.sleep(0.1)
+
+    def down(self) -> None:
+        """Containers (while the drivers answer), engines, netplugins, netmaster, Redis, lab."""
+        for d in list(self.dockerds.values()):
+            try:
+                d.stop(remove_containers=True)
+            except Exception as e:
+                self.progress(f"dockerd {d.name}: {e}")
+        for key in [k for k in self.procs if k.startswith("netplugin:")] + ["netmaster"]:
+            proc = self.procs.pop(key, None)
+            if proc is not None:
+                _stop(proc, signal.SIGTERM)
+        for d in list(self.dockerds.values()):
+            d.teardown_mount_namespace()
+        self.dockerds.clear()
+        if self.redis is not None:
+            self.redis.stop(remove=False)
+            self.redis = None
+        if self.lab is not None:
+            self.lab.down(all=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sys_executable() -> str:
+    import sys
+    return sys.executable
+
+
+def twistd_argv() -> List[str]:
+    """``twistd`` of the running venv (``python -m twisted`` is ``twist``, not ``twistd``)."""
+    exe = os.path.join(os.path.dirname(sys_executable()), "twistd")
+    if os.path.exists(exe):
+        return [exe]
+    return [sys_executable(), "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _tail(path: str, lines: int = 25) -> str:
+    try:
+        with open(path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen, sig: int, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)  # its own session: the netns-exec wrapper and the service
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _unix_json(path: str, route: str) -> Optional[dict]:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(f"GET {route} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    body = data.partition(b"\r\n\r\n")[2]
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

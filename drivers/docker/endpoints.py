@@ -42,6 +42,11 @@ log = Logger()
 OWNER = "docker"
 
 
+def mac_of(ip: str) -> str:
+    """Contiv's MAC for an address: ``02:02`` + the four bytes (spec §3.1)."""
+    return "02:02:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
 def container_ifname(endpoint_id: str) -> str:
     """The container end's name while it waits in the host namespace: ``ct`` + 12 hex."""
     return "ct" + port_name(endpoint_id)[2:]
@@ -66,6 +71,7 @@ class DockerEndpoints:
         #: Where dockerd runs = where the host ends live.
         self.host_netns_path = host_netns if host_netns else "/proc/self/ns/net"
         self._locks: Dict[str, defer.DeferredLock] = {}
+        self._networks: Dict[str, Dict[str, Any]] = {}
 
     @property
     def ready(self) -> bool:
@@ -103,6 +109,21 @@ class DockerEndpoints:
         return await self._locked(endpoint_id,
                                   lambda: self._create(endpoint_id, placement, ip, mac))
 
+    async def network(self, p: Placement) -> Dict[str, Any]:
+        """The network's configuration, cached: a Contiv network cannot change once made
+        (:meth:`forget` drops an entry when Redis says the network changed or went)."""
+        net = self._networks.get(p.network_key)
+        if net is None:
+            net = await self.netmaster.network(p.tenant, p.network)
+            self._networks[p.network_key] = net
+        return net
+
+    def forget(self, network_key: Optional[str] = None) -> None:
+        if network_key is None:
+            self._networks.clear()
+        else:
+            self._networks.pop(network_key, None)
+
     async def _create(self, endpoint_id: str, p: Placement, ip: str,
                       mac: str) -> Dict[str, Any]:
         existing = await self.manager.get(endpoint_id)
@@ -115,36 +136,64 @@ class DockerEndpoints:
         if taken is not None:
             raise CreateFailed(f"OVS port {host_if} (for endpoint {endpoint_id[:12]}) is already "
                                f"used by endpoint {taken[1].external_ids.get(K_ID, '?')}", False)
+        try:
+            net = await self.network(p)
+            plen = prefix_len(str(net.get("subnet", "")))
+        except (NetmasterError, NetmasterUnavailable, ValueError) as e:
+            raise CreateFailed(str(e), False) from None
+        encap = str(net.get("encap") or "vxlan")
+        mtu = agent_eps._container_mtu(encap, self.agent.underlay_mtu)
+        gateway = str(net.get("gateway") or "")
+        predicted = mac_of(ip) if ip else ""
+        if mac and predicted and mac.lower() != predicted:
+            raise CreateFailed(f"MAC address {mac} cannot be used: netplugin derives MACs from "
+                               f"addresses ({predicted} for {ip}); drop --mac-address", False,
+                               status=400)
         # A container end left behind (Leave moved it back, then we were never told
         # to delete) would make the veth creation fail: remove it first.
         await self.agent.plumber.delete(cont_if)
+
+        def veth(want_mac: Optional[str]) -> defer.Deferred:
+            return self.agent.plumber.create(VethRequest(
+                host_ifname=host_if, netns=self.host_netns_path, ifname=cont_if, mac=want_mac,
+                ipv4=None, mtu=mtu))
+
+        # The netmaster's allocation and the veth do not depend on each other when the
+        # address (hence the MAC, 02:02:<ip>) is already known: make both at once.
+        allocating = defer.ensureDeferred(self.netmaster.create_endpoint(
+            p.tenant, p.network, p.group, endpoint_id, "", "", self.agent.host, ip, host_if))
+        plumbing = veth(predicted) if predicted else None
+        results = await defer.DeferredList(
+            [allocating] + ([plumbing] if plumbing is not None else []), consumeErrors=True)
+        veth_made = plumbing is not None and results[1][0]
+        if not results[0][0]:
+            if veth_made:
+                await self._quietly(self.agent.plumber.delete(host_if), "veth", host_if)
+            err = results[0][1].value
+            raise CreateFailed(str(err), False) from None
+        config = results[0][1]
+        stage = "veth"
         try:
-            config = await self.netmaster.create_endpoint(
-                p.tenant, p.network, p.group, endpoint_id, "", "", self.agent.host, ip, host_if)
-        except (NetmasterError, NetmasterUnavailable) as e:
-            raise CreateFailed(str(e), False) from None
-        stage = "inspect"
-        try:
-            net = await self.netmaster.network(p.tenant, p.network)
-            plen = prefix_len(str(net.get("subnet", "")))
-            encap = str(net.get("encap") or "vxlan")
-            mtu = agent_eps._container_mtu(encap, self.agent.underlay_mtu)
-            gateway = str(net.get("gateway") or "")
+            if plumbing is not None and not veth_made:
+                results[1][1].raiseException()
             got_ip = str(config.get("ipAddress") or "").split("/")[0]
             if not got_ip:
                 raise DriverError(f"netmaster allocated no IPv4 address for {endpoint_id[:12]}")
             if ip and got_ip != ip:
                 raise DriverError(f"netmaster gave {got_ip} to endpoint {endpoint_id[:12]}, "
                                   f"but Docker's IPAM handed out {ip}")
-            want_mac = str(config.get("macAddress") or "") or None
-            if mac and want_mac and mac.lower() != want_mac.lower():
+            want_mac = str(config.get("macAddress") or "").lower() or mac_of(got_ip)
+            if mac and mac.lower() != want_mac:
                 raise DriverError(f"MAC address {mac} cannot be used: netplugin derives MACs "
                                   f"from addresses ({want_mac} for {got_ip}); drop --mac-address",
                                   status=400)
-            stage = "veth"
-            plumbed = await self.agent.plumber.create(VethRequest(
-                host_ifname=host_if, netns=self.host_netns_path, ifname=cont_if, mac=want_mac,
-                ipv4=None, mtu=mtu))
+            if plumbing is None:
+                plumbed = await veth(want_mac)
+            else:
+                plumbed = results[1][1]
+                if plumbed["macAddress"].lower() != want_mac:
+                    raise DriverError(f"netmaster gave MAC {want_mac} to {got_ip}, the veth "
+                                      f"has {plumbed['macAddress']}")
             record = dict(config)
             record.update({
                 "id": endpoint_id,
@@ -167,11 +216,14 @@ class DockerEndpoints:
                 "groupName": p.group,
             })
             stage = "port"
+            # no wait for ovs-vswitchd to apply it: Docker needs only the veth now, and
+            # the controller programs the port whenever it shows up
             info = await self.agent.ovsdb.ensure_port(
                 self.agent.bridge_name, host_if,
                 external_ids=self._external_ids(record),
                 iface_external_ids={"iface-id": endpoint_id, "attached-mac": record["macAddress"],
-                                    "iface-status": "active"})
+                                    "iface-status": "active"},
+                wait_applied=False)
             record["ofport"] = info.ofport
         except BaseException as exc:
             log.warn("docker endpoint {id}: {stage} failed ({err}); undoing", id=endpoint_id[:12],
@@ -179,10 +231,17 @@ class DockerEndpoints:
             released = await self._undo(endpoint_id, p, host_if, stage, ip)
             status = exc.status if isinstance(exc, DriverError) else 500
             raise CreateFailed(str(exc), released, status) from None
-        log.info("docker endpoint {id}: {ip}/{plen} {mac} host {hif} container {cif} "
-                 "(ofport {ofport})", id=endpoint_id[:12], ip=got_ip, plen=plen,
-                 mac=record["macAddress"], hif=host_if, cif=cont_if, ofport=record["ofport"])
+        log.info("docker endpoint {id}: {ip}/{plen} {mac} host {hif} container {cif}",
+                 id=endpoint_id[:12], ip=got_ip, plen=plen, mac=record["macAddress"],
+                 hif=host_if, cif=cont_if)
         return record
+
+    @staticmethod
+    async def _quietly(d: Any, what: str, name: str) -> None:
+        try:
+            await d
+        except Exception as e:
+            log.error("undo: cannot remove {what} {name}: {err}", what=what, name=name, err=e)
 
     def _external_ids(self, record: Dict[str, Any]) -> Dict[str, str]:
         return {K_ID: record["id"], K_NET: record["network"], K_GROUP: record["group"],

@@ -172,9 +172,17 @@ class DockerReconciler(Service):
                 delay = min(delay * 2, 5.0)
         if not self.running or self.store is None:
             return
-        self._sub = self.store.subscribe(self._on_change, self.kick)
+        self._sub = self.store.subscribe(self._on_change, self._resync)
+
+    def _resync(self) -> None:
+        """(Re)subscribed: notifications may have been lost, so trust nothing cached."""
+        if hasattr(self.endpoints, "forget"):
+            self.endpoints.forget()
+        self.kick()
 
     def _on_change(self, kind: str, key: str, op: str, rev: int) -> None:
+        if kind == "network" and hasattr(self.endpoints, "forget"):
+            self.endpoints.forget(key)  # its cached inspect is stale now
         if kind in WATCHED_KINDS:
             self.kick(self.debounce)
 
