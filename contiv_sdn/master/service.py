@@ -81,6 +81,7 @@ class NetmasterService(MultiService):
         if not url:
             self.embedded = EmbeddedRedis(self.state_dir)
             url = await self.embedded.start()
+        log.info("connecting to redis {url}", url=url)
         self.store = await Store.connect(url)
         self.master = Master(self.store, self.config)
         await self.master.ensure_defaults()

@@ -298,21 +298,50 @@ for k, v in pairs(R) do allocs[k] = v end
 return cjson.encode({rev = rev, allocs = allocs, vers = vers})
 """
 
-SNAPSHOT = r"""
+# The reads below answer ONE bulk string holding a JSON document built by
+# concatenating the stored records (which are JSON already): parsing one
+# document with the C json module is far cheaper than txredisapi parsing
+# thousands of bulk replies in Python.
+_HASH_DOC = r"""
+local function hash_doc(hash, parts)
+  local flat = redis.call('HGETALL', hash)
+  parts[#parts + 1] = '{'
+  for j = 1, #flat, 2 do
+    if j > 1 then parts[#parts + 1] = ',' end
+    parts[#parts + 1] = cjson.encode(flat[j])
+    parts[#parts + 1] = ':'
+    parts[#parts + 1] = flat[j + 1]
+  end
+  parts[#parts + 1] = '}'
+end
+"""
+
+SNAPSHOT = _HASH_DOC + r"""
 local kinds = redis.call('SMEMBERS', 'contiv:kinds')
-local out = {redis.call('GET', 'contiv:rev') or '0'}
-for _, kind in ipairs(kinds) do
+local parts = {'{"rev":', redis.call('GET', 'contiv:rev') or '0', ',"kinds":{'}
+for i, kind in ipairs(kinds) do
   local hash
   if string.sub(kind, 1, 4) == 'obj:' then hash = 'contiv:' .. kind
   else hash = 'contiv:state:' .. kind end
-  out[#out + 1] = kind
-  out[#out + 1] = redis.call('HGETALL', hash)
+  if i > 1 then parts[#parts + 1] = ',' end
+  parts[#parts + 1] = cjson.encode(kind)
+  parts[#parts + 1] = ':'
+  hash_doc(hash, parts)
 end
-return out
+parts[#parts + 1] = '}}'
+return table.concat(parts)
 """
 
-READ_KIND = r"""
+READ_KIND = _HASH_DOC + r"""
 local ver = redis.call('HGET', 'contiv:ver', ARGV[1]) or '0'
 if ver == ARGV[2] then return {ver} end
-return {ver, redis.call('HGETALL', KEYS[1])}
+local parts = {}
+hash_doc(KEYS[1], parts)
+return {ver, table.concat(parts)}
+"""
+
+LIST = _HASH_DOC + r"""
+local parts = {}
+hash_doc(KEYS[1], parts)
+return table.concat(parts)
 """

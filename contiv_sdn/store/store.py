@@ -21,7 +21,7 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 
 from contiv_sdn.store import keys as K
-from contiv_sdn.store.lua import APPLY, READ_KIND, SNAPSHOT
+from contiv_sdn.store.lua import APPLY, LIST, READ_KIND, SNAPSHOT
 from contiv_sdn.store.txn import Conflict, StoreError, Txn, TxnResult
 
 log = Logger()
@@ -170,8 +170,7 @@ class Store:
         return None if raw is None else json.loads(raw)
 
     async def list(self, kind: str) -> Dict[str, dict]:
-        flat = await self._conn.execute_command("HGETALL", K.hash_of(kind))
-        return {k: json.loads(v) for k, v in _pairs(flat).items()}
+        return json.loads(await self._conn.eval(LIST, [K.hash_of(kind)], []))
 
     async def list_versioned(self, kind: str) -> Tuple[int, Dict[str, dict]]:
         """A kind and its version, read atomically (for optimistic checks).
@@ -184,7 +183,7 @@ class Store:
         ver = int(_s(out[0]))
         if len(out) == 1 and cached is not None:
             return ver, cached[1]
-        items = {k: json.loads(v) for k, v in _pairs(out[1]).items()}
+        items = json.loads(out[1])
         self._kinds[kind] = (ver, items)
         return ver, items
 
@@ -217,12 +216,8 @@ class Store:
 
     async def snapshot(self) -> Tuple[int, Dict[str, Dict[str, dict]]]:
         """Every obj and state kind at one revision (one script, so consistent)."""
-        out = await self._conn.eval(SNAPSHOT, [], [])
-        rev = int(_s(out[0]))
-        kinds: Dict[str, Dict[str, dict]] = {}
-        for i in range(1, len(out), 2):
-            kinds[_s(out[i])] = {k: json.loads(v) for k, v in _pairs(out[i + 1]).items()}
-        return rev, kinds
+        doc = json.loads(await self._conn.eval(SNAPSHOT, [], []))
+        return int(doc["rev"]), doc["kinds"]
 
     async def get_bytes(self, key: str) -> bytes:
         v = await self._conn.get(key)
