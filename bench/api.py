@@ -145,6 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--controller", action="store_true",
+                        help="run the netmaster with its OpenFlow controller (no switches)")
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "REDIS_URL"))
     args = parser.parse_args()
     if args.serve_baseline:
@@ -160,7 +162,8 @@ def main() -> None:
     redis_base = RedisServer(appendonly=True).start()
     nm = base = None
     try:
-        nm = NetmasterProcess(redis_url=redis_nm.url).start()
+        ofp = f"tcp:{free_tcp_port()}:interface=127.0.0.1" if args.controller else "none"
+        nm = NetmasterProcess(redis_url=redis_nm.url, ofp_listen=ofp).start()
         port = free_tcp_port()
         base = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-baseline",
                                  str(port), redis_base.url])
@@ -175,7 +178,8 @@ def main() -> None:
 
         _react(run)
         print(f"{args.objects} objects, {args.concurrency} requests in flight, "
-              f"one private redis-server each")
+              f"one private redis-server each, controller "
+              f"{'on' if args.controller else 'off'}")
         print(f"{'':10} {'phase':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         for name in ("baseline", "netmaster"):
             for phase in ("create", "inspect"):
