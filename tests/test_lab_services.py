@@ -7,6 +7,8 @@ each host namespace, OVS per host); free ports instead of the lab's 9999/6653.
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 
 from contiv_sdn.lab import ApiError, Lab, LabError
 from contiv_sdn.lab import http
@@ -29,6 +31,15 @@ class ServicesTests(LabTestCase):
         self.addCleanup(lab.down, all=True)
         return lab
 
+    @staticmethod
+    def eventually(check, tries: int = 50) -> bool:
+        """Flows arrive asynchronously after an endpoint is made: retry a while."""
+        for _ in range(tries):
+            if check():
+                return True
+            time.sleep(0.2)
+        return False
+
     def test_services_containers_restarts_and_down(self) -> None:
         lab = self.make_lab(2).up()
         self.assertEqual(http.request("GET", "/version", base_url=lab.netmaster_url)[0], 200)
@@ -39,6 +50,11 @@ class ServicesTests(LabTestCase):
             self.assertEqual(h.ovs.vsctl("get-controller", "br-int").split(),
                              [lab.controller_target])
             self.assertIn("eth1", h.ovs.vsctl("list-ports", "br-int").split())
+            # up warmed OVS's tunnel neighbour cache: the other host's VTEP is known
+            neigh = h.ovs.appctl("tnl/neigh/show")
+            for other in lab.hosts:
+                if other is not h:
+                    self.assertIn(other.vtep_ip, neigh)
 
         http.call("POST", "/api/v1/networks/default:labnet/",
                   {"tenantName": "default", "networkName": "labnet", "encap": "vxlan",
@@ -54,6 +70,20 @@ class ServicesTests(LabTestCase):
             self.assertIn(f"{c.ip}/24", res.stdout, res.stderr)
         self.assertRaises(ApiError, lab.add_container, "labt1", "bad", "nosuchnet")
         self.assertNotIn("labt1-bad", list_netns())  # a refused endpoint leaves no namespace
+
+        # across hosts through the flows the controller pushed: ping, and TCP (offload off)
+        self.assertTrue(self.eventually(lambda: web.exec(
+            "busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0),
+            "web cannot ping db across hosts")
+        self.assertGreater(lab.host("labt1").flow_count(), 0)
+        server = subprocess.Popen(["ip", "netns", "exec", db.netns, "busybox", "nc", "-l",
+                                   "-p", "8080", "-e", "echo", "db-over-tcp"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(server.wait)
+        self.addCleanup(lambda: server.poll() is None and server.kill())
+        self.assertTrue(self.eventually(lambda: "db-over-tcp" in web.exec(
+            "busybox", "nc", "-w", "3", db.ip, "8080", input="hi\n").stdout),
+            "no TCP from web to db")
 
         # another command (a new Lab object) sees the same containers
         again = Lab.load(self.root)
@@ -77,6 +107,10 @@ class ServicesTests(LabTestCase):
         self.assertNotEqual(lab.host("labt1").ovs._pid("ovs-vswitchd"), old)
         self.assertIn("br-int", lab.host("labt1").ovs.vsctl("list-br").split())
         self.assertTrue(all(s["alive"] for s in Lab.load(self.root).status()["services"].values()))
+        # after all three restarts the containers talk again
+        self.assertTrue(self.eventually(lambda: web.exec(
+            "busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0),
+            "no connectivity after the restarts")
 
         lab.remove_container("labt1", "web")
         self.assertNotIn("labt1-web", list_netns())

@@ -7,6 +7,7 @@ person has up (``node*``, ``ctv*``, 192.168.50.0/24).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -41,11 +42,31 @@ def lab_processes(root: str) -> list:
     return found
 
 
+def exclusive(timeout: float = 600) -> "object":
+    """Hold the machine-wide lock of these tests (a file object; closing releases it).
+
+    The names (labt*, lbt*) and the subnet are fixed, so two test runs at the same time
+    (e.g. two people's ``make test``) would tear down each other's labs: they take turns.
+    """
+    f = open("/run/contiv-lab-tests.lock", "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.close()
+                raise AssertionError("another lab test run held the lock for too long")
+            time.sleep(0.2)
+
+
 class LabTestCase(unittest.TestCase):
     def setUp(self) -> None:
         require_root()
         require_binary("ovs-vswitchd", "ovsdb-server", "ip", "busybox")
         self.root = f"/run/contiv-lab-test-{os.getpid()}"
+        self.addCleanup(exclusive().close)  # released after every other cleanup
 
     def make_lab(self, hosts: int = 2) -> Lab:
         lab = Lab(hosts=hosts, root=self.root, start_services=False, prefix=PREFIX,

@@ -407,17 +407,37 @@ class Lab:
                       f"OVS in {h.ovs.dir}")
 
     def _check_underlay(self, tries: int = 20) -> None:
-        """Each host reaches the underlay gateway (catches a broken underlay early)."""
-        argv = ping_argv()
+        """Every host reaches the gateway and every other host over the underlay."""
+        ping = " ".join(ping_argv())
         for h in self.hosts:
-            for _ in range(tries):
-                if h.exec(*argv, "-c", "1", "-W", "1", self.subnet.gateway,
-                          timeout=10).returncode == 0:
-                    break
-            else:
-                raise LabError(f"{h.name} ({h.vtep_ip}) cannot ping the underlay gateway "
-                               f"{self.subnet.gateway}")
-        self.progress(f"underlay: all {len(self.hosts)} hosts reach {self.subnet.gateway}")
+            targets = [self.subnet.gateway] + [o.vtep_ip for o in self.hosts if o is not h]
+            script = (f"for ip in {' '.join(targets)}; do n=0; "
+                      f"until {ping} -c 1 -W 1 $ip >/dev/null 2>&1; do "
+                      f"n=$((n+1)); [ $n -ge {tries} ] && {{ echo $ip; exit 1; }}; done; done")
+            res = h.exec("sh", "-c", script, timeout=tries * 2 * len(targets) + 10)
+            if res.returncode != 0:
+                raise LabError(f"{h.name} ({h.vtep_ip}) cannot ping {res.stdout.strip()} "
+                               f"over the underlay")
+        self.progress(f"underlay: all {len(self.hosts)} hosts reach {self.subnet.gateway} "
+                      "and each other")
+
+    def warm_tunnels(self, hosts: Optional[List[Host]] = None) -> None:
+        """Fill OVS's tunnel neighbour cache on ``hosts`` (default all) for every remote VTEP.
+
+        The userspace tunnel resolves a remote VTEP's MAC itself and drops the packet
+        that triggered the lookup, so a container's first ping across hosts would be
+        lost.  OVS learns neighbours by snooping ARP replies on its bridges, but only
+        once a tunnel port exists (the agent makes ``vxlan0``), and only if the kernel
+        actually ARPs: so flush the host's neighbour entries on ``br-ul`` and ping.
+        """
+        if len(self.hosts) < 2:
+            return
+        ping = " ".join(ping_argv())
+        for h in hosts or self.hosts:
+            others = " ".join(o.vtep_ip for o in self.hosts if o is not h)
+            h.exec("sh", "-c", f"ip neigh flush dev {UNDERLAY_BRIDGE_OVS}; for ip in {others}; "
+                   f"do {ping} -c 1 -W 1 $ip >/dev/null 2>&1; done",
+                   timeout=2 * len(self.hosts) + 10)
 
     # -- services -------------------------------------------------------------
     def _twistd_argv(self, name: str, plugin: str, directory: str) -> List[str]:
@@ -480,7 +500,7 @@ class Lab:
         opts = self._supported_options("netmaster")
         argv = self._twistd_argv("netmaster", "netmaster", d)
         wanted = [("listen", f"tcp:{self.config.netmaster_port}"), ("redis", self.redis_url),
-                  ("ofp-listen", f"tcp:{self.config.ofp_port}"),
+                  ("ofp-listen", f"tcp:{self.config.ofp_port}:interface={self.subnet.gateway}"),
                   ("state-dir", os.path.join(d, "state"))]
         skipped = [o for o, _ in wanted if o not in opts]
         if skipped:
@@ -525,6 +545,7 @@ class Lab:
             self._register(h.service_key, svc)
         for h in self.hosts:
             self._wait_netplugin(h)
+        self.warm_tunnels()
 
     def _netplugin_ready(self, h: Host) -> bool:
         status, body = http.request("GET", "/v1/status", unix=h.socket, timeout=2)
@@ -571,6 +592,8 @@ class Lab:
                     raise LabError(f"{host}: ovs-vswitchd did not come back "
                                    f"(see {h.ovs.dir}/ovs-vswitchd.log)")
                 time.sleep(0.1)
+        if self.config.start_services:
+            self.warm_tunnels([h])
         self.progress(f"{host}: ovs-vswitchd restarted")
 
     # -- containers -------------------------------------------------------------
