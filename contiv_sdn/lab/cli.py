@@ -18,7 +18,14 @@ from contiv_sdn.lab.sh import LabError
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    """Progress line; a closed stdout (``| head``) must not abort an up or a down midway."""
+    try:
+        print(msg, flush=True)
+    except (BrokenPipeError, ValueError):
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,6 +151,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (LabError, ApiError) as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output cut short by the reader; the work is done
+        sys.stdout = open(os.devnull, "w")
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
         return 130
