@@ -36,9 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=DEFAULT_ROOT,
                    help=f"where state, pidfiles and logs live (default {DEFAULT_ROOT}; "
                         "env CONTIV_LAB_ROOT)")
+    # --root is also accepted after the command (`down --all --root DIR`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    up = sub.add_parser("up", help="build the hosts and start the services")
+    def add(parent, name: str, **kw) -> argparse.ArgumentParser:
+        return parent.add_parser(name, parents=[common], **kw)
+
+    up = add(sub, "up", help="build the hosts and start the services")
     up.add_argument("--hosts", type=int, default=d.hosts, help="number of hosts (node1..nodeN)")
     up.add_argument("--no-services", action="store_true",
                     help="hosts, underlay and OVS only (no redis/netmaster/netplugin)")
@@ -50,33 +56,33 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ofp-port", type=int, default=d.ofp_port)
     up.add_argument("--mtu", type=int, default=d.mtu, help="underlay MTU")
 
-    down = sub.add_parser("down", help="remove everything the lab created (idempotent)")
+    down = add(sub, "down", help="remove everything the lab created (idempotent)")
     down.add_argument("--all", action="store_true", help="also remove the root directory")
     down.add_argument("--prefix", default=None,
                       help="host prefix to scan for when there is no state file (default node)")
     down.add_argument("--link-prefix", default=None,
                       help="link prefix to scan for when there is no state file (default ctv)")
 
-    st = sub.add_parser("status", help="hosts, processes, bridges, flows, containers")
+    st = add(sub, "status", help="hosts, processes, bridges, flows, containers")
     st.add_argument("--json", action="store_true")
 
-    ex = sub.add_parser("exec", help="run a command in a host or container namespace")
+    ex = add(sub, "exec", help="run a command in a host or container namespace")
     ex.add_argument("target", help="node1, node1-web or web")
     ex.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
-    ct = sub.add_parser("container", help="container namespaces with netplugin endpoints")
+    ct = add(sub, "container", help="container namespaces with netplugin endpoints")
     csub = ct.add_subparsers(dest="ccmd", required=True)
-    add = csub.add_parser("add", help="create HOST-NAME with an endpoint in --net")
-    add.add_argument("host")
-    add.add_argument("name")
-    add.add_argument("--net", required=True, help="network name")
-    add.add_argument("--group", default=None, help="endpoint group")
-    add.add_argument("--tenant", default="default")
-    add.add_argument("--ip", default=None, help="requested IPv4 address")
-    rm = csub.add_parser("rm", help="delete the endpoint and the namespace")
+    cadd = add(csub, "add", help="create HOST-NAME with an endpoint in --net")
+    cadd.add_argument("host")
+    cadd.add_argument("name")
+    cadd.add_argument("--net", required=True, help="network name")
+    cadd.add_argument("--group", default=None, help="endpoint group")
+    cadd.add_argument("--tenant", default="default")
+    cadd.add_argument("--ip", default=None, help="requested IPv4 address")
+    rm = add(csub, "rm", help="delete the endpoint and the namespace")
     rm.add_argument("host")
     rm.add_argument("name")
-    csub.add_parser("list", help="containers with their addresses")
+    add(csub, "list", help="containers with their addresses")
     return p
 
 
