@@ -530,7 +530,8 @@ class Lab:
                   ("netmaster", self.netmaster_underlay_url),
                   ("controller", self.controller_target), ("redis", self.redis_url),
                   ("ovs-db", f"unix:{h.ovs.db_sock}"), ("datapath-type", "netdev"),
-                  ("uplink", "eth1"), ("socket", h.socket),
+                  ("uplink", "eth1"), ("underlay-mtu", str(self.config.mtu)),
+                  ("socket", h.socket),
                   ("state-dir", os.path.join(h.dir, "netplugin"))]
         for opt, value in wanted:
             if opt in opts:
