@@ -258,3 +258,15 @@ class StateAndCliTests(LabTestCase):
         self.assertRaises(LabError, lab.up)
         self.assertRaises(LabError, Lab, hosts=300, root=self.root, prefix=PREFIX,
                           subnet=SUBNET)
+
+    def test_refuses_a_root_that_is_not_a_labs(self) -> None:
+        other = self.mktemp()
+        os.makedirs(other)
+        precious = os.path.join(other, "precious")
+        open(precious, "w").close()
+        lab = Lab(hosts=1, root=other, start_services=False, prefix=PREFIX,
+                  link_prefix=LINK_PREFIX, subnet=SUBNET)
+        self.assertRaises(LabError, lab.up)
+        self.assertRaises(LabError, lab.down, all=True)
+        self.assertTrue(os.path.exists(precious))
+        self.assertNotIn("labt1", list_netns())

@@ -174,6 +174,12 @@ def plugin_options(plugin: str) -> Optional[set]:
     return None
 
 
+def _config_kwargs(d: dict) -> dict:
+    """A stored config as ``Lab`` arguments (keys of other versions ignored)."""
+    known = {f for f in LabConfig.__dataclass_fields__}
+    return {k: v for k, v in d.items() if k in known}
+
+
 class Lab:
     """N hosts as network namespaces with their own OVS, joined by an underlay, plus services."""
 
@@ -205,9 +211,18 @@ class Lab:
         state = cls._read_state_file(os.path.abspath(root))
         if state is None:
             raise LabError(f"no lab under {root} (no {STATE_FILE}): run `up` first")
-        lab = cls(progress=progress, **state["config"])
+        lab = cls(progress=progress, **_config_kwargs(state["config"]))
         lab._apply_state(state)
         return lab
+
+    def _check_root(self) -> None:
+        """Refuse to build in or remove a directory that is not a lab's (``--root /``...)."""
+        if not os.path.isdir(self.root) or not os.listdir(self.root):
+            return
+        if os.path.exists(os.path.join(self.root, STATE_FILE)) or \
+                os.path.exists(os.path.join(self.root, ".lock")):
+            return
+        raise LabError(f"{self.root} exists and is not a lab directory: choose another --root")
 
     @staticmethod
     def _read_state_file(root: str) -> Optional[dict]:
@@ -341,8 +356,9 @@ class Lab:
                 raise LabError(f"{tool} not found: run `make install`")
         self.names.check(len(self.hosts))
         previous = self._read_state_file(self.root)
+        self._check_root()
         if previous is not None:
-            old = Lab(progress=_quiet, **previous["config"])
+            old = Lab(progress=_quiet, **_config_kwargs(previous["config"]))
             old._apply_state(previous)
             if previous.get("phase") in ("starting", "up") and old._anything_alive():
                 raise LabError(f"a lab is already up under {self.root} "
@@ -352,6 +368,7 @@ class Lab:
         self._teardown(quiet=True)
         shutil.rmtree(self.root, ignore_errors=True)
         os.makedirs(self.root)
+        open(os.path.join(self.root, ".lock"), "a").close()  # also marks the dir as a lab's
         self.services, self.containers, self.phase = {}, {}, "starting"
         self._save()
         try:
@@ -683,6 +700,7 @@ class Lab:
         """Remove everything this lab created; idempotent; works without a state file."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, OVS)")
+        self._check_root()
         with self._locked():
             state = self._read_state_file(self.root) if os.path.isdir(self.root) else None
             if state is not None:
