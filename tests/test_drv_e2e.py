@@ -94,8 +94,14 @@ class LabCase(unittest.TestCase):
         return {lines[i]: json.loads(lines[i + 1]) for i in range(0, len(lines) - 1, 2)}
 
 
-class SeedWalkthroughTests(LabCase):
-    def test_seed_walkthrough_restarts_and_removal(self):
+class EndToEndTests(LabCase):
+    """One lab for everything (a lab costs ~10 s): Docker first, then CNI next to it."""
+
+    def test_seed_walkthrough_then_cni_next_to_docker(self):
+        self.seed_walkthrough_restarts_and_removal()
+        self.podman_on_node2_and_docker_on_node1_talk()
+
+    def seed_walkthrough_restarts_and_removal(self):
         n1, n2 = self.n1, self.n2
         # Step 1 of the seed: the network; Docker networks follow on both hosts
         self.api("POST", "/api/v1/networks/default:contiv-net/", {
@@ -147,20 +153,11 @@ class SeedWalkthroughTests(LabCase):
         self.docker(n2, "run", "-d", "--name=db2", "--net=contiv-net", "--ip=20.1.1.50",
                     "busybox:local", "sleep", "3600")
         until("the released address works again", lambda: self.pings(n1, "web", "20.1.1.50"))
+        self.docker(n2, "rm", "-f", "db2")
 
-
-class CniNextToDockerTests(LabCase):
-    def test_podman_on_node2_and_docker_on_node1_talk(self):
+    def podman_on_node2_and_docker_on_node1_talk(self):
         require_binary("podman", "conmon")
         n1, n2 = self.n1, self.n2
-        self.api("POST", "/api/v1/networks/default:contiv-net/", {
-            "tenantName": "default", "networkName": "contiv-net", "encap": "vxlan",
-            "subnet": "20.1.1.0/24", "gateway": "20.1.1.254"})
-        self.api("POST", "/api/v1/endpointGroups/default:web/", {
-            "tenantName": "default", "networkName": "contiv-net", "groupName": "web"})
-        until("contiv-net on node1", lambda: "contiv-net" in self.networks(n1))
-        self.docker(n1, "run", "-d", "--name=web", "--net=contiv-net", "busybox:local",
-                    "sleep", "3600")
         web_ip = self.ip_of(n1, "web")
         from contiv_sdn.testing.dockerd import Podman
         podman = Podman(os.path.join(self.lab.root, n2, "podman"), netns=self.lab.host(n2).netns)
