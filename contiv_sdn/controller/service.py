@@ -26,6 +26,7 @@ log = Logger()
 class Controller(Service):
     #: Coalescing delay: changes that land within this window share one run.
     DEBOUNCE = 0.02
+    MAX_DELAY = 0.5
 
     def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None):
         from twisted.internet import reactor as default_reactor
@@ -46,6 +47,7 @@ class Controller(Service):
         self.runs = 0
         self.last_snapshot = None
         self._idle: list = []
+        self._last_duration = 0.0
         self._retry = False
 
     # -- life cycle ----------------------------------------------------------
@@ -99,7 +101,11 @@ class Controller(Service):
             self._again = True
             return
         if self._pending is None or not self._pending.active():
-            self._pending = self.reactor.callLater(self.DEBOUNCE, self._start_run)
+            # Duty-cycle limit: after a run that took d seconds, wait about d before the
+            # next, so a stream of intent changes (REST creates) never spends more than
+            # half the reactor on recompiling.  Bounded so flows still follow in < 1 s.
+            delay = max(self.DEBOUNCE, min(self.MAX_DELAY, self._last_duration))
+            self._pending = self.reactor.callLater(delay, self._start_run)
 
     def when_idle(self) -> defer.Deferred:
         """Fires after the current (or next scheduled) run finished: for tests and tools."""
@@ -115,22 +121,26 @@ class Controller(Service):
 
     async def _run(self) -> None:
         self._running = True
+        self._again = False
         self._retry = False
+        started = self.reactor.seconds()
         try:
-            while True:
-                self._again = False
-                try:
-                    await self._converge_all()
-                except Exception:
-                    log.failure("controller run failed; retrying in 1 s")
-                    self._retry = True
-                if self._retry or not self._again:
-                    break
+            await self._converge_all()
+        except Exception:
+            log.failure("controller run failed; retrying in 1 s")
+            self._retry = True
         finally:
             self._running = False
-        if self._retry and self.running:
+            self._last_duration = self.reactor.seconds() - started
+        if not self.running:
+            return
+        if self._retry:
             # A switch or Redis failed us: try again soon, not in a hot loop.
             self._pending = self.reactor.callLater(1.0, self._start_run)
+            return
+        if self._again:
+            # Changes arrived during the run: one more run, after the duty-cycle pause.
+            self.schedule()
             return
         idle, self._idle = self._idle, []
         for d in idle:
