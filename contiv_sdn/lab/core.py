@@ -303,7 +303,9 @@ class Lab:
 
     @property
     def redis_dir(self) -> str:
-        return os.path.join(self.root, "redis")
+        # The netmaster's embedded redis-server (no --redis): the first run needs no set-up,
+        # and it outlives a SIGKILLed netmaster, whose successor adopts it.
+        return os.path.join(self.root, "netmaster", "state")
 
     @property
     def redis_socket(self) -> str:
@@ -462,7 +464,6 @@ class Lab:
                 "-n", f"--pidfile={directory}/{name}.pid", f"--logfile={directory}/{name}.log", plugin]
 
     def _start_services(self) -> None:
-        self._start_redis()
         self._start_netmaster()
         self._start_netplugins()
 
@@ -491,32 +492,11 @@ class Lab:
         self.services[key] = service
         self._save()
 
-    def _start_redis(self) -> None:
-        d = self.redis_dir
-        svc = Service("redis", [
-            "redis-server", "--port", "0", "--unixsocket", self.redis_socket,
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--dir", d,
-            "--pidfile", f"{d}/redis.pid", "--logfile", f"{d}/redis.log", "--daemonize", "no",
-        ], d)
-        svc.start()
-        self._register("redis", svc)
-
-        def ready() -> bool:
-            import socket as _s
-            with _s.socket(_s.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(self.redis_socket)
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-
-        self._wait("redis", svc, ready, timeout=15)
-        self.progress(f"redis: {self.redis_url} (pid {svc.pid})")
-
     def _netmaster_service(self) -> Service:
         d = os.path.join(self.root, "netmaster")
         opts = self._supported_options("netmaster")
         argv = self._twistd_argv("netmaster", "netmaster", d)
-        wanted = [("listen", f"tcp:{self.config.netmaster_port}"), ("redis", self.redis_url),
+        wanted = [("listen", f"tcp:{self.config.netmaster_port}"),
                   ("ofp-listen", f"tcp:{self.config.ofp_port}:interface={self.subnet.gateway}"),
                   ("state-dir", os.path.join(d, "state"))]
         skipped = [o for o, _ in wanted if o not in opts]
