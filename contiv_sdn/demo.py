@@ -98,11 +98,12 @@ def up(hosts: int) -> int:
     say(f"web1 (group web) on node1 has {app.ip}")
 
     step("The lab is up. Try:")
-    print(f"""  export NETMASTER={url}
+    print(f"""  source .venv/bin/activate        # netctl and the lab CLI
+  export NETMASTER={url}
   netctl net ls
   netctl net inspect contiv-net
   python -m contiv_sdn.lab status
-  python -m contiv_sdn.lab exec node1-web -- ping -c 2 {db.ip}
+  python -m contiv_sdn.lab exec node1-web -- {' '.join(ping_argv())} -c 2 {db.ip}
   python -m contiv_sdn.lab exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br-int
   python -m contiv_sdn.lab container add node2 db2 --net contiv-net
   make demo-down""")
