@@ -167,6 +167,18 @@ class PluginProtocolTests(unittest.TestCase):
         self.assertIn("10.37.1.50", taken)
         await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"],
                                                     "Address": "10.37.1.50"})
+        # a reservation Docker never bound nor released (dockerd died) is released later
+        await self.ok("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
+                                                    "Address": "10.37.1.60"})
+        driver = self.h.plugin.driver
+        self.assertEqual(await driver.release_stale(3600), 0)
+        self.assertEqual(await driver.release_stale(0), 1)
+        self.assertFalse(driver.state.pending)
+        again = await self.ok("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
+                                                            "Address": "10.37.1.60"})
+        self.assertEqual(again["Address"], "10.37.1.60/24")
+        await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"],
+                                                    "Address": "10.37.1.60"})
 
     @ensure
     async def test_semantic_failures_answer_err(self):

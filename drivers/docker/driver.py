@@ -198,12 +198,12 @@ class DockerDriver:
             record = await self.endpoints.create(body["EndpointID"], p, ip, mac)
         except CreateFailed as e:
             if ip and e.released:
-                self.state.drop_pending(p.network_key, ip)
+                self.state.drop_pending(p.key, ip)
             raise
         except (NetmasterError, NetmasterUnavailable) as e:
             raise _nm(e) from None
         if ip:
-            self.state.drop_pending(p.network_key, ip)
+            self.state.drop_pending(p.key, ip)
         answer: Dict[str, Any] = {}
         if not mac:
             answer["MacAddress"] = record["macAddress"]
@@ -299,7 +299,7 @@ class DockerDriver:
             addr = await self.netmaster.alloc_address(ref.placement, ref.pool, wanted)
         except (NetmasterError, NetmasterUnavailable) as e:
             raise _nm(e) from None
-        self.state.add_pending(ref.placement.network_key, addr.split("/")[0])
+        self.state.add_pending(ref.placement.key, addr.split("/")[0])
         log.info("IPAM: {addr} reserved in {net}", addr=addr, net=ref.placement.network_key)
         return {"Address": addr, "Data": {}}
 
@@ -309,7 +309,7 @@ class DockerDriver:
         except ValueError as e:
             raise DriverError(str(e), 400) from None
         ip = body["Address"].split("/")[0]
-        key = ref.placement.network_key
+        key = ref.placement.key
         if not self.state.is_pending(key, ip):
             # bound to an endpoint (released with it) or the gateway: nothing to do
             return {}
@@ -320,3 +320,24 @@ class DockerDriver:
         self.state.drop_pending(key, ip)
         log.info("IPAM: {ip} released in {net}", ip=ip, net=key)
         return {}
+
+    async def release_stale(self, max_age: float) -> int:
+        """Release addresses reserved more than ``max_age`` seconds ago and never bound.
+
+        Docker releases an unused reservation itself (``ReleaseAddress`` after a failed
+        ``CreateEndpoint``) — unless dockerd died in between; this catches that.
+        """
+        released = 0
+        for key, ip in self.state.stale_pending(max_age):
+            p = Placement.from_key(key)
+            try:
+                await self.netmaster.release_address(p, ip)
+            except (NetmasterError, NetmasterUnavailable) as e:
+                log.warn("IPAM: stale reservation {ip} in {net} not released yet: {err}",
+                         ip=ip, net=p.network_key, err=e)
+                continue
+            self.state.drop_pending(key, ip)
+            released += 1
+            log.info("IPAM: {ip} in {net} was reserved but never used; released", ip=ip,
+                     net=p.network_key)
+        return released

@@ -50,6 +50,16 @@ class Placement:
     def docker_name(self) -> str:
         return docker_network_name(self.tenant, self.network, self.group)
 
+    @property
+    def key(self) -> str:
+        """``tenant:network:group`` (``:`` cannot occur in names); see :meth:`from_key`."""
+        return f"{self.tenant}:{self.network}:{self.group}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "Placement":
+        tenant, network, group = key.split(":", 2)
+        return cls(tenant, network, group)
+
 
 def docker_network_name(tenant: str, network: str, group: str = "") -> str:
     """``contiv-net``, ``web.contiv-net``, ``contiv-net/blue``, ``web.contiv-net/blue``."""

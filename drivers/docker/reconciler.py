@@ -20,6 +20,10 @@ removed the container while netplugin was down and gave up telling us) is
 deleted, releasing its address.  Records younger than ``grace`` seconds are
 spared (Docker lists an endpoint only once the container joined).
 
+**Reservations do not leak.**  An address Docker's IPAM reserved but never bound to
+an endpoint (dockerd died between the two calls) is released after
+``reservation_max_age`` seconds.
+
 **Names reach the netmaster.**  Docker's driver calls never carry the
 container's name, so on each container ``start`` event (and in every endpoint
 pass) the container is inspected and its name, id and labels are sent to the
@@ -111,7 +115,8 @@ def _same(spec: Dict[str, Any], have: Dict[str, Any]) -> bool:
 class DockerReconciler(Service):
     def __init__(self, docker: Any, store_url: Optional[str], endpoints: Any,
                  reactor: Any = None, interval: float = 30.0, grace: float = 60.0,
-                 debounce: float = 0.2, store_factory: Any = None):
+                 debounce: float = 0.2, store_factory: Any = None, driver: Any = None,
+                 reservation_max_age: float = 600.0):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -123,6 +128,8 @@ class DockerReconciler(Service):
         self.grace = grace
         self.debounce = debounce
         self._store_factory = store_factory
+        self.driver = driver
+        self.reservation_max_age = reservation_max_age
         self.store: Any = None
         self._sub: Any = None
         self._loop: Optional[task.LoopingCall] = None
@@ -251,6 +258,8 @@ class DockerReconciler(Service):
             await self.sync_networks()
         if getattr(self.endpoints, "ready", True):
             await self.sync_endpoints()
+        if self.driver is not None:
+            await self.driver.release_stale(self.reservation_max_age)
 
     async def sync_networks(self) -> None:
         networks = await self.store.list("network")

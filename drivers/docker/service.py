@@ -62,7 +62,7 @@ class DockerPluginService(MultiService):
             store_url = config.get("redis")
         self.reconciler = DockerReconciler(self.docker, store_url, self.endpoints,
                                            reactor=reactor, interval=reconcile_interval,
-                                           grace=grace)
+                                           grace=grace, driver=self.driver)
         self.reconciler.setServiceParent(self)
 
     @defer.inlineCallbacks

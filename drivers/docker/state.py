@@ -4,7 +4,8 @@
   ``CreateNetwork`` tells us the placement once, later calls only carry the id.
   (Lost or unknown ids are recovered from Docker's network inspect, see the
   driver; this file just avoids asking Docker during container start-up.)
-* **Addresses handed out but not yet bound.**  Docker's IPAM ``RequestAddress``
+* **Addresses handed out but not yet bound** (keyed by placement ``tenant:network:group``,
+  the group matters for an endpoint group's own address pool).  Docker's IPAM ``RequestAddress``
   comes before ``CreateEndpoint``; once the endpoint exists the netmaster knows
   the address belongs to it and releases it with the endpoint.  Docker then
   still calls ``ReleaseAddress``, and releasing again could free an address
@@ -95,19 +96,25 @@ class DriverState:
             self.save()
 
     # -- pending addresses ----------------------------------------------------------------
-    def add_pending(self, network_key: str, ip: str) -> None:
-        self.pending.setdefault(network_key, {})[ip] = time.time()
+    def add_pending(self, key: str, ip: str) -> None:
+        self.pending.setdefault(key, {})[ip] = time.time()
         self.save()
 
-    def is_pending(self, network_key: str, ip: str) -> bool:
-        return ip in self.pending.get(network_key, {})
+    def is_pending(self, key: str, ip: str) -> bool:
+        return ip in self.pending.get(key, {})
 
-    def drop_pending(self, network_key: str, ip: str) -> bool:
-        addrs = self.pending.get(network_key)
+    def stale_pending(self, max_age: float) -> list:
+        """``[(key, ip)]`` reserved more than ``max_age`` seconds ago."""
+        cutoff = time.time() - max_age
+        return [(key, ip) for key, addrs in sorted(self.pending.items())
+                for ip, since in sorted(addrs.items()) if since < cutoff]
+
+    def drop_pending(self, key: str, ip: str) -> bool:
+        addrs = self.pending.get(key)
         if not addrs or ip not in addrs:
             return False
         del addrs[ip]
         if not addrs:
-            del self.pending[network_key]
+            del self.pending[key]
         self.save()
         return True
