@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import textwrap
 
 from twisted.trial import unittest

@@ -30,6 +30,10 @@ There is no image registry here, so :func:`import_busybox` builds
 private ``containers.conf``/``storage.conf``/CNI folder and passes them through
 the environment, so the machine's own podman configuration is never touched.
 
+:class:`DockerLab` puts it together for the drivers' end-to-end tests and
+``bench/attach.py``: the lab's hosts, Redis, a netmaster (with its OpenFlow
+controller) and per host a dockerd plus a netplugin serving the Docker driver.
+
 Everything is synchronous (subprocesses with timeouts): it is used by test
 set-up, the lab CLI and benchmarks, never on a running reactor.
 """

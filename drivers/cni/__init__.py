@@ -1,0 +1,1 @@
+"""CNI: the ``contiv-cni`` plugin (kubelet, Mesos, podman) talking to the local netplugin."""

@@ -25,7 +25,7 @@ allocated with the endpoint, after Docker's IPAM would have to answer).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict
 
 from twisted.logger import Logger
 

@@ -33,7 +33,7 @@ netmaster (``/plugin/updateEndpoint``), where DNS finds them.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, Optional, Set
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
