@@ -187,6 +187,7 @@ class Dockerd:
             _run(["umount", nsdir], check=False)
 
     def pid(self) -> Optional[int]:
+        """The running dockerd's pid; a pidfile naming some other process is ignored."""
         if self.proc is not None and self.proc.poll() is None:
             return self.proc.pid
         try:
@@ -194,7 +195,14 @@ class Dockerd:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        if not _pid_alive(pid):
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+        return pid if f"--pidfile {self.pidfile}" in cmdline else None
 
     def running(self) -> bool:
         return _pid_alive(self.pid())
