@@ -49,7 +49,7 @@ class DockerDriverTests(unittest.TestCase):
         return defer.ensureDeferred(self._setup())
 
     @ensure
-    async def test_run_endpoint_lifecycle(self):
+    async def test_run_endpoint_lifecycle_and_requested_ip(self):
         h = self.h
         cid = (await h.out("run", "-d", "--name", "web1", "--net", f"web.{NET}",
                            "busybox:local", "sleep", "300")).strip().splitlines()[-1]
@@ -94,9 +94,11 @@ class DockerDriverTests(unittest.TestCase):
         ip2 = await h.out("inspect", "-f",
                           "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "web2")
         self.assertEqual(ip2.strip(), "10.37.1.1")
+        await h.docker("rm", "-f", "web2")
+        await wait_for("web2's endpoint gone", lambda: not h.endpoints_in_redis())
+        await self.requested_ip_is_honoured_and_refused_when_taken()
 
-    @ensure
-    async def test_requested_ip_is_honoured_and_refused_when_taken(self):
+    async def requested_ip_is_honoured_and_refused_when_taken(self):
         h = self.h
         await h.docker("run", "-d", "--name", "db1", "--net", NET, "--ip", "10.37.1.77",
                        "busybox:local", "sleep", "300")

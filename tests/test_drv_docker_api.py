@@ -57,7 +57,13 @@ class PluginProtocolTests(unittest.TestCase):
         return answer["Err"]
 
     @ensure
-    async def test_handshake_and_capabilities(self):
+    async def test_handshake_unknown_calls_and_malformed_bodies(self):
+        """Everything that needs no state, on one fixture (a fixture costs ~2 s)."""
+        await self.handshake_and_capabilities()
+        await self.unknown_calls_and_methods()
+        await self.malformed_and_missing_bodies()
+
+    async def handshake_and_capabilities(self):
         self.assertEqual(await self.ok("Plugin.Activate"),
                          {"Implements": ["NetworkDriver", "IpamDriver"]})
         caps = await self.ok("NetworkDriver.GetCapabilities")
@@ -226,8 +232,7 @@ class PluginProtocolTests(unittest.TestCase):
         self.assertEqual(made["Interface"]["Address"], "10.37.1.1/24")
         await self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": NET_ID, "EndpointID": EP_ID})
 
-    @ensure
-    async def test_malformed_and_missing_bodies(self):
+    async def malformed_and_missing_bodies(self):
         for call, spec in sorted(CALLS.items()):
             if spec is None:
                 # no body expected: garbage is still refused, an empty object is fine
@@ -265,8 +270,7 @@ class PluginProtocolTests(unittest.TestCase):
         self.assertEqual(code, 400)
         self.assertIn("Interface.Address", answer["Err"])
 
-    @ensure
-    async def test_unknown_calls_and_methods(self):
+    async def unknown_calls_and_methods(self):
         for call in ("NetworkDriver.Frobnicate", "IpamDriver.RequestPools", "", "Plugin"):
             code, answer, _ = await self.p.raw(call, b"{}")
             self.assertEqual(code, 404, call)
