@@ -145,9 +145,15 @@ class DockerDriverTests(unittest.TestCase):
         netctl_delete(h.url, "networks", "blue:bnet")
         await wait_for("bnet/blue removed", lambda: self._lacks("bnet/blue"))
         # a docker network of ours removed behind our back comes back
+        old_id = (await h.out("network", "inspect", "-f", "{{.Id}}", f"web.{NET}")).strip()
+        self.assertIn(old_id, h.plugin.state.networks)
         await h.docker("network", "rm", f"web.{NET}")
         h.plugin.reconciler.kick()
         await wait_for("web.drvnet repaired", lambda: self._has({f"web.{NET}"}))
+        await h.plugin.reconciler.idle()
+        h.plugin.reconciler.kick()
+        await h.plugin.reconciler.idle()
+        self.assertNotIn(old_id, h.plugin.state.networks)  # the removed one is forgotten
         # a network someone made by hand with our driver is left alone
         await h.docker("network", "create", "-d", "netplugin", "--ipam-driver", "netplugin",
                        "--ipam-opt", f"network={NET}", "--subnet", SUBNET, "handmade")

@@ -316,7 +316,10 @@ class DockerReconciler(Service):
     async def sync_endpoints(self) -> None:
         """Reap endpoints Docker forgot; send container names the netmaster lacks."""
         known: Dict[str, Dict[str, Any]] = {}
-        for net in await self.docker.list_networks(DRIVER):
+        nets = await self.docker.list_networks(DRIVER)
+        if self.driver is not None:
+            self.driver.state.prune_networks({n["Id"] for n in nets})
+        for net in nets:
             full = await self.docker.inspect_network(net["Id"]) or {}
             for cid, info in (full.get("Containers") or {}).items():
                 if info.get("EndpointID"):

@@ -95,6 +95,14 @@ class DriverState:
         if self.networks.pop(network_id, None) is not None:
             self.save()
 
+    def prune_networks(self, existing: "set") -> None:
+        """Forget Docker networks that no longer exist (removed while we were down)."""
+        gone = [nid for nid in self.networks if nid not in existing]
+        for nid in gone:
+            del self.networks[nid]
+        if gone:
+            self.save()
+
     # -- pending addresses ----------------------------------------------------------------
     def add_pending(self, key: str, ip: str) -> None:
         self.pending.setdefault(key, {})[ip] = time.time()
