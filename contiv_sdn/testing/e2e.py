@@ -237,6 +237,9 @@ class ContinuousPing:
             raise AssertionError(f"ping {self.src.netns} -> {self.dst_ip} printed no summary:\n"
                                  + text[-2000:])
         seqs = sorted({s for _, s in self.replies})
+        log.info("ping {src} -> {dst}: {tx} transmitted, {rx} received, seq {first}..{last}",
+                 src=self.src.netns, dst=self.dst_ip, tx=m.group(1), rx=m.group(2),
+                 first=seqs[0] if seqs else None, last=seqs[-1] if seqs else None)
         return int(m.group(1)), int(m.group(2)), seqs
 
     def kill(self) -> None:
