@@ -157,9 +157,9 @@ def tcp_exchange(server: Container, client: Container, ip: Optional[str] = None,
         cli = client.exec("busybox", "nc", "-w", "5", ip, str(port), input=request + "\n",
                           timeout=timeout)
         try:
-            got, err = srv.communicate(timeout=timeout)
+            got, _ = srv.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            got, err = "", "server timed out"
+            got = ""  # nothing arrived: the caller's comparison says so
         log.info("tcp {src} -> {dst}:{port}: client rc {rc} got {cgot!r}, server got {sgot!r}",
                  src=client.netns, dst=ip, port=port, rc=cli.returncode, cgot=cli.stdout,
                  sgot=got)
@@ -202,28 +202,26 @@ class ContinuousPing:
                     self.replies.append((time.monotonic(), int(m.group(1))))
                 self._cond.notify_all()
 
-    def replies_after(self, t: float) -> int:
-        with self._cond:
-            return sum(1 for ts, _ in self.replies if ts > t)
+    def _count_after(self, t: float) -> int:
+        """Replies received after monotonic time ``t`` (caller holds the condition)."""
+        return sum(1 for ts, _ in self.replies if ts > t)
 
     def wait_replies(self, n: int, after: float, timeout: float = 15.0) -> None:
         """Wait until ``n`` replies arrived after time ``after`` (traffic flows at that point)."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: self.replies_after_locked(after) >= n
-                                     or self.proc.poll() is not None, timeout)
-        if not ok or self.replies_after(after) < n:
-            raise AssertionError(f"ping {self.src.netns} -> {self.dst_ip}: fewer than {n} "
+            self._cond.wait_for(lambda: self._count_after(after) >= n
+                                or self.proc.poll() is not None, timeout)
+            got = self._count_after(after)
+        if got < n:
+            raise AssertionError(f"ping {self.src.netns} -> {self.dst_ip}: {got} of {n} "
                                  f"replies after the mark:\n" + "\n".join(self.lines[-10:]))
-
-    def replies_after_locked(self, t: float) -> int:
-        return sum(1 for ts, _ in self.replies if ts > t)
 
     def stop(self, timeout: float = 10.0) -> Tuple[int, int, List[int]]:
         """Interrupt right after the next reply; return (transmitted, received, seqs received)."""
         if self.proc.poll() is None:
             now = time.monotonic()
             with self._cond:
-                self._cond.wait_for(lambda: self.replies_after_locked(now) >= 1, 5)
+                self._cond.wait_for(lambda: self._count_after(now) >= 1, 5)
             self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout)
