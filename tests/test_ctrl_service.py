@@ -149,3 +149,14 @@ class ControllerWithOvsTests(TestCase):
             self.ovs.vsctl, "get", "interface", "cvep4", "ofport")).strip())
         await _wait_for(lambda: any(f"in_port={ofport}" in f or f"in_port=cvep4" in f
                                     for f in self._our_flows()), what="flows for the new port")
+
+    async def test_audit_repairs_flows_deleted_behind_our_back(self):
+        ctl = self._start_controller()
+        self.addCleanup(ctl.stopService)
+        await _wait_for(lambda: any("20.1.1.3" in f for f in self._our_flows()), what="initial flows")
+        await ctl.when_idle()
+        before = len(await threads.deferToThread(self._our_flows))
+        await threads.deferToThread(self.ovs.ofctl, "del-flows", "br-int")
+        self.assertEqual(await threads.deferToThread(self._our_flows), [])
+        ctl.audit()
+        await _wait_for(lambda: len(self._our_flows()) == before, what="flows restored by the audit")

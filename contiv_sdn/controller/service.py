@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -27,6 +27,9 @@ class Controller(Service):
     #: Coalescing delay: changes that land within this window share one run.
     DEBOUNCE = 0.02
     MAX_DELAY = 0.5
+    #: How often every switch's flows are read back and compared, to repair flows
+    #: changed behind our back (an operator's ``ovs-ofctl del-flows``, a switch bug).
+    AUDIT_INTERVAL = 30.0
 
     def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None):
         from twisted.internet import reactor as default_reactor
@@ -48,6 +51,7 @@ class Controller(Service):
         self.last_snapshot = None
         self._idle: list = []
         self._last_duration = 0.0
+        self._audit: Optional[task.LoopingCall] = None
         self._retry = False
 
     # -- life cycle ----------------------------------------------------------
@@ -56,6 +60,9 @@ class Controller(Service):
         from contiv_sdn.openflow.protocol import OpenFlowFactory
 
         self.store.subscribe(lambda *change: self.schedule(), self.schedule)
+        self._audit = task.LoopingCall(self.audit)
+        self._audit.clock = self.reactor
+        self._audit.start(self.AUDIT_INTERVAL, now=False)
         factory = OpenFlowFactory(self.registry)
         d = serverFromString(self.reactor, self.listen).listen(factory)
 
@@ -72,12 +79,24 @@ class Controller(Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        if self._audit is not None and self._audit.running:
+            self._audit.stop()
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
         if self._port is not None:
             return defer.maybeDeferred(self._port.stopListening)
         return None
+
+    def audit(self) -> None:
+        """Forget what we believe the switches hold, so the next run reads them back.
+
+        Level-triggered control includes the switch side: a flow removed or changed
+        behind the controller's back is found and repaired within one interval.
+        """
+        for sync in self._syncs.values():
+            sync.invalidate()
+        self.schedule()
 
     # -- switches --------------------------------------------------------------
     def _switch_up(self, switch: Any) -> None:
