@@ -32,7 +32,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from contiv_sdn.testing.dockerd import DockerLab, Podman  # noqa: E402
+from contiv_sdn.lab.core import Lab  # noqa: E402
+from contiv_sdn.lab.docker import Podman  # noqa: E402
+from contiv_sdn.testing import free_tcp_port  # noqa: E402
 
 NET, SUBNET, GATEWAY = "contiv-net", "20.1.1.0/24", "20.1.1.254"
 
@@ -128,12 +130,13 @@ def main() -> int:
         print("attach: needs root (namespaces, OVS, dockerd, podman)", file=sys.stderr)
         return 2
 
-    lab = DockerLab(hosts=1, prefix="drvb", link_prefix="drb", subnet="192.168.58.0/24",
-                    root=f"/run/contiv-lab-drvbench-{os.getpid()}",
-                    progress=lambda m: print(f"  {m}", file=sys.stderr))
+    lab = Lab(hosts=1, prefix="drvb", link_prefix="drb", subnet="192.168.58.0/24",
+              root=f"/run/contiv-lab-drvbench-{os.getpid()}", docker=True,
+              netmaster_port=free_tcp_port(), ofp_port=free_tcp_port(),
+              progress=lambda m: print(f"  {m}", file=sys.stderr))
     try:
         lab.up()
-        host = lab.hosts[0]
+        host = lab.hosts[0].name
         _post(lab.netmaster_url, f"/api/v1/networks/default:{NET}/", {
             "tenantName": "default", "networkName": NET, "encap": "vxlan",
             "subnet": SUBNET, "gateway": GATEWAY})
@@ -150,7 +153,7 @@ def main() -> int:
         podman = Podman(os.path.join(lab.root, host, "podman"), netns=lab.host(host).netns)
         podman.setup()
         podman.add_network("contiv", {"cniVersion": "1.0.0", "plugins": [{
-            "type": "contiv-cni", "socket": lab.agent_socket(host), "network": NET}]})
+            "type": "contiv-cni", "socket": lab.host(host).socket, "network": NET}]})
         podman.add_network("reference", {"cniVersion": "1.0.0", "plugins": [{
             "type": "bridge", "bridge": "drvbr0", "isGateway": True, "ipMasq": False,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]],
@@ -180,7 +183,7 @@ def main() -> int:
         lab.docker(host, "network", "rm", "floornet")
         floor.close()
     finally:
-        lab.down()
+        lab.down(all=True)
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     pairs = [("podman contiv-cni", "podman bridge (reference)"),

@@ -318,7 +318,7 @@ class PodmanTests(unittest.TestCase):
         netctl_net(self.h.url, NET, SUBNET, GATEWAY)
         netctl_group(self.h.url, NET, "web")
         await self.h.start_agent()
-        from contiv_sdn.testing.dockerd import Podman
+        from contiv_sdn.lab.docker import Podman
         self.podman = Podman(os.path.join(self.h.dir, "podman"), netns=self.h.netns)
         self.addCleanup(lambda: threads.deferToThread(self.podman.cleanup))
         self.podman.setup()

@@ -1,4 +1,4 @@
-"""``contiv_sdn.testing.dockerd``: several private dockerds on one machine, each with its own plugins.
+"""``contiv_sdn.lab.docker``: several private dockerds on one machine, each with its own plugins.
 
 The lab relies on it: every simulated host's dockerd must reach *its* host's
 netplugin (mount-namespace trick), run containers in that host's network
@@ -8,7 +8,6 @@ behind (processes, mounts) when cleaned up.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -59,7 +58,7 @@ class PrivateDockerdTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_two_engines_each_with_its_own_plugin_and_namespace(self):
-        from contiv_sdn.testing.dockerd import Dockerd, import_busybox
+        from contiv_sdn.lab.docker import Dockerd, import_busybox
         engines, plugins = [], []
         for i in range(2):
             ns = self.netns()

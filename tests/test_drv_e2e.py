@@ -2,9 +2,7 @@
 
 Two lab hosts (namespaces with their own OVS on an underlay), Redis, a
 netmaster with its OpenFlow controller, and per host a netplugin serving the
-Docker driver plus its own dockerd (``contiv_sdn.testing.dockerd.DockerLab``).
-Traffic between containers needs the controller's flows: without
-``twistd netmaster --ofp-listen`` these tests skip (fail in CI).
+Docker driver plus its own dockerd (``Lab(docker=True)``).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any, Callable
 
 from twisted.trial import unittest
 
-from contiv_sdn.testing import require, require_binary, require_root
+from contiv_sdn.testing import require_binary, require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
@@ -47,14 +45,14 @@ class LabCase(unittest.TestCase):
     def setUp(self):
         require_root()
         require_binary("dockerd", "docker", "ovs-vswitchd", "redis-server", "nsenter")
-        from contiv_sdn.testing.dockerd import DockerLab
-        self.lab = DockerLab(hosts=2, prefix="drve", link_prefix="dre",
-                             subnet="192.168.59.0/24", root=f"/run/contiv-lab-drve-{os.getpid()}")
-        self.addCleanup(self.lab.down)
+        from contiv_sdn.lab.core import Lab
+        from contiv_sdn.testing import free_tcp_port
+        self.lab = Lab(hosts=2, prefix="drve", link_prefix="dre", subnet="192.168.59.0/24",
+                       root=f"/run/contiv-lab-drve-{os.getpid()}", docker=True,
+                       netmaster_port=free_tcp_port(), ofp_port=free_tcp_port())
+        self.addCleanup(self.lab.down, all=True)
         self.lab.up()
-        require(self.lab.controller, "twistd netmaster has no OpenFlow controller "
-                                     "(--ofp-listen): containers would get no flows")
-        self.n1, self.n2 = self.lab.hosts
+        self.n1, self.n2 = (h.name for h in self.lab.hosts)
 
     # -- helpers -----------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -87,7 +85,7 @@ class LabCase(unittest.TestCase):
         return "hello-contiv" in out.stdout
 
     def records(self) -> dict:
-        out = subprocess.run(["redis-cli", "-s", self.lab.redis.socket, "HGETALL",
+        out = subprocess.run(["redis-cli", "-s", self.lab.redis_socket, "HGETALL",
                               "contiv:state:endpoint"], capture_output=True, text=True,
                              check=True).stdout.split("\n")
         lines = [l for l in out if l]
@@ -136,7 +134,7 @@ class EndToEndTests(LabCase):
         self.assertEqual(self.ip_of(n2, "db"), db_ip)
         until("db reachable after docker restart", lambda: self.pings(n1, "web", db_ip))
         # dockerd restart on node1 (live-restore): web keeps running and connected
-        self.lab.dockerds[n1].restart()
+        self.lab.dockerd(n1).restart()
         self.assertTrue(self.pings(n2, "db", web_ip))
         self.assertTrue(self.tcp(n2, "db", web_ip))
         # netplugin restart (killed) on node2: db keeps its traffic, the networks stay
@@ -159,13 +157,13 @@ class EndToEndTests(LabCase):
         require_binary("podman", "conmon")
         n1, n2 = self.n1, self.n2
         web_ip = self.ip_of(n1, "web")
-        from contiv_sdn.testing.dockerd import Podman
+        from contiv_sdn.lab.docker import Podman
         podman = Podman(os.path.join(self.lab.root, n2, "podman"), netns=self.lab.host(n2).netns)
         self.addCleanup(podman.cleanup)
         podman.setup()
         with open(os.path.join(ROOT, "plugins", "cni", "contiv.conflist")) as f:
             conflist = json.load(f)
-        conflist["plugins"][0]["socket"] = self.lab.agent_socket(n2)
+        conflist["plugins"][0]["socket"] = self.lab.host(n2).socket
         podman.add_network("contiv-net", conflist)
         podman.import_busybox()
         podman.run("run", "-d", "--name", "pod", "--network", "contiv-net", "busybox:local",
@@ -177,7 +175,7 @@ class EndToEndTests(LabCase):
                                     check=False).returncode, 0)
         # a Mesos-style configuration puts its container in the labelled group
         mesos = {"cniVersion": "1.0.0", "name": "contiv", "type": "contiv-cni",
-                 "socket": self.lab.agent_socket(n2), "network": "contiv-net",
+                 "socket": self.lab.host(n2).socket, "network": "contiv-net",
                  "args": {"org.apache.mesos": {"network_info": {"name": "contiv", "labels": {
                      "labels": [{"key": "io.contiv.net-group", "value": "web"}]}}}}}
         ns = "drvemesos"

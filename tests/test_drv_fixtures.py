@@ -160,7 +160,7 @@ class DockerHost:
 
     def start_dockerd(self) -> Any:
         """Start dockerd (blocking: call before the in-process plugin serves anything)."""
-        from contiv_sdn.testing.dockerd import Dockerd, import_busybox
+        from contiv_sdn.lab.docker import Dockerd, import_busybox
         self.dockerd = Dockerd(self.docker_root, netns=self.netns, plugin_dir=self.plugin_dir,
                                socket_path=self.docker_socket, name=self.netns)
         # in a thread: dockerd calls the plugin, which answers on this reactor

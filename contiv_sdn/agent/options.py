@@ -66,6 +66,10 @@ class Options(usage.Options):
         ["refresh", None, 30.0, "seconds between host-record refreshes in Redis", float],
         ["reconcile-interval", None, 60.0, "seconds between endpoint reconciles "
                                            "(0 = only at start)", float],
+        ["docker-plugin", None, None, "serve Docker's network+IPAM driver 'netplugin' on this "
+                                      "socket (e.g. /run/docker/plugins/netplugin.sock)"],
+        ["docker", None, "unix:///var/run/docker.sock", "the Docker engine whose networks "
+                                                       "follow Contiv (with --docker-plugin)"],
     ]
 
     def __init__(self) -> None:

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--netmaster-port", type=int, default=d.netmaster_port)
     up.add_argument("--ofp-port", type=int, default=d.ofp_port)
     up.add_argument("--mtu", type=int, default=d.mtu, help="underlay MTU")
+    up.add_argument("--no-docker", action="store_true",
+                    help="no dockerd per host (by default each host runs one, socket "
+                         "<root>/<host>/docker.sock, with netplugin as its network driver)")
 
     down = add(sub, "down", help="remove everything the lab created (idempotent)")
     down.add_argument("--all", action="store_true", help="also remove the root directory")
@@ -116,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             lab = Lab(hosts=args.hosts, root=args.root, start_services=not args.no_services,
                       prefix=args.prefix, link_prefix=args.link_prefix, subnet=args.subnet,
                       netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
-                      progress=_say)
+                      docker=not (args.no_docker or args.no_services), progress=_say)
             lab.up()
         elif args.cmd == "down":
             try:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from contiv_sdn.lab import http, topology
 from contiv_sdn.lab.ovs import OvsError, OvsInstance
@@ -31,6 +31,9 @@ from contiv_sdn.lab.procs import (Service, alive, belongs_to, pidfiles_under, re
                                   stop_pids)
 from contiv_sdn.lab.sh import LabError, ip, run
 from contiv_sdn.lab.topology import Names, Subnet
+
+if TYPE_CHECKING:
+    from contiv_sdn.lab.docker import Dockerd
 
 DEFAULT_ROOT = os.environ.get("CONTIV_LAB_ROOT", "/run/contiv-lab")
 STATE_FILE = "state.json"
@@ -59,6 +62,7 @@ class LabConfig:
     ofp_port: int = 6653
     mtu: int = 1500
     python: str = sys.executable
+    docker: bool = False
 
 
 @dataclass
@@ -187,14 +191,14 @@ class Lab:
                  prefix: str = "node", link_prefix: str = "ctv",
                  subnet: str = "192.168.50.0/24", netmaster_port: int = 9999,
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
-                 progress: Optional[Progress] = None):
+                 docker: bool = False, progress: Optional[Progress] = None):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
                                 start_services=start_services, prefix=prefix,
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
-                                python=python)
+                                python=python, docker=docker)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -465,6 +469,8 @@ class Lab:
 
     def _start_services(self) -> None:
         self._start_netmaster()
+        if self.config.docker:
+            self._start_dockerds()
         self._start_netplugins()
 
     def _wait(self, what: str, service: Service, ready: Callable[[], bool],
@@ -491,6 +497,47 @@ class Lab:
     def _register(self, key: str, service: Service) -> None:
         self.services[key] = service
         self._save()
+
+    # -- docker (one private engine per host) --------------------------------------
+    def docker_socket(self, host: str) -> str:
+        """The host's Docker engine: ``docker -H unix://<this>``."""
+        return os.path.join(self.host(host).dir, "docker.sock")
+
+    def plugin_socket(self, host: str) -> str:
+        """Where the host's netplugin serves the Docker driver; that engine's plugin folder."""
+        return os.path.join(self.host(host).dir, "plugins", "netplugin.sock")
+
+    def dockerd(self, host: str) -> "Dockerd":
+        from contiv_sdn.lab.docker import Dockerd
+        h = self.host(host)
+        return Dockerd(os.path.join(h.dir, "docker"), netns=h.netns,
+                       plugin_dir=os.path.dirname(self.plugin_socket(host)),
+                       socket_path=self.docker_socket(host), name=h.name)
+
+    def docker(self, host: str, *args: str, check: bool = True,
+               timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run the docker CLI against the host's engine."""
+        from contiv_sdn.lab.docker import docker_cli
+        return docker_cli(self.docker_socket(host), *args, check=check, timeout=timeout)
+
+    def _start_dockerds(self) -> None:
+        from contiv_sdn.lab.docker import import_busybox
+        for h in self.hosts:
+            d = self.dockerd(h.name)
+            d.start()
+            self.progress(f"{h.name}: dockerd ready (docker -H unix://{d.socket})")
+            import_busybox(d.socket)
+            self.progress(f"{h.name}: image busybox:local imported")
+
+    def _stop_dockerds(self, say: Progress) -> None:
+        """Stop each host's engine (containers first, while the drivers still answer)."""
+        for h in self.hosts:
+            if os.path.isdir(os.path.join(h.dir, "docker")):
+                try:
+                    self.dockerd(h.name).cleanup()
+                    say(f"{h.name}: dockerd stopped")
+                except Exception as e:  # keep tearing down the rest
+                    say(f"{h.name}: dockerd cleanup: {e}")
 
     def _netmaster_service(self) -> Service:
         d = os.path.join(self.root, "netmaster")
@@ -530,6 +577,9 @@ class Lab:
                   ("uplink", "eth1"), ("underlay-mtu", str(self.config.mtu)),
                   ("socket", h.socket),
                   ("state-dir", os.path.join(h.dir, "netplugin"))]
+        if self.config.docker:
+            wanted += [("docker-plugin", self.plugin_socket(h.name)),
+                       ("docker", "unix://" + self.docker_socket(h.name))]
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
@@ -714,7 +764,9 @@ class Lab:
                               unix=os.path.join(self.root, c.host, "netplugin.sock"), timeout=5)
                 except (OSError, http.ApiError) as e:
                     say(f"{c.netns}: endpoint not deleted ({e})")
-        # 2. services: netplugins, then netmaster, then redis
+        # 2. Docker engines (their containers' endpoints go while the drivers answer)
+        self._stop_dockerds(say)
+        # 3. services: netplugins, then netmaster, then redis
         tiers = [[s for k, s in self.services.items() if k.startswith("netplugin:")],
                  [s for k, s in self.services.items() if k == "netmaster"],
                  [s for k, s in self.services.items() if k == "redis"]]
@@ -724,14 +776,14 @@ class Lab:
             if pids:
                 stop_pids(pids)
                 say(f"stopped {', '.join(s.name + (' on ' + s.netns if s.netns else '') for s in tier)}")
-        # 3. anything else with a pidfile under our root (OVS, services of a lost state)
+        # 4. anything else with a pidfile under our root (OVS, services of a lost state)
         if os.path.isdir(self.root):
             pids = {read_pidfile(p) for p in pidfiles_under(self.root)}
             pids = [p for p in pids if p and alive(p) and belongs_to(p, self.root)]
             if pids:
                 stop_pids(pids)
                 say(f"stopped {len(pids)} more lab processes (OVS and others)")
-        # 4. namespaces: containers first, then hosts
+        # 5. namespaces: containers first, then hosts
         existing = topology.list_netns()
         ours = [n for n in existing if self.names.is_container_netns(n) or n in self.containers]
         ours += [n for n in existing if self.names.is_host_netns(n)]
@@ -739,7 +791,7 @@ class Lab:
             self._kill_netns(n)
         if ours:
             say(f"deleted namespaces {' '.join(ours)}")
-        # 5. root-namespace links
+        # 6. root-namespace links
         links = [l for l in topology.list_links() if self.names.is_root_link(l)]
         for l in sorted(links, key=lambda n: n in (self.names.underlay_bridge,
                                                    self.names.trunk_bridge)):
