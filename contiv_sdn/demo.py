@@ -1,10 +1,11 @@
 """`make demo`: the seed README's walkthrough on a local two-host lab.
 
 Brings the lab up (hosts ``node1`` and ``node2``: namespaces with their own
-OVS, Redis, netmaster, a netplugin each), runs the seed's ``netctl`` lines
-verbatim, starts ``web`` on node1 and ``db`` on node2, pings db from web over
-the flows the controller pushed, then the policy part of the seed, and leaves
-everything running for the user to explore.  ``--down`` removes it.
+OVS, dockerd and netplugin; netmaster with its embedded Redis), runs the
+seed's ``netctl`` lines verbatim, ``docker run``s ``web`` on node1 and ``db``
+on node2, pings db from web over the flows the controller pushed, then the
+policy part of the seed, and leaves everything running for the user to
+explore.  ``--down`` removes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from typing import List, Optional
 
-from contiv_sdn.lab.core import DEFAULT_ROOT, Lab, LabError, ping_argv
+from contiv_sdn.lab.core import DEFAULT_ROOT, Lab, LabError
 
 SEED_NET = "netctl net create contiv-net --subnet=20.1.1.0/24 --gateway=20.1.1.254 --pkt-tag=1001"
 SEED_POLICY = [
@@ -52,39 +53,69 @@ def netctl(line: str, url: str) -> None:
                          f"'make demo-down' removes it")
 
 
-def ping(container, ip: str, count: int = 3) -> bool:
-    print(f"$ python -m contiv_sdn.lab exec {container.netns} -- {' '.join(ping_argv())} -c {count} {ip}", flush=True)
-    proc = container.exec(*ping_argv(), "-c", str(count), "-W", "2", ip, timeout=30)
-    print(proc.stdout.rstrip(), flush=True)
-    return proc.returncode == 0
+def docker(lab: Lab, host: str, line: str, check: bool = True) -> str:
+    """Run a seed ``docker …`` line on a lab host's own engine, showing it as typed there."""
+    print(f"{host}$ {line}", flush=True)
+    proc = lab.docker(host, *shlex.split(line)[1:], check=False, timeout=120)
+    out = (proc.stdout + proc.stderr).rstrip()
+    if out:
+        print(out, flush=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo: '{line}' failed on {host}; the lab is still up: "
+                         f"'make demo-down' removes it")
+    return proc.stdout.strip()
+
+
+def container_ip(lab: Lab, host: str, name: str) -> str:
+    return lab.docker(host, "inspect", "-f",
+                      "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name,
+                      timeout=30).stdout.strip()
+
+
+def wait_for_network(lab: Lab, host: str, name: str, timeout: float = 30) -> None:
+    """netplugin creates the docker network from the Contiv object; it takes a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = lab.docker(host, "network", "ls", "--format", "{{.Name}}", check=False).stdout
+        if name in names.split():
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"demo: docker network {name} did not appear on {host}; see "
+                     f"{lab.root}/{host}/netplugin.log")
 
 
 def up(hosts: int) -> int:
-    step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}, one OVS each)")
-    lab = Lab(hosts=hosts, root=DEFAULT_ROOT, progress=say)
+    step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}: OVS, dockerd, netplugin each)")
+    lab = Lab(hosts=hosts, root=DEFAULT_ROOT, docker=True, progress=say)
     try:
         lab.up()
     except LabError as e:
         print(f"demo: the lab did not come up: {e}", file=sys.stderr)
         return 1
     url = lab.netmaster_url
+    node2 = f"node{min(2, hosts)}"
 
     step("Step 1: create a network")
     netctl(SEED_NET, url)
     netctl("netctl net ls", url)
+    for h in ("node1", node2):
+        wait_for_network(lab, h, "contiv-net")
 
-    step("Step 2: run containers on two hosts")
-    web = lab.add_container("node1", "web", "contiv-net")
-    db = lab.add_container(f"node{min(2, hosts)}", "db", "contiv-net")
-    say(f"web on node1 has {web.ip}; db on node{min(2, hosts)} has {db.ip}")
+    step("Step 2: run containers on two hosts (busybox:local stands in for ubuntu: no registry here)")
+    docker(lab, "node1", "docker run -itd --name=web --net=contiv-net busybox:local sh")
+    docker(lab, node2, "docker run -itd --name=db --net=contiv-net busybox:local sh")
+    web_ip, db_ip = container_ip(lab, "node1", "web"), container_ip(lab, node2, "db")
+    say(f"web on node1 has {web_ip}; db on {node2} has {db_ip}")
 
-    step("Ping db from web (VXLAN between the hosts, flows from the controller)")
+    step("On node1, ping the container on node2 (VXLAN between the hosts, flows from the controller)")
     ok = False
     for _ in range(10):
-        if ping(web, db.ip):
+        if lab.docker("node1", "exec", "web", "ping", "-c", "1", "-W", "1", db_ip,
+                      check=False).returncode == 0:
             ok = True
             break
         time.sleep(1)
+    docker(lab, "node1", f"docker exec web ping -c 3 {db_ip}", check=ok)
     if not ok:
         print("demo: web cannot reach db; see 'python -m contiv_sdn.lab status'", file=sys.stderr)
         return 1
@@ -94,18 +125,21 @@ def up(hosts: int) -> int:
         netctl(line, url)
     netctl("netctl policy rule-ls prod_web", url)
     netctl("netctl group ls", url)
-    app = lab.add_container("node1", "web1", "contiv-net", group="web")
-    say(f"web1 (group web) on node1 has {app.ip}")
+    wait_for_network(lab, "node1", "web.contiv-net")
+    docker(lab, "node1", "docker network ls")
+    docker(lab, "node1", "docker run -itd --name=web1 --net web.contiv-net busybox:local sh")
+    say(f"web1 (group web) on node1 has {container_ip(lab, 'node1', 'web1')}")
 
+    d1 = lab.docker_socket("node1")
     step("The lab is up. Try:")
     print(f"""  source .venv/bin/activate        # netctl and the lab CLI
   export NETMASTER={url}
   netctl net ls
   netctl net inspect contiv-net
   python -m contiv_sdn.lab status
-  python -m contiv_sdn.lab exec node1-web -- {' '.join(ping_argv())} -c 2 {db.ip}
+  docker -H unix://{d1} ps
+  docker -H unix://{d1} exec web ping -c 2 {db_ip}
   python -m contiv_sdn.lab exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br-int
-  python -m contiv_sdn.lab container add node2 db2 --net contiv-net
   make demo-down""")
     return 0
 
