@@ -61,7 +61,9 @@ class RestartSafetyTests(E2ETestCase):
             sent, received, seqs = p.stop()
             what = f"ping {p.src.netns} -> {p.dst_ip}"
             self.assertGreaterEqual(received, 6, what)
-            self.assertEqual(received, sent, f"{what}: packets lost\n" + "\n".join(p.lines[-8:]))
+            lost = sorted(set(range(sent)) - set(seqs))
+            self.assertEqual(received, sent, f"{what}: packets lost (seq {lost} of 0..{sent - 1})\n"
+                             + "\n".join(p.lines[-8:]))
             self.assertEqual(seqs, list(range(sent)), f"{what}: gaps in the replies")
 
     def test_netmaster_sigkill_loses_no_packet_and_replaces_no_flow(self) -> None:

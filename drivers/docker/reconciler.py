@@ -394,6 +394,8 @@ class DockerReconciler(Service):
                 if self.docker_up:
                     log.info("dockerd at {path} went away", path=self.docker.path)
                 self.docker_up = False
+                if not self.running:
+                    break  # stopService cancelled the ping: leave no timer behind
                 await task.deferLater(self.reactor, delay, lambda: None)
                 delay = min(delay * 2, 2.0)
                 continue
