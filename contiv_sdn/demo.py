@@ -120,6 +120,17 @@ def up(hosts: int) -> int:
         print("demo: web cannot reach db; see 'python -m contiv_sdn.lab status'", file=sys.stderr)
         return 1
 
+    step(f"CNI: a podman container on {node2} through contiv-cni, reached from web on node1")
+    podman = lab.podman(node2)
+    print(f"{node2}$ podman run -d --name=pod --network contiv-net busybox:local sleep 3600",
+          flush=True)
+    podman.run("run", "-d", "--name=pod", "--network", "contiv-net", "busybox:local",
+               "sleep", "3600", timeout=120)
+    pod_ip = podman.run("exec", "pod", "ip", "-o", "-4", "addr", "show", "eth0") \
+        .stdout.split()[3].split("/")[0]
+    say(f"pod on {node2} has {pod_ip}")
+    docker(lab, "node1", f"docker exec web ping -c 2 {pod_ip}")
+
     step("Using policies: the seed's policy, rules and endpoint group")
     for line in SEED_POLICY:
         netctl(line, url)
@@ -140,6 +151,7 @@ def up(hosts: int) -> int:
   docker -H unix://{d1} ps
   docker -H unix://{d1} exec web ping -c 2 {db_ip}
   python -m contiv_sdn.lab exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br-int
+  python -m contiv_sdn.lab podman {node2} -- ps
   make demo-down""")
     return 0
 

@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("target", help="node1, node1-web or web")
     ex.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
+    pm = add(sub, "podman", help="podman on a host, CNI through contiv-cni (network contiv-net)")
+    pm.add_argument("host", help="node1 ... nodeN")
+    pm.add_argument("argv", nargs=argparse.REMAINDER, help="-- PODMAN ARGS...")
+
     ct = add(sub, "container", help="container namespaces with netplugin endpoints")
     csub = ct.add_subparsers(dest="ccmd", required=True)
     cadd = add(csub, "add", help="create HOST-NAME with an endpoint in --net")
@@ -145,6 +149,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             env.update(lab.exec_env(args.target))
             sys.stdout.flush()
             os.execvpe("ip", ["ip", "netns", "exec", netns] + cmd, env)
+        elif args.cmd == "podman":
+            cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            if not cmd:
+                raise LabError("usage: podman HOST -- ARGS (e.g. run -d --network contiv-net "
+                               "busybox:local sleep 600)")
+            podman = Lab.load(args.root, progress=_say).podman(args.host)
+            sys.stdout.flush()
+            argv = podman.argv(*cmd)
+            os.execvpe(argv[0], argv, podman.env())
         elif args.cmd == "container":
             lab = Lab.load(args.root, progress=_say)
             if args.ccmd == "add":

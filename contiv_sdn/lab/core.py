@@ -33,7 +33,7 @@ from contiv_sdn.lab.sh import LabError, ip, run
 from contiv_sdn.lab.topology import Names, Subnet
 
 if TYPE_CHECKING:
-    from contiv_sdn.lab.docker import Dockerd
+    from contiv_sdn.lab.docker import Dockerd, Podman
 
 DEFAULT_ROOT = os.environ.get("CONTIV_LAB_ROOT", "/run/contiv-lab")
 STATE_FILE = "state.json"
@@ -520,6 +520,38 @@ class Lab:
         from contiv_sdn.lab.docker import docker_cli
         return docker_cli(self.docker_socket(host), *args, check=check, timeout=timeout)
 
+    def podman(self, host: str) -> "Podman":
+        """The host's podman (private configuration, CNI backend with contiv-cni), set up on
+        first use with a ``contiv-net`` network and the ``busybox:local`` image.
+
+        More networks: ``lab.podman(h).add_network(NAME, conflist)`` with a conflist like
+        ``plugins/cni/contiv.conflist`` whose ``network`` names the Contiv network.
+        """
+        from contiv_sdn.lab.docker import Podman
+        h = self.host(host)
+        podman = Podman(os.path.join(h.dir, "podman"), netns=h.netns)
+        if not os.path.exists(podman.conf):
+            podman.setup()
+            podman.add_network("contiv-net", {
+                "cniVersion": "1.0.0", "name": "contiv-net",
+                "plugins": [{"type": "contiv-cni", "socket": h.socket, "tenant": "default",
+                             "network": "contiv-net", "capabilities": {"ips": True}}]})
+            self.progress(f"{h.name}: podman configured (CNI: contiv-cni, network contiv-net)")
+        podman.import_busybox()
+        return podman
+
+    def _stop_podmans(self, say: Progress) -> None:
+        """Remove podman containers (their CNI DEL needs the netplugins still running)."""
+        from contiv_sdn.lab.docker import Podman
+        for h in self.hosts:
+            root = os.path.join(h.dir, "podman")
+            if os.path.isdir(root):
+                try:
+                    Podman(root, netns=h.netns).cleanup()
+                    say(f"{h.name}: podman containers removed")
+                except Exception as e:  # keep tearing down the rest
+                    say(f"{h.name}: podman cleanup: {e}")
+
     def _start_dockerds(self) -> None:
         from contiv_sdn.lab.docker import import_busybox
         for h in self.hosts:
@@ -764,7 +796,8 @@ class Lab:
                               unix=os.path.join(self.root, c.host, "netplugin.sock"), timeout=5)
                 except (OSError, http.ApiError) as e:
                     say(f"{c.netns}: endpoint not deleted ({e})")
-        # 2. Docker engines (their containers' endpoints go while the drivers answer)
+        # 2. Docker engines and podman (their endpoints go while the drivers answer)
+        self._stop_podmans(say)
         self._stop_dockerds(say)
         # 3. services: netplugins, then netmaster, then redis
         tiers = [[s for k, s in self.services.items() if k.startswith("netplugin:")],
