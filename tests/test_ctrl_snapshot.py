@@ -77,3 +77,10 @@ class BuildSnapshotTests(TestCase):
     def test_same_input_gives_equal_snapshots(self):
         self.assertEqual(build_snapshot(3, _data(), {11: {"a": 1}}),
                          build_snapshot(3, _data(), {11: {"a": 1}}))
+
+    def test_snapshot_kinds_cover_everything_it_reads(self):
+        from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS
+        data = _data(**{"obj:policy": {"default:p": {}}, "netmaster": {"x": {}}})
+        only = {k: v for k, v in data.items() if k in SNAPSHOT_KINDS}
+        self.assertEqual(build_snapshot(1, only, {11: {"a": 1}}), build_snapshot(1, data, {11: {"a": 1}}))
+        self.assertNotEqual(build_snapshot(1, {}, {}), build_snapshot(1, only, {}))

@@ -10,14 +10,14 @@ so a burst of a thousand changes costs a couple of compilations, not a thousand.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from contiv_sdn.controller.snapshot import build_snapshot, host_for_dpid
+from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_snapshot, host_for_dpid
 from contiv_sdn.pipeline.compiler import compile_switch
 
 log = Logger()
@@ -51,6 +51,10 @@ class Controller(Service):
         self.last_snapshot = None
         self._idle: list = []
         self._last_duration = 0.0
+        self._mirror: Optional[Dict[str, Dict[str, dict]]] = None
+        self._dirty: Set[Tuple[str, str]] = set()
+        self._need_full = True
+        self._rev = 0
         self._audit: Optional[task.LoopingCall] = None
         self._retry = False
 
@@ -59,7 +63,7 @@ class Controller(Service):
         super().startService()
         from contiv_sdn.openflow.protocol import OpenFlowFactory
 
-        self.store.subscribe(lambda *change: self.schedule(), self.schedule)
+        self.store.subscribe(self._changed, self._resync)
         self._audit = task.LoopingCall(self.audit)
         self._audit.clock = self.reactor
         self._audit.start(self.AUDIT_INTERVAL, now=False)
@@ -92,11 +96,61 @@ class Controller(Service):
         """Forget what we believe the switches hold, so the next run reads them back.
 
         Level-triggered control includes the switch side: a flow removed or changed
-        behind the controller's back is found and repaired within one interval.
+        behind the controller's back is found and repaired within one interval.  The
+        Redis mirror is re-read in full too, for the same reason.
         """
         for sync in self._syncs.values():
             sync.invalidate()
+        self._need_full = True
         self.schedule()
+
+    # -- the Redis mirror ----------------------------------------------------------
+    def _changed(self, kind: str, key: str, op: str, rev: int) -> None:
+        if kind not in SNAPSHOT_KINDS:
+            return  # nothing the compiler reads: no run
+        self._dirty.add((kind, key))
+        self._rev = max(self._rev, rev)
+        self.schedule()
+
+    def _resync(self) -> None:
+        # (Re)subscribed: messages may have been lost, so read everything again.
+        self._need_full = True
+        self.schedule()
+
+    async def _read_state(self) -> Tuple[int, Dict[str, Dict[str, dict]]]:
+        """The state the compiler needs, kept as a mirror of Redis.
+
+        A full ``snapshot()`` costs time proportional to everything stored, so it is
+        done only at start, after a resubscription and at each audit; otherwise only
+        the records named by change notifications since the last run are read.  A
+        change that lands while they are read marks its key again, so the next run
+        reads it: the mirror converges like the switches do.
+        """
+        if self._need_full or self._mirror is None:
+            self._need_full = False
+            self._dirty.clear()
+            try:
+                rev, data = await self.store.snapshot()
+            except Exception:
+                self._need_full = True
+                raise
+            self._mirror = {kind: dict(records) for kind, records in data.items()}
+            self._rev = max(self._rev, rev)
+            return self._rev, self._mirror
+        dirty, self._dirty = list(self._dirty), set()
+        try:
+            values = await defer.gatherResults(
+                [defer.ensureDeferred(self.store.get(kind, key)) for kind, key in dirty],
+                consumeErrors=True)
+        except Exception:
+            self._need_full = True
+            raise
+        for (kind, key), value in zip(dirty, values):
+            if value is None:
+                self._mirror.get(kind, {}).pop(key, None)
+            else:
+                self._mirror.setdefault(kind, {})[key] = value
+        return self._rev, self._mirror
 
     # -- switches --------------------------------------------------------------
     def _switch_up(self, switch: Any) -> None:
@@ -166,7 +220,7 @@ class Controller(Service):
             d.callback(None)
 
     async def _converge_all(self) -> None:
-        rev, data = await self.store.snapshot()
+        rev, data = await self._read_state()
         switches = dict(self._syncs)
         ports = {dpid: dict(sync.switch.ports) for dpid, sync in switches.items()}
         snap = build_snapshot(rev, data, ports)

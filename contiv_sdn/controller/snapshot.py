@@ -22,6 +22,10 @@ log = Logger()
 
 StoreData = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
+#: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
+SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
+                            "host", "endpoint"})
+
 
 def _network_address(subnet: str) -> str:
     """``20.1.1.5-20.1.1.9/24`` or ``20.1.1.0/24`` -> ``20.1.1.0/24``."""
