@@ -122,7 +122,7 @@ class FlowSync:
             flows = await sw.read_flows(self.cookie, self.cookie_mask)
             self.reads += 1
             self.installed = {f.identity: f for f in flows}
-            log.info("{sw}: read {n} flows with our cookie", sw=sw, n=len(flows))
+            log.debug("{sw}: read {n} flows with our cookie", sw=sw, n=len(flows))
         if not self.installed:
             return await self._push_all(desired)
         installed = self.installed
