@@ -1,14 +1,17 @@
 """Endpoint lifecycle on one host: allocate (netmaster), plumb (veth), attach (OVS port).
 
-Create is ``POST /plugin/createEndpoint`` → inspect the network (prefix length,
-gateway, encapsulation) → veth pair in the container namespace → OVS port with
-``external_ids`` naming the endpoint.  A failure at any step undoes the earlier
-ones (port, veth, allocation), so a failed create leaves nothing behind.
+Create is ``POST /plugin/createEndpoint`` (with the network's inspect — prefix
+length, gateway, encapsulation — read meanwhile) → veth pair, its container end
+created straight in the container namespace → the container end's address and
+route, while the host end becomes an OVS port with ``external_ids`` naming the
+endpoint.  A failure at any step undoes the earlier ones (port, veth,
+allocation), so a failed create leaves nothing behind.
 
 The local record of an endpoint IS its OVS port's ``external_ids`` (it survives
 an agent restart, and OVS deletes it with the port).  A delete first writes a
-small tombstone file in the state directory, then removes port and veth, then
-releases the allocation at the netmaster, then drops the tombstone: if the
+small tombstone file in the state directory, then removes the veth while it
+removes the port and then releases the allocation at the netmaster, and drops
+the tombstone once all of that succeeded: if the
 netmaster is down, a retried delete (or the periodic reconcile) still knows
 which tenant/network to release, so addresses do not leak.
 
@@ -26,7 +29,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -309,37 +312,51 @@ class EndpointManager:
             ip = str(config.get("ipAddress") or "").split("/")[0]
             if not ip:
                 raise EndpointError(f"netmaster allocated no IPv4 address for {req.id}")
-            mac = str(config.get("macAddress") or "") or None
-            veth = True
-            plumbed = await self.plumber.create(VethRequest(
-                host_ifname=name, netns=req.netns, ifname=req.ifname, mac=mac, ipv4=ip,
-                prefix_len=plen, gateway=gateway, mtu=mtu))
+            mac = str(config.get("macAddress") or "").lower() or None
+            vreq = VethRequest(host_ifname=name, netns=req.netns, ifname=req.ifname, mac=mac,
+                               ipv4=ip, prefix_len=plen, gateway=gateway, mtu=mtu)
             record = dict(config)
             record.update({
                 "id": req.id,
                 "network": config.get("network") or f"{req.tenant}:{req.network}",
                 "group": config.get("group", req.group) or "",
                 "ipAddress": ip,
-                "macAddress": plumbed["macAddress"],
+                "macAddress": mac,
                 "homingHost": config.get("homingHost") or self.host,
                 "intfName": name,
                 "vtepIP": config.get("vtepIP") or self.vtep_ip,
                 "containerID": config.get("containerID") or req.container_id or req.id,
                 "containerName": config.get("containerName") or req.name,
                 "ifname": req.ifname,
-                "mtu": plumbed["mtu"],
+                "mtu": mtu,
                 "prefixLen": plen,
                 "gateway": gateway or "",
                 "netns": req.netns,
             })
-            port = True
-            info = await self.ovsdb.ensure_port(
-                self.bridge, name,
-                external_ids={K_ID: req.id, K_NET: record["network"], K_GROUP: record["group"],
-                              K_NETNS: req.netns, K_NETNS_ID: ns_id, K_IFNAME: req.ifname,
-                              K_RECORD: json.dumps(record, sort_keys=True)},
-                iface_external_ids={"iface-id": req.id, "attached-mac": record["macAddress"],
-                                    "iface-status": "active"})
+            veth = True
+            if mac is None:
+                # the kernel picks the MAC: the record (on the port) must wait for it
+                plumbed = await self.plumber.create(vreq)
+                record.update(macAddress=plumbed["macAddress"], mtu=plumbed["mtu"])
+                port = True
+                info = await self._add_port(req, ns_id, record)
+            else:
+                # MAC and MTU are given, so the record is known before the container end is
+                # configured: attach the host end to br-int meanwhile (ovs-vswitchd applying
+                # the port and the container's address/route are independent)
+                await self.plumber.create_host_end(vreq)
+                port = True
+                results = await defer.DeferredList(
+                    [self.plumber.configure_container_end(vreq),
+                     defer.ensureDeferred(self._add_port(req, ns_id, record))],
+                    consumeErrors=True)
+                for ok, value in results:
+                    if not ok:
+                        value.raiseException()
+                plumbed, info = results[0][1], results[1][1]
+                if (str(plumbed["macAddress"]).lower(), plumbed["mtu"]) != (mac, mtu):
+                    raise EndpointError(f"veth {name} came up with MAC {plumbed['macAddress']} "
+                                        f"MTU {plumbed['mtu']}, not {mac} {mtu}")
             record["ofport"] = info.ofport
         except BaseException as exc:
             log.warn("creating endpoint {id} failed ({err}); undoing", id=req.id[:12], err=exc)
@@ -350,12 +367,23 @@ class EndpointManager:
                  mac=record["macAddress"], port=name, ofport=record["ofport"], netns=req.netns)
         return record
 
+    async def _add_port(self, req: EndpointRequest, ns_id: str, record: Dict[str, Any]) -> PortInfo:
+        """The endpoint's OVS port, its record in ``external_ids``; waits until ovs-vswitchd
+        applied it, so the answer's ``ofport`` is real."""
+        return await self.ovsdb.ensure_port(
+            self.bridge, record["intfName"],
+            external_ids={K_ID: req.id, K_NET: record["network"], K_GROUP: record["group"],
+                          K_NETNS: req.netns, K_NETNS_ID: ns_id, K_IFNAME: req.ifname,
+                          K_RECORD: json.dumps(record, sort_keys=True)},
+            iface_external_ids={"iface-id": req.id, "attached-mac": record["macAddress"],
+                                "iface-status": "active"})
+
     async def _undo(self, req: EndpointRequest, name: str, *, port: bool, veth: bool,
                     ip: str) -> None:
         """Best-effort rollback of a failed create; every step runs even if one fails."""
         if port:
             try:
-                await self.ovsdb.delete_port(self.bridge, name)
+                await self.ovsdb.delete_port(self.bridge, name, wait_applied=False)
             except Exception as e:
                 log.error("undo: cannot remove OVS port {port}: {err}", port=name, err=e)
         if veth:
@@ -377,12 +405,24 @@ class EndpointManager:
                 log.error("cannot record pending delete of {id}: {err}", id=req.id[:12], err=e2)
 
     # -- delete ---------------------------------------------------------------------
-    async def delete(self, endpoint_id: str) -> bool:
-        """Remove port, veth and allocation; False when the endpoint was not known."""
-        self._require_ready()
-        return await self._locked(endpoint_id, lambda: self._delete(endpoint_id))
+    async def delete(self, endpoint_id: str, also_links: Sequence[str] = ()) -> bool:
+        """Remove port, veth and allocation; False when the endpoint was not known.
 
-    async def _delete(self, endpoint_id: str) -> bool:
+        ``also_links``: further host-side links of this endpoint to remove with its veth
+        (the Docker driver's container end), if they exist.
+        """
+        self._require_ready()
+        return await self._locked(endpoint_id, lambda: self._delete(endpoint_id, also_links))
+
+    async def _delete(self, endpoint_id: str, also_links: Sequence[str] = ()) -> bool:
+        """Port, then release ∥ veth; the tombstone goes only when all three succeeded.
+
+        The veth's removal is the slow part (the kernel waits for an RCU grace period), so
+        the OVS port and the netmaster release happen meanwhile.  The port goes before the
+        release, so the address is never free while a port still carries it; ovs-vswitchd's
+        applying the removal is not waited for (nothing depends on it, and a later add of
+        the same name is ordered after it in OVSDB).
+        """
         port = await self._find(endpoint_id)
         tomb = self._read_tomb(endpoint_id)
         if port is None and tomb is None:
@@ -396,14 +436,27 @@ class EndpointManager:
                     "group": record.get("group", ""), "ip": record.get("ipAddress", ""),
                     "port": port.name}
             self._write_tomb(tomb)
-            await self.ovsdb.delete_port(self.bridge, port.name)
         assert tomb is not None
-        await self.plumber.delete(tomb["port"])
-        await self._release(tomb)
+        final = tomb
+
+        async def port_then_release() -> None:
+            if port is not None:
+                await self.ovsdb.delete_port(self.bridge, port.name, wait_applied=False)
+            await self._release(final)
+
+        results = await defer.DeferredList(
+            [defer.ensureDeferred(port_then_release()),
+             self.plumber.delete(tomb["port"], also=tuple(also_links))],
+            consumeErrors=True)
+        for ok, value in results:
+            if not ok:
+                value.raiseException()
+        self._drop_tomb(endpoint_id)
         log.info("endpoint {id} deleted ({port})", id=endpoint_id[:12], port=tomb["port"])
         return True
 
     async def _release(self, tomb: Dict[str, Any]) -> None:
+        """The netmaster forgets the endpoint (an unknown one counts as released)."""
         try:
             await self.netmaster.delete_endpoint(tomb["tenant"], tomb["network"],
                                                  tomb.get("group", ""), tomb["id"],
@@ -413,7 +466,6 @@ class EndpointManager:
                 raise
             log.info("netmaster no longer knows endpoint {id}; treating as released",
                      id=tomb["id"][:12])
-        self._drop_tomb(tomb["id"])
 
     # -- reconcile -------------------------------------------------------------------
     async def reconcile(self) -> Dict[str, List[str]]:

@@ -15,7 +15,8 @@ from urllib.parse import quote
 import treq
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError
-from twisted.web.client import HTTPConnectionPool, ResponseFailed
+from twisted.web.client import (HTTPConnectionPool, RequestNotSent, RequestTransmissionFailed,
+                                ResponseFailed, ResponseNeverReceived)
 
 
 class QuietPool(HTTPConnectionPool):
@@ -46,24 +47,39 @@ class NetmasterClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.reactor = reactor
-        # non-persistent: a handful of calls per endpoint, and nothing left open at shutdown
-        self._pool = QuietPool(reactor, persistent=False)
+        # Persistent: every attach and detach makes one to three calls, and a new TCP
+        # connection each time (through the host's OVS, in the lab) costs more than the
+        # call.  close() (the service's stop) closes the idle ones.
+        self._pool = QuietPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 4
 
     async def _request(self, method: str, path: str, what: str,
-                       body: Optional[Dict[str, Any]] = None) -> Any:
+                       body: Optional[Dict[str, Any]] = None, idempotent: bool = False) -> Any:
+        """One call; ``idempotent`` (GETs always are) allows one retry when a kept-alive
+        connection turns out to be dead (netmaster restarted) before any answer came."""
         url = self.url + path
         kw: Dict[str, Any] = {"timeout": self.timeout, "pool": self._pool,
                               "reactor": self.reactor}
         if body is not None:
             kw["data"] = json.dumps(body).encode()
             kw["headers"] = {b"Content-Type": [b"application/json"]}
-        try:
-            response = await treq.request(method, url, **kw)
-            content = await treq.content(response)
-        except (ConnectError, ConnectingCancelledError, TimeoutError, ResponseFailed,
-                defer.CancelledError) as e:
-            raise NetmasterUnavailable(f"netmaster at {self.url} is not reachable ({what}): "
-                                       f"{e.__class__.__name__}: {e}") from None
+        may_repeat = idempotent or method == "GET"
+        for attempt in (1, 2):
+            try:
+                response = await treq.request(method, url, **kw)
+                content = await treq.content(response)
+                break
+            except RequestNotSent as e:
+                failed: Exception = e  # nothing reached the netmaster: safe to send again
+            except (RequestTransmissionFailed, ResponseNeverReceived) as e:
+                failed = e
+                if not may_repeat:
+                    raise self._unavailable(what, e) from None
+            except (ConnectError, ConnectingCancelledError, TimeoutError, ResponseFailed,
+                    defer.CancelledError) as e:
+                raise self._unavailable(what, e) from None
+            if attempt == 2:
+                raise self._unavailable(what, failed) from None
         text = content.decode("utf-8", "replace")
         if response.code != 200:
             raise NetmasterError(response.code, text, what)
@@ -71,6 +87,10 @@ class NetmasterClient:
             return json.loads(text) if text.strip() else {}
         except ValueError:
             raise NetmasterError(response.code, f"answer is not JSON: {text[:200]}", what) from None
+
+    def _unavailable(self, what: str, e: BaseException) -> "NetmasterUnavailable":
+        return NetmasterUnavailable(f"netmaster at {self.url} is not reachable ({what}): "
+                                    f"{e.__class__.__name__}: {e}")
 
     async def create_endpoint(self, tenant: str, network: str, group: str, endpoint_id: str,
                               container_name: str, container_id: str, host: str,
@@ -87,8 +107,9 @@ class NetmasterClient:
                          "IPv6Address": "", "ServiceName": group, "IntfName": intf_name,
                          "Labels": dict(labels or {})},
         }
+        # the netmaster answers a repeated create of the same endpoint id with the first one
         answer = await self._request("POST", "/plugin/createEndpoint",
-                                     f"create endpoint {endpoint_id[:12]}", body)
+                                     f"create endpoint {endpoint_id[:12]}", body, idempotent=True)
         config = answer.get("EndpointConfig") if isinstance(answer, dict) else None
         if not isinstance(config, dict):
             raise NetmasterError(200, f"createEndpoint answer has no EndpointConfig: {answer!r}",
@@ -101,7 +122,7 @@ class NetmasterClient:
         body = {"TenantName": tenant, "NetworkName": network, "ServiceName": group,
                 "EndpointID": endpoint_id, "IPv4Address": ip or ""}
         return await self._request("POST", "/plugin/deleteEndpoint",
-                                   f"delete endpoint {endpoint_id[:12]}", body)
+                                   f"delete endpoint {endpoint_id[:12]}", body, idempotent=True)
 
     async def network(self, tenant: str, network: str) -> Dict[str, Any]:
         """The network's configuration (``Config``: subnet, gateway, encap…)."""
