@@ -21,7 +21,7 @@ namespace (holding the other end) died without Docker telling us.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -45,6 +45,19 @@ OWNER = "docker"
 def mac_of(ip: str) -> str:
     """Contiv's MAC for an address: ``02:02`` + the four bytes (spec §3.1)."""
     return "02:02:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def network_shape(net: Dict[str, Any]) -> tuple:
+    """What an endpoint takes from its network: (prefix length, gateway, encapsulation).
+
+    Works on the netmaster's inspect ``Config`` and on the network's state record in
+    Redis alike (same field names); an unreadable subnet is a shape of its own.
+    """
+    try:
+        plen: Any = prefix_len(str(net.get("subnet", "")))
+    except ValueError:
+        plen = None
+    return (plen, str(net.get("gateway") or ""), str(net.get("encap") or "vxlan"))
 
 
 def container_ifname(endpoint_id: str) -> str:
@@ -72,6 +85,10 @@ class DockerEndpoints:
         self.host_netns_path = host_netns if host_netns else "/proc/self/ns/net"
         self._locks: Dict[str, defer.DeferredLock] = {}
         self._networks: Dict[str, Dict[str, Any]] = {}
+        #: Networks whose change notification is being checked (see :meth:`revalidate`).
+        self._checking: Dict[str, defer.Deferred] = {}
+        #: Bumped by every forget/revalidate, so an answer read before is not cached after.
+        self._epoch = 0
 
     @property
     def ready(self) -> bool:
@@ -110,19 +127,68 @@ class DockerEndpoints:
                                   lambda: self._create(endpoint_id, placement, ip, mac))
 
     async def network(self, p: Placement) -> Dict[str, Any]:
-        """The network's configuration, cached: a Contiv network cannot change once made
-        (:meth:`forget` drops an entry when Redis says the network changed or went)."""
-        net = self._networks.get(p.network_key)
+        """The network's configuration, cached: only its shape (prefix length, gateway,
+        encapsulation) is used, and :meth:`forget` / :meth:`revalidate` keep the cache in step
+        with Redis' change feed."""
+        key = p.network_key
+        net = self._networks.get(key)
+        if net is None and key in self._checking:
+            # a change notification is being checked: wait for its verdict
+            await self._checking[key]
+            net = self._networks.get(key)
         if net is None:
+            epoch = self._epoch
             net = await self.netmaster.network(p.tenant, p.network)
-            self._networks[p.network_key] = net
+            if epoch == self._epoch:  # nothing was forgotten while we asked
+                self._networks[key] = net
         return net
 
     def forget(self, network_key: Optional[str] = None) -> None:
+        """Drop one cached network (or all): it went, or notifications may have been lost."""
+        self._epoch += 1
         if network_key is None:
             self._networks.clear()
         else:
             self._networks.pop(network_key, None)
+
+    def revalidate(self, network_key: str, fetch: Callable[[], Any]) -> None:
+        """A network's record changed in Redis: keep its cached entry only if the shape is the same.
+
+        The netmaster rewrites a network's record on every endpoint create and delete (its
+        endpoint count), so dropping the entry on each change would empty the cache on every
+        attach.  ``fetch`` reads the record from the store; until it answers, the entry is
+        out of the cache and :meth:`network` waits for the verdict rather than use it.
+        """
+        # answers and verdicts in flight predate this change: none of them may fill the cache
+        self._epoch += 1
+        cached = self._networks.pop(network_key, None)
+        if cached is None:
+            return
+        epoch = self._epoch
+        checking = defer.maybeDeferred(fetch)
+        done: defer.Deferred = defer.Deferred()
+        self._checking[network_key] = done
+
+        def verdict(record: Any) -> None:
+            same = (isinstance(record, dict) and epoch == self._epoch
+                    and network_key not in self._networks
+                    and network_shape(record) == network_shape(cached))
+            if same:
+                self._networks[network_key] = cached
+            else:
+                log.info("network {key} changed shape or went; its cache entry is dropped",
+                         key=network_key)
+
+        def failed(failure: Any) -> None:
+            log.warn("cannot re-read network {key} ({err}); its cache entry is dropped",
+                     key=network_key, err=failure.getErrorMessage())
+
+        def finish(_: Any) -> None:
+            if self._checking.get(network_key) is done:
+                del self._checking[network_key]
+            done.callback(None)
+
+        checking.addCallbacks(verdict, failed).addBoth(finish)
 
     async def _create(self, endpoint_id: str, p: Placement, ip: str,
                       mac: str) -> Dict[str, Any]:
@@ -149,14 +215,12 @@ class DockerEndpoints:
             raise CreateFailed(f"MAC address {mac} cannot be used: netplugin derives MACs from "
                                f"addresses ({predicted} for {ip}); drop --mac-address", False,
                                status=400)
-        # A container end left behind (Leave moved it back, then we were never told
-        # to delete) would make the veth creation fail: remove it first.
-        await self.agent.plumber.delete(cont_if)
-
         def veth(want_mac: Optional[str]) -> defer.Deferred:
+            # A container end left behind (Leave moved it back, then we were never told
+            # to delete) would make the veth creation fail: it goes first, same thread hop.
             return self.agent.plumber.create(VethRequest(
                 host_ifname=host_if, netns=self.host_netns_path, ifname=cont_if, mac=want_mac,
-                ipv4=None, mtu=mtu))
+                ipv4=None, mtu=mtu), remove_first=(cont_if,))
 
         # The netmaster's allocation and the veth do not depend on each other when the
         # address (hence the MAC, 02:02:<ip>) is already known: make both at once.
@@ -306,9 +370,12 @@ class DockerEndpoints:
         self._require_ready()
 
         async def run() -> bool:
-            existed = await self.manager.delete(endpoint_id)
-            # the container end exists alone only if the host end was already gone
-            await self.agent.plumber.delete(container_ifname(endpoint_id))
+            cont_if = container_ifname(endpoint_id)
+            # the container end exists alone only if the host end was already gone; it goes
+            # with the veth (same thread hop), or on its own when the agent knew nothing
+            existed = await self.manager.delete(endpoint_id, also_links=(cont_if,))
+            if not existed:
+                await self.agent.plumber.delete(cont_if)
             return existed
 
         return await self._locked(endpoint_id, run)

@@ -49,7 +49,8 @@ class PluginNetmaster(NetmasterClient):
                                 "IPAddress": ip, "ContainerID": container_id,
                                 "Labels": dict(labels or {}), "Tenant": p.tenant,
                                 "Network": p.network, "Event": "start",
-                                "EndpointID": endpoint_id, "EPCommonName": name})
+                                "EndpointID": endpoint_id, "EPCommonName": name},
+                            idempotent=True)
 
     async def group(self, tenant: str, group: str) -> Dict[str, Any]:
         """The endpoint group's configuration (fails with the netmaster's text if unknown)."""

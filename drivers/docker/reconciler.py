@@ -189,7 +189,12 @@ class DockerReconciler(Service):
 
     def _on_change(self, kind: str, key: str, op: str, rev: int) -> None:
         if kind == "network" and hasattr(self.endpoints, "forget"):
-            self.endpoints.forget(key)  # its cached inspect is stale now
+            store = self.store
+            if op == "set" and store is not None and hasattr(self.endpoints, "revalidate"):
+                # most sets only change the endpoint count: keep the entry if the shape held
+                self.endpoints.revalidate(key, lambda: store.get("network", key))
+            else:
+                self.endpoints.forget(key)  # its cached inspect is stale now
         if kind in WATCHED_KINDS:
             self.kick(self.debounce)
 
