@@ -366,6 +366,46 @@ class EndpointTests(unittest.TestCase):
                          (self.fx.host, rec["dpid"], True))
 
 
+class NetmasterClientTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_kept_alive_connection_survives_a_netmaster_restart(self):
+        from contiv_sdn.agent.netmaster import NetmasterClient
+        require_binary("redis-server")
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        nm = start_netmaster(self, redis)
+        client = NetmasterClient(nm.url)
+        self.addCleanup(client.close)
+        net = yield defer.ensureDeferred(client.network("default", "agtnet"))
+        self.assertEqual((net["subnet"], net["gateway"]), (SUBNET, GATEWAY))
+        kept = [c for conns in client._pool._connections.values() for c in conns]
+        self.assertEqual(len(kept), 1)  # the connection stays open for the next call
+
+        # a retried create (the reply was lost) gets the same endpoint, not a second address
+        ep_id = secrets.token_hex(32)
+
+        def create() -> defer.Deferred:
+            return defer.ensureDeferred(client.create_endpoint(
+                "default", "agtnet", "", ep_id, "web", "c0ffee", "agt-host", "", "cvagt"))
+        first = yield create()
+        again = yield create()
+        self.assertEqual(again["ipAddress"], first["ipAddress"])
+
+        nm.stop(remove=False)
+        nm.start()
+        net = yield defer.ensureDeferred(client.network("default", "agtnet"))
+        self.assertEqual(net["subnet"], SUBNET)
+        yield defer.ensureDeferred(client.delete_endpoint("default", "agtnet", "", ep_id,
+                                                          first["ipAddress"]))
+        nm.stop()
+        with self.assertRaises(Exception) as ctx:
+            yield defer.ensureDeferred(client.network("default", "agtnet"))
+        from contiv_sdn.agent.netmaster import NetmasterUnavailable
+        self.assertIsInstance(ctx.exception, NetmasterUnavailable)
+
+
 class TwistdTests(unittest.TestCase):
     """``twistd -n netplugin`` as the lab runs it: inside the host's namespace."""
 

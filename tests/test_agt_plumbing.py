@@ -135,6 +135,46 @@ class PlumbingTests(unittest.TestCase):
         yield self.plumber.create(self.request(netns=path, ifname="net1", gateway=None))
         self.assertEqual(self.ctr.addrs("net1"), [("10.36.1.5", 24)])
 
+    @defer.inlineCallbacks
+    def test_two_step_create_remove_first_and_delete_also(self):
+        # a stale link of the same endpoint goes in the creating thread hop
+        self.host.run("link", "add", "ct0123456789ab", "type", "veth", "peer", "name", "agtstale0")
+        req = self.request()
+        yield self.plumber.create_host_end(req, remove_first=("ct0123456789ab",))
+        self.assertFalse({"ct0123456789ab", "agtstale0"} & set(self.host.links()))
+        # first step: host end up with offload off; container end there, not yet configured
+        host = self.host.links()["cv0123456789ab"]
+        self.assertIn("UP", host["flags"])
+        self.assertEqual(host["mtu"], 1450)
+        self.assertFalse(self.plumbing.tx_checksum_in(self.host.path, "cv0123456789ab"))
+        eth0 = self.ctr.links()["eth0"]
+        self.assertEqual((eth0["address"], eth0["mtu"]), ("02:02:0a:24:01:05", 1450))
+        self.assertNotIn("UP", eth0["flags"])
+        self.assertEqual(self.ctr.addrs("eth0"), [])
+        # second step: the container end
+        result = yield self.plumber.configure_container_end(req)
+        self.assertEqual((result["macAddress"], result["mtu"]), ("02:02:0a:24:01:05", 1450))
+        self.assertIn("UP", self.ctr.links()["eth0"]["flags"])
+        self.assertEqual(self.ctr.addrs("eth0"), [("10.36.1.5", 24)])
+        self.assertFalse(self.plumbing.tx_checksum_in(self.ctr.path, "eth0"))
+        # delete takes further host links along (if present), answering for the veth
+        self.host.run("link", "add", "agtextra0", "type", "veth", "peer", "name", "agtextra1")
+        self.assertTrue((yield self.plumber.delete("cv0123456789ab",
+                                                   also=("agtextra0", "agtabsent0"))))
+        self.assertFalse({"cv0123456789ab", "agtextra0", "agtextra1"} & set(self.host.links()))
+        self.assertNotIn("eth0", self.ctr.links())
+
+    @defer.inlineCallbacks
+    def test_host_name_taken_is_reported_as_such(self):
+        self.host.run("link", "add", "cv0123456789ab", "type", "veth", "peer", "name", "agtpeer0")
+        with self.assertRaises(self.plumbing.InterfaceExists) as ctx:
+            yield self.plumber.create(self.request())
+        self.assertIn("cv0123456789ab", str(ctx.exception))
+        self.assertIn("on the host", str(ctx.exception))
+        self.assertNotIn("eth0", self.ctr.links())
+        self.assertIn("agtpeer0", self.host.links())  # theirs, untouched
+        self.assertIn("cv0123456789ab", self.host.links())
+
     def test_invalid_names_are_rejected_before_anything_happens(self):
         with self.assertRaises(self.plumbing.PlumbingError):
             self.plumbing.create_veth(self.request(ifname="x" * 16), self.host.path)

@@ -201,3 +201,85 @@ class DockerDriverTests(unittest.TestCase):
 
         await wait_for("forgotten endpoint reaped", reaped, timeout=60, every=0.5)
         self.assertFalse({p for p in h.ports() if p.startswith("cv")})
+
+
+class NetworkCacheTests(unittest.TestCase):
+    """The driver's cache of network shapes against Redis' change feed (stand-ins for the
+    netmaster and the store: only the calls are counted, the cache logic is what runs)."""
+
+    CONFIG = {"key": "default:drvnet", "encap": "vxlan", "gateway": "10.37.1.254",
+              "networkName": "drvnet", "nwType": "data", "subnet": "10.37.1.0/24"}
+    # the state record the netmaster rewrites on every endpoint create/delete
+    STATE = {"networkName": "drvnet", "epCount": 3, "subnetLen": 24, "subnet": "10.37.1.0/24",
+             "key": "default:drvnet", "vni": 1, "tenant": "default", "gateway": "10.37.1.254",
+             "vlan": 0, "encap": "vxlan"}
+
+    def setUp(self):
+        from types import SimpleNamespace
+        from drivers.docker.endpoints import DockerEndpoints
+        from drivers.docker.names import Placement
+        self.calls = 0
+        test = self
+
+        class Netmaster:
+            async def network(self, tenant, network):
+                test.calls += 1
+                return dict(test.CONFIG)
+
+        agent = SimpleNamespace(endpoints=SimpleNamespace(ready=True),
+                                plumber=SimpleNamespace(host_netns=None))
+        self.eps = DockerEndpoints(agent, Netmaster())
+        self.p = Placement("default", "drvnet")
+        self.key = self.p.network_key
+
+    def network(self) -> dict:
+        return self.successResultOf(defer.ensureDeferred(self.eps.network(self.p)))
+
+    def test_shape_is_the_same_in_inspect_and_state(self):
+        from drivers.docker.endpoints import network_shape
+        self.assertEqual(network_shape(self.CONFIG), network_shape(self.STATE))
+        self.assertEqual(network_shape(self.CONFIG), (24, "10.37.1.254", "vxlan"))
+        self.assertNotEqual(network_shape(self.CONFIG),
+                            network_shape(dict(self.STATE, encap="vlan")))
+
+    def test_endpoint_count_rewrites_keep_the_entry(self):
+        self.network()
+        self.network()
+        self.assertEqual(self.calls, 1)
+        self.eps.revalidate(self.key, lambda: defer.succeed(dict(self.STATE, epCount=4)))
+        self.network()
+        self.assertEqual(self.calls, 1)
+
+    def test_shape_change_or_deletion_drops_the_entry(self):
+        self.network()
+        self.eps.revalidate(self.key, lambda: defer.succeed(dict(self.STATE, gateway="10.37.1.1")))
+        self.network()
+        self.assertEqual(self.calls, 2)
+        self.eps.revalidate(self.key, lambda: defer.succeed(None))  # gone from Redis
+        self.network()
+        self.assertEqual(self.calls, 3)
+        self.eps.revalidate(self.key, lambda: defer.fail(RuntimeError("redis down")))
+        self.network()
+        self.assertEqual(self.calls, 4)
+
+    def test_a_create_during_the_check_waits_for_the_verdict(self):
+        self.network()
+        pending: defer.Deferred = defer.Deferred()
+        self.eps.revalidate(self.key, lambda: pending)
+        d = defer.ensureDeferred(self.eps.network(self.p))
+        self.assertNoResult(d)
+        pending.callback(dict(self.STATE, epCount=9))
+        self.assertEqual(self.successResultOf(d), self.CONFIG)
+        self.assertEqual(self.calls, 1)
+
+    def test_forget_or_another_change_during_the_check_wins(self):
+        for interrupt in (lambda: self.eps.forget(self.key),
+                          lambda: self.eps.revalidate(self.key, lambda: defer.succeed(None))):
+            self.network()
+            calls = self.calls
+            pending: defer.Deferred = defer.Deferred()
+            self.eps.revalidate(self.key, lambda: pending)
+            interrupt()
+            pending.callback(dict(self.STATE))  # same shape, but read before the interruption
+            self.network()
+            self.assertEqual(self.calls, calls + 1)
