@@ -224,12 +224,12 @@ class PluginCaller:
     """Calls the plugin socket like dockerd does (POST, JSON), returns (status, json)."""
 
     def __init__(self, path: str):
-        from contiv_sdn.agent.client import _UnixEndpoints
+        from contiv_sdn.agent.client import UnixEndpoints
         from treq.client import HTTPClient
         from twisted.web.client import Agent, HTTPConnectionPool
         pool = HTTPConnectionPool(reactor, persistent=False)
         self._http = HTTPClient(Agent.usingEndpointFactory(
-            reactor, _UnixEndpoints(reactor, path, 10), pool=pool))
+            reactor, UnixEndpoints(reactor, path, 10), pool=pool))
 
     async def raw(self, call: str, body: Optional[bytes], method: str = "POST") -> Any:
         kw: Dict[str, Any] = {"timeout": 60}

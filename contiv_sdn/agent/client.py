@@ -27,7 +27,9 @@ class AgentAPIError(RuntimeError):
 
 
 @implementer(IAgentEndpointFactory)
-class _UnixEndpoints:
+class UnixEndpoints:
+    """Every request of a twisted.web ``Agent`` goes to one unix socket."""
+
     def __init__(self, reactor: Any, path: str, timeout: float):
         self.reactor, self.path, self.timeout = reactor, path, timeout
 
@@ -43,7 +45,7 @@ class AgentClient:
         self.timeout = timeout
         self.reactor = reactor
         pool = QuietPool(reactor, persistent=False)
-        agent = Agent.usingEndpointFactory(reactor, _UnixEndpoints(reactor, socket_path, 10),
+        agent = Agent.usingEndpointFactory(reactor, UnixEndpoints(reactor, socket_path, 10),
                                            pool=pool)
         self._http = HTTPClient(agent)
 

@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from contiv_sdn.agent.locks import KeyedLocks
+
 from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
 from contiv_sdn.agent.ovsdb import Ovsdb, PortInfo
 from contiv_sdn.agent.plumbing import (NetnsNotFound, Plumber, VethRequest, netns_id)
@@ -166,7 +168,7 @@ class EndpointManager:
         self.state_dir = state_dir
         #: Set by the service once br-int is in place; endpoint calls wait for nothing else.
         self.ready = False
-        self._locks: Dict[str, defer.DeferredLock] = {}
+        self._locks = KeyedLocks()
 
     # -- helpers ----------------------------------------------------------------
     def _require_ready(self) -> None:
@@ -175,14 +177,7 @@ class EndpointManager:
                            "(OVSDB not reachable yet?); retry in a moment")
 
     async def _locked(self, endpoint_id: str, fn: Any) -> Any:
-        lock = self._locks.setdefault(endpoint_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            return await fn()
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(endpoint_id, None)
+        return await self._locks.run(endpoint_id, fn)
 
     @property
     def _tomb_dir(self) -> str:

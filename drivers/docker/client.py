@@ -14,10 +14,9 @@ from urllib.parse import quote, urlencode
 from treq import collect
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
+
+from contiv_sdn.agent.client import UnixEndpoints
 
 
 class DockerAPIError(RuntimeError):
@@ -25,15 +24,6 @@ class DockerAPIError(RuntimeError):
         self.status = status
         self.message = message
         super().__init__(f"dockerd: {what}: {message or f'HTTP {status}'}")
-
-
-@implementer(IAgentEndpointFactory)
-class _UnixEndpoints:
-    def __init__(self, reactor: Any, path: str, timeout: float):
-        self.reactor, self.path, self.timeout = reactor, path, timeout
-
-    def endpointForURI(self, uri: Any) -> UNIXClientEndpoint:
-        return UNIXClientEndpoint(self.reactor, self.path, timeout=self.timeout)
 
 
 def _message(raw: bytes) -> str:
@@ -61,7 +51,7 @@ class DockerClient:
         self.reactor = reactor
         self.timeout = timeout
         self._pool = HTTPConnectionPool(reactor, persistent=False)
-        agent = Agent.usingEndpointFactory(reactor, _UnixEndpoints(reactor, self.path, 10),
+        agent = Agent.usingEndpointFactory(reactor, UnixEndpoints(reactor, self.path, 10),
                                            pool=self._pool)
         self._http = HTTPClient(agent)
 

@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from contiv_sdn.agent.locks import KeyedLocks
+
 from contiv_sdn.agent import endpoints as agent_eps
 from contiv_sdn.agent.endpoints import (K_GROUP, K_ID, K_IFNAME, K_NET, K_NETNS, K_NETNS_ID,
                                         K_RECORD, port_name, prefix_len)
@@ -83,7 +85,7 @@ class DockerEndpoints:
         host_netns = getattr(agent.plumber, "host_netns", None)
         #: Where dockerd runs = where the host ends live.
         self.host_netns_path = host_netns if host_netns else "/proc/self/ns/net"
-        self._locks: Dict[str, defer.DeferredLock] = {}
+        self._locks = KeyedLocks()
         self._networks: Dict[str, Dict[str, Any]] = {}
         #: Networks whose change notification is being checked (see :meth:`revalidate`).
         self._checking: Dict[str, defer.Deferred] = {}
@@ -100,14 +102,7 @@ class DockerEndpoints:
                               "retry in a moment")
 
     async def _locked(self, endpoint_id: str, fn: Any) -> Any:
-        lock = self._locks.setdefault(endpoint_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            return await fn()
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(endpoint_id, None)
+        return await self._locks.run(endpoint_id, fn)
 
     # -- queries -------------------------------------------------------------------
     async def get(self, endpoint_id: str) -> Optional[Dict[str, Any]]:
