@@ -364,14 +364,11 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def docker_cli(sock: str, *args: str, check: bool = True, timeout: float = 60.0,
-               input: Optional[bytes] = None) -> subprocess.CompletedProcess:
-    """``docker -H unix://SOCK ARGS`` with a timeout; output as text."""
-    if shutil.which("docker") is None:
-        raise DockerdError("docker CLI not found: install docker.io (make install)")
-    argv = ["docker", "-H", f"unix://{sock}", *args]
+def _run_cli(argv: List[str], check: bool, timeout: float, input: Optional[bytes],
+             env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run a runtime CLI with a timeout; text output; failures say what ran and what it said."""
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input,
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input, env=env,
                               stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise DockerdError(f"{' '.join(argv)}: no answer after {timeout:g} s") from e
@@ -382,6 +379,14 @@ def docker_cli(sock: str, *args: str, check: bool = True, timeout: float = 60.0,
         raise DockerdError(f"{' '.join(argv)} failed ({proc.returncode}): "
                            f"{(out.stderr or out.stdout).strip()}")
     return out
+
+
+def docker_cli(sock: str, *args: str, check: bool = True, timeout: float = 60.0,
+               input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+    """``docker -H unix://SOCK ARGS`` with a timeout; output as text."""
+    if shutil.which("docker") is None:
+        raise DockerdError("docker CLI not found: install docker.io (make install)")
+    return _run_cli(["docker", "-H", f"unix://{sock}", *args], check, timeout, input)
 
 
 def start_dockerd(host_netns: Optional[str], root_dir: str, plugin_dir: Optional[str],
@@ -530,20 +535,7 @@ class Podman:
 
     def run(self, *args: str, check: bool = True, timeout: float = 90.0,
             input: Optional[bytes] = None) -> subprocess.CompletedProcess:
-        argv = self.argv(*args)
-        try:
-            proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=self.env(),
-                                  input=input,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as e:
-            raise DockerdError(f"{' '.join(argv)}: no answer after {timeout:g} s") from e
-        out = subprocess.CompletedProcess(argv, proc.returncode,
-                                          proc.stdout.decode(errors="replace"),
-                                          proc.stderr.decode(errors="replace"))
-        if check and proc.returncode != 0:
-            raise DockerdError(f"{' '.join(argv)} failed ({proc.returncode}): "
-                               f"{(out.stderr or out.stdout).strip()}")
-        return out
+        return _run_cli(self.argv(*args), check, timeout, input, env=self.env())
 
     def import_busybox(self, tag: str = BUSYBOX_TAG) -> None:
         if self.run("image", "exists", tag, check=False).returncode == 0:
