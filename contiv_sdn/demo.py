@@ -90,7 +90,8 @@ def up(hosts: int) -> int:
     try:
         lab.up()
     except LabError as e:
-        print(f"demo: the lab did not come up: {e}", file=sys.stderr)
+        print(f"demo: the lab did not come up: {e}\n"
+              f"demo: 'make demo-down' removes a previous demo lab", file=sys.stderr)
         return 1
     url = lab.netmaster_url
     node2 = f"node{min(2, hosts)}"
