@@ -6,7 +6,6 @@ proves the glue (store -> snapshot -> compiler -> sync) and restart behaviour
 without namespaces; the lab e2e tests prove the packets.
 """
 
-import os
 import re
 import tempfile
 
@@ -147,7 +146,7 @@ class ControllerWithOvsTests(TestCase):
                                     "interface", "cvep4", "type=internal")
         ofport = int((await threads.deferToThread(
             self.ovs.vsctl, "get", "interface", "cvep4", "ofport")).strip())
-        await _wait_for(lambda: any(f"in_port={ofport}" in f or f"in_port=cvep4" in f
+        await _wait_for(lambda: any(f"in_port={ofport}" in f or "in_port=cvep4" in f
                                     for f in self._our_flows()), what="flows for the new port")
 
     async def test_audit_repairs_flows_deleted_behind_our_back(self):

@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import TestCase
 
-from contiv_sdn.controller.snapshot import build_snapshot, host_for_dpid
+from contiv_sdn.controller.snapshot import build_snapshot
 
 
 def _data(**extra):
@@ -58,8 +58,7 @@ class BuildSnapshotTests(TestCase):
         self.assertEqual(dict(snap.hosts["node1"].ports), {"vxlan0": 1, "cve1": 5})
         self.assertEqual(snap.hosts["node1"].uplink_port, "eth1")
         self.assertEqual(dict(snap.hosts["node2"].ports), {})
-        self.assertEqual(host_for_dpid(snap, 12)[0], "node2")
-        self.assertEqual(host_for_dpid(snap, 99), (None, None))
+        self.assertEqual((snap.hosts["node2"].dpid, snap.hosts["node1"].dpid), (12, 11))
 
     def test_endpoints_resolve_groups_and_drop_orphans(self):
         snap = build_snapshot(1, _data(), {})

@@ -17,7 +17,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_snapshot, host_for_dpid
+from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_snapshot
 from contiv_sdn.pipeline.compiler import compile_switch
 
 log = Logger()
@@ -225,10 +225,12 @@ class Controller(Service):
         ports = {dpid: dict(sync.switch.ports) for dpid, sync in switches.items()}
         snap = build_snapshot(rev, data, ports)
         self.last_snapshot = snap
+        self.registry.set_hosts({"name": name, "dpid": host.dpid}
+                                for name, host in snap.hosts.items())
         self.runs += 1
         work = []
         for dpid, sync in switches.items():
-            name, _host = host_for_dpid(snap, dpid)
+            name = self.registry.host_of(dpid)
             if name is None:
                 log.debug("switch {dpid:#x} belongs to no registered host; left alone", dpid=dpid)
                 continue

@@ -10,7 +10,7 @@ flow compiled from half a record would be wrong on the wire.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping
 
 from twisted.logger import Logger
 
@@ -103,10 +103,3 @@ def build_snapshot(revision: int, data: StoreData,
         networks=_frozen(networks), groups=_frozen(groups), hosts=_frozen(hosts),
         endpoints=_frozen(endpoints),
     )
-
-
-def host_for_dpid(snapshot: Snapshot, dpid: int) -> Tuple[str, Host] | Tuple[None, None]:
-    for name, host in snapshot.hosts.items():
-        if host.dpid == dpid:
-            return name, host
-    return None, None
