@@ -29,14 +29,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.threads import deferToThread  # noqa: E402
 
 from contiv_sdn.openflow import codec  # noqa: E402
 from contiv_sdn.openflow.protocol import OpenFlowProtocol  # noqa: E402
 from contiv_sdn.openflow.sync import FlowSync  # noqa: E402
 from contiv_sdn.openflow.testing import SwitchLab  # noqa: E402
-from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK, Flow, make_match  # noqa: E402
+from contiv_sdn.pipeline.flow import Flow, make_match  # noqa: E402
 
 VXLAN_PORT = 100
 
