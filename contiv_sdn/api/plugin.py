@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any, Callable, Dict, List
 
@@ -12,23 +11,8 @@ from contiv_sdn.api.http import HttpError
 from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
 from contiv_sdn.master.servicelb import providers
-from contiv_sdn.model import ModelError, gojson
-
-
-def parse_body(body: bytes) -> dict:
-    """Decode a plugin request; refusals carry Go's json.Decoder text (``EOF``...)."""
-    try:
-        value, _ = json.JSONDecoder().raw_decode(body.decode("utf-8", "replace").strip())
-    except ValueError:
-        try:
-            gojson.parse(body)  # raises with Go's message
-        except ModelError as e:
-            raise HttpError(str(e))
-        raise HttpError("invalid request body")
-    if not isinstance(value, dict):
-        kind = {list: "array", str: "string", bool: "bool"}.get(type(value), "number")
-        raise HttpError(f"json: cannot unmarshal {kind} into Go value of type request")
-    return value
+from contiv_sdn.model import ModelError
+from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, REQUESTS
 
 
 def local_ip() -> str:
@@ -53,7 +37,13 @@ class PluginRoutes:
         }
 
     async def plugin(self, name: str, body: bytes) -> Any:
-        return await self.calls[name](parse_body(body))
+        """Decode the body into the call's declared shape (Go's texts on refusal),
+        then run it: nothing reaches the semantics or the store untyped."""
+        try:
+            req = REQUESTS[name].load(body)
+        except ModelError as e:
+            raise HttpError(str(e))
+        return await self.calls[name](req)
 
     def version(self) -> dict:
         return {"GitCommit": "unknown", "Version": __version__, "BuildTime": ""}
@@ -112,5 +102,6 @@ class PluginRoutes:
                     (category == "ep" and ident in (ep_id, ep.get("containerID"))):
                 victims.append(ep)
         for ep in victims:
-            await self.master.endpoints.delete_endpoint({"EndpointID": ep["id"]})
+            await self.master.endpoints.delete_endpoint(
+                DELETE_ENDPOINT.coerce({"EndpointID": ep["id"]}))
         return [endpoint_oper(ep) for ep in victims]

@@ -20,19 +20,6 @@ from contiv_sdn.store import Store, StoreError, View, placeholder, transact
 from contiv_sdn.store import keys as K
 
 
-def field(d: Optional[dict], name: str, default: Any = "") -> Any:
-    """Go's case-insensitive JSON field match (exact name first)."""
-    if not isinstance(d, dict):
-        return default
-    if name in d:
-        return default if d[name] is None else d[name]
-    low = name.lower()
-    for k, v in d.items():
-        if k.lower() == low:
-            return default if v is None else v
-    return default
-
-
 def strip_len(addr: str) -> str:
     return addr.split("/")[0] if addr else ""
 
@@ -101,9 +88,9 @@ class Endpoints:
 
     # -- /plugin/allocAddress, /plugin/releaseAddress -----------------------
     async def alloc_address(self, req: dict) -> dict:
-        network_id = field(req, "NetworkID")
-        pool = field(req, "AddressPool")
-        preferred = strip_len(field(req, "PreferredIPv4Address"))
+        network_id = req["NetworkID"]
+        pool = req["AddressPool"]
+        preferred = strip_len(req["PreferredIPv4Address"])
         is_v6 = ":" in pool.split("/")[0]
 
         async def fn(view: View):
@@ -141,8 +128,8 @@ class Endpoints:
         return await self._run(fn)
 
     async def release_address(self, req: dict) -> dict:
-        network_id = field(req, "NetworkID")
-        addr = strip_len(field(req, "IPv4Address"))
+        network_id = req["NetworkID"]
+        addr = strip_len(req["IPv4Address"])
 
         async def fn(view: View):
             w = Work(view)
@@ -174,15 +161,15 @@ class Endpoints:
 
     # -- /plugin/createEndpoint, deleteEndpoint, updateEndpoint ------------
     async def create_endpoint(self, req: dict) -> dict:
-        cfg = field(req, "ConfigEP", {}) or {}
-        tenant = field(req, "TenantName") or "default"
-        net_name = field(req, "NetworkName")
-        group_name = field(req, "ServiceName") or field(cfg, "ServiceName")
-        ep_id = field(req, "EndpointID") or field(cfg, "Container")
+        cfg = req["ConfigEP"]
+        tenant = req["TenantName"] or "default"
+        net_name = req["NetworkName"]
+        group_name = req["ServiceName"] or cfg["ServiceName"]
+        ep_id = req["EndpointID"] or cfg["Container"]
         if not ep_id:
             raise MasterError("invalid endpoint id")
-        want_ip = strip_len(field(cfg, "IPAddress"))
-        want_ip6 = strip_len(field(cfg, "IPv6Address"))
+        want_ip = strip_len(cfg["IPAddress"])
+        want_ip6 = strip_len(cfg["IPv6Address"])
         net_key = f"{tenant}:{net_name}"
         group_key = f"{tenant}:{group_name}" if group_name else ""
 
@@ -223,22 +210,21 @@ class Endpoints:
                              full=f"Reached MaxHosts ({v6.max_host}). Cannot allocate more hosts",
                              taken="ip address {} is not available", shared=True)
                 ip6 = placeholder("ip6", "ip6")
-            host = field(cfg, "Host")
-            vtep = field(cfg, "VtepIP")
+            host = cfg["Host"]
+            vtep = cfg["VtepIP"]
             if not vtep and host:
                 h = await self.store.get("host", host)
                 vtep = (h or {}).get("vtepIP", "")
-            labels = field(cfg, "Labels", {}) or {}
             record = {
                 "id": ep_id, "tenant": tenant, "network": net_key, "networkName": net_name,
                 "group": group_key, "groupName": group_name,
                 "epgId": int(group_state["epgId"]) if group_state else 0,
                 "ipAddress": placeholder("ip", "ip"), "ipv6Address": ip6,
                 "macAddress": placeholder("ip", "mac"),
-                "homingHost": host, "intfName": field(cfg, "IntfName"), "vtepIP": vtep,
-                "containerID": field(req, "ContainerID") or field(cfg, "ContainerID"),
-                "containerName": field(req, "EPCommonName"),
-                "labels": {str(k): str(v) for k, v in labels.items()},
+                "homingHost": host, "intfName": cfg["IntfName"], "vtepIP": vtep,
+                "containerID": req["ContainerID"] or cfg["ContainerID"],
+                "containerName": req["EPCommonName"],
+                "labels": cfg["Labels"],
             }
             txn.put("endpoint", ep_id, json.dumps(record), subs=True)
             txn.incr_field("network", net_key, "epCount", 1)
@@ -253,7 +239,7 @@ class Endpoints:
         return {"EndpointConfig": await self.store.get("endpoint", ep_id)}
 
     async def delete_endpoint(self, req: dict) -> dict:
-        ep_id = field(req, "EndpointID")
+        ep_id = req["EndpointID"]
 
         async def fn(view: View):
             w = Work(view)
@@ -286,8 +272,8 @@ class Endpoints:
         return await self._run(fn)
 
     async def update_endpoint(self, req: dict) -> dict:
-        ep_id = field(req, "EndpointID")
-        event = field(req, "Event")
+        ep_id = req["EndpointID"]
+        event = req["Event"]
 
         async def fn(view: View):
             ep = await view.get("endpoint", ep_id)
@@ -295,14 +281,14 @@ class Endpoints:
                 raise MasterError(f"endpoint {ep_id} not found")
             if event == "start":
                 labels = dict(ep.get("labels") or {})
-                labels.update({str(k): str(v) for k, v in (field(req, "Labels", {}) or {}).items()})
+                labels.update(req["Labels"])
                 ep["labels"] = labels
-                if field(req, "ContainerID"):
-                    ep["containerID"] = field(req, "ContainerID")
-                if field(req, "EPCommonName"):
-                    ep["containerName"] = field(req, "EPCommonName")
+                if req["ContainerID"]:
+                    ep["containerID"] = req["ContainerID"]
+                if req["EPCommonName"]:
+                    ep["containerName"] = req["EPCommonName"]
                 view.txn.put("endpoint", ep_id, ep)
-            return {"IPAddress": field(req, "IPAddress")}
+            return {"IPAddress": req["IPAddress"]}
 
         return await self._run(fn)
 
@@ -313,4 +299,4 @@ class Endpoints:
             raise MasterError(str(e))
 
 
-__all__ = ["Endpoints", "field"]
+__all__ = ["Endpoints"]

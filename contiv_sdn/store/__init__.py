@@ -47,9 +47,12 @@ out the same tag, id or address.
 """
 
 from contiv_sdn.store.store import RedisURL, Store, Subscription, connect
-from contiv_sdn.store.txn import Conflict, StoreError, Txn, TxnResult, View, placeholder, transact
+from contiv_sdn.store.txn import (
+    Conflict, StoreError, StoreUnavailable, Txn, TxnResult, View, placeholder, transact,
+)
 
 __all__ = [
-    "Store", "RedisURL", "Subscription", "connect", "Conflict", "StoreError", "Txn",
+    "Store", "RedisURL", "Subscription", "connect", "Conflict", "StoreError", "StoreUnavailable",
+    "Txn",
     "TxnResult", "View", "placeholder", "transact",
 ]

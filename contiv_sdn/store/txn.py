@@ -46,6 +46,19 @@ class StoreError(Exception):
     """
 
 
+class StoreUnavailable(StoreError):
+    """Redis did not answer in time or is not connected.
+
+    A subclass of :class:`StoreError` so the semantics layer refuses the request
+    with this message instead of hanging; the REST layer answers it promptly
+    (503) and the client may retry.
+    """
+
+    def __init__(self, message: str = "the state store (Redis) is unavailable; "
+                                      "retry shortly or check the redis-server") -> None:
+        super().__init__(message)
+
+
 class Conflict(Exception):
     """Something read for a transaction changed before it committed."""
 

@@ -1,0 +1,65 @@
+"""The netmaster's ``/plugin/*`` calls: request and reply shapes, declared once.
+
+Both ends use these: the netmaster decodes requests with them before any store
+work (so a ``Host`` that is an object, an ``EndpointID`` that is a number or NaN
+never reaches a record), and the agents decode the replies with them before
+acting on one.  Field names and Go type names follow Contiv's ``master`` package
+(``CreateEndpointRequest``, ``AddressAllocRequest``...), so a refusal reads as
+Contiv's netmaster would word it.
+"""
+
+from __future__ import annotations
+
+from contiv_sdn.model.shapes import INT, STR, STR_MAP, Struct
+
+ALLOC_ADDRESS = Struct("AddressAllocRequest", [
+    ("AddressPool", STR), ("NetworkID", STR), ("PreferredIPv4Address", STR),
+])
+ALLOC_ADDRESS_REPLY = Struct("AddressAllocResponse", [("NetworkID", STR), ("IPv4Address", STR)])
+
+RELEASE_ADDRESS = Struct("AddressReleaseRequest", [("NetworkID", STR), ("IPv4Address", STR)])
+
+CONFIG_EP = Struct("ConfigEP", [
+    ("Container", STR), ("Host", STR), ("IPAddress", STR), ("IPv6Address", STR),
+    ("ServiceName", STR), ("IntfName", STR), ("VtepIP", STR), ("ContainerID", STR),
+    ("Labels", STR_MAP),
+])
+
+CREATE_ENDPOINT = Struct("CreateEndpointRequest", [
+    ("TenantName", STR), ("NetworkName", STR), ("ServiceName", STR), ("EndpointID", STR),
+    ("EPCommonName", STR), ("ContainerID", STR), ("ConfigEP", CONFIG_EP),
+])
+
+DELETE_ENDPOINT = Struct("DeleteEndpointRequest", [
+    ("TenantName", STR), ("NetworkName", STR), ("ServiceName", STR), ("EndpointID", STR),
+    ("IPv4Address", STR),
+])
+
+UPDATE_ENDPOINT = Struct("UpdateEndpointRequest", [
+    ("IPAddress", STR), ("ContainerID", STR), ("Labels", STR_MAP), ("Tenant", STR),
+    ("Network", STR), ("Event", STR), ("EndpointID", STR), ("EPCommonName", STR),
+])
+UPDATE_ENDPOINT_REPLY = Struct("UpdateEndpointResponse", [("IPAddress", STR)])
+
+#: The stored endpoint record (``contiv:state:endpoint``), as ``createEndpoint`` and
+#: ``deleteEndpoint`` answer it under ``EndpointConfig``.
+ENDPOINT_STATE = Struct("CfgEndpointState", [
+    ("id", STR), ("tenant", STR), ("network", STR), ("networkName", STR), ("group", STR),
+    ("groupName", STR), ("epgId", INT), ("ipAddress", STR), ("ipv6Address", STR),
+    ("macAddress", STR), ("homingHost", STR), ("intfName", STR), ("vtepIP", STR),
+    ("containerID", STR), ("containerName", STR), ("labels", STR_MAP),
+])
+ENDPOINT_REPLY = Struct("CreateEndpointResponse", [("EndpointConfig", ENDPOINT_STATE)])
+
+#: Request shape of each ``/plugin/<call>`` route.
+REQUESTS = {
+    "allocAddress": ALLOC_ADDRESS,
+    "releaseAddress": RELEASE_ADDRESS,
+    "createEndpoint": CREATE_ENDPOINT,
+    "deleteEndpoint": DELETE_ENDPOINT,
+    "updateEndpoint": UPDATE_ENDPOINT,
+}
+
+__all__ = ["ALLOC_ADDRESS", "ALLOC_ADDRESS_REPLY", "RELEASE_ADDRESS", "CONFIG_EP",
+           "CREATE_ENDPOINT", "DELETE_ENDPOINT", "UPDATE_ENDPOINT", "UPDATE_ENDPOINT_REPLY",
+           "ENDPOINT_STATE", "ENDPOINT_REPLY", "REQUESTS"]
