@@ -18,6 +18,8 @@ setup(
         "pyroute2>=0.9",
         "ovs>=3.1",
     ],
+    # what the test suite needs beyond the product (bounded property-based fuzzing)
+    extras_require={"test": ["hypothesis>=6.100"]},
     entry_points={
         "console_scripts": [
             "netctl=contiv_sdn.netctl.main:main",

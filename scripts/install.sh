@@ -26,8 +26,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 echo "install: pip install -e ."
-"$VENV/bin/pip" install -q --disable-pip-version-check -e . --config-settings editable_mode=compat 2>&1 \
+"$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
   | grep -v '^WARNING: Location' || true
-"$VENV/bin/python" -c "import contiv_sdn, twisted, txredisapi, klein, os_ken, pyroute2, ovs, dns, treq" \
+"$VENV/bin/python" -c "import contiv_sdn, twisted, txredisapi, klein, os_ken, pyroute2, ovs, dns, treq, hypothesis" \
   || { echo "install: the venv is broken; run 'make clean install'" >&2; exit 1; }
 echo "install: done"

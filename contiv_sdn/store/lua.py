@@ -5,6 +5,9 @@ first checks everything and only then writes is a transaction that cannot be
 half-applied by a concurrent netmaster.  Redis does *not* roll back a script
 that raises halfway, so every script here returns its refusals as a JSON value
 before its first write, and never calls ``redis.error_reply`` after one.
+``APPLY`` goes further: its step 0 checks the whole program (types, numbers,
+placeholders naming real allocations) and the type of every key it will touch,
+so that no ``redis.call`` after the first write can fail.
 
 ``APPLY`` interprets one transaction program (built by
 :class:`contiv_sdn.store.txn.Txn`): ``ARGV[1]`` is the program, record values
@@ -112,6 +115,114 @@ local function setrange(key, lo, hi, v)
     off = off + len
   end
   for p = (last_full + 1) * 8, hi do redis.call('SETBIT', key, num(p), v) end
+end
+
+-- 0. validate the whole program and every key it touches before anything is
+-- written: past this point no redis.call can fail (wrong type, bad number) and
+-- no value can be unencodable, so the script never stops half-way.
+local function bad(what) return cjson.encode({error = 'invalid store transaction: ' .. what}) end
+local function isstr(x) return type(x) == 'string' and x ~= '' end
+local function isint(x) return type(x) == 'number' and x == x and x == math.floor(x)
+  and x > -2^53 and x < 2^53 end
+local want_type = {}
+local function needs(key, t)
+  if want_type[key] and want_type[key] ~= t then return false end
+  want_type[key] = t
+  return true
+end
+local function isvalue(i) return type(i) == 'number' and ARGV[i] ~= nil and i >= 2 end
+for _, k in ipairs({'contiv:rev'}) do needs(k, 'string') end
+needs('contiv:ver', 'hash'); needs('contiv:kinds', 'set')
+for _, g in ipairs(P.guards or {}) do
+  if g.t == 'eq' then
+    if not (isstr(g.h) and type(g.f) == 'string' and needs(g.h, 'hash')) then return bad('guard') end
+  elseif g.t == 'ver' then
+    if not (isstr(g.k) and isint(g.v)) then return bad('guard') end
+  elseif g.t == 'exists' then
+    if not isstr(g.key) then return bad('guard') end
+  else return bad('guard type') end
+end
+for _, c in ipairs(P.checks or {}) do
+  if c.t == 'clear' then
+    if not (isstr(c.b) and isint(c.lo) and isint(c.hi) and c.lo >= 0 and c.hi < 2^32
+            and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
+  elseif c.t == 'isset' then
+    if not (isstr(c.b) and isint(c.pos) and c.pos >= 0 and c.pos < 2^32
+            and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
+  elseif c.t ~= 'fail' or type(c.err) ~= 'string' then return bad('check') end
+end
+local NAMES = {}
+for _, a in ipairs(P.allocs or {}) do
+  if not isstr(a.name) or type(a.full) ~= 'string' or type(a.taken) ~= 'string' then
+    return bad('allocation')
+  end
+  if a.want ~= nil and a.want ~= NULL and not (isint(a.want) and a.want >= 0) then
+    return bad('allocation ' .. a.name)
+  end
+  if a.t == 'bit' then
+    if not (isstr(a.b) and isint(a.lo) and isint(a.hi) and a.lo >= 0 and a.hi < 2^32
+            and isint(a.base or 0) and needs(a.b, 'string')) then return bad('allocation ' .. a.name) end
+    if a.cursor ~= nil then
+      if not (isstr(a.cursor) and needs(a.cursor, 'string')) then return bad('allocation ' .. a.name) end
+      local c = redis.call('GET', a.cursor)
+      if c and not tonumber(c) then return bad('cursor ' .. a.cursor) end
+    end
+  elseif a.t == 'v6' then
+    if not (isstr(a.h) and isint(a.max) and type(a.groups) == 'table' and #a.groups == 8
+            and needs(a.h, 'hash')) then return bad('allocation ' .. a.name) end
+    for i = 1, 8 do if not isint(a.groups[i]) then return bad('allocation ' .. a.name) end end
+    local last = redis.call('HGET', a.h, 'last')
+    if last and not tonumber(last) then return bad('v6 cursor ' .. a.h) end
+  else return bad('allocation type') end
+  NAMES[a.name] = true
+end
+local function names_known(v)
+  for n in string.gmatch(v, '%$%$([%w_]+)%$%$') do if not NAMES[n] then return false end end
+  for n in string.gmatch(v, '%$%$([%w_]+):%w+%$%$') do if not NAMES[n] then return false end end
+  return true
+end
+for _, o in ipairs(P.ops or {}) do
+  local ok
+  if o.t == 'put' then
+    ok = isstr(o.k) and isstr(o.h) and isstr(o.f) and isvalue(o.vi) and needs(o.h, 'hash')
+         and (not o.subs or names_known(ARGV[o.vi]))
+  elseif o.t == 'del' then
+    ok = isstr(o.k) and isstr(o.h) and isstr(o.f) and needs(o.h, 'hash')
+  elseif o.t == 'jincr' then
+    ok = isstr(o.k) and isstr(o.h) and isstr(o.f) and isstr(o.field) and isint(o.by)
+         and needs(o.h, 'hash')
+    if ok then
+      local cur = redis.call('HGET', o.h, o.f)
+      if cur then
+        local fine, d = pcall(cjson.decode, cur)
+        if not fine or type(d) ~= 'table' then return bad('record ' .. o.h .. ' ' .. o.f) end
+      end
+    end
+  elseif o.t == 'setbit' then
+    ok = isstr(o.b) and isint(o.pos) and o.pos >= 0 and o.pos < 2^32 and (o.v == 0 or o.v == 1)
+         and needs(o.b, 'string')
+  elseif o.t == 'setrange' then
+    ok = isstr(o.b) and isint(o.lo) and isint(o.hi) and o.lo >= 0 and o.hi < 2^32
+         and (o.v == 0 or o.v == 1) and needs(o.b, 'string')
+  elseif o.t == 'rset' then
+    ok = isstr(o.h) and type(o.f) == 'string' and isvalue(o.vi) and needs(o.h, 'hash')
+         and (not o.subs or (names_known(ARGV[o.vi]) and names_known(o.f)))
+  elseif o.t == 'rdel' then
+    ok = isstr(o.h) and type(o.f) == 'string' and needs(o.h, 'hash')
+  elseif o.t == 'delkey' then
+    ok = isstr(o.key)
+  end
+  if not ok then return bad('operation ' .. tostring(o.t)) end
+end
+for key, t in pairs(want_type) do
+  local have = redis.call('TYPE', key)['ok']
+  if have ~= 'none' and have ~= t then
+    return bad(key .. ' holds a ' .. have .. ', not a ' .. t)
+  end
+end
+do
+  local rev = redis.call('GET', 'contiv:rev')
+  if rev and not tonumber(rev) then return bad('contiv:rev is not a number') end
 end
 
 -- 1. guards: a failed guard means "what you read has changed": retry
@@ -265,11 +376,15 @@ for _, o in ipairs(P.ops or {}) do
     if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.h, o.f, 'del') end
   elseif o.t == 'jincr' then
     local cur = redis.call('HGET', o.h, o.f)
-    if cur then
-      local d = cjson.decode(cur)
+    local fine, d = false, nil
+    if cur then fine, d = pcall(cjson.decode, cur) end
+    if fine and type(d) == 'table' then
       d[o.field] = (tonumber(d[o.field]) or 0) + o.by
-      redis.call('HSET', o.h, o.f, cjson.encode(d))
-      touched(o.k, o.h, o.f, 'set')
+      local enc_ok, enc = pcall(cjson.encode, d)
+      if enc_ok then
+        redis.call('HSET', o.h, o.f, enc)
+        touched(o.k, o.h, o.f, 'set')
+      end
     end
   elseif o.t == 'setbit' then
     redis.call('SETBIT', o.b, num(o.pos), o.v)

@@ -174,7 +174,8 @@ class Txn:
     # -- writes -----------------------------------------------------------
     def put(self, kind: str, key: str, value: Any, *, subs: bool = False) -> None:
         """Write a record (dict → JSON); ``subs`` fills ``$$name$$`` placeholders."""
-        raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"),
+                                                              allow_nan=False)
         op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "vi": self._value(raw)}
         if subs:
             op["subs"] = True
@@ -217,9 +218,10 @@ class Txn:
         return not (self.allocs or self.ops)
 
     def program(self) -> str:
+        # allow_nan=False: a NaN key or number is a bug upstream; refuse before Redis
         return json.dumps({"guards": self.guards, "checks": self.checks,
                            "allocs": self.allocs, "ops": self.ops},
-                          separators=(",", ":"))
+                          separators=(",", ":"), allow_nan=False)
 
 
 class View:
