@@ -97,7 +97,7 @@ class SpecTests(unittest.TestCase):
         self.assertError(run_cni("ADD", {"name": "x", "type": "y"}, self.env), 7, "cniVersion",
                          version="1.1.0")
         self.assertError(run_cni("ADD", {"cniVersion": "1.0.0", "type": "y"}, self.env), 7,
-                         "'name'")
+                         '"name"')
         self.assertError(run_cni("ADD", dict(self.conf, socket="relative.sock"), self.env), 7,
                          "socket")
         self.assertError(run_cni("ADD", dict(self.conf, tenant=5), self.env), 7, "tenant")

@@ -16,6 +16,11 @@ prints the result — or the spec's error JSON with a non-zero exit.
 * GC: endpoints this configuration made whose (container id, ifname) is not in
   ``cni.dev/valid-attachments`` are deleted.
 
+Every input is checked before it is used (:mod:`drivers.cni.spec` declares the
+configuration, :mod:`drivers.cni.netplugin` netplugin's replies), and every failure
+— including a bug — is printed as CNI error JSON, never as a traceback: the runtime
+shows ``msg`` to an operator and can do nothing with a Python stack.
+
 The DNS server in the result: ``dns`` of the configuration if given, else what
 netplugin reports for the endpoint (``dns``), else the network's gateway —
 every UDP/53 packet a container sends is answered by contiv's DNS in the
@@ -31,36 +36,45 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time in a process run per container
     from typing import Any, Dict, List, Optional
 
-from drivers.cni.spec import (COMMANDS, E_INCOMPATIBLE_VERSION, E_INVALID_CONFIG,
+from drivers.cni.spec import (COMMANDS, E_INCOMPATIBLE_VERSION, E_INTERNAL, E_INVALID_CONFIG,
                               E_INVALID_ENV, E_NETPLUGIN, E_NOT_AVAILABLE, E_TRY_AGAIN,
-                              E_UNKNOWN_CONTAINER, LATEST, CNIError, add_result, endpoint_id,
-                              parse_cni_args, parse_config, parse_env, version_answer,
-                              version_tuple)
+                              E_UNKNOWN_CONTAINER, LATEST, CNIError, add_result, asked_version,
+                              endpoint_id, parse_cni_args, parse_config, parse_env, quoted,
+                              read_stdin, version_answer, version_tuple)
 
 
 DEFAULT_SOCKET = "/run/contiv/netplugin.sock"
 
 
 def _socket(config: Dict[str, Any]) -> str:
-    sock = config.get("socket") or DEFAULT_SOCKET
-    if not isinstance(sock, str) or not sock.startswith("/"):
+    sock = config["socket"] or DEFAULT_SOCKET
+    if not sock.startswith("/") or "\0" in sock:
         raise CNIError(E_INVALID_CONFIG, "network configuration field 'socket' must be the "
                                          "absolute path of netplugin's socket")
     return sock
 
 
+def malformed(e: Exception) -> CNIError:
+    return CNIError(E_INTERNAL, f"netplugin sent a malformed reply: {e}",
+                    "netplugin and contiv-cni must come from the same release; see "
+                    "netplugin's log")
+
+
 def _call(config: Dict[str, Any], method: str, path: str, body: Any = None,
-          not_available: int = E_TRY_AGAIN) -> Any:
+          not_available: int = E_TRY_AGAIN, decode: Any = None) -> Any:
+    """netplugin's answer to one request, decoded by ``decode`` (one of
+    :mod:`drivers.cni.netplugin`'s ``decode_*``); a refusal as :class:`CNIError`."""
     from drivers.cni import netplugin  # not needed by VERSION: imported when used
     try:
-        status, answer = netplugin.request(_socket(config), method, path, body)
+        status, payload = netplugin.request(_socket(config), method, path, body)
+        if status < 400:
+            return decode(payload) if decode is not None else None
     except netplugin.Unreachable as e:
         raise CNIError(not_available, str(e),
                        "start netplugin on this host (twistd netplugin)") from None
-    if status < 400:
-        return status, answer
-    error = answer.get("error") if isinstance(answer, dict) else None
-    error = error or f"HTTP {status}"
+    except netplugin.Malformed as e:
+        raise malformed(e) from None
+    error = netplugin.error_text(status, payload)
     if status == 404:
         raise CNIError(E_UNKNOWN_CONTAINER, error)
     if status in (409, 503):
@@ -79,13 +93,11 @@ def _path_safe(text: str) -> str:
 
 
 def _dns(config: Dict[str, Any], record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    dns = config.get("dns")
-    if isinstance(dns, dict) and dns:
-        return {k: v for k, v in dns.items() if k in ("nameservers", "domain", "search",
-                                                      "options")}
-    if isinstance(record.get("dns"), dict) and record["dns"]:
-        return record["dns"]
-    if record.get("gateway"):
+    for dns in (config["dns"], record["dns"]):
+        given = {k: v for k, v in dns.items() if v}  # a decoded DNS has every key
+        if given:
+            return given
+    if record["gateway"]:
         return {"nameservers": [record["gateway"]]}
     return None
 
@@ -96,9 +108,8 @@ def cmd_add(config: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     cid, ifname = env["CNI_CONTAINERID"], env["CNI_IFNAME"]
     body = resolve(config, args, cid, ifname)
     body.update({"id": endpoint_id(cid, ifname), "netns": env["CNI_NETNS"]})
-    _, record = _call(config, "POST", "/v1/endpoints", body)
-    if not isinstance(record, dict) or not record.get("ipAddress"):
-        raise CNIError(E_NETPLUGIN, "netplugin answered without an address", repr(record))
+    from drivers.cni.netplugin import decode_endpoint
+    record = _call(config, "POST", "/v1/endpoints", body, decode=decode_endpoint)
     return add_result(config["cniVersion"], record, env["CNI_NETNS"], _dns(config, record))
 
 
@@ -110,26 +121,26 @@ def cmd_del(config: Dict[str, Any], env: Dict[str, str]) -> None:
 def cmd_check(config: Dict[str, Any], env: Dict[str, str]) -> None:
     if version_tuple(config["cniVersion"]) < (0, 4, 0):
         raise CNIError(E_INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later")
-    prev = config.get("prevResult")
-    if not isinstance(prev, dict):
-        raise CNIError(E_INVALID_CONFIG, "CHECK needs prevResult in the network configuration")
+    want = {ip["address"].split("/")[0] for ip in config["prevResult"]["ips"]} - {""}
+    if not want:
+        raise CNIError(E_INVALID_CONFIG, "CHECK needs prevResult (the ADD result, with its "
+                                         "ips) in the network configuration")
+    from drivers.cni.netplugin import decode_endpoint
     ep = endpoint_id(env["CNI_CONTAINERID"], env["CNI_IFNAME"])
-    _, record = _call(config, "GET", "/v1/endpoints/" + ep)
-    want = {str(ip.get("address", "")).split("/")[0] for ip in prev.get("ips") or []
-            if isinstance(ip, dict)}
-    if record.get("ipAddress") not in want:
-        raise CNIError(E_UNKNOWN_CONTAINER, f"endpoint {ep[:12]} has {record.get('ipAddress')}, "
+    record = _call(config, "GET", "/v1/endpoints/" + ep, decode=decode_endpoint)
+    if record["ipAddress"] not in want:
+        raise CNIError(E_UNKNOWN_CONTAINER, f"endpoint {ep[:12]} has {record['ipAddress']}, "
                                             f"prevResult says {', '.join(sorted(want))}")
     seen = _interface(env["CNI_NETNS"], env["CNI_IFNAME"])
     if seen is None:
         raise CNIError(E_UNKNOWN_CONTAINER, f"no interface {env['CNI_IFNAME']} in "
                                             f"{env['CNI_NETNS']}")
-    if f"{record['ipAddress']}/{record.get('prefixLen')}" not in seen["addrs"]:
+    if f"{record['ipAddress']}/{record['prefixLen']}" not in seen["addrs"]:
         raise CNIError(E_UNKNOWN_CONTAINER, f"{env['CNI_IFNAME']} in {env['CNI_NETNS']} lacks "
-                                            f"{record['ipAddress']}/{record.get('prefixLen')}")
-    if seen["mac"].lower() != str(record.get("macAddress", "")).lower():
+                                            f"{record['ipAddress']}/{record['prefixLen']}")
+    if seen["mac"].lower() != record["macAddress"].lower():
         raise CNIError(E_UNKNOWN_CONTAINER, f"{env['CNI_IFNAME']} has MAC {seen['mac']}, "
-                                            f"expected {record.get('macAddress')}")
+                                            f"expected {record['macAddress']}")
 
 
 def _interface(netns: str, ifname: str) -> Optional[Dict[str, Any]]:
@@ -141,45 +152,44 @@ def _interface(netns: str, ifname: str) -> Optional[Dict[str, Any]]:
         return None
     if proc.returncode != 0:
         return None
-    try:
+    try:  # iproute2's own output, on this host
         link = json.loads(proc.stdout)[0]
-    except (ValueError, IndexError):
+        return {"mac": str(link.get("address", "")),
+                "addrs": {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                          if a.get("family") == "inet"}}
+    except (ValueError, LookupError, TypeError, AttributeError):
         return None
-    return {"mac": link.get("address", ""),
-            "addrs": {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
-                      if a.get("family") == "inet"}}
 
 
 def cmd_status(config: Dict[str, Any]) -> None:
     if version_tuple(config["cniVersion"]) < (1, 1, 0):
         raise CNIError(E_INCOMPATIBLE_VERSION, "STATUS needs cniVersion 1.1.0")
-    _, status = _call(config, "GET", "/v1/status", not_available=E_NOT_AVAILABLE)
-    if not isinstance(status, dict) or not status.get("ready"):
+    from drivers.cni.netplugin import decode_status
+    status = _call(config, "GET", "/v1/status", not_available=E_NOT_AVAILABLE,
+                   decode=decode_status)
+    if not status["ready"]:
         raise CNIError(E_NOT_AVAILABLE, "netplugin is not ready yet (bridge or host "
-                                        "registration pending)", json.dumps(status))
+                                        "registration pending)")
 
 
 def cmd_gc(config: Dict[str, Any]) -> None:
     if version_tuple(config["cniVersion"]) < (1, 1, 0):
         raise CNIError(E_INCOMPATIBLE_VERSION, "GC needs cniVersion 1.1.0")
     from drivers.cni.placement import L_CNI_IFNAME, L_CNI_NETWORK
-    valid = config.get("cni.dev/valid-attachments") or []
-    if not isinstance(valid, list):
-        raise CNIError(E_INVALID_CONFIG, "cni.dev/valid-attachments must be a list")
-    keep = {endpoint_id(str(a.get("containerID", "")), str(a.get("ifname", "")))
-            for a in valid if isinstance(a, dict)}
-    _, records = _call(config, "GET", "/v1/endpoints")
+    from drivers.cni.netplugin import decode_endpoints
+    keep = {endpoint_id(a["containerID"], a["ifname"])
+            for a in config["cni.dev/valid-attachments"]}
+    records = _call(config, "GET", "/v1/endpoints", decode=decode_endpoints)
     failed: List[str] = []
-    for record in records or []:
-        labels = record.get("labels") or {}
+    for record in records:
+        labels = record["labels"]
         if labels.get(L_CNI_NETWORK) != config["name"]:
             continue
-        ifname = labels.get(L_CNI_IFNAME) or record.get("ifname") or "eth0"
-        if record.get("id") in keep or endpoint_id(str(record.get("containerID", "")),
-                                                   ifname) in keep:
+        ifname = labels.get(L_CNI_IFNAME) or record["ifname"] or "eth0"
+        if record["id"] in keep or endpoint_id(record["containerID"], ifname) in keep:
             continue
         try:
-            _call(config, "DELETE", "/v1/endpoints/" + _path_safe(str(record["id"])))
+            _call(config, "DELETE", "/v1/endpoints/" + _path_safe(record["id"]))
         except CNIError as e:
             failed.append(f"{record['id'][:12]}: {e.msg}")
     if failed:
@@ -187,17 +197,16 @@ def cmd_gc(config: Dict[str, Any]) -> None:
                        "; ".join(failed))
 
 
-def run(command: str, env: Dict[str, str], stdin: bytes) -> Optional[Dict[str, Any]]:
+def run(command: str, env: Dict[str, str], stdin: bytes,
+        doc: Any = None) -> Optional[Dict[str, Any]]:
+    """One invocation; ``doc``: stdin as parsed by :func:`read_stdin` (None: unparsable)."""
     if command not in COMMANDS:
         raise CNIError(E_INVALID_ENV, f"invalid environment variable(s): CNI_COMMAND "
-                                      f"({command or 'unset'}; expected {', '.join(COMMANDS)})")
+                                      f"({quoted(command) if command else 'unset'}; "
+                                      f"expected {', '.join(COMMANDS)})")
     if command == "VERSION":
-        try:
-            config = json.loads(stdin) if stdin.strip() else {}
-        except ValueError:
-            config = {}
-        return version_answer(config if isinstance(config, dict) else {})
-    config = parse_config(stdin, command)
+        return version_answer(doc)
+    config = parse_config(stdin, command, doc)
     checked = parse_env(env, command)
     if command == "ADD":
         return cmd_add(config, checked)
@@ -212,30 +221,52 @@ def run(command: str, env: Dict[str, str], stdin: bytes) -> Optional[Dict[str, A
     return None
 
 
-def _version_of(stdin: bytes) -> str:
-    try:
-        v = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        return LATEST
-    from drivers.cni.spec import SUPPORTED
-    return v if v in SUPPORTED else LATEST
+def _bug(e: BaseException) -> CNIError:
+    """A failure none of the checks foresaw: said in one line, with where it happened
+    (the runtime shows ``msg``; a traceback on stderr would reach no one useful)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = (f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+             if tb is not None else "?")
+    return CNIError(E_INTERNAL, f"internal error in contiv-cni (a bug): "
+                                f"{e.__class__.__name__}: {str(e)[:300]}",
+                    f"at {where}; please report it with the network configuration used")
 
 
 def main() -> int:
-    env = dict(os.environ)
+    """The console script: exit 0 with the result (if any) on stdout, or 1 with CNI
+    error JSON on stdout — whatever stdin and the environment hold."""
+    doc: Any = None
     try:
-        stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
-    except (OSError, ValueError):
-        stdin = b""
-    command = env.get("CNI_COMMAND", "")
-    try:
-        result = run(command, env, stdin)
+        env = dict(os.environ)
+        try:
+            stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+        except (OSError, ValueError):
+            stdin = b""
+        command = env.get("CNI_COMMAND", "")
+        try:
+            doc = read_stdin(stdin)
+        except CNIError as e:
+            if command == "VERSION" or command not in COMMANDS:
+                doc = None  # VERSION reads only cniVersion; a bad command is told first
+            else:
+                raise
+        result = run(command, env, stdin, doc)
     except CNIError as e:
-        sys.stdout.write(json.dumps(e.to_json(_version_of(stdin))) + "\n")
-        return 1
-    if result is not None:
-        sys.stdout.write(json.dumps(result) + "\n")
-    return 0
+        return _write(e.to_json(asked_version(doc) or LATEST), 1)
+    except Exception as e:  # noqa: BLE001 — see _bug
+        return _write(_bug(e).to_json(asked_version(doc) or LATEST), 1)
+    return _write(result, 0) if result is not None else 0
+
+
+def _write(answer: Dict[str, Any], status: int) -> int:
+    try:
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # the runtime closed our stdout: nothing to tell
+        return status or 1
+    return status
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ passes ``--ip`` that way).
 
 from __future__ import annotations
 
-import json
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time in a process run per container
     from typing import Any, Dict, Optional
 
-from drivers.cni.spec import E_INVALID_CONFIG, E_IO, CNIError
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.shapes import STR_MAP, Struct
+from drivers.cni.spec import E_INVALID_CONFIG, E_IO, CNIError, quoted
 
 L_TENANT = "io.contiv.tenant"
 L_NETWORK = "io.contiv.network"
@@ -40,81 +41,170 @@ L_CNI_NETWORK = "cni.contiv.io/network"
 L_CNI_IFNAME = "cni.contiv.io/ifname"
 
 
+#: ``kubernetes.timeout`` (seconds, the whole pod lookup): default and largest allowed.
+K8S_TIMEOUT = 10.0
+K8S_TIMEOUT_MAX = 120.0
+#: Largest Pod object / token file read (a Pod with managed fields is tens of KiB).
+K8S_MAX_BODY = 4 << 20
+MAX_TOKEN = 64 << 10
+
+
 def mesos_labels(config: Dict[str, Any]) -> Dict[str, str]:
-    args = config.get("args")
-    if not isinstance(args, dict):
-        return {}
-    mesos = args.get("org.apache.mesos")
-    info = mesos.get("network_info") if isinstance(mesos, dict) else None
-    labels = (info or {}).get("labels") if isinstance(info, dict) else None
-    items = labels.get("labels") if isinstance(labels, dict) else None
-    out: Dict[str, str] = {}
-    if isinstance(items, list):
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("key"), str):
-                out[item["key"]] = str(item.get("value", ""))
-    return out
+    items = config["args"]["org.apache.mesos"]["network_info"]["labels"]["labels"]
+    return {item["key"]: item["value"] for item in items if item["key"]}
+
+
+def _bad_k8s(field: str, why: str) -> CNIError:
+    return CNIError(E_INVALID_CONFIG, f"network configuration field kubernetes.{field} {why}",
+                    "see plugins/cni/README.md")
+
+
+def _k8s_timeout(k8s: Dict[str, Any]) -> float:
+    timeout = k8s["timeout"] or K8S_TIMEOUT  # zero value: absent
+    if not 0 < timeout <= K8S_TIMEOUT_MAX:
+        raise _bad_k8s("timeout", f"must be a number of seconds greater than 0 and at most "
+                                  f"{K8S_TIMEOUT_MAX:g} (default {K8S_TIMEOUT:g}), not "
+                                  f"{timeout:g}")
+    return timeout
+
+
+def _k8s_url(text: str) -> Any:
+    """``kubernetes.apiServer`` split, or code 7 saying what is wrong with it."""
+    from urllib.parse import urlsplit
+    hint = "must be the API server's http(s) URL, e.g. https://10.96.0.1:443"
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise _bad_k8s("apiServer", f"{quoted(text)} {hint} (it holds blanks or control "
+                                    "characters)")
+    try:
+        url = urlsplit(text)
+        url.port  # noqa: B018 — raises ValueError when the port is not a number 0-65535
+    except ValueError as e:
+        raise _bad_k8s("apiServer", f"{quoted(text)} {hint} ({e})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise _bad_k8s("apiServer", f"{quoted(text)} {hint}")
+    return url
+
+
+def _bearer(token: str, where: str) -> str:
+    """A token fit for an ``Authorization`` header: visible ASCII only, so a CR/LF in
+    a token file cannot end the header (http.client would refuse it with a traceback)."""
+    if not all("!" <= c <= "~" for c in token):
+        raise CNIError(E_INVALID_CONFIG, f"the Kubernetes token in {where} is not a bearer "
+                                         "token: it holds blanks, line breaks, control or "
+                                         "non-ASCII characters",
+                       "write the service account token alone in it")
+    return token
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN + 1)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise CNIError(E_IO, f"cannot read the Kubernetes token file {quoted(path)} "
+                             "(kubernetes.tokenFile)",
+                       getattr(e, "strerror", None) or str(e)) from None
+    if len(data) > MAX_TOKEN:
+        raise CNIError(E_INVALID_CONFIG, f"the Kubernetes token file {quoted(path)} is larger "
+                                         f"than {MAX_TOKEN >> 10} KiB: not a token")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        text = "\x00"  # refused below as non-ASCII
+    return _bearer(text.strip(), f"kubernetes.tokenFile {quoted(path)}")
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _Deadline()
 
 
 def k8s_pod_labels(config: Dict[str, Any], namespace: str, pod: str) -> Dict[str, str]:
-    """The pod's labels from the Kubernetes API (empty without ``kubernetes.apiServer``)."""
-    k8s = config.get("kubernetes")
-    if not isinstance(k8s, dict) or not k8s.get("apiServer") or not namespace or not pod:
+    """The pod's labels from the Kubernetes API (empty without ``kubernetes.apiServer``).
+
+    The whole lookup (token file, connect, TLS, request, reply) is bounded by
+    ``kubernetes.timeout`` with an interval timer: http.client's own timeout is per
+    socket operation, which a slow or hostile server can stretch without end."""
+    k8s = config["kubernetes"]
+    if not k8s["apiServer"] or not namespace or not pod:
         return {}
+    url = _k8s_url(k8s["apiServer"])
+    timeout = _k8s_timeout(k8s)
+    token = _bearer(k8s["token"], "kubernetes.token") if k8s["token"] else ""
+    import signal
+    try:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+    except ValueError:  # not the main thread (the plugin called in-process): per-op bound only
+        previous = None
+    else:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        try:
+            return _k8s_get(k8s, url, timeout, token, namespace, pod)
+        finally:
+            if previous is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+    except _Deadline:  # also when it fires while the timer is being disarmed
+        raise CNIError(E_IO, f"the Kubernetes API at {k8s['apiServer']} did not answer within "
+                             f"{timeout:g} s (kubernetes.timeout)") from None
+
+
+def _k8s_get(k8s: Dict[str, Any], url: Any, timeout: float, token: str, namespace: str,
+             pod: str) -> Dict[str, str]:
     import http.client
     import ssl
-    from urllib.parse import quote, urlsplit
+    from urllib.parse import quote
 
-    url = urlsplit(str(k8s["apiServer"]))
-    token = k8s.get("token") or ""
-    if not token and k8s.get("tokenFile"):
-        try:
-            with open(k8s["tokenFile"]) as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise CNIError(E_IO, f"cannot read the Kubernetes token {k8s['tokenFile']}",
-                           str(e)) from None
-    timeout = float(k8s.get("timeout") or 10)
+    if not token and k8s["tokenFile"]:
+        token = _read_token(k8s["tokenFile"])
     if url.scheme == "https":
-        ctx = ssl.create_default_context(cafile=k8s.get("caFile") or None)
+        try:
+            ctx = ssl.create_default_context(cafile=k8s["caFile"] or None)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise CNIError(E_IO, f"cannot use the Kubernetes CA file {quoted(k8s['caFile'])} "
+                                 "(kubernetes.caFile)",
+                           getattr(e, "strerror", None) or str(e)) from None
         conn: Any = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout,
                                                 context=ctx)
-    elif url.scheme == "http":
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
     else:
-        raise CNIError(E_INVALID_CONFIG, f"kubernetes.apiServer {k8s['apiServer']!r} must be "
-                                         "an http(s) URL")
-    path = f"{url.path.rstrip('/')}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}"
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+    path = (f"{url.path.rstrip('/')}/api/v1/namespaces/{quote(namespace, safe='')}/pods/"
+            f"{quote(pod, safe='')}")
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
-        body = resp.read()
-    except OSError as e:
+        body = resp.read(K8S_MAX_BODY + 1)
+    except (OSError, http.client.HTTPException, ValueError) as e:
         raise CNIError(E_IO, f"cannot reach the Kubernetes API at {k8s['apiServer']}",
-                       str(e)) from None
+                       str(e) or e.__class__.__name__) from None
     finally:
         conn.close()
     if resp.status != 200:
         raise CNIError(E_IO, f"Kubernetes API: pod {namespace}/{pod}: HTTP {resp.status}",
                        body.decode("utf-8", "replace")[:300])
+    if len(body) > K8S_MAX_BODY:
+        raise CNIError(E_IO, f"Kubernetes API: pod {namespace}/{pod}: the answer is larger "
+                             f"than {K8S_MAX_BODY >> 20} MiB")
     try:
-        labels = json.loads(body).get("metadata", {}).get("labels") or {}
-    except (ValueError, AttributeError):
-        raise CNIError(E_IO, f"Kubernetes API: pod {namespace}/{pod}: answer is not a pod") \
-            from None
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+        return POD.load(body)["metadata"]["labels"]
+    except DecodeError as e:
+        raise CNIError(E_IO, f"Kubernetes API: pod {namespace}/{pod}: answer is not a pod",
+                       str(e)) from None
+
+
+#: What the plugin reads of a Pod object.
+POD = Struct("Pod", [("metadata", Struct("ObjectMeta", [("labels", STR_MAP)]))])
 
 
 def _text(config: Dict[str, Any], key: str, default: str) -> str:
-    value = config.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise CNIError(E_INVALID_CONFIG, f"network configuration field {key!r} must be a string")
-    return value or default
+    return config[key] or default
 
 
 def resolve(config: Dict[str, Any], cni_args: Dict[str, str],
@@ -131,7 +221,7 @@ def resolve(config: Dict[str, Any], cni_args: Dict[str, str],
     name = (cni_args.get("K8S_POD_NAME") or labels.get(L_NAME) or container_id[:12])
     ip = requested_ip(config, cni_args)
     record_labels = {k: v for k, v in labels.items() if not k.startswith("cni.contiv.io/")}
-    record_labels[L_CNI_NETWORK] = str(config.get("name", ""))
+    record_labels[L_CNI_NETWORK] = config["name"]
     record_labels[L_CNI_IFNAME] = ifname
     body: Dict[str, Any] = {"tenant": tenant, "network": network, "group": group,
                             "name": name, "containerID": container_id, "ifname": ifname,
@@ -142,11 +232,8 @@ def resolve(config: Dict[str, Any], cni_args: Dict[str, str],
 
 
 def requested_ip(config: Dict[str, Any], cni_args: Dict[str, str]) -> Optional[str]:
-    runtime = config.get("runtimeConfig")
-    ips = runtime.get("ips") if isinstance(runtime, dict) else None
-    if isinstance(ips, list):
-        for ip in ips:
-            if isinstance(ip, str) and ":" not in ip:
-                return ip.split("/")[0]
+    for ip in config["runtimeConfig"]["ips"]:
+        if ":" not in ip:
+            return ip.split("/")[0]
     ip = cni_args.get("IP", "")
     return ip.split("/")[0] if ip and ":" not in ip else None
