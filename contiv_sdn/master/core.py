@@ -36,7 +36,7 @@ from contiv_sdn.master.tenant import TenantHandler
 from contiv_sdn.master.work import Work
 from contiv_sdn.model import TYPES
 from contiv_sdn.model import validate as model_validate
-from contiv_sdn.store import Store, StoreError, View, transact
+from contiv_sdn.store import Store, StoreError, StoreUnavailable, View, transact
 from contiv_sdn.store.keys import obj_kind
 
 log = Logger()
@@ -73,6 +73,8 @@ class Master:
         await self._intent.acquire()
         try:
             return await transact(self.store, fn)
+        except StoreUnavailable:
+            raise  # not a refusal: the REST layer answers it as "try again" (503)
         except StoreError as e:
             raise MasterError(str(e))
         finally:

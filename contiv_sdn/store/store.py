@@ -5,26 +5,46 @@ checks, allocates, writes, bumps ``contiv:rev`` and publishes on
 ``contiv:changes``.  Reads of a single record are plain ``HGET``s; reads that
 must be consistent with each other (a kind with its version, the whole state
 with its revision) are scripts too.
+
+Every call is bounded: a call that finds no connection (Redis down, being
+restarted) or gets no reply within :attr:`Store.timeout` raises
+:class:`StoreUnavailable` instead of waiting for Redis to come back, so a
+REST request never hangs on the store.  The connection pool keeps reconnecting
+on its own (quickly: Redis is normally local), and once it has been without a
+connection for :attr:`Store.grace` seconds calls fail at once rather than each
+waiting out the timeout.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlparse
 
 import txredisapi
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 
 from contiv_sdn.store import keys as K
 from contiv_sdn.store.lua import APPLY, LIST, READ_KIND, SNAPSHOT
-from contiv_sdn.store.txn import Conflict, StoreError, Txn, TxnResult
+from contiv_sdn.store.txn import Conflict, StoreError, StoreUnavailable, Txn, TxnResult
 
 log = Logger()
+
+#: Seconds a Redis call may take (waiting for a connection included) before it
+#: raises StoreUnavailable.  Every script we run is O(state) and takes
+#: milliseconds; a reply this late means Redis is hung or gone.
+DEFAULT_TIMEOUT = 5.0
+#: Seconds without any connection after which calls fail at once (instead of
+#: waiting for a reconnect that a restarting Redis would give within this time).
+DEFAULT_GRACE = 2.0
+#: Replies that mean "Redis is there but cannot serve now" (still loading the
+#: append-only file after a restart, running a stuck script...).
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 
 @dataclass(frozen=True)
@@ -133,44 +153,136 @@ class Subscription:
         return self._factory.disconnect()
 
 
-class Store:
-    """The project's only door to Redis.  Build it with ``await Store.connect(url)``."""
+class _Pool(txredisapi.RedisFactory):
+    """txredisapi's connection pool, reconnecting quickly and remembering
+    since when it has had no connection (so calls can fail fast while Redis is
+    down instead of queueing behind a reconnect that is not coming)."""
 
-    def __init__(self, conn, url: RedisURL):
+    initialDelay = 0.1
+    maxDelay = 2.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.down_since: Optional[float] = time.monotonic()
+
+    def addConnection(self, conn) -> None:
+        super().addConnection(conn)
+        if self.size:
+            self.down_since = None
+
+    def delConnection(self, conn) -> None:
+        super().delConnection(conn)
+        if not self.size and self.down_since is None:
+            self.down_since = time.monotonic()
+
+
+async def _bounded(d: Deferred, seconds: float) -> None:
+    """Wait for ``d`` at most ``seconds``, swallowing its failure (for shutdown)."""
+    d.addTimeout(seconds, reactor)
+    try:
+        await d
+    except Exception as e:
+        log.info("redis disconnect did not finish cleanly: {err}", err=str(e) or repr(e))
+
+
+class Store:
+    """The project's only door to Redis.  Build it with ``await Store.connect(url)``.
+
+    ``timeout`` bounds every call (see the module docstring); ``grace`` is how
+    long a call may wait for a lost connection to come back.
+    """
+
+    def __init__(self, conn, url: RedisURL, factory: Optional[_Pool] = None,
+                 timeout: float = DEFAULT_TIMEOUT, grace: float = DEFAULT_GRACE):
         self._conn = conn
+        self._factory = factory
         self.url = url
+        self.timeout = timeout
+        self.grace = grace
         self._subs: list = []
         # kind -> (version, {key: record}) for list_versioned: a kind re-read
         # only when its version moved, and patched with our own writes
         self._kinds: Dict[str, Tuple[int, Dict[str, dict]]] = {}
 
     @classmethod
-    async def connect(cls, url: str, poolsize: int = 2) -> "Store":
+    async def connect(cls, url: str, poolsize: int = 2, timeout: float = DEFAULT_TIMEOUT,
+                      connect_timeout: Optional[float] = None,
+                      grace: float = DEFAULT_GRACE) -> "Store":
+        """Connect, waiting at most ``connect_timeout`` (default ``timeout``)
+        for Redis to accept; raises :class:`StoreUnavailable` if it does not."""
         u = RedisURL.parse(url)
-        common = dict(dbid=u.db, poolsize=poolsize, reconnect=True, charset=None,
-                      password=u.password, convertNumbers=False, connectTimeout=10)
-        if u.path:
-            conn = await txredisapi.UnixConnectionPool(u.path, **common)
-        else:
-            conn = await txredisapi.ConnectionPool(u.host, u.port, **common)
-        return cls(conn, u)
+        handler = txredisapi.UnixConnectionHandler if u.path else txredisapi.ConnectionHandler
+        # replyTimeout: a connection whose reply is late is aborted (and
+        # re-established), so a hung Redis cannot pin a request forever.
+        factory = _Pool(str(u), u.db, poolsize, False, handler, None, u.password,
+                        timeout, False)
+        factory.reconnect = True
+        factory.startConnecting(u.endpoint())
+        wait = timeout if connect_timeout is None else connect_timeout
+        try:
+            conn = await factory.deferred.addTimeout(wait, reactor)
+        except Exception as e:
+            await _bounded(factory.disconnect(), 2.0)
+            why = "no answer" if isinstance(e, defer.TimeoutError) else (str(e) or repr(e))
+            raise StoreUnavailable(f"cannot connect to Redis at {u} within {wait:g}s ({why}); "
+                                   f"check that the redis-server is running") from None
+        return cls(conn, u, factory, timeout=timeout, grace=grace)
 
     async def close(self) -> None:
-        for sub in self._subs:
-            await sub.stop()
-        self._subs = []
-        await self._conn.disconnect()
+        """Disconnect (bounded: a hung Redis does not hold up a shutdown)."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await _bounded(sub.stop(), self.timeout)
+        await _bounded(self._conn.disconnect(), self.timeout)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pool has at least one live connection right now."""
+        return self._factory is None or bool(self._factory.size)
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(f"the state store (Redis at {self.url}) is unavailable: {why}; "
+                                f"retry shortly or check the redis-server")
+
+    async def _call(self, what: str, call: Callable[[], Deferred], write: bool = False) -> Any:
+        """Run one txredisapi call, bounded by :attr:`timeout`, with every way
+        Redis can fail to answer turned into :class:`StoreUnavailable`."""
+        f = self._factory
+        if f is not None and not f.size:
+            if f.stopped:
+                raise self._unavailable("the connection is closed")
+            if f.down_since is not None and time.monotonic() - f.down_since > self.grace:
+                raise self._unavailable(
+                    f"no connection for {time.monotonic() - f.down_since:.0f}s")
+        try:
+            d = call()
+            d.addTimeout(self.timeout, reactor)
+            return await d
+        except defer.TimeoutError:
+            maybe = " (the change may or may not have been applied)" if write else ""
+            raise self._unavailable(f"no reply to {what} within {self.timeout:g}s{maybe}") \
+                from None
+        except txredisapi.ConnectionError as e:
+            maybe = " (the change may or may not have been applied)" if write else ""
+            raise self._unavailable(f"{str(e).lower() or 'connection lost'} during {what}{maybe}") \
+                from None
+        except txredisapi.ResponseError as e:
+            text = str(e)
+            if text.startswith(_UNAVAILABLE_REPLIES):
+                raise self._unavailable(text.split("\n")[0]) from None
+            raise
 
     # -- reads ------------------------------------------------------------
     async def get_raw(self, kind: str, key: str) -> Optional[str]:
-        return _s(await self._conn.hget(K.hash_of(kind), key))
+        return _s(await self._call("HGET", lambda: self._conn.hget(K.hash_of(kind), key)))
 
     async def get(self, kind: str, key: str) -> Optional[dict]:
         raw = await self.get_raw(kind, key)
         return None if raw is None else json.loads(raw)
 
     async def list(self, kind: str) -> Dict[str, dict]:
-        return json.loads(await self._conn.eval(LIST, [K.hash_of(kind)], []))
+        return json.loads(await self._call(
+            "LIST", lambda: self._conn.eval(LIST, [K.hash_of(kind)], [])))
 
     async def list_versioned(self, kind: str) -> Tuple[int, Dict[str, dict]]:
         """A kind and its version, read atomically (for optimistic checks).
@@ -179,7 +291,8 @@ class Store:
         """
         cached = self._kinds.get(kind)
         known = str(cached[0]) if cached else "-1"
-        out = await self._conn.eval(READ_KIND, [K.hash_of(kind)], [kind, known])
+        out = await self._call(
+            "READ_KIND", lambda: self._conn.eval(READ_KIND, [K.hash_of(kind)], [kind, known]))
         ver = int(_s(out[0]))
         if len(out) == 1 and cached is not None:
             return ver, cached[1]
@@ -212,27 +325,35 @@ class Store:
                 del self._kinds[kind]
 
     async def revision(self) -> int:
-        return int(_s(await self._conn.get(K.REV)) or 0)
+        return int(_s(await self._call("GET", lambda: self._conn.get(K.REV))) or 0)
+
+    async def server_time(self) -> float:
+        """Redis's clock (``TIME``), so that timestamps written and compared by
+        processes on different hosts do not depend on their clocks agreeing."""
+        sec, usec = await self._call("TIME", lambda: self._conn.execute_command("TIME"))
+        return int(_s(sec)) + int(_s(usec)) / 1e6
 
     async def snapshot(self) -> Tuple[int, Dict[str, Dict[str, dict]]]:
         """Every obj and state kind at one revision (one script, so consistent)."""
-        doc = json.loads(await self._conn.eval(SNAPSHOT, [], []))
+        doc = json.loads(await self._call("SNAPSHOT", lambda: self._conn.eval(SNAPSHOT, [], [])))
         return int(doc["rev"]), doc["kinds"]
 
     async def get_bytes(self, key: str) -> bytes:
-        v = await self._conn.get(key)
+        v = await self._call("GET", lambda: self._conn.get(key))
         return v or b""
 
     async def hget_raw(self, key: str, field: str) -> Optional[str]:
-        return _s(await self._conn.hget(key, field))
+        return _s(await self._call("HGET", lambda: self._conn.hget(key, field)))
 
     async def hgetall_raw(self, key: str) -> Dict[str, str]:
-        return _pairs(await self._conn.execute_command("HGETALL", key))
+        return _pairs(await self._call(
+            "HGETALL", lambda: self._conn.execute_command("HGETALL", key)))
 
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
         """Run a transaction atomically; raises Conflict or StoreError."""
-        raw = await self._conn.eval(APPLY, [], [txn.program()] + txn.values)
+        args = [txn.program()] + txn.values
+        raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], args), write=True)
         out = json.loads(_s(raw))
         if "conflict" in out:
             raise Conflict(out["conflict"])
@@ -255,8 +376,13 @@ class Store:
         txn.put(kind, key, value)
         return (await self.apply(txn)).rev
 
-    async def del_state(self, kind: str, key: str) -> int:
+    async def del_state(self, kind: str, key: str, if_raw: Optional[str] = None) -> int:
+        """Delete one state record; with ``if_raw``, only if it still holds
+        exactly that JSON (raises :class:`Conflict` otherwise), e.g. to reap a
+        stale record without deleting one that was refreshed meanwhile."""
         txn = Txn()
+        if if_raw is not None:
+            txn.guard_eq(kind, key, if_raw)
         txn.delete(kind, key)
         return (await self.apply(txn)).rev
 
