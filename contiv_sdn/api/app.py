@@ -1,42 +1,114 @@
-"""The netmaster's HTTP surface as one Klein app, routed like gorilla/mux.
+"""The netmaster's HTTP surface: one leaf resource routed like gorilla/mux.
 
-Klein's own routing (werkzeug) redirects a path without its trailing slash;
-Contiv's clients expect ``404 page not found`` there, and a 404 (not 405) for
-a wrong method.  So a single catch-all Klein route hands every request to
-an explicit table of (methods, pattern) → handler, matched exactly.
+Contiv's netmaster answers anything its router does not match — an unknown
+path, a missing trailing slash, a method the route does not take, a made-up
+method — with ``404 page not found`` as text.  So every request, whatever its
+method or path bytes, reaches :meth:`NetmasterAPI.render`, which matches an
+explicit table of (methods, pattern) → handler exactly.
+
+This is a plain Twisted leaf resource rather than a Klein app on purpose:
+Klein's method filter answers unrouted methods (TRACE, PROPFIND) with
+werkzeug's HTML 405, werkzeug's ``path`` converter does not match a path with
+a newline (``%0d%0a``: HTML 404), and Klein turns a path that is not UTF-8
+(``%ff``) into an HTML 400 plus a logged traceback — all before any of our
+code runs.  Connection-level limits (header size, body size) are
+:mod:`contiv_sdn.api.site`'s.
+
+Errors: a refusal (:class:`HttpError`, :class:`MasterError`,
+:class:`ModelError` — the client's mistake) is answered with its text and
+logged as one short debug line; a store that does not answer
+(:class:`StoreUnavailable`) is ``503`` with its text; anything else is a bug:
+one ``log.failure`` with the traceback, ``internal error`` to the client.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Awaitable, Callable, List, Optional, Tuple
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
-from klein import Klein
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from contiv_sdn.api.http import NOT_FOUND_BODY, HttpError, NotFound, send_error, send_json
 from contiv_sdn.api.plugin import PluginRoutes
 from contiv_sdn.api.rest import ModelRoutes
 from contiv_sdn.master import Master, MasterError
-from contiv_sdn.model import by_collection
+from contiv_sdn.model import ModelError, by_collection
+from contiv_sdn.store import StoreUnavailable
 
 log = Logger()
 
 _KEY = r"([^/]+)"
 Handler = Callable[..., Awaitable[Any]]
 
+#: No route takes a path with control characters (CR/LF, NUL, DEL...): no
+#: Contiv name may contain them, and refusing them at the router keeps them out
+#: of store keys and log lines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-class NetmasterAPI:
-    """Build with a :class:`Master`; serve ``.app.resource()``."""
+#: Longest path or reason text quoted in a refusal's log line.
+_LOG_TEXT_MAX = 160
 
-    app = Klein()
+
+def decode_path(raw: bytes) -> Optional[str]:
+    """The request path percent-decoded as UTF-8 (what gorilla matches on), or
+    ``None`` when no route can match it: not UTF-8 after decoding, or
+    containing a control character."""
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _CONTROL.search(path):
+        return None
+    return path
+
+
+def _brief(text: str) -> str:
+    """Client-supplied text made safe for one log line: escaped, bounded."""
+    text = text.encode("unicode_escape").decode("ascii")
+    if len(text) > _LOG_TEXT_MAX:
+        text = text[:_LOG_TEXT_MAX] + "..."
+    return text
+
+
+def _unavailable(exc: BaseException) -> Optional[StoreUnavailable]:
+    """The :class:`StoreUnavailable` behind ``exc``, if any.
+
+    The semantics layer re-raises every ``StoreError`` as ``MasterError(str(e))``
+    inside its ``except`` block, so the store's refusal is the implicit context
+    (or explicit cause) of the ``MasterError`` the router sees.
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _status(exc: BaseException) -> int:
+    if _unavailable(exc) is not None:
+        return 503
+    status = getattr(exc, "status", 500)
+    return status if isinstance(status, int) and 400 <= status <= 599 else 500
+
+
+class NetmasterAPI(Resource):
+    """Build with a :class:`Master`; serve :meth:`resource` (e.g. with
+    :func:`contiv_sdn.api.site.make_site`)."""
+
+    isLeaf = True
 
     def __init__(self, master: Master, listen_address: Callable[[], str] = lambda: ""):
+        super().__init__()
         self.master = master
         self.model = ModelRoutes(master)
         self.plugin = PluginRoutes(master, listen_address)
-        self.routes: List[Tuple[frozenset, re.Pattern, Handler]] = []
+        self.routes: List[Tuple[frozenset, re.Pattern, Handler, bool]] = []
         r = self._route
         r("GET", r"/api/v1/inspect/([^/]+)/" + _KEY + "/", self._inspect)
         r("GET", r"/api/v1/([^/]+)/", self._list)
@@ -55,8 +127,8 @@ class NetmasterAPI:
             methods = (methods,)
         self.routes.append((frozenset(methods), re.compile(pattern), handler, json_only))
 
-    def resource(self):
-        return self.app.resource()
+    def resource(self) -> "NetmasterAPI":
+        return self
 
     def _match(self, method: str, path: str, content_type: str):
         for methods, pattern, handler, json_only in self.routes:
@@ -68,26 +140,50 @@ class NetmasterAPI:
             return handler, m.groups()
         return None, ()
 
-    @app.route("/", branch=True, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH",
-                                            "OPTIONS"])
-    async def dispatch(self, request):
-        method = request.method.decode("ascii", "replace")
-        path = unquote(request.path.decode("utf-8", "replace"))
-        ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
-        handler, args = self._match(method, path, ctype)
+    # -- twisted.web ------------------------------------------------------------
+    def render(self, request) -> Any:
+        """Every method and every path lands here (a leaf with no ``render_*``)."""
+        method = request.method.decode("latin-1")
+        path = decode_path(request.path)
+        handler, args = (None, ())
+        if path is not None:
+            ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
+            handler, args = self._match(method, path, ctype)
         if handler is None:
-            return send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"), 404)
+            self._answer(request, send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"), 404))
+            return NOT_DONE_YET
+        gone: List[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        d = ensureDeferred(self._dispatch(request, method, path, handler, args))
+        # The handler runs to completion even if the client hangs up (no half
+        # write); only its answer is dropped.
+        d.addCallback(lambda body: None if gone else self._answer(request, body))
+        d.addErrback(lambda f: log.failure("{method} {path}: answering failed", f,
+                                           method=method, path=_brief(path)))
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _answer(request, body: bytes) -> None:
+        """Send ``body`` with its length (Go sets Content-Length on small answers;
+        a HEAD gets the headers only, without Twisted's "eating the body" log line)."""
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    async def _dispatch(self, request, method: str, path: str, handler: Handler,
+                        args: tuple) -> bytes:
         try:
             body = request.content.read() if request.content is not None else b""
             value = await handler(request, method, body, *args)
         except NotFound:
-            return send_error(request, "404 page not found", 404)
-        except (HttpError, MasterError) as e:
-            status = getattr(e, "status", 500)
-            log.debug("{method} {path}: {err}", method=method, path=path, err=str(e))
+            return send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"), 404)
+        except (HttpError, MasterError, ModelError, StoreUnavailable) as e:
+            status = _status(e)
+            log.debug("refused {method} {path} ({status}): {reason}", method=method,
+                      path=_brief(path), status=status, reason=_brief(str(e)))
             return send_error(request, str(e), status)
         except Exception:
-            log.failure("{method} {path} failed", method=method, path=path)
+            log.failure("{method} {path} failed", method=method, path=_brief(path))
             return send_error(request, "internal error")
         return send_json(request, value)
 
@@ -136,5 +232,4 @@ class NetmasterAPI:
 
 
 def make_resource(master: Master, listen_address: Optional[Callable[[], str]] = None):
-    api = NetmasterAPI(master, listen_address or (lambda: ""))
-    return api.resource()
+    return NetmasterAPI(master, listen_address or (lambda: ""))
