@@ -5,26 +5,153 @@ Pure: the store's ``snapshot()`` result and the switches' port maps in, a
 (an endpoint whose network is gone, a host without a VTEP) are left out rather
 than guessed at: the next change notification brings the missing half, and a
 flow compiled from half a record would be wrong on the wire.
+
+Records that are *wrong* — not JSON, not an object, a field of the wrong type
+(``homingHost`` an object, ``netId`` a string), a number out of its range — are
+refused before they become state: :func:`build_checked` leaves them out and
+returns a :class:`Refusal` (kind, key, reason) for each, and the controller logs
+each once.  The REST side no longer writes such records, but older versions,
+other writers and hands on ``redis-cli`` can, and one of them must cost its own
+flows only, never every switch's.  The fields read from each kind are declared
+below as :class:`~contiv_sdn.model.shapes.Struct` shapes, so a refusal says what
+was wrong in Go's words.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, Mapping
+import zlib
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Tuple
 
-from twisted.logger import Logger
-
+from contiv_sdn.model.decode import _kind, _type_error
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.gojson import GoNumber
+from contiv_sdn.model.shapes import INT, STR, Struct, Type, loads
 from contiv_sdn.pipeline.state import (
     Endpoint, GlobalCfg, Group, Host, Network, Snapshot, Tenant, _frozen,
 )
 
-log = Logger()
-
-StoreData = Mapping[str, Mapping[str, Mapping[str, Any]]]
+StoreData = Mapping[str, Mapping[str, Any]]
 
 #: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
 SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
                             "host", "endpoint"})
+
+
+class _Uint64(Type):
+    """A datapath id: Go's ``uint64``."""
+
+    go = "uint64"
+
+    def zero(self) -> int:
+        return 0
+
+    def decode(self, value: Any, current: Any, struct: str, path: List[str]) -> Any:
+        if value is None:
+            return current
+        if isinstance(value, GoNumber) and value.text.isdigit() and int(value.text) < 1 << 64:
+            return int(value.text)
+        text = "number " + value.text if isinstance(value, GoNumber) else _kind(value)
+        raise _type_error(text, self.go, struct, path)
+
+
+UINT64: Type = _Uint64()
+
+# The fields build_snapshot reads, per kind (everything else in a record is ignored).
+GLOBAL_SHAPE = Struct("GlobalConfig", [("fwdMode", STR), ("arpMode", STR)])
+TENANT_SHAPE = Struct("TenantState", [("vrfId", INT)])
+NETWORK_CFG_SHAPE = Struct("NetworkConfig", [("encap", STR), ("subnet", STR), ("gateway", STR)])
+NETWORK_SHAPE = Struct("NetworkState", [("netId", INT), ("encap", STR), ("vni", INT), ("vlan", INT),
+                                        ("subnet", STR), ("gateway", STR)])
+GROUP_SHAPE = Struct("EndpointGroupState", [("network", STR), ("epgId", INT)])
+HOST_SHAPE = Struct("HostState", [("vtepIP", STR), ("dpid", UINT64), ("tunnelPort", STR),
+                                  ("uplinkPort", STR)])
+ENDPOINT_SHAPE = Struct("EndpointState", [("network", STR), ("ipAddress", STR), ("macAddress", STR),
+                                          ("group", STR), ("homingHost", STR), ("intfName", STR)])
+
+#: Ranges of the numbers (0 = not allocated yet: the record is incomplete, not wrong).
+_RANGES: Dict[str, Tuple[int, int]] = {
+    "vrfId": (0, 0xFFFF), "netId": (0, 0xFFFF), "epgId": (0, 0xFFFF),
+    "vni": (0, 0xFFFFFF), "vlan": (0, 4095), "dpid": (0, (1 << 64) - 1),
+}
+_PY_TYPES = {STR: str, INT: int, UINT64: int}
+
+
+class Unparsable:
+    """Stands in for a stored value that is not JSON at all (see :func:`parse_record`)."""
+
+    __slots__ = ("reason", "digest")
+
+    def __init__(self, reason: str, raw: str = "") -> None:
+        self.reason = reason
+        self.digest = zlib.crc32(raw.encode("utf-8", "surrogatepass"))
+
+    def __repr__(self) -> str:
+        return f"<not JSON {self.digest:08x}: {self.reason}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unparsable) and (self.reason, self.digest) == (other.reason, other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.digest))
+
+
+def parse_record(raw: str) -> Any:
+    """A stored record's text as plain Python, strictly (Go's parser: no NaN, bounded
+    depth); text that is not JSON becomes an :class:`Unparsable` for
+    :func:`build_checked` to refuse, instead of an exception that would stop a run."""
+    try:
+        return loads(raw)
+    except DecodeError as err:
+        return Unparsable(str(err), raw)
+
+
+class Refusal(NamedTuple):
+    """A record left out because it is wrong: what, where and why, plus a fingerprint
+    of the record (so a log can tell "still the same bad record" from "changed")."""
+
+    kind: str
+    key: str
+    reason: str
+    fingerprint: str
+
+
+class Built(NamedTuple):
+    snapshot: Snapshot
+    refused: Tuple[Refusal, ...]
+
+
+class _Refused(Exception):
+    pass
+
+
+def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
+    """The declared fields of ``record``, type-checked; raises :class:`_Refused`.
+
+    The common case (every field absent, null or of its exact type) costs a few
+    ``isinstance``; anything else goes through the shape, which refuses it in Go's
+    words.  The record itself is returned when it passes: nobody mutates it.
+    """
+    if isinstance(record, Unparsable):
+        raise _Refused(f"not JSON ({record.reason})")
+    if isinstance(record, dict):
+        for name, t in shape.fields.items():
+            v = record.get(name)
+            if v is not None and (type(v) is not _PY_TYPES[t] or (t is INT and not -(1 << 63) <= v < 1 << 63)):
+                break
+        else:
+            rng = [(n, record.get(n)) for n in shape.fields if n in _RANGES]
+            for n, v in rng:
+                lo, hi = _RANGES[n]
+                if v is not None and not lo <= v <= hi:
+                    raise _Refused(f"{n} {v} out of range {lo}..{hi}")
+            return record
+        record = {n: record[n] for n in shape.fields if n in record}
+    try:
+        shape.coerce(record)
+    except DecodeError as err:
+        raise _Refused(str(err)) from None
+    raise _Refused(f"not a valid {shape.go_name}")  # unreachable: the fast path accepts what Go does
 
 
 def _network_address(subnet: str) -> str:
@@ -34,49 +161,84 @@ def _network_address(subnet: str) -> str:
     return str(ipaddress.IPv4Network(f"{addr}/{plen}", strict=False))
 
 
+def _pair_key(key: str, what: str) -> Tuple[str, str]:
+    tenant, sep, name = key.partition(":")
+    if not (sep and tenant and name):
+        raise _Refused(f"key {key!r} is not <tenant>:<{what}>")
+    return tenant, name
+
+
 def build_snapshot(revision: int, data: StoreData,
                    ports_by_dpid: Mapping[int, Mapping[str, int]]) -> Snapshot:
-    g = data.get("obj:global", {}).get("global", {})
+    """The compiler's input; wrong records are left out (see :func:`build_checked`)."""
+    return build_checked(revision, data, ports_by_dpid).snapshot
+
+
+def build_checked(revision: int, data: StoreData,
+                  ports_by_dpid: Mapping[int, Mapping[str, int]]) -> Built:
+    """The compiler's input and the records refused on the way (pure: nothing is logged)."""
+    refused: List[Refusal] = []
+
+    def refuse(kind: str, key: str, record: Any, reason: str) -> None:
+        refused.append(Refusal(kind, key, reason, repr(record)))
+
+    def each(kind: str, shape: Struct) -> Iterator[Tuple[str, Mapping[str, Any]]]:
+        for key, record in data.get(kind, {}).items():
+            try:
+                yield key, _load(shape, record)
+            except _Refused as err:
+                refuse(kind, key, record, str(err))
+
+    g: Mapping[str, Any] = {}
+    record = data.get("obj:global", {}).get("global")
+    if record is not None:
+        try:
+            g = _load(GLOBAL_SHAPE, record)
+        except _Refused as err:  # defaults meanwhile; the controller holds every switch
+            refuse("obj:global", "global", record, str(err))
     global_cfg = GlobalCfg(fwd_mode=g.get("fwdMode") or "bridge",
                            arp_mode=g.get("arpMode") or "proxy")
 
     tenants: Dict[str, Tenant] = {}
-    for name, st in data.get("tenant", {}).items():
+    for name, st in each("tenant", TENANT_SHAPE):
         if st.get("vrfId"):
-            tenants[name] = Tenant(name=name, vrf_id=int(st["vrfId"]))
+            tenants[name] = Tenant(name=name, vrf_id=st["vrfId"])
 
     networks: Dict[str, Network] = {}
-    net_cfgs = data.get("obj:network", {})
-    for key, st in data.get("network", {}).items():
+    net_cfgs = dict(each("obj:network", NETWORK_CFG_SHAPE))
+    for key, st in each("network", NETWORK_SHAPE):
         cfg = net_cfgs.get(key)
-        tenant = key.split(":", 1)[0]
-        if cfg is None or tenant not in tenants or not st.get("netId"):
-            continue
-        encap = st.get("encap") or cfg.get("encap") or "vxlan"
-        tag = int(st.get("vni") or 0) if encap == "vxlan" else int(st.get("vlan") or 0)
         try:
-            subnet = _network_address(st.get("subnet") or cfg.get("subnet", ""))
-        except ValueError:
-            log.warn("network {key} has an unusable subnet; no flows for it", key=key)
+            tenant, name = _pair_key(key, "network")
+            if cfg is None or tenant not in tenants or not st.get("netId"):
+                continue
+            encap = st.get("encap") or cfg.get("encap") or "vxlan"
+            tag = (st.get("vni") or 0) if encap == "vxlan" else (st.get("vlan") or 0)
+            try:
+                subnet = _network_address(st.get("subnet") or cfg.get("subnet") or "")
+            except ValueError as err:
+                raise _Refused(f"unusable subnet ({err})") from None
+        except _Refused as err:
+            refuse("network", key, st, str(err))
             continue
         networks[key] = Network(
-            key=key, tenant=tenant, name=key.split(":", 1)[1], encap=encap, pkt_tag=tag,
-            net_id=int(st["netId"]), subnet=subnet,
+            key=key, tenant=tenant, name=name, encap=encap, pkt_tag=tag,
+            net_id=st["netId"], subnet=subnet,
             gateway=st.get("gateway") or cfg.get("gateway") or "",
         )
 
     groups: Dict[str, Group] = {}
-    for key, st in data.get("endpointGroup", {}).items():
+    for key, st in each("endpointGroup", GROUP_SHAPE):
         net = st.get("network")
         if net in networks and st.get("epgId"):
             groups[key] = Group(key=key, tenant=key.split(":", 1)[0], network=net,
-                                epg_id=int(st["epgId"]))
+                                epg_id=st["epgId"])
 
     hosts: Dict[str, Host] = {}
-    for name, st in data.get("host", {}).items():
+    for name, st in each("host", HOST_SHAPE):
         if not st.get("vtepIP") or not st.get("dpid"):
             continue
-        dpid = int(st["dpid"])
+        dpid = st["dpid"]
         hosts[name] = Host(
             name=name, dpid=dpid, vtep_ip=st["vtepIP"],
             ports=_frozen(ports_by_dpid.get(dpid, {})),
@@ -85,21 +247,26 @@ def build_snapshot(revision: int, data: StoreData,
         )
 
     endpoints: Dict[str, Endpoint] = {}
-    for eid, st in data.get("endpoint", {}).items():
+    for eid, st in each("endpoint", ENDPOINT_SHAPE):
         net = st.get("network")
         if net not in networks or not st.get("ipAddress") or not st.get("macAddress"):
             continue
         group = st.get("group") or None
         epg_id = groups[group].epg_id if group in groups else 0
         endpoints[eid] = Endpoint(
-            id=eid, host=st.get("homingHost", ""), network=net,
+            id=eid, host=st.get("homingHost") or "", network=net,
             ip=st["ipAddress"].split("/")[0], mac=st["macAddress"].lower(),
-            port=st.get("intfName", ""), group=group if group in groups else None,
+            port=st.get("intfName") or "", group=group if group in groups else None,
             epg_id=epg_id,
         )
 
-    return Snapshot(
+    snap = Snapshot(
         revision=revision, global_cfg=global_cfg, tenants=_frozen(tenants),
         networks=_frozen(networks), groups=_frozen(groups), hosts=_frozen(hosts),
         endpoints=_frozen(endpoints),
     )
+    return Built(snap, tuple(refused))
+
+
+__all__ = ["SNAPSHOT_KINDS", "Built", "Refusal", "Unparsable", "build_checked", "build_snapshot",
+           "parse_record"]

@@ -26,6 +26,13 @@ Decisions worth knowing (see ``tables.py`` for the table layout and registers):
 * Invalid records (unknown network/tenant, bad IP or MAC) and flows whose
   identity collides (two endpoints with one MAC in a network …) do not stop
   compilation: the first in sorted order wins, and :func:`diagnose` lists them.
+* The blast radius of a bad owner is that owner: if resolving or compiling one
+  endpoint, network or host raises anyway (a value of a type nobody expected,
+  a flow that breaks its table's declaration), that owner's flows are left out,
+  the failure is returned as a :class:`Failure` (kind, key, reason) for the
+  caller to log, and every other owner is still compiled.  A host whose own base
+  flows cannot be compiled gets *no* result (not an empty one), so the
+  controller leaves its switch as it is instead of wiping it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
@@ -53,6 +60,38 @@ _KIND_CODE = {"base": 1, "net": 2, "ep": 3}
 _MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 _LOCAL = (0, T.FLAG_REMOTE)
 _REMOTE = (T.FLAG_REMOTE, T.FLAG_REMOTE)
+
+
+class Failure(NamedTuple):
+    """An owner left out because compiling it raised: ``kind`` is "endpoint",
+    "network" or "host", ``key`` its id, ``reason`` the exception in one line."""
+
+    kind: str
+    key: str
+    reason: str
+
+
+class CompileError(Exception):
+    """A host's own flows could not be compiled (its switch must be left alone)."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"host {host}: {reason}")
+        self.host, self.reason = host, reason
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What :func:`compile_hosts` produced: flows of every host that compiled, and
+    what was left out.  A host missing from ``flows`` has a ``("host", name, ...)``
+    failure: its switch must keep what it has."""
+
+    flows: Mapping[str, FrozenSet[Flow]]
+    failed: Tuple[Failure, ...]
+
+
+def _why(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def cookie_for(kind: str, ident: str = "") -> int:
@@ -108,48 +147,25 @@ class _Index:
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
         self.issues: List[str] = []
+        #: owners left out because resolving them raised
+        self.failed: List[Failure] = []
         self.checked: set = set()
         self.routing = snap.global_cfg.fwd_mode == "routing"
         self.proxy_arp = self.routing or snap.global_cfg.arp_mode != "flood"
         self.nets: Dict[str, _Net] = {}
         for key in sorted(snap.networks):
-            n: Network = snap.networks[key]
-            tenant = snap.tenants.get(n.tenant)
-            if tenant is None:
-                self.issues.append(f"network {key}: unknown tenant {n.tenant!r}")
-                continue
-            if n.encap not in ("vxlan", "vlan"):
-                self.issues.append(f"network {key}: unknown encap {n.encap!r}")
-                continue
-            gw = None
-            if n.gateway:
-                try:
-                    gw = _ipv4(n.gateway)
-                except ValueError:
-                    self.issues.append(f"network {key}: bad gateway {n.gateway!r}")
-            self.nets[key] = _Net(key, n.tenant, n.encap, n.pkt_tag, n.net_id, tenant.vrf_id, gw,
-                                  cookie_for("net", key))
-        self.eps: List[_Ep] = []
-        for eid in sorted(snap.endpoints):
-            e = snap.endpoints[eid]
-            net = self.nets.get(e.network)
-            if net is None:
-                self.issues.append(f"endpoint {eid}: unknown or invalid network {e.network!r}")
-                continue
             try:
-                ip, mac = _ipv4(e.ip), _macstr(e.mac)
-            except ValueError as err:
-                self.issues.append(f"endpoint {eid}: {err}")
-                continue
-            if not 0 <= e.epg_id <= 0xFFFF:
-                self.issues.append(f"endpoint {eid}: epg_id {e.epg_id} out of range")
-                continue
-            self.eps.append(_Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid)))
+                self._add_net(key, snap.networks[key])
+            except Exception as err:  # this network, not the whole snapshot
+                self.failed.append(Failure("network", key, _why(err)))
+        self.eps: List[_Ep] = []
         self.eps_by_net: Dict[str, List[_Ep]] = {}
         self.hosts_by_net: Dict[str, set] = {}
-        for ep in self.eps:
-            self.eps_by_net.setdefault(ep.net.key, []).append(ep)
-            self.hosts_by_net.setdefault(ep.net.key, set()).add(ep.host)
+        for eid in sorted(snap.endpoints):
+            try:
+                self._add_ep(eid)
+            except Exception as err:
+                self.failed.append(Failure("endpoint", eid, _why(err)))
         #: host name -> VTEP address, for hosts whose VTEP is valid.
         self.vteps: Dict[str, str] = {}
         for name in sorted(snap.hosts):
@@ -157,6 +173,48 @@ class _Index:
                 self.vteps[name] = _ipv4(snap.hosts[name].vtep_ip)
             except ValueError:
                 self.issues.append(f"host {name}: bad vtep_ip {snap.hosts[name].vtep_ip!r}")
+            except Exception as err:
+                self.failed.append(Failure("host", name, _why(err)))
+
+    def _add_net(self, key: str, n: Network) -> None:
+        tenant = self.snap.tenants.get(n.tenant)
+        if tenant is None:
+            self.issues.append(f"network {key}: unknown tenant {n.tenant!r}")
+            return
+        if n.encap not in ("vxlan", "vlan"):
+            self.issues.append(f"network {key}: unknown encap {n.encap!r}")
+            return
+        gw = None
+        if n.gateway:
+            try:
+                gw = _ipv4(n.gateway)
+            except ValueError:
+                self.issues.append(f"network {key}: bad gateway {n.gateway!r}")
+        net = _Net(key, n.tenant, n.encap, n.pkt_tag, n.net_id, tenant.vrf_id, gw, cookie_for("net", key))
+        hash(net)  # used as set members and dict keys later: fail here, for this network only
+        self.nets[key] = net
+
+    def _add_ep(self, eid: str) -> None:
+        e = self.snap.endpoints[eid]
+        net = self.nets.get(e.network)
+        if net is None:
+            self.issues.append(f"endpoint {eid}: unknown or invalid network {e.network!r}")
+            return
+        try:
+            ip, mac = _ipv4(e.ip), _macstr(e.mac)
+        except ValueError as err:
+            self.issues.append(f"endpoint {eid}: {err}")
+            return
+        if not 0 <= e.epg_id <= 0xFFFF:
+            self.issues.append(f"endpoint {eid}: epg_id {e.epg_id} out of range")
+            return
+        ep = _Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid))
+        # an unhashable host or port name fails here, before the endpoint is indexed
+        # (later it would break its network's flood list on every host)
+        hash(ep)
+        self.eps.append(ep)
+        self.eps_by_net.setdefault(net.key, []).append(ep)
+        self.hosts_by_net.setdefault(net.key, set()).add(ep.host)
 
     def remote_vteps(self, net: _Net, host: Host) -> List[str]:
         """VTEPs of the other known hosts with endpoints in ``net`` (sorted, unique)."""
@@ -173,12 +231,45 @@ class _Index:
 # Per-host compilation.
 # --------------------------------------------------------------------------
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, ix: "_Index") -> None:
         self.flows: List[Flow] = []
+        self.ix = ix
+        self.failed: List[Failure] = []
+
+    def owner(self, kind: str, key: str) -> "_Owner":
+        """``with b.owner(kind, key):`` around the flows of one owner: if building them
+        raises or one breaks its table's declaration, exactly that owner's flows go."""
+        return _Owner(self, kind, key)
 
     def add(self, table: int, priority: int, match: Mapping, actions: Iterable[Action] = (),
             goto: Optional[int] = None, *, cookie: int, note: str = "") -> None:
         self.flows.append(Flow(table, priority, make_match(**match), tuple(actions), goto, cookie, note))
+
+
+class _Owner:
+    def __init__(self, b: _Builder, kind: str, key: str) -> None:
+        self.b, self.kind, self.key = b, kind, key
+        self.mark = 0
+
+    def __enter__(self) -> None:
+        self.mark = len(self.b.flows)
+
+    def __exit__(self, typ: Any, err: Optional[BaseException], tb: Any) -> bool:
+        if err is None:
+            checked = self.b.ix.checked
+            try:
+                for f in self.b.flows[self.mark:]:
+                    if f not in checked:  # hosts share many flows: check each value once
+                        T.check_flow(f)
+                        checked.add(f)
+                return False
+            except Exception as e:
+                err = e
+        if not isinstance(err, Exception):
+            return False  # KeyboardInterrupt, SystemExit...: not ours to swallow
+        del self.b.flows[self.mark:]
+        self.b.failed.append(Failure(self.kind, self.key, _why(err)))
+        return True
 
 
 def _responder(mac: str, ip: str) -> Tuple[Action, ...]:
@@ -199,137 +290,145 @@ def _arp_request(**match) -> dict:
     return dict(eth_type=T.ETH_TYPE_ARP, arp_op=T.ARP_REQUEST, **match)
 
 
-def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str]]:
-    b = _Builder()
+def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[Failure]]:
+    """One host's flows; raises :class:`CompileError` if its own base flows fail."""
+    b = _Builder(ix)
     add = b.add
     base = cookie_for("base")
-    ports = host.ports
-    tun = ports.get(host.tunnel_port) if host.tunnel_port else None
-    upl = ports.get(host.uplink_port) if host.uplink_port else None
+    with b.owner("host", host.name):
+        ports = host.ports
+        tun = ports.get(host.tunnel_port) if host.tunnel_port else None
+        upl = ports.get(host.uplink_port) if host.uplink_port else None
 
-    present = [n for n in ix.nets.values() if host.name in ix.hosts_by_net.get(n.key, ())]
-    if ix.routing:
-        tenants = {n.tenant for n in present}
-        relevant = [n for n in ix.nets.values() if n.tenant in tenants]
-    else:
-        relevant = present
-    present_keys = {n.key for n in present}
+        present = [n for n in ix.nets.values() if host.name in ix.hosts_by_net.get(n.key, ())]
+        if ix.routing:
+            tenants = {n.tenant for n in present}
+            relevant = [n for n in ix.nets.values() if n.tenant in tenants]
+        else:
+            relevant = present
+        present_keys = {n.key for n in present}
 
-    # ---- base: the defaults that let each table go on.
-    add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
-    if ix.proxy_arp:
-        add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
-    add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
-    add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
-    add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
-    if tun is not None:
-        add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
-            note="to tunnel (never from a tunnel)")
+        # ---- base: the defaults that let each table go on.
+        add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
+        if ix.proxy_arp:
+            add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
+        add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
+        add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
+        add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
+        if tun is not None:
+            add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
+                note="to tunnel (never from a tunnel)")
+
+    if b.failed:
+        raise CompileError(host.name, b.failed[0].reason)
 
     # ---- per network.
     for net in relevant:
-        c = net.cookie
-        if net.encap == "vlan" and upl is not None:
-            add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
-                [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
-                 ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
-        if net.key not in present_keys:
-            continue
-        ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
-                   ("set_field", T.REG_FLAGS, T.FLAG_REMOTE)]
-        if net.encap == "vxlan" and tun is not None:
-            add(T.CLASSIFY, P_EXACT, {"in_port": tun, "tunnel_id": net.tag}, ingress, T.SOURCE, cookie=c,
-                note=f"{net.key}: from tunnel")
-        elif net.encap == "vlan" and upl is not None:
-            add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
-                [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
-        add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
-            [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
-        local_out = sorted(ports[e.port] for e in ix.eps_by_net.get(net.key, ())
-                           if e.host == host.name and e.port in ports)
-        local_acts = [("output", p) for p in local_out]
-        remote_acts: List[Action] = []
-        if net.encap == "vxlan" and tun is not None:
-            vteps = ix.remote_vteps(net, host)
-            if vteps:
-                remote_acts.append(("set_field", "tunnel_id", net.tag))
-            for ip in vteps:
-                remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
-        elif net.encap == "vlan" and upl is not None:
-            if any(h != host.name and h in ix.vteps for h in ix.hosts_by_net.get(net.key, ())):
-                remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
-                                ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
-        add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
-            local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
-        add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
-            local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
-        if ix.routing and net.gateway:
-            add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
-                                                  T.REG_FLAGS: _LOCAL}),
-                _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
+        with b.owner("network", net.key):
+            c = net.cookie
+            if net.encap == "vlan" and upl is not None:
+                add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+                    [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
+                     ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
+            if net.key not in present_keys:
+                continue
+            ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
+                       ("set_field", T.REG_FLAGS, T.FLAG_REMOTE)]
+            if net.encap == "vxlan" and tun is not None:
+                add(T.CLASSIFY, P_EXACT, {"in_port": tun, "tunnel_id": net.tag}, ingress, T.SOURCE, cookie=c,
+                    note=f"{net.key}: from tunnel")
+            elif net.encap == "vlan" and upl is not None:
+                add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
+                    [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
+            add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
+                [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
+            local_out = sorted(ports[e.port] for e in ix.eps_by_net.get(net.key, ())
+                               if e.host == host.name and e.port in ports)
+            local_acts = [("output", p) for p in local_out]
+            remote_acts: List[Action] = []
+            if net.encap == "vxlan" and tun is not None:
+                vteps = ix.remote_vteps(net, host)
+                if vteps:
+                    remote_acts.append(("set_field", "tunnel_id", net.tag))
+                for ip in vteps:
+                    remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
+            elif net.encap == "vlan" and upl is not None:
+                if any(h != host.name and h in ix.vteps for h in ix.hosts_by_net.get(net.key, ())):
+                    remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
+                                    ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
+            add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+                local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
+            add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
+                local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
+            if ix.routing and net.gateway:
+                add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
+                                                      T.REG_FLAGS: _LOCAL}),
+                    _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
 
     # ---- per endpoint.
     for net in relevant:
         is_present = net.key in present_keys
         for ep in ix.eps_by_net.get(net.key, ()):
-            c = ep.cookie
-            dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
-            local = ep.host == host.name
-            ofport = ports.get(ep.port) if local else None
-            if local and ofport is None:
-                continue  # port not there yet: no local flows; remote hosts may already send to it
-            if local:
-                cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
-                if ep.epg:
-                    cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
-                add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
-                    cookie=c, note=f"ep {ep.id}: local port")
-                add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
-                                        "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
-                add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
-                                        "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
-                    note=f"ep {ep.id}: ARP source")
-                if ix.proxy_arp:
-                    add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
-                        note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
-                add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                    dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
-                add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
-                    note=f"ep {ep.id}: deliver")
-            else:
-                other_vtep = ix.vteps.get(ep.host)
-                if other_vtep is None:
-                    continue
-                if net.encap == "vxlan" and tun is not None:
+            with b.owner("endpoint", ep.id):
+                c = ep.cookie
+                dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
+                local = ep.host == host.name
+                ofport = ports.get(ep.port) if local else None
+                if local and ofport is None:
+                    continue  # port not there yet: no local flows; remote hosts may already send to it
+                if local:
+                    cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
+                    if ep.epg:
+                        cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
+                    add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
+                        cookie=c, note=f"ep {ep.id}: local port")
+                    add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
+                                            "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
+                    add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
+                                            "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
+                        note=f"ep {ep.id}: ARP source")
+                    if ix.proxy_arp:
+                        add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
+                            note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
                     add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                        dst_epg + [("set_field", "tunnel_id", net.tag),
-                                   ("set_field", "tun_ipv4_dst", other_vtep),
-                                   ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
-                        note=f"ep {ep.id}: on {ep.host} via VXLAN")
-                elif net.encap == "vlan" and upl is not None:
-                    add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                        dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
-                        note=f"ep {ep.id}: on {ep.host} via uplink")
-                if ep.epg:
-                    add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
-                        [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
-                        note=f"ep {ep.id}: remote source group")
-                    if ix.routing:
-                        add(T.SOURCE, P_REMOTE_ROUTED,
-                            {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
-                             "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
+                        dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
+                    add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
+                        note=f"ep {ep.id}: deliver")
+                else:
+                    other_vtep = ix.vteps.get(ep.host)
+                    if other_vtep is None:
+                        continue
+                    if net.encap == "vxlan" and tun is not None:
+                        add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                            dst_epg + [("set_field", "tunnel_id", net.tag),
+                                       ("set_field", "tun_ipv4_dst", other_vtep),
+                                       ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
+                            note=f"ep {ep.id}: on {ep.host} via VXLAN")
+                    elif net.encap == "vlan" and upl is not None:
+                        add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                            dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
+                            note=f"ep {ep.id}: on {ep.host} via uplink")
+                    if ep.epg:
+                        add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
                             [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
-                            note=f"ep {ep.id}: remote routed source group")
-            if is_present and ix.proxy_arp:
-                add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
-                                                      T.REG_FLAGS: _LOCAL}),
-                    _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
-            if ix.routing:
-                add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
-                                    "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
-                    [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
-                     ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
-    return _dedupe(b.flows, host.name)
+                            note=f"ep {ep.id}: remote source group")
+                        if ix.routing:
+                            add(T.SOURCE, P_REMOTE_ROUTED,
+                                {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
+                                 "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
+                                [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                                note=f"ep {ep.id}: remote routed source group")
+                if is_present and ix.proxy_arp:
+                    add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
+                                                          T.REG_FLAGS: _LOCAL}),
+                        _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
+                if ix.routing:
+                    add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
+                                        "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
+                        [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
+                         ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
+    flows, issues = _dedupe(b.flows, host.name)
+    return flows, issues, b.failed
 
 
 def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
@@ -343,33 +442,62 @@ def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
     return list(seen.values()), issues
 
 
-def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str]]:
+def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str], List[Failure]]:
+    """Every flow was checked against its table by its owner's guard (see :class:`_Owner`)."""
     host = ix.snap.hosts.get(host_name)
     if host is None:
-        return frozenset(), [f"host {host_name}: unknown"]
-    flows, issues = _compile_host(ix, host)
-    for f in flows:
-        if f not in ix.checked:  # hosts share many flows (routes, responders): check each value once
-            T.check_flow(f)
-            ix.checked.add(f)
-    return frozenset(flows), issues
+        return frozenset(), [f"host {host_name}: unknown"], []
+    flows, issues, failed = _compile_host(ix, host)
+    return frozenset(flows), issues, failed
+
+
+def compile_hosts(snap: Snapshot, host_names: Iterable[str]) -> Compiled:
+    """The flows of each named host (the index is built once), isolating failures.
+
+    Pure, like the rest: the failures are returned, the caller logs them.  An unknown
+    host gets an empty set, as from :func:`compile_switch`.
+    """
+    ix = _Index(snap)
+    out: Dict[str, FrozenSet[Flow]] = {}
+    failed: Dict[Failure, None] = dict.fromkeys(ix.failed)
+    for name in sorted(set(host_names)):
+        try:
+            flows, _issues, host_failed = _compile(ix, name)
+        except CompileError as err:
+            failed[Failure("host", name, err.reason)] = None
+            continue
+        out[name] = flows
+        failed.update(dict.fromkeys(host_failed))
+    return Compiled(out, tuple(failed))
 
 
 def compile_switch(snap: Snapshot, host_name: str) -> FrozenSet[Flow]:
-    """The flows ``host_name``'s ``br-int`` must hold (empty for an unknown host)."""
+    """The flows ``host_name``'s ``br-int`` must hold (empty for an unknown host).
+
+    Owners that fail are left out; raises :class:`CompileError` if the host's own
+    flows cannot be compiled (an empty set would wipe its switch)."""
     return _compile(_Index(snap), host_name)[0]
 
 
 def compile_all(snap: Snapshot) -> Dict[str, FrozenSet[Flow]]:
-    """The flows of every host in the snapshot, host name -> flows (the index is built once)."""
-    ix = _Index(snap)
-    return {name: _compile(ix, name)[0] for name in sorted(snap.hosts)}
+    """The flows of every host in the snapshot, host name -> flows (the index is built once).
+
+    A host whose own flows cannot be compiled is missing (see :func:`compile_hosts`)."""
+    return dict(compile_hosts(snap, snap.hosts).flows)
 
 
 def diagnose(snap: Snapshot) -> Tuple[str, ...]:
     """What the compiler had to skip or arbitrate, for the controller to log."""
     ix = _Index(snap)
     issues = list(ix.issues)
+    failed: Dict[Failure, None] = dict.fromkeys(ix.failed)
     for name in sorted(snap.hosts):
-        issues += _compile(ix, name)[1]
+        try:
+            _flows, host_issues, host_failed = _compile(ix, name)
+        except CompileError as err:
+            issues.append(f"{err} (its switch is left as it is)")
+            continue
+        issues += host_issues
+        failed.update(dict.fromkeys(host_failed))
+    issues += [f"{f.kind} {f.key}: left out: {f.reason}" for f in failed]
     return tuple(issues)
