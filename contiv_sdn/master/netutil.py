@@ -90,7 +90,11 @@ class Subnet:
 
     def index(self, ip: str) -> int:
         """Contiv's ``GetIPNumber``: host index of ``ip`` or its exact error."""
-        host_id = (ip2int(ip) - self.network) & 0xFFFFFFFF
+        try:
+            n = ip2int(ip)
+        except ValueError:
+            raise MasterError(f"invalid ip address {ip}") from None
+        host_id = (n - self.network) & 0xFFFFFFFF
         if host_id >= self.size:
             raise MasterError(f"hostIP {ip} is exceeding beyond subnet {self.address}/{self.length}, "
                               f"hostID {host_id}")
@@ -180,7 +184,10 @@ class V6Subnet:
         return max(0, min((1 << (128 - self.network.prefixlen)) - 2, 1 << 48))
 
     def host_id(self, ip: str) -> int:
-        addr = ipaddress.IPv6Address(ip)
+        try:
+            addr = ipaddress.IPv6Address(ip)
+        except ValueError:
+            raise MasterError(f"invalid ip address {ip}") from None
         if addr not in self.network:
             raise MasterError(f"hostIP {ip} is exceeding beyond subnet {self.network}")
         return int(addr) - int(self.network.network_address)
