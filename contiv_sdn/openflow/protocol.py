@@ -22,7 +22,11 @@ What a connection does:
   (flow / group / meter stats, port desc), barrier, bundle control;
 * OFPT_ERROR is matched to the message that caused it by xid (pending
   request, open bundle, or a bounded map of recently sent messages) and logged
-  with that message decoded; a pending request fails with :class:`OpenFlowError`;
+  with that message decoded; a pending request fails with :class:`OpenFlowError`.
+  Its body is read here, not by os-ken: an error too short for its type (an
+  experimenter error without its experimenter id, a body without type and
+  code) is still an error for that xid, logged in one line, and the connection
+  stays (its framing was fine);
 * bundles (:class:`Bundle`): open, add, commit; the commit fails with
   :class:`BundleError` naming every rejected message;
 * anything malformed (bad length, wrong version, unparseable body, message
@@ -35,7 +39,7 @@ import bisect
 import struct
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -57,6 +61,8 @@ OFP_VERSION = ofp.OFP_VERSION
 DEFAULT_ENDPOINT = "tcp:6653"
 _HEADER = struct.Struct("!BBHI")
 _BUNDLE_CTRL = struct.Struct("!IIIHH")
+_ERROR = struct.Struct("!HH")  # type, code (exp_type for OFPET_EXPERIMENTER)
+_ERROR_EXPERIMENTER = struct.Struct("!I")
 _BUNDLE_ADD = codec._BUNDLE_ADD.pack
 HEADER_SIZE = 8
 ONF_EXPERIMENTER_ID = 0x4F4E4600
@@ -66,9 +72,12 @@ BUNDLE_TIMEOUT_FACTOR = 4
 
 
 class OpenFlowError(Exception):
-    """The switch rejected a message (OFPT_ERROR), with the message it rejected."""
+    """The switch rejected a message (OFPT_ERROR), with the message it rejected.
 
-    def __init__(self, type_: int, code: int, xid: int, failed: str = "", dpid: Optional[int] = None):
+    ``type`` and ``code`` are None when the switch's error was too short to say."""
+
+    def __init__(self, type_: Optional[int], code: Optional[int], xid: int, failed: str = "",
+                 dpid: Optional[int] = None):
         self.type, self.code, self.xid, self.failed, self.dpid = type_, code, xid, failed, dpid
         super().__init__(f"{error_name(type_, code)} for xid {xid}"
                          + (f" on {dpid_str(dpid)}" if dpid is not None else "")
@@ -131,11 +140,43 @@ for _t, _prefix in _CODE_PREFIX.items():
 _ONF_ERR_NAMES = {v: k for k, v in vars(ofp).items() if k.startswith("ONFERR_ET_") and isinstance(v, int)}
 
 
-def error_name(type_: int, code: int) -> str:
+def error_name(type_: Optional[int], code: Optional[int]) -> str:
     """``OFPET_BAD_ACTION/OFPBAC_BAD_OUT_PORT`` (experimenter errors: the ONF name of exp_type)."""
+    if type_ is None:
+        return "OFPT_ERROR without type and code"
     if type_ == ofp.OFPET_EXPERIMENTER:
         return f"OFPET_EXPERIMENTER/{_ONF_ERR_NAMES.get(code, code)}"
     return f"{_TYPE_NAMES.get(type_, type_)}/{_CODE_NAMES.get((type_, code), code)}"
+
+
+class ErrorBody(NamedTuple):
+    """An OFPT_ERROR as we read it: type and code (None if absent), the bytes of the
+    rejected message, and what was malformed about it ("" if nothing)."""
+
+    type: Optional[int]
+    code: Optional[int]
+    data: bytes
+    malformed: str
+
+
+def parse_error(data: bytes) -> ErrorBody:
+    """Read an OFPT_ERROR (whole message, header included) without os-ken.
+
+    os-ken raises on an experimenter error shorter than 16 bytes (and would log a
+    traceback); the fields are few enough to read directly, and what is missing is
+    reported instead of raised: an error is an error even when badly formed.
+    """
+    body = data[HEADER_SIZE:]
+    if len(body) < _ERROR.size:
+        return ErrorBody(None, None, b"", f"body of {len(body)} bytes, shorter than type and code")
+    type_, code = _ERROR.unpack_from(body)
+    if type_ != ofp.OFPET_EXPERIMENTER:
+        return ErrorBody(type_, code, bytes(body[_ERROR.size:]), "")
+    rest = _ERROR.size + _ERROR_EXPERIMENTER.size
+    if len(body) < rest:
+        return ErrorBody(type_, code, b"", f"experimenter error of {len(body)} bytes, without its "
+                                           f"experimenter id")
+    return ErrorBody(type_, code, bytes(body[rest:]), "")
 
 
 def describe_message(data: bytes) -> str:
@@ -584,8 +625,7 @@ class OpenFlowProtocol(Protocol):
         if mtype == ofp.OFPT_ECHO_REPLY:
             return
         if mtype == ofp.OFPT_ERROR:
-            validate.check_fixed(data, 12, "error")
-            self._on_error(self._parse(version, mtype, xid, data), xid)
+            self._on_error(parse_error(data), xid)
             return
         if mtype == ofp.OFPT_MULTIPART_REPLY:
             self._on_multipart(version, mtype, xid, data)
@@ -716,8 +756,8 @@ class OpenFlowProtocol(Protocol):
             del self._pending[xid]
             req.deferred.callback(req.parts)
 
-    def _on_error(self, msg: Any, xid: int) -> None:
-        code = msg.exp_type if msg.type == ofp.OFPET_EXPERIMENTER else msg.code
+    def _on_error(self, msg: ErrorBody, xid: int) -> None:
+        code = msg.code
         failed = ""
         bundle = None
         for b in self._bundles.values():
@@ -734,7 +774,11 @@ class OpenFlowProtocol(Protocol):
         elif msg.data:  # switch-provided bytes: summarize, never parse
             failed = _summarize(msg.data)
         err = OpenFlowError(msg.type, code, xid, failed, self.dpid)
-        log.error("{who}: OFPT_ERROR {err}", who=self._who(), err=err)
+        if msg.malformed:
+            log.warn("{who}: malformed OFPT_ERROR ({why}), taken as an error for xid {xid}: {err}",
+                     who=self._who(), why=msg.malformed, xid=xid, err=err)
+        else:
+            log.error("{who}: OFPT_ERROR {err}", who=self._who(), err=err)
         if bundle is not None:
             bundle.errors.append(err)
             return
