@@ -13,6 +13,12 @@ Routes::
     DELETE /v1/endpoints/<id>    delete (idempotent)
     POST   /v1/reconcile         reap endpoints whose container is gone (also runs by itself)
     GET    /v1/status            host, vtepIP, dpid, bridge, ready
+
+Request bodies are decoded into their declared shape (:data:`CREATE_REQUEST`, Go's
+rules via :mod:`contiv_sdn.model.shapes`: strict JSON without NaN/Infinity, bounded
+depth, typed fields) before anything else looks at them, so a wrong type is a 400
+naming the field (``json: cannot unmarshal number into Go struct field
+EndpointRequest.netns of type string``), never a traceback or a Python repr.
 """
 
 from __future__ import annotations
@@ -26,12 +32,22 @@ from twisted.application.internet import UNIXServer
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from contiv_sdn.agent.endpoints import EndpointError, EndpointManager, EndpointRequest
-from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
+from contiv_sdn.agent.endpoints import BadRequest, EndpointError, EndpointManager, EndpointRequest
+from contiv_sdn.agent.netmaster import NetmasterBadReply, NetmasterError, NetmasterUnavailable
 from contiv_sdn.agent.ovsdb import OvsdbError
 from contiv_sdn.agent.plumbing import InterfaceExists, NetnsNotFound, PlumbingError
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.shapes import STR, STR_MAP, Struct
 
 log = Logger()
+
+#: ``POST /v1/endpoints``: what :class:`~contiv_sdn.agent.client.AgentClient` and the CNI
+#: plugin (``drivers/cni``) send.  Absent fields decode to "" and take their defaults in
+#: :meth:`EndpointRequest.from_json` (ifname eth0, tenant default).
+CREATE_REQUEST = Struct("EndpointRequest", [
+    ("id", STR), ("netns", STR), ("network", STR), ("ifname", STR), ("tenant", STR),
+    ("group", STR), ("ip", STR), ("name", STR), ("containerID", STR), ("labels", STR_MAP),
+])
 
 
 def _status_of(exc: BaseException) -> int:
@@ -43,6 +59,8 @@ def _status_of(exc: BaseException) -> int:
         return 409
     if isinstance(exc, (NetmasterUnavailable, OvsdbError)):
         return 503
+    if isinstance(exc, NetmasterBadReply):
+        return 502
     if isinstance(exc, NetmasterError):
         # the netmaster's own refusal (unknown network, address taken...): pass it on
         return 400 if exc.status < 500 else 500
@@ -78,13 +96,16 @@ class AgentAPI:
         return self._json(request, code, body)
 
     @staticmethod
-    def _body(request: Any) -> Any:
+    def _body(request: Any, shape: Struct) -> Dict[str, Any]:
+        """The request body decoded into ``shape``; :class:`BadRequest` (400) otherwise."""
         raw = request.content.read() if request.content is not None else b""
+        if not raw.strip():
+            raise BadRequest(f"the body is empty; send a JSON object with the fields of "
+                             f"{shape.go_name} ({', '.join(shape.fields)})")
         try:
-            return json.loads(raw or b"null")
-        except ValueError as e:
-            from contiv_sdn.agent.endpoints import BadRequest
-            raise BadRequest(f"the body is not valid JSON: {e}") from None
+            return shape.load(raw)
+        except DecodeError as e:
+            raise BadRequest(f"the body is not a valid {shape.go_name}: {e}") from None
 
     # -- routes -------------------------------------------------------------------
     @app.route("/v1/status", methods=["GET"])
@@ -94,7 +115,7 @@ class AgentAPI:
     @app.route("/v1/endpoints", methods=["POST"])
     async def create(self, request: Any) -> bytes:
         async def run() -> Any:
-            req = EndpointRequest.from_json(self._body(request))
+            req = EndpointRequest.from_json(self._body(request, CREATE_REQUEST))
             return 200, await self.endpoints.create(req)
         return await self._guard(request, "create endpoint", run)
 

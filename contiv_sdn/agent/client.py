@@ -1,7 +1,9 @@
 """A client for the agent's local API over its UNIX socket (Twisted, treq).
 
 For in-process users on a reactor (drivers, tests).  Errors come back as
-:class:`AgentAPIError` carrying the agent's own ``error`` text.
+:class:`AgentAPIError` carrying the agent's own ``error`` text.  Answers are parsed
+with Go's strict parser (:func:`contiv_sdn.model.shapes.loads`: no NaN/Infinity,
+bounded depth, no recursion), so an odd answer is an error, not a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from contiv_sdn.agent.netmaster import QuietPool
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.shapes import loads
 
 
 class AgentAPIError(RuntimeError):
@@ -57,12 +61,16 @@ class AgentClient:
         response = await self._http.request(method, "http://netplugin" + path, **kw)
         raw = await response.content()
         try:
-            answer = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            answer = {"error": raw.decode("utf-8", "replace")}
+            answer = loads(raw) if raw.strip() else None
+        except DecodeError as e:
+            if response.code < 400:
+                raise AgentAPIError(502, f"netplugin sent a malformed answer to {method} {path}: "
+                                         f"{e}") from None
+            answer = {"error": raw.decode("utf-8", "replace").strip()[:2000]}
         if response.code >= 400:
             error = answer.get("error") if isinstance(answer, dict) else None
-            raise AgentAPIError(response.code, error or f"HTTP {response.code}")
+            raise AgentAPIError(response.code, error if isinstance(error, str) and error
+                                else f"HTTP {response.code}")
         return answer
 
     async def status(self) -> Dict[str, Any]:

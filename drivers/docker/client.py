@@ -3,6 +3,13 @@
 Only what netplugin needs: networks (list, inspect, create, remove), containers
 (inspect, list), ``/_ping`` and the ``/events`` stream.  Paths are unversioned,
 so the engine answers in its own current API version (Docker 20.10 is 1.41).
+
+dockerd's replies are decoded into declared shapes (the Engine API's
+``NetworkResource``, ``ContainerJSON``, ``events.Message``... reduced to the fields
+netplugin reads) with Go's strict parser before anything acts on them: every
+declared field is present and of its type, so a reply that does not fit is a
+:class:`DockerAPIError` ("dockerd sent a malformed reply"), not a dict where a
+string was meant travelling on into the driver's state.
 """
 
 from __future__ import annotations
@@ -16,7 +23,60 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from twisted.logger import Logger
+
 from contiv_sdn.agent.client import UnixEndpoints
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.gojson import JObject, parse
+from contiv_sdn.model.shapes import BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, MapOf, Struct
+
+log = Logger()
+
+_IPAM_CONFIG = Struct("IPAMConfig", [("Subnet", STR), ("IPRange", STR), ("Gateway", STR),
+                                     ("AuxAddress", STR_MAP)])
+#: ``GET /networks/{id}`` and each entry of ``GET /networks``.
+NETWORK = Struct("NetworkResource", [
+    ("Name", STR), ("Id", STR), ("Scope", STR), ("Driver", STR), ("Internal", BOOL),
+    ("Options", STR_MAP), ("Labels", STR_MAP),
+    ("IPAM", Struct("IPAM", [("Driver", STR), ("Options", STR_MAP),
+                             ("Config", ListOf(_IPAM_CONFIG))])),
+    ("Containers", MapOf(Struct("EndpointResource", [
+        ("Name", STR), ("EndpointID", STR), ("MacAddress", STR), ("IPv4Address", STR),
+        ("IPv6Address", STR)]))),
+])
+NETWORK_LIST = ListOf(NETWORK)
+NETWORK_CREATED = Struct("NetworkCreateResponse", [("Id", STR), ("Warning", STR)])
+#: ``GET /containers/{id}/json``.
+CONTAINER = Struct("ContainerJSON", [
+    ("Id", STR), ("Name", STR),
+    ("State", Struct("ContainerState", [("Status", STR), ("Running", BOOL), ("Pid", INT)])),
+    ("Config", Struct("Config", [("Labels", STR_MAP)])),
+    ("NetworkSettings", Struct("NetworkSettings", [("Networks", MapOf(Struct(
+        "EndpointSettings", [("NetworkID", STR), ("EndpointID", STR), ("IPAddress", STR),
+                             ("MacAddress", STR)])))])),
+])
+#: Each entry of ``GET /containers/json``.
+CONTAINER_SUMMARY = Struct("Container", [("Id", STR), ("Names", STR_LIST), ("State", STR),
+                                         ("Labels", STR_MAP)])
+CONTAINER_LIST = ListOf(CONTAINER_SUMMARY)
+#: One line of ``GET /events``.
+EVENT = Struct("Message", [
+    ("Type", STR), ("Action", STR), ("status", STR), ("id", STR),
+    ("Actor", Struct("Actor", [("ID", STR), ("Attributes", STR_MAP)])),
+])
+_ERROR = Struct("ErrorResponse", [("message", STR)])
+
+
+def _decode(shape: Any, raw: bytes) -> Any:
+    """``raw`` decoded into ``shape`` (a :class:`Struct` or a ``ListOf`` one)."""
+    if isinstance(shape, Struct):
+        return shape.load(raw)
+    value = parse(raw)
+    if not isinstance(value, list) or isinstance(value, JObject):
+        kind = ("object" if isinstance(value, JObject) else "string" if isinstance(value, str)
+                else "bool" if isinstance(value, bool) else "number")
+        raise DecodeError(f"json: cannot unmarshal {kind} into Go value of type {shape.go}")
+    return shape.decode(value, None, shape.elem.go, [])
 
 
 class DockerAPIError(RuntimeError):
@@ -27,10 +87,12 @@ class DockerAPIError(RuntimeError):
 
 
 def _message(raw: bytes) -> str:
+    """dockerd's error text: its ``message``, else the body itself (cut short)."""
     try:
-        return str(json.loads(raw).get("message", ""))
-    except (ValueError, AttributeError):
-        return raw.decode("utf-8", "replace").strip()
+        message = _ERROR.load(raw)["message"]
+    except DecodeError:
+        message = ""
+    return message or raw.decode("utf-8", "replace").strip()[:2000]
 
 
 def socket_path(url: str) -> str:
@@ -59,7 +121,9 @@ class DockerClient:
         return self._pool.closeCachedConnections()
 
     async def _call(self, method: str, path: str, what: str, body: Any = None,
-                    ok: tuple = (200, 201, 204), missing_ok: bool = False) -> Any:
+                    ok: tuple = (200, 201, 204), missing_ok: bool = False,
+                    reply: Any = None) -> Any:
+        """One call; a 2xx body is decoded into ``reply`` (None: returned as text)."""
         kw: Dict[str, Any] = {"timeout": self.timeout}
         if body is not None:
             kw["data"] = json.dumps(body).encode()
@@ -72,10 +136,12 @@ class DockerClient:
             raise DockerAPIError(response.code, _message(raw), what)
         if not raw.strip():
             return None
-        try:
-            return json.loads(raw)
-        except ValueError:
+        if reply is None:
             return raw.decode("utf-8", "replace")
+        try:
+            return _decode(reply, raw)
+        except DecodeError as e:
+            raise DockerAPIError(502, f"dockerd sent a malformed reply: {e}", what) from None
 
     async def ping(self) -> bool:
         try:
@@ -88,16 +154,18 @@ class DockerClient:
         path = "/networks"
         if driver:
             path += "?" + urlencode({"filters": json.dumps({"driver": [driver]})})
-        return await self._call("GET", path, "list networks") or []
+        return await self._call("GET", path, "list networks", reply=NETWORK_LIST) or []
 
     async def inspect_network(self, network: str) -> Optional[Dict[str, Any]]:
         return await self._call("GET", f"/networks/{quote(network, safe='')}",
-                                f"inspect network {network}", missing_ok=True)
+                                f"inspect network {network[:64]}", missing_ok=True,
+                                reply=NETWORK)
 
     async def create_network(self, spec: Dict[str, Any]) -> str:
         answer = await self._call("POST", "/networks/create",
-                                  f"create network {spec.get('Name')}", spec)
-        return answer.get("Id", "") if isinstance(answer, dict) else ""
+                                  f"create network {spec.get('Name')}", spec,
+                                  reply=NETWORK_CREATED)
+        return answer["Id"] if answer else ""
 
     async def remove_network(self, network: str) -> bool:
         """False when it was already gone."""
@@ -113,11 +181,12 @@ class DockerClient:
     # -- containers ----------------------------------------------------------------
     async def inspect_container(self, container: str) -> Optional[Dict[str, Any]]:
         return await self._call("GET", f"/containers/{quote(container, safe='')}/json",
-                                f"inspect container {container[:12]}", missing_ok=True)
+                                f"inspect container {container[:12]}", missing_ok=True,
+                                reply=CONTAINER)
 
     async def list_containers(self, all: bool = False) -> List[Dict[str, Any]]:
         path = "/containers/json" + ("?all=1" if all else "")
-        return await self._call("GET", path, "list containers") or []
+        return await self._call("GET", path, "list containers", reply=CONTAINER_LIST) or []
 
     # -- events --------------------------------------------------------------------
     def events(self, filters: Dict[str, List[str]],
@@ -142,11 +211,11 @@ class DockerClient:
                 if not line:
                     continue
                 try:
-                    event = json.loads(line)
-                except ValueError:
+                    event = EVENT.load(line)
+                except DecodeError as e:
+                    log.info("ignoring a malformed docker event: {err}", err=e)
                     continue
-                if isinstance(event, dict):
-                    on_event(event)
+                on_event(event)
 
         d = self._http.request("GET", "http://docker" + path, unbuffered=True)
 

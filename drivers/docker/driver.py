@@ -25,6 +25,7 @@ allocated with the endpoint, after Docker's IPAM would have to answer).
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any, Awaitable, Callable, Dict
 
 from twisted.logger import Logger
@@ -43,6 +44,11 @@ GATEWAY_REQUEST = "com.docker.network.gateway"
 GENERIC = "com.docker.network.generic"
 LOCAL_SPACE = "contiv-local"
 GLOBAL_SPACE = "contiv-global"
+
+
+def _quote(text: str, limit: int = 64) -> str:
+    """A caller's string in an error message: JSON-quoted and cut short."""
+    return json.dumps(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def _nm(e: Exception) -> DriverError:
@@ -88,7 +94,9 @@ class DockerDriver:
         }
 
     async def handle(self, call: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        log.debug("plugin call {call} {body}", call=call, body=body)
+        # the body is decoded and typed (protocol.parse); its Options may still be deep,
+        # so only the call is logged, never the body's repr
+        log.debug("plugin call {call}", call=call)
         return await self._calls[call](body)
 
     # -- trivial calls -----------------------------------------------------------------
@@ -267,7 +275,7 @@ class DockerDriver:
         try:
             asked = ipaddress.ip_network(pool, strict=False)
         except ValueError:
-            raise DriverError(f"pool {pool!r} is not a subnet", 400) from None
+            raise DriverError(f"pool {_quote(pool)} is not a subnet", 400) from None
         if str(asked) != subnet:
             raise DriverError(f"subnet {pool} does not match contiv network {p.network} "
                               f"({contiv_subnet})", 400)
@@ -284,7 +292,8 @@ class DockerDriver:
             try:
                 ipaddress.IPv4Address(wanted)
             except ValueError:
-                raise DriverError(f"{wanted!r} is not an IPv4 address", 400) from None
+                raise DriverError(f"{_quote(wanted)} is not an IPv4 address", 400) \
+                    from None
         options = body["Options"]
         if options.get("RequestAddressType") == GATEWAY_REQUEST:
             # the netmaster reserved the gateway when the network was created

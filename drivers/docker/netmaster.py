@@ -5,17 +5,26 @@ The agent's :class:`~contiv_sdn.agent.netmaster.NetmasterClient` already speaks
 address allocation *before* the endpoint exists (``RequestAddress`` precedes
 ``CreateEndpoint``), its release, a group inspect and the ``start`` update that
 tells the netmaster a container's name once Docker has started it.  Those are
-the routes of spec §1.4, with Contiv's request shapes.
+the routes of spec §1.4, with Contiv's request shapes.  Replies are decoded into
+their declared shapes (:mod:`contiv_sdn.model.plugin_api`) before the driver acts on
+them; one that does not fit is :class:`NetmasterBadReply`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from typing import Any, Dict, Optional
 from urllib.parse import quote
 
-from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
+from twisted.logger import Logger
+
+from contiv_sdn.agent.netmaster import GROUP_INSPECT, NetmasterBadReply, NetmasterClient
+from contiv_sdn.model.plugin_api import ALLOC_ADDRESS_REPLY, UPDATE_ENDPOINT_REPLY
 
 from drivers.docker.names import Placement
+
+log = Logger()
 
 
 def network_id(p: Placement) -> str:
@@ -26,15 +35,33 @@ def network_id(p: Placement) -> str:
 class PluginNetmaster(NetmasterClient):
     async def alloc_address(self, p: Placement, pool: str, preferred: str = "") -> str:
         """Reserve an address (``preferred`` or the lowest free); fires with ``a.b.c.d/len``."""
-        answer = await self._request("POST", "/plugin/allocAddress",
-                                     f"allocate an address in {p.network_key}", {
-                                         "NetworkID": network_id(p), "AddressPool": pool,
-                                         "PreferredIPv4Address": preferred or ""})
-        addr = answer.get("IPv4Address") if isinstance(answer, dict) else None
-        if not isinstance(addr, str) or "/" not in addr:
-            raise NetmasterError(200, f"allocAddress answer has no IPv4Address: {answer!r}",
-                                 "allocate address")
+        try:
+            answer = await self._request("POST", "/plugin/allocAddress",
+                                         f"allocate an address in {p.network_key}", {
+                                             "NetworkID": network_id(p), "AddressPool": pool,
+                                             "PreferredIPv4Address": preferred or ""},
+                                         reply=ALLOC_ADDRESS_REPLY)
+            addr = answer["IPv4Address"]
+            try:
+                ok = "/" in addr and ipaddress.IPv4Interface(addr) is not None
+            except ValueError:
+                ok = False
+            if not ok:
+                raise NetmasterBadReply("allocAddress", "IPv4Address is "
+                                        f"{json.dumps(addr[:64])}, not an address/prefix length")
+        except NetmasterBadReply:
+            if preferred:
+                # what it reserved is the preferred address, if anything: give it back
+                await self._release_quietly(p, preferred)
+            raise
         return addr
+
+    async def _release_quietly(self, p: Placement, address: str) -> None:
+        try:
+            await self.release_address(p, address)
+        except Exception as e:
+            log.warn("address {addr} in {net} could not be released after a malformed "
+                     "allocAddress reply: {err}", addr=address, net=p.network_key, err=e)
 
     async def release_address(self, p: Placement, address: str) -> None:
         await self._request("POST", "/plugin/releaseAddress",
@@ -50,12 +77,12 @@ class PluginNetmaster(NetmasterClient):
                                 "Labels": dict(labels or {}), "Tenant": p.tenant,
                                 "Network": p.network, "Event": "start",
                                 "EndpointID": endpoint_id, "EPCommonName": name},
-                            idempotent=True)
+                            idempotent=True, reply=UPDATE_ENDPOINT_REPLY)
 
     async def group(self, tenant: str, group: str) -> Dict[str, Any]:
         """The endpoint group's configuration (fails with the netmaster's text if unknown)."""
         key = quote(f"{tenant}:{group}", safe=":")
         answer = await self._request("GET", f"/api/v1/inspect/endpointGroups/{key}/",
-                                     f"inspect endpoint group {tenant}:{group}")
-        config = answer.get("Config") if isinstance(answer, dict) else None
-        return config if isinstance(config, dict) else {}
+                                     f"inspect endpoint group {tenant}:{group}",
+                                     reply=GROUP_INSPECT)
+        return answer["Config"]

@@ -12,15 +12,28 @@ documents that this module enforces:
 * an unknown call is HTTP 404 (and only that: Docker's plugin client reads a
   404 as "not implemented", so a missing network or endpoint is a 500).
 
-Go's JSON decoding is what Docker's own plugins use, so we accept what it
-accepts: ``null`` for any optional field, unknown fields ignored.  Field names
-are matched exactly (Docker always sends them in this spelling).
+Each call's request is declared as the Go struct libnetwork sends
+(``drivers/remote/api`` and ``ipams/remote/api``: ``CreateNetworkRequest``,
+``RequestPoolRequest``...) in :data:`REQUESTS`, and decoded with Go's rules
+(:mod:`contiv_sdn.model.shapes`): strict JSON (no NaN/Infinity, nesting bounded as
+Go bounds it, no recursion), ``null`` for any field means its zero value, unknown
+fields are ignored, names match case-insensitively as in Go, ``Options`` maps are
+``map[string]interface{}`` (``map[string]string`` for IPAM and AllocateNetwork).
+A field of the wrong type is refused before the driver sees the call, naming the
+field and quoting Go's error.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, Optional, Tuple
+
+from contiv_sdn.model import gojson
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.gojson import JObject
+from contiv_sdn.model.shapes import (ANY, BOOL, INT, STR, STR_MAP, ListOf, MapOf, Struct, Type,
+                                     loads)
 
 #: Media type of plugin responses (Docker accepts plain JSON too).
 CONTENT_TYPE = b"application/vnd.docker.plugins.v1+json"
@@ -38,112 +51,167 @@ class DriverError(RuntimeError):
         self.status = status
 
 
-# field name -> (type, required).  Types: str, dict, list, bool, int.
-Spec = Dict[str, Tuple[type, bool]]
+#: ``map[string]interface{}``: free-form options (nested values allowed).
+OPTIONS = MapOf(ANY)
 
-_NET = {"NetworkID": (str, True)}
-_EP = {"NetworkID": (str, True), "EndpointID": (str, True)}
+#: ``driverapi.IPAMData`` as it travels (its MarshalJSON writes the networks as strings).
+IPAM_DATA = Struct("IPAMData", [("AddressSpace", STR), ("Pool", STR), ("Gateway", STR),
+                                ("AuxAddresses", STR_MAP)])
+ENDPOINT_INTERFACE = Struct("EndpointInterface", [("Address", STR), ("AddressIPv6", STR),
+                                                  ("MacAddress", STR)])
 
-#: Every call we serve and the fields of its request body (None: no body expected).
-CALLS: Dict[str, Optional[Spec]] = {
+
+def _ep(go_name: str, *more: Tuple[str, Type]) -> Struct:
+    return Struct(go_name, [("NetworkID", STR), ("EndpointID", STR), *more])
+
+
+def _net(go_name: str, *more: Tuple[str, Type]) -> Struct:
+    return Struct(go_name, [("NetworkID", STR), *more])
+
+
+_DISCOVERY = Struct("DiscoveryNotification", [("DiscoveryType", INT), ("DiscoveryData", ANY)])
+
+#: Every call we serve: its request shape and the fields that must not be empty/zero
+#: (None: no body expected).
+REQUESTS: Dict[str, Optional[Tuple[Struct, Tuple[str, ...]]]] = {
     "Plugin.Activate": None,
     "Plugin.Deactivate": None,
     # -- NetworkDriver ---------------------------------------------------------
     "NetworkDriver.GetCapabilities": None,
-    "NetworkDriver.CreateNetwork": {**_NET, "Options": (dict, False), "IPv4Data": (list, False),
-                                    "IPv6Data": (list, False)},
-    "NetworkDriver.DeleteNetwork": dict(_NET),
-    "NetworkDriver.AllocateNetwork": {**_NET, "Options": (dict, False),
-                                      "IPv4Data": (list, False), "IPv6Data": (list, False)},
-    "NetworkDriver.FreeNetwork": dict(_NET),
-    "NetworkDriver.CreateEndpoint": {**_EP, "Interface": (dict, False), "Options": (dict, False)},
-    "NetworkDriver.EndpointOperInfo": dict(_EP),
-    "NetworkDriver.DeleteEndpoint": dict(_EP),
-    "NetworkDriver.Join": {**_EP, "SandboxKey": (str, True), "Options": (dict, False)},
-    "NetworkDriver.Leave": dict(_EP),
-    "NetworkDriver.DiscoverNew": {"DiscoveryType": (int, True), "DiscoveryData": (object, False)},
-    "NetworkDriver.DiscoverDelete": {"DiscoveryType": (int, True),
-                                     "DiscoveryData": (object, False)},
-    "NetworkDriver.ProgramExternalConnectivity": {**_EP, "Options": (dict, False)},
-    "NetworkDriver.RevokeExternalConnectivity": dict(_EP),
+    "NetworkDriver.CreateNetwork": (_net("CreateNetworkRequest", ("Options", OPTIONS),
+                                         ("IPv4Data", ListOf(IPAM_DATA)),
+                                         ("IPv6Data", ListOf(IPAM_DATA))), ("NetworkID",)),
+    "NetworkDriver.DeleteNetwork": (_net("DeleteNetworkRequest"), ("NetworkID",)),
+    "NetworkDriver.AllocateNetwork": (_net("AllocateNetworkRequest", ("Options", STR_MAP),
+                                           ("IPv4Data", ListOf(IPAM_DATA)),
+                                           ("IPv6Data", ListOf(IPAM_DATA))), ("NetworkID",)),
+    "NetworkDriver.FreeNetwork": (_net("FreeNetworkRequest"), ("NetworkID",)),
+    "NetworkDriver.CreateEndpoint": (_ep("CreateEndpointRequest",
+                                         ("Interface", ENDPOINT_INTERFACE), ("Options", OPTIONS)),
+                                     ("NetworkID", "EndpointID")),
+    "NetworkDriver.EndpointOperInfo": (_ep("EndpointInfoRequest"), ("NetworkID", "EndpointID")),
+    "NetworkDriver.DeleteEndpoint": (_ep("DeleteEndpointRequest"), ("NetworkID", "EndpointID")),
+    "NetworkDriver.Join": (_ep("JoinRequest", ("SandboxKey", STR), ("Options", OPTIONS)),
+                           ("NetworkID", "EndpointID", "SandboxKey")),
+    "NetworkDriver.Leave": (_ep("LeaveRequest"), ("NetworkID", "EndpointID")),
+    "NetworkDriver.DiscoverNew": (_DISCOVERY, ("DiscoveryType",)),
+    "NetworkDriver.DiscoverDelete": (_DISCOVERY, ("DiscoveryType",)),
+    "NetworkDriver.ProgramExternalConnectivity": (
+        _ep("ProgramExternalConnectivityRequest", ("Options", OPTIONS)),
+        ("NetworkID", "EndpointID")),
+    "NetworkDriver.RevokeExternalConnectivity": (_ep("RevokeExternalConnectivityRequest"),
+                                                 ("NetworkID", "EndpointID")),
     # -- IpamDriver -------------------------------------------------------------
     "IpamDriver.GetCapabilities": None,
     "IpamDriver.GetDefaultAddressSpaces": None,
-    "IpamDriver.RequestPool": {"AddressSpace": (str, False), "Pool": (str, False),
-                               "SubPool": (str, False), "Options": (dict, False),
-                               "V6": (bool, False)},
-    "IpamDriver.ReleasePool": {"PoolID": (str, True)},
-    "IpamDriver.RequestAddress": {"PoolID": (str, True), "Address": (str, False),
-                                  "Options": (dict, False)},
-    "IpamDriver.ReleaseAddress": {"PoolID": (str, True), "Address": (str, True)},
+    "IpamDriver.RequestPool": (Struct("RequestPoolRequest", [
+        ("AddressSpace", STR), ("Pool", STR), ("SubPool", STR), ("Options", STR_MAP),
+        ("V6", BOOL)]), ()),
+    "IpamDriver.ReleasePool": (Struct("ReleasePoolRequest", [("PoolID", STR)]), ("PoolID",)),
+    "IpamDriver.RequestAddress": (Struct("RequestAddressRequest", [
+        ("PoolID", STR), ("Address", STR), ("Options", STR_MAP)]), ("PoolID",)),
+    "IpamDriver.ReleaseAddress": (Struct("ReleaseAddressRequest", [
+        ("PoolID", STR), ("Address", STR)]), ("PoolID", "Address")),
 }
 
-_ZERO = {str: "", dict: {}, list: [], bool: False, int: 0, object: None}
-_TYPE_NAMES = {str: "a string", dict: "an object", list: "an array", bool: "a boolean",
-               int: "an integer"}
+#: Identifiers (Docker's are 64 hex characters; pool ids a placement and a CIDR) longer
+#: than this are refused: nothing legitimate comes near it, and they end up in state
+#: files, OVS records and logs.
+MAX_ID = 512
+_IDS = ("NetworkID", "EndpointID", "PoolID")
+
+
+def _pytype(t: Type) -> type:
+    if t is STR:
+        return str
+    if t is INT:
+        return int
+    if t is BOOL:
+        return bool
+    if isinstance(t, ListOf):
+        return list
+    if isinstance(t, (MapOf, Struct)):
+        return dict
+    return object
+
+
+# field name -> (type, required), the plain view of :data:`REQUESTS` (for tests and docs).
+Spec = Dict[str, Tuple[type, bool]]
+
+#: Every call we serve and the fields of its request body (None: no body expected).
+CALLS: Dict[str, Optional[Spec]] = {
+    call: None if entry is None else
+    {name: (_pytype(t), name in entry[1]) for name, t in entry[0].fields.items()}
+    for call, entry in REQUESTS.items()
+}
+
+_FIELD_ERROR = re.compile(r"Go struct field [^.\s]+\.(\S+) of type (\S+)$")
+
+
+def _describe(go_type: str) -> str:
+    if go_type == "string":
+        return "a string"
+    if go_type in ("int", "float64"):
+        return "an integer" if go_type == "int" else "a number"
+    if go_type == "bool":
+        return "a boolean"
+    if go_type.startswith("[]"):
+        return "an array"
+    return "an object"
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, JObject):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
 
 
 def parse(call: str, raw: bytes) -> Dict[str, Any]:
-    """Decode and check the body of ``call``; absent/null optional fields get Go's zero value."""
-    spec = CALLS[call]
+    """Decode and check the body of ``call`` into its declared shape (every field
+    present, typed; absent/null fields hold Go's zero value)."""
+    entry = REQUESTS[call]
     text = raw.strip()
-    if spec is None:
-        # Docker sends no body here; tolerate "{}" or "null" from other clients.
+    if entry is None:
+        # Docker sends no body here; tolerate "{}" or "null" from other clients
         if text and text not in (b"{}", b"null"):
             try:
-                json.loads(text)
-            except ValueError as e:
+                loads(text)
+            except DecodeError as e:
                 raise BadRequest(f"{call}: the body is not valid JSON ({e})") from None
         return {}
+    shape, required = entry
     if not text:
         raise BadRequest(f"{call}: empty body; expected a JSON object with "
-                         f"{', '.join(k for k, (_, req) in spec.items() if req)}")
+                         f"{', '.join(required) or 'its fields'}")
     try:
-        body = json.loads(text)
-    except ValueError as e:
+        value = gojson.parse(text)
+    except DecodeError as e:
         raise BadRequest(f"{call}: the body is not valid JSON ({e})") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"{call}: the body must be a JSON object, not {type(body).__name__}")
-    out: Dict[str, Any] = {}
-    for name, (typ, required) in spec.items():
-        value = body.get(name)
-        if value is None:
-            if required:
-                raise BadRequest(f"{call}: {name} is required")
-            out[name] = _copy(_ZERO[typ])
-            continue
-        if typ is not object and not _is(value, typ):
-            raise BadRequest(f"{call}: {name} must be {_TYPE_NAMES[typ]}, "
-                             f"not {json.dumps(value)[:60]}")
-        if required and typ is str and not value:
-            raise BadRequest(f"{call}: {name} must not be empty")
-        out[name] = value
-    if call == "NetworkDriver.CreateEndpoint":
-        _check_interface(call, out["Interface"])
-    if call in ("NetworkDriver.CreateNetwork", "NetworkDriver.AllocateNetwork"):
-        for key in ("IPv4Data", "IPv6Data"):
-            for entry in out[key]:
-                if not isinstance(entry, dict):
-                    raise BadRequest(f"{call}: every {key} entry must be an object")
+    if not isinstance(value, JObject):
+        raise BadRequest(f"{call}: the body must be a JSON object ({shape.go_name}), not "
+                         f"{_kind_of(value)}")
+    try:
+        out = shape.decode(value, None, shape.go_name, [])
+    except DecodeError as e:
+        m = _FIELD_ERROR.search(str(e))
+        if m is None:
+            raise BadRequest(f"{call}: {e}") from None
+        raise BadRequest(f"{call}: {m.group(1)} must be {_describe(m.group(2))} ({e})") \
+            from None
+    for name in required:
+        if not out[name]:
+            raise BadRequest(f"{call}: {name} is required")
+    for name in _IDS:
+        if len(out.get(name) or "") > MAX_ID:
+            raise BadRequest(f"{call}: {name} is {len(out[name])} characters long; "
+                             f"at most {MAX_ID} are accepted")
     return out
-
-
-def _is(value: Any, typ: type) -> bool:
-    if typ is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, typ)
-
-
-def _copy(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) \
-        else value
-
-
-def _check_interface(call: str, iface: Dict[str, Any]) -> None:
-    for key in ("Address", "AddressIPv6", "MacAddress"):
-        value = iface.get(key)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"{call}: Interface.{key} must be a string")
 
 
 def error_body(message: str) -> bytes:

@@ -80,7 +80,7 @@ class DockerPluginResource(resource.Resource):
             return
         log.failure("plugin call {call} failed unexpectedly", failure, call=call)
         self._finish(request, 500, error_body(
-            f"netplugin: internal error in {call} ({failure.type.__name__}: {failure.value}); "
+            f"netplugin: internal error in {call} ({failure.type.__name__}); "
             "see the netplugin log"))
 
 
