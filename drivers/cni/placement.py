@@ -9,7 +9,8 @@ Sources, later ones winning (Contiv's label keys and defaults, spec §3.11):
      (``K8S_POD_NAMESPACE``, ``K8S_POD_NAME``); with ``kubernetes.apiServer``
      in the config the labels are read from ``GET /api/v1/namespaces/NS/pods/NAME``
      (bearer token from ``kubernetes.token`` or ``kubernetes.tokenFile``, CA from
-     ``kubernetes.caFile``), as Contiv's netplugin did;
+     ``kubernetes.caFile``; the whole lookup bounded by ``kubernetes.timeout``,
+     seconds, default 10, at most 120), as Contiv's netplugin did;
    * labels given directly as ``CNI_ARGS`` keys (``io.contiv.network=web``);
    * Mesos: ``args["org.apache.mesos"].network_info.labels.labels`` (list of
      ``{key, value}``), the Mesos CNI isolator's form.

@@ -222,14 +222,14 @@ def endpoint_id(container_id: str, ifname: str) -> str:
 
 def add_result(version: str, record: Dict[str, Any], netns: str,
                dns: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The ADD result of spec §"Success" from the agent's endpoint record."""
-    plen = record.get("prefixLen")
-    ip = record.get("ipAddress", "")
-    gateway = record.get("gateway") or ""
-    interfaces = [{"name": record.get("intfName", ""), "mac": record.get("hostMac", "")}
-                  if record.get("hostMac") else {"name": record.get("intfName", "")},
-                  {"name": record.get("ifname", "eth0"), "mac": record.get("macAddress", ""),
-                   "sandbox": netns}]
+    """The ADD result of spec §"Success" from the agent's endpoint record (as decoded and
+    checked by :func:`drivers.cni.netplugin.decode_endpoint`: every field present)."""
+    ip, plen, gateway = record["ipAddress"], record["prefixLen"], record["gateway"]
+    host_if: Dict[str, Any] = {"name": record["intfName"]}
+    if record["hostMac"]:
+        host_if["mac"] = record["hostMac"]
+    interfaces = [host_if, {"name": record["ifname"] or "eth0", "mac": record["macAddress"],
+                            "sandbox": netns}]
     ipc: Dict[str, Any] = {"address": f"{ip}/{plen}", "interface": 1}
     if gateway:
         ipc["gateway"] = gateway
@@ -238,7 +238,7 @@ def add_result(version: str, record: Dict[str, Any], netns: str,
     result: Dict[str, Any] = {"cniVersion": version, "interfaces": interfaces, "ips": [ipc]}
     if gateway:
         result["routes"] = [{"dst": "0.0.0.0/0", "gw": gateway}]
-    if "/" in str(record.get("ipv6Address") or ""):
+    if "/" in record["ipv6Address"]:
         ip6 = {"address": record["ipv6Address"], "interface": 1}
         if version_tuple(version) < (1, 0, 0):
             ip6["version"] = "6"
