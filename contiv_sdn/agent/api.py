@@ -26,10 +26,12 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Callable, Dict
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.application.internet import UNIXServer
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from contiv_sdn.agent.endpoints import BadRequest, EndpointError, EndpointManager, EndpointRequest
@@ -160,10 +162,32 @@ class AgentAPI:
         return self._json(request, 500, {"error": "internal error in the agent; see its log"})
 
     def site(self) -> Site:
-        site = Site(self.app.resource())
+        site = Site(_PathGuard(self.app.resource()))
         site.displayTracebacks = False
         site.noisy = False
         return site
+
+
+class _PathGuard(Resource):
+    """Klein decodes the path as UTF-8 before routing and logs a traceback when it is
+    not (``/v1/endpoints/%ff``): such a path is refused here, in the API's JSON."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource):
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request: Any) -> Any:
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("refused a request whose path is not UTF-8")
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps({"error": "the request path is not valid UTF-8 once "
+                                        "percent-decoded"}).encode() + b"\n"
+        return self.inner.render(request)
 
 
 def unix_server(path: str, site: Site) -> UNIXServer:
