@@ -175,6 +175,24 @@ class ContivRequest(server.Request):
             return
         super().handleContentChunk(data)
 
+    def _handleStar(self) -> None:
+        # Twisted answers a ``*`` target itself (405 for anything but OPTIONS)
+        # before any resource sees it.  Go's server: ``OPTIONS *`` is an empty
+        # 200, any other method on ``*`` reaches the router, which has no such
+        # route: ``404 page not found``.
+        if self.method == b"OPTIONS":
+            self.setResponseCode(http.OK)
+            self.setHeader(b"Content-Length", b"0")
+            self.finish()
+            return
+        body = b"404 page not found\n"
+        self.setResponseCode(http.NOT_FOUND)
+        self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        self.setHeader(b"X-Content-Type-Options", b"nosniff")
+        self.setHeader(b"Content-Length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
     def processingFailed(self, reason):
         """A bug below the router (the router itself catches everything it
         calls): log it once with its traceback, answer Go-style text."""
