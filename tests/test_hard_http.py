@@ -316,11 +316,13 @@ class RefusalLogTests(HttpEdgeCase):
                            ("createEndpoint", deep),
                            ("allocAddress", b'{"AddressPool":"","NetworkID":"nope.default"}')]:
             req("plugin " + name, "POST", "/plugin/" + name, body, json_ct)
-        # a client that hangs up before the answer (Klein cancelled the handler:
-        # a CancelledError traceback per request)
-        for _ in range(5):
+        # clients that hang up before the answer (Klein cancelled the handler
+        # mid-write: a CancelledError traceback each, and maybe half a change)
+        for i in range(5):
+            body = json.dumps({"tenantName": f"hangup{i}"}).encode()
             with socket.create_connection(("127.0.0.1", self.nm.port), timeout=10) as s:
-                s.sendall(b"POST /api/v1/tenants/hangup/ HTTP/1.1\r\nContent-Length: 3\r\n\r\n{x}")
+                s.sendall(b"POST /api/v1/tenants/hangup%d/ HTTP/1.1\r\nContent-Length: %d\r\n"
+                          b"\r\n%s" % (i, len(body), body))
             out.append(("hang-up", None))
         return out
 
@@ -350,5 +352,13 @@ class RefusalLogTests(HttpEdgeCase):
         for ln in lines:
             self.assertLess(len(ln), 600, ln)
             self.assertNotIn("\r", ln)
-        # and it still works
+        # the hung-up writes ran to completion, and the netmaster still works
+        for i in range(5):
+            deadline = time.monotonic() + 10
+            while True:  # the POST may still be committing: wait for it, bounded
+                r = self.request("GET", f"/api/v1/tenants/hangup{i}/")
+                if r.status == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(r.status, 200, r)
         self.assertEqual(self.request("GET", "/version").status, 200)

@@ -5,7 +5,10 @@ Contiv's netmaster is Go ``net/http`` + gorilla/mux: success bodies come from
 ``http.Error`` (status 500, ``text/plain; charset=utf-8``, message + newline,
 ``X-Content-Type-Options: nosniff``), and anything no route matches — an
 unknown path, a missing trailing slash, a wrong method — is
-``404 page not found``.
+``404 page not found``.  One status is ours: a state store that does not
+answer in time is ``503`` with the store's message (Contiv's etcd client
+would hang), so clients can tell "try again" from "you asked wrong".
+Connection-level refusals (431, 400, 413) are :mod:`contiv_sdn.api.site`'s.
 """
 
 from __future__ import annotations
