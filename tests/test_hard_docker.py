@@ -198,3 +198,68 @@ class HostileDockerInputTests(unittest.TestCase):
         self.assertEqual([e["ipAddress"] for e in h.endpoints_in_redis().values()],
                          ["10.37.1.9"])
         self.assertEqual(self.logs.failures(), [])
+
+
+class MalformedDockerdReplyTests(unittest.TestCase):
+    """dockerd's replies are decoded into declared shapes too (a fake dockerd on a socket)."""
+
+    timeout = 30
+
+    def setUp(self):
+        import os
+        import tempfile
+        from twisted.internet import reactor
+        from twisted.web import resource, server
+        self.logs = LogCapture(self)
+        self.replies: Dict[str, bytes] = {}
+        replies = self.replies
+
+        class Fake(resource.Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                request.setHeader(b"Content-Type", b"application/json")
+                return replies.get(request.path.decode(), b"{}")
+
+        d = tempfile.mkdtemp(prefix="hard-dockerd-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(d, True))
+        path = os.path.join(d, "docker.sock")
+        site = server.Site(Fake())
+        site.noisy = False
+        port = reactor.listenUNIX(path, site)
+        self.addCleanup(port.stopListening)
+        from drivers.docker.client import DockerClient
+        self.client = DockerClient("unix://" + path, timeout=10)
+        self.addCleanup(self.client.close)
+
+    def test_malformed_replies_are_errors_naming_dockerd(self):
+        return defer.ensureDeferred(self._malformed())
+
+    async def _malformed(self) -> None:
+        from drivers.docker.client import DockerAPIError
+        self.replies.update({
+            "/networks/n1": b'{"Name": "n1", "IPAM": {"Config": [{"Subnet": 5}]}}',
+            "/networks/n2": b'{"Name": "n2", "Labels": {"a": NaN}}',
+            "/networks": b'{"not": "a list"}',
+            "/containers/c1/json": b'{"Id": "c1", "NetworkSettings": {"Networks": '
+                                   b'{"x": {"EndpointID": ["e"]}}}}',
+        })
+        for call, expect in (
+                (lambda: self.client.inspect_network("n1"),
+                 "IPAMConfig.IPAM.Config.Subnet of type string"),
+                (lambda: self.client.inspect_network("n2"), "invalid character 'N'"),
+                (lambda: self.client.list_networks("netplugin"),
+                 "cannot unmarshal object into Go value of type []NetworkResource"),
+                (lambda: self.client.inspect_container("c1"),
+                 "EndpointSettings.NetworkSettings.Networks.EndpointID of type string")):
+            with self.assertRaises(DockerAPIError) as ctx:
+                await call()
+            self.assertRegex(str(ctx.exception), r"^dockerd: .*: malformed reply: ")
+            self.assertIn(expect, str(ctx.exception))
+            assert_no_repr(self, str(ctx.exception))
+        # a reply that fits has every declared field, typed, whatever dockerd left out
+        self.replies["/networks/n3"] = b'{"Name": "n3", "Id": "i3", "Labels": null}'
+        net = await self.client.inspect_network("n3")
+        self.assertEqual((net["Name"], net["Labels"], net["IPAM"]["Config"], net["Containers"]),
+                         ("n3", {}, [], {}))
+        self.assertEqual(self.logs.failures(), [])

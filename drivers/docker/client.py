@@ -8,8 +8,8 @@ dockerd's replies are decoded into declared shapes (the Engine API's
 ``NetworkResource``, ``ContainerJSON``, ``events.Message``... reduced to the fields
 netplugin reads) with Go's strict parser before anything acts on them: every
 declared field is present and of its type, so a reply that does not fit is a
-:class:`DockerAPIError` ("dockerd sent a malformed reply"), not a dict where a
-string was meant travelling on into the driver's state.
+:class:`DockerAPIError` ("dockerd: inspect network N: malformed reply: ..."), not a
+dict where a string was meant travelling on into the driver's state.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class DockerClient:
         try:
             return _decode(reply, raw)
         except DecodeError as e:
-            raise DockerAPIError(502, f"dockerd sent a malformed reply: {e}", what) from None
+            raise DockerAPIError(502, f"malformed reply: {e}", what) from None
 
     async def ping(self) -> bool:
         try:
