@@ -4,6 +4,16 @@ The controller maps a switch that connects with datapath id D to the host whose
 record carries ``dpid == D``, and learns the VTEP address to tunnel to from the
 same record, so the record is what makes a host part of the cluster.  The
 refresh (``updated``) lets readers tell a live host from a stale one.
+
+Liveness of registrations (host records here, netmaster records written by
+``contiv_sdn.master.service``) is one rule, :func:`is_live`: each record
+carries when it was last written (``updated``) and how often its writer
+refreshes it (``refresh``); it is stale once it missed :data:`STALE_AFTER`
+refreshes.  Netmasters stamp ``updated`` with Redis's clock (``TIME``),
+agents with their own, so a host whose clock is off by more than its TTL
+shows as not live in ``/info``.  Only there: a stale host record is never
+removed (its vtepIP and dpid keep the datapath to that host's endpoints
+working while its netplugin restarts).
 """
 
 from __future__ import annotations
@@ -21,6 +31,27 @@ from twisted.python.failure import Failure
 log = Logger()
 
 HOST_KIND = "host"
+#: A registration is stale after this many missed refreshes.
+STALE_AFTER = 3
+#: The refresh interval assumed for a record that does not say (older writers).
+DEFAULT_REFRESH = 30.0
+
+
+def is_live(record: Any, now: float) -> bool:
+    """Whether a registration record was refreshed recently enough.
+
+    ``now`` is Redis's ``TIME`` (the clock netmasters stamp their records
+    with).  A record without a usable ``updated`` is stale.
+    """
+    if not isinstance(record, dict):
+        return False
+    updated = record.get("updated", record.get("started"))
+    refresh = record.get("refresh", DEFAULT_REFRESH)
+    if isinstance(updated, bool) or not isinstance(updated, (int, float)):
+        return False
+    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not refresh > 0:
+        refresh = DEFAULT_REFRESH
+    return now - updated <= STALE_AFTER * refresh
 
 
 def host_dpid(name: str) -> int:
@@ -139,8 +170,9 @@ class HostRegistration(Service):
             await self._probe()
             d = defer.ensureDeferred(_as_coroutine(self._connect(self.redis_url)))
             self.store = await d.addTimeout(self.timeout, self.reactor)
-        record = self.record()
+        record = dict(self.record())
         try:
+            record["refresh"] = self.interval  # how soon to expect the next write: is_live()
             d = defer.ensureDeferred(self.store.put_state(HOST_KIND, record["name"], record))
             await d.addTimeout(self.timeout, self.reactor)
         except Exception:

@@ -61,6 +61,14 @@ class NetmasterOptions(usage.Options):
         ["vlans", None, None, f"VLAN range (default {DEFAULT_VLANS})"],
         ["vxlans", None, None, f"VXLAN range (default {DEFAULT_VXLANS})"],
         ["pvt-subnet", None, None, f"private subnet, a /16 (default {DEFAULT_PVT_SUBNET})"],
+        ["refresh", None, 10.0, "seconds between refreshes of this netmaster's record in Redis; "
+                                "a record not refreshed for 3 intervals is stale and removed",
+         float],
+        ["redis-timeout", None, 5.0, "seconds a Redis call may take before the request fails "
+                                     "with 'state store unavailable'", float],
+        ["redis-restart-backoff", None, 0.5, "seconds before the first restart of an embedded "
+                                             "redis-server that exited (doubling on each "
+                                             "failure, at most 30)", float],
     ]
 
     def postOptions(self) -> None:
@@ -83,6 +91,10 @@ class NetmasterOptions(usage.Options):
             raise usage.UsageError(str(e))
         if self["pvt-subnet"] is not None and not _PVT.fullmatch(self["pvt-subnet"]):
             raise usage.UsageError("--pvt-subnet must be an IPv4 /16")
+        for name in ("refresh", "redis-timeout", "redis-restart-backoff"):
+            if not 0.05 <= self[name] <= 3600:
+                raise usage.UsageError(f"--{name} must be a number of seconds "
+                                       f"between 0.05 and 3600")
 
     def config(self) -> MasterConfig:
         given = {

@@ -1,40 +1,79 @@
 """The netmaster process as a Twisted service tree.
 
 ``make_service(options)`` returns a :class:`NetmasterService` (a
-``MultiService``).  On start it brings up Redis (an embedded redis-server
-unless ``--redis`` is given), the store, the default objects, then the REST
-API; other parts of the netmaster (the OpenFlow controller, DNS) are added as
-child services and reach the store through ``service.store`` once
-``service.when_ready()`` has fired.  If start-up fails the reactor is stopped
-so that ``twistd`` exits non-zero instead of serving nothing.
+``MultiService``).  On start it brings up Redis (an embedded, supervised
+redis-server unless ``--redis`` is given; the state directory is locked
+first), the store, the default objects, then the REST API; other parts of the
+netmaster (the OpenFlow controller, DNS) are added as child services and
+reach the store through ``service.store`` once ``service.when_ready()`` has
+fired.
+
+Failure and stop are bounded: if start-up fails the error is logged once, the
+reactor is stopped, whatever was started is torn down and ``twistd`` exits
+non-zero (rather than lingering with no listener); a stop never waits on Redis
+longer than the store's timeout.  While running, the netmaster refreshes its
+``state:netmaster`` record every ``refresh`` seconds and removes other
+netmasters' records that stopped being refreshed (a SIGKILLed netmaster).
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
-import time
-from typing import List, Optional
+import sys
+from typing import Any, Dict, List, Optional
 
 from twisted.application.service import MultiService
-from twisted.internet import defer, reactor
+from twisted.internet import defer, error, reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from contiv_sdn.agent.registration import is_live
 from contiv_sdn.api import NetmasterAPI
 from contiv_sdn.controller.service import Controller
 from contiv_sdn.master.config import MasterConfig
 from contiv_sdn.master.core import Master
-from contiv_sdn.store import Store
+from contiv_sdn.store import Conflict, Store, StoreError
+from contiv_sdn.store import keys as K
 from contiv_sdn.store.embedded import EmbeddedRedis
 
 log = Logger()
 
+NETMASTER_KIND = "netmaster"
+#: Start-up failures that are the environment's, not bugs: logged without a traceback.
+_EXPECTED = (RuntimeError, StoreError, error.CannotListenError, OSError)
+#: How long start-up waits for an external Redis (``--redis``) to accept.
+_REDIS_CONNECT_WAIT = 30.0
+
+_exit_status = 0
+
+
+def _exit_with_status() -> None:
+    """twistd exits 0 whenever the reactor stops; a failed start must not."""
+    if _exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)
+
 
 class NetmasterService(MultiService):
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
-                 state_dir: str, ofp_listen: Optional[str] = None):
+                 state_dir: str, ofp_listen: Optional[str] = None, refresh: float = 10.0,
+                 redis_timeout: float = 5.0, redis_backoff: float = 0.5):
         super().__init__()
+        self.redis_backoff = redis_backoff
+        self.refresh = refresh
+        self.redis_timeout = redis_timeout
+        #: set when start-up failed (twistd then exits non-zero)
+        self.failed = False
+        self._starting: Optional[defer.Deferred] = None
+        self._stop_requested = False
+        self._refresher: Optional[task.LoopingCall] = None
+        self._started_at = 0.0
+        self._refresh_failing = False
         self.ofp_listen = ofp_listen
         self.controller: Optional[Controller] = None
         self.config = config
@@ -65,24 +104,41 @@ class NetmasterService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        d = defer.ensureDeferred(self._start())
-        d.addErrback(self._failed)
+        self._starting = defer.ensureDeferred(self._start())
+        self._starting.addErrback(self._failed)
 
-    def _failed(self, failure) -> None:
-        log.failure("netmaster failed to start", failure)
+    def _failed(self, failure: Failure) -> None:
+        global _exit_status
+        if failure.check(defer.CancelledError) or self._stop_requested:
+            return None  # stopped while starting: not a failure
+        if failure.check(*_EXPECTED):
+            log.error("netmaster failed to start: {err}", err=failure.getErrorMessage())
+        else:
+            log.failure("netmaster failed to start", failure)
+        self.failed = True
+        _exit_status = 1
         for d in self._waiting:
             d.errback(failure)
         self._waiting = []
+        # the reactor may not be running yet (a synchronous failure in startService)
         if reactor.running:
             reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+        return None
 
     async def _start(self) -> None:
         url = self.redis_url
         if not url:
-            self.embedded = EmbeddedRedis(self.state_dir)
+            self.embedded = EmbeddedRedis(self.state_dir, backoff=self.redis_backoff,
+                                          max_backoff=max(30.0, self.redis_backoff))
             url = await self.embedded.start()
+            connect_wait = self.redis_timeout
+        else:
+            connect_wait = max(self.redis_timeout, _REDIS_CONNECT_WAIT)
         log.info("connecting to redis {url}", url=url)
-        self.store = await Store.connect(url)
+        self.store = await Store.connect(url, timeout=self.redis_timeout,
+                                         connect_timeout=connect_wait)
         self.master = Master(self.store, self.config)
         await self.master.ensure_defaults()
         if self.ofp_listen:
@@ -95,9 +151,10 @@ class NetmasterService(MultiService):
         site.log = lambda request: None  # no per-request access log: it halves throughput
         self.port = await serverFromString(reactor, self.listen).listen(site)
         self._instance = f"{self.address()}@{os.uname().nodename}:{os.getpid()}"
-        await self.store.put_state("netmaster", self._instance,
-                                   {"address": self.address(), "pid": os.getpid(),
-                                    "started": int(time.time())})
+        self._started_at = await self.store.server_time()
+        await self._register(self._started_at)
+        self._refresher = task.LoopingCall(lambda: defer.ensureDeferred(self._refresh_once()))
+        self._refresher.start(self.refresh, now=False)
         where = "embedded redis-server " + url if self.embedded else url
         log.info("netmaster listening on {addr}, redis {redis}", addr=self.address(), redis=where)
         self._ready = True
@@ -105,29 +162,97 @@ class NetmasterService(MultiService):
             d.callback(self.store)
         self._waiting = []
 
+    # -- registration ---------------------------------------------------------
+    def _record(self, now: float) -> Dict[str, Any]:
+        return {"address": self.address(), "host": os.uname().nodename, "pid": os.getpid(),
+                "started": round(self._started_at, 3), "updated": round(now, 3),
+                "refresh": self.refresh}
+
+    async def _register(self, now: float) -> None:
+        await self.store.put_state(NETMASTER_KIND, self._instance, self._record(now))
+
+    async def _refresh_once(self) -> None:
+        """Refresh our record, then reap other netmasters' stale ones.
+
+        Both use Redis's clock, so netmasters on hosts whose clocks disagree
+        never reap each other.  A record is deleted only if it is still the
+        stale one we read: one refreshed meanwhile stays.
+        """
+        store = self.store
+        if store is None:
+            return
+        try:
+            now = await store.server_time()
+            await self._register(now)
+            raw = await store.hgetall_raw(K.hash_of(NETMASTER_KIND))
+            for key, text in sorted(raw.items()):
+                if key == self._instance:
+                    continue
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    record = None
+                if is_live(record, now):
+                    continue
+                try:
+                    await store.del_state(NETMASTER_KIND, key, if_raw=text)
+                except Conflict:
+                    continue
+                log.info("removed the record of netmaster {key}: not refreshed in time", key=key)
+        except StoreError as e:
+            if not self._refresh_failing:
+                log.warn("cannot refresh this netmaster's record in Redis: {err}", err=str(e))
+            self._refresh_failing = True
+            return
+        except Exception:
+            log.failure("netmaster record refresh failed")
+            return
+        if self._refresh_failing:
+            log.info("netmaster record refreshed again")
+        self._refresh_failing = False
+
+    # -- stop -----------------------------------------------------------------
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: defer.ensureDeferred(self._stop()))
         return d
 
     async def _stop(self) -> None:
+        """Tear down whatever started; every step is bounded (the store's
+        timeout, the embedded Redis's SIGKILL), so a stop never hangs on Redis."""
+        self._stop_requested = True
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        if self._refresher is not None and self._refresher.running:
+            self._refresher.stop()
+        self._refresher = None
         if self.port is not None:
-            await self.port.stopListening()
-            self.port = None
+            port, self.port = self.port, None
+            await port.stopListening()
         if self.store is not None:
-            try:
-                if self._instance:
-                    await self.store.del_state("netmaster", self._instance)
-            except Exception:
-                log.failure("could not deregister")
-            await self.store.close()
-            self.store = None
+            store, self.store = self.store, None
+            if self._instance:
+                try:
+                    await store.del_state(NETMASTER_KIND, self._instance)
+                except StoreError as e:
+                    log.warn("could not remove this netmaster's record ({err}); it expires "
+                             "by itself", err=str(e))
+                except Exception:
+                    log.failure("could not remove this netmaster's record")
+            await store.close()
         if self.embedded is not None:
-            await self.embedded.stop()
-            self.embedded = None
+            embedded, self.embedded = self.embedded, None
+            await embedded.stop()
 
 
 def make_service(options) -> NetmasterService:
-    """The netmaster service tree from parsed :class:`NetmasterOptions`."""
+    """The netmaster service tree from parsed :class:`NetmasterOptions`.
+
+    Also arranges for the process to exit non-zero if start-up fails.
+    """
+    atexit.register(_exit_with_status)
     return NetmasterService(options.config(), options["listen-endpoint"], options["redis"],
-                            options["state-dir"], options.get("ofp-endpoint"))
+                            options["state-dir"], options.get("ofp-endpoint"),
+                            refresh=float(options.get("refresh") or 10.0),
+                            redis_timeout=float(options.get("redis-timeout") or 5.0),
+                            redis_backoff=float(options.get("redis-restart-backoff") or 0.5))

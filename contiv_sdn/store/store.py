@@ -221,6 +221,9 @@ class Store:
         wait = timeout if connect_timeout is None else connect_timeout
         try:
             conn = await factory.deferred.addTimeout(wait, reactor)
+        except defer.CancelledError:
+            await _bounded(factory.disconnect(), 2.0)
+            raise  # our caller gave up (e.g. a stop during start-up): not a failure
         except Exception as e:
             await _bounded(factory.disconnect(), 2.0)
             why = "no answer" if isinstance(e, defer.TimeoutError) else (str(e) or repr(e))
@@ -258,7 +261,8 @@ class Store:
             d = call()
             d.addTimeout(self.timeout, reactor)
             return await d
-        except defer.TimeoutError:
+        except (defer.TimeoutError, txredisapi.TimeoutError):
+            # ours (no connection came) or txredisapi's replyTimeout (no reply came)
             maybe = " (the change may or may not have been applied)" if write else ""
             raise self._unavailable(f"no reply to {what} within {self.timeout:g}s{maybe}") \
                 from None

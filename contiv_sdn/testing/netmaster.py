@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from contiv_sdn.testing import free_tcp_port
 
@@ -36,7 +36,7 @@ def _twistd() -> list:
 class NetmasterProcess:
     def __init__(self, redis_url: Optional[str] = None, port: Optional[int] = None,
                  state_dir: Optional[str] = None, extra_args: Sequence[str] = (),
-                 ofp_listen: str = "none"):
+                 ofp_listen: str = "none", env: Optional[Dict[str, str]] = None):
         self.redis_url = redis_url
         #: Tests run many netmasters side by side: no OpenFlow listener unless asked for.
         self.ofp_listen = ofp_listen
@@ -44,6 +44,8 @@ class NetmasterProcess:
         self._own_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="contiv-netmaster-")
         self.extra_args = list(extra_args)
+        #: environment overrides for the process (e.g. a PATH without redis-server)
+        self.env = dict(env or {})
         self.logfile = os.path.join(self.state_dir, "netmaster.log")
         self.proc: Optional[subprocess.Popen] = None
 
@@ -63,6 +65,7 @@ class NetmasterProcess:
         os.makedirs(self.state_dir, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
         self.proc = subprocess.Popen(self.command(), cwd=self.state_dir, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -96,6 +99,28 @@ class NetmasterProcess:
             self.proc = None
         if remove:
             self.cleanup()
+
+    def terminate(self, timeout: float = 60.0) -> Optional[int]:
+        """SIGTERM and wait up to ``timeout``: the exit status, or None if the
+        process was still running (it is then SIGKILLed)."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def redis_pid(self) -> Optional[int]:
+        """The pid of the embedded redis-server (from its pid file), if any."""
+        try:
+            with open(os.path.join(self.state_dir, "redis.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
 
     def kill(self) -> None:
         """SIGKILL: a crash.  An embedded redis-server survives and is adopted on restart."""
