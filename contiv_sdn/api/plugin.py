@@ -7,6 +7,7 @@ import socket
 from typing import Any, Callable, Dict, List
 
 from contiv_sdn import __version__
+from contiv_sdn.agent.registration import is_live
 from contiv_sdn.api.http import HttpError
 from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
@@ -49,15 +50,19 @@ class PluginRoutes:
         return {"GitCommit": "unknown", "Version": __version__, "BuildTime": ""}
 
     async def info(self) -> dict:
-        hosts = await self.master.store.list("host")
-        masters = await self.master.store.list("netmaster")
+        """Only live registrations (refreshed in time, see ``is_live``): a dead
+        netmaster or netplugin is not a node, though a host's record stays."""
+        store = self.master.store
+        now = await store.server_time()
+        hosts = {k: h for k, h in (await store.list("host")).items() if is_live(h, now)}
+        masters = [k for k, m in (await store.list("netmaster")).items() if is_live(m, now)]
         me = self.listen_address()
         return {
             "local-ip": local_ip(),
             "leader-ip": me,
             # every netmaster serves writes (Redis arbitrates), so each is a leader
             "current-state": "leader",
-            "netplugin-nodes": sorted(h.get("vtepIP") or name for name, h in hosts.items()),
+            "netplugin-nodes": sorted(str(h.get("vtepIP") or name) for name, h in hosts.items()),
             "netmaster-nodes": sorted(masters),
         }
 
