@@ -267,7 +267,8 @@ class EndpointManager:
     async def _create(self, req: EndpointRequest) -> Dict[str, Any]:
         ns_id = netns_id(req.netns)
         if ns_id is None:
-            raise BadRequest(f"network namespace {req.netns} does not exist "
+            shown = req.netns if len(req.netns) <= 200 else req.netns[:200] + "..."
+            raise BadRequest(f"network namespace {shown} does not exist "
                              "(is the container running?)")
         existing = await self._find(req.id)
         if existing is not None:

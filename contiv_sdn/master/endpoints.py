@@ -16,7 +16,7 @@ from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.netutil import parse_v6
 from contiv_sdn.master.oper import network_subnet
 from contiv_sdn.master.work import Work
-from contiv_sdn.store import Store, StoreError, View, placeholder, transact
+from contiv_sdn.store import Store, StoreError, StoreUnavailable, View, placeholder, transact
 from contiv_sdn.store import keys as K
 
 
@@ -295,6 +295,8 @@ class Endpoints:
     async def _run(self, fn):
         try:
             return await transact(self.store, fn)
+        except StoreUnavailable:
+            raise  # the REST layer answers it as 503: retry, not a refusal
         except StoreError as e:
             raise MasterError(str(e))
 

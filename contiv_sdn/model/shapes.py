@@ -24,6 +24,9 @@ from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import GoNumber, JObject, fix_string, parse
 
 
+_INF = float("inf")
+
+
 class Type:
     """A Go field type: its name (for error texts), zero value and decoder."""
 
@@ -203,7 +206,11 @@ def plain(value: Any, exact_ints: bool = False) -> Any:
                     return int(v.text), False
                 except ValueError:
                     pass
-            return float(v.text), False
+            f = float(v.text)
+            if f in (_INF, -_INF):  # Go: a number out of float64's range is an error
+                raise DecodeError(f"json: cannot unmarshal number {v.text[:40]} into Go value "
+                                  f"of type float64")
+            return f, False
         if isinstance(v, str):
             return fix_string(v), False
         return v, False
