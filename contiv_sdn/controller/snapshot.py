@@ -125,6 +125,16 @@ class _Refused(Exception):
     pass
 
 
+def _plan(shape: Struct) -> Tuple[Tuple[Tuple[str, type, bool], ...], Tuple[Tuple[str, int, int], ...]]:
+    """Per shape, once: (field, Python type, is int64) and (field, lo, hi) to check."""
+    fields = tuple((name, _PY_TYPES[t], t is INT) for name, t in shape.fields.items())
+    ranges = tuple((name, *_RANGES[name]) for name in shape.fields if name in _RANGES)
+    return fields, ranges
+
+
+_PLANS: Dict[int, Any] = {}
+
+
 def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
     """The declared fields of ``record``, type-checked; raises :class:`_Refused`.
 
@@ -134,18 +144,23 @@ def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
     """
     if isinstance(record, Unparsable):
         raise _Refused(f"not JSON ({record.reason})")
-    if isinstance(record, dict):
-        for name, t in shape.fields.items():
-            v = record.get(name)
-            if v is not None and (type(v) is not _PY_TYPES[t] or (t is INT and not -(1 << 63) <= v < 1 << 63)):
+    if type(record) is dict:
+        plan = _PLANS.get(id(shape))
+        if plan is None:
+            plan = _PLANS[id(shape)] = _plan(shape)
+        fields, ranges = plan
+        get = record.get
+        for name, pytype, int64 in fields:
+            v = get(name)
+            if v is not None and (type(v) is not pytype or (int64 and not -(1 << 63) <= v < 1 << 63)):
                 break
         else:
-            rng = [(n, record.get(n)) for n in shape.fields if n in _RANGES]
-            for n, v in rng:
-                lo, hi = _RANGES[n]
+            for name, lo, hi in ranges:
+                v = get(name)
                 if v is not None and not lo <= v <= hi:
-                    raise _Refused(f"{n} {v} out of range {lo}..{hi}")
+                    raise _Refused(f"{name} {v} out of range {lo}..{hi}")
             return record
+    if isinstance(record, dict):
         record = {n: record[n] for n in shape.fields if n in record}
     try:
         shape.coerce(record)
