@@ -200,6 +200,8 @@ class NetmasterService(MultiService):
                     continue
                 log.info("removed the record of netmaster {key}: not refreshed in time", key=key)
         except StoreError as e:
+            if self._stop_requested:
+                return  # the store closed under a tick that was already running
             if not self._refresh_failing:
                 log.warn("cannot refresh this netmaster's record in Redis: {err}", err=str(e))
             self._refresh_failing = True
