@@ -294,6 +294,15 @@ class ControllerIsolationTests(TestCase):
         self.assertTrue(ctl._pending is not None and ctl._pending.active())
         self.flushLoggedErrors(RuntimeError)
 
+    def test_stopping_ends_the_wait_for_a_hanging_switch(self):
+        syncs = {11: _Sync("hang"), 12: _Sync()}
+        ctl, clock = self._controller(_data(), syncs)
+        d = defer.ensureDeferred(ctl._run())
+        self.assertNoResult(d)
+        ctl.stopService()
+        self.successResultOf(d)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_a_host_whose_flows_fail_keeps_its_switch_as_it_is(self):
         data = _data()
         syncs = {11: _Sync(), 12: _Sync()}

@@ -100,6 +100,8 @@ class Controller(Service):
         self._retry = False
         self._refusals = ReportOnce()
         self._failures = ReportOnce()
+        #: the timers of runs waiting for switches (see _bounded), cancelled at stop
+        self._waits: Dict[Any, defer.Deferred] = {}
 
     # -- life cycle ----------------------------------------------------------
     def startService(self) -> None:
@@ -131,6 +133,10 @@ class Controller(Service):
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+        for call, waiter in list(self._waits.items()):  # a stopped controller waits for nobody
+            call.cancel()
+            waiter.callback(None)
+        self._waits.clear()
         if self._port is not None:
             return defer.maybeDeferred(self._port.stopListening)
         return None
@@ -340,15 +346,18 @@ class Controller(Service):
         waiter: defer.Deferred = defer.Deferred()
 
         def late() -> None:
+            del self._waits[call]
             log.warn("flow sync to {host} still running after {s:.0f} s; the other switches go on",
                      host=host, s=self.CONVERGE_WAIT)
             waiter.callback(None)
 
         call = self.reactor.callLater(self.CONVERGE_WAIT, late)
+        self._waits[call] = waiter
 
         def done(result: Any) -> Any:
             if call.active():
                 call.cancel()
+                del self._waits[call]
                 waiter.callback(None)
             return result
 
