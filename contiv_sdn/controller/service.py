@@ -27,6 +27,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record
+from contiv_sdn.openflow.protocol import OpenFlowError, SwitchDisconnected
 from contiv_sdn.pipeline.compiler import Compiled, compile_hosts
 from contiv_sdn.store import keys as K
 
@@ -86,6 +87,9 @@ class Controller(Service):
         self._syncs: Dict[int, Any] = {}
         self._pending: Optional[Any] = None
         self._running = False
+        #: host -> the last sync failure logged for it (a retry every second that fails
+        #: the same way is not logged again)
+        self._sync_failed: Dict[str, str] = {}
         self._again = False
         self._port = None
         self.runs = 0
@@ -367,12 +371,22 @@ class Controller(Service):
     async def _converge_one(self, host: str, sync: Any, desired: frozenset, rev: int) -> None:
         try:
             result = await sync.converge(desired)
-        except Exception:
-            log.failure("flow sync to {host} failed; retrying in 1 s", host=host)
+        except Exception as e:
+            expected = isinstance(e, (OpenFlowError, SwitchDisconnected))
+            what = f"{type(e).__name__}: {e}"
+            if self._sync_failed.get(host) != what:
+                self._sync_failed[host] = what
+                if expected:  # the switch refused or went away: its words are the news
+                    log.warn("flow sync to {host} failed: {what}; retrying every second",
+                             host=host, what=what)
+                else:
+                    log.failure("flow sync to {host} failed; retrying every second", host=host)
             self._retry = True
             if not self._running:  # finished after its run stopped waiting for it
                 self._retry_later()
             return
+        if self._sync_failed.pop(host, None) is not None:
+            log.info("flow sync to {host} works again", host=host)
         if any(getattr(result, k, 0) for k in ("added", "modified", "deleted")):
             log.info("{host}: rev {rev}: +{a} ~{m} -{d} flows", host=host, rev=rev,
                      a=result.added, m=result.modified, d=result.deleted)
