@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -25,30 +24,13 @@ from twisted.trial import unittest
 
 from contiv_sdn.api.site import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS
 from contiv_sdn.testing import RedisServer
-from contiv_sdn.testing.netmaster import NetmasterProcess, _twistd
-
-# Until contiv_sdn/master/service.py builds its Site with
-# contiv_sdn.api.site.make_site, start twistd with that one substitution; once
-# it does (service.make_site exists), this launcher changes nothing.
-_LAUNCH = (
-    "import contiv_sdn.master.service as s\n"
-    "if not hasattr(s, 'make_site'):\n"
-    "    from contiv_sdn.api.site import make_site\n"
-    "    s.Site = make_site\n"
-    "from twisted.scripts.twistd import run\n"
-    "run()\n"
-)
+from contiv_sdn.testing.netmaster import NetmasterProcess
 
 NOT_FOUND = b"404 page not found\n"
 TEXT = "text/plain; charset=utf-8"
 #: Go net/http's answer to headers over its limit, byte for byte (plus our Content-Length).
 GO_431_STATUS = b"HTTP/1.1 431 Request Header Fields Too Large"
 GO_431_BODY = b"431 Request Header Fields Too Large"
-
-
-class _Netmaster(NetmasterProcess):
-    def command(self) -> list:
-        return [sys.executable, "-c", _LAUNCH] + super().command()[len(_twistd()):]
 
 
 class Response:
@@ -72,7 +54,7 @@ class HttpEdgeCase(unittest.TestCase):
     def setUp(self) -> None:
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.stop)
-        self.nm = _Netmaster(redis_url=self.redis.url).start()
+        self.nm = NetmasterProcess(redis_url=self.redis.url).start()
         self.addCleanup(self.nm.stop)
 
     # -- raw HTTP -------------------------------------------------------------

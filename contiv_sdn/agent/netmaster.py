@@ -110,7 +110,8 @@ class NetmasterClient:
         for attempt in (1, 2):
             try:
                 response = await treq.request(method, url, **kw)
-                content = await treq.content(response)
+                # treq's timeout ends at the response headers: bound the body too
+                content = await treq.content(response).addTimeout(self.timeout, self.reactor)
                 break
             except RequestNotSent as e:
                 failed: Exception = e  # nothing reached the netmaster: safe to send again
@@ -119,7 +120,7 @@ class NetmasterClient:
                 if not may_repeat:
                     raise self._unavailable(what, e) from None
             except (ConnectError, ConnectingCancelledError, TimeoutError, ResponseFailed,
-                    defer.CancelledError) as e:
+                    defer.CancelledError, defer.TimeoutError) as e:
                 raise self._unavailable(what, e) from None
             if attempt == 2:
                 raise self._unavailable(what, failed) from None

@@ -10,7 +10,7 @@ endpoint succeeds, so an agent can simply retry after a crash.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.netutil import parse_v6

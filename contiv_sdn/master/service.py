@@ -29,10 +29,10 @@ from twisted.internet import defer, error, reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from contiv_sdn.agent.registration import is_live
 from contiv_sdn.api import NetmasterAPI
+from contiv_sdn.api.site import make_site
 from contiv_sdn.controller.service import Controller
 from contiv_sdn.master.config import MasterConfig
 from contiv_sdn.master.core import Master
@@ -146,9 +146,7 @@ class NetmasterService(MultiService):
             self.controller = Controller(self.store, listen=self.ofp_listen)
             self.controller.setServiceParent(self)
         api = NetmasterAPI(self.master, self.address)
-        site = Site(api.resource())
-        site.noisy = False
-        site.log = lambda request: None  # no per-request access log: it halves throughput
+        site = make_site(api.resource())
         self.port = await serverFromString(reactor, self.listen).listen(site)
         self._instance = f"{self.address()}@{os.uname().nodename}:{os.getpid()}"
         self._started_at = await self.store.server_time()

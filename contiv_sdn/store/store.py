@@ -90,7 +90,9 @@ def _s(v) -> Optional[str]:
     if v is None:
         return None
     if isinstance(v, bytes):
-        return v.decode("utf-8")
+        # never raise on bytes someone else wrote: a record that is not UTF-8 is
+        # refused by whoever parses it (one owner), not by every read of its hash
+        return v.decode("utf-8", "replace")
     return str(v)
 
 

@@ -247,7 +247,7 @@ def main() -> int:
         command = env.get("CNI_COMMAND", "")
         try:
             doc = read_stdin(stdin)
-        except CNIError as e:
+        except CNIError:
             if command == "VERSION" or command not in COMMANDS:
                 doc = None  # VERSION reads only cniVersion; a bad command is told first
             else:

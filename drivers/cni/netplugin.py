@@ -20,7 +20,7 @@ import socket
 import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time in a process run per container
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Tuple
 
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.shapes import BOOL, INT, STR, STR_MAP, Struct, loads
