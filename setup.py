@@ -14,7 +14,6 @@ setup(
         "klein>=24.8",
         "treq>=24.9",
         "os-ken>=4.2",
-        "dnspython>=2.6",
         "pyroute2>=0.9",
         "ovs>=3.1",
     ],

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from contiv_sdn.agent.client import UnixEndpoints
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import JObject, parse
-from contiv_sdn.model.shapes import BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, MapOf, Struct
+from contiv_sdn.model.shapes import BOOL, INT, STR, STR_MAP, ListOf, MapOf, Struct
 
 log = Logger()
 
@@ -55,10 +55,6 @@ CONTAINER = Struct("ContainerJSON", [
         "EndpointSettings", [("NetworkID", STR), ("EndpointID", STR), ("IPAddress", STR),
                              ("MacAddress", STR)])))])),
 ])
-#: Each entry of ``GET /containers/json``.
-CONTAINER_SUMMARY = Struct("Container", [("Id", STR), ("Names", STR_LIST), ("State", STR),
-                                         ("Labels", STR_MAP)])
-CONTAINER_LIST = ListOf(CONTAINER_SUMMARY)
 #: One line of ``GET /events``.
 EVENT = Struct("Message", [
     ("Type", STR), ("Action", STR), ("status", STR), ("id", STR),
@@ -183,10 +179,6 @@ class DockerClient:
         return await self._call("GET", f"/containers/{quote(container, safe='')}/json",
                                 f"inspect container {container[:12]}", missing_ok=True,
                                 reply=CONTAINER)
-
-    async def list_containers(self, all: bool = False) -> List[Dict[str, Any]]:
-        path = "/containers/json" + ("?all=1" if all else "")
-        return await self._call("GET", path, "list containers", reply=CONTAINER_LIST) or []
 
     # -- events --------------------------------------------------------------------
     def events(self, filters: Dict[str, List[str]],
