@@ -8,27 +8,33 @@ without namespaces; the lab e2e tests prove the packets.
 
 import re
 import tempfile
+import time
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from contiv_sdn.controller.service import Controller
 from contiv_sdn.lab.ovs import OvsInstance
 from contiv_sdn.store import Store
 from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary, require_root
+from contiv_sdn.testing.wait import wait_for
 
 DPID = 0xC7A1
 
 
-async def _wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = reactor.seconds() + timeout
-    while True:
-        value = await threads.deferToThread(predicate)
-        if value:
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.1, lambda: None)
+def _wait_for(predicate, timeout=20.0, what="condition"):
+    """Wait for a condition on the switch (its predicates run ovs-ofctl: in a thread)."""
+    return wait_for(predicate, timeout=timeout, what=what, every=0.1, in_thread=True)
+
+
+def flow_key(line: str) -> str:
+    """A dumped flow without its counters and age: what identifies it across dumps."""
+    return re.sub(r"duration=[0-9.]+s, |n_packets=\d+, |n_bytes=\d+, |idle_age=\d+, ", "", line).strip()
+
+
+def durations(lines):
+    """Each flow's age in seconds, by :func:`flow_key`."""
+    return {flow_key(l): float(re.search(r"duration=([0-9.]+)s", l).group(1)) for l in lines}
 
 
 class ControllerWithOvsTests(TestCase):
@@ -106,48 +112,61 @@ class ControllerWithOvsTests(TestCase):
         ctl = self._start_controller()
         await _wait_for(lambda: any("20.1.1.3" in f for f in self._our_flows()), what="initial flows")
         await ctl.when_idle()
-        await task.deferLater(reactor, 0.5, lambda: None)
+        # A flow is told apart from a deleted-and-re-added copy by its age, so let every
+        # flow get older than one dump takes (a condition, not a guess at the push time).
+        await _wait_for(lambda: min(durations(self._our_flows()).values()) >= 0.5,
+                        what="every flow at least 0.5 s old")
         before = await threads.deferToThread(self._our_flows)
+        dumped_before = time.monotonic()
         await ctl.stopService()
         # Drop the switch connection too, as a killed netmaster would.
         for sw in list(ctl.registry.switches()):
             sw.transport.abortConnection()
-        await task.deferLater(reactor, 1.0, lambda: None)
         ctl2 = self._start_controller()
         self.addCleanup(ctl2.stopService)
         await _wait_for(lambda: len(ctl2.registry.switches()) == 1, what="reconnect")
-        await task.deferLater(reactor, 1.0, lambda: None)
+        # The reconnect scheduled a run (switch up -> schedule): when_idle fires once it,
+        # and the switch's first sync in it, finished.
         await ctl2.when_idle()
+        self.assertGreater(ctl2.runs, 0)
+        dumping_after = time.monotonic()
         after = await threads.deferToThread(self._our_flows)
-
-        def durations(lines):
-            out = {}
-            for l in lines:
-                key = re.sub(r"duration=[0-9.]+s, |n_packets=\d+, |n_bytes=\d+, |idle_age=\d+, ", "", l).strip()
-                out[key] = float(re.search(r"duration=([0-9.]+)s", l).group(1))
-            return out
 
         b, a = durations(before), durations(after)
         self.assertEqual(set(b), set(a), "the flow set changed across a controller restart")
-        # No flow was deleted and re-added: every flow is at least as old as before.
-        younger = [k for k in b if a[k] + 0.001 < b[k]]
+        # No flow was deleted and re-added: a flow that stayed aged by at least the time
+        # between the two dumps (less the 1 ms of the dump's rounding); a re-added one is
+        # younger than that by its age at the first dump (>= 0.5 s).
+        gap = dumping_after - dumped_before
+        younger = [k for k in b if a[k] + 0.002 < b[k] + gap]
         self.assertEqual(younger, [])
 
     async def test_ports_appearing_later_get_their_flows(self):
-        ctl = self._start_controller()
-        self.addCleanup(ctl.stopService)
         await self.store.put_state("endpoint", "ep4", {
             "id": "ep4", "network": "default:net1", "group": "", "ipAddress": "20.1.1.4",
             "macAddress": "02:02:14:01:01:04", "homingHost": "h1", "intfName": "cvep4"})
+        ctl = self._start_controller()
+        self.addCleanup(ctl.stopService)
         await _wait_for(lambda: any("20.1.1.1" in f for f in self._our_flows()), what="initial flows")
         await ctl.when_idle()
-        # ep4's port does not exist yet: no flow sends out of it.
+        # the controller knows ep4 ...
+        self.assertIn("ep4", ctl.last_snapshot.endpoints)
+        # ... but its port does not exist yet: no flow sends out of it (no delivery to its
+        # MAC), none matches its traffic, and none answers for it.
+        flows = await threads.deferToThread(self._our_flows)
+        self.assertEqual([f for f in flows if "02:02:14:01:01:04" in f or "20.1.1.4" in f
+                          or "cvep4" in f], [])
         await threads.deferToThread(self.ovs.vsctl, "add-port", "br-int", "cvep4", "--", "set",
                                     "interface", "cvep4", "type=internal")
         ofport = int((await threads.deferToThread(
             self.ovs.vsctl, "get", "interface", "cvep4", "ofport")).strip())
         await _wait_for(lambda: any(f"in_port={ofport}" in f or "in_port=cvep4" in f
                                     for f in self._our_flows()), what="flows for the new port")
+        # the negative check above looked for the right text: now flows deliver to ep4
+        flows = await _wait_for(lambda: [f for f in self._our_flows() if "dl_dst=02:02:14:01:01:04" in f],
+                                what="delivery to ep4's MAC")
+        self.assertTrue(any(f"output:{ofport}" in f for f in await threads.deferToThread(
+            self._our_flows)), "no flow outputs to ep4's port")
 
     async def test_audit_repairs_flows_deleted_behind_our_back(self):
         ctl = self._start_controller()
