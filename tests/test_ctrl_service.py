@@ -124,7 +124,8 @@ class ControllerWithOvsTests(TestCase):
             sw.transport.abortConnection()
         ctl2 = self._start_controller()
         self.addCleanup(ctl2.stopService)
-        await _wait_for(lambda: len(ctl2.registry.switches()) == 1, what="reconnect")
+        # (the registry lives on the reactor: checked there, not in a thread)
+        await wait_for(lambda: len(ctl2.registry.switches()) == 1, timeout=20, what="reconnect")
         # The reconnect scheduled a run (switch up -> schedule): when_idle fires once it,
         # and the switch's first sync in it, finished.
         await ctl2.when_idle()

@@ -33,7 +33,7 @@ from contiv_sdn.pipeline.state import _frozen
 from contiv_sdn.store import Store
 from contiv_sdn.store import keys as K
 from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary, require_root
-from tests.test_ctrl_service import _wait_for
+from contiv_sdn.testing.wait import wait_for
 from tests.test_ctrl_snapshot import _data
 from tests.test_pip_compiler import build as build_fabric
 
@@ -422,9 +422,10 @@ class PlantedBadRecordsTests(TestCase):
         def check():
             return all((needle in "\n".join(self._flows(b))) == present for b in self.bridges)
         try:
-            await _wait_for(check, what=f"{needle} {'on' if present else 'gone from'} both switches")
+            await wait_for(check, timeout=20, every=0.1, in_thread=True,
+                           what=f"{needle} {'on' if present else 'gone from'} both switches")
         except AssertionError as err:
-            dump = {b: self._flows(b) for b in self.bridges}
+            dump = await threads.deferToThread(lambda: {b: self._flows(b) for b in self.bridges})
             raise AssertionError(f"{err}; flows: {json.dumps(dump, indent=1)}") from None
 
     def _refusals(self) -> Dict[str, int]:
@@ -463,7 +464,7 @@ class PlantedBadRecordsTests(TestCase):
         ctl.startService()
         self.ctl = ctl
         self.addCleanup(ctl.stopService)
-        await _wait_for(lambda: len(ctl.registry.switches()) == 2, what="both switches connected")
+        await wait_for(lambda: len(ctl.registry.switches()) == 2, timeout=20, what="both switches connected")
         # the good endpoints reach both switches (proxy ARP for both on each, remote MAC via VXLAN)
         await self._on_both("20.1.1.1")
         await self._on_both("20.1.1.3")
