@@ -22,11 +22,16 @@ from twisted.internet import defer, endpoints, reactor, threads
 from twisted.trial import unittest
 from twisted.web import resource, server
 
-from contiv_sdn.testing import require_binary
+from contiv_sdn.testing import require, require_binary
 from tests.test_drv_fixtures import (GATEWAY, NET, SUBNET, DockerHost, netctl_group, netctl_net,
                                      wait_for)
 
 CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
+
+
+def require_cni() -> None:
+    """The plugin's console script, installed next to this Python by ``pip install -e .``."""
+    require(os.path.exists(CNI), f"{CNI} not installed (pip install -e .)")
 
 
 def ensure(fn):
@@ -59,8 +64,7 @@ class SpecTests(unittest.TestCase):
     """What needs no netplugin: VERSION, decoding, environment checks, error format."""
 
     def setUp(self):
-        if not os.path.exists(CNI):
-            raise unittest.SkipTest(f"{CNI} not installed (pip install -e .)")
+        require_cni()
 
     conf = {"cniVersion": "1.0.0", "name": "drv", "type": "contiv-cni",
             "socket": "/nonexistent/netplugin.sock"}
@@ -164,8 +168,7 @@ class PluginTests(unittest.TestCase):
     timeout = 120
 
     async def _setup(self) -> None:
-        if not os.path.exists(CNI):
-            raise unittest.SkipTest(f"{CNI} not installed (pip install -e .)")
+        require_cni()
         self.h = DockerHost(self, docker=False)
         netctl_net(self.h.url, NET, SUBNET, GATEWAY)
         netctl_group(self.h.url, NET, "web")
@@ -312,8 +315,7 @@ class PodmanTests(unittest.TestCase):
 
     async def _setup(self) -> None:
         require_binary("podman", "conmon")
-        if not os.path.exists(CNI):
-            raise unittest.SkipTest(f"{CNI} not installed (pip install -e .)")
+        require_cni()
         self.h = DockerHost(self, docker=False)
         netctl_net(self.h.url, NET, SUBNET, GATEWAY)
         netctl_group(self.h.url, NET, "web")

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -28,8 +27,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task, threads
 from twisted.trial import unittest
 
 from drivers.cni import netplugin
-
-CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
+from tests.test_drv_cni import CNI, require_cni
 
 CONF = {"cniVersion": "1.0.0", "name": "hard", "type": "contiv-cni",
         "socket": "/nonexistent/netplugin.sock"}
@@ -64,8 +62,7 @@ def k8s_conf(**k8s: Any) -> bytes:
 
 class CNITestCase(unittest.TestCase):
     def setUp(self) -> None:
-        if not os.path.exists(CNI):
-            raise unittest.SkipTest(f"{CNI} not installed (pip install -e .)")
+        require_cni()
 
     def assertCNIError(self, result: Tuple[int, bytes, bytes], code: int,
                        *words: str) -> Dict[str, Any]:
