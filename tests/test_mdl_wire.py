@@ -18,6 +18,7 @@ from contiv_sdn.model import (
     to_wire,
     validate,
 )
+from contiv_sdn.model.gojson import marshal, marshal_indent
 
 NET = TYPES["network"]
 
@@ -188,6 +189,39 @@ class EncodeJsonTests(SynchronousTestCase):
             self.assertEqual(encode_json(f), text.encode() + b"\n", f)
         self.assertRaises(ValueError, encode_json, float("nan"))
         self.assertRaises(TypeError, encode_json, object())
+
+
+    def test_control_bytes_escape_as_go_1_7_to_1_21(self):
+        """Every byte below 0x20 is ``\\u00XX`` except ``\\n \\r \\t``; backspace and
+        form feed are ``\\u0008``/``\\u000c``, never ``\\b``/``\\f``, in all three writers
+        (the REST replies, netctl's bodies, netctl's ``-j``).
+
+        Source: golang/go ``src/encoding/json/encode.go``, ``encodeState.string``
+        (read at commit 02196d36575636a64f868ee0ffe6bb61442e7245): the switch has
+        cases for ``'\\\\'``, ``'"'``, ``'\\n'``, ``'\\r'``, ``'\\t'`` only, and the
+        default writes ``\\u00`` + two hex digits ("This encodes bytes < 0x20 except
+        for \\t, \\n and \\r").  The short ``\\b``/``\\f`` came with Go 1.22 (commit
+        2763146099384e320e2d1c0fc41b3b3906050652, CL 521675; golang/go#64346 asked
+        for it under 1.21.4).  Contiv was built with Go 1.7 (contiv/netplugin's
+        Dockerfile: ``FROM golang:1.7.6 as builder``)."""
+        short = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+        for c in range(0x20):
+            want = '"' + short.get(c, "\\u%04x" % c) + '"'
+            self.assertEqual(encode_json(chr(c)), want.encode() + b"\n", hex(c))
+            self.assertEqual(marshal(chr(c)), want, hex(c))
+            self.assertEqual(marshal_indent([chr(c)]), "[\n  " + want + "\n]", hex(c))
+        self.assertEqual(marshal({"a\bb": "c\fd"}), '{"a\\u0008b":"c\\u000cd"}')
+
+    def test_marshal_indent_is_go_indent(self):
+        """json.MarshalIndent(v, "", "  "): one element a line, ": " after a key,
+        empty containers kept whole, punctuation inside strings untouched."""
+        value = {"a": [1, {}, []], "b": {"k:": "[x, {y}]", "e": None}, "c": True}
+        self.assertEqual(marshal_indent(value),
+                         '{\n  "a": [\n    1,\n    {},\n    []\n  ],\n'
+                         '  "b": {\n    "k:": "[x, {y}]",\n    "e": null\n  },\n  "c": true\n}')
+        self.assertEqual(marshal_indent({}), "{}")
+        self.assertEqual(marshal_indent('q"\\'), '"q\\"\\\\"')
+        self.assertEqual(json.loads(marshal_indent(value)), value)
 
 
 class LinkTargetTests(SynchronousTestCase):

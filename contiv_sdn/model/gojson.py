@@ -156,11 +156,6 @@ class _GoParser:
         self.pos = pos
 
     # helpers
-    def _peek(self) -> int:
-        if self.pos >= len(self.data):
-            raise _Unexpected()
-        return self.data[self.pos]
-
     def _skip_ws(self) -> int:
         data, pos, n = self.data, self.pos, len(self.data)
         while pos < n and data[pos] in _WS:
@@ -378,6 +373,18 @@ class _GoParser:
 
 
 # --- encoding ---------------------------------------------------------------------
+#
+# One encoder for every JSON this project writes the way Go wrote it: the REST API's
+# replies (``json.NewEncoder(w).Encode``), netctl's request bodies (``json.Marshal``)
+# and its ``-j`` / ``inspect`` output (``json.MarshalIndent(v, "", "  ")``).
+#
+# String escapes follow ``encodeState.string`` of the Go releases Contiv was built
+# with (netplugin's Dockerfile: golang:1.7.6; the same code through Go 1.21): only
+# ``\\``, ``\"``, ``\n``, ``\r`` and ``\t`` get short escapes, every other byte
+# below 0x20 is ``\u00XX`` -- so backspace and form feed are ``\u0008`` and
+# ``\u000c``, not ``\b``/``\f`` (those short forms only arrived in Go 1.22).  ``<``,
+# ``>`` and ``&`` are ``\u003c``... (escapeHTML, on by default), U+2028/U+2029 are
+# always escaped, and what is not valid UTF-8 (here: a lone surrogate) is ``\ufffd``.
 
 def _escape_table() -> dict[int, str]:
     table: dict[int, str] = {}
@@ -385,8 +392,6 @@ def _escape_table() -> dict[int, str]:
         table[c] = "\\u%04x" % c
     table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
     table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
-    # json.Encoder escapes HTML characters by default (SetEscapeHTML(true)),
-    # and always U+2028/U+2029 (JSONP safety).
     table.update({ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"})
     table.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
     for c in range(0xD800, 0xE000):
@@ -454,15 +459,56 @@ def _encode(value: Any, out: list[str]) -> None:
         raise TypeError(f"json: unsupported type: {type(value).__name__}")
 
 
-def encode_json(value: Any) -> bytes:
-    """Bytes identical to Go's ``json.NewEncoder(w).Encode(value)``.
+def marshal(value: Any) -> str:
+    """Go's ``json.Marshal(value)`` as text: compact, no trailing newline.
 
-    Compact, non-ASCII kept as UTF-8, ``<`` ``>`` ``&`` U+2028 U+2029 escaped as
-    ``\\u003c``..., control characters as ``\\u00XX`` (except ``\\n \\r \\t``), a
-    trailing newline.  Dicts keep their insertion order (they stand for Go
-    structs, see :func:`contiv_sdn.model.wire.to_wire`); a caller encoding a Go
-    *map* must sort its keys first.
+    Dicts keep their insertion order (they stand for Go structs, see
+    :func:`contiv_sdn.model.wire.to_wire`); a caller encoding a Go *map* must sort
+    its keys first.  Escapes: see the notes above :func:`_escape_table`.
     """
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out)
+
+
+# The tokens of marshal()'s compact output: a string, one punctuation byte, or a
+# literal (number, true, false, null).  There is no white space to skip.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^"{}\[\],:]+')
+
+
+def marshal_indent(value: Any, indent: str = "  ") -> str:
+    """Go's ``json.MarshalIndent(value, "", indent)`` (what netctl's ``-j`` and
+    ``inspect`` print): :func:`marshal`, then re-spaced as Go's ``json.Indent`` does
+    it -- one element a line, ``": "`` after a key, an empty ``{}``/``[]`` kept whole.
+    Done as a second pass, as in Go, so the compact encoder stays as fast as it is."""
+    out: list[str] = []
+    depth = 0
+    opened = False  # just after "{" or "[": indent only if something follows
+    for tok in _TOKENS.findall(marshal(value)):
+        closing = tok == "}" or tok == "]"
+        if opened and not closing:
+            depth += 1
+            out.append("\n" + indent * depth)
+        if tok == "{" or tok == "[":
+            out.append(tok)
+            opened = True
+            continue
+        if tok == ",":
+            out.append(",\n" + indent * depth)
+        elif tok == ":":
+            out.append(": ")
+        elif closing and not opened:
+            depth -= 1
+            out.append("\n" + indent * depth + tok)
+        else:
+            out.append(tok)
+        opened = False
+    return "".join(out)
+
+
+def encode_json(value: Any) -> bytes:
+    """Bytes identical to Go's ``json.NewEncoder(w).Encode(value)``: :func:`marshal`
+    and a trailing newline, as UTF-8 (non-ASCII is not escaped)."""
     out: list[str] = []
     _encode(value, out)
     out.append("\n")

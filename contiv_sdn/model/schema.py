@@ -93,10 +93,6 @@ class TypeSpec:
         """True when ``GET /api/v1/inspect/<coll>/<key>/`` carries an ``Oper`` part."""
         return bool(self.oper_fields)
 
-    @property
-    def oper_go_name(self) -> str:
-        return self.go_name + "Oper"
-
     def field(self, name: str) -> Field:
         return self._by_name[name]
 
