@@ -17,43 +17,26 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from typing import Any, Callable, Dict, Optional
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from contiv_sdn.testing import RedisServer, require_binary, require_root
+from contiv_sdn.testing import RedisServer, require_binary, require_root, wait
 
 SUBNET, GATEWAY = "10.37.1.0/24", "10.37.1.254"
 NET = "drvnet"
 
 
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
 async def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
                    every: float = 0.05) -> Any:
-    """Poll ``check`` (may return a Deferred/coroutine) until truthy; fail with ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = check()
-            if isinstance(value, defer.Deferred):
-                value = await value
-            elif hasattr(value, "__await__"):
-                value = await value
-        except Exception as e:  # keep polling; report the last error on timeout
-            value, last = None, e
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
-                                 + (f" (last error: {last})" if last else ""))
-        await sleep(every)
+    """The shared :func:`contiv_sdn.testing.wait.wait_for`, in this module's argument order.
+
+    Errors from ``check`` count as "not yet" (the last one is reported on timeout):
+    the drivers' checks ask dockerd and the netmaster, which may still be starting.
+    """
+    return await wait.wait_for(check, timeout=timeout, what=what, every=every, retry_errors=True)
 
 
 def http_json(base: str, method: str, path: str, body: Any = None,
