@@ -26,17 +26,17 @@ import os
 import re
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from contiv_sdn.store import Store
 from contiv_sdn.testing import RedisServer, require_binary
 from contiv_sdn.testing.netmaster import NetmasterProcess
+from contiv_sdn.testing.wait import wait_for, wait_until
 from tests.test_fnd_helpers import async_test
 
 
@@ -50,14 +50,6 @@ def http(method: str, url: str, body=None, timeout: float = 60.0) -> Tuple[int, 
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        time.sleep(0.1)
 
 
 #: twistd re-raises the SIGTERM it stopped on, so a clean stop ends "killed by SIGTERM"
@@ -91,7 +83,7 @@ class EmbeddedRedisSupervision(unittest.TestCase):
         old = nm.redis_pid()
         self.assertTrue(alive(old))
         os.kill(old, signal.SIGKILL)
-        wait_until(lambda: not alive(old), "the redis-server to die")
+        wait_until(lambda: not alive(old), "the redis-server to die", timeout=60, interval=0.1)
 
         code, text = http("GET", nm.url + "/api/v1/tenants/")
         self.assertEqual(code, 503, text)
@@ -102,7 +94,7 @@ class EmbeddedRedisSupervision(unittest.TestCase):
         self.assertEqual(code, 503, text)
 
         wait_until(lambda: http("GET", nm.url + "/api/v1/tenants/t-kill/")[0] == 200,
-                   "REST to recover after the supervised restart")
+                   "REST to recover after the supervised restart", timeout=60, interval=0.1)
         new = nm.redis_pid()
         self.assertNotEqual(new, old)
         self.assertTrue(alive(new))
@@ -133,7 +125,7 @@ class EmbeddedRedisSupervision(unittest.TestCase):
         nm = self.start("--redis-restart-backoff", "600")
         pid = nm.redis_pid()
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not alive(pid), "the redis-server to die")
+        wait_until(lambda: not alive(pid), "the redis-server to die", timeout=60, interval=0.1)
         self.assertEqual(http("GET", nm.url + "/api/v1/tenants/")[0], 503)
         self.assertIn(nm.terminate(), STOPPED, "SIGTERM did not stop a netmaster without Redis")
         self.assertIn("could not remove this netmaster's record", nm.log_text())
@@ -214,10 +206,6 @@ class FailedStart(unittest.TestCase):
         self.assertIn("redis-server not found: install redis-server or pass --redis", text)
 
 
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
 class RegistrationExpiry(unittest.TestCase):
     def setUp(self):
         self.redis = RedisServer().start()
@@ -235,14 +223,24 @@ class RegistrationExpiry(unittest.TestCase):
         return json.loads(text)
 
     async def wait_info(self, nm, predicate, what: str, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await self.info(nm)
-            if predicate(info):
-                return info
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting: {what}; last /info {info}")
-            await sleep(0.1)
+        last: dict = {}
+
+        async def check() -> Optional[dict]:
+            last["info"] = info = await self.info(nm)
+            return info if predicate(info) else None
+        return await wait_for(check, timeout=timeout, what=what, every=0.1,
+                              detail=lambda: f"last /info {last.get('info')}")
+
+    async def refresh_rounds(self, store: Store, rounds: int) -> None:
+        """Wait until the netmaster refreshed its own record ``rounds`` more times: each
+        refresh is followed by a pass over the stale records, so rounds - 1 passes ran."""
+        seen: set = set()
+
+        async def refreshed() -> bool:
+            for key in await store.list("netmaster"):
+                seen.add((await store.get("netmaster", key) or {}).get("updated"))
+            return len(seen) > rounds
+        await wait_for(refreshed, what=f"{rounds} refreshes of the netmaster's record", every=0.05)
 
     @async_test
     async def test_sigkilled_netmaster_expires_from_info_and_redis(self):
@@ -256,10 +254,10 @@ class RegistrationExpiry(unittest.TestCase):
         self.assertEqual(set(await store.list("netmaster")), set(mine + gone))
         b.kill()
         await self.wait_info(a, lambda i: i["netmaster-nodes"] == mine, "the dead one to expire")
-        deadline = time.monotonic() + 30
-        while set(await store.list("netmaster")) != set(mine):
-            self.assertLess(time.monotonic(), deadline, "the stale record was not reaped")
-            await sleep(0.1)
+
+        async def reaped() -> bool:
+            return set(await store.list("netmaster")) == set(mine)
+        await wait_for(reaped, what="the stale record to be reaped", every=0.1)
         self.assertIn("removed the record of netmaster", a.log_text())
 
     @async_test
@@ -276,5 +274,5 @@ class RegistrationExpiry(unittest.TestCase):
         info = await self.info(nm)
         self.assertEqual(info["netplugin-nodes"], ["192.0.2.10"])
         # not reaped: its vtepIP/dpid keep the datapath to its endpoints working
-        await sleep(1.0)  # several reaper rounds (--refresh 0.2)
+        await self.refresh_rounds(store, 3)
         self.assertEqual(set(await store.list("host")), {"h-live", "h-stale", "h-old"})
