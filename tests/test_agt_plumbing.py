@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from contiv_sdn.testing import require_binary, require_root
+from contiv_sdn.testing.wait import wait_for
 
 
 def ip_json(*args: str) -> list:
@@ -127,10 +128,9 @@ class PlumbingTests(unittest.TestCase):
         self.addCleanup(proc.wait)
         self.addCleanup(proc.kill)
         path = f"/proc/{proc.pid}/ns/net"
-        for _ in range(200):
-            if self.plumbing.netns_id(path) == self.plumbing.netns_id(self.ctr.path):
-                break
-            yield deferLater(0.01)
+        yield defer.ensureDeferred(wait_for(
+            lambda: self.plumbing.netns_id(path) == self.plumbing.netns_id(self.ctr.path),
+            timeout=10, what="the process to enter the container's namespace", every=0.01))
         self.assertEqual(self.plumbing.netns_id(path), self.plumbing.netns_id(self.ctr.path))
         yield self.plumber.create(self.request(netns=path, ifname="net1", gateway=None))
         self.assertEqual(self.ctr.addrs("net1"), [("10.36.1.5", 24)])
@@ -181,11 +181,6 @@ class PlumbingTests(unittest.TestCase):
         with self.assertRaises(self.plumbing.PlumbingError):
             self.plumbing.create_veth(self.request(host_ifname="a/b"), self.host.path)
         self.assertNotIn("eth0", self.ctr.links())
-
-
-def deferLater(seconds: float) -> defer.Deferred:
-    from twisted.internet import reactor, task
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 if os.environ.get("AGT_DEBUG"):

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -25,6 +25,7 @@ from contiv_sdn.openflow.protocol import (BundleError, OpenFlowError, OpenFlowFa
 from contiv_sdn.openflow.registry import SwitchRegistry, parse_dpid
 from contiv_sdn.pipeline.flow import COOKIE_MARK, Flow, make_match
 from contiv_sdn.testing import require_binary, require_root
+from contiv_sdn.testing.wait import wait_for
 
 HDR = struct.Struct("!BBHI")
 
@@ -457,12 +458,8 @@ class RealSwitchTests(unittest.TestCase):
     def run_async(self, coro):
         return Deferred.fromCoroutine(coro)
 
-    async def _until(self, cond, what: str, tries: int = 200):
-        for _ in range(tries):
-            if cond():
-                return
-            await deferLater(reactor, 0.05, lambda: None)
-        self.fail(f"timed out waiting for {what}")
+    async def _until(self, cond, what: str, timeout: float = 10.0):
+        await wait_for(cond, timeout=timeout, what=what)
 
     def test_handshake_dpid_and_port_map(self):
         async def go():
