@@ -7,6 +7,7 @@ Expected bodies and tables below are derived from Contiv's Go source
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -21,13 +22,15 @@ from typing import Any, Optional
 
 from twisted.trial import unittest
 
+from contiv_sdn.model.gojson import marshal, marshal_indent
+from contiv_sdn import netctl
 from contiv_sdn.netctl import goflag
 from contiv_sdn.netctl.actions import check_rule_flags, netprofile_rows, sort_rules
 from contiv_sdn.netctl.app import DEFAULT_MASTER, run
 from contiv_sdn.netctl.commands import COMMANDS
 from contiv_sdn.netctl.goflag import FlagError, parse_flags, parse_go_int, parse_leaf
 from contiv_sdn.netctl.tabwriter import tabwrite
-from contiv_sdn.netctl.wire import encode_object, go_marshal, go_marshal_indent
+from contiv_sdn.netctl.wire import encode_object
 from contiv_sdn.testing import free_tcp_port, require, require_binary
 
 NETCTL = os.path.join(os.path.dirname(sys.executable), "netctl")
@@ -204,7 +207,7 @@ class WireTests(unittest.TestCase):
             "tenantName": "default", "networkName": "contiv-net", "encap": "vxlan",
             "subnet": "20.1.1.0/24", "gateway": "20.1.1.254", "ipv6Subnet": "",
             "ipv6Gateway": "", "pktTag": 1001, "nwType": "data", "cfgdTag": ""})
-        self.assertEqual(go_marshal(body),
+        self.assertEqual(marshal(body),
                          '{"encap":"vxlan","gateway":"20.1.1.254","networkName":"contiv-net",'
                          '"nwType":"data","pktTag":1001,"subnet":"20.1.1.0/24",'
                          '"tenantName":"default","link-sets":{},"links":{"Tenant":{}}}')
@@ -222,9 +225,70 @@ class WireTests(unittest.TestCase):
                          {"key": "global", "name": "global", "vlans": "1-10"})
 
     def test_go_json_escaping_and_indent(self):
-        self.assertEqual(go_marshal({"a": "<&>"}), '{"a":"\\u003c\\u0026\\u003e"}')
-        self.assertEqual(go_marshal_indent([{"a": [], "b": {}}]),
+        self.assertEqual(marshal({"a": "<&>"}), '{"a":"\\u003c\\u0026\\u003e"}')
+        self.assertEqual(marshal_indent([{"a": [], "b": {}}]),
                          '[\n  {\n    "a": [],\n    "b": {}\n  }\n]')
+
+
+    def test_bodies_use_the_model_declaration_and_go_escapes(self):
+        """netctl's client structs are the model's: a type netctl never declared on
+        its own (volumes) gets its body from schema.py; and a control byte leaves as
+        the Go releases Contiv was built with wrote it (\\u0008, not \\b)."""
+        self.assertEqual(encode_object("volumes", {"volumeName": "v", "TenantName": "t"}),
+                         {"tenantName": "t", "volumeName": "v",
+                          "link-sets": {}, "links": {"Tenant": {}}})
+        self.assertEqual(marshal(encode_object("tenants", {"tenantName": "a\bb\fc"})),
+                         '{"tenantName":"a\\u0008b\\u000cc","link-sets":{}}')
+        self.assertRaises(KeyError, encode_object, "endpoints", {})
+
+
+def _netctl_modules() -> list[str]:
+    folder = os.path.dirname(netctl.__file__)
+    return sorted(name[:-3] for name in os.listdir(folder)
+                  if name.endswith(".py") and name != "__init__.py")
+
+
+class ModuleBoundaryTests(unittest.TestCase):
+    def test_each_module_imports_alone(self):
+        """Every netctl module imports first, in a fresh interpreter (no module
+        relies on another having been imported before it)."""
+        for name in _netctl_modules():
+            proc = subprocess.run([sys.executable, "-c", f"import contiv_sdn.netctl.{name}"],
+                                  capture_output=True, text=True, timeout=60)
+            self.assertEqual((proc.returncode, proc.stderr), (0, ""), name)
+
+    def test_imports_form_no_cycle(self):
+        """No netctl module reaches itself through imports, counting the imports
+        inside functions too: a deferred import (as app.run once did for the command
+        table) only hides a cycle from the interpreter, not from the reader."""
+        folder = os.path.dirname(netctl.__file__)
+        modules = set(_netctl_modules())
+        graph: dict[str, set[str]] = {}
+        for name in modules:
+            with open(os.path.join(folder, name + ".py"), encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            targets: set[str] = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module == "contiv_sdn.netctl":
+                    targets.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    targets.add(node.module or "")
+                elif isinstance(node, ast.Import):
+                    targets.update(alias.name for alias in node.names)
+            graph[name] = {t.rpartition(".")[2] for t in targets
+                           if t.startswith("contiv_sdn.netctl.") or t in modules} & modules
+        self.assertIn("commands", graph["app"])  # the walk sees what it should
+
+        def reach(start: str) -> set[str]:
+            seen: set[str] = set()
+            todo = list(graph[start])
+            while todo:
+                here = todo.pop()
+                if here not in seen:
+                    seen.add(here)
+                    todo.extend(graph[here])
+            return seen
+        self.assertEqual([name for name in sorted(modules) if name in reach(name)], [])
 
 
 class FormatTests(unittest.TestCase):
@@ -333,7 +397,7 @@ class RecordedCliTests(unittest.TestCase):
         self.assertEqual((code, out, err), (0, "Creating network default:contiv-net\n", ""))
         [(method, path, raw, headers)] = self.server.requests
         self.assertEqual((method, path), ("POST", "/api/v1/networks/default:contiv-net/"))
-        self.assertEqual(raw.decode(), go_marshal({
+        self.assertEqual(raw.decode(), marshal({
             "encap": "vxlan", "gateway": "20.1.1.254", "networkName": "contiv-net",
             "nwType": "data", "pktTag": 1001, "subnet": "20.1.1.0/24", "tenantName": "default",
             "link-sets": {}, "links": {"Tenant": {}}}))
@@ -401,7 +465,7 @@ class RecordedCliTests(unittest.TestCase):
         code, out, _ = self.netctl("net", "ls", "-j")
         self.assertEqual(code, 0)
         self.assertEqual(json.loads(out), nets[:1])
-        self.assertEqual(out, go_marshal_indent(nets[:1]) + "\n")
+        self.assertEqual(out, marshal_indent(nets[:1]) + "\n")
         self.route("GET", "/api/v1/tenants/blue/", {"tenantName": "blue"})
         code, out, _ = self.netctl("net", "ls", "-t", "blue")
         self.assertEqual(out.splitlines()[2].split(), ["blue", "n2", "data", "vlan", "0",
@@ -555,7 +619,7 @@ class RecordedCliTests(unittest.TestCase):
                    "Oper": {"allocatedIPAddresses": "20.1.1.254", "pktTag": 1}}
         self.route("GET", "/api/v1/inspect/networks/default:contiv-net/", inspect)
         code, out, _ = self.netctl("net", "inspect", "contiv-net")
-        self.assertEqual((code, out), (0, go_marshal_indent(inspect) + "\n"))
+        self.assertEqual((code, out), (0, marshal_indent(inspect) + "\n"))
         self.route("GET", "/api/v1/inspect/endpoints/abc/", {"Oper": {"ipAddress": ["1.1.1.1"]}})
         self.assertEqual(json.loads(self.netctl("ep", "inspect", "abc")[1]),
                          {"Oper": {"ipAddress": ["1.1.1.1"]}})

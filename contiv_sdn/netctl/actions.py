@@ -18,11 +18,12 @@ import os
 import re
 from typing import Any, Callable, Optional
 
-from contiv_sdn.netctl.app import (EXIT_HELP, EXIT_INVALID, EXIT_IO, EXIT_REQUEST, Context,
-                                   client_version, config_path, version_text)
+from contiv_sdn.model.gojson import marshal_indent
 from contiv_sdn.netctl.client import ClientError, ContivClient, RequestError
+from contiv_sdn.netctl.context import (EXIT_HELP, EXIT_INVALID, EXIT_IO, EXIT_REQUEST, Context,
+                                       client_version, config_path, version_text)
 from contiv_sdn.netctl.tabwriter import tabwrite
-from contiv_sdn.netctl.wire import go_int, go_list, go_marshal_indent, go_str, go_v
+from contiv_sdn.netctl.wire import go_int, go_list, go_str, go_v
 
 
 # -- helpers ----------------------------------------------------------------
@@ -37,7 +38,7 @@ def _no_args(ctx: Context) -> None:
 
 
 def _dump_json(ctx: Context, value: Any) -> None:
-    ctx.out(go_marshal_indent(value) + "\n")
+    ctx.out(marshal_indent(value) + "\n")
 
 
 def _table(ctx: Context, text: str, tabwidth: int = 2) -> None:

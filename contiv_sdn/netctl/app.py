@@ -10,24 +10,18 @@ Failures become an exit code, not a traceback: 0 ok, 1 usage/help,
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import IO, Callable, Mapping, NoReturn, Optional, Sequence
+from typing import IO, Mapping, Optional, Sequence
 
-import contiv_sdn
 from contiv_sdn.netctl import goflag
 from contiv_sdn.netctl import help as helptext
-from contiv_sdn.netctl.client import ClientError, ContivClient
+from contiv_sdn.netctl.client import ClientError
+from contiv_sdn.netctl.commands import COMMANDS
+from contiv_sdn.netctl.context import (EXIT_HELP, EXIT_OK, Command, Context, Exit,
+                                       client_version, version_text)
 from contiv_sdn.netctl.goflag import Flag, FlagError, FlagValues
-
-EXIT_OK = 0
-EXIT_HELP = 1
-EXIT_REQUEST = 2
-EXIT_INVALID = 3
-EXIT_IO = 4
 
 CONTIV_DEFAULT_MASTER = "http://netmaster:9999"
 # Deviation from Contiv: our netmaster listens on loopback in the demo and
@@ -54,130 +48,10 @@ _LEAF_EXTRA = (
 )
 
 
-@dataclass(frozen=True)
-class Command:
-    """A netctl command: a group (with subcommands) or a leaf (with an action)."""
-
-    name: str
-    usage: str
-    aliases: tuple[str, ...] = ()
-    args_usage: str = ""
-    flags: tuple[Flag, ...] = ()
-    action: Optional[Callable[["Context"], None]] = None
-    subcommands: tuple["Command", ...] = ()
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.name,) + self.aliases
-
-    def has_name(self, name: str) -> bool:
-        return name in self.names
-
-    def find(self, name: str) -> Optional["Command"]:
-        for sub in self.subcommands:
-            if sub.has_name(name):
-                return sub
-        return None
-
-
-class Exit(Exception):
-    """Stop netctl with ``code``; ``message`` is logged as an error first."""
-
-    def __init__(self, code: int, message: str = "", show_help: bool = False):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.show_help = show_help
-
-
 def format_error(message: str, started: float) -> str:
     """logrus' text format (seconds since start), as Contiv's netctl printed
     errors, without the colour."""
     return "ERRO[%04d] %s\n" % (int(time.monotonic() - started), message.rstrip("\n"))
-
-
-def client_version() -> dict[str, str]:
-    return {"Version": getattr(contiv_sdn, "__version__", ""), "GitCommit": "", "BuildTime": ""}
-
-
-def version_text(info: Mapping[str, object]) -> str:
-    """version.StringFromInfo."""
-    return "".join(f"{name}: {'' if info.get(name) is None else info.get(name)}\n"
-                   for name in ("Version", "GitCommit", "BuildTime"))
-
-
-def config_path(environ: Optional[Mapping[str, str]] = None) -> str:
-    """~/.netctl/config.json, where ``login`` keeps the auth_proxy token."""
-    home = (environ or os.environ).get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, ".netctl", "config.json")
-
-
-class Context:
-    """What an action sees: its flags and arguments, the global flags, the
-    output streams and a lazily made client."""
-
-    def __init__(self, global_flags: FlagValues, flags: FlagValues, args: Sequence[str],
-                 path: Sequence[Command], stdout: IO[str], stderr: IO[str],
-                 stdin: IO[str], environ: Mapping[str, str]):
-        self.global_flags = global_flags
-        self.flags = flags
-        self.args = list(args)
-        self.path = list(path)
-        self.stdout = stdout
-        self.stderr = stderr
-        self.stdin = stdin
-        self.environ = environ
-        self._client: Optional[ContivClient] = None
-
-    @property
-    def command(self) -> Command:
-        return self.path[-1]
-
-    @property
-    def netmaster(self) -> str:
-        if self.flags.is_set("netmaster"):
-            return self.flags.string("netmaster")
-        return self.global_flags.string("netmaster")
-
-    @property
-    def insecure(self) -> bool:
-        return self.global_flags.bool("insecure") or self.flags.bool("insecure")
-
-    def out(self, text: str) -> None:
-        self.stdout.write(text)
-
-    def fail(self, code: int, message: str = "", show_help: bool = False) -> NoReturn:
-        raise Exit(code, message, show_help)
-
-    def client(self) -> ContivClient:
-        """The netmaster client (getClient in Contiv: URL check, auth token)."""
-        if self._client is not None:
-            return self._client
-        url = self.netmaster
-        if not (url.startswith("http://") or url.startswith("https://")):
-            self.fail(EXIT_HELP, f"Error connecting to netmaster: invalid URL {url!r}: "
-                                 "must begin with http:// or https://")
-        client = ContivClient(url, insecure=self.insecure)
-        path = config_path(self.environ)
-        if os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    data = handle.read()
-            except OSError as exc:
-                self.fail(EXIT_INVALID, "error processing netctl config: "
-                                        f"failed to read config file: {exc}")
-            try:
-                token = json.loads(data).get("token", "")
-            except (ValueError, AttributeError) as exc:
-                self.fail(EXIT_INVALID, "error processing netctl config: "
-                                        f"failed to unmarshal JSON: {exc}")
-            if not client.is_https:
-                self.fail(EXIT_INVALID, "error processing netctl config: failed to set auth "
-                                        "token: setting auth token requires a https "
-                                        "auth_proxy URL")
-            client.token = token
-        self._client = client
-        return client
 
 
 class App:
@@ -264,8 +138,8 @@ class App:
         if values.bool("help"):
             self.stdout.write(helptext.command_help(path))
             return EXIT_OK
-        ctx = Context(global_flags, values, positional, path, self.stdout, self.stderr,
-                      self.stdin, self.environ)
+        ctx = Context(global_flags, values, positional, self.stdout, self.stderr, self.stdin,
+                      self.environ)
         assert leaf.action is not None
         leaf.action(ctx)
         return EXIT_OK
@@ -297,7 +171,6 @@ class App:
 def run(argv: Sequence[str], stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None,
         stdin: Optional[IO[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
     """Run netctl with ``argv`` (without the program name) and return the exit code."""
-    from contiv_sdn.netctl.commands import COMMANDS
     app = App(COMMANDS, stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin,
               os.environ if environ is None else environ)
     return app.run(argv)

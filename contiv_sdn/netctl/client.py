@@ -21,7 +21,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional
 
-from contiv_sdn.netctl.wire import encode_object, go_marshal
+from contiv_sdn.model.gojson import marshal
+from contiv_sdn.netctl.wire import encode_object
 
 API = "/api/v1/"
 LOGIN_PATH = "/api/v1/auth_proxy/login/"
@@ -165,7 +166,7 @@ class ContivClient:
         return self._json(resp)
 
     def post(self, path: str, body: Any) -> None:
-        resp = self.request("POST", path, go_marshal(body).encode("utf-8"))
+        resp = self.request("POST", path, marshal(body).encode("utf-8"))
         self._check("POST", resp)
 
     def delete(self, path: str) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contiv_sdn.netctl import actions as a
-from contiv_sdn.netctl.app import Command
+from contiv_sdn.netctl.context import Command
 from contiv_sdn.netctl.goflag import bool_flag, int_flag, slice_flag, string_flag
 
 TENANT = string_flag("tenant, t", "Name of the tenant", default="default")

@@ -4,66 +4,19 @@ Contiv's netctl posted Go structs from ``contivmodel/client``: fields in
 struct order, zero values omitted (``omitempty``), an empty ``"link-sets":{}``
 and ``"links":{"Tenant":{}}`` where the struct has them, HTML characters
 escaped. Servers and proxies written against Contiv see exactly that body
-from this netctl. Reading is lenient the same way Go's decoder is: field
-names match case-insensitively and a missing field reads as its zero value.
+from this netctl. The structs are the model's (:mod:`contiv_sdn.model.schema`,
+the same declaration the netmaster decodes with), written by the model's
+encoder (:func:`contiv_sdn.model.wire.to_wire`, :func:`contiv_sdn.model.gojson.marshal`).
+Reading is lenient the way Go's decoder is: field names match
+case-insensitively and a missing field reads as its zero value.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
-S, I, L = "s", "i", "l"  # Go string, int, []string
-
-
-@dataclass(frozen=True)
-class Struct:
-    """A contivmodel client struct: its JSON fields in Go order, and the names
-    inside its ``link-sets`` / ``links`` (None when the struct has none)."""
-
-    fields: tuple[tuple[str, str], ...]
-    link_sets: Optional[tuple[str, ...]] = None
-    links: Optional[tuple[str, ...]] = None
-
-
-# Keyed by REST collection name (the path segment under /api/v1/).
-STRUCTS: dict[str, Struct] = {
-    "aciGws": Struct((("enforcePolicies", S), ("includeCommonTenant", S), ("name", S),
-                      ("nodeBindings", S), ("pathBindings", S), ("physicalDomain", S))),
-    "appProfiles": Struct((("appProfileName", S), ("endpointGroups", L), ("tenantName", S)),
-                          ("EndpointGroups",), ("Tenant",)),
-    "Bgps": Struct((("as", S), ("hostname", S), ("neighbor", S), ("neighbor-as", S),
-                    ("routerip", S))),
-    "endpointGroups": Struct((("cfgdTag", S), ("extContractsGrps", L), ("groupName", S),
-                              ("ipPool", S), ("netProfile", S), ("networkName", S),
-                              ("policies", L), ("tenantName", S)),
-                             ("ExtContractsGrps", "MatchRules", "Policies", "Services"),
-                             ("AppProfile", "NetProfile", "Network", "Tenant")),
-    "extContractsGroups": Struct((("contracts", L), ("contractsGroupName", S),
-                                  ("contractsType", S), ("tenantName", S)),
-                                 ("EndpointGroups",), None),
-    "globals": Struct((("arpMode", S), ("fwdMode", S), ("name", S), ("networkInfraType", S),
-                       ("pvtSubnet", S), ("vlans", S), ("vxlans", S))),
-    "netprofiles": Struct((("DSCP", I), ("bandwidth", S), ("burst", I), ("profileName", S),
-                           ("tenantName", S)), ("EndpointGroups",), ("Tenant",)),
-    "networks": Struct((("cfgdTag", S), ("encap", S), ("gateway", S), ("ipv6Gateway", S),
-                        ("ipv6Subnet", S), ("networkName", S), ("nwType", S), ("pktTag", I),
-                        ("subnet", S), ("tenantName", S)),
-                       ("EndpointGroups", "Servicelbs", "Services"), ("Tenant",)),
-    "policys": Struct((("policyName", S), ("tenantName", S)),
-                      ("EndpointGroups", "Rules"), ("Tenant",)),
-    "rules": Struct((("action", S), ("direction", S), ("fromEndpointGroup", S),
-                     ("fromIpAddress", S), ("fromNetwork", S), ("policyName", S), ("port", I),
-                     ("priority", I), ("protocol", S), ("ruleId", S), ("tenantName", S),
-                     ("toEndpointGroup", S), ("toIpAddress", S), ("toNetwork", S)),
-                    ("Policies",), ("MatchEndpointGroup",)),
-    "serviceLBs": Struct((("ipAddress", S), ("networkName", S), ("ports", L), ("selectors", L),
-                          ("serviceName", S), ("tenantName", S)), None, ("Network", "Tenant")),
-    "tenants": Struct((("defaultNetwork", S), ("tenantName", S)),
-                      ("AppProfiles", "EndpointGroups", "NetProfiles", "Networks", "Policies",
-                       "Servicelbs", "VolumeProfiles", "Volumes"), None),
-}
+from contiv_sdn.model.schema import INT, STR_LIST, by_collection
+from contiv_sdn.model.wire import to_wire
 
 
 def field(obj: Any, name: str) -> Any:
@@ -127,69 +80,39 @@ def go_v(value: Any) -> str:
 def encode_object(collection: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The body Contiv's Go client POSTs for ``values`` (JSON names as keys).
 
-    Zero values are dropped, ``key`` comes first when set, and link-sets /
-    links appear as the Go struct would marshal them."""
-    struct = STRUCTS[collection]
-    body: dict[str, Any] = {}
+    ``values`` (flags, or a GET result being re-posted) is read into the
+    collection's model struct as Go would fill it -- names folded, unknown
+    fields dropped, a number given as text read as the number -- and written
+    as the client struct marshals: ``key`` first when set, zero values
+    dropped, link-sets / links as the Go struct has them."""
+    spec = by_collection(collection)
+    if spec is None or not spec.has_config:
+        raise KeyError(f"netctl has no client struct for collection {collection!r}")
     key = field(values, "key")
-    if isinstance(key, str) and key:
-        body["key"] = key
-    for name, kind in struct.fields:
-        value = field(values, name)
-        if kind == S:
-            if isinstance(value, str) and value:
-                body[name] = value
-        elif kind == I:
-            number = go_int(values, name)
-            if number:
-                body[name] = number
-        elif kind == L:
-            items = go_list(values, name)
-            if items:
-                body[name] = items
-    if struct.link_sets is not None:
-        body["link-sets"] = _encode_link_sets(struct.link_sets, field(values, "link-sets"))
-    if struct.links is not None:
-        body["links"] = _encode_links(struct.links, field(values, "links"))
-    return body
+    obj: dict[str, Any] = {"key": key if isinstance(key, str) else ""}
+    for f in spec.fields:
+        if f.type is INT:
+            obj[f.name] = go_int(values, f.name)
+        elif f.type == STR_LIST:
+            obj[f.name] = go_list(values, f.name)
+        else:
+            value = field(values, f.name)
+            obj[f.name] = value if isinstance(value, str) else ""
+    given_sets = field(values, "link-sets")
+    obj["link-sets"] = {}
+    for name in spec.link_sets:
+        members = field(given_sets, name)
+        if isinstance(members, Mapping):
+            obj["link-sets"][name] = {k: _read_link(v) for k, v in members.items()}
+    given_links = field(values, "links")
+    obj["links"] = {name: _read_link(field(given_links, name)) for name in spec.links}
+    return to_wire(spec, obj)
 
 
-def _encode_link(value: Any) -> dict[str, str]:
+def _read_link(value: Any) -> dict[str, str]:
+    """A modeldb Link as Go reads it: ``type`` and ``key``, each "" unless a string."""
     link: dict[str, str] = {}
     for name in ("type", "key"):
         text = field(value, name)
-        if isinstance(text, str) and text:
-            link[name] = text
+        link[name] = text if isinstance(text, str) else ""
     return link
-
-
-def _encode_link_sets(names: tuple[str, ...], current: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in names:
-        members = field(current, name)
-        if isinstance(members, Mapping) and members:
-            out[name] = {k: _encode_link(members[k]) for k in sorted(members)}
-    return out
-
-
-def _encode_links(names: tuple[str, ...], current: Any) -> dict[str, Any]:
-    return {name: _encode_link(field(current, name)) for name in names}
-
-
-def _go_escape(text: str) -> str:
-    # encoding/json escapes these even inside strings; they cannot occur
-    # outside strings in JSON text, so a plain replace is exact.
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(raw, escaped)
-    return text
-
-
-def go_marshal(value: Any) -> str:
-    """json.Marshal: compact, UTF-8, HTML-escaped."""
-    return _go_escape(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-
-
-def go_marshal_indent(value: Any) -> str:
-    """json.MarshalIndent(v, "", "  "), as netctl's -j and inspect print."""
-    return _go_escape(json.dumps(value, indent=2, ensure_ascii=False))
