@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 
 from contiv_sdn.lab import ApiError, Lab, LabError
 from contiv_sdn.lab import http
 from contiv_sdn.lab.topology import list_netns
 from contiv_sdn.testing import free_tcp_port, require_binary
+from contiv_sdn.testing.wait import wait_until
 
 from tests.test_lab_topology import LINK_PREFIX, PREFIX, SUBNET, LabTestCase
 
@@ -30,15 +30,6 @@ class ServicesTests(LabTestCase):
                   ofp_port=free_tcp_port(), **kw)
         self.addCleanup(lab.down, all=True)
         return lab
-
-    @staticmethod
-    def eventually(check, tries: int = 50) -> bool:
-        """Flows arrive asynchronously after an endpoint is made: retry a while."""
-        for _ in range(tries):
-            if check():
-                return True
-            time.sleep(0.2)
-        return False
 
     def test_services_containers_restarts_and_down(self) -> None:
         lab = self.make_lab(2).up()
@@ -72,18 +63,18 @@ class ServicesTests(LabTestCase):
         self.assertNotIn("labt1-bad", list_netns())  # a refused endpoint leaves no namespace
 
         # across hosts through the flows the controller pushed: ping, and TCP (offload off)
-        self.assertTrue(self.eventually(lambda: web.exec(
-            "busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0),
-            "web cannot ping db across hosts")
+        # (flows arrive asynchronously after an endpoint is made: retry a while)
+        wait_until(lambda: web.exec("busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0,
+                   "web cannot ping db across hosts", timeout=60)
         self.assertGreater(lab.host("labt1").flow_count(), 0)
         server = subprocess.Popen(["ip", "netns", "exec", db.netns, "busybox", "nc", "-l",
                                    "-p", "8080", "-e", "echo", "db-over-tcp"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(server.wait)
         self.addCleanup(lambda: server.poll() is None and server.kill())
-        self.assertTrue(self.eventually(lambda: "db-over-tcp" in web.exec(
-            "busybox", "nc", "-w", "3", db.ip, "8080", input="hi\n").stdout),
-            "no TCP from web to db")
+        wait_until(lambda: "db-over-tcp" in web.exec(
+            "busybox", "nc", "-w", "3", db.ip, "8080", input="hi\n").stdout,
+            "no TCP from web to db", timeout=60)
 
         # another command (a new Lab object) sees the same containers
         again = Lab.load(self.root)
@@ -108,9 +99,8 @@ class ServicesTests(LabTestCase):
         self.assertIn("br-int", lab.host("labt1").ovs.vsctl("list-br").split())
         self.assertTrue(all(s["alive"] for s in Lab.load(self.root).status()["services"].values()))
         # after all three restarts the containers talk again
-        self.assertTrue(self.eventually(lambda: web.exec(
-            "busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0),
-            "no connectivity after the restarts")
+        wait_until(lambda: web.exec("busybox", "ping", "-c", "1", "-W", "1", db.ip).returncode == 0,
+                   "no connectivity after the restarts", timeout=60)
 
         lab.remove_container("labt1", "web")
         self.assertNotIn("labt1-web", list_netns())

@@ -22,6 +22,7 @@ from contiv_sdn.lab.ethtool import set_tx_checksum, tx_checksum
 from contiv_sdn.lab.sh import ip, run
 from contiv_sdn.lab.topology import list_links, list_netns
 from contiv_sdn.testing import require_binary, require_root
+from contiv_sdn.testing.wait import wait_until
 
 PREFIX, LINK_PREFIX, SUBNET = "labt", "lbt", "192.168.51.0/24"
 
@@ -154,15 +155,11 @@ class TopologyTests(LabTestCase):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(server.wait)
         self.addCleanup(lambda: server.poll() is None and server.kill())
-        out = ""
-        for _ in range(50):
-            res = run(["busybox", "nc", "-w", "3", "10.251.0.2", "8080"], netns="labt1-c",
-                      check=False, input="hi\n", timeout=10)
-            out = res.stdout
-            if "over-vxlan" in out:
-                break
-            time.sleep(0.1)  # server not listening yet
-        self.assertIn("over-vxlan", out)
+        # retried while the server is not listening yet
+        wait_until(lambda: "over-vxlan" in run(["busybox", "nc", "-w", "3", "10.251.0.2", "8080"],
+                                               netns="labt1-c", check=False, input="hi\n",
+                                               timeout=10).stdout,
+                   "no answer over the VXLAN link from the nc server", timeout=60, interval=0.1)
         lab.down()
         # the hand-made "container" namespaces match the lab's names, so down removed them too
         self.assertNothingLeft()
