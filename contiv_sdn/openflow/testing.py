@@ -11,6 +11,11 @@ outlive ovs-vswitchd otherwise), daemons and the directory, even after a failure
 
 OVS commands run in a thread (``deferToThread``): the reactor keeps serving the
 switches meanwhile.
+
+Why the product package carries it rather than ``tests/``: the benchmarks
+(``bench/flowpush.py``, ``make bench``) drive the same real switch, and ``bench/``
+does not import from ``tests/`` (not a package that is installed).  Nothing in
+netmaster or netplugin imports it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,16 @@
-"""Helpers shared by the trial tests, the lab and the benchmarks.
+"""Helpers shared by the trial tests and the benchmarks.
 
 They start *real* services (redis-server, netmaster) in private directories, and
 decide what a test that needs root or Open vSwitch does when it cannot run: skip
 on a developer's laptop, fail in CI (``CI=true``), so nothing is skipped silently
 where it matters.
+
+Why these live in the product package and not in ``tests/``: the benchmarks
+(``bench/*.py``, ``make bench``) start the same real services (``RedisServer``,
+``netmaster.NetmasterProcess``, ``free_tcp_port``) and ``bench/`` does not import
+from ``tests/``.  ``wait`` is here so every test and these helpers wait the same
+way.  Helpers only the tests use belong in ``tests/`` (``test_*_fixtures.py``,
+``test_fnd_helpers.py``); nothing in netmaster or netplugin imports this package.
 """
 
 from __future__ import annotations
