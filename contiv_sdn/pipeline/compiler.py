@@ -141,6 +141,52 @@ def _macstr(text: str) -> str:
     return mac
 
 
+def resolve_net(key: str, n: Network, tenants: Mapping[str, Any]) -> Tuple[Optional[_Net], str]:
+    """A network record validated, or ``(None, issue)``; raises for values nobody expected
+    (the caller leaves this network out and reports it)."""
+    tenant = tenants.get(n.tenant)
+    if tenant is None:
+        return None, f"network {key}: unknown tenant {n.tenant!r}"
+    if n.encap not in ("vxlan", "vlan"):
+        return None, f"network {key}: unknown encap {n.encap!r}"
+    gw, issue = None, ""
+    if n.gateway:
+        try:
+            gw = _ipv4(n.gateway)
+        except ValueError:
+            issue = f"network {key}: bad gateway {n.gateway!r}"
+    net = _Net(key, n.tenant, n.encap, n.pkt_tag, n.net_id, tenant.vrf_id, gw, cookie_for("net", key))
+    hash(net)  # used as set members and dict keys later: fail here, for this network only
+    return net, issue
+
+
+def resolve_ep(eid: str, e: Any, nets: Mapping[str, _Net]) -> Tuple[Optional[_Ep], str]:
+    """An endpoint record validated against its network, or ``(None, issue)``; raises for
+    values nobody expected."""
+    net = nets.get(e.network)
+    if net is None:
+        return None, f"endpoint {eid}: unknown or invalid network {e.network!r}"
+    try:
+        ip, mac = _ipv4(e.ip), _macstr(e.mac)
+    except ValueError as err:
+        return None, f"endpoint {eid}: {err}"
+    if not 0 <= e.epg_id <= 0xFFFF:
+        return None, f"endpoint {eid}: epg_id {e.epg_id} out of range"
+    ep = _Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid))
+    # an unhashable host or port name fails here, before the endpoint is indexed
+    # (later it would break its network's flood list on every host)
+    hash(ep)
+    return ep, ""
+
+
+def resolve_vtep(host: Host) -> Tuple[Optional[str], str]:
+    """A host's VTEP address, or ``(None, issue)``; raises for values nobody expected."""
+    try:
+        return _ipv4(host.vtep_ip), ""
+    except ValueError:
+        return None, f"host {host.name}: bad vtep_ip {host.vtep_ip!r}"
+
+
 class _Index:
     """The snapshot, validated and indexed for per-host compilation."""
 
@@ -170,51 +216,31 @@ class _Index:
         self.vteps: Dict[str, str] = {}
         for name in sorted(snap.hosts):
             try:
-                self.vteps[name] = _ipv4(snap.hosts[name].vtep_ip)
-            except ValueError:
-                self.issues.append(f"host {name}: bad vtep_ip {snap.hosts[name].vtep_ip!r}")
+                vtep, issue = resolve_vtep(snap.hosts[name])
             except Exception as err:
                 self.failed.append(Failure("host", name, _why(err)))
+                continue
+            if issue:
+                self.issues.append(issue)
+            if vtep is not None:
+                self.vteps[name] = vtep
 
     def _add_net(self, key: str, n: Network) -> None:
-        tenant = self.snap.tenants.get(n.tenant)
-        if tenant is None:
-            self.issues.append(f"network {key}: unknown tenant {n.tenant!r}")
-            return
-        if n.encap not in ("vxlan", "vlan"):
-            self.issues.append(f"network {key}: unknown encap {n.encap!r}")
-            return
-        gw = None
-        if n.gateway:
-            try:
-                gw = _ipv4(n.gateway)
-            except ValueError:
-                self.issues.append(f"network {key}: bad gateway {n.gateway!r}")
-        net = _Net(key, n.tenant, n.encap, n.pkt_tag, n.net_id, tenant.vrf_id, gw, cookie_for("net", key))
-        hash(net)  # used as set members and dict keys later: fail here, for this network only
-        self.nets[key] = net
+        net, issue = resolve_net(key, n, self.snap.tenants)
+        if issue:
+            self.issues.append(issue)
+        if net is not None:
+            self.nets[key] = net
 
     def _add_ep(self, eid: str) -> None:
-        e = self.snap.endpoints[eid]
-        net = self.nets.get(e.network)
-        if net is None:
-            self.issues.append(f"endpoint {eid}: unknown or invalid network {e.network!r}")
+        ep, issue = resolve_ep(eid, self.snap.endpoints[eid], self.nets)
+        if issue:
+            self.issues.append(issue)
+        if ep is None:
             return
-        try:
-            ip, mac = _ipv4(e.ip), _macstr(e.mac)
-        except ValueError as err:
-            self.issues.append(f"endpoint {eid}: {err}")
-            return
-        if not 0 <= e.epg_id <= 0xFFFF:
-            self.issues.append(f"endpoint {eid}: epg_id {e.epg_id} out of range")
-            return
-        ep = _Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid))
-        # an unhashable host or port name fails here, before the endpoint is indexed
-        # (later it would break its network's flood list on every host)
-        hash(ep)
         self.eps.append(ep)
-        self.eps_by_net.setdefault(net.key, []).append(ep)
-        self.hosts_by_net.setdefault(net.key, set()).add(ep.host)
+        self.eps_by_net.setdefault(ep.net.key, []).append(ep)
+        self.hosts_by_net.setdefault(ep.net.key, set()).add(ep.host)
 
     def remote_vteps(self, net: _Net, host: Host) -> List[str]:
         """VTEPs of the other known hosts with endpoints in ``net`` (sorted, unique)."""
@@ -228,48 +254,26 @@ class _Index:
 
 
 # --------------------------------------------------------------------------
-# Per-host compilation.
+# Owner fragments: pure functions of explicit inputs.
+#
+# Every flow belongs to one owner (a host's base, a network on a host, an
+# endpoint on a host), and each owner's flows are a function of exactly the
+# arguments below: nothing else is read.  The full compile and the incremental
+# engine (``incremental.py``) both compute these arguments and call the same
+# functions, so equal arguments mean equal flows: that is what lets the engine
+# skip owners whose arguments did not change, and share one built-and-checked
+# fragment between every switch whose arguments are equal (a remote endpoint's
+# flows are the same on every other host of its network).
 # --------------------------------------------------------------------------
-class _Builder:
-    def __init__(self, ix: "_Index") -> None:
-        self.flows: List[Flow] = []
-        self.ix = ix
-        self.failed: List[Failure] = []
+class _Out:
+    __slots__ = ("flows",)
 
-    def owner(self, kind: str, key: str) -> "_Owner":
-        """``with b.owner(kind, key):`` around the flows of one owner: if building them
-        raises or one breaks its table's declaration, exactly that owner's flows go."""
-        return _Owner(self, kind, key)
+    def __init__(self) -> None:
+        self.flows: List[Flow] = []
 
     def add(self, table: int, priority: int, match: Mapping, actions: Iterable[Action] = (),
             goto: Optional[int] = None, *, cookie: int, note: str = "") -> None:
         self.flows.append(Flow(table, priority, make_match(**match), tuple(actions), goto, cookie, note))
-
-
-class _Owner:
-    def __init__(self, b: _Builder, kind: str, key: str) -> None:
-        self.b, self.kind, self.key = b, kind, key
-        self.mark = 0
-
-    def __enter__(self) -> None:
-        self.mark = len(self.b.flows)
-
-    def __exit__(self, typ: Any, err: Optional[BaseException], tb: Any) -> bool:
-        if err is None:
-            checked = self.b.ix.checked
-            try:
-                for f in self.b.flows[self.mark:]:
-                    if f not in checked:  # hosts share many flows: check each value once
-                        T.check_flow(f)
-                        checked.add(f)
-                return False
-            except Exception as e:
-                err = e
-        if not isinstance(err, Exception):
-            return False  # KeyboardInterrupt, SystemExit...: not ours to swallow
-        del self.b.flows[self.mark:]
-        self.b.failed.append(Failure(self.kind, self.key, _why(err)))
-        return True
 
 
 def _responder(mac: str, ip: str) -> Tuple[Action, ...]:
@@ -290,16 +294,187 @@ def _arp_request(**match) -> dict:
     return dict(eth_type=T.ETH_TYPE_ARP, arp_op=T.ARP_REQUEST, **match)
 
 
+BASE_COOKIE = cookie_for("base")
+
+
+def host_context(host: Host) -> Tuple[Mapping[str, int], Optional[int], Optional[int]]:
+    """(ports, tunnel ofport, uplink ofport) of a host; raising here fails the host itself."""
+    ports = host.ports
+    tun = ports.get(host.tunnel_port) if host.tunnel_port else None
+    upl = ports.get(host.uplink_port) if host.uplink_port else None
+    return ports, tun, upl
+
+
+def base_flows(proxy_arp: bool, tun: Optional[int]) -> List[Flow]:
+    """The defaults that let each table go on (owner: the host)."""
+    b = _Out()
+    add, base = b.add, BASE_COOKIE
+    add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
+    if proxy_arp:
+        add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
+    add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
+    add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
+    add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
+    if tun is not None:
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
+            note="to tunnel (never from a tunnel)")
+    return b.flows
+
+
+def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: Optional[int],
+             ports: Mapping[str, int], local_eps: Iterable[_Ep], remote_vteps: Any,
+             has_remote: Any) -> Tuple:
+    """The arguments of :func:`net_flows` for one host, normalised so that inputs the
+    flows do not read are left out.  ``remote_vteps``/``has_remote`` are callables
+    (only evaluated when the encapsulation needs them)."""
+    tun = tun if net.encap == "vxlan" else None
+    upl = upl if net.encap == "vlan" else None
+    if not present:
+        return (net, False, routing, tun, upl, (), None)
+    local_out = tuple(sorted(ports[e.port] for e in local_eps if e.port in ports))
+    if tun is not None:
+        remote: Any = tuple(remote_vteps())
+    elif upl is not None:
+        remote = bool(has_remote())
+    else:
+        remote = None
+    return (net, True, routing, tun, upl, local_out, remote)
+
+
+def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: Optional[int],
+              local_out: Tuple[int, ...], remote: Any) -> List[Flow]:
+    """A network's flows on one host (owner: the network)."""
+    b = _Out()
+    add, c = b.add, net.cookie
+    if upl is not None:
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+            [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
+             ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
+    if not present:
+        return b.flows
+    ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
+               ("set_field", T.REG_FLAGS, T.FLAG_REMOTE)]
+    if tun is not None:
+        add(T.CLASSIFY, P_EXACT, {"in_port": tun, "tunnel_id": net.tag}, ingress, T.SOURCE, cookie=c,
+            note=f"{net.key}: from tunnel")
+    elif upl is not None:
+        add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
+            [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
+    add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
+        [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
+    local_acts = [("output", p) for p in local_out]
+    remote_acts: List[Action] = []
+    if tun is not None:
+        if remote:
+            remote_acts.append(("set_field", "tunnel_id", net.tag))
+        for ip in remote:
+            remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
+    elif upl is not None and remote:
+        remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
+                        ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
+    add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
+        local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
+    add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
+        local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
+    if routing and net.gateway:
+        add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
+                                              T.REG_FLAGS: _LOCAL}),
+            _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
+    return b.flows
+
+
+def ep_args(ep: _Ep, host_name: str, ports: Mapping[str, int], tun: Optional[int], upl: Optional[int],
+            vteps: Mapping[str, str], is_present: bool, proxy_arp: bool, routing: bool) -> Tuple:
+    """The arguments of :func:`ep_flows` on one host, normalised: a remote endpoint's
+    arguments do not name the host it is compiled for, so every host with the same
+    tunnel/uplink port numbers shares one fragment."""
+    if ep.host == host_name:
+        return (ep, True, ports.get(ep.port), None, None, None, is_present, proxy_arp, routing)
+    enc = ep.net.encap
+    return (ep, False, None, vteps.get(ep.host), tun if enc == "vxlan" else None,
+            upl if enc == "vlan" else None, is_present, proxy_arp, routing)
+
+
+def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[str], tun: Optional[int],
+             upl: Optional[int], is_present: bool, proxy_arp: bool, routing: bool) -> List[Flow]:
+    """An endpoint's flows on one host (owner: the endpoint)."""
+    b = _Out()
+    add, c, net = b.add, ep.cookie, ep.net
+    if (ofport if local else other_vtep) is None:
+        return b.flows  # its port is not there yet / its host has no VTEP
+    dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
+    if local:
+        cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
+        if ep.epg:
+            cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
+        add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
+            cookie=c, note=f"ep {ep.id}: local port")
+        add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
+                                "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
+        add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
+                                "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
+            note=f"ep {ep.id}: ARP source")
+        if proxy_arp:
+            add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
+                note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
+        add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+            dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
+        add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
+            note=f"ep {ep.id}: deliver")
+    else:
+        if tun is not None:
+            add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                dst_epg + [("set_field", "tunnel_id", net.tag),
+                           ("set_field", "tun_ipv4_dst", other_vtep),
+                           ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
+                note=f"ep {ep.id}: on {ep.host} via VXLAN")
+        elif upl is not None:
+            add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
+                dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
+                note=f"ep {ep.id}: on {ep.host} via uplink")
+        if ep.epg:
+            add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
+                [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                note=f"ep {ep.id}: remote source group")
+            if routing:
+                add(T.SOURCE, P_REMOTE_ROUTED,
+                    {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
+                     "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
+                    [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                    note=f"ep {ep.id}: remote routed source group")
+    if is_present and proxy_arp:
+        add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
+                                              T.REG_FLAGS: _LOCAL}),
+            _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
+    if routing:
+        add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
+                            "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
+            [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
+             ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
+    return b.flows
+
+
+def fragment(build: Any, args: Tuple, checked: Optional[set] = None) -> Tuple[Flow, ...]:
+    """``build(*args)``, every flow checked against its table's declaration (raises if
+    one breaks it: the caller leaves the owner out).  ``checked`` remembers flows
+    already checked, for the full compile where hosts share many flows."""
+    flows = build(*args)
+    for f in flows:
+        if checked is None or f not in checked:
+            T.check_flow(f)
+            if checked is not None:
+                checked.add(f)
+    return tuple(flows)
+
+
+# --------------------------------------------------------------------------
+# Per-host compilation (the full compile: cold start and the oracle).
+# --------------------------------------------------------------------------
 def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[Failure]]:
     """One host's flows; raises :class:`CompileError` if its own base flows fail."""
-    b = _Builder(ix)
-    add = b.add
-    base = cookie_for("base")
-    with b.owner("host", host.name):
-        ports = host.ports
-        tun = ports.get(host.tunnel_port) if host.tunnel_port else None
-        upl = ports.get(host.uplink_port) if host.uplink_port else None
-
+    failed: List[Failure] = []
+    try:
+        ports, tun, upl = host_context(host)
         present = [n for n in ix.nets.values() if host.name in ix.hosts_by_net.get(n.key, ())]
         if ix.routing:
             tenants = {n.tenant for n in present}
@@ -307,128 +482,31 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
         else:
             relevant = present
         present_keys = {n.key for n in present}
+        flows = list(fragment(base_flows, (ix.proxy_arp, tun), ix.checked))
+    except Exception as err:
+        raise CompileError(host.name, _why(err)) from None
 
-        # ---- base: the defaults that let each table go on.
-        add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
-        if ix.proxy_arp:
-            add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
-        add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
-        add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
-        add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
-        if tun is not None:
-            add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
-                note="to tunnel (never from a tunnel)")
-
-    if b.failed:
-        raise CompileError(host.name, b.failed[0].reason)
-
-    # ---- per network.
     for net in relevant:
-        with b.owner("network", net.key):
-            c = net.cookie
-            if net.encap == "vlan" and upl is not None:
-                add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
-                    [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
-                     ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
-            if net.key not in present_keys:
-                continue
-            ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
-                       ("set_field", T.REG_FLAGS, T.FLAG_REMOTE)]
-            if net.encap == "vxlan" and tun is not None:
-                add(T.CLASSIFY, P_EXACT, {"in_port": tun, "tunnel_id": net.tag}, ingress, T.SOURCE, cookie=c,
-                    note=f"{net.key}: from tunnel")
-            elif net.encap == "vlan" and upl is not None:
-                add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
-                    [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
-            add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
-                [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
-            local_out = sorted(ports[e.port] for e in ix.eps_by_net.get(net.key, ())
-                               if e.host == host.name and e.port in ports)
-            local_acts = [("output", p) for p in local_out]
-            remote_acts: List[Action] = []
-            if net.encap == "vxlan" and tun is not None:
-                vteps = ix.remote_vteps(net, host)
-                if vteps:
-                    remote_acts.append(("set_field", "tunnel_id", net.tag))
-                for ip in vteps:
-                    remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
-            elif net.encap == "vlan" and upl is not None:
-                if any(h != host.name and h in ix.vteps for h in ix.hosts_by_net.get(net.key, ())):
-                    remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
-                                    ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
-            add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
-                local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
-            add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
-                local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
-            if ix.routing and net.gateway:
-                add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
-                                                      T.REG_FLAGS: _LOCAL}),
-                    _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
+        try:
+            args = net_args(net, net.key in present_keys, ix.routing, tun, upl, ports,
+                            [e for e in ix.eps_by_net.get(net.key, ()) if e.host == host.name],
+                            lambda: ix.remote_vteps(net, host),
+                            lambda: any(h != host.name and h in ix.vteps
+                                        for h in ix.hosts_by_net.get(net.key, ())))
+            flows += fragment(net_flows, args, ix.checked)
+        except Exception as err:
+            failed.append(Failure("network", net.key, _why(err)))
 
-    # ---- per endpoint.
     for net in relevant:
         is_present = net.key in present_keys
         for ep in ix.eps_by_net.get(net.key, ()):
-            with b.owner("endpoint", ep.id):
-                c = ep.cookie
-                dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
-                local = ep.host == host.name
-                ofport = ports.get(ep.port) if local else None
-                if local and ofport is None:
-                    continue  # port not there yet: no local flows; remote hosts may already send to it
-                if local:
-                    cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
-                    if ep.epg:
-                        cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
-                    add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
-                        cookie=c, note=f"ep {ep.id}: local port")
-                    add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
-                                            "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
-                    add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
-                                            "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
-                        note=f"ep {ep.id}: ARP source")
-                    if ix.proxy_arp:
-                        add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
-                            note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
-                    add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                        dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
-                    add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
-                        note=f"ep {ep.id}: deliver")
-                else:
-                    other_vtep = ix.vteps.get(ep.host)
-                    if other_vtep is None:
-                        continue
-                    if net.encap == "vxlan" and tun is not None:
-                        add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                            dst_epg + [("set_field", "tunnel_id", net.tag),
-                                       ("set_field", "tun_ipv4_dst", other_vtep),
-                                       ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
-                            note=f"ep {ep.id}: on {ep.host} via VXLAN")
-                    elif net.encap == "vlan" and upl is not None:
-                        add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                            dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
-                            note=f"ep {ep.id}: on {ep.host} via uplink")
-                    if ep.epg:
-                        add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
-                            [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
-                            note=f"ep {ep.id}: remote source group")
-                        if ix.routing:
-                            add(T.SOURCE, P_REMOTE_ROUTED,
-                                {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
-                                 "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
-                                [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
-                                note=f"ep {ep.id}: remote routed source group")
-                if is_present and ix.proxy_arp:
-                    add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
-                                                          T.REG_FLAGS: _LOCAL}),
-                        _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
-                if ix.routing:
-                    add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
-                                        "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
-                        [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
-                         ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
-    flows, issues = _dedupe(b.flows, host.name)
-    return flows, issues, b.failed
+            try:
+                args = ep_args(ep, host.name, ports, tun, upl, ix.vteps, is_present, ix.proxy_arp, ix.routing)
+                flows += fragment(ep_flows, args, ix.checked)
+            except Exception as err:
+                failed.append(Failure("endpoint", ep.id, _why(err)))
+    flows, issues = _dedupe(flows, host.name)
+    return flows, issues, failed
 
 
 def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
