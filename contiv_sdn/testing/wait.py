@@ -39,17 +39,34 @@ def sleep(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-def _gave_up(what: str, timeout: float, last: Optional[BaseException],
-             detail: Optional[Callable[[], str]]) -> AssertionError:
-    text = f"gave up after {timeout:g} s: {what}"
-    if last is not None:
-        text += f" (last error: {last!r})"
-    if detail is not None:
-        try:
-            text += "\n" + detail()
-        except Exception as e:  # the diagnosis must not hide the failure
-            text += f"\n(no detail: {e!r})"
-    return AssertionError(text)
+class _Deadline:
+    """One wait's rules, shared by both flavours: the deadline, errors, the message."""
+
+    def __init__(self, timeout: float, what: str, retry_errors: bool,
+                 detail: Optional[Callable[[], str]]) -> None:
+        self.timeout, self.what, self.retry_errors, self.detail = timeout, what, retry_errors, detail
+        self.end = time.monotonic() + timeout
+        self.last: Optional[BaseException] = None
+
+    def error(self, e: Exception) -> None:
+        """A try raised: fail now, or (``retry_errors``) remember it as "not yet"."""
+        if not self.retry_errors:
+            raise e
+        self.last = e
+
+    def check(self) -> None:
+        """After a try that was not yet true: give up if the deadline has passed."""
+        if time.monotonic() <= self.end:
+            return
+        text = f"gave up after {self.timeout:g} s: {self.what}"
+        if self.last is not None:
+            text += f" (last error: {self.last!r})"
+        if self.detail is not None:
+            try:
+                text += "\n" + self.detail()
+            except Exception as e:  # the diagnosis must not hide the failure
+                text += f"\n(no detail: {e!r})"
+        raise AssertionError(text)
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
@@ -66,24 +83,18 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: st
     ``detail()`` appended when given; ``what`` names the awaited condition ("ep3's
     flows") or states the failure ("the flows never came back").
     """
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
+    deadline = _Deadline(timeout, what, retry_errors, detail)
     while True:
+        value = None
         try:
-            if in_thread:
-                value = await threads.deferToThread(predicate)
-            else:
-                value = predicate()
+            value = await threads.deferToThread(predicate) if in_thread else predicate()
             if isinstance(value, defer.Deferred) or hasattr(value, "__await__"):
                 value = await value
         except Exception as e:
-            if not retry_errors:
-                raise
-            value, last = None, e
+            deadline.error(e)
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise _gave_up(what, timeout, last, detail)
+        deadline.check()
         await sleep(every)
 
 
@@ -96,17 +107,14 @@ def wait_until(predicate: Callable[[], Any], what: str = "condition", timeout: f
     cases, a thread started by a test); same rules and message as
     :func:`wait_for`.
     """
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
+    deadline = _Deadline(timeout, what, retry_errors, detail)
     while True:
+        value = None
         try:
             value = predicate()
         except Exception as e:
-            if not retry_errors:
-                raise
-            value, last = None, e
+            deadline.error(e)
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise _gave_up(what, timeout, last, detail)
+        deadline.check()
         time.sleep(interval)
