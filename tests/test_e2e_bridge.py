@@ -9,9 +9,9 @@ below went through flows our controller computed and pushed.
 from __future__ import annotations
 
 from contiv_sdn.pipeline.compiler import cookie_for
-from contiv_sdn.testing.e2e import (E2ETestCase, UnderlayWatch, assert_no_ping,
-                                    assert_no_pings, flows_mentioning, our_flows, tcp_exchange,
-                                    wait_ping, wait_until)
+from contiv_sdn.testing.wait import wait_until
+from tests.test_e2e_fixtures import (E2ETestCase, UnderlayWatch, assert_no_ping, assert_no_pings,
+                                     flows_mentioning, our_flows, tcp_exchange, wait_ping)
 
 IPV4, ARP = 0x0800, 0x0806
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Dict, List
 
-from contiv_sdn.testing.e2e import (ContinuousPing, E2ETestCase, flow_durations, flow_key,
-                                    our_flows, stable_flows, tcp_exchange, wait_connected,
-                                    wait_ping, wait_until)
+from contiv_sdn.testing.wait import wait_until
+from tests.test_e2e_fixtures import (ContinuousPing, E2ETestCase, flow_durations, flow_key,
+                                     our_flows, stable_flows, tcp_exchange, wait_connected,
+                                     wait_ping)
 
 
 class RestartSafetyTests(E2ETestCase):

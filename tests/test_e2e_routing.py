@@ -7,8 +7,8 @@ its own lab and sets ``routing`` with ``netctl global set`` right after ``up``.
 from __future__ import annotations
 
 from contiv_sdn.lab import Lab
-from contiv_sdn.testing.e2e import (E2ETestCase, UnderlayWatch, assert_no_pings, tcp_exchange,
-                                    wait_ping)
+from tests.test_e2e_fixtures import (E2ETestCase, UnderlayWatch, assert_no_pings, tcp_exchange,
+                                     wait_ping)
 
 IPV4 = 0x0800
 

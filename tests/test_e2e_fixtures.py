@@ -1,4 +1,7 @@
-"""Helpers for the end-to-end tests on the lab (``tests/test_e2e_*.py``).
+"""Shared set-up of the end-to-end tests on the lab (no tests here; ``tests/test_e2e_*.py``).
+
+Test-only, so it lives with the tests (it was ``contiv_sdn/testing/e2e.py``): the
+lab, ``make demo`` and the benchmarks use none of it.
 
 A lab takes seconds to build, so one lab serves every test of a class: the
 first test brings it up, the class's last test (by name, trial's order) takes it
@@ -31,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -41,35 +44,9 @@ from contiv_sdn.lab import http
 from contiv_sdn.lab.core import ping_argv
 from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK
 from contiv_sdn.testing import free_tcp_port, require_binary, require_root
+from contiv_sdn.testing.wait import wait_until
 
 log = Logger()
-
-# --------------------------------------------------------------------------
-# Bounded waiting
-# --------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0,
-               interval: float = 0.2, detail: Optional[Callable[[], str]] = None) -> Any:
-    """Poll ``predicate`` until it returns something true; fail saying ``what`` never happened.
-
-    The timeout only bounds a broken run; nothing is asserted about how long it took.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = ""
-            if detail is not None:
-                try:
-                    extra = "\n" + detail()
-                except Exception as e:  # the diagnosis must not hide the failure
-                    extra = f"\n(no detail: {e})"
-            raise AssertionError(f"{what} (gave up after {timeout:g} s){extra}")
-        time.sleep(interval)
-
 
 # --------------------------------------------------------------------------
 # Traffic
