@@ -516,6 +516,17 @@ class SimSwitchProtocol(protocol.Protocol):
         self.hello = False
         #: bundle id -> {"ops": [FlowMod], "closed": bool, "flags": int}
         self.bundles: Dict[int, Dict[str, Any]] = {}
+        self._pings: Dict[int, Tuple[float, defer.Deferred]] = {}
+
+    def ping(self) -> defer.Deferred:
+        """Send an ECHO_REQUEST; fires with the round trip in seconds.  The controller
+        answers echoes on its reactor, so the round trip bounds how long that reactor
+        was busy with something else (a stall) as seen from the wire."""
+        xid = self.next_xid()
+        d: defer.Deferred = defer.Deferred()
+        self._pings[xid] = (self.host.reactor.seconds(), d)
+        self.send_msg(ofp.OFPT_ECHO_REQUEST, xid)
+        return d
 
     def next_xid(self) -> int:
         self._xid = (self._xid + 1) & 0xFFFFFFFF
@@ -529,6 +540,9 @@ class SimSwitchProtocol(protocol.Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         was_up = self.up
         self.up = False
+        pings, self._pings = self._pings, {}
+        for _sent, d in pings.values():
+            d.errback(ConnectionError(f"{self.host.name}: connection lost before the echo reply"))
         if self.host.conn is self:
             self.host.conn = None
         if was_up:
@@ -586,7 +600,9 @@ class SimSwitchProtocol(protocol.Protocol):
         if mtype == ofp.OFPT_ECHO_REQUEST:
             self.send_msg(ofp.OFPT_ECHO_REPLY, xid, msg[8:])
         elif mtype == ofp.OFPT_ECHO_REPLY:
-            pass
+            sent = self._pings.pop(xid, None)
+            if sent is not None:
+                sent[1].callback(h.reactor.seconds() - sent[0])
         elif mtype == ofp.OFPT_FEATURES_REQUEST:
             caps = ofp.OFPC_FLOW_STATS | ofp.OFPC_TABLE_STATS | ofp.OFPC_PORT_STATS
             self.send_msg(ofp.OFPT_FEATURES_REPLY, xid, _FEATURES.pack(h.dpid, 0, 254, 0, caps, 0))
