@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from contiv_sdn.store import Conflict, RedisURL, Store, StoreError, Txn, placeholder, transact
 from contiv_sdn.store import bitmap
 from contiv_sdn.store import keys as K
+from contiv_sdn.store.txn import Finish
 from contiv_sdn.testing import RedisServer
 
 
@@ -204,6 +205,69 @@ class AllocatorTests(StoreTestBase):
         self.assertEqual(got, ["2001:db8::1", "2001:db8::3"])
 
 
+class KindCacheTests(StoreTestBase):
+    """``list_versioned`` keeps whole kinds cached and patches them with the
+    store's own commits; what it answers must always be what Redis holds."""
+
+    async def poke(self, s, kind, key, raw):
+        """Write a record behind the store's back (no version bump): it shows
+        in a kind's listing only if that listing is read again from Redis."""
+        await s._conn.execute_command("HSET", K.hash_of(kind), key, raw)
+
+    @async_test
+    async def test_own_plain_writes_patch_the_cache(self):
+        s = await self.store()
+        await s.put_state("thing", "a", {"v": 1})
+        await s.put_state("thing", "b", {"v": 2})
+        await s.list_versioned("thing")
+        t = Txn()
+        t.put("thing", "c", {"v": 3})
+        t.delete("thing", "a")
+        t.put("other", "x", {"v": 0})
+        ver = (await s.apply(t)).vers["thing"]
+        await self.poke(s, "thing", "hidden", '{"v":9}')
+        got_ver, items = await s.list_versioned("thing")
+        # patched, not re-read: the poked record is not there, ours are
+        self.assertEqual((got_ver, items), (ver, {"b": {"v": 2}, "c": {"v": 3}}))
+
+    @async_test
+    async def test_writes_only_redis_can_complete_drop_the_cache(self):
+        s = await self.store()
+        await s.put_state("thing", "n", {"count": 1})
+        await s.list_versioned("thing")
+        for build in (lambda t: t.incr_field("thing", "n", "count", 1),
+                      lambda t: (t.alloc("i", "contiv:alloc:test", 1, 9),
+                                 t.put("thing", "m", {"i": placeholder("i")}, subs=True))):
+            t = Txn()
+            build(t)
+            await s.apply(t)
+            _, items = await s.list_versioned("thing")
+            self.assertEqual(items, await s.list("thing"))
+        self.assertEqual(items, {"n": {"count": 2}, "m": {"i": 1}})
+
+    @async_test
+    async def test_another_writer_between_means_a_fresh_read(self):
+        s, other = await self.store(), await self.store()
+        await s.put_state("thing", "a", {"v": 1})
+        await s.list_versioned("thing")
+        await other.put_state("thing", "b", {"v": 2})
+        await s.put_state("thing", "c", {"v": 3})
+        _, items = await s.list_versioned("thing")
+        self.assertEqual(items, {"a": {"v": 1}, "b": {"v": 2}, "c": {"v": 3}})
+
+    def test_apply_to_replays_only_what_python_knows(self):
+        t = Txn()
+        t.put("thing", "a", {"v": 1})
+        t.delete("thing", "gone")
+        t.put("other", "x", {"v": 2})
+        items = {"gone": {}, "kept": {"v": 0}}
+        self.assertTrue(t.apply_to("thing", items))
+        self.assertEqual(items, {"a": {"v": 1}, "kept": {"v": 0}})
+        t.incr_field("thing", "a", "v", 1)
+        self.assertFalse(t.apply_to("thing", {}))
+        self.assertTrue(t.apply_to("other", {}))
+
+
 class ConcurrencyTests(StoreTestBase):
     @async_test
     async def test_guard_conflict_then_transact_retries(self):
@@ -226,6 +290,33 @@ class ConcurrencyTests(StoreTestBase):
             [defer.ensureDeferred(transact(s, bump)) for _ in range(20)])
         self.assertEqual(sorted(results), list(range(3, 23)))
         self.assertEqual(await s.get("tenant", "t"), {"n": 22})
+
+    @async_test
+    async def test_finish_answers_with_the_committing_attempts_result(self):
+        s = await self.store()
+        await s.put_state("tenant", "t", {"n": 1})
+        attempts = []
+
+        async def create(view):
+            cur = await view.get("tenant", "t")
+            attempts.append(cur["n"])
+            if len(attempts) == 1:
+                await s.put_state("tenant", "t", {"n": 2})  # a concurrent writer: conflict
+            view.txn.alloc("x", "contiv:alloc:test", 1, 9)
+            view.txn.put("tenant", "t", {"n": cur["n"] + 1})
+            return Finish(lambda r: (cur["n"], r.allocs["x"]))
+
+        self.assertEqual(await transact(s, create), (2, 1))
+        self.assertEqual(attempts, [1, 2])
+
+        async def nothing(view):
+            await view.get("tenant", "t")
+            return Finish(lambda r: r.rev)
+
+        rev = await s.revision()
+        with self.assertRaises(TypeError):
+            await transact(s, nothing)
+        self.assertEqual(await s.revision(), rev)
 
     @async_test
     async def test_two_clients_allocate_distinct(self):

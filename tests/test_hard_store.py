@@ -101,6 +101,16 @@ class AllOrNothing(StoreTestBase):
             self.assertIn("error", out, bad_op)
             self.assertTrue(out["error"].startswith("invalid store transaction"), out)
             self.assertEqual(await self.fingerprint(s), before, bad_op)
+        # guard and check types the Python side does not build are refused too
+        for part, bad in [("guards", {"t": "exists", "key": "contiv:rev", "v": True}),
+                          ("checks", {"t": "isset", "b": "contiv:alloc:x", "pos": 1,
+                                      "err": "e"}),
+                          ("checks", {"t": "fail"})]:
+            prog = {"guards": [], "checks": [], "allocs": [], "ops": [good]}
+            prog[part] = [bad]
+            out = json.loads(await s._conn.eval(APPLY, [], [json.dumps(prog), '{"a":1}']))
+            self.assertTrue(out.get("error", "").startswith("invalid store transaction"), bad)
+            self.assertEqual(await self.fingerprint(s), before, bad)
         # NaN never leaves Python: json refuses it before Redis is asked
         txn = Txn()
         with self.assertRaises(ValueError):

@@ -18,6 +18,7 @@ from contiv_sdn.master.oper import network_subnet
 from contiv_sdn.master.work import Work
 from contiv_sdn.store import Store, StoreError, StoreUnavailable, View, placeholder, transact
 from contiv_sdn.store import keys as K
+from contiv_sdn.store.txn import Finish
 
 
 def strip_len(addr: str) -> str:
@@ -115,15 +116,13 @@ class Endpoints:
                 w.txn.alloc_v6("a", K.ip6_hash(net_key), v6.groups, v6.max_host, want=want,
                                full=f"Reached MaxHosts ({v6.max_host}). Cannot allocate more hosts",
                                taken="ip address {} is not available")
-                view.finish = lambda r: {"NetworkID": network_id,
+                return Finish(lambda r: {"NetworkID": network_id,
                                          "IPv4Address": f"{v6.ip(r.allocs['a'])}/"
-                                                        f"{v6.network.prefixlen}"}
-            else:
-                self._alloc_v4(w, "a", net_key, net_state, group_state, preferred, False)
-                sub = network_subnet(net_state)
-                view.finish = lambda r: {"NetworkID": network_id,
-                                         "IPv4Address": f"{sub.ip(r.allocs['a'])}/{sub.length}"}
-            return None
+                                                        f"{v6.network.prefixlen}"})
+            self._alloc_v4(w, "a", net_key, net_state, group_state, preferred, False)
+            sub = network_subnet(net_state)
+            return Finish(lambda r: {"NetworkID": network_id,
+                                     "IPv4Address": f"{sub.ip(r.allocs['a'])}/{sub.length}"})
 
         return await self._run(fn)
 
@@ -177,8 +176,7 @@ class Endpoints:
             w = Work(view)
             existing = await w.state("endpoint", ep_id)
             if existing is not None:
-                view.finish = lambda r: {"EndpointConfig": existing}
-                return {"EndpointConfig": existing}
+                return {"EndpointConfig": existing}  # a retry: nothing to write
             if await w.obj("network", net_key) is None:
                 raise MasterError(f"network {net_name}.{tenant} not found")
             net_state = await w.peek_state("network", net_key)
@@ -230,8 +228,7 @@ class Endpoints:
             txn.incr_field("network", net_key, "epCount", 1)
             if group_key:
                 txn.incr_field("endpointGroup", group_key, "epCount", 1)
-            view.finish = None
-            return None
+            return None  # the record as Redis filled it in is read back below
 
         result = await self._run(fn)
         if result is not None:

@@ -1,15 +1,16 @@
 """Redis key names (the layout is documented in ``contiv_sdn/store/__init__.py``).
 
-One place builds every key so that the Lua scripts, the semantics and the
-tests agree on the layout.
+One place builds every key the Python side uses, so that the semantics, the
+checker and the tests agree on the layout.  The Lua scripts in
+:mod:`contiv_sdn.store.lua` spell their own bookkeeping keys (``contiv:rev``,
+``contiv:ver``, ``contiv:kinds``, ``contiv:changes``) and get every other key
+from the transaction program.
 """
 
 from __future__ import annotations
 
 PREFIX = "contiv:"
 REV = "contiv:rev"
-VER = "contiv:ver"
-KINDS = "contiv:kinds"
 CHANGES = "contiv:changes"
 
 # allocation bitmaps (bit N set = N in use)

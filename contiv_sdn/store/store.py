@@ -310,22 +310,10 @@ class Store:
         """Bring cached kinds up to date with our own committed writes."""
         for kind, ver in vers.items():
             cached = self._kinds.get(kind)
-            if cached is None:
-                continue
-            if cached[0] != ver - 1:
-                continue  # someone else wrote too: the next read refreshes it
+            if cached is None or cached[0] != ver - 1:
+                continue  # not cached, or someone else wrote too: the next read refreshes it
             items = dict(cached[1])
-            exact = True
-            for op in txn.ops:
-                if op.get("k") != kind:
-                    continue
-                if op["t"] == "put" and not op.get("subs"):
-                    items[op["f"]] = json.loads(txn.value_of(op))
-                elif op["t"] == "del":
-                    items.pop(op["f"], None)
-                else:
-                    exact = False
-            if exact:
+            if txn.apply_to(kind, items):
                 self._kinds[kind] = (ver, items)
             else:
                 del self._kinds[kind]
@@ -358,8 +346,7 @@ class Store:
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
         """Run a transaction atomically; raises Conflict or StoreError."""
-        args = [txn.program()] + txn.values
-        raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], args), write=True)
+        raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], txn.argv()), write=True)
         out = json.loads(_s(raw))
         if "conflict" in out:
             raise Conflict(out["conflict"])
@@ -399,11 +386,6 @@ class Store:
         sub = Subscription(self.url, on_change, on_resync)
         self._subs.append(sub)
         return sub
-
-    def unsubscribe(self, sub: Subscription) -> Deferred:
-        if sub in self._subs:
-            self._subs.remove(sub)
-        return sub.stop()
 
 
 def connect(url: str) -> Deferred:

@@ -23,7 +23,9 @@ import copy
 import hashlib
 import json
 import random
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TYPE_CHECKING, TypeVar
+from typing import (
+    Any, Awaitable, Callable, Dict, Generic, List, Optional, TYPE_CHECKING, TypeVar, Union,
+)
 
 from twisted.internet import reactor, task
 
@@ -75,6 +77,18 @@ class TxnResult:
         return f"TxnResult(rev={self.rev}, allocs={self.allocs})"
 
 
+class Finish(Generic[T]):
+    """What a transaction function returns when its answer needs the commit's
+    result (allocated numbers): ``then(result)`` builds the answer once the
+    transaction has committed.  Returned rather than stored on the view, so
+    the answer of the attempt that committed is the one used."""
+
+    __slots__ = ("then",)
+
+    def __init__(self, then: Callable[[TxnResult], T]) -> None:
+        self.then = then
+
+
 def placeholder(name: str, fmt: Optional[str] = None) -> str:
     """The text to put in a record where an allocation result belongs.
 
@@ -88,19 +102,16 @@ class Txn:
     """A transaction program; see the module docstring."""
 
     def __init__(self) -> None:
-        self.guards: List[dict] = []
-        self.checks: List[dict] = []
-        self.allocs: List[dict] = []
-        self.ops: List[dict] = []
-        self.values: List[str] = []  # ARGV[2:] of the script
+        self._guards: List[dict] = []
+        self._checks: List[dict] = []
+        self._allocs: List[dict] = []
+        self._ops: List[dict] = []
+        self._values: List[str] = []  # ARGV[2:] of the script
         self._guarded: set = set()
 
     def _value(self, raw: str) -> int:
-        self.values.append(raw)
-        return len(self.values) + 1  # Lua's ARGV index (ARGV[1] is the program)
-
-    def value_of(self, op: dict) -> str:
-        return self.values[op["vi"] - 2]
+        self._values.append(raw)
+        return len(self._values) + 1  # Lua's ARGV index (ARGV[1] is the program)
 
     # -- guards -----------------------------------------------------------
     def guard_eq(self, kind: str, key: str, raw: Optional[str]) -> None:
@@ -109,7 +120,7 @@ class Txn:
         if ident in self._guarded:
             return
         self._guarded.add(ident)
-        self.guards.append({"t": "eq", "h": hash_of(kind), "f": key, "s": _sha1(raw)})
+        self._guards.append({"t": "eq", "h": hash_of(kind), "f": key, "s": _sha1(raw)})
 
     def guard_raw(self, hashkey: str, field: str, value: Optional[str]) -> None:
         """Commit only if a field of a non-record hash (an index) still reads ``value``."""
@@ -117,7 +128,7 @@ class Txn:
         if ident in self._guarded:
             return
         self._guarded.add(ident)
-        self.guards.append({"t": "eq", "h": hashkey, "f": field, "s": _sha1(value)})
+        self._guards.append({"t": "eq", "h": hashkey, "f": field, "s": _sha1(value)})
 
     def guard_ver(self, kind: str, ver: int) -> None:
         """Commit only if nothing in ``kind`` changed since version ``ver``."""
@@ -125,18 +136,18 @@ class Txn:
         if ident in self._guarded:
             return
         self._guarded.add(ident)
-        self.guards.append({"t": "ver", "k": kind, "v": int(ver)})
+        self._guards.append({"t": "ver", "k": kind, "v": int(ver)})
 
     # -- checks -----------------------------------------------------------
     def check_clear(self, bitmap: str, lo: int, hi: int, err: str, fmt: str = "int",
                     base: int = 0) -> None:
         """Refuse with ``err`` (``{}`` = the first set position, rendered) unless lo..hi are clear."""
-        self.checks.append({"t": "clear", "b": bitmap, "lo": lo, "hi": hi, "err": err,
-                            "fmt": fmt, "base": base})
+        self._checks.append({"t": "clear", "b": bitmap, "lo": lo, "hi": hi, "err": err,
+                             "fmt": fmt, "base": base})
 
     def check_fail(self, err: str) -> None:
         """Refuse with ``err`` if the checks before it passed (orders messages like Contiv)."""
-        self.checks.append({"t": "fail", "err": err})
+        self._checks.append({"t": "fail", "err": err})
 
     # -- allocations ------------------------------------------------------
     def alloc(self, name: str, bitmap: str, lo: int, hi: int, *, want: Optional[int] = None,
@@ -157,7 +168,7 @@ class Txn:
             a["cursor"] = cursor
         if shared:
             a["shared"] = True
-        self.allocs.append(a)
+        self._allocs.append(a)
 
     def alloc_v6(self, name: str, hashkey: str, groups: List[int], max_host: int, *,
                  want: Optional[int] = None, full: str = "allocation failed",
@@ -169,7 +180,7 @@ class Txn:
             a["want"] = int(want)
         if shared:
             a["shared"] = True
-        self.allocs.append(a)
+        self._allocs.append(a)
 
     # -- writes -----------------------------------------------------------
     def put(self, kind: str, key: str, value: Any, *, subs: bool = False) -> None:
@@ -179,10 +190,10 @@ class Txn:
         op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "vi": self._value(raw)}
         if subs:
             op["subs"] = True
-        self.ops.append(op)
+        self._ops.append(op)
 
     def delete(self, kind: str, key: str) -> None:
-        self.ops.append({"t": "del", "k": kind, "h": hash_of(kind), "f": key})
+        self._ops.append({"t": "del", "k": kind, "h": hash_of(kind), "f": key})
 
     def incr_field(self, kind: str, key: str, field: str, by: int) -> None:
         """Add ``by`` to a numeric field of a record of scalars, server-side.
@@ -191,37 +202,59 @@ class Txn:
         not conflict on the network's counter.  Only for records whose values
         are all scalars (Redis' cjson cannot tell ``[]`` from ``{}``).
         """
-        self.ops.append({"t": "jincr", "k": kind, "h": hash_of(kind), "f": key,
-                         "field": field, "by": by})
+        self._ops.append({"t": "jincr", "k": kind, "h": hash_of(kind), "f": key,
+                          "field": field, "by": by})
 
     def setbit(self, bitmap: str, pos: int, value: int) -> None:
-        self.ops.append({"t": "setbit", "b": bitmap, "pos": int(pos), "v": 1 if value else 0})
+        self._ops.append({"t": "setbit", "b": bitmap, "pos": int(pos), "v": 1 if value else 0})
 
     def setrange(self, bitmap: str, lo: int, hi: int, value: int) -> None:
-        self.ops.append({"t": "setrange", "b": bitmap, "lo": int(lo), "hi": int(hi),
-                         "v": 1 if value else 0})
+        self._ops.append({"t": "setrange", "b": bitmap, "lo": int(lo), "hi": int(hi),
+                          "v": 1 if value else 0})
 
     def raw_set(self, hashkey: str, field: str, value: str, *, subs: bool = False) -> None:
         """Set a field of a non-record hash (an index); ``subs`` fills field and value."""
         op = {"t": "rset", "h": hashkey, "f": field, "vi": self._value(value)}
         if subs:
             op["subs"] = True
-        self.ops.append(op)
+        self._ops.append(op)
 
     def raw_del(self, hashkey: str, field: str) -> None:
-        self.ops.append({"t": "rdel", "h": hashkey, "f": field})
+        self._ops.append({"t": "rdel", "h": hashkey, "f": field})
 
     def delete_key(self, key: str) -> None:
-        self.ops.append({"t": "delkey", "key": key})
+        self._ops.append({"t": "delkey", "key": key})
 
     def empty(self) -> bool:
-        return not (self.allocs or self.ops)
+        return not (self._allocs or self._ops)
 
-    def program(self) -> str:
+    def apply_to(self, kind: str, items: Dict[str, dict]) -> bool:
+        """Replay this (committed) transaction's writes of ``kind`` on ``items``.
+
+        For the store's cache of whole kinds, so that our own commit does not
+        cost the next read of the kind a full re-read.  Returns False when some
+        write of ``kind`` is only known to Redis (placeholders filled with
+        allocations, server-side increments): ``items`` is then not what Redis
+        holds and the caller must drop it.
+        """
+        for op in self._ops:
+            if op.get("k") != kind:
+                continue
+            if op["t"] == "put" and not op.get("subs"):
+                items[op["f"]] = json.loads(self._values[op["vi"] - 2])
+            elif op["t"] == "del":
+                items.pop(op["f"], None)
+            else:
+                return False
+        return True
+
+    def argv(self) -> List[str]:
+        """The ``ARGV`` of the APPLY script: the program, then the record values."""
         # allow_nan=False: a NaN key or number is a bug upstream; refuse before Redis
-        return json.dumps({"guards": self.guards, "checks": self.checks,
-                           "allocs": self.allocs, "ops": self.ops},
-                          separators=(",", ":"), allow_nan=False)
+        program = json.dumps({"guards": self._guards, "checks": self._checks,
+                              "allocs": self._allocs, "ops": self._ops},
+                             separators=(",", ":"), allow_nan=False)
+        return [program] + self._values
 
 
 class View:
@@ -241,9 +274,6 @@ class View:
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
 
-    def listed(self, kind: str) -> bool:
-        return kind in self._lists
-
     async def peek(self, kind: str, key: str) -> Optional[dict]:
         """Read without a guard: for data that cannot change under us."""
         if kind in self._lists:
@@ -260,20 +290,23 @@ class View:
         return self._lists[kind]
 
 
-async def transact(store: "Store", fn: Callable[[View], Awaitable[T]],
+async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finish[T]]]],
                    attempts: int = 400) -> T:
     """Run ``fn(view)`` and commit what it built, retrying on Conflict.
 
-    ``fn`` reads through the view, adds writes to ``view.txn`` and returns a
-    value; it may raise (a refusal) before anything is written.  It may also
-    return a callable ``finish(result: TxnResult) -> value`` via
-    ``view.finish`` to turn allocation results into the returned value.
+    ``fn`` reads through the view, adds writes to ``view.txn`` and returns the
+    answer; it may raise (a refusal) before anything is written.  An answer
+    that depends on what the commit allocated is returned as a
+    :class:`Finish`, whose ``then(result)`` becomes the answer after the
+    commit.  A Finish with nothing to commit is a bug: there is no result.
     """
     delay = 0.001
     for attempt in range(attempts):
         view = View(store)
         value = await fn(view)
         if view.txn.empty():
+            if isinstance(value, Finish):
+                raise TypeError("a transaction that writes nothing has no result to finish")
             return value
         try:
             result = await store.apply(view.txn)
@@ -281,8 +314,5 @@ async def transact(store: "Store", fn: Callable[[View], Awaitable[T]],
             await task.deferLater(reactor, random.uniform(0, delay), lambda: None)
             delay = min(delay * 2, 0.05)
             continue
-        finish = getattr(view, "finish", None)
-        if finish is not None:
-            return finish(result)
-        return value
+        return value.then(result) if isinstance(value, Finish) else value
     raise StoreError("too much contention, try again")
