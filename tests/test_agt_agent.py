@@ -347,7 +347,7 @@ class EndpointTests(unittest.TestCase):
         self.assertEqual(again["ipAddress"], dead_rec["ipAddress"])
 
     @defer.inlineCallbacks
-    def test_host_registered_in_redis(self):
+    def test_host_registered_through_the_netmaster(self):
         from contiv_sdn.agent.registration import host_dpid
         from contiv_sdn.store import Store
         store = yield defer.ensureDeferred(Store.connect(self.fx.redis.url))
@@ -412,14 +412,20 @@ class TwistdTests(unittest.TestCase):
     timeout = 90
 
     @defer.inlineCallbacks
-    def test_starts_registers_answers_and_stops_on_sigterm(self):
+    def test_starts_and_serves_without_a_netmaster_and_stops_on_sigterm(self):
+        """Restart safety: with its netmaster unreachable netplugin still builds br-int,
+        answers its API and keeps trying to register (one warning, not one per try).
+        Given only a read-only Redis (a replica: Redis itself refuses and counts any
+        write), its Docker driver follows the replica's change feed and writes nothing.
+        (Registering through a reachable netmaster: tests/test_hosts_api.py.)"""
         require_root()
         require_binary("redis-server", "nsenter")
         from contiv_sdn.agent.client import AgentClient
         from contiv_sdn.agent.registration import host_dpid
-        from contiv_sdn.store import Store
+        from tests.test_hosts_api import read_only_replica, readonly_errors, redis_cli
         redis = RedisServer().start()
         self.addCleanup(redis.stop)
+        replica = read_only_replica(self, redis)
         ovs, netns = start_ovs(self, "t")
         d = tempfile.mkdtemp(prefix="agt-twistd-")
         self.addCleanup(shutil.rmtree, d, True)
@@ -428,10 +434,12 @@ class TwistdTests(unittest.TestCase):
         host = f"agt-twistd-{secrets.token_hex(2)}"
         argv = ["nsenter", f"--net=/var/run/netns/{netns}", os.path.join(VENV_BIN, "twistd"),
                 "-n", "--pidfile=", f"--logfile={log_path}", "netplugin", "--host", host,
-                "--vtep-ip", "192.0.2.202", "--redis", redis.url,
+                "--vtep-ip", "192.0.2.202", "--redis", replica.url,
                 "--ovs-db", "unix:" + ovs.db_sock, "--datapath-type", "netdev",
                 "--controller", "tcp:127.0.0.1:1", "--controller", "tcp:127.0.0.2:1",
                 "--netmaster", "http://127.0.0.1:1", "--socket", sock,
+                "--docker-plugin", os.path.join(d, "plugins", "netplugin.sock"),
+                "--docker", "unix://" + os.path.join(d, "no-dockerd.sock"),
                 "--state-dir", os.path.join(d, "state")]
         proc = subprocess.Popen(argv, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -448,25 +456,35 @@ class TwistdTests(unittest.TestCase):
             if proc.poll() is not None or not os.path.exists(sock):
                 return False
             try:
-                return (await client.status())["ready"] is True
+                return (await client.status())["bridgeReady"] is True
             except Exception:
                 return False
 
         try:
-            yield defer.ensureDeferred(wait_for("twistd netplugin ready",
+            yield defer.ensureDeferred(wait_for("twistd netplugin serving",
                                                 lambda: defer.ensureDeferred(ready())))
         except AssertionError:
             with open(log_path) as f:
-                self.fail(f"netplugin never became ready (exit {proc.poll()}):\n{f.read()}")
+                self.fail(f"netplugin never made br-int (exit {proc.poll()}):\n{f.read()}")
         self.assertEqual(os.stat(sock).st_mode & 0o777, 0o600)
         status = yield defer.ensureDeferred(client.status())
         self.assertEqual(status["host"], host)
         self.assertEqual(status["dpid"], host_dpid(host))
+        self.assertEqual((status["registered"], status["ready"]), (False, False))
 
-        store = yield defer.ensureDeferred(Store.connect(redis.url))
-        rec = yield defer.ensureDeferred(store.get("host", host))
-        yield defer.ensureDeferred(store.close())
-        self.assertEqual((rec["vtepIP"], rec["dpid"]), ("192.0.2.202", host_dpid(host)))
+        # the Docker driver reads the replica: its change-feed subscription is there
+        yield defer.ensureDeferred(wait_for("netplugin's subscription on the replica", lambda:
+                                            threads.deferToThread(
+                                                lambda: " sub=1 " in redis_cli(
+                                                    replica.socket, "CLIENT", "LIST"))))
+        self.assertEqual((yield threads.deferToThread(readonly_errors, replica.socket)), 0)
+
+        def warned() -> bool:
+            with open(log_path) as f:
+                return "host not registered: netmaster at http://127.0.0.1:1" in f.read()
+        yield defer.ensureDeferred(wait_for("the registration warning", warned))
+        status = yield defer.ensureDeferred(client.status())  # still serving
+        self.assertEqual((status["bridgeReady"], status["registered"]), (True, False))
         self.assertEqual(sorted(ovs.vsctl("get-controller", "br-int").split()),
                          ["tcp:127.0.0.1:1", "tcp:127.0.0.2:1"])
 
@@ -478,4 +496,7 @@ class TwistdTests(unittest.TestCase):
         self.assertIn(proc.returncode, (0, -signal.SIGTERM), log)
         self.assertIn("netplugin stopped", log)
         self.assertNotIn("Traceback", log)
+        self.assertEqual(log.count("host not registered: netmaster at http://127.0.0.1:1 is "
+                                   "not reachable"), 1, log)
         self.assertFalse(os.path.exists(sock))
+        self.assertEqual(readonly_errors(replica.socket), 0)  # not at stop either

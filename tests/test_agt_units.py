@@ -1,18 +1,12 @@
-"""Agent pieces with no I/O (names, ids, options, request validation) and host registration
-against a real Redis that comes up late."""
+"""Agent pieces with no I/O (names, ids, options, request validation).  Host
+registration through a real netmaster is tested in ``tests/test_hosts_api.py``."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import time
 
-from twisted.internet import defer, reactor, task
 from twisted.python import usage
 from twisted.trial import unittest
-
-from contiv_sdn.testing import RedisServer
 
 
 class NamingTests(unittest.SynchronousTestCase):
@@ -44,10 +38,15 @@ class NamingTests(unittest.SynchronousTestCase):
 
     def test_host_record_shape(self):
         from contiv_sdn.agent.registration import host_record
-        rec = host_record("n1", "192.168.50.1", 42, "br-int", None, 1500, now=1000.7)
+        from contiv_sdn.model.plugin_api import REGISTER_HOST
+        rec = host_record("n1", "192.168.50.1", 42, "br-int", None, 1500)
         self.assertEqual(rec, {"name": "n1", "vtepIP": "192.168.50.1", "dpid": 42,
-                               "bridge": "br-int", "tunnelPort": "vxlan0", "uplinkPort": None,
-                               "mtu": 1500, "updated": 1000})
+                               "bridge": "br-int", "tunnelPort": "vxlan0", "uplinkPort": "",
+                               "mtu": 1500})
+        # what the agent sends is the declared request, field for field (plus refresh;
+        # the netmaster stamps ``updated``)
+        self.assertEqual(REGISTER_HOST.coerce(dict(rec, refresh=30.0)),
+                         dict(rec, refresh=30.0))
 
 
 class RequestValidationTests(unittest.SynchronousTestCase):
@@ -122,37 +121,7 @@ class OptionsTests(unittest.SynchronousTestCase):
     def test_bad_values(self):
         for argv in (["--controller", "tcp:master:6653"], ["--controller", "10.0.0.1:6653"],
                      ["--datapath-type", "kernel"], ["--vtep-ip", "1.2.3"],
-                     ["--underlay-mtu", "100"], ["--bridge", "b" * 16]):
+                     ["--underlay-mtu", "100"], ["--bridge", "b" * 16], ["--refresh", "0"],
+                     ["--refresh", "-5"], ["--refresh", "1e9"]):
             with self.assertRaises(usage.UsageError, msg=str(argv)):
                 self.parse("--vtep-ip", "192.0.2.9", *argv)
-
-
-class RegistrationTests(unittest.TestCase):
-    @defer.inlineCallbacks
-    def test_registers_once_redis_comes_up_and_refreshes(self):
-        from contiv_sdn.agent.registration import HostRegistration, host_record
-        from contiv_sdn.store import Store
-        d = tempfile.mkdtemp(prefix="agt-reg-")
-        self.addCleanup(shutil.rmtree, d, True)
-        redis = RedisServer(directory=d)
-        self.addCleanup(redis.stop)
-        now = [1000.0]
-        reg = HostRegistration(redis.url, lambda: host_record("agt-n1", "192.0.2.3", 7, "br-int",
-                                                              "eth1", 1500, now=now[0]),
-                               interval=0.2, retry=0.05)
-        reg.startService()
-        self.addCleanup(reg.stopService)
-        yield task.deferLater(reactor, 0.3, lambda: None)
-        self.assertFalse(reg.registered.called)  # Redis is not there yet: retrying, not stuck
-        redis.start()
-        record = yield reg.registered
-        self.assertEqual(record["uplinkPort"], "eth1")
-        store = yield defer.ensureDeferred(Store.connect(redis.url))
-        self.addCleanup(lambda: defer.ensureDeferred(store.close()))
-        self.assertEqual((yield defer.ensureDeferred(store.get("host", "agt-n1")))["updated"],
-                         1000)
-        now[0] = 2000.0
-        deadline = time.monotonic() + 10
-        while (yield defer.ensureDeferred(store.get("host", "agt-n1")))["updated"] != 2000:
-            self.assertLess(time.monotonic(), deadline, "the record was not refreshed")
-            yield task.deferLater(reactor, 0.05, lambda: None)

@@ -27,7 +27,7 @@ from twisted.web.client import (HTTPConnectionPool, RequestNotSent, RequestTrans
                                 ResponseFailed, ResponseNeverReceived)
 
 from contiv_sdn.model.errors import DecodeError
-from contiv_sdn.model.plugin_api import ENDPOINT_REPLY
+from contiv_sdn.model.plugin_api import ENDPOINT_REPLY, HOST_STATE
 from contiv_sdn.model.shapes import INT, STR, Struct, loads
 
 log = Logger()
@@ -192,6 +192,19 @@ class NetmasterClient:
         return await self._request("POST", "/plugin/deleteEndpoint",
                                    f"delete endpoint {endpoint_id[:12]}", body, idempotent=True,
                                    reply=ENDPOINT_REPLY)
+
+    async def register_host(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Register (or refresh) this host's record (``RegisterHostRequest``); fires
+        with the stored ``HostState``.  Hosts write the store only through calls like
+        this one (see :mod:`contiv_sdn.master.hosts`); repeating it is harmless."""
+        answer = await self._request("POST", "/plugin/registerHost",
+                                     f"register host {record.get('name', '')}", record,
+                                     idempotent=True, reply=HOST_STATE)
+        if answer["name"] != record.get("name"):
+            raise NetmasterBadReply("registerHost", "HostState is for host "
+                                    f"{json.dumps(answer['name'][:64])}, not "
+                                    f"{json.dumps(str(record.get('name'))[:64])}")
+        return answer
 
     async def network(self, tenant: str, network: str) -> Dict[str, Any]:
         """The network's configuration (``Config``: subnet, gateway, encap…)."""

@@ -53,7 +53,9 @@ class Options(usage.Options):
         ["vtep-ip", None, None, "VXLAN tunnel endpoint address (default: source address of "
                                 "the default route)"],
         ["netmaster", None, DEFAULT_NETMASTER, "netmaster URL"],
-        ["redis", None, DEFAULT_REDIS, "Redis URL (redis://host:port[/db] or unix:///path)"],
+        ["redis", None, DEFAULT_REDIS, "Redis URL the Docker driver reads Contiv's state from "
+                                       "(redis://host:port[/db] or unix:///path); netplugin "
+                                       "never writes it: a read-only user or replica will do"],
         ["ovs-db", None, None, "OVSDB socket (default: unix:$OVS_RUNDIR/db.sock or "
                                "unix:/var/run/openvswitch/db.sock)"],
         ["datapath-type", None, "system", "br-int datapath: system (kernel) or netdev "
@@ -63,7 +65,8 @@ class Options(usage.Options):
         ["underlay-mtu", None, 1500, "MTU of the underlay (container MTU is derived)", int],
         ["socket", None, DEFAULT_SOCKET, "the local API's UNIX socket (mode 0600)"],
         ["state-dir", None, DEFAULT_STATE_DIR, "directory for the agent's state"],
-        ["refresh", None, 30.0, "seconds between host-record refreshes in Redis", float],
+        ["refresh", None, 30.0, "seconds between host registrations with the netmaster "
+                                "(the host is listed live for 3 of them)", float],
         ["reconcile-interval", None, 60.0, "seconds between endpoint reconciles "
                                            "(0 = only at start)", float],
         ["docker-plugin", None, None, "serve Docker's network+IPAM driver 'netplugin' on this "
@@ -110,5 +113,7 @@ class Options(usage.Options):
                 raise usage.UsageError("no default route to take the VTEP address from: "
                                        "pass --vtep-ip")
             self["vtep-ip"] = src
+        if not 0 < self["refresh"] <= 86400:
+            raise usage.UsageError("--refresh must be more than 0 and at most 86400 seconds")
         if len(self["bridge"]) > 15:
             raise usage.UsageError("--bridge: at most 15 characters (it is also an interface)")

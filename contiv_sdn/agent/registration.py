@@ -1,30 +1,34 @@
-"""The host's record in Redis (``state:host[name]``), written at start and refreshed.
+"""The host's registration: its record (``state:host[name]``), kept through the netmaster.
 
 The controller maps a switch that connects with datapath id D to the host whose
 record carries ``dpid == D``, and learns the VTEP address to tunnel to from the
-same record, so the record is what makes a host part of the cluster.  The
-refresh (``updated``) lets readers tell a live host from a stale one.
+same record, so the record is what makes a host part of the cluster.
 
-Liveness of registrations (host records here, netmaster records written by
+Hosts read Redis but write it only through the netmaster's API (one writer to
+authenticate; records checked before the controller reads them): the agent
+sends its record to ``POST /plugin/registerHost`` at start and every
+``interval`` seconds (:class:`HostRegistration`); the netmaster checks it,
+stamps ``updated`` with Redis's clock and stores it
+(:mod:`contiv_sdn.master.hosts`).  While the netmaster is unreachable or
+refuses, the agent retries with back-off and goes on serving the endpoints it
+has: registration gates no datapath work, only ``status()["ready"]``.
+
+Liveness of registrations (host records, and netmaster records written by
 ``contiv_sdn.master.service``) is one rule, :func:`is_live`: each record
-carries when it was last written (``updated``) and how often its writer
-refreshes it (``refresh``); it is stale once it missed :data:`STALE_AFTER`
-refreshes.  Netmasters stamp ``updated`` with Redis's clock (``TIME``),
-agents with their own, so a host whose clock is off by more than its TTL
-shows as not live in ``/info``.  Only there: a stale host record is never
-removed (its vtepIP and dpid keep the datapath to that host's endpoints
+carries when it was last written (``updated``, Redis's clock) and how often
+its writer refreshes it (``refresh``); it is stale once it missed
+:data:`STALE_AFTER` refreshes.  Only ``/info`` cares: a stale host record is
+never removed (its vtepIP and dpid keep the datapath to that host's endpoints
 working while its netplugin restarts).
 """
 
 from __future__ import annotations
 
-import time
 import zlib
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -69,54 +73,52 @@ def host_dpid(name: str) -> int:
 
 
 def host_record(name: str, vtep_ip: str, dpid: int, bridge: str, uplink: Optional[str],
-                mtu: int, tunnel_port: str = "vxlan0", now: Optional[float] = None) -> Dict[str, Any]:
-    """The ``state:host`` record, in the shape the controller reads."""
+                mtu: int, tunnel_port: str = "vxlan0") -> Dict[str, Any]:
+    """The agent's side of its record: a ``RegisterHostRequest`` less ``refresh``
+    (:data:`contiv_sdn.model.plugin_api.REGISTER_HOST`)."""
     return {
         "name": name,
         "vtepIP": vtep_ip,
         "dpid": dpid,
         "bridge": bridge,
         "tunnelPort": tunnel_port,
-        "uplinkPort": uplink,
+        "uplinkPort": uplink or "",
         "mtu": mtu,
-        "updated": int(time.time() if now is None else now),
     }
 
 
-async def _as_coroutine(value: Any) -> Any:
-    """Await a coroutine or a Deferred alike (``connect`` may return either)."""
-    return await value
-
-
 class HostRegistration(Service):
-    """Keeps ``state:host[name]`` in Redis, retrying until Redis answers.
+    """Registers the host with the netmaster, then refreshes it every ``interval``.
 
-    ``connect`` is ``Store.connect`` (injected so tests and the service share
-    one code path).  ``registered`` fires after the first successful write.
+    ``register`` is :meth:`NetmasterClient.register_host` (a coroutine function
+    taking the request and answering the stored record).  A failed call is retried
+    after ``retry`` seconds, doubling up to ``max_retry``: an agent started before
+    its netmaster, or outliving it, neither hammers it nor waits long once it is
+    back.  ``registered`` fires with the first stored record; ``last`` is the
+    latest one.
     """
 
-    def __init__(self, redis_url: str, record: Callable[[], Dict[str, Any]],
-                 connect: Optional[Callable[[str], Any]] = None, interval: float = 30.0,
-                 retry: float = 2.0, timeout: float = 10.0, reactor: Any = None):
+    def __init__(self, register: Callable[[Dict[str, Any]], Awaitable[Dict[str, Any]]],
+                 record: Callable[[], Dict[str, Any]], interval: float = 30.0,
+                 retry: float = 0.5, max_retry: float = 8.0, timeout: float = 10.0,
+                 reactor: Any = None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
-        if connect is None:
-            from contiv_sdn.store import Store
-            connect = Store.connect
-        self.redis_url = redis_url
+        self.register = register
         self.record = record
-        self._connect = connect
         self.interval = interval
         self.retry = retry
+        self.max_retry = max(retry, min(max_retry, interval))
         self.timeout = timeout
         self.reactor = reactor
-        self.store: Any = None
         self.last: Optional[Dict[str, Any]] = None
         self.registered: defer.Deferred = defer.Deferred()
         self._next: Any = None
-        self._running_write: Optional[defer.Deferred] = None
-        self._failing = False
+        self._running_call: Optional[defer.Deferred] = None
+        self._delay = retry
+        #: the failure last logged (each distinct one is logged once, until it works)
+        self._failing: Optional[str] = None
 
     def startService(self) -> None:
         super().startService()
@@ -127,84 +129,65 @@ class HostRegistration(Service):
             self._next = self.reactor.callLater(delay, self._tick)
 
     def _tick(self) -> None:
-        """Write once, then schedule the next write: the refresh, or a retry after a failure."""
+        """Register once, then schedule the next call: the refresh, or a retry."""
         self._next = None
         d = defer.ensureDeferred(self.write())
-        self._running_write = d
+        d.addTimeout(self.timeout, self.reactor)
+        self._running_call = d
 
         def done(result: Any) -> None:
-            self._running_write = None
+            self._running_call = None
+            if not self.running:
+                return None
             if isinstance(result, Failure):
-                if not self.running:
-                    return None
-                if not self._failing:
-                    log.warn("cannot register host in Redis at {url}: {err}; retrying every "
-                             "{retry}s", url=self.redis_url, err=result.getErrorMessage(),
-                             retry=self.retry)
-                self._failing = True
-                self._schedule(self.retry)
+                self._report(result)
+                self._schedule(self._delay)
+                self._delay = min(self._delay * 2, self.max_retry)
             else:
+                self._delay = self.retry
                 self._schedule(self.interval)
             return None
 
         d.addBoth(done)
 
-    async def _probe(self) -> None:
-        """Fail fast when Redis does not accept connections.
-
-        The Store's connection pool waits (and keeps reconnecting) forever when
-        Redis is down, so we only hand it a URL that answered a moment ago.
-        """
-        from contiv_sdn.store import RedisURL
-        endpoint = RedisURL.parse(self.redis_url).endpoint()
-        factory = Factory.forProtocol(Protocol)
-        factory.noisy = False  # one probe per refresh: keep "Starting factory" out of the log
-        d = endpoint.connect(factory)
-        d.addTimeout(self.timeout, self.reactor)
-        proto = await d
-        proto.transport.loseConnection()
+    def _report(self, failure: Failure) -> None:
+        from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
+        if failure.check(NetmasterError):
+            what = f"the netmaster refused to register this host: {failure.value}"
+        elif failure.check(NetmasterUnavailable):
+            what = str(failure.value)
+        elif failure.check(defer.TimeoutError, defer.CancelledError):
+            what = f"the netmaster did not answer within {self.timeout:g}s"
+        else:
+            log.failure("host registration failed", failure)
+            what = "unexpected error (logged above)"
+        if what != self._failing:
+            log.warn("host not registered: {what}; retrying (every {max:g}s at most), "
+                     "existing endpoints keep working", what=what, max=self.max_retry)
+        self._failing = what
 
     async def write(self) -> Dict[str, Any]:
-        """Write the record now (connecting first if needed)."""
-        if self.store is None:
-            await self._probe()
-            d = defer.ensureDeferred(_as_coroutine(self._connect(self.redis_url)))
-            self.store = await d.addTimeout(self.timeout, self.reactor)
-        record = dict(self.record())
-        try:
-            record["refresh"] = self.interval  # how soon to expect the next write: is_live()
-            d = defer.ensureDeferred(self.store.put_state(HOST_KIND, record["name"], record))
-            await d.addTimeout(self.timeout, self.reactor)
-        except Exception:
-            await self._drop_store()
-            raise
-        if self._failing:
-            log.info("host {name} registered in Redis (after failures)", name=record["name"])
+        """Register now; fires with the record the netmaster stored."""
+        request = dict(self.record())
+        request["refresh"] = self.interval  # how soon to expect the next call: is_live()
+        stored = await self.register(request)
+        if self._failing is not None:
+            log.info("host {name} registered with the netmaster (after failures)",
+                     name=stored["name"])
         elif self.last is None:
             log.info("host {name} registered: vtep {vtep}, dpid {dpid:#x}",
-                     name=record["name"], vtep=record["vtepIP"], dpid=record["dpid"])
-        self._failing = False
-        self.last = record
+                     name=stored["name"], vtep=stored["vtepIP"], dpid=stored["dpid"])
+        self._failing = None
+        self.last = stored
         if not self.registered.called:
-            self.registered.callback(record)
-        return record
-
-    async def _drop_store(self) -> None:
-        store, self.store = self.store, None
-        if store is not None:
-            try:
-                await store.close()
-            except Exception:
-                pass
-
-    async def _stop(self) -> None:
-        if self._running_write is not None:
-            self._running_write.cancel()
-        await self._drop_store()
+            self.registered.callback(stored)
+        return stored
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
-        return defer.ensureDeferred(self._stop())
+        if self._running_call is not None:
+            self._running_call.cancel()
+        return defer.succeed(None)

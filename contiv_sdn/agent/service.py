@@ -109,7 +109,9 @@ class NetpluginService(MultiService):
             underlay_mtu=self.underlay_mtu, ovsdb=self.ovsdb, plumber=self.plumber,
             netmaster=self.netmaster, state_dir=self.state_dir)
 
-        self.registration = HostRegistration(options["redis"], self.host_record,
+        # hosts write only through the netmaster (contiv_sdn.master.hosts); nothing here
+        # writes Redis (--redis is for the Docker driver's read-only subscription)
+        self.registration = HostRegistration(self.netmaster.register_host, self.host_record,
                                              interval=float(options.get("refresh") or 30.0),
                                              reactor=reactor)
         self.registration.setServiceParent(self)

@@ -115,6 +115,7 @@ class NetmasterAPI(Resource):
         r(("GET", "POST", "PUT", "DELETE"), r"/api/v1/([^/]+)/" + _KEY + "/", self._object)
         r("POST", r"/plugin/(allocAddress|releaseAddress|createEndpoint|deleteEndpoint|"
                   r"updateEndpoint)", self._plugin, json_only=True)
+        r("POST", r"/plugin/(registerHost)", self._register_host, json_only=True)
         r("GET", r"/version", self._version)
         r("GET", r"/info", self._info)
         r("GET", r"/services", self._services)
@@ -210,6 +211,15 @@ class NetmasterAPI(Resource):
         return await self.model.inspect(self._spec(coll, need_config=False), key)
 
     async def _plugin(self, request, method, body, name):
+        return await self.plugin.plugin(name, body)
+
+    async def _register_host(self, request, method, body, name):
+        """``POST /plugin/registerHost``: our extension, not Contiv's — its netplugin
+        wrote its node into etcd directly; here hosts read Redis but write only
+        through the netmaster (one writer to authenticate, records checked before
+        the controller reads them).  Body: ``RegisterHostRequest``
+        (:mod:`contiv_sdn.model.plugin_api`); answer: the stored ``HostState``;
+        refusals are 500 with the reason, as for every ``/plugin`` call."""
         return await self.plugin.plugin(name, body)
 
     async def _version(self, request, method, body):

@@ -35,6 +35,9 @@ class PluginRoutes:
             "createEndpoint": master.endpoints.create_endpoint,
             "deleteEndpoint": master.endpoints.delete_endpoint,
             "updateEndpoint": master.endpoints.update_endpoint,
+            # ours, not Contiv's (its netplugin wrote its node into etcd itself): hosts
+            # write only through the netmaster, see contiv_sdn.master.hosts
+            "registerHost": master.hosts.register,
         }
 
     async def plugin(self, name: str, body: bytes) -> Any:

@@ -20,6 +20,7 @@ from contiv_sdn.master.endpoints import Endpoints
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.global_cfg import GlobalHandler
 from contiv_sdn.master.group import EndpointGroupHandler
+from contiv_sdn.master.hosts import Hosts
 from contiv_sdn.master.handler import Handler, OperContext, Unsupported
 from contiv_sdn.master.network import NetworkHandler
 from contiv_sdn.master.oper import endpoint_oper
@@ -58,6 +59,7 @@ class Master:
         self.config = config
         self.handlers: Dict[str, Handler] = {t: cls(config) for t, cls in _HANDLERS.items()}
         self.endpoints = Endpoints(store)
+        self.hosts = Hosts(store)
         # Intent changes of one tenant all edit the tenant object, so within one
         # process they would only conflict with each other and retry: run them
         # one at a time here; across netmasters the optimistic check decides.

@@ -10,7 +10,7 @@ Contiv's netmaster would word it.
 
 from __future__ import annotations
 
-from contiv_sdn.model.shapes import INT, STR, STR_MAP, Struct
+from contiv_sdn.model.shapes import FLOAT, INT, STR, STR_MAP, UINT64, Struct
 
 ALLOC_ADDRESS = Struct("AddressAllocRequest", [
     ("AddressPool", STR), ("NetworkID", STR), ("PreferredIPv4Address", STR),
@@ -51,6 +51,21 @@ ENDPOINT_STATE = Struct("CfgEndpointState", [
 ])
 ENDPOINT_REPLY = Struct("CreateEndpointResponse", [("EndpointConfig", ENDPOINT_STATE)])
 
+#: ``/plugin/registerHost`` (ours: Contiv's netplugin wrote its node into etcd itself): a
+#: host's record as its agent knows it.  The fields are the ``state:host`` record's
+#: (what the controller reads: vtepIP, dpid, tunnelPort, uplinkPort), less ``updated``,
+#: which the netmaster stamps with Redis's clock; ``refresh`` is how many seconds
+#: until the agent's next call (the record is live for 3 of them).
+REGISTER_HOST = Struct("RegisterHostRequest", [
+    ("name", STR), ("vtepIP", STR), ("dpid", UINT64), ("bridge", STR), ("tunnelPort", STR),
+    ("uplinkPort", STR), ("mtu", INT), ("refresh", FLOAT),
+])
+#: The stored host record, as ``registerHost`` answers it.
+HOST_STATE = Struct("HostState", [
+    ("name", STR), ("vtepIP", STR), ("dpid", UINT64), ("bridge", STR), ("tunnelPort", STR),
+    ("uplinkPort", STR), ("mtu", INT), ("refresh", FLOAT), ("updated", FLOAT),
+])
+
 #: Request shape of each ``/plugin/<call>`` route.
 REQUESTS = {
     "allocAddress": ALLOC_ADDRESS,
@@ -58,8 +73,9 @@ REQUESTS = {
     "createEndpoint": CREATE_ENDPOINT,
     "deleteEndpoint": DELETE_ENDPOINT,
     "updateEndpoint": UPDATE_ENDPOINT,
+    "registerHost": REGISTER_HOST,
 }
 
 __all__ = ["ALLOC_ADDRESS", "ALLOC_ADDRESS_REPLY", "RELEASE_ADDRESS", "CONFIG_EP",
            "CREATE_ENDPOINT", "DELETE_ENDPOINT", "UPDATE_ENDPOINT", "UPDATE_ENDPOINT_REPLY",
-           "ENDPOINT_STATE", "ENDPOINT_REPLY", "REQUESTS"]
+           "ENDPOINT_STATE", "ENDPOINT_REPLY", "REGISTER_HOST", "HOST_STATE", "REQUESTS"]

@@ -59,6 +59,25 @@ class _Int(Type):
         return _as_int(value, current, struct, path)
 
 
+class _Uint64(Type):
+    """``uint64`` (a datapath id): an unsigned integer literal below 2**64; a sign,
+    fraction or exponent is Go's unmarshal error."""
+
+    go = "uint64"
+
+    def zero(self) -> int:
+        return 0
+
+    def decode(self, value, current, struct, path):
+        if value is None:
+            return current
+        if isinstance(value, GoNumber):
+            if value.text.isdigit() and len(value.text) <= 20 and int(value.text) < 1 << 64:
+                return int(value.text)
+            raise _type_error("number " + value.text, self.go, struct, path)
+        raise _type_error(_kind(value), self.go, struct, path)
+
+
 class _Float(Type):
     go = "float64"
 
@@ -143,6 +162,7 @@ class MapOf(Type):
 
 STR: Type = _Str()
 INT: Type = _Int()
+UINT64: Type = _Uint64()
 FLOAT: Type = _Float()
 BOOL: Type = _Bool()
 ANY: Type = _Any()
@@ -273,5 +293,5 @@ def loads(body: Union[bytes, str]) -> Any:
     return plain(parse(body), exact_ints=True)
 
 
-__all__ = ["Type", "Struct", "ListOf", "MapOf", "STR", "INT", "FLOAT", "BOOL", "ANY",
+__all__ = ["Type", "Struct", "ListOf", "MapOf", "STR", "INT", "UINT64", "FLOAT", "BOOL", "ANY",
            "STR_MAP", "STR_LIST", "plain", "from_plain", "loads"]
