@@ -5,7 +5,11 @@ length, gateway, encapsulation — read meanwhile) → veth pair, its container 
 created straight in the container namespace → the container end's address and
 route, while the host end becomes an OVS port with ``external_ids`` naming the
 endpoint.  A failure at any step undoes the earlier ones (port, veth,
-allocation), so a failed create leaves nothing behind.
+allocation), so a failed create leaves nothing behind.  This is the one create
+path: the local API and CNI use it as it is, the Docker driver
+(``drivers/docker``) with ``handoff=True`` — the container end is left in the
+host's namespace for dockerd to move into the sandbox — and its cached network
+shapes (see :meth:`EndpointManager.create`).
 
 The local record of an endpoint IS its OVS port's ``external_ids`` (it survives
 an agent restart, and OVS deletes it with the port).  A delete first writes a
@@ -29,7 +33,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -38,7 +42,9 @@ from contiv_sdn.agent.locks import KeyedLocks
 
 from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
 from contiv_sdn.agent.ovsdb import Ovsdb, PortInfo
-from contiv_sdn.agent.plumbing import (NetnsNotFound, Plumber, VethRequest, netns_id)
+from contiv_sdn.agent.plumbing import NetnsNotFound, Plumber, VethRequest, netns_id
+from contiv_sdn.model.addressing import endpoint_mac
+from contiv_sdn.pipeline.mtu import container_mtu
 
 log = Logger()
 
@@ -75,9 +81,31 @@ def prefix_len(subnet: str) -> int:
         raise ValueError(f"network subnet {subnet!r} has no prefix length") from None
 
 
-def _container_mtu(encap: str, underlay_mtu: int) -> int:
-    from contiv_sdn.pipeline.mtu import container_mtu
-    return container_mtu(encap or "vxlan", underlay_mtu)
+#: How the create path reads a network's shape: ``(tenant, network)`` → its inspect ``Config``.
+NetworkLookup = Callable[[str, str], Awaitable[Dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What an endpoint takes from its network."""
+
+    prefix_len: int
+    gateway: str
+    encap: str
+    mtu: int
+
+
+@dataclass
+class _Progress:
+    """What a create has made so far, i.e. what its undo must remove."""
+
+    veth: bool = False
+    port: bool = False
+
+
+def _mac_refusal(asked: str, mac: str, ip: str) -> str:
+    return (f"MAC address {asked[:64]} cannot be used: netplugin derives MACs from addresses "
+            f"({mac} for {ip}); drop --mac-address")
 
 
 class EndpointError(Exception):
@@ -110,6 +138,10 @@ class EndpointRequest:
     name: str = ""
     container_id: str = ""
     labels: Dict[str, str] = field(default_factory=dict)
+    #: A MAC asked for (Docker's ``--mac-address``): refused unless it is the derived one.
+    mac: str = ""
+    #: Who made the endpoint (``docker``), recorded as ``owner`` so reconcilers tell theirs.
+    owner: str = ""
 
     @classmethod
     def from_json(cls, body: Any) -> "EndpointRequest":
@@ -152,7 +184,7 @@ class EndpointRequest:
         return cls(id=ep_id, netns=netns, network=network, ifname=ifname,
                    tenant=text("tenant", "default") or "default", group=text("group", ""),
                    ip=ip.split("/")[0], name=text("name", ""),
-                   container_id=text("containerID", ""), labels=dict(labels))
+                   container_id=text("containerID", "") or ep_id, labels=dict(labels))
 
 
 class EndpointManager:
@@ -169,6 +201,12 @@ class EndpointManager:
         #: Set by the service once br-int is in place; endpoint calls wait for nothing else.
         self.ready = False
         self._locks = KeyedLocks()
+
+    @property
+    def host_netns(self) -> str:
+        """The path of the namespace that holds the host ends (where a container runtime
+        such as dockerd runs, so where a handoff leaves the container end)."""
+        return self.plumber.host_netns or "/proc/self/ns/net"
 
     # -- helpers ----------------------------------------------------------------
     def _require_ready(self) -> None:
@@ -260,16 +298,49 @@ class EndpointManager:
         return self._record_of(port) if port else None
 
     # -- create ---------------------------------------------------------------------
-    async def create(self, req: EndpointRequest) -> Dict[str, Any]:
-        self._require_ready()
-        return await self._locked(req.id, lambda: self._create(req))
+    async def create(self, req: EndpointRequest, *, handoff: bool = False,
+                     network: Optional[NetworkLookup] = None,
+                     on_rollback: Optional[Callable[[bool], None]] = None) -> Dict[str, Any]:
+        """Allocate (netmaster), plumb (veth) and attach (OVS port) one endpoint; its record.
 
-    async def _create(self, req: EndpointRequest) -> Dict[str, Any]:
+        The one create path of the agent's API, CNI and the Docker driver.  What differs
+        for Docker is a parameter, not a second copy:
+
+        ``handoff``: the container end is left, with MAC, MTU and TX offload set but no
+        address or route, in ``req.netns`` (the namespace where the container runtime
+        runs) under ``req.ifname``, for the runtime to move into its sandbox (Docker's
+        remote driver reports only its name).  A leftover link of that name (a Leave moved
+        it back and no delete followed) is removed first, in the same thread hop; and the
+        OVS port is not waited for (the runtime needs only the veth now, and the
+        controller programs the port whenever ovs-vswitchd applies it).
+        ``network``: how the network's shape (prefix, gateway, encapsulation) is read;
+        the netmaster's inspect by default, the Docker driver's cache for Docker.
+        ``on_rollback``: told, when a create whose allocation the netmaster had made is
+        undone, whether the netmaster released it (the Docker driver's IPAM reservation
+        of that address is spent or not accordingly).
+        """
+        self._require_ready()
+        return await self._locked(req.id, lambda: self._create(req, handoff, network,
+                                                               on_rollback))
+
+    async def _create(self, req: EndpointRequest, handoff: bool,
+                      network: Optional[NetworkLookup],
+                      on_rollback: Optional[Callable[[bool], None]]) -> Dict[str, Any]:
+        """Allocation ∥ network shape; the veth as soon as its MAC is known; then the port.
+
+        The MAC is derived from the address (:func:`endpoint_mac`), so when the address is
+        given the veth is made while the netmaster still allocates (its MTU needs only the
+        network's shape, usually quicker): all of it for a handoff (nothing in it waits for
+        the allocation), else its host end, the container end's address and route
+        following the allocation's answer, meanwhile the host end becomes an OVS port
+        (ovs-vswitchd applying the port and the container's address are independent).
+        """
         ns_id = netns_id(req.netns)
         if ns_id is None:
             shown = req.netns if len(req.netns) <= 200 else req.netns[:200] + "..."
             raise BadRequest(f"network namespace {shown} does not exist "
                              "(is the container running?)")
+        predicted = self._mac_for(req, req.ip) if req.ip else None
         existing = await self._find(req.id)
         if existing is not None:
             if existing.external_ids.get(K_NETNS_ID) == ns_id:
@@ -285,113 +356,179 @@ class EndpointManager:
         if taken is not None:
             raise Conflict(f"OVS port {name} (for endpoint {req.id}) is already used by "
                            f"endpoint {taken[1].external_ids.get(K_ID, '?')}")
-        # The network's shape (prefix, gateway, encap) is read while the netmaster
-        # allocates: two round trips in parallel instead of in sequence.
-        net_d = defer.ensureDeferred(self.netmaster.network(req.tenant, req.network))
+        lookup = network or self.netmaster.network
+        net_d = defer.ensureDeferred(lookup(req.tenant, req.network))
+        allocating = defer.ensureDeferred(self.netmaster.create_endpoint(
+            req.tenant, req.network, req.group, req.id, req.name, req.container_id, self.host,
+            req.ip, name, req.labels, vtep_ip=self.vtep_ip))
+        made = _Progress()
+
+        async def before_allocation() -> Tuple[_Shape, Any]:
+            shape = self._shape_of(req, await net_d)
+            if predicted is None:
+                return shape, None
+            return shape, await self._make_veth(req, name, predicted, shape, handoff, made)
+
+        early = defer.ensureDeferred(before_allocation())
+        (alloc_ok, config), (early_ok, early_value) = await defer.DeferredList(
+            [allocating, early], consumeErrors=True)
+        if not alloc_ok:
+            if made.veth:
+                await self._quietly(self.plumber.delete(name), "veth", name)
+            config.raiseException()
         try:
-            config = await self.netmaster.create_endpoint(
-                req.tenant, req.network, req.group, req.id, req.name, req.container_id or req.id,
-                self.host, req.ip, name, req.labels, vtep_ip=self.vtep_ip)
-        except BaseException:
-            net_d.addErrback(lambda _: None)
-            raise
-        veth = False
-        port = False
-        try:
-            net = await net_d
-            try:
-                plen = prefix_len(str(net.get("subnet", "")))
-                mtu = _container_mtu(str(net.get("encap") or "vxlan"), self.underlay_mtu)
-            except ValueError as e:
-                raise EndpointError(f"network {req.tenant}:{req.network}: {e}") from None
-            gateway = str(net.get("gateway") or "") or None
+            if not early_ok:
+                early_value.raiseException()
+            shape, plumbed = early_value
             ip = str(config.get("ipAddress") or "").split("/")[0]
             if not ip:
                 raise EndpointError(f"netmaster allocated no IPv4 address for {req.id}")
-            mac = str(config.get("macAddress") or "").lower() or None
-            vreq = VethRequest(host_ifname=name, netns=req.netns, ifname=req.ifname, mac=mac,
-                               ipv4=ip, prefix_len=plen, gateway=gateway, mtu=mtu)
-            record = dict(config)
-            record.update({
-                "id": req.id,
-                "network": config.get("network") or f"{req.tenant}:{req.network}",
-                "group": config.get("group", req.group) or "",
-                "ipAddress": ip,
-                "macAddress": mac,
-                "homingHost": config.get("homingHost") or self.host,
-                "intfName": name,
-                "vtepIP": config.get("vtepIP") or self.vtep_ip,
-                "containerID": config.get("containerID") or req.container_id or req.id,
-                "containerName": config.get("containerName") or req.name,
-                "ifname": req.ifname,
-                "mtu": mtu,
-                "prefixLen": plen,
-                "gateway": gateway or "",
-                "netns": req.netns,
-            })
-            veth = True
-            if mac is None:
-                # the kernel picks the MAC: the record (on the port) must wait for it
-                plumbed = await self.plumber.create(vreq)
-                record.update(macAddress=plumbed["macAddress"], mtu=plumbed["mtu"])
-                port = True
-                info = await self._add_port(req, ns_id, record)
+            if req.ip and ip != req.ip:
+                raise EndpointError(f"netmaster gave {ip} to endpoint {req.id[:12]}, not the "
+                                    f"requested {req.ip}")
+            mac = str(config.get("macAddress") or "").lower() or self._mac_for(req, ip)
+            if req.mac and req.mac.lower() != mac:
+                raise BadRequest(_mac_refusal(req.mac, mac, ip))
+            if predicted is None:
+                plumbed = await self._make_veth(req, name, mac, shape, handoff, made)
+            elif mac != predicted:
+                raise EndpointError(f"netmaster gave MAC {mac} to {ip}, the veth has {predicted}")
+            record = self._record(req, config, name, ip, mac, shape)
+            made.port = True
+            if handoff:
+                info = await self._add_port(req.id, ns_id, record, wait_applied=False)
             else:
-                # MAC and MTU are given, so the record is known before the container end is
-                # configured: attach the host end to br-int meanwhile (ovs-vswitchd applying
-                # the port and the container's address/route are independent)
-                await self.plumber.create_host_end(vreq)
-                port = True
+                # the container end's address and route ∥ the port (waited for: CNI's
+                # answer carries the real ofport)
+                vreq = self._veth_request(req, name, mac, shape, ip)
                 results = await defer.DeferredList(
                     [self.plumber.configure_container_end(vreq),
-                     defer.ensureDeferred(self._add_port(req, ns_id, record))],
+                     defer.ensureDeferred(self._add_port(req.id, ns_id, record))],
                     consumeErrors=True)
                 for ok, value in results:
                     if not ok:
                         value.raiseException()
                 plumbed, info = results[0][1], results[1][1]
-                if (str(plumbed["macAddress"]).lower(), plumbed["mtu"]) != (mac, mtu):
-                    raise EndpointError(f"veth {name} came up with MAC {plumbed['macAddress']} "
-                                        f"MTU {plumbed['mtu']}, not {mac} {mtu}")
+            if (str(plumbed["macAddress"]).lower(), plumbed["mtu"]) != (mac, shape.mtu):
+                raise EndpointError(f"veth {name} came up with MAC {plumbed['macAddress']} "
+                                    f"MTU {plumbed['mtu']}, not {mac} {shape.mtu}")
             record["ofport"] = info.ofport
         except BaseException as exc:
             log.warn("creating endpoint {id} failed ({err}); undoing", id=req.id[:12], err=exc)
-            await self._undo(req, name, port=port, veth=veth, ip=str(config.get("ipAddress", "")))
+            released = await self._undo(req, name, port=made.port, veth=made.veth,
+                                        ip=str(config.get("ipAddress") or req.ip))
+            if on_rollback is not None:
+                on_rollback(released)
             raise
-        log.info("endpoint {id}: {ip}/{plen} {mac} on {port} (ofport {ofport}) in {netns}",
-                 id=req.id[:12], ip=record["ipAddress"], plen=record["prefixLen"],
-                 mac=record["macAddress"], port=name, ofport=record["ofport"], netns=req.netns)
+        log.info("endpoint {id}: {ip}/{plen} {mac} on {port} (ofport {ofport}) in {netns} "
+                 "as {ifname}", id=req.id[:12], ip=ip, plen=shape.prefix_len, mac=mac, port=name,
+                 ofport=record["ofport"], netns=req.netns, ifname=req.ifname)
         return record
 
-    async def _add_port(self, req: EndpointRequest, ns_id: str, record: Dict[str, Any]) -> PortInfo:
-        """The endpoint's OVS port, its record in ``external_ids``; waits until ovs-vswitchd
-        applied it, so the answer's ``ofport`` is real."""
+    @staticmethod
+    def _mac_for(req: EndpointRequest, ip: str) -> str:
+        """The endpoint's MAC by the rule; a MAC asked for must be that one (400 before
+        anything is allocated, when the address is known)."""
+        try:
+            mac = endpoint_mac(ip)
+        except ValueError:
+            raise BadRequest(f"'ip' {ip[:64]!r} is not an IPv4 address") from None
+        if req.mac and req.mac.lower() != mac:
+            raise BadRequest(_mac_refusal(req.mac, mac, ip))
+        return mac
+
+    def _shape_of(self, req: EndpointRequest, net: Dict[str, Any]) -> "_Shape":
+        encap = str(net.get("encap") or "vxlan")
+        try:
+            return _Shape(prefix_len(str(net.get("subnet", ""))),
+                          str(net.get("gateway") or ""), encap,
+                          container_mtu(encap, self.underlay_mtu))
+        except ValueError as e:
+            raise EndpointError(f"network {req.tenant}:{req.network}: {e}") from None
+
+    @staticmethod
+    def _veth_request(req: EndpointRequest, name: str, mac: str, shape: "_Shape",
+                      ip: Optional[str]) -> VethRequest:
+        return VethRequest(host_ifname=name, netns=req.netns, ifname=req.ifname, mac=mac,
+                           ipv4=ip, prefix_len=shape.prefix_len if ip else None,
+                           gateway=(shape.gateway or None) if ip else None, mtu=shape.mtu)
+
+    async def _make_veth(self, req: EndpointRequest, name: str, mac: str, shape: "_Shape",
+                         handoff: bool, made: "_Progress") -> Any:
+        """The part of the veth that needs no allocation: the whole pair for a handoff
+        (fires with its facts), else the host end (the container end stays down)."""
+        vreq = self._veth_request(req, name, mac, shape, None)
+        if handoff:
+            plumbed = await self.plumber.create(vreq, remove_first=(req.ifname,))
+        else:
+            plumbed = await self.plumber.create_host_end(vreq)
+        made.veth = True
+        return plumbed
+
+    def _record(self, req: EndpointRequest, config: Dict[str, Any], name: str, ip: str,
+                mac: str, shape: "_Shape") -> Dict[str, Any]:
+        """The endpoint's local record: the netmaster's, completed with the plumbing's facts."""
+        record = dict(config)
+        record.update({
+            "id": req.id,
+            "network": config.get("network") or f"{req.tenant}:{req.network}",
+            "group": config.get("group") or (f"{req.tenant}:{req.group}" if req.group else ""),
+            "ipAddress": ip,
+            "macAddress": mac,
+            "homingHost": config.get("homingHost") or self.host,
+            "intfName": name,
+            "vtepIP": config.get("vtepIP") or self.vtep_ip,
+            "containerID": config.get("containerID") or req.container_id,
+            "containerName": config.get("containerName") or req.name,
+            "ifname": req.ifname,
+            "mtu": shape.mtu,
+            "prefixLen": shape.prefix_len,
+            "gateway": shape.gateway,
+            "encap": shape.encap,
+            "netns": req.netns,
+        })
+        if req.owner:
+            record["owner"] = req.owner
+        return record
+
+    async def _add_port(self, endpoint_id: str, ns_id: str, record: Dict[str, Any],
+                        wait_applied: bool = True) -> PortInfo:
+        """The endpoint's OVS port, its record in ``external_ids``; with ``wait_applied``
+        it waits until ovs-vswitchd applied it, so the answer's ``ofport`` is real."""
         return await self.ovsdb.ensure_port(
             self.bridge, record["intfName"],
-            external_ids={K_ID: req.id, K_NET: record["network"], K_GROUP: record["group"],
-                          K_NETNS: req.netns, K_NETNS_ID: ns_id, K_IFNAME: req.ifname,
+            external_ids={K_ID: endpoint_id, K_NET: record["network"], K_GROUP: record["group"],
+                          K_NETNS: record["netns"], K_NETNS_ID: ns_id,
+                          K_IFNAME: record["ifname"],
                           K_RECORD: json.dumps(record, sort_keys=True)},
-            iface_external_ids={"iface-id": req.id, "attached-mac": record["macAddress"],
-                                "iface-status": "active"})
+            iface_external_ids={"iface-id": endpoint_id, "attached-mac": record["macAddress"],
+                                "iface-status": "active"},
+            wait_applied=wait_applied)
+
+    @staticmethod
+    async def _quietly(d: Any, what: str, name: str) -> None:
+        try:
+            await d
+        except Exception as e:
+            log.error("undo: cannot remove {what} {name}: {err}", what=what, name=name, err=e)
 
     async def _undo(self, req: EndpointRequest, name: str, *, port: bool, veth: bool,
-                    ip: str) -> None:
-        """Best-effort rollback of a failed create; every step runs even if one fails."""
+                    ip: str) -> bool:
+        """Best-effort rollback of a failed create; every step runs even if one fails.
+
+        True when the netmaster released the allocation; else a pending delete is left
+        for :meth:`reconcile` to finish, so the address does not leak."""
         if port:
-            try:
-                await self.ovsdb.delete_port(self.bridge, name, wait_applied=False)
-            except Exception as e:
-                log.error("undo: cannot remove OVS port {port}: {err}", port=name, err=e)
+            await self._quietly(self.ovsdb.delete_port(self.bridge, name, wait_applied=False),
+                                "OVS port", name)
         if veth:
-            try:
-                await self.plumber.delete(name)
-            except Exception as e:
-                log.error("undo: cannot remove veth {port}: {err}", port=name, err=e)
+            await self._quietly(self.plumber.delete(name), "veth", name)
         tomb = {"id": req.id, "tenant": req.tenant, "network": req.network, "group": req.group,
                 "ip": ip.split("/")[0], "port": name}
         try:
             await self.netmaster.delete_endpoint(req.tenant, req.network, req.group, req.id,
                                                  tomb["ip"])
+            return True
         except Exception as e:
             log.error("undo: netmaster did not release endpoint {id}: {err}; will retry",
                       id=req.id[:12], err=e)
@@ -399,13 +536,27 @@ class EndpointManager:
                 self._write_tomb(tomb)
             except OSError as e2:
                 log.error("cannot record pending delete of {id}: {err}", id=req.id[:12], err=e2)
+            return False
+
+    async def update_record(self, record: Dict[str, Any]) -> None:
+        """Store ``record`` (one :meth:`get` returned, amended) as its endpoint's record.
+
+        For facts learnt after the create (the Docker driver's container name and labels,
+        once Docker started the container); the caller serializes this with the
+        endpoint's delete."""
+        self._require_ready()
+        stored = {k: v for k, v in record.items() if k != "ofport"}
+        await self.ovsdb.ensure_port(self.bridge, stored["intfName"],
+                                     external_ids={K_RECORD: json.dumps(stored, sort_keys=True)},
+                                     wait_applied=False)
 
     # -- delete ---------------------------------------------------------------------
     async def delete(self, endpoint_id: str, also_links: Sequence[str] = ()) -> bool:
         """Remove port, veth and allocation; False when the endpoint was not known.
 
         ``also_links``: further host-side links of this endpoint to remove with its veth
-        (the Docker driver's container end), if they exist.
+        (the Docker driver's container end), if they exist — also when the endpoint
+        itself is unknown (a container end can outlive its host end).
         """
         self._require_ready()
         return await self._locked(endpoint_id, lambda: self._delete(endpoint_id, also_links))
@@ -422,6 +573,9 @@ class EndpointManager:
         port = await self._find(endpoint_id)
         tomb = self._read_tomb(endpoint_id)
         if port is None and tomb is None:
+            if also_links:
+                # a container end left alone (its host end is gone) still goes
+                await self.plumber.delete(also_links[0], also=tuple(also_links[1:]))
             return False
         if port is not None:
             record = self._record_of(port) or {}

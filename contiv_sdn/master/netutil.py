@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from contiv_sdn.master.errors import MasterError
+from contiv_sdn.model.addressing import endpoint_mac
 
 
 def ip2int(ip: str) -> int:
@@ -33,9 +34,8 @@ def int2ip(n: int) -> str:
 
 
 def mac_of(ip: str) -> str:
-    """Endpoint MAC: ``02:02`` + the four IPv4 bytes (spec §3.1)."""
-    b = ipaddress.IPv4Address(ip).packed
-    return "02:02:%02x:%02x:%02x:%02x" % tuple(b)
+    """Endpoint MAC: the one rule of :func:`contiv_sdn.model.addressing.endpoint_mac`."""
+    return endpoint_mac(ip)
 
 
 def parse_cidr(cidr: str) -> Tuple[str, int]:

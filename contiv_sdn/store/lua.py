@@ -18,6 +18,8 @@ to 2**24, IPv4 addresses, IPv6 host ids below 2**48) is exact in a double and
 is printed with ``%.0f`` so that Redis never sees an exponent.
 """
 
+from contiv_sdn.model.addressing import MAC_PREFIX
+
 APPLY = r"""
 local P = cjson.decode(ARGV[1])
 local NULL = cjson.null
@@ -32,12 +34,13 @@ local function ipv4(n)
   return num(a) .. '.' .. num(b) .. '.' .. num(c) .. '.' .. num(d)
 end
 
+-- the endpoint MAC: contiv_sdn.model.addressing.MAC_PREFIX (put in at import) + 4 bytes
 local function mac(n)
   local a = math.floor(n / 16777216) % 256
   local b = math.floor(n / 65536) % 256
   local c = math.floor(n / 256) % 256
   local d = n % 256
-  return string.format('02:02:%02x:%02x:%02x:%02x', a, b, c, d)
+  return string.format('{MAC_PREFIX}:%02x:%02x:%02x:%02x', a, b, c, d)
 end
 
 local function ipv6(groups, hostid)
@@ -131,17 +134,23 @@ local function needs(key, t)
   return true
 end
 local function isvalue(i) return type(i) == 'number' and ARGV[i] ~= nil and i >= 2 end
-needs('contiv:rev', 'string'); needs('contiv:ver', 'hash'); needs('contiv:kinds', 'set')
+for _, k in ipairs({'contiv:rev'}) do needs(k, 'string') end
+needs('contiv:ver', 'hash'); needs('contiv:kinds', 'set')
 for _, g in ipairs(P.guards or {}) do
   if g.t == 'eq' then
     if not (isstr(g.h) and type(g.f) == 'string' and needs(g.h, 'hash')) then return bad('guard') end
   elseif g.t == 'ver' then
     if not (isstr(g.k) and isint(g.v)) then return bad('guard') end
+  elseif g.t == 'exists' then
+    if not isstr(g.key) then return bad('guard') end
   else return bad('guard type') end
 end
 for _, c in ipairs(P.checks or {}) do
   if c.t == 'clear' then
     if not (isstr(c.b) and isint(c.lo) and isint(c.hi) and c.lo >= 0 and c.hi < 2^32
+            and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
+  elseif c.t == 'isset' then
+    if not (isstr(c.b) and isint(c.pos) and c.pos >= 0 and c.pos < 2^32
             and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
   elseif c.t ~= 'fail' or type(c.err) ~= 'string' then return bad('check') end
 end
@@ -233,6 +242,9 @@ for _, g in ipairs(P.guards or {}) do
   elseif g.t == 'ver' then
     local cur = tonumber(redis.call('HGET', 'contiv:ver', g.k) or '0')
     if cur ~= g.v then return cjson.encode({conflict = 'kind ' .. g.k}) end
+  elseif g.t == 'exists' then
+    local cur = redis.call('EXISTS', g.key)
+    if (cur == 1) ~= g.v then return cjson.encode({conflict = 'key ' .. g.key}) end
   end
 end
 
@@ -244,6 +256,10 @@ for _, c in ipairs(P.checks or {}) do
     if pos >= 0 and pos <= c.hi then return cjson.encode({error = errmsg(c.err, c, pos)}) end
   elseif c.t == 'fail' then
     return cjson.encode({error = c.err})
+  elseif c.t == 'isset' then
+    if redis.call('GETBIT', c.b, num(c.pos)) ~= 1 then
+      return cjson.encode({error = errmsg(c.err, c, c.pos)})
+    end
   end
 end
 
@@ -345,7 +361,7 @@ end
 local rev = redis.call('INCR', 'contiv:rev')
 local bumped = {}
 local changes = {}
-local function touched(kind, key, op)
+local function touched(kind, hash, key, op)
   if not bumped[kind] then
     bumped[kind] = redis.call('HINCRBY', 'contiv:ver', kind, 1)
     redis.call('SADD', 'contiv:kinds', kind)
@@ -358,9 +374,9 @@ for _, o in ipairs(P.ops or {}) do
     local v = ARGV[o.vi]
     if o.subs then v = subst(v) end
     redis.call('HSET', o.h, o.f, v)
-    touched(o.k, o.f, 'set')
+    touched(o.k, o.h, o.f, 'set')
   elseif o.t == 'del' then
-    if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.f, 'del') end
+    if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.h, o.f, 'del') end
   elseif o.t == 'jincr' then
     local cur = redis.call('HGET', o.h, o.f)
     local fine, d = false, nil
@@ -370,7 +386,7 @@ for _, o in ipairs(P.ops or {}) do
       local enc_ok, enc = pcall(cjson.encode, d)
       if enc_ok then
         redis.call('HSET', o.h, o.f, enc)
-        touched(o.k, o.f, 'set')
+        touched(o.k, o.h, o.f, 'set')
       end
     end
   elseif o.t == 'setbit' then
@@ -398,7 +414,7 @@ for k, v in pairs(bumped) do vers[k] = v end
 local allocs = {}
 for k, v in pairs(R) do allocs[k] = v end
 return cjson.encode({rev = rev, allocs = allocs, vers = vers})
-"""
+""".replace("{MAC_PREFIX}", MAC_PREFIX)
 
 # The reads below answer ONE bulk string holding a JSON document built by
 # concatenating the stored records (which are JSON already): parsing one

@@ -10,29 +10,28 @@ created in the host namespace under a name derived from the endpoint id
 (``ct`` + 12 hex, next to the host end ``cv`` + 12 hex) with MAC, MTU and TX
 offload set (those survive the move), but without address or route.
 
-Everything else is the agent's: the netmaster client, plumbing, OVSDB session
-and — crucially — the record format (the OVS port's ``external_ids``), so
-``GET /v1/endpoints``, deletion and the agent's reaper treat Docker endpoints
-like any other.  The recorded namespace is the host's own; the agent reaps a
-Docker endpoint when its host-side veth disappears, i.e. when the container's
-namespace (holding the other end) died without Docker telling us.
+Everything else is the agent's: its one create path
+(:meth:`~contiv_sdn.agent.endpoints.EndpointManager.create` with ``handoff=True``:
+the allocation, the veth made while the netmaster allocates, the OVS port, the
+rollback), its delete, and — crucially — the record format (the OVS port's
+``external_ids``), so ``GET /v1/endpoints``, deletion and the agent's reaper
+treat Docker endpoints like any other.  What this module adds is Docker's side:
+the container end's name, the cache of network shapes kept in step with Redis'
+change feed, and the container's name and labels once Docker started it.  The
+recorded namespace is the host's own; the agent reaps a Docker endpoint when its
+host-side veth disappears, i.e. when the container's namespace (holding the
+other end) died without Docker telling us.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from contiv_sdn.agent.endpoints import BadRequest, EndpointRequest, port_name, prefix_len
 from contiv_sdn.agent.locks import KeyedLocks
-
-from contiv_sdn.agent import endpoints as agent_eps
-from contiv_sdn.agent.endpoints import (K_GROUP, K_ID, K_IFNAME, K_NET, K_NETNS, K_NETNS_ID,
-                                        K_RECORD, port_name, prefix_len)
-from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
-from contiv_sdn.agent.plumbing import VethRequest, netns_id
 
 from drivers.docker.names import Placement
 from drivers.docker.netmaster import PluginNetmaster
@@ -42,11 +41,6 @@ log = Logger()
 
 #: Marks a Docker endpoint in its record (``owner``), so reconcilers can tell them apart.
 OWNER = "docker"
-
-
-def mac_of(ip: str) -> str:
-    """Contiv's MAC for an address: ``02:02`` + the four bytes (spec §3.1)."""
-    return "02:02:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
 
 
 def network_shape(net: Dict[str, Any]) -> tuple:
@@ -79,12 +73,8 @@ class DockerEndpoints:
     """Create/delete/look up Docker endpoints through the agent's parts (see module doc)."""
 
     def __init__(self, agent: Any, netmaster: PluginNetmaster):
-        self.agent = agent
         self.manager = agent.endpoints
         self.netmaster = netmaster
-        host_netns = getattr(agent.plumber, "host_netns", None)
-        #: Where dockerd runs = where the host ends live.
-        self.host_netns_path = host_netns if host_netns else "/proc/self/ns/net"
         self._locks = KeyedLocks()
         self._networks: Dict[str, Dict[str, Any]] = {}
         #: Networks whose change notification is being checked (see :meth:`revalidate`).
@@ -98,7 +88,7 @@ class DockerEndpoints:
 
     def _require_ready(self) -> None:
         if not self.ready:
-            raise DriverError(f"netplugin on {self.agent.host} is still setting up its bridge; "
+            raise DriverError(f"netplugin on {self.manager.host} is still setting up its bridge; "
                               "retry in a moment")
 
     async def _locked(self, endpoint_id: str, fn: Any) -> Any:
@@ -187,146 +177,18 @@ class DockerEndpoints:
 
     async def _create(self, endpoint_id: str, p: Placement, ip: str,
                       mac: str) -> Dict[str, Any]:
-        existing = await self.manager.get(endpoint_id)
-        if existing is not None:
-            log.info("docker endpoint {id} exists already; returning it", id=endpoint_id[:12])
-            return existing
-        host_if = port_name(endpoint_id)
-        cont_if = container_ifname(endpoint_id)
-        taken = await self.agent.ovsdb.find_port(host_if)
-        if taken is not None:
-            raise CreateFailed(f"OVS port {host_if} (for endpoint {endpoint_id[:12]}) is already "
-                               f"used by endpoint {taken[1].external_ids.get(K_ID, '?')}", False)
+        """The agent's create with the container end handed off to dockerd (module doc)."""
+        req = EndpointRequest(id=endpoint_id, netns=self.manager.host_netns, network=p.network,
+                              ifname=container_ifname(endpoint_id), tenant=p.tenant,
+                              group=p.group, ip=ip, mac=mac, owner=OWNER)
+        released: List[bool] = []
         try:
-            net = await self.network(p)
-            plen = prefix_len(str(net.get("subnet", "")))
-        except (NetmasterError, NetmasterUnavailable, ValueError) as e:
-            raise CreateFailed(str(e), False) from None
-        encap = str(net.get("encap") or "vxlan")
-        mtu = agent_eps._container_mtu(encap, self.agent.underlay_mtu)
-        gateway = str(net.get("gateway") or "")
-        predicted = mac_of(ip) if ip else ""
-        if mac and predicted and mac.lower() != predicted:
-            raise CreateFailed(f"MAC address {mac} cannot be used: netplugin derives MACs from "
-                               f"addresses ({predicted} for {ip}); drop --mac-address", False,
-                               status=400)
-        def veth(want_mac: Optional[str]) -> defer.Deferred:
-            # A container end left behind (Leave moved it back, then we were never told
-            # to delete) would make the veth creation fail: it goes first, same thread hop.
-            return self.agent.plumber.create(VethRequest(
-                host_ifname=host_if, netns=self.host_netns_path, ifname=cont_if, mac=want_mac,
-                ipv4=None, mtu=mtu), remove_first=(cont_if,))
-
-        # The netmaster's allocation and the veth do not depend on each other when the
-        # address (hence the MAC, 02:02:<ip>) is already known: make both at once.
-        allocating = defer.ensureDeferred(self.netmaster.create_endpoint(
-            p.tenant, p.network, p.group, endpoint_id, "", "", self.agent.host, ip, host_if))
-        plumbing = veth(predicted) if predicted else None
-        results = await defer.DeferredList(
-            [allocating] + ([plumbing] if plumbing is not None else []), consumeErrors=True)
-        veth_made = plumbing is not None and results[1][0]
-        if not results[0][0]:
-            if veth_made:
-                await self._quietly(self.agent.plumber.delete(host_if), "veth", host_if)
-            err = results[0][1].value
-            raise CreateFailed(str(err), False) from None
-        config = results[0][1]
-        stage = "veth"
-        try:
-            if plumbing is not None and not veth_made:
-                results[1][1].raiseException()
-            got_ip = str(config.get("ipAddress") or "").split("/")[0]
-            if not got_ip:
-                raise DriverError(f"netmaster allocated no IPv4 address for {endpoint_id[:12]}")
-            if ip and got_ip != ip:
-                raise DriverError(f"netmaster gave {got_ip} to endpoint {endpoint_id[:12]}, "
-                                  f"but Docker's IPAM handed out {ip}")
-            want_mac = str(config.get("macAddress") or "").lower() or mac_of(got_ip)
-            if mac and mac.lower() != want_mac:
-                raise DriverError(f"MAC address {mac} cannot be used: netplugin derives MACs "
-                                  f"from addresses ({want_mac} for {got_ip}); drop --mac-address",
-                                  status=400)
-            if plumbing is None:
-                plumbed = await veth(want_mac)
-            else:
-                plumbed = results[1][1]
-                if plumbed["macAddress"].lower() != want_mac:
-                    raise DriverError(f"netmaster gave MAC {want_mac} to {got_ip}, the veth "
-                                      f"has {plumbed['macAddress']}")
-            record = dict(config)
-            record.update({
-                "id": endpoint_id,
-                "network": config.get("network") or p.network_key,
-                "group": config.get("group") or p.group_key,
-                "ipAddress": got_ip,
-                "macAddress": plumbed["macAddress"],
-                "homingHost": config.get("homingHost") or self.agent.host,
-                "intfName": host_if,
-                "vtepIP": config.get("vtepIP") or self.agent.vtep_ip,
-                "ifname": cont_if,
-                "mtu": plumbed["mtu"],
-                "prefixLen": plen,
-                "gateway": gateway,
-                "encap": encap,
-                "netns": self.host_netns_path,
-                "owner": OWNER,
-                "tenant": p.tenant,
-                "networkName": p.network,
-                "groupName": p.group,
-            })
-            stage = "port"
-            # no wait for ovs-vswitchd to apply it: Docker needs only the veth now, and
-            # the controller programs the port whenever it shows up
-            info = await self.agent.ovsdb.ensure_port(
-                self.agent.bridge_name, host_if,
-                external_ids=self._external_ids(record),
-                iface_external_ids={"iface-id": endpoint_id, "attached-mac": record["macAddress"],
-                                    "iface-status": "active"},
-                wait_applied=False)
-            record["ofport"] = info.ofport
-        except BaseException as exc:
-            log.warn("docker endpoint {id}: {stage} failed ({err}); undoing", id=endpoint_id[:12],
-                     stage=stage, err=exc)
-            released = await self._undo(endpoint_id, p, host_if, stage, ip)
-            status = exc.status if isinstance(exc, DriverError) else 500
-            raise CreateFailed(str(exc), released, status) from None
-        log.info("docker endpoint {id}: {ip}/{plen} {mac} host {hif} container {cif}",
-                 id=endpoint_id[:12], ip=got_ip, plen=plen, mac=record["macAddress"],
-                 hif=host_if, cif=cont_if)
-        return record
-
-    @staticmethod
-    async def _quietly(d: Any, what: str, name: str) -> None:
-        try:
-            await d
+            return await self.manager.create(req, handoff=True,
+                                             network=lambda tenant, network: self.network(p),
+                                             on_rollback=released.append)
         except Exception as e:
-            log.error("undo: cannot remove {what} {name}: {err}", what=what, name=name, err=e)
-
-    def _external_ids(self, record: Dict[str, Any]) -> Dict[str, str]:
-        return {K_ID: record["id"], K_NET: record["network"], K_GROUP: record["group"],
-                K_NETNS: self.host_netns_path, K_NETNS_ID: netns_id(self.host_netns_path) or "",
-                K_IFNAME: record["ifname"], K_RECORD: json.dumps(record, sort_keys=True)}
-
-    async def _undo(self, endpoint_id: str, p: Placement, host_if: str, stage: str,
-                    ip: str) -> bool:
-        """Roll back a failed create; True when the netmaster released the allocation."""
-        if stage == "port":
-            try:
-                await self.agent.ovsdb.delete_port(self.agent.bridge_name, host_if)
-            except Exception as e:
-                log.error("undo: cannot remove OVS port {port}: {err}", port=host_if, err=e)
-        if stage in ("veth", "port"):
-            try:
-                await self.agent.plumber.delete(host_if)
-            except Exception as e:
-                log.error("undo: cannot remove veth {port}: {err}", port=host_if, err=e)
-        try:
-            await self.netmaster.delete_endpoint(p.tenant, p.network, p.group, endpoint_id, ip)
-            return True
-        except Exception as e:
-            log.error("undo: netmaster did not release endpoint {id}: {err}",
-                      id=endpoint_id[:12], err=e)
-            return False
+            status = 400 if isinstance(e, BadRequest) else 500
+            raise CreateFailed(str(e), bool(released and released[0]), status) from None
 
     # -- after the container started ---------------------------------------------------
     async def set_container(self, endpoint_id: str, container_id: str, name: str,
@@ -350,11 +212,7 @@ class DockerEndpoints:
             record.update({"containerID": container_id, "containerName": name})
             if labels is not None:
                 record["labels"] = dict(labels)
-            record.pop("ofport", None)
-            await self.agent.ovsdb.ensure_port(self.agent.bridge_name, record["intfName"],
-                                               external_ids={K_RECORD: json.dumps(
-                                                   record, sort_keys=True)},
-                                               wait_applied=False)
+            await self.manager.update_record(record)
             return True
 
         return await self._locked(endpoint_id, run)
@@ -364,13 +222,7 @@ class DockerEndpoints:
         """The agent's delete (port, veth by its host end, netmaster release); idempotent."""
         self._require_ready()
 
-        async def run() -> bool:
-            cont_if = container_ifname(endpoint_id)
-            # the container end exists alone only if the host end was already gone; it goes
-            # with the veth (same thread hop), or on its own when the agent knew nothing
-            existed = await self.manager.delete(endpoint_id, also_links=(cont_if,))
-            if not existed:
-                await self.agent.plumber.delete(cont_if)
-            return existed
-
-        return await self._locked(endpoint_id, run)
+        # the container end exists alone only if the host end was already gone; it goes
+        # with the veth (same thread hop), or on its own when the agent knew nothing
+        return await self._locked(endpoint_id, lambda: self.manager.delete(
+            endpoint_id, also_links=(container_ifname(endpoint_id),)))
