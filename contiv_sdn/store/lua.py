@@ -134,23 +134,17 @@ local function needs(key, t)
   return true
 end
 local function isvalue(i) return type(i) == 'number' and ARGV[i] ~= nil and i >= 2 end
-for _, k in ipairs({'contiv:rev'}) do needs(k, 'string') end
-needs('contiv:ver', 'hash'); needs('contiv:kinds', 'set')
+needs('contiv:rev', 'string'); needs('contiv:ver', 'hash'); needs('contiv:kinds', 'set')
 for _, g in ipairs(P.guards or {}) do
   if g.t == 'eq' then
     if not (isstr(g.h) and type(g.f) == 'string' and needs(g.h, 'hash')) then return bad('guard') end
   elseif g.t == 'ver' then
     if not (isstr(g.k) and isint(g.v)) then return bad('guard') end
-  elseif g.t == 'exists' then
-    if not isstr(g.key) then return bad('guard') end
   else return bad('guard type') end
 end
 for _, c in ipairs(P.checks or {}) do
   if c.t == 'clear' then
     if not (isstr(c.b) and isint(c.lo) and isint(c.hi) and c.lo >= 0 and c.hi < 2^32
-            and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
-  elseif c.t == 'isset' then
-    if not (isstr(c.b) and isint(c.pos) and c.pos >= 0 and c.pos < 2^32
             and type(c.err) == 'string' and needs(c.b, 'string')) then return bad('check') end
   elseif c.t ~= 'fail' or type(c.err) ~= 'string' then return bad('check') end
 end
@@ -242,9 +236,6 @@ for _, g in ipairs(P.guards or {}) do
   elseif g.t == 'ver' then
     local cur = tonumber(redis.call('HGET', 'contiv:ver', g.k) or '0')
     if cur ~= g.v then return cjson.encode({conflict = 'kind ' .. g.k}) end
-  elseif g.t == 'exists' then
-    local cur = redis.call('EXISTS', g.key)
-    if (cur == 1) ~= g.v then return cjson.encode({conflict = 'key ' .. g.key}) end
   end
 end
 
@@ -256,10 +247,6 @@ for _, c in ipairs(P.checks or {}) do
     if pos >= 0 and pos <= c.hi then return cjson.encode({error = errmsg(c.err, c, pos)}) end
   elseif c.t == 'fail' then
     return cjson.encode({error = c.err})
-  elseif c.t == 'isset' then
-    if redis.call('GETBIT', c.b, num(c.pos)) ~= 1 then
-      return cjson.encode({error = errmsg(c.err, c, c.pos)})
-    end
   end
 end
 
@@ -361,7 +348,7 @@ end
 local rev = redis.call('INCR', 'contiv:rev')
 local bumped = {}
 local changes = {}
-local function touched(kind, hash, key, op)
+local function touched(kind, key, op)
   if not bumped[kind] then
     bumped[kind] = redis.call('HINCRBY', 'contiv:ver', kind, 1)
     redis.call('SADD', 'contiv:kinds', kind)
@@ -374,9 +361,9 @@ for _, o in ipairs(P.ops or {}) do
     local v = ARGV[o.vi]
     if o.subs then v = subst(v) end
     redis.call('HSET', o.h, o.f, v)
-    touched(o.k, o.h, o.f, 'set')
+    touched(o.k, o.f, 'set')
   elseif o.t == 'del' then
-    if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.h, o.f, 'del') end
+    if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.f, 'del') end
   elseif o.t == 'jincr' then
     local cur = redis.call('HGET', o.h, o.f)
     local fine, d = false, nil
@@ -386,7 +373,7 @@ for _, o in ipairs(P.ops or {}) do
       local enc_ok, enc = pcall(cjson.encode, d)
       if enc_ok then
         redis.call('HSET', o.h, o.f, enc)
-        touched(o.k, o.h, o.f, 'set')
+        touched(o.k, o.f, 'set')
       end
     end
   elseif o.t == 'setbit' then
