@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from typing import Any, Dict, List, Optional

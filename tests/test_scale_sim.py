@@ -151,3 +151,172 @@ class ScaleSimTests(TestCase):
             await c.wait(lambda: reactor.seconds() - last[0] >= seconds, 300, "the switches quiet")
         finally:
             c.listeners.remove(note)
+
+
+# ---------------------------------------------------------------------------
+# the simulated switch itself, against our own OpenFlow channel (in process)
+# ---------------------------------------------------------------------------
+
+from os_ken.ofproto import ofproto_v1_3 as _ofp  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3_parser as _parser  # noqa: E402
+
+from contiv_sdn.openflow import codec as _codec  # noqa: E402
+from contiv_sdn.openflow.protocol import BundleError, OpenFlowFactory  # noqa: E402
+from contiv_sdn.openflow.registry import SwitchRegistry  # noqa: E402
+from contiv_sdn.openflow.sync import FlowSync  # noqa: E402
+from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK, Flow, make_match  # noqa: E402
+from contiv_sdn.testing.simswitch import SimHost, entries_of, register_host  # noqa: E402
+
+
+def _flows(n, port=3, cookie_base=COOKIE_MARK):
+    out = set()
+    for i in range(n):
+        out.add(Flow(table=i % 3, priority=100 + i % 2,
+                     match=make_match(in_port=port + i, eth_src=f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}"),
+                     actions=(("set_field", "reg0", i), ("output", 2)), goto=None if i % 2 else 5,
+                     cookie=cookie_base | i))
+    return out
+
+
+class SimSwitchProtocolTests(TestCase):
+    """What the simulated switch answers is what our channel expects from OVS."""
+
+    timeout = 60
+
+    async def _setUp(self):
+        self.registry = SwitchRegistry()
+        self.ups = []
+        self.waiters = []
+        self.registry.on_switch_up = self._up
+        self.registry.on_ports_changed = lambda sw: [d.callback(sw) for d in self._take()]
+        self.listener = reactor.listenTCP(0, OpenFlowFactory(self.registry), interface="127.0.0.1")
+        self.addCleanup(self.listener.stopListening)
+        self.host = SimHost("simproto", "172.16.0.1", reactor, max_backoff=0.2)
+        self.addCleanup(self.host.stop)
+        up = defer.Deferred()
+        self.waiters.append(up)
+        self.host.connect("127.0.0.1", self.listener.getHost().port)
+        self.switch = await up
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setUp())
+
+    def _take(self):
+        w, self.waiters = self.waiters, []
+        return w
+
+    def _up(self, sw):
+        self.ups.append(sw)
+        for d in self._take():
+            d.callback(sw)
+
+    async def test_handshake_ports_and_port_status(self):
+        self.assertEqual(self.switch.dpid, self.host.dpid)
+        self.assertEqual(self.switch.ports, {"br-int": 0xFFFFFFFE, "vxlan0": 1})
+        changed = defer.Deferred()
+        self.waiters.append(changed)
+        ofport = self.host.add_port("cv0123456789ab")
+        await changed
+        self.assertEqual(self.switch.ports["cv0123456789ab"], ofport)
+        changed = defer.Deferred()
+        self.waiters.append(changed)
+        self.host.remove_port("cv0123456789ab")
+        await changed
+        self.assertNotIn("cv0123456789ab", self.switch.ports)
+
+    async def test_flow_sync_adds_modifies_deletes_and_reads_back(self):
+        first = _flows(40)
+        sync = FlowSync(self.switch)
+        await sync.converge(frozenset(first))
+        self.assertEqual(self.host.table, entries_of(first, self.host.interner))
+        # some go, some change their actions, some are new
+        second = {f for f in first if f.cookie & 0xFF >= 10}
+        changed = {Flow(f.table, f.priority, f.match, (("output", 9),), f.goto, f.cookie)
+                   for f in second if f.cookie & 1}
+        second = {f for f in second if not f.cookie & 1} | changed | _flows(5, port=500)
+        result = await sync.converge(frozenset(second))
+        self.assertEqual((result.added, result.deleted), (5, 10))
+        self.assertEqual(result.modified, len(changed))
+        self.assertEqual(self.host.table, entries_of(second, self.host.interner))
+        self.assertEqual(set(await self.switch.read_flows(COOKIE_MARK, COOKIE_MASK)), second)
+        self.assertEqual(self.host.flows(), second)
+        # a new connection's first converge reads the table and sends nothing
+        sync2 = FlowSync(self.switch)
+        mods = self.host.flow_mods
+        self.assertEqual((await sync2.converge(frozenset(second))).changed, 0)
+        self.assertEqual(self.host.flow_mods, mods)
+
+    async def test_bundle_with_a_bad_message_applies_nothing(self):
+        good = sorted(_flows(3))
+        bundle = self.switch.bundle()
+        for f in good:
+            bundle.add_flow_mod(f, _codec.ADD)
+        bad = bytearray(_codec.encode_flow_mod(good[0], _codec.ADD, self.switch.next_xid()))
+        bad[48:50] = b"\x00\x07"  # match type 7: not OXM
+        bundle.add(bytes(bad))
+        with self.assertRaises(BundleError):
+            await bundle.commit()
+        self.assertEqual(self.host.table, {})
+        self.assertEqual(self.host.bundles, 0)
+
+    async def test_stats_filters_and_loose_delete(self):
+        mine = _flows(6)
+        other = _flows(4, port=100, cookie_base=0xBEEF << 48)
+        bundle = self.switch.bundle()
+        for f in sorted(mine | other):
+            bundle.add_flow_mod(f, _codec.ADD)
+        await bundle.commit()
+        agg = await self.switch.multipart(_parser.OFPAggregateStatsRequest(
+            self.switch.datapath, 0, _ofp.OFPTT_ALL, _ofp.OFPP_ANY, _ofp.OFPG_ANY,
+            COOKIE_MARK, COOKIE_MASK, _parser.OFPMatch()))
+        self.assertEqual(agg[0].flow_count, 6)
+        in_table_1 = await self.switch.flow_stats(table_id=1)
+        self.assertEqual(len(in_table_1), len([f for f in mine | other if f.table == 1]))
+        by_port = await self.switch.flow_stats(match=_parser.OFPMatch(in_port=100))
+        self.assertEqual([e.cookie for e in by_port], [0xBEEF << 48])
+        # a loose delete by cookie mask removes exactly the foreign ones
+        await self.switch.send_checked(_parser.OFPFlowMod(
+            self.switch.datapath, cookie=0xBEEF << 48, cookie_mask=COOKIE_MASK, table_id=_ofp.OFPTT_ALL,
+            command=_ofp.OFPFC_DELETE, out_port=_ofp.OFPP_ANY, out_group=_ofp.OFPG_ANY,
+            match=_parser.OFPMatch()))
+        self.assertEqual(self.host.table, entries_of(mine, self.host.interner))
+
+    async def test_reconnects_keeping_its_table(self):
+        await FlowSync(self.switch).converge(frozenset(_flows(4)))
+        table = dict(self.host.table)
+        again = defer.Deferred()
+        self.waiters.append(again)
+        self.switch.close("test: drop the switch")
+        sw = await again
+        self.assertIsNot(sw, self.switch)
+        self.assertEqual(self.host.table, table)
+        self.assertEqual(self.host.handshakes, 2)
+
+
+class RegistrationFallbackTests(TestCase):
+    """Without the ``registerHost`` route (404), the record is written to the store as
+    netplugin used to write it."""
+
+    timeout = 30
+
+    async def test_store_record_when_the_route_is_absent(self):
+        from twisted.web import resource, server
+        from contiv_sdn.store import Store
+        require_binary("redis-server")
+        redis = RedisServer(appendonly=False).start()
+        self.addCleanup(redis.stop)
+        site = server.Site(resource.NoResource())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        store = await Store.connect(redis.url)
+        self.addCleanup(lambda: defer.ensureDeferred(store.close()))
+        record = {"name": "h9", "vtepIP": "172.16.0.9", "dpid": 99, "bridge": "br-int",
+                  "tunnelPort": "vxlan0", "uplinkPort": "", "mtu": 1500}
+        from twisted.web.client import HTTPConnectionPool
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        how = await register_host(record, f"http://127.0.0.1:{port.getHost().port}", store, pool=pool)
+        self.assertEqual(how, "store")
+        stored = await store.get("host", "h9")
+        self.assertEqual({k: stored[k] for k in record}, record)
+        self.assertEqual(stored["refresh"], 30.0)
+        self.assertIsInstance(stored["updated"], int)
