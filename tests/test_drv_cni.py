@@ -25,6 +25,7 @@ from twisted.web import resource, server
 from contiv_sdn.testing import require, require_binary
 from tests.test_drv_fixtures import (GATEWAY, NET, SUBNET, DockerHost, netctl_group, netctl_net,
                                      wait_for)
+from tests.test_fnd_helpers import async_test
 
 CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
 
@@ -32,13 +33,6 @@ CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
 def require_cni() -> None:
     """The plugin's console script, installed next to this Python by ``pip install -e .``."""
     require(os.path.exists(CNI), f"{CNI} not installed (pip install -e .)")
-
-
-def ensure(fn):
-    def wrapper(self):
-        return defer.ensureDeferred(fn(self))
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
 
 def run_cni(command: str, config: Any, env: Optional[Dict[str, str]] = None,
@@ -189,7 +183,7 @@ class PluginTests(unittest.TestCase):
         # in a thread: the plugin talks to the agent running on this reactor
         return threads.deferToThread(run_cni, command, config, env)
 
-    @ensure
+    @async_test
     async def test_add_check_del(self):
         ctr = Netns(self)
         env = self.env(ctr, CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-0")
@@ -230,7 +224,7 @@ class PluginTests(unittest.TestCase):
         status, out = await self.cni("CHECK", checked, env)
         self.assertEqual(out["code"], 3)
 
-    @ensure
+    @async_test
     async def test_result_in_0_4_0_and_requested_ip(self):
         ctr = Netns(self)
         conf = dict(self.conf, cniVersion="0.4.0", dns={"nameservers": ["10.37.1.53"],
@@ -253,7 +247,7 @@ class PluginTests(unittest.TestCase):
         self.assertEqual((status, out["code"]), (1, 7), out)
         self.assertEqual(await self.cni("DEL", conf, env), (0, None))
 
-    @ensure
+    @async_test
     async def test_placement_from_mesos_and_kubernetes_labels(self):
         # Mesos: args["org.apache.mesos"].network_info.labels
         ctr = Netns(self)
@@ -292,7 +286,7 @@ class PluginTests(unittest.TestCase):
         self.assertEqual((status, out["code"]), (1, 5), out)
         self.assertEqual(len(self.h.endpoints_in_redis()), 1)
 
-    @ensure
+    @async_test
     async def test_status_and_gc(self):
         conf = dict(self.conf, cniVersion="1.1.0")
         self.assertEqual(await self.cni("STATUS", conf, {}), (0, None))
@@ -334,7 +328,7 @@ class PodmanTests(unittest.TestCase):
     def setUp(self):
         return defer.ensureDeferred(self._setup())
 
-    @ensure
+    @async_test
     async def test_podman_run_gets_an_endpoint_and_releases_it(self):
         out = await threads.deferToThread(
             self.podman.run, "run", "--rm", "--name", "pod1", "--network", "drvpod",
