@@ -123,6 +123,7 @@ class Interner:
         self.matches: Dict[bytes, bytes] = {}  # raw padded ofp_match -> canonical
         self.instructions: Dict[bytes, bytes] = {}
         self.values: Dict[Value, Value] = {}
+        self.keys: Dict[Key, Key] = {}
         self.fields: Dict[bytes, Dict[int, Tuple[int, int]]] = {}
 
     def match(self, raw: bytes) -> bytes:
@@ -145,6 +146,10 @@ class Interner:
             _check_instructions(raw)
             known = self.instructions[raw] = raw
         return known
+
+    def key(self, table: int, priority: int, match: bytes) -> Key:
+        k = (table, priority, match)
+        return self.keys.setdefault(k, k)
 
     def value(self, cookie: int, instructions: bytes) -> Value:
         v = (cookie, instructions)
@@ -287,7 +292,7 @@ def entries_of(flows: Iterable[Flow], interner: Optional[Interner] = None) -> Di
     out: Dict[Key, Value] = {}
     for f in flows:
         mod = parse_flow_mod(codec.encode_flow_mod(f, codec.ADD, 0), interner)
-        out[(mod.table, mod.priority, mod.match)] = interner.value(mod.cookie, mod.instructions)
+        out[interner.key(mod.table, mod.priority, mod.match)] = interner.value(mod.cookie, mod.instructions)
     return out
 
 
@@ -458,7 +463,7 @@ class SimHost:
         cmd = mod.command
         t = self.table
         if cmd == ofp.OFPFC_ADD:
-            key = (mod.table, mod.priority, mod.match)
+            key = self.interner.key(mod.table, mod.priority, mod.match)
             touched.append((key, t.get(key)))
             t[key] = self.interner.value(mod.cookie, mod.instructions)
             return
