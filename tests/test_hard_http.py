@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import socket
-import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from twisted.trial import unittest
@@ -25,6 +24,7 @@ from twisted.trial import unittest
 from contiv_sdn.api.site import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS
 from contiv_sdn.testing import RedisServer
 from contiv_sdn.testing.netmaster import NetmasterProcess
+from contiv_sdn.testing.wait import wait_until
 
 NOT_FOUND = b"404 page not found\n"
 TEXT = "text/plain; charset=utf-8"
@@ -241,13 +241,14 @@ class StoreUnavailableTests(HttpEdgeCase):
             self.assertIn(b"retry", r.body, (method, path, r))
             self.assertTrue(r.body.endswith(b"\n"), r)
         self._cont(pid)
-        deadline = time.monotonic() + 30
-        while True:  # the store reconnects on its own; wait for it, bounded
-            r = self.request("GET", "/api/v1/tenants/default/")
-            if r.status == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.assertEqual(r.status, 200, r)
+        # the store reconnects on its own; wait for it, bounded
+        last: list = []
+
+        def answered() -> bool:
+            last[:] = [self.request("GET", "/api/v1/tenants/default/")]
+            return last[0].status == 200
+        wait_until(answered, "the API to answer again once Redis continued", timeout=30,
+                   detail=lambda: repr(last))
         self.assertNotIn("Traceback", self.nm.log_text())
 
     @staticmethod
@@ -322,11 +323,9 @@ class RefusalLogTests(HttpEdgeCase):
         # a last refusal whose line marks the end of the batch in the log
         r = self.request("GET", f"/api/v1/networks/{self.MARKER}/")
         self.assertEqual(r.body, b"network not found\n")
-        deadline = time.monotonic() + 10
-        while self.MARKER not in self.nm.log_text()[before:] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.MARKER in self.nm.log_text()[before:],
+                   "the marker request in the netmaster's log", timeout=10, interval=0.05)
         log = self.nm.log_text()[before:]
-        self.assertIn(self.MARKER, log)
         self.assertNotIn("Traceback", log)
         self.assertNotIn("Unhandled", log)
         lines = [ln for ln in log.splitlines() if ln.strip()]
@@ -335,12 +334,7 @@ class RefusalLogTests(HttpEdgeCase):
             self.assertLess(len(ln), 600, ln)
             self.assertNotIn("\r", ln)
         # the hung-up writes ran to completion, and the netmaster still works
-        for i in range(5):
-            deadline = time.monotonic() + 10
-            while True:  # the POST may still be committing: wait for it, bounded
-                r = self.request("GET", f"/api/v1/tenants/hangup{i}/")
-                if r.status == 200 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            self.assertEqual(r.status, 200, r)
+        for i in range(5):  # a POST may still be committing: wait for it, bounded
+            wait_until(lambda: self.request("GET", f"/api/v1/tenants/hangup{i}/").status == 200,
+                       f"tenant hangup{i} written by the hung-up request", timeout=10, interval=0.05)
         self.assertEqual(self.request("GET", "/version").status, 200)
