@@ -138,9 +138,8 @@ class NetmasterProcess:
             with open(pidfile) as f:
                 pid = int(f.read().strip())
             os.kill(pid, signal.SIGTERM)
-            for _ in range(200):
-                if not os.path.exists(f"/proc/{pid}"):
-                    break
+            deadline = time.monotonic() + 10  # then the directory goes regardless
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
                 time.sleep(0.05)
         except (OSError, ValueError):
             pass
