@@ -11,32 +11,22 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from typing import Any, Callable
 
 from twisted.trial import unittest
 
 from contiv_sdn.testing import require_binary, require_root
+from contiv_sdn.testing.wait import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CNI = os.path.join(os.path.dirname(sys.executable), "contiv-cni")
 
 
 def until(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            value = check()
-        except Exception as e:  # keep trying; say what the last failure was
-            value, last = None, e
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: {what}"
-                                 + (f" (last error: {last})" if last else ""))
-        time.sleep(every)
+    """The shared :func:`contiv_sdn.testing.wait.wait_until` in the fixtures' argument order;
+    errors count as "not yet" (the checks ask services that may still be starting)."""
+    return wait_until(check, what, timeout=timeout, interval=every, retry_errors=True)
 
 
 class LabCase(unittest.TestCase):
