@@ -4,6 +4,8 @@ always present, Go's json.Encoder escaping."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -238,3 +240,38 @@ class LinkTargetTests(SynchronousTestCase):
                 target = spec.link_type(name)
                 if name not in ("Services", "ServiceInstances"):
                     self.assertIn(target, TYPES, f"{spec.name}.{name}")
+
+
+class ModelPackageTests(SynchronousTestCase):
+    def _fresh(self, code: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60)
+        self.assertEqual((proc.returncode, proc.stderr), (0, ""), code)
+        return proc.stdout
+
+    def test_package_loads_its_parts_on_use(self):
+        """``contiv-cni`` imports ``errors`` and ``shapes`` per run: the package
+        import must not build validation or the wire encoder (nor pull in
+        typing/dataclasses for errors alone)."""
+        out = self._fresh(
+            "import sys, contiv_sdn.model.errors\n"
+            "print(sorted(m for m in sys.modules if m.startswith('contiv_sdn.model')"
+            " or m in ('typing', 'dataclasses', 'inspect')))")
+        self.assertEqual(out, "['contiv_sdn.model', 'contiv_sdn.model.errors']\n")
+        out = self._fresh(
+            "import sys, contiv_sdn.model.shapes\n"
+            "print([m for m in ('contiv_sdn.model.validate', 'contiv_sdn.model.wire',"
+            " 'dataclasses', 'inspect') if m in sys.modules])")
+        self.assertEqual(out, "[]\n")
+
+    def test_function_names_win_over_submodules_in_any_order(self):
+        """``decode`` and ``validate`` name a function and its submodule; the
+        package name is the function whichever was imported first."""
+        out = self._fresh(
+            "import contiv_sdn.model.decode, contiv_sdn.model.validate\n"
+            "from contiv_sdn.model import decode, validate, TYPES, encode_json, gojson\n"
+            "import contiv_sdn.model as m\n"
+            "print(callable(decode), callable(validate), m.decode is decode,"
+            " gojson.__name__, len(TYPES) == len(m.TYPES))")
+        self.assertEqual(out, "True True True contiv_sdn.model.gojson True\n")
+        self.assertRaises(AttributeError, getattr, __import__("contiv_sdn.model").model, "nope")

@@ -7,48 +7,74 @@ Typical POST handler::
     obj = validate(spec, decode(spec, body), key)   # ModelError -> HTTP 500, str(e)
     ...
     return encode_json(to_wire(spec, obj))
+
+The names below are loaded on first use (PEP 562): ``contiv-cni`` runs once per
+container event and needs only ``errors`` and ``shapes``, so importing the package
+must not build the whole model (schema tables, validation, wire encoding).
 """
 
-from contiv_sdn.model.decode import decode
-from contiv_sdn.model.errors import DecodeError, ModelError
-from contiv_sdn.model.gojson import encode_json
-from contiv_sdn.model.schema import (
-    ENDPOINT_OPER_FIELDS,
-    LINK_TARGETS,
-    OPER_STRUCTS,
-    TYPES,
-    Field,
-    StructSpec,
-    TypeSpec,
-    by_collection,
-)
-from contiv_sdn.model.validate import normalize, validate
-from contiv_sdn.model.wire import (
-    endpoint_oper_to_wire,
-    inspect_to_wire,
-    make_link,
-    oper_to_wire,
-    to_wire,
-)
+from __future__ import annotations
 
-__all__ = [
-    "TYPES",
-    "TypeSpec",
-    "StructSpec",
-    "Field",
-    "OPER_STRUCTS",
-    "LINK_TARGETS",
-    "ENDPOINT_OPER_FIELDS",
-    "ModelError",
-    "DecodeError",
-    "by_collection",
-    "decode",
-    "normalize",
-    "validate",
-    "to_wire",
-    "oper_to_wire",
-    "endpoint_oper_to_wire",
-    "inspect_to_wire",
-    "encode_json",
-    "make_link",
-]
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (like importlib, types) costs start-up time in contiv-cni
+    from typing import Any
+
+# Each public name and the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "TYPES": "schema",
+    "TypeSpec": "schema",
+    "StructSpec": "schema",
+    "Field": "schema",
+    "OPER_STRUCTS": "schema",
+    "LINK_TARGETS": "schema",
+    "ENDPOINT_OPER_FIELDS": "schema",
+    "by_collection": "schema",
+    "ModelError": "errors",
+    "DecodeError": "errors",
+    "decode": "decode",
+    "normalize": "validate",
+    "validate": "validate",
+    "to_wire": "wire",
+    "oper_to_wire": "wire",
+    "endpoint_oper_to_wire": "wire",
+    "inspect_to_wire": "wire",
+    "make_link": "wire",
+    "encode_json": "gojson",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    qualified = f"{__name__}.{module}"
+    __import__(qualified)
+    value = getattr(sys.modules[qualified], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(type(sys)):  # types.ModuleType
+    """``decode`` and ``validate`` are both a function and the submodule defining it.
+
+    Importing a submodule binds it on the package (``contiv_sdn.model.decode =
+    <module>``), which would then shadow the function for every later ``from
+    contiv_sdn.model import decode`` -- depending on import order.  The eager
+    ``__init__`` this replaces rebound the function after the import; this does
+    the same at the moment the import system binds the submodule."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, type(sys)) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

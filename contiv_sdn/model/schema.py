@@ -10,9 +10,9 @@ carries the exact limit and regex of the original.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from contiv_sdn.model import regexes as rx
 
@@ -23,9 +23,14 @@ INT = int
 STR_LIST = list[str]
 STRUCT_LIST = list[dict]
 
+_compile = functools.lru_cache(maxsize=None)(re.compile)
 
-@dataclass(frozen=True)
-class Field:
+
+# The specs are NamedTuples (immutable, compared by value) rather than frozen
+# dataclasses: ``dataclasses`` pulls in ``inspect``, several milliseconds of every
+# ``contiv-cni`` run, which imports this module through the request shapes.
+
+class Field(NamedTuple):
     """One JSON field of a Go struct, with the checks ``Validate<Obj>`` applies to it."""
 
     name: str
@@ -36,11 +41,12 @@ class Field:
     max: Optional[int] = None
     default: Any = None
     elem: Optional[str] = None
-    pattern: Optional[re.Pattern] = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.regex is not None and self.pattern is None:
-            object.__setattr__(self, "pattern", re.compile(self.regex))
+    @property
+    def pattern(self) -> Optional[re.Pattern]:
+        """:attr:`regex` compiled, on first use: every ``contiv-cni`` run imports this
+        module (through the request shapes) and never validates a config object."""
+        return None if self.regex is None else _compile(self.regex)
 
     @property
     def go_type(self) -> str:
@@ -62,16 +68,14 @@ class Field:
         return ""
 
 
-@dataclass(frozen=True)
-class StructSpec:
+class StructSpec(NamedTuple):
     """A plain (oper) struct: a Go name and its fields in Go order."""
 
     go_name: str
     fields: tuple[Field, ...]
 
 
-@dataclass(frozen=True)
-class TypeSpec:
+class TypeSpec(NamedTuple):
     """A Contiv object type: what the REST layer needs to route, decode, check and encode it."""
 
     name: str
@@ -83,10 +87,6 @@ class TypeSpec:
     links: tuple[str, ...] = ()
     oper_fields: tuple[Field, ...] = ()
     has_config: bool = True
-    _by_name: Mapping[str, Field] = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
 
     @property
     def has_oper(self) -> bool:
@@ -94,7 +94,10 @@ class TypeSpec:
         return bool(self.oper_fields)
 
     def field(self, name: str) -> Field:
-        return self._by_name[name]
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
 
     def link_type(self, name: str) -> str:
         """The modeldb type a link or link-set member of this type points at
