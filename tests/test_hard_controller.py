@@ -192,25 +192,41 @@ class _Switch:
 
 
 class _Sync:
-    """A FlowSync stand-in: records what it was asked for; ``mode`` says how it answers."""
+    """A FlowSync stand-in: applies what it is asked to a table and records the table
+    after each call (``calls``); ``mode`` says how it answers."""
 
     def __init__(self, mode: str = "ok"):
         self.switch = _Switch({})
         self.mode = mode
         self.calls: List[frozenset] = []
         self.hanging: List[defer.Deferred] = []
+        self.installed = None
 
     def invalidate(self) -> None:
-        pass
+        self.installed = None
 
-    def converge(self, desired):
-        self.calls.append(desired)
+    def apply(self, delta, full):
+        if self.installed is None:
+            desired = full()
+            if desired is None:
+                return defer.succeed(None)
+            table = {f.identity: f for f in desired}
+        else:
+            table = dict(self.installed)
+            for ident, f in delta.items():
+                if f is None:
+                    table.pop(ident, None)
+                else:
+                    table[ident] = f
+        self.calls.append(frozenset(table.values()))
         if self.mode == "fail":
+            self.installed = None
             return defer.fail(RuntimeError("switch said no"))
         if self.mode == "hang":
             d = defer.Deferred()
             self.hanging.append(d)
             return d
+        self.installed = table
         return defer.succeed(None)
 
 
@@ -242,7 +258,10 @@ class ControllerIsolationTests(TestCase):
         clock = Clock()
         ctl = Controller(_MemoryStore(data, bad), reactor=clock)
         ctl.running = True  # no listener, no subscription: runs are driven by hand
-        ctl._syncs = syncs
+        ctl.SLICE = 60.0  # never give the (fake) reactor a turn in the middle of a run
+        for dpid, sync in syncs.items():  # as if each switch had connected (the registry owns syncs)
+            ctl.registry._switches[dpid] = sync.switch
+            ctl.registry._syncs[dpid] = sync
         return ctl, clock
 
     def _one_run(self, ctl, clock, steps=0):
@@ -287,6 +306,7 @@ class ControllerIsolationTests(TestCase):
         self.successResultOf(d)
         self.assertEqual(len(self._lines("still running")), 1)
         # the next run still serves the healthy switch
+        syncs[12].invalidate()  # (as after an audit mismatch) so the next run has work for it
         self._one_run(ctl, clock, steps=1)
         self.assertEqual(len(syncs[12].calls), 2)
         # the slow sync finishing later fails: retried, though its run is long over
@@ -308,15 +328,18 @@ class ControllerIsolationTests(TestCase):
         syncs = {11: _Sync(), 12: _Sync()}
         ctl, clock = self._controller(data, syncs)
         import contiv_sdn.controller.service as service
-        real = service.compile_hosts
+        real = service.build_checked
 
-        def broken_node1(snap, names):
-            hosts = dict(snap.hosts)
+        def broken_node1(rev, data, ports):
+            built = real(rev, data, ports)
+            hosts = dict(built.snapshot.hosts)
             hosts["node1"] = dataclasses.replace(hosts["node1"], ports=[1])
-            return real(dataclasses.replace(snap, hosts=_frozen(hosts)), names)
+            return built._replace(snapshot=dataclasses.replace(built.snapshot, hosts=_frozen(hosts)))
 
-        self.patch(service, "compile_hosts", broken_node1)
+        self.patch(service, "build_checked", broken_node1)
         self._one_run(ctl, clock)
+        ctl._recompile = True  # compile again: still broken, still not logged twice
+        syncs[12].invalidate()
         self._one_run(ctl, clock)
         self.assertEqual(syncs[11].calls, [])
         self.assertEqual(len(syncs[12].calls), 2)

@@ -169,6 +169,24 @@ def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
     raise _Refused(f"not a valid {shape.go_name}")  # unreachable: the fast path accepts what Go does
 
 
+#: the shape of the fields :func:`build_checked` reads, per kind
+SHAPE_OF: Dict[str, Struct] = {
+    "obj:global": GLOBAL_SHAPE, "tenant": TENANT_SHAPE, "obj:network": NETWORK_CFG_SHAPE,
+    "network": NETWORK_SHAPE, "endpointGroup": GROUP_SHAPE, "host": HOST_SHAPE, "endpoint": ENDPOINT_SHAPE,
+}
+
+
+def read_view(kind: str, record: Any) -> Any:
+    """What :func:`build_checked` can see of a stored record: two records with equal
+    views give equal snapshots, so a change outside the view (a host's refresh time,
+    a network's ``epCount``, an endpoint's labels) needs no compile at all."""
+    shape = SHAPE_OF.get(kind)
+    if shape is None or type(record) is not dict:
+        return record
+    get = record.get
+    return tuple(get(name) for name in shape.fields)
+
+
 def _network_address(subnet: str) -> str:
     """``20.1.1.5-20.1.1.9/24`` or ``20.1.1.0/24`` -> ``20.1.1.0/24``."""
     addr, _, plen = subnet.partition("/")
@@ -284,4 +302,4 @@ def build_checked(revision: int, data: StoreData,
 
 
 __all__ = ["SNAPSHOT_KINDS", "Built", "Refusal", "Unparsable", "build_checked", "build_snapshot",
-           "parse_record"]
+           "parse_record", "read_view"]

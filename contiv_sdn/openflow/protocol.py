@@ -465,13 +465,6 @@ class OpenFlowProtocol(Protocol):
         self.send(data)
         return xid
 
-    def send_flow_mod(self, flow: Flow, command: int) -> int:
-        xid = self.next_xid()
-        data = codec.encode_flow_mod(flow, command, xid)
-        self._remember(xid, data)
-        self.send(data)
-        return xid
-
     def _remember(self, xid: int, data: bytes) -> None:
         recent = self._recent
         recent[xid] = data
@@ -535,6 +528,13 @@ class OpenFlowProtocol(Protocol):
     def read_flows(self, cookie: int = 0, cookie_mask: int = 0) -> Deferred:
         """The switch's flows (those whose cookie matches under mask) as canonical :class:`Flow` s."""
         return self.flow_stats(cookie, cookie_mask).addCallback(codec.flows_from_stats)
+
+    def flow_count(self, cookie: int = 0, cookie_mask: int = 0, table_id: int = ofp.OFPTT_ALL) -> Deferred:
+        """How many flows match ``cookie`` under ``cookie_mask`` (OFPMP_AGGREGATE): the
+        cheap audit's first question, a 24-byte answer instead of every flow."""
+        req = parser.OFPAggregateStatsRequest(self.datapath, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              cookie, cookie_mask, parser.OFPMatch())
+        return self.multipart(req).addCallback(lambda parts: sum(p.flow_count for p in parts))
 
     def group_stats(self) -> Deferred:
         return self.multipart(parser.OFPGroupStatsRequest(self.datapath, 0, ofp.OFPG_ALL))

@@ -10,6 +10,11 @@ old one has not timed out yet) replaces it: the old connection is closed, and
 its late ``switch_down`` is ignored because it is no longer the registered one.
 Callbacks may return a Deferred; their failures are logged, never raised into
 the protocol (a buggy callback must not drop switches).
+
+The registry also owns each connection's flow sync (``sync_factory(switch)``,
+e.g. :class:`~contiv_sdn.openflow.sync.FlowSync`): it is made when the switch
+comes up, before ``on_switch_up`` runs, and dropped with the connection, so a
+sync can never outlive its connection or belong to a replaced one.
 """
 
 from __future__ import annotations
@@ -48,11 +53,13 @@ class SwitchRegistry:
     """dpid <-> connected switch, host name <-> dpid, and the up/down/ports callbacks."""
 
     def __init__(self, on_switch_up: Callback = None, on_switch_down: Callback = None,
-                 on_ports_changed: Callback = None):
+                 on_ports_changed: Callback = None, sync_factory: Callback = None):
         self.on_switch_up = on_switch_up
         self.on_switch_down = on_switch_down
         self.on_ports_changed = on_ports_changed
+        self.sync_factory = sync_factory
         self._switches: Dict[int, Any] = {}
+        self._syncs: Dict[int, Any] = {}
         self._dpid_by_host: Dict[str, int] = {}
         self._host_by_dpid: Dict[int, str] = {}
 
@@ -60,6 +67,8 @@ class SwitchRegistry:
     def switch_up(self, switch: Any) -> None:
         old = self._switches.get(switch.dpid)
         self._switches[switch.dpid] = switch
+        if self.sync_factory is not None:
+            self._syncs[switch.dpid] = self.sync_factory(switch)
         if old is not None and old is not switch:
             log.warn("dpid {dpid:016x} reconnected; closing its previous connection", dpid=switch.dpid)
             old.close("replaced by a new connection of the same dpid")
@@ -69,6 +78,7 @@ class SwitchRegistry:
         if self._switches.get(switch.dpid) is not switch:
             return
         del self._switches[switch.dpid]
+        self._syncs.pop(switch.dpid, None)
         self._call(self.on_switch_down, switch)
 
     def ports_changed(self, switch: Any) -> None:
@@ -92,6 +102,14 @@ class SwitchRegistry:
 
     def switches(self) -> List[Any]:
         return list(self._switches.values())
+
+    def sync_of(self, dpid: int) -> Optional[Any]:
+        """The flow sync of the connected switch ``dpid`` (None without one)."""
+        return self._syncs.get(dpid)
+
+    def syncs(self) -> Dict[int, Any]:
+        """dpid -> flow sync of every connected switch that has one."""
+        return dict(self._syncs)
 
     # -- hosts (set by the integrator from state:host records) --------------
     def set_host(self, name: str, dpid: Union[int, str]) -> None:

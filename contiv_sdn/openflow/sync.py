@@ -29,15 +29,29 @@ write the bundle in batches of ``batch`` messages and give the reactor a turn
 between them, so encoding overlaps with OVS processing and other
 connections are served meanwhile.
 
-One FlowSync belongs to one connection: make a new one in
-``on_switch_up`` (a reconnect is a new connection, whose first converge reads
+Deltas: :meth:`FlowSync.apply` takes only what changed (``identity -> Flow``,
+``None`` to delete), as the incremental compiler produces it, and diffs just
+those entries against the belief: a change of 3 flows costs 3 look-ups, not a
+scan of the 30k the switch holds.  When the belief is unknown (first pass after
+a connect, after a failed bundle, after an audit found a discrepancy) a delta
+cannot be applied: the pass asks the caller's ``full`` callable for the whole
+desired set (evaluated then, so it is the newest) and converges to it.
+:meth:`FlowSync.converge` with a full set stays for (re)connects and tests.
+
+Cheap audit: :meth:`FlowSync.audit` asks the switch how many of our flows it
+holds (OFPMP_AGGREGATE, 24 bytes) and compares with the belief; only a
+mismatch (or a full check requested by the caller, in rotation) costs a full
+read, at the next pass.
+
+One FlowSync belongs to one connection: the switch registry makes a new one
+for each connection (a reconnect is a new connection, whose first pass reads
 the switch again).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -73,7 +87,12 @@ class FlowSync:
         self.clock = clock
         #: identity -> Flow the switch holds (our cookie only); None = unknown, read first.
         self.installed: Optional[Dict[Tuple, Flow]] = None
-        self._wanted: Optional[FrozenSet[Flow]] = None
+        #: the pending full set (or the callable that gives it), None when only a delta is pending
+        self._wanted: Union[None, FrozenSet[Flow], Tuple[Flow, ...], Callable[[], Any]] = None
+        #: the pending delta (identity -> Flow, None = delete), merged across calls
+        self._delta: Dict[Tuple, Optional[Flow]] = {}
+        #: how to get the whole desired set when a delta cannot be applied
+        self._full: Optional[Callable[[], Any]] = None
         self._waiters: List[Deferred] = []
         self._running = False
         self.bundles_sent = 0
@@ -90,22 +109,83 @@ class FlowSync:
         nobody mutates afterwards (a frozenset or tuple is kept as is; anything
         else is copied into a tuple).
         """
-        d: Deferred = Deferred()
         self._wanted = desired if isinstance(desired, (frozenset, tuple)) else tuple(desired)
+        self._delta = {}
+        return await self._enqueue()
+
+    async def apply(self, delta: Mapping[Tuple, Optional[Flow]], full: Callable[[], Any]) -> SyncResult:
+        """Apply a delta (``identity -> Flow``, ``None`` = delete); ``full()`` gives the
+        whole desired set when the belief is unknown (``None``: leave the switch alone).
+
+        Deltas queued while a bundle is in flight are merged (the later value of an
+        identity wins) and sent together by the next pass.
+        """
+        self._full = full
+        wanted = self._wanted
+        if wanted is None:
+            self._delta.update(delta)
+        elif not callable(wanted) and delta:  # a concrete full set is pending: fold the delta in
+            table = {f.identity: f for f in wanted}
+            for ident, f in delta.items():
+                if f is None:
+                    table.pop(ident, None)
+                else:
+                    table[ident] = f
+            self._wanted = tuple(table.values())
+        return await self._enqueue()
+
+    def _enqueue(self) -> Deferred:
+        d: Deferred = Deferred()
         self._waiters.append(d)
         if not self._running:
             self._running = True
             Deferred.fromCoroutine(self._drain())
-        return await d
+        return d
+
+    async def audit(self, full: bool = False) -> bool:
+        """True if the switch holds as many of our flows as we believe; otherwise (or when
+        ``full`` asks for a complete check) forget the belief so the next pass reads the
+        switch back and repairs it.  A switch with a pass in flight is not counted (its
+        count is moving): True."""
+        if self._running:
+            return True
+        if self.installed is None:
+            return False  # the next pass reads the switch anyway
+        if full:
+            self.invalidate()
+            return False
+        expected = len(self.installed)
+        count = await self.switch.flow_count(self.cookie, self.cookie_mask)
+        if self._running or self.installed is None or len(self.installed) != expected:
+            return True  # a pass started meanwhile: it will be counted next time
+        if count != expected:
+            log.warn("{sw}: holds {count} of our flows, {expected} expected; reading them back",
+                     sw=self.switch, count=count, expected=expected)
+            self.invalidate()
+            return False
+        return True
 
     async def _drain(self) -> None:
         try:
             while self._waiters:
-                desired, waiters = self._wanted, self._waiters
-                self._waiters = []
+                waiters, self._waiters = self._waiters, []
+                desired, delta = self._wanted, self._delta
+                self._wanted, self._delta = None, {}
                 try:
-                    result = await self._once(desired)
+                    if desired is None and self.installed is None:
+                        desired = self._full  # the belief is unknown: a delta cannot be applied
+                    if callable(desired):
+                        desired = desired()
+                        if desired is None:  # nothing to converge to: leave the switch alone
+                            result = SyncResult()
+                        else:
+                            result = await self._once(desired)
+                    elif desired is not None:
+                        result = await self._once(desired)
+                    else:
+                        result = await self._apply(delta)
                 except Exception as e:
+                    self.installed = None  # what was asked is lost: the next pass reads the switch
                     for w in waiters:
                         w.errback(e)
                 else:
@@ -145,6 +225,45 @@ class FlowSync:
         self.installed = want
         result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         log.info("{sw}: converged +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
+        return result
+
+    async def _apply(self, delta: Mapping[Tuple, Optional[Flow]]) -> SyncResult:
+        """Send only the entries of ``delta`` that differ from the belief (known here)."""
+        sw = self.switch
+        if not sw.connected:
+            raise SwitchDisconnected(f"{sw!r} is not connected")
+        installed = self.installed
+        assert installed is not None
+        mask, mark = self.cookie_mask, self.cookie
+        deletes: List[Flow] = []
+        modifies: List[Tuple[Flow, int]] = []
+        adds: List[Flow] = []
+        for ident, f in delta.items():
+            have = installed.get(ident)
+            if f is None:
+                if have is not None:
+                    deletes.append(have)
+                continue
+            if f.cookie & mask != mark:
+                raise ValueError(_foreign(f, mark, mask))
+            if have is None:
+                adds.append(f)
+            elif have != f:
+                modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
+        if not (deletes or modifies or adds):
+            return SyncResult()
+        work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
+        work += modifies
+        work += [(f, codec.ADD) for f in adds]
+        await self._send(work)
+        for f in deletes:
+            installed.pop(f.identity, None)
+        for f, _cmd in modifies:
+            installed[f.identity] = f
+        for f in adds:
+            installed[f.identity] = f
+        result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
+        log.debug("{sw}: applied +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
         return result
 
     async def _push_all(self, desired: Iterable[Flow]) -> SyncResult:

@@ -124,8 +124,13 @@ def _port_desc(buf: bytes, start: int, end: int) -> None:
     _need((end - start) % ofp.OFP_PORT_SIZE == 0, "port desc body not a whole number of ports")
 
 
+def _aggregate(buf: bytes, start: int, end: int) -> None:
+    _need(end - start == 24, "aggregate stats body is not 24 bytes")
+
+
 _MULTIPART = {
     ofp.OFPMP_FLOW: _flow_stats,
+    ofp.OFPMP_AGGREGATE: _aggregate,
     ofp.OFPMP_GROUP_DESC: _group_desc,
     ofp.OFPMP_GROUP: _group_stats,
     ofp.OFPMP_METER: _meter_stats,
