@@ -237,6 +237,8 @@ class IncrementalCompiler:
                 if rec is not None:
                     self._index(self.rec_net_eps, rec.network, eid, add)
         for eid in sorted(ep_keys):
+            if tick():
+                yield None
             new_ep = self._resolve("endpoint", eid, lambda: resolve_ep(eid, snap.endpoints[eid], self.nets)
                                    if eid in snap.endpoints else (None, ""))
             old_ep = self.eps.get(eid)
@@ -254,6 +256,8 @@ class IncrementalCompiler:
                 self.eps.pop(eid, None)
             else:
                 self.eps[eid] = new_ep
+            if tick():
+                yield None
 
         flipped = [nh for nh, was in flips.items() if self._present(*nh) != was]
 
