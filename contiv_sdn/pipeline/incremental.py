@@ -280,9 +280,13 @@ class IncrementalCompiler:
                 for eid in self.host_eps.get(name, ()):
                     dirty_eps.setdefault(eid, set()).add(self.eps[eid].net.key)
                 net_all.update(n for n, hs in self.net_hosts.items() if name in hs)
+        flip_by_host: Dict[str, Set[str]] = {}
         for n, h in flipped:
-            net_all.add(n)
-            full_hosts.add(h)
+            net_all.add(n)  # its flood lists elsewhere name this host's VTEP or not
+            if self.routing:
+                full_hosts.add(h)  # the relevance of its tenant's other networks may change too
+            else:
+                flip_by_host.setdefault(h, set()).add(n)  # relevance and is_present of n's owners here
         for n in net_all:
             self._vtep_lists.pop(n, None)
 
@@ -340,6 +344,9 @@ class IncrementalCompiler:
                     owners.add((1, n))
                 for n in net_all:
                     owners.add((1, n))
+                for n in flip_by_host.get(name, ()):
+                    owners.update((2, n, e) for e in self.net_eps.get(n, ()))
+                    owners.update((2, n, e) for e in self.rec_net_eps.get(n, ()))  # ones just gone
                 for eid, nets in dirty_eps.items():
                     for n in nets:
                         owners.add((2, n, eid))
