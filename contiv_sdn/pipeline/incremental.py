@@ -41,6 +41,7 @@ runs it to the end.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, Mapping, Optional, Set,
                     Tuple, Union)
@@ -124,8 +125,10 @@ _MISSING = object()
 class IncrementalCompiler:
     """Keeps the flows of a set of switches equal to the full compile of the latest snapshot."""
 
-    #: owners evaluated between two yields of :meth:`steps`
+    #: owners evaluated between two yields of :meth:`steps` at most ...
     CHUNK = 200
+    #: ... and seconds of work (a clock read for slicing only: results never depend on it)
+    SLICE = 0.005
 
     def __init__(self, on_build: Optional[Callable[[str, str], None]] = None) -> None:
         #: instrumentation: called with (kind, key) for every fragment actually built
@@ -198,12 +201,15 @@ class IncrementalCompiler:
             self.routing = snap.global_cfg.fwd_mode == "routing"
             self.proxy_arp = self.routing or snap.global_cfg.arp_mode != "flood"
         self.snap = snap
-        budget = [self.CHUNK]
+        budget = [self.CHUNK, time.perf_counter() + self.SLICE]
 
         def tick() -> bool:
+            # a slice ends after CHUNK owners or SLICE seconds, whichever is first (a flood
+            # list naming 500 VTEPs costs far more than an endpoint): the caller decides
+            # whether to give the reactor a turn there
             budget[0] -= 1
-            if budget[0] <= 0:
-                budget[0] = self.CHUNK
+            if budget[0] <= 0 or time.perf_counter() >= budget[1]:
+                budget[0], budget[1] = self.CHUNK, time.perf_counter() + self.SLICE
                 return True
             return False
 
