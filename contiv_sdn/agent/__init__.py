@@ -4,7 +4,7 @@ One module, one job:
 
 ``options``       command line and machine-dependent defaults
 ``service``       :func:`make_service`: the parts assembled as a MultiService
-``registration``  ``state:host[name]`` in Redis; :func:`host_dpid`
+``registration``  the host's record, kept through the netmaster's ``/plugin/registerHost``; :func:`host_dpid`
 ``ovsdb``         OVSDB through the ``ovs`` IDL, in one worker thread
 ``bridge``        br-int + controllers + vxlan0 (+ uplink), retried until OVSDB answers
 ``plumbing``      veth pairs in container namespaces with pyroute2 (address, route, MTU,

@@ -13,13 +13,8 @@ stamps ``updated`` with Redis's clock and stores it
 refuses, the agent retries with back-off and goes on serving the endpoints it
 has: registration gates no datapath work, only ``status()["ready"]``.
 
-Liveness of registrations (host records, and netmaster records written by
-``contiv_sdn.master.service``) is one rule, :func:`is_live`: each record
-carries when it was last written (``updated``, Redis's clock) and how often
-its writer refreshes it (``refresh``); it is stale once it missed
-:data:`STALE_AFTER` refreshes.  Only ``/info`` cares: a stale host record is
-never removed (its vtepIP and dpid keep the datapath to that host's endpoints
-working while its netplugin restarts).
+The record says how often the agent refreshes it (``refresh``); the netmaster
+judges liveness from that (:func:`contiv_sdn.master.hosts.is_live`).
 """
 
 from __future__ import annotations
@@ -33,30 +28,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 log = Logger()
-
-HOST_KIND = "host"
-#: A registration is stale after this many missed refreshes.
-STALE_AFTER = 3
-#: The refresh interval assumed for a record that does not say (older writers).
-DEFAULT_REFRESH = 30.0
-
-
-def is_live(record: Any, now: float) -> bool:
-    """Whether a registration record was refreshed recently enough.
-
-    ``now`` is Redis's ``TIME`` (the clock netmasters stamp their records
-    with).  A record without a usable ``updated`` is stale.
-    """
-    if not isinstance(record, dict):
-        return False
-    updated = record.get("updated", record.get("started"))
-    refresh = record.get("refresh", DEFAULT_REFRESH)
-    if isinstance(updated, bool) or not isinstance(updated, (int, float)):
-        return False
-    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not refresh > 0:
-        refresh = DEFAULT_REFRESH
-    return now - updated <= STALE_AFTER * refresh
-
 
 def host_dpid(name: str) -> int:
     """The datapath id of a host's br-int: stable, 48 bits, never zero.
@@ -169,7 +140,7 @@ class HostRegistration(Service):
     async def write(self) -> Dict[str, Any]:
         """Register now; fires with the record the netmaster stored."""
         request = dict(self.record())
-        request["refresh"] = self.interval  # how soon to expect the next call: is_live()
+        request["refresh"] = self.interval  # how soon to expect the next call (liveness)
         stored = await self.register(request)
         if self._failing is not None:
             log.info("host {name} registered with the netmaster (after failures)",

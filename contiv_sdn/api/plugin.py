@@ -7,7 +7,7 @@ import socket
 from typing import Any, Callable, Dict, List
 
 from contiv_sdn import __version__
-from contiv_sdn.agent.registration import is_live
+from contiv_sdn.master.hosts import is_live
 from contiv_sdn.api.http import HttpError
 from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper

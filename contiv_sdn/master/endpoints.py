@@ -16,9 +16,10 @@ from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.netutil import parse_v6
 from contiv_sdn.master.oper import network_subnet
 from contiv_sdn.master.work import Work
-from contiv_sdn.store import Store, StoreError, StoreUnavailable, View, placeholder, transact
+from contiv_sdn.store import (
+    Finish, Store, StoreError, StoreUnavailable, View, placeholder, transact,
+)
 from contiv_sdn.store import keys as K
-from contiv_sdn.store.txn import Finish
 
 
 def strip_len(addr: str) -> str:

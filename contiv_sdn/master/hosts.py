@@ -8,7 +8,7 @@ node into etcd itself; ``POST /plugin/registerHost`` is our extension.
 The record keeps the fields the agent wrote before (``name``, ``vtepIP``,
 ``dpid``, ``bridge``, ``tunnelPort``, ``uplinkPort``, ``mtu``, ``refresh``,
 ``updated``).  ``updated`` is now stamped here with Redis's clock (``TIME``), as
-netmaster records are, so :func:`~contiv_sdn.agent.registration.is_live` no
+netmaster records are, so :func:`is_live` no
 longer depends on the host's clock agreeing with Redis's.
 
 A refresh (same record, later ``updated``) is one write, as before, so it costs
@@ -29,7 +29,6 @@ from typing import Any, Dict, Optional
 
 from twisted.logger import Logger
 
-from contiv_sdn.agent.registration import HOST_KIND, is_live
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.shapes import loads
@@ -37,6 +36,36 @@ from contiv_sdn.store import Store, StoreError, StoreUnavailable
 from contiv_sdn.store.keys import hash_of
 
 log = Logger()
+
+# Liveness of registrations (host records, and netmaster records written by
+# ``contiv_sdn.master.service``) is one rule: each record carries when it was
+# last written (``updated``, Redis's clock) and how often its writer refreshes
+# it (``refresh``); it is stale once it missed STALE_AFTER refreshes.  Only
+# ``/info`` and the dpid/vtep claim check care: a stale host record is never
+# removed (its vtepIP and dpid keep the datapath to that host's endpoints
+# working while its netplugin restarts).
+HOST_KIND = "host"
+#: A registration is stale after this many missed refreshes.
+STALE_AFTER = 3
+#: The refresh interval assumed for a record that does not say (older writers).
+DEFAULT_REFRESH = 30.0
+
+
+def is_live(record: Any, now: float) -> bool:
+    """Whether a registration record was refreshed recently enough.
+
+    ``now`` is Redis's ``TIME`` (the clock netmasters stamp their records
+    with).  A record without a usable ``updated`` is stale.
+    """
+    if not isinstance(record, dict):
+        return False
+    updated = record.get("updated", record.get("started"))
+    refresh = record.get("refresh", DEFAULT_REFRESH)
+    if isinstance(updated, bool) or not isinstance(updated, (int, float)):
+        return False
+    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not refresh > 0:
+        refresh = DEFAULT_REFRESH
+    return now - updated <= STALE_AFTER * refresh
 
 #: A host name: what ``--host`` (default: the hostname) may be.  It is a Redis hash
 #: field and appears in log lines and ``/info``: no spaces, quotes or control bytes.

@@ -30,7 +30,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from contiv_sdn.agent.registration import is_live
+from contiv_sdn.master.hosts import is_live
 from contiv_sdn.api import NetmasterAPI
 from contiv_sdn.api.site import make_site
 from contiv_sdn.controller.service import Controller

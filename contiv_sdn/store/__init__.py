@@ -17,7 +17,7 @@ Key layout (every name built in :mod:`contiv_sdn.store.keys`):
     HASH key → JSON of server-side state: ``network`` (netId, encap, vlan,
     vni, localVlan, subnet, gateway, networkTag, epCount...), ``tenant``
     (vrfId), ``endpointGroup`` (epgId, network, groupTag...), ``endpoint``,
-    ``host`` (written by agents), ``serviceLB`` (the VIP), ``netmaster``
+    ``host`` (written by the netmaster for the agents, ``/plugin/registerHost``), ``serviceLB`` (the VIP), ``netmaster``
     (live netmaster instances).  Kind name = the plain ``<kind>``.
 ``contiv:alloc:vlan`` / ``:vxlan`` / ``:localvlan`` / ``:netid`` / ``:vrfid`` / ``:epgid``
     Bit strings, bit N set = N in use.  VLANs and VNIs are bounded by the
@@ -48,11 +48,11 @@ out the same tag, id or address.
 
 from contiv_sdn.store.store import RedisURL, Store, Subscription, connect
 from contiv_sdn.store.txn import (
-    Conflict, StoreError, StoreUnavailable, Txn, TxnResult, View, placeholder, transact,
+    Conflict, Finish, StoreError, StoreUnavailable, Txn, TxnResult, View, placeholder, transact,
 )
 
 __all__ = [
     "Store", "RedisURL", "Subscription", "connect", "Conflict", "StoreError", "StoreUnavailable",
     "Txn",
-    "TxnResult", "View", "placeholder", "transact",
+    "TxnResult", "View", "placeholder", "transact", "Finish",
 ]
