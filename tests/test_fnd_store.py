@@ -3,37 +3,19 @@ feed, snapshots, allocators, optimistic concurrency, persistence."""
 
 from __future__ import annotations
 
-import functools
 import json
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from contiv_sdn.store import Conflict, RedisURL, Store, StoreError, Txn, placeholder, transact
+from contiv_sdn.store import (
+    Conflict, Finish, RedisURL, Store, StoreError, Txn, placeholder, transact,
+)
 from contiv_sdn.store import bitmap
 from contiv_sdn.store import keys as K
-from contiv_sdn.store.txn import Finish
 from contiv_sdn.testing import RedisServer
-
-
-def async_test(f):
-    @functools.wraps(f)
-    def wrapper(self):
-        return defer.ensureDeferred(f(self))
-    return wrapper
-
-
-def sleep(seconds: float):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def wait_for(predicate, timeout: float = 10.0):
-    waited = 0.0
-    while not predicate():
-        if waited > timeout:
-            raise AssertionError("condition not reached")
-        await sleep(0.02)
-        waited += 0.02
+from contiv_sdn.testing.wait import wait_for
+from tests.test_fnd_helpers import async_test
 
 
 class StoreTestBase(unittest.TestCase):
@@ -86,10 +68,10 @@ class RecordsTests(StoreTestBase):
         s = await self.store()
         changes, resyncs = [], []
         s.subscribe(lambda *c: changes.append(c), lambda: resyncs.append(1))
-        await wait_for(lambda: resyncs)
+        await wait_for(lambda: resyncs, what="a resync")
         rev = await s.put_state("endpoint", "ep1", {"id": "ep1"})
         rev2 = await s.del_state("endpoint", "ep1")
-        await wait_for(lambda: len(changes) >= 2)
+        await wait_for(lambda: len(changes) >= 2, what="two changes")
         self.assertEqual(changes, [("endpoint", "ep1", "set", rev), ("endpoint", "ep1", "del", rev2)])
 
     @async_test
@@ -97,20 +79,20 @@ class RecordsTests(StoreTestBase):
         s = await self.store()
         changes, resyncs = [], []
         s.subscribe(lambda *c: changes.append(c), lambda: resyncs.append(1))
-        await wait_for(lambda: resyncs)
+        await wait_for(lambda: resyncs, what="a resync")
         t = Txn()
         t.alloc("epg", K.ALLOC_EPG_ID, 1, 65535, cursor=K.CURSOR_EPG_ID)
         t.put("endpointGroup", "default:g1", {"epgId": placeholder("epg")}, subs=True)
         await s.apply(t)
         self.redis.stop(remove=False)
         self.redis.start()
-        await wait_for(lambda: len(resyncs) >= 2, timeout=20)
+        await wait_for(lambda: len(resyncs) >= 2, timeout=20, what="a second resync")
         self.assertEqual(await s.get("endpointGroup", "default:g1"), {"epgId": 1})
         t = Txn()
         t.alloc("epg", K.ALLOC_EPG_ID, 1, 65535, cursor=K.CURSOR_EPG_ID)
         t.put("endpointGroup", "default:g2", {"epgId": placeholder("epg")}, subs=True)
         self.assertEqual((await s.apply(t)).allocs["epg"], 2)
-        await wait_for(lambda: any(c[1] == "default:g2" for c in changes))
+        await wait_for(lambda: any(c[1] == "default:g2" for c in changes), what="the change of g2")
 
 
 class AllocatorTests(StoreTestBase):

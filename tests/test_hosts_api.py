@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from typing import Any, Dict, List, Tuple
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
 from contiv_sdn.store import Store, Txn
 from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary
 from contiv_sdn.testing.netmaster import NetmasterProcess
+from contiv_sdn.testing.wait import wait_for, wait_until
 from tests.test_fnd_api import NetmasterCase
 from tests.test_fnd_helpers import async_test
 
@@ -32,23 +32,6 @@ def body(**over: Any) -> Dict[str, Any]:
          "tunnelPort": "vxlan0", "uplinkPort": "eth1", "mtu": 1500, "refresh": 30.0}
     b.update(over)
     return b
-
-
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def wait_for(what: str, check, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if isinstance(value, defer.Deferred):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await sleep(0.05)
 
 
 def redis_cli(sock: str, *args: str) -> str:
@@ -80,11 +63,8 @@ def read_only_replica(test: unittest.TestCase, primary: RedisServer) -> RedisSer
     replica = RedisServer(appendonly=False).start()
     test.addCleanup(replica.stop)
     redis_cli(replica.socket, "REPLICAOF", "127.0.0.1", str(port))
-    deadline = time.monotonic() + 30
-    while "master_link_status:up" not in redis_cli(replica.socket, "INFO", "replication"):
-        if time.monotonic() > deadline:
-            raise AssertionError("the replica did not sync with its primary")
-        time.sleep(0.05)
+    wait_until(lambda: "master_link_status:up" in redis_cli(replica.socket, "INFO", "replication"),
+               timeout=30, what="the replica to sync with its primary")
     assert readonly_errors(replica.socket) == 0
     return replica
 
@@ -139,7 +119,7 @@ class RegisterHostRouteTests(NetmasterCase):
         await subscribed
         await self.plugin("registerHost", body())
         await store.put_state("marker", "m", {})  # everything before it has arrived with it
-        await wait_for("the marker", lambda: ("marker", "m", "set") in seen)
+        await wait_for(what="the marker", predicate=lambda: ("marker", "m", "set") in seen)
         self.assertEqual(seen, [("host", HOST, "set"), ("marker", "m", "set")])
 
     @async_test
@@ -253,7 +233,13 @@ class AgentRegistrationTests(unittest.TestCase):
         from contiv_sdn.agent.registration import HostRegistration, host_record
         client = NetmasterClient(url, timeout=5)
         self.addCleanup(client.close)
-        reg = HostRegistration(client.register_host,
+        self.attempts = 0
+
+        def register(record):
+            self.attempts += 1
+            return client.register_host(record)
+
+        reg = HostRegistration(register,
                                lambda: host_record(HOST, "192.0.2.41", 0xABC, "br-int", "eth1",
                                                    1500), **kw)
         reg.startService()
@@ -266,7 +252,7 @@ class AgentRegistrationTests(unittest.TestCase):
         nm = NetmasterProcess(redis_url=self.redis.url, port=port)
         self.addCleanup(nm.stop)
         reg = self.registration(nm.url, interval=0.3, retry=0.05, max_retry=0.2)
-        await sleep(0.5)
+        await wait_for(lambda: self.attempts >= 3, what="three registration attempts")
         self.assertFalse(reg.registered.called)  # nobody to register with yet: retrying
         await threads.deferToThread(nm.start)
         stored = await reg.registered
@@ -279,16 +265,16 @@ class AgentRegistrationTests(unittest.TestCase):
             rec = await store.get("host", HOST)
             return rec is not None and rec["updated"] > stamp
 
-        await wait_for("a refresh", lambda: defer.ensureDeferred(
+        await wait_for(what="a refresh", predicate=lambda: defer.ensureDeferred(
             refreshed_after(stored["updated"])))
         # the netmaster goes away and comes back: the agent keeps trying, then refreshes
         await threads.deferToThread(nm.stop, remove=False)
         down_at = await store.server_time()
-        await wait_for("a failed refresh", lambda: reg._failing is not None)
+        await wait_for(what="a failed refresh", predicate=lambda: reg._failing is not None)
         await threads.deferToThread(nm.start)
-        await wait_for("a refresh after the restart", lambda: defer.ensureDeferred(
+        await wait_for(what="a refresh after the restart", predicate=lambda: defer.ensureDeferred(
             refreshed_after(down_at)))
-        await wait_for("the agent to see it", lambda: reg._failing is None)
+        await wait_for(what="the agent to see it", predicate=lambda: reg._failing is None)
 
     @async_test
     async def test_a_refusal_is_retried_and_logged_once(self):
@@ -389,7 +375,7 @@ class ReadOnlyRedisAgentTests(unittest.TestCase):
         ep = await fx.client.create_endpoint("e" * 64, ctr.path, "agtnet", name="web")
         self.assertEqual(ctr.addrs("eth0"), [(ep["ipAddress"], PLEN)])
         await fx.client.delete_endpoint("e" * 64)
-        await wait_for("the Docker driver's subscription on the replica", lambda:
+        await wait_for(what="the Docker driver's subscription on the replica", predicate=lambda:
                        threads.deferToThread(lambda: " sub=1 " in redis_cli(
                            replica.socket, "CLIENT", "LIST")))
         await fx.stop()
