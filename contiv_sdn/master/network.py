@@ -9,14 +9,14 @@ host agent owns the docker side.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from contiv_sdn.master import netutil
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.global_cfg import vlan_bounds, vxlan_bounds
 from contiv_sdn.master.handler import Handler, OperContext
 from contiv_sdn.master.oper import endpoints_where, network_addresses
-from contiv_sdn.master.work import Work, link_count, link_keys
+from contiv_sdn.master.work import Work, link_count
 from contiv_sdn.store import keys as K
 from contiv_sdn.store import placeholder
 
@@ -37,6 +37,31 @@ async def global_ready(w: Work, encap: str) -> dict:
     raise MasterError(f"Global configuration is not ready: {why}")
 
 
+def _overlap_suspects(tenant: dict, networks: dict, subnet: str, subnet6: str) -> List[str]:
+    """The tenant's network keys to check against a new network, in the
+    order Contiv checks them (sorted), so its first refusal is ours too.
+
+    Every create of a tenant checks every network of the tenant, so this
+    first screens them in one pass with precomputed bounds (IPv4) and
+    returns all of them, sorted, only when one is missing or may clash.
+    """
+    members = (tenant.get("link-sets") or {}).get("Networks") or {}
+    if subnet6 or not subnet:
+        return sorted(members)
+    a0, a1 = netutil._overlap_bounds(subnet)
+    bounds = netutil._overlap_bounds
+    for other_key in members:
+        other = networks.get(other_key)
+        if other is None:
+            return sorted(members)
+        theirs = other.get("subnet")
+        if theirs:
+            b0, b1 = bounds(theirs)
+            if b0 <= a0 <= b1 or b0 <= a1 <= b1 or a0 <= b0 <= a1 or a0 <= b1 <= a1:
+                return sorted(members)
+    return []
+
+
 class NetworkHandler(Handler):
     modeltype = "network"
 
@@ -51,7 +76,7 @@ class NetworkHandler(Handler):
             raise MasterError("Tenant not found")
         networks = await w.objs("network")
         subnet, subnet6 = obj.get("subnet"), obj.get("ipv6Subnet")
-        for other_key in link_keys(tenant, "Networks"):
+        for other_key in _overlap_suspects(tenant, networks, subnet, subnet6):
             other = networks.get(other_key)
             if other is None:
                 raise MasterError(f"network key {other_key} not found")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlparse
 
 import txredisapi
@@ -45,6 +45,9 @@ DEFAULT_GRACE = 2.0
 #: Replies that mean "Redis is there but cannot serve now" (still loading the
 #: append-only file after a restart, running a stuck script...).
 _UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+#: The hash of kind versions that APPLY bumps and READ_KIND answers (spelled
+#: by the scripts themselves, see contiv_sdn.store.lua).
+_KIND_VERSIONS = "contiv:ver"
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,62 @@ async def _bounded(d: Deferred, seconds: float) -> None:
         log.info("redis disconnect did not finish cleanly: {err}", err=str(e) or repr(e))
 
 
+class CachedKind:
+    """A whole kind as Redis held it at version :attr:`ver`.
+
+    Records written by this process are kept as the exact JSON text it sent
+    (``raws``) and parsed only when the kind is listed, so a large record
+    that is read and rewritten by every transaction (a tenant listing its
+    networks) is not parsed twice and encoded twice per commit.
+    """
+
+    __slots__ = ("ver", "_items", "_raws")
+
+    def __init__(self, ver: int, items: Dict[str, dict], raws: Dict[str, str]) -> None:
+        self.ver = ver
+        self._items = items
+        self._raws = raws
+
+    def records(self) -> Dict[str, dict]:
+        """Every record, parsed (shared: read-only)."""
+        if self._raws:
+            items = dict(self._items)
+            for key, raw in self._raws.items():
+                items[key] = json.loads(raw)
+            self._items, self._raws = items, {}
+        return self._items
+
+    def raw(self, key: str) -> Optional[str]:
+        """One record's JSON text as Redis holds it (None = absent).
+
+        Parsed records were read from Redis, whose text Txn.put wrote with
+        these same settings, so re-encoding reproduces it; if some other
+        writer's text differs, a guard built from this fails and the
+        transaction reads Redis instead.
+        """
+        raw = self._raws.get(key)
+        if raw is not None:
+            return raw
+        found = self._items.get(key)
+        return None if found is None else json.dumps(found, separators=(",", ":"),
+                                                     allow_nan=False)
+
+    def patched(self, ver: int, writes: List[Tuple[str, Optional[str]]]) -> "CachedKind":
+        """This kind after ``writes`` ((key, JSON or None = deleted), in order)."""
+        items, raws = self._items, dict(self._raws)
+        copied = False
+        for key, raw in writes:
+            if key in items:
+                if not copied:
+                    items, copied = dict(items), True
+                del items[key]
+            if raw is None:
+                raws.pop(key, None)
+            else:
+                raws[key] = raw
+        return CachedKind(ver, items, raws)
+
+
 class Store:
     """The project's only door to Redis.  Build it with ``await Store.connect(url)``.
 
@@ -204,7 +263,7 @@ class Store:
         self._subs: list = []
         # kind -> (version, {key: record}) for list_versioned: a kind re-read
         # only when its version moved, and patched with our own writes
-        self._kinds: Dict[str, Tuple[int, Dict[str, dict]]] = {}
+        self._kinds: Dict[str, CachedKind] = {}
 
     @classmethod
     async def connect(cls, url: str, poolsize: int = 2, timeout: float = DEFAULT_TIMEOUT,
@@ -296,27 +355,47 @@ class Store:
         The records returned are shared with a cache: treat them as read-only.
         """
         cached = self._kinds.get(kind)
-        known = str(cached[0]) if cached else "-1"
+        known = str(cached.ver) if cached else "-1"
         out = await self._call(
             "READ_KIND", lambda: self._conn.eval(READ_KIND, [K.hash_of(kind)], [kind, known]))
         ver = int(_s(out[0]))
         if len(out) == 1 and cached is not None:
-            return ver, cached[1]
+            return ver, cached.records()
         items = json.loads(out[1])
-        self._kinds[kind] = (ver, items)
+        self._kinds[kind] = CachedKind(ver, items, {})
         return ver, items
+
+    def cached_kind(self, kind: str) -> Optional["CachedKind"]:
+        """A cached kind, not checked against Redis (see
+        :class:`~contiv_sdn.store.txn.View`), or None."""
+        return self._kinds.get(kind)
+
+    def forget_kind(self, kind: str) -> None:
+        """Drop a cached kind (it was found stale): the next read loads it again."""
+        self._kinds.pop(kind, None)
+
+    async def kind_versions(self, kinds: List[str]) -> Dict[str, int]:
+        """The current version of each kind (one ``HMGET``)."""
+        if not kinds:
+            return {}
+        raw = await self._call("HMGET", lambda: self._conn.execute_command(
+            "HMGET", _KIND_VERSIONS, *kinds))
+        return {k: int(_s(v) or 0) for k, v in zip(kinds, raw)}
 
     def _patch_cache(self, txn: Txn, vers: Dict[str, int]) -> None:
         """Bring cached kinds up to date with our own committed writes."""
         for kind, ver in vers.items():
             cached = self._kinds.get(kind)
-            if cached is None or cached[0] != ver - 1:
-                continue  # not cached, or someone else wrote too: the next read refreshes it
-            items = dict(cached[1])
-            if txn.apply_to(kind, items):
-                self._kinds[kind] = (ver, items)
-            else:
+            if cached is None:
+                continue
+            writes = txn.raw_writes(kind)
+            if cached.ver != ver - 1 or writes is None:
+                # someone else wrote too, or Redis alone knows what was
+                # written: drop it, so that a cache read without asking
+                # Redis (View) is never left stale
                 del self._kinds[kind]
+                continue
+            self._kinds[kind] = cached.patched(ver, writes)
 
     async def revision(self) -> int:
         return int(_s(await self._call("GET", lambda: self._conn.get(K.REV))) or 0)

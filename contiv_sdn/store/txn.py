@@ -24,7 +24,8 @@ import hashlib
 import json
 import random
 from typing import (
-    Any, Awaitable, Callable, Dict, Generic, List, Optional, TYPE_CHECKING, TypeVar, Union,
+    Any, Awaitable, Callable, Dict, Generic, List, Optional, TYPE_CHECKING, Tuple, TypeVar,
+    Union,
 )
 
 from twisted.internet import reactor, task
@@ -32,7 +33,7 @@ from twisted.internet import reactor, task
 from contiv_sdn.store.keys import hash_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from contiv_sdn.store.store import Store
+    from contiv_sdn.store.store import CachedKind, Store
 
 T = TypeVar("T")
 
@@ -237,16 +238,31 @@ class Txn:
         allocations, server-side increments): ``items`` is then not what Redis
         holds and the caller must drop it.
         """
+        writes = self.raw_writes(kind)
+        if writes is None:
+            return False
+        for key, raw in writes:
+            if raw is None:
+                items.pop(key, None)
+            else:
+                items[key] = json.loads(raw)
+        return True
+
+    def raw_writes(self, kind: str) -> Optional[List[Tuple[str, Optional[str]]]]:
+        """This transaction's writes of ``kind`` as (key, JSON text or None
+        for a delete), in order; None when some write of ``kind`` is only
+        known to Redis (see :meth:`apply_to`)."""
+        out: List[Tuple[str, Optional[str]]] = []
         for op in self._ops:
             if op.get("k") != kind:
                 continue
             if op["t"] == "put" and not op.get("subs"):
-                items[op["f"]] = json.loads(self._values[op["vi"] - 2])
+                out.append((op["f"], self._values[op["vi"] - 2]))
             elif op["t"] == "del":
-                items.pop(op["f"], None)
+                out.append((op["f"], None))
             else:
-                return False
-        return True
+                return None
+        return out
 
     def argv(self) -> List[str]:
         """The ``ARGV`` of the APPLY script: the program, then the record values."""
@@ -258,19 +274,51 @@ class Txn:
 
 
 class View:
-    """Reads for one transaction attempt, each recorded as a guard."""
+    """Reads for one transaction attempt, each recorded as a guard.
 
-    def __init__(self, store: "Store"):
+    With ``speculate`` (the first attempt of :func:`transact`), intent
+    objects (``obj:*`` kinds, written only through transactions) are read
+    from the store's cache of whole kinds without a round trip to Redis:
+    the guard records exactly what was read, so a commit on a stale cache
+    is a :class:`Conflict` like any other and the retry reads Redis.  An
+    answer that commits nothing (a refusal, a no-op) is checked by
+    :meth:`current` before it is given.
+    """
+
+    def __init__(self, store: "Store", speculate: bool = False):
         self.store = store
         self.txn = Txn()
         self._lists: Dict[str, Dict[str, dict]] = {}
+        self.speculate = speculate
+        #: kind -> cached version, for every kind read from the cache
+        self.speculated: Dict[str, int] = {}
+
+    async def _cached(self, kind: str) -> "Optional[CachedKind]":
+        """The cached intent kind (loaded once if absent), or None."""
+        if not (self.speculate and kind.startswith("obj:")):
+            return None
+        cached = self.store.cached_kind(kind)
+        if cached is None:
+            await self.store.list_versioned(kind)
+            cached = self.store.cached_kind(kind)
+            if cached is None:
+                return None
+        self.speculated.setdefault(kind, cached.ver)
+        if self.speculated[kind] != cached.ver:
+            # our own commit moved the cache during this attempt: only Redis knows
+            raise Conflict(f"kind {kind} moved during the attempt")
+        return cached
 
     async def get(self, kind: str, key: str) -> Optional[dict]:
         """Read a record (a private copy); the commit fails with Conflict if it changes meanwhile."""
         if kind in self._lists:
             found = self._lists[kind].get(key)
             return copy.deepcopy(found) if found is not None else None
-        raw = await self.store.get_raw(kind, key)
+        cached = await self._cached(kind)
+        if cached is not None:
+            raw = cached.raw(key)
+        else:
+            raw = await self.store.get_raw(kind, key)
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
 
@@ -284,10 +332,26 @@ class View:
     async def list(self, kind: str) -> Dict[str, dict]:
         """Read a whole kind; any change to that kind fails the commit."""
         if kind not in self._lists:
-            ver, items = await self.store.list_versioned(kind)
+            cached = await self._cached(kind)
+            if cached is not None:
+                ver, items = cached.ver, cached.records()
+            else:
+                ver, items = await self.store.list_versioned(kind)
             self.txn.guard_ver(kind, ver)
             self._lists[kind] = items
         return self._lists[kind]
+
+    async def current(self) -> bool:
+        """Whether every kind read from the cache is still at the version read
+        (one round trip; true at once when nothing was read from the cache)."""
+        if not self.speculated:
+            return True
+        kinds = sorted(self.speculated)
+        vers = await self.store.kind_versions(kinds)
+        stale = [k for k in kinds if vers.get(k) != self.speculated[k]]
+        for kind in stale:
+            self.store.forget_kind(kind)
+        return not stale
 
 
 async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finish[T]]]],
@@ -299,20 +363,44 @@ async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finis
     that depends on what the commit allocated is returned as a
     :class:`Finish`, whose ``then(result)`` becomes the answer after the
     commit.  A Finish with nothing to commit is a bug: there is no result.
+
+    The first attempt reads intent objects from the store's cache (see
+    :class:`View`), so a warm transaction costs Redis one call (the commit);
+    after a conflict the attempts read Redis.
     """
     delay = 0.001
+    speculate = True
     for attempt in range(attempts):
-        view = View(store)
-        value = await fn(view)
+        view = View(store, speculate=speculate)
+        try:
+            value = await fn(view)
+        except Conflict:
+            speculate = False  # the cache moved under the attempt: read Redis
+            continue
+        except Exception:
+            # a refusal read from the cache must hold for what Redis holds
+            if view.speculated and not await view.current():
+                speculate = False
+                continue
+            raise
         if view.txn.empty():
             if isinstance(value, Finish):
                 raise TypeError("a transaction that writes nothing has no result to finish")
+            if view.speculated and not await view.current():
+                speculate = False
+                continue
             return value
         try:
             result = await store.apply(view.txn)
         except Conflict:
+            for kind in view.speculated:
+                store.forget_kind(kind)
+            if speculate:
+                speculate = False  # a stale cache is not contention: retry at once
+                continue
             await task.deferLater(reactor, random.uniform(0, delay), lambda: None)
             delay = min(delay * 2, 0.05)
             continue
         return value.then(result) if isinstance(value, Finish) else value
     raise StoreError("too much contention, try again")
+
