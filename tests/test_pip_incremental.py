@@ -2,7 +2,8 @@
 
 Plain data, no switch: random sequences of changes of every kind (global modes,
 tenants, networks, groups, hosts, endpoints, ports up and down, switches coming
-and going, records that are wrong in every way the compiler isolates) are applied
+and going, policy rules of every shape, groups' policy lists, records that are
+wrong in every way the compiler isolates) are applied
 one by one; after each, every switch's flows as the engine's deltas built them
 must equal :func:`compile_hosts` of the same snapshot (the oracle), and so must
 the failures reported.  Small pools of names, addresses and MACs make collisions
@@ -20,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from contiv_sdn.pipeline.compiler import compile_hosts
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
-from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Snapshot, Tenant
+from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant
 
 HOSTS = ("h1", "h2", "h3", "h4")
 TENANTS = ("t1", "t2")
@@ -29,6 +30,10 @@ EPS = tuple(f"e{i}" for i in range(8))
 IPS = ("10.1.1.1", "10.1.1.2", "10.1.1.3", "10.1.1.4", "10.1.1.254", "bad-ip")
 MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03", "02:00:00:00:00:04", "zz")
 VTEPS = ("192.168.1.1", "192.168.1.2", "192.168.1.3", "192.168.1.1", "not-an-ip")
+POLICIES = ("t1:p0", "t1:p1", "t2:p0")
+RULE_IPS = ("", "", "10.1.1.1", "10.1.1.2-9", "10.1.0.0/16", "10.1.1.9-3", "bad", "10.1.1.1-5/24")
+PROTOS = ("", "tcp", "udp", "icmp", "igmp", "47", "300", "tcp")
+GROUP_POLICIES = ((), ("t1:p0",), ("t1:p0", "t1:p1"), ("t1:p1",), ("t2:p0", "t1:p0"), 5, (["x"],))
 
 
 class Model:
@@ -41,6 +46,7 @@ class Model:
         self.groups: Dict[str, Group] = {}
         self.hosts: Dict[str, Host] = {}
         self.endpoints: Dict[str, Endpoint] = {}
+        self.rules: Dict[str, Rule] = {}
         self.switches: Set[str] = set(HOSTS[:2])
         self.rev = 0
 
@@ -48,7 +54,7 @@ class Model:
         self.rev += 1
         f = MappingProxyType
         return Snapshot(self.rev, self.cfg, f(dict(self.tenants)), f(dict(self.networks)), f(dict(self.groups)),
-                        f(dict(self.hosts)), f(dict(self.endpoints)))
+                        f(dict(self.hosts)), f(dict(self.endpoints)), f(dict(self.rules)))
 
     def host_ports(self, name: str) -> Dict[str, int]:
         h = self.hosts.get(name)
@@ -75,12 +81,13 @@ class Model:
                 gw = ("", "10.1.1.254", "bad-gw")[d % 3]
                 self.networks[key] = Network(key, tenant, key.split(":")[1], encap, 100 + c % 3, net_id,
                                              "10.1.1.0/24", gw)
-        elif kind == 3:  # group put / delete
-            key = f"t1:g{a % 2}"
+        elif kind == 3:  # group put / delete (ids shared with endpoints', policies attached)
+            key = f"t1:g{a % 3}"
             if b % 3 == 0:
                 self.groups.pop(key, None)
             else:
-                self.groups[key] = Group(key, "t1", NETS[c % 2], 1 + d % 3)
+                self.groups[key] = Group(key, "t1", NETS[c % 2], (5, 6, 7, 0)[d % 4],
+                                         GROUP_POLICIES[(b + c) % len(GROUP_POLICIES)])
         elif kind == 4:  # host put / delete / refresh / bad
             name = HOSTS[a % len(HOSTS)]
             old = self.hosts.get(name)
@@ -140,9 +147,39 @@ class Model:
                 self.switches.add(name)
             else:
                 self.switches.discard(name)
+        elif kind == 9:  # a rule put / delete / bad
+            policy = POLICIES[a % 3]
+            key = f"{policy}:r{b % 4}"
+            if c % 6 == 0:
+                self.rules.pop(key, None)
+                return
+            inbound = (b + c) % 2 == 0
+            peer_group = ("", "g0", "g1", "g2", "nope")[d % 5]
+            peer_net = ("", "", "a", "b", "zz")[(c + d) % 5] if not peer_group or d % 3 == 0 else ""
+            peer_ip = RULE_IPS[(b * 3 + d) % len(RULE_IPS)] if not peer_net or d % 4 == 0 else ""
+            own_ip = RULE_IPS[(c * 5 + d) % len(RULE_IPS)] if inbound and d % 3 == 1 else ""
+            r = Rule(key, policy.split(":")[0], policy, "in" if inbound else "out",
+                     ("allow", "deny")[(a + d) % 2], (1, 5, 5, 100, 0, 101)[c % 6], PROTOS[(a + b) % len(PROTOS)],
+                     (0, 80, 443, 80)[(b + d) % 4],
+                     from_group=peer_group if inbound else "", to_group="" if inbound else peer_group,
+                     from_network=peer_net if inbound else "", to_network="" if inbound else peer_net,
+                     from_ip=peer_ip if inbound else "", to_ip=own_ip if inbound else peer_ip)
+            bad = (a * 5 + c) % 17
+            if bad == 1:
+                r = dataclasses.replace(r, policy=["x"])  # unhashable policy name
+            elif bad == 2:
+                r = dataclasses.replace(r, port={"x": 1})
+            elif bad == 3:
+                r = dataclasses.replace(r, direction="both")
+            self.rules[key] = r
+        elif kind == 10:  # a group's policy list re-posted
+            key = f"t1:g{a % 3}"
+            g = self.groups.get(key)
+            if g is not None:
+                self.groups[key] = dataclasses.replace(g, policies=GROUP_POLICIES[b % len(GROUP_POLICIES)])
 
 
-OPS = st.tuples(st.integers(0, 8), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+OPS = st.tuples(st.integers(0, 10), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
                 st.integers(0, 99))
 
 
@@ -153,11 +190,20 @@ def _seed(m: Model) -> None:
         m.hosts[name] = Host(name, i + 1, VTEPS[i % 3], MappingProxyType(
             {"vxlan0": 1, "eth1": 2, **{f"p{j}": 10 + j for j in range(8) if j % 4 == i}}), "vxlan0", "eth1")
     for i, eid in enumerate(EPS):
-        m.endpoints[eid] = Endpoint(eid, HOSTS[i % 4], NETS[i % 3], IPS[i % 4], MACS[i % 4], f"p{i}")
+        m.endpoints[eid] = Endpoint(eid, HOSTS[i % 4], NETS[i % 3], IPS[i % 4], MACS[i % 4], f"p{i}",
+                                    epg_id=(0, 5, 6)[i % 3])
+    m.groups["t1:g0"] = Group("t1:g0", "t1", "t1:a", 5, ("t1:p0",))
+    m.groups["t1:g1"] = Group("t1:g1", "t1", "t1:b", 6, ("t1:p0", "t1:p1"))
+    for r in (Rule("t1:p0:r0", "t1", "t1:p0", "in", "deny", 1, "tcp"),
+              Rule("t1:p0:r1", "t1", "t1:p0", "in", "allow", 10, "tcp", 80, from_group="g1"),
+              Rule("t1:p0:r2", "t1", "t1:p0", "in", "allow", 10, "", 443, from_ip="10.1.1.2-9"),
+              Rule("t1:p1:r0", "t1", "t1:p1", "out", "deny", 5, "icmp", to_network="a"),
+              Rule("t1:p1:r1", "t1", "t1:p1", "out", "allow", 5, "udp", 53, to_ip="10.1.0.0/16")):
+        m.rules[r.key] = r
 
 
 class IncrementalEqualsFull(TestCase):
-    def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict]) -> None:
+    def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict]) -> int:
         snap = m.snapshot()
         upd = eng.update(snap, m.switches)
         oracle = compile_hosts(snap, m.switches)
@@ -186,6 +232,7 @@ class IncrementalEqualsFull(TestCase):
                 kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
             self.assertEqual(eng.counts(name), kinds, name)
         self.assertEqual(set(eng.failed()), set(oracle.failed))
+        return sum(1 for fl in oracle.flows.values() for f in fl if (f.cookie >> 32) & 0xFFFF == 4)
 
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(OPS, min_size=1, max_size=25))
@@ -194,7 +241,7 @@ class IncrementalEqualsFull(TestCase):
         _seed(m)
         eng = IncrementalCompiler()
         held: Dict[str, dict] = {}
-        self._check(m, eng, held)
+        self.assertGreater(self._check(m, eng, held), 0, "the seed has group policy flows")
         for op in ops:
             m.apply(op)
             self._check(m, eng, held)

@@ -25,8 +25,12 @@ GOOD = [
     flow(T.L3, match={"eth_type": 0x800, "ipv4_dst": "10.0.0.2"}, actions=[("dec_ttl",)], goto=T.L2),
     flow(T.L2, match={"reg1": 3, "eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
          actions=[("set_field", "reg5", T.OUT_FLOOD)], goto=T.POLICY),
-    flow(T.POLICY, match={"eth_type": 0x800, "ct_state": (0, T.CT_TRK)}, actions=[("ct", False, 1, T.POLICY)]),
+    flow(T.POLICY, match={"eth_type": 0x800, "reg1": 3}, actions=[("ct", False, 1, T.POLICY_CT)]),
     flow(T.POLICY, 0, goto=T.OUTPUT),
+    flow(T.POLICY_CT, match={"ct_state": (T.CT_TRK | T.CT_INV, T.CT_TRK | T.CT_INV)}),
+    flow(T.POLICY_IN, match={"eth_type": 0x800, "reg3": 7, "ip_proto": 6, "tcp_dst": 80,
+                             "ipv4_src": ("10.0.0.0", "255.255.255.0")}, goto=T.POLICY_COMMIT),
+    flow(T.POLICY_COMMIT, match={"eth_type": 0x800, "reg1": 3}, actions=[("ct", True, 1, None)], goto=T.OUTPUT),
     flow(T.OUTPUT, match={"reg5": 2, "reg4": (0, 1)},
          actions=[("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1064), ("output", 2)]),
 ]

@@ -26,16 +26,16 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Tuple
 from contiv_sdn.model.decode import _kind, _type_error
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import GoNumber
-from contiv_sdn.model.shapes import INT, STR, Struct, Type, loads
+from contiv_sdn.model.shapes import INT, STR, STR_LIST, Struct, Type, loads
 from contiv_sdn.pipeline.state import (
-    Endpoint, GlobalCfg, Group, Host, Network, Snapshot, Tenant, _frozen,
+    Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant, _frozen,
 )
 
 StoreData = Mapping[str, Mapping[str, Any]]
 
 #: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
 SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
-                            "host", "endpoint"})
+                            "host", "endpoint", "obj:endpointGroup", "obj:rule"})
 
 
 class _Uint64(Type):
@@ -66,6 +66,11 @@ NETWORK_SHAPE = Struct("NetworkState", [("netId", INT), ("encap", STR), ("vni", 
 GROUP_SHAPE = Struct("EndpointGroupState", [("network", STR), ("epgId", INT)])
 HOST_SHAPE = Struct("HostState", [("vtepIP", STR), ("dpid", UINT64), ("tunnelPort", STR),
                                   ("uplinkPort", STR)])
+GROUP_CFG_SHAPE = Struct("EndpointGroup", [("policies", STR_LIST)])
+RULE_SHAPE = Struct("Rule", [("action", STR), ("direction", STR), ("fromEndpointGroup", STR),
+                             ("fromIpAddress", STR), ("fromNetwork", STR), ("policyName", STR), ("port", INT),
+                             ("priority", INT), ("protocol", STR), ("tenantName", STR),
+                             ("toEndpointGroup", STR), ("toIpAddress", STR), ("toNetwork", STR)])
 ENDPOINT_SHAPE = Struct("EndpointState", [("network", STR), ("ipAddress", STR), ("macAddress", STR),
                                           ("group", STR), ("homingHost", STR), ("intfName", STR)])
 
@@ -73,8 +78,9 @@ ENDPOINT_SHAPE = Struct("EndpointState", [("network", STR), ("ipAddress", STR), 
 _RANGES: Dict[str, Tuple[int, int]] = {
     "vrfId": (0, 0xFFFF), "netId": (0, 0xFFFF), "epgId": (0, 0xFFFF),
     "vni": (0, 0xFFFFFF), "vlan": (0, 4095), "dpid": (0, (1 << 64) - 1),
+    "port": (0, 0xFFFF), "priority": (0, 100),
 }
-_PY_TYPES = {STR: str, INT: int, UINT64: int}
+_PY_TYPES = {STR: str, INT: int, UINT64: int, STR_LIST: list}
 
 
 class Unparsable:
@@ -152,7 +158,8 @@ def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
         get = record.get
         for name, pytype, int64 in fields:
             v = get(name)
-            if v is not None and (type(v) is not pytype or (int64 and not -(1 << 63) <= v < 1 << 63)):
+            if v is not None and (type(v) is not pytype or (int64 and not -(1 << 63) <= v < 1 << 63)
+                                  or (pytype is list and any(type(x) is not str for x in v))):
                 break
         else:
             for name, lo, hi in ranges:
@@ -173,6 +180,7 @@ def _load(shape: Struct, record: Any) -> Mapping[str, Any]:
 SHAPE_OF: Dict[str, Struct] = {
     "obj:global": GLOBAL_SHAPE, "tenant": TENANT_SHAPE, "obj:network": NETWORK_CFG_SHAPE,
     "network": NETWORK_SHAPE, "endpointGroup": GROUP_SHAPE, "host": HOST_SHAPE, "endpoint": ENDPOINT_SHAPE,
+    "obj:endpointGroup": GROUP_CFG_SHAPE, "obj:rule": RULE_SHAPE,
 }
 
 
@@ -184,7 +192,11 @@ def read_view(kind: str, record: Any) -> Any:
     if shape is None or type(record) is not dict:
         return record
     get = record.get
-    return tuple(get(name) for name in shape.fields)
+    return tuple(_hashable(get(name)) for name in shape.fields)
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if type(v) is list else v
 
 
 def _network_address(subnet: str) -> str:
@@ -260,12 +272,33 @@ def build_checked(revision: int, data: StoreData,
             gateway=st.get("gateway") or cfg.get("gateway") or "",
         )
 
+    group_cfgs = dict(each("obj:endpointGroup", GROUP_CFG_SHAPE))
     groups: Dict[str, Group] = {}
     for key, st in each("endpointGroup", GROUP_SHAPE):
         net = st.get("network")
         if net in networks and st.get("epgId"):
-            groups[key] = Group(key=key, tenant=key.split(":", 1)[0], network=net,
-                                epg_id=st["epgId"])
+            tenant = key.split(":", 1)[0]
+            cfg = group_cfgs.get(key) or {}
+            policies = tuple(sorted({f"{tenant}:{p}" for p in cfg.get("policies") or ()}))
+            groups[key] = Group(key=key, tenant=tenant, network=net, epg_id=st["epgId"], policies=policies)
+
+    rules: Dict[str, Rule] = {}
+    for key, r in each("obj:rule", RULE_SHAPE):
+        try:
+            tenant, name = _pair_key(key, "policy:ruleId")
+            if not r.get("policyName"):
+                raise _Refused("no policyName")
+        except _Refused as err:
+            refuse("obj:rule", key, r, str(err))
+            continue
+        rules[key] = Rule(
+            key=key, tenant=tenant, policy=f"{tenant}:{r['policyName']}",
+            direction=r.get("direction") or "", action=r.get("action") or "",
+            priority=r.get("priority") or 1, protocol=r.get("protocol") or "", port=r.get("port") or 0,
+            from_group=r.get("fromEndpointGroup") or "", to_group=r.get("toEndpointGroup") or "",
+            from_network=r.get("fromNetwork") or "", to_network=r.get("toNetwork") or "",
+            from_ip=r.get("fromIpAddress") or "", to_ip=r.get("toIpAddress") or "",
+        )
 
     hosts: Dict[str, Host] = {}
     for name, st in each("host", HOST_SHAPE):
@@ -296,7 +329,7 @@ def build_checked(revision: int, data: StoreData,
     snap = Snapshot(
         revision=revision, global_cfg=global_cfg, tenants=_frozen(tenants),
         networks=_frozen(networks), groups=_frozen(groups), hosts=_frozen(hosts),
-        endpoints=_frozen(endpoints),
+        endpoints=_frozen(endpoints), rules=_frozen(rules),
     )
     return Built(snap, tuple(refused))
 

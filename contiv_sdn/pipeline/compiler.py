@@ -42,6 +42,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+from . import policy as PL
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
 from .state import ROUTER_MAC, Host, Network, Snapshot
@@ -56,7 +57,7 @@ P_DROP = 30
 P_DEFAULT = 10
 P_MISS = 0
 
-_KIND_CODE = {"base": 1, "net": 2, "ep": 3}
+_KIND_CODE = {"base": 1, "net": 2, "ep": 3, "group": 4}
 _MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 _LOCAL = (0, T.FLAG_REMOTE)
 _REMOTE = (T.FLAG_REMOTE, T.FLAG_REMOTE)
@@ -95,7 +96,7 @@ def _why(err: BaseException) -> str:
 
 
 def cookie_for(kind: str, ident: str = "") -> int:
-    """The cookie of every flow owned by ``kind`` ("base", "net", "ep") ``ident``.
+    """The cookie of every flow owned by ``kind`` ("base", "net", "ep", "group") ``ident``.
 
     Stable across processes (CRC-32, not Python's salted ``hash``), marked with
     COOKIE_MARK, and with the kind in bits 32..47 so a whole kind can be selected.
@@ -207,11 +208,32 @@ class _Index:
         self.eps: List[_Ep] = []
         self.eps_by_net: Dict[str, List[_Ep]] = {}
         self.hosts_by_net: Dict[str, set] = {}
+        #: host -> the group ids of its endpoints (where group policy flows are needed)
+        self.host_epgs: Dict[str, set] = {}
         for eid in sorted(snap.endpoints):
             try:
                 self._add_ep(eid)
             except Exception as err:
                 self.failed.append(Failure("endpoint", eid, _why(err)))
+        #: group key -> its resolved policy (groups with an unusable record are missing)
+        self.group_args: Dict[str, PL.GroupArgs] = {}
+        rules_by_policy: Dict[Any, set] = {}
+        for rkey in sorted(snap.rules):
+            try:
+                rules_by_policy.setdefault(snap.rules[rkey].policy, set()).add(rkey)
+            except TypeError:  # an unhashable policy name: no group can name it
+                pass
+        for gkey in sorted(snap.groups):
+            try:
+                g = snap.groups[gkey]
+                args, issues = PL.group_args(gkey, g, PL.rules_of(g, rules_by_policy, snap.rules),
+                                             snap.groups, snap.networks)
+            except Exception as err:
+                self.failed.append(Failure("group", gkey, _why(err)))
+                continue
+            self.issues += issues
+            if args is not None:
+                self.group_args[gkey] = args
         #: host name -> VTEP address, for hosts whose VTEP is valid.
         self.vteps: Dict[str, str] = {}
         for name in sorted(snap.hosts):
@@ -241,6 +263,8 @@ class _Index:
         self.eps.append(ep)
         self.eps_by_net.setdefault(ep.net.key, []).append(ep)
         self.hosts_by_net.setdefault(ep.net.key, set()).add(ep.host)
+        if ep.epg:
+            self.host_epgs.setdefault(ep.host, set()).add(ep.epg)
 
     def remote_vteps(self, net: _Net, host: Host) -> List[str]:
         """VTEPs of the other known hosts with endpoints in ``net`` (sorted, unique)."""
@@ -305,8 +329,8 @@ def host_context(host: Host) -> Tuple[Mapping[str, int], Optional[int], Optional
     return ports, tun, upl
 
 
-def base_flows(proxy_arp: bool, tun: Optional[int]) -> List[Flow]:
-    """The defaults that let each table go on (owner: the host)."""
+def base_flows(proxy_arp: bool, tun: Optional[int], upl: Optional[int]) -> List[Flow]:
+    """The defaults that let each table go on, and the policy stage's (owner: the host)."""
     b = _Out()
     add, base = b.add, BASE_COOKIE
     add(T.SOURCE, P_DEFAULT, {T.REG_FLAGS: _REMOTE}, goto=T.ARP, cookie=base, note="remote: no anti-spoofing")
@@ -314,7 +338,7 @@ def base_flows(proxy_arp: bool, tun: Optional[int]) -> List[Flow]:
         add(T.ARP, P_DROP, _arp_request(), cookie=base, note="unanswered ARP request: drop")
     add(T.ARP, P_MISS, {}, goto=T.L3, cookie=base)
     add(T.L3, P_MISS, {}, goto=T.L2, cookie=base)
-    add(T.POLICY, P_MISS, {}, goto=T.OUTPUT, cookie=base, note="policy placeholder: allow")
+    b.flows += PL.base_policy_flows(tun, upl, base)
     if tun is not None:
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: tun, T.REG_FLAGS: _LOCAL}, [("output", tun)], cookie=base,
             note="to tunnel (never from a tunnel)")
@@ -346,6 +370,7 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
     """A network's flows on one host (owner: the network)."""
     b = _Out()
     add, c = b.add, net.cookie
+    b.flows += PL.net_policy_flows(net.net_id, net.vrf, net.key, c)
     if upl is not None:
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
             [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
@@ -454,6 +479,11 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
     return b.flows
 
 
+def group_flows(args: PL.GroupArgs) -> List[Flow]:
+    """A group's policy flows on a host where it has an endpoint (owner: the group)."""
+    return PL.group_flows(args, cookie_for("group", args.key))
+
+
 def fragment(build: Any, args: Tuple, checked: Optional[set] = None) -> Tuple[Flow, ...]:
     """``build(*args)``, every flow checked against its table's declaration (raises if
     one breaks it: the caller leaves the owner out).  ``checked`` remembers flows
@@ -482,7 +512,7 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
         else:
             relevant = present
         present_keys = {n.key for n in present}
-        flows = list(fragment(base_flows, (ix.proxy_arp, tun), ix.checked))
+        flows = list(fragment(base_flows, (ix.proxy_arp, tun, upl), ix.checked))
     except Exception as err:
         raise CompileError(host.name, _why(err)) from None
 
@@ -505,6 +535,14 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                 flows += fragment(ep_flows, args, ix.checked)
             except Exception as err:
                 failed.append(Failure("endpoint", ep.id, _why(err)))
+    local_epgs = ix.host_epgs.get(host.name, ())
+    for gkey in sorted(ix.group_args):
+        args = ix.group_args[gkey]
+        if args.epg in local_epgs:
+            try:
+                flows += fragment(group_flows, (args,), ix.checked)
+            except Exception as err:
+                failed.append(Failure("group", gkey, _why(err)))
     flows, issues = _dedupe(flows, host.name)
     return flows, issues, failed
 

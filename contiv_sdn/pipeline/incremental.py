@@ -15,7 +15,18 @@ Owners and their inputs (made explicit by the argument tuples of
   hosts where it is present;
 * an endpoint on a host ``(2, net, id)``: its record and network, whether it is
   local (then its port's ofport) or remote (then its host's VTEP and this host's
-  tunnel/uplink ofport), whether its network is present here, and the global modes.
+  tunnel/uplink ofport), whether its network is present here, and the global modes;
+* a group's policy ``(3, group)`` (see ``policy.py``): its id and the resolved
+  rules of its policies (which read the groups and networks the rules name);
+  the same fragment on every host where the group has an endpoint, nowhere else.
+
+Policy changes cost what they change: a rule record marks the groups whose
+policies hold it; a group record marks itself and the groups whose rules name
+it; a network record marks the groups whose rules name it.  Only those groups'
+rules are resolved again, and only the ones whose resolved rules differ are
+rebuilt (once, shared by every switch).  Membership costs no policy work at all:
+an endpoint's group id lives in its own flows; only the first/last endpoint of
+a group on a host brings/removes the group's fragment there.
 
 A change marks owners dirty through those dependencies (an endpoint record: that
 endpoint on every switch where its network is relevant, plus its network's flood
@@ -46,8 +57,9 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, Mapping, Optional, Set,
                     Tuple, Union)
 
+from . import policy as PL
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
-                       host_context, net_args, net_flows, resolve_ep, resolve_net, resolve_vtep)
+                       group_flows, host_context, net_args, net_flows, resolve_ep, resolve_net, resolve_vtep)
 from .flow import Flow
 from .state import GlobalCfg, Host, Snapshot
 
@@ -156,6 +168,16 @@ class IncrementalCompiler:
         self.ep_cache: Dict[str, Dict[Tuple, Frag]] = {}
         self.base_cache: Dict[Tuple, Frag] = {}
         self._vtep_lists: Dict[str, Tuple[Tuple[str, ...], int]] = {}
+        #: policy: group -> its resolved rules; the record indexes that find whom a change marks
+        self.group_args: Dict[str, PL.GroupArgs] = {}
+        self.rules_by_policy: Dict[Any, Set[str]] = {}
+        self.groups_by_policy: Dict[Any, Set[str]] = {}
+        self.rules_by_ref: Dict[Any, Set[str]] = {}
+        #: group id -> host -> endpoints (resolved) with that id there; group id -> groups
+        self.epg_hosts: Dict[int, Dict[str, int]] = {}
+        self.epg_groups: Dict[int, Set[str]] = {}
+        self.group_cache: Dict[str, Tuple[PL.GroupArgs, Frag]] = {}
+        self._gflips: Set[Tuple[int, str]] = set()
 
     # -- public ----------------------------------------------------------------
     def update(self, snap: Snapshot, hosts: Iterable[str]) -> Update:
@@ -234,7 +256,11 @@ class IncrementalCompiler:
                 changed_nets.add(key)
                 ep_keys |= self.rec_net_eps.get(key, set())
 
+        # 1b. policy: groups whose resolved rules may have changed
+        changed_groups = yield from self._policy_pass(old, snap, net_keys, tick)
+
         # 2. endpoints
+        self._gflips = set()
         dirty_eps: Dict[str, Set[str]] = {}
         local_nets: Set[Tuple[str, str]] = set()   # (net, host): its local ports' flood list
         flips: Dict[Tuple[str, str], bool] = {}    # (net, host) -> presence before: may have changed
@@ -356,11 +382,16 @@ class IncrementalCompiler:
                 for eid, nets in dirty_eps.items():
                     for n in nets:
                         owners.add((2, n, eid))
+                for g in changed_groups:
+                    owners.add((3, g))
+                for epg, h in self._gflips:
+                    if h == name:
+                        owners.update((3, g) for g in self.epg_groups.get(epg, ()))
                 if sw.host is None:
                     owners.clear()  # an unknown host has no flows (as in the full compile)
                 frags = sw.frags
                 for o in owners:
-                    if o in frags or self._relevant(o[1], name):
+                    if o in frags or self._owner_relevant(o, name):
                         self._eval(sw, o, before, upd)
                         if tick():
                             yield None
@@ -393,8 +424,83 @@ class IncrementalCompiler:
         self.idx_failed.pop((kind, key), None)
         return value
 
+    def _policy_pass(self, old: Snapshot, snap: Snapshot, net_keys: Set[str],
+                     tick: Callable[[], bool]) -> Generator[None, None, Set[str]]:
+        """Re-resolve the groups a rule, group or network change can affect; the groups
+        whose resolved rules changed."""
+        group_keys = set(_diff_keys(old.groups, snap.groups))
+        rule_keys = set(_diff_keys(old.rules, snap.rules))
+        if not (group_keys or rule_keys or net_keys):
+            return set()
+        affected: Set[str] = set(group_keys)
+        for gk in group_keys:
+            for rec, add in ((old.groups.get(gk), False), (snap.groups.get(gk), True)):
+                if rec is not None:
+                    for p in _policies(rec):
+                        self._index(self.groups_by_policy, p, gk, add)
+        policies: Set[Any] = set()
+        for rk in rule_keys:
+            for rec, add in ((old.rules.get(rk), False), (snap.rules.get(rk), True)):
+                if rec is None:
+                    continue
+                self._index(self.rules_by_policy, getattr(rec, "policy", None), rk, add)
+                for ref in _rule_refs(rec):
+                    self._index(self.rules_by_ref, ref, rk, add)
+                _add_hashable(policies, getattr(rec, "policy", None))
+        refs = [("g", gk) for gk in group_keys] + [("n", nk) for nk in net_keys]
+        for ref in refs:
+            for rk in self.rules_by_ref.get(ref, ()):
+                rec = snap.rules.get(rk)
+                if rec is not None:
+                    _add_hashable(policies, getattr(rec, "policy", None))
+        for p in policies:
+            affected |= self.groups_by_policy.get(p, set())
+        changed: Set[str] = set()
+        for gk in sorted(affected):
+            if tick():
+                yield None
+            rec = snap.groups.get(gk)
+            new = self._resolve("group", gk, lambda: PL.group_args(
+                gk, rec, PL.rules_of(rec, self.rules_by_policy, snap.rules), snap.groups, snap.networks)
+                if rec is not None else (None, ""))
+            was = self.group_args.get(gk)
+            if new == was:
+                continue
+            changed.add(gk)
+            if was is not None:
+                self._index(self.epg_groups, was.epg, gk, False)  # type: ignore[arg-type]
+                del self.group_args[gk]
+            if new is not None:
+                self.group_args[gk] = new
+                self._index(self.epg_groups, new.epg, gk, True)  # type: ignore[arg-type]
+        return changed
+
+    def _owner_relevant(self, o: OwnerKey, name: str) -> bool:
+        if o[0] == 3:
+            args = self.group_args.get(o[1])
+            if args is None:
+                return False
+            hs = self.epg_hosts.get(args.epg)
+            return hs is not None and name in hs and self._known(name)
+        return self._relevant(o[1], name)
+
+    def _known(self, name: str) -> bool:
+        sw = self.switches.get(name)
+        return sw is not None and sw.host is not None
+
     def _place(self, ep: _Ep, add: bool, flips: Dict[Tuple[str, str], bool]) -> None:
         n, h, eid = ep.net.key, ep.host, ep.id
+        if ep.epg:
+            eh = self.epg_hosts.setdefault(ep.epg, {})
+            c = eh.get(h, 0) + (1 if add else -1)
+            if c:
+                eh[h] = c
+            else:
+                del eh[h]
+                if not eh:
+                    del self.epg_hosts[ep.epg]
+            if c == (1 if add else 0):
+                self._gflips.add((ep.epg, h))
         self._index(self.net_eps, n, eid, add)
         self._index(self.net_host_eps, (n, h), eid, add)
         self._index(self.host_eps, h, eid, add)
@@ -453,6 +559,9 @@ class IncrementalCompiler:
                 if self._relevant(n, name):
                     owners.append((1, n))
                     owners += [(2, n, e) for e in sorted(self.net_eps.get(n, ()))]
+            for g in sorted(self.group_args):
+                if self._owner_relevant((3, g), name):
+                    owners.append((3, g))
         keep = set(owners)
         for o in [o for o in sw.frags if o not in keep]:
             self._set(sw, o, _EMPTY, before)
@@ -469,7 +578,7 @@ class IncrementalCompiler:
         kind = o[0]
         new: Frag
         if kind == 0:
-            args = (self.proxy_arp, sw.tun)
+            args = (self.proxy_arp, sw.tun, sw.upl)
             new = self.base_cache.get(args)  # type: ignore[assignment]
             if new is None:
                 new = self._build("host", sw.name, base_flows, args, upd)
@@ -479,6 +588,18 @@ class IncrementalCompiler:
             if type(new) is Failure:
                 self._break(sw, new)  # type: ignore[arg-type]
                 return
+        elif kind == 3:
+            g = o[1]
+            gargs = self.group_args.get(g)
+            if gargs is None or not self._owner_relevant(o, sw.name):
+                new = _EMPTY
+            else:
+                cached = self.group_cache.get(g)
+                if cached is not None and cached[0] == gargs:
+                    new = cached[1]
+                else:
+                    new = self._build("group", g, group_flows, (gargs,), upd)
+                    self.group_cache[g] = (gargs, new)
         elif kind == 1:
             n = o[1]
             net = self.nets.get(n)
@@ -614,6 +735,31 @@ class IncrementalCompiler:
                     k = (now.cookie >> 32) & 0xFFFF
                     kinds[k] = kinds.get(k, 0) + 1
         return delta
+
+
+def _policies(group: Any) -> Tuple[Any, ...]:
+    try:
+        return tuple(group.policies)
+    except TypeError:
+        return ()
+
+
+def _rule_refs(rule: Any) -> List[Tuple[str, str]]:
+    """The groups and networks a rule record may name (whatever its direction)."""
+    t = getattr(rule, "tenant", "")
+    out = []
+    for kind, name in (("g", getattr(rule, "from_group", "")), ("g", getattr(rule, "to_group", "")),
+                       ("n", getattr(rule, "from_network", "")), ("n", getattr(rule, "to_network", ""))):
+        if name:
+            out.append((kind, f"{t}:{name}"))
+    return out
+
+
+def _add_hashable(s: Set[Any], item: Any) -> None:
+    try:
+        s.add(item)
+    except TypeError:
+        pass
 
 
 def compile_error_of(upd: Update, host: str) -> Optional[CompileError]:

@@ -4,9 +4,11 @@ Tests (and later the controller's tests) use it to check behaviour — reachabil
 isolation, ARP answers, no loops — instead of comparing flow text.  It follows
 OpenFlow 1.3 semantics closely enough to catch real mistakes:
 
-* per table, the highest-priority matching flow wins; two *different* matching
-  flows at the same priority raise :class:`AmbiguousMatch` (OpenFlow leaves the
-  choice undefined, so a pipeline that relies on it is wrong); a miss drops;
+* per table, the highest-priority matching flow wins; two matching flows at the
+  same priority that *do different things* (actions or goto) raise
+  :class:`AmbiguousMatch` (OpenFlow leaves the choice undefined, so a pipeline
+  that relies on it is wrong); overlapping flows with one outcome (two allow
+  rules of one priority) are fine; a miss drops;
 * masks, apply-actions in order (an output sends the packet as it is at that
   moment), goto forward only, output to the ingress port is dropped unless it
   names ``IN_PORT``;
@@ -15,9 +17,13 @@ OpenFlow 1.3 semantics closely enough to catch real mistakes:
   nothing else of the pipeline metadata; the uplink is one shared L2 segment:
   every other host with an uplink receives the frame as sent (VLAN tag included);
 * ``dec_ttl`` on a TTL of 0 or 1 drops (OVS would only tell a controller that
-  asked); ``ct(...)``: the tracker is :class:`ConnTrack` — a connection is
-  ``+trk+new`` until committed (or marked established by the test), then
-  ``+trk+est`` (``+rpl`` in the reply direction); non-IPv4 is ``+trk+inv``.
+  asked); ``ct(...)``: the tracker is :class:`ConnTrack`, per (host, zone) —
+  a connection is ``+trk+new`` until committed (or marked established by the
+  test), then ``+trk+est`` (``+rpl`` in the reply direction); a packet the test
+  marked related is ``+trk+rel``; non-IPv4, and a TCP SYN+ACK (``tcp_flags``)
+  or a packet marked invalid that opens nothing, are ``+trk+inv`` (as OVS's
+  userspace tracker does).  A connection committed in one zone is unknown in
+  every other zone (tenants with identical addresses do not see each other's).
   ``ct(table=N)`` forks like OVS: the original continues untracked, a copy with
   the ct fields resumes at table N.  ``ct`` without a table only commits.
 
@@ -134,17 +140,45 @@ def _reverse(t: Tuple) -> Tuple:
     return (t[1], t[0], t[2], t[4], t[3])
 
 
+TCP_SYN, TCP_ACK = 0x02, 0x10
+
+
 class ConnTrack:
     """Committed connections per (host, zone); deliberately simple, see the module doc."""
 
     def __init__(self) -> None:
         self._conns: Dict[Tuple[str, int], set] = {}
+        self._related: set = set()
+        self._invalid: set = set()
+        #: (host, zone, ct_state) of every lookup, for tests
+        self.log: List[Tuple[str, int, int]] = []
+
+    def relate(self, packet: Mapping[str, Any]) -> None:
+        """Mark packets with ``packet``'s 5-tuple related (an ICMP error, an FTP data channel)."""
+        self._related.add(_five_tuple(dict(packet)))
+
+    def invalidate(self, packet: Mapping[str, Any]) -> None:
+        """Mark packets with ``packet``'s 5-tuple invalid when they open nothing."""
+        self._invalid.add(_five_tuple(dict(packet)))
+
+    def flush(self, host: Optional[str] = None, zone: Optional[int] = None) -> None:
+        """Forget committed connections (of one host / zone, or all)."""
+        for k in [k for k in self._conns if (host is None or k[0] == host) and (zone is None or k[1] == zone)]:
+            del self._conns[k]
+
+    def connections(self, host: str, zone: int) -> int:
+        return len(self._conns.get((host, zone), ()))
 
     def establish(self, host: str, zone: int, packet: Mapping[str, Any]) -> None:
         """Mark the connection of ``packet`` (in its direction) as committed."""
         self._conns.setdefault((host, zone), set()).add(_five_tuple(dict(packet)))
 
     def lookup(self, host: str, zone: int, pkt: Packet) -> int:
+        state = self._lookup(host, zone, pkt)
+        self.log.append((host, zone, state))
+        return state
+
+    def _lookup(self, host: str, zone: int, pkt: Packet) -> int:
         if pkt.get("eth_type") != T.ETH_TYPE_IP:
             return T.CT_TRK | T.CT_INV
         conns = self._conns.get((host, zone), set())
@@ -153,6 +187,11 @@ class ConnTrack:
             return T.CT_TRK | T.CT_EST
         if _reverse(t) in conns:
             return T.CT_TRK | T.CT_EST | T.CT_RPL
+        if t in self._related:
+            return T.CT_TRK | T.CT_REL
+        flags = pkt.get("tcp_flags", 0)
+        if t in self._invalid or (pkt.get("ip_proto") == 6 and flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK):
+            return T.CT_TRK | T.CT_INV
         return T.CT_TRK | T.CT_NEW
 
     def commit(self, host: str, zone: int, pkt: Packet) -> None:
@@ -209,7 +248,7 @@ class Fabric:
     def _lookup(self, host: str, table: int, pkt: Packet) -> Optional[Flow]:
         for prio, flows in self._tables.get(host, {}).get(table, ()):
             hits = [f for f in flows if self._matches(f, pkt)]
-            if len(hits) > 1:
+            if len(hits) > 1 and len({(h.actions, h.goto) for h in hits}) > 1:
                 raise AmbiguousMatch(f"{host} table {table} priority {prio}: {len(hits)} flows match "
                                      f"{pkt}: {[h.to_ofctl() for h in hits]}")
             if hits:

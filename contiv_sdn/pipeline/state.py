@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 ROUTER_MAC = "00:00:11:11:11:11"  # Contiv's gateway/router MAC, kept for compatibility.
 
@@ -50,6 +50,28 @@ class Group:
     tenant: str
     network: str  # network key
     epg_id: int  # 1..65535, persistent
+    #: attached policies, as "tenant:policy" keys (their rules combine)
+    policies: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy rule as configured (Contiv's ``Rule`` object); see ``pipeline/policy.py``."""
+
+    key: str  # "tenant:policy:ruleId"
+    tenant: str
+    policy: str  # policy key "tenant:policy"
+    direction: str  # "in" | "out"
+    action: str  # "allow" | "deny"
+    priority: int = 1  # 1..100, higher wins
+    protocol: str = ""  # "tcp" | "udp" | "icmp" | "igmp" | a number | "" (any)
+    port: int = 0  # 0 = any
+    from_group: str = ""  # group names (within the tenant)
+    to_group: str = ""
+    from_network: str = ""  # network names (within the tenant)
+    to_network: str = ""
+    from_ip: str = ""  # "a.b.c.d", "a.b.c.d-N" (last octet range) or "a.b.c.d/len"
+    to_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,3 +106,4 @@ class Snapshot:
     groups: Mapping[str, Group] = field(default_factory=_frozen)
     hosts: Mapping[str, Host] = field(default_factory=_frozen)
     endpoints: Mapping[str, Endpoint] = field(default_factory=_frozen)
+    rules: Mapping[str, Rule] = field(default_factory=_frozen)

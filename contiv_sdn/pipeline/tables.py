@@ -21,8 +21,15 @@ documented below)::
                  are rewritten (MACs, TTL) and moved to the destination network.
     40 L2        destination lookup by (network, eth_dst): destination EPG, the
                  output decision in REG_OUT, tunnel metadata for remote hosts.
-    50 POLICY    placeholder for stateful policy (conntrack, EPG registers);
-                 today it only goes on to OUTPUT.
+    50 POLICY    IPv4 unicast enters conntrack in its tenant's zone (REG_VRF's
+                 value, one flow per network); the rest goes on unjudged.
+    51 POLICY_CT after conntrack: invalid dropped, replies/related pass, the
+                 rest is judged (52 from a local port, 53 from remote).
+    52 POLICY_OUT ``out`` rules of the source group (REG_SRC_EPG).
+    53 POLICY_IN ``in`` rules of the destination group (REG_DST_EPG), unless
+                 the packet leaves for another host (judged there).
+    54 POLICY_COMMIT allowed: ct(commit) in the zone, then OUTPUT.
+                 (see ``policy.py`` for the semantics and the flow formula)
     60 OUTPUT    acts on REG_OUT: a local port, the tunnel, the uplink (push
                  the VLAN), or the network's flood list.  Never sends traffic
                  that came from a tunnel/uplink back to a tunnel/uplink.
@@ -50,7 +57,7 @@ REG_SRC_EPG = "reg2"  #: source endpoint group id (Endpoint.epg_id), 0 = none.
 REG_DST_EPG = "reg3"  #: destination endpoint group id, 0 = none / flood.
 REG_FLAGS = "reg4"  #: bit flags, see FLAG_*.
 REG_OUT = "reg5"  #: output decision made by L2 for OUTPUT: an ofport or OUT_FLOOD.
-#: reg6 and reg7 are free for the policy stage.
+#: reg6 and reg7 are still free (policy needs none beyond the EPG registers).
 
 FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
 
@@ -76,6 +83,10 @@ ARP = 20
 L3 = 30
 L2 = 40
 POLICY = 50
+POLICY_CT = 51
+POLICY_OUT = 52
+POLICY_IN = 53
+POLICY_COMMIT = 54
 OUTPUT = 60
 
 
@@ -149,6 +160,11 @@ class TableSpec:
 
 
 _REGS_ID = frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_DST_EPG, REG_FLAGS])
+#: what a policy rule flow may match: the two group registers and the packet's
+#: addresses (prefixes), protocol and destination port
+_RULE_MATCH = frozenset([REG_SRC_EPG, REG_DST_EPG, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst",
+                         "tcp_dst", "udp_dst"])
+_RULE_MASKABLE = frozenset(["ipv4_src", "ipv4_dst"])
 
 TABLES: Mapping[int, TableSpec] = {
     t.id: t
@@ -185,15 +201,27 @@ TABLES: Mapping[int, TableSpec] = {
                   actions=frozenset(["set_field"]),
                   goto=frozenset([POLICY])),
         TableSpec(POLICY, "policy",
-                  match=_REGS_ID | frozenset(["eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src",
-                                              "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
-                                              "ct_state", "ct_zone", "ct_mark"]),
-                  maskable=frozenset([REG_FLAGS, "ipv4_src", "ipv4_dst", "ct_state", "ct_mark",
-                                      "tcp_dst", "udp_dst"]),
-                  sets=frozenset(),
+                  match=_REGS_ID | frozenset(["eth_type", REG_OUT]),
+                  maskable=frozenset([REG_FLAGS]),
                   actions=frozenset(["ct"]),
                   goto=frozenset([OUTPUT]),
-                  ct_tables=frozenset([POLICY])),
+                  ct_tables=frozenset([POLICY_CT])),
+        TableSpec(POLICY_CT, "policy_ct",
+                  match=frozenset(["ct_state", REG_FLAGS]),
+                  maskable=frozenset(["ct_state", REG_FLAGS]),
+                  goto=frozenset([POLICY_OUT, POLICY_IN, OUTPUT])),
+        TableSpec(POLICY_OUT, "policy_out",
+                  match=_RULE_MATCH,
+                  maskable=_RULE_MASKABLE,
+                  goto=frozenset([POLICY_IN])),
+        TableSpec(POLICY_IN, "policy_in",
+                  match=_RULE_MATCH | frozenset([REG_OUT, REG_FLAGS]),
+                  maskable=_RULE_MASKABLE | frozenset([REG_FLAGS]),
+                  goto=frozenset([POLICY_COMMIT])),
+        TableSpec(POLICY_COMMIT, "policy_commit",
+                  match=frozenset(["eth_type", REG_NET]),
+                  actions=frozenset(["ct"]),
+                  goto=frozenset([OUTPUT])),
         TableSpec(OUTPUT, "output",
                   match=frozenset([REG_OUT, REG_NET, REG_FLAGS]),
                   maskable=frozenset([REG_FLAGS]),
