@@ -381,11 +381,19 @@ def report(r: Dict[str, Any]) -> str:
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
-    results = []
+    failed = 0
     for switches, endpoints in args.size or [(20, 400)]:
-        r = await run_size(reactor, switches, endpoints, args)
-        results.append(r)
+        try:
+            r = await run_size(reactor, switches, endpoints, args)
+        except Exception as e:
+            while isinstance(e, defer.FirstError):  # one of many parallel calls: say which
+                e = e.subFailure.value
+            say(f"{switches}x{endpoints} failed: {type(e).__name__}: {e}")
+            failed += 1
+            continue
         print(json.dumps(r) if args.json else "\n" + report(r) + "\n", flush=True)
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
