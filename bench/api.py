@@ -5,7 +5,12 @@ request, both measured in the same run on the same kind of private Redis.
     .venv/bin/python bench/api.py [--objects 1000] [--concurrency 10]
 
 Prints throughput and p50/p99 latency per phase and the ratio
-netmaster / baseline (throughput).  Not a test: numbers depend on the machine.
+netmaster / baseline (throughput), each next to issue 8's target (creates
+>= 0.5x the baseline); then the endpoint rate: ``--endpoints`` endpoints
+created and deleted through ``/plugin/createEndpoint`` and
+``/plugin/deleteEndpoint`` (the agents' path) by concurrent clients, spread
+over a few networks and hosts, against the target of >= 500/s per
+netmaster.  Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -117,6 +122,43 @@ def network_body(i: int) -> dict:
             f"{i % 250}.254"}
 
 
+#: issue 8's targets
+TARGET_CREATE_RATIO = 0.5
+TARGET_ENDPOINT_RATE = 500.0
+
+
+def endpoint_body(i: int, networks: int, hosts: int) -> dict:
+    """What the agent sends for one container (no address asked: the netmaster picks)."""
+    ep = f"bench-ep-{i}"
+    return {"TenantName": "default", "NetworkName": f"bench-{i % networks}", "ServiceName": "",
+            "EndpointID": ep, "EPCommonName": f"c{i}", "ContainerID": f"cid{i}",
+            "ConfigEP": {"Container": ep, "Host": f"host-{i % hosts}", "IPAddress": "",
+                         "IPv6Address": "", "ServiceName": "", "IntfName": f"vport{i}",
+                         "VtepIP": f"192.168.0.{1 + i % hosts}", "ContainerID": f"cid{i}",
+                         "Labels": {}}}
+
+
+async def bench_endpoints(args, nm_url: str) -> dict:
+    """Endpoint create then delete through /plugin/* (networks from the create phase)."""
+    from twisted.web.client import HTTPConnectionPool
+    from twisted.internet import reactor
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = args.ep_concurrency
+    client = {"url": nm_url, "pool": pool}
+    nets = min(args.objects, max(4, -(-args.endpoints // 200)))  # a /24 holds 253
+    creates = [("POST", "/plugin/createEndpoint", endpoint_body(i, nets, 8))
+               for i in range(args.endpoints)]
+    deletes = [("POST", "/plugin/deleteEndpoint",
+                {"TenantName": "default", "NetworkName": f"bench-{i % nets}", "ServiceName": "",
+                 "EndpointID": f"bench-ep-{i}", "IPv4Address": ""})
+               for i in range(args.endpoints)]
+    out = {"create": await run_phase(client, creates, args.ep_concurrency),
+           "delete": await run_phase(client, deletes, args.ep_concurrency)}
+    await pool.closeCachedConnections()
+    return out
+
+
 async def bench(args, nm_url: str, base_url: str) -> dict:
     from twisted.web.client import HTTPConnectionPool
     from twisted.internet import reactor
@@ -138,6 +180,8 @@ async def bench(args, nm_url: str, base_url: str) -> dict:
         results[name] = {"create": await run_phase(client, creates, args.concurrency),
                          "inspect": await run_phase(client, inspects, args.concurrency)}
         await pool.closeCachedConnections()
+    if args.endpoints:
+        results["endpoints"] = await bench_endpoints(args, nm_url)
     return results
 
 
@@ -145,6 +189,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--endpoints", type=int, default=2000,
+                        help="endpoints created then deleted through /plugin/* (0: skip)")
+    parser.add_argument("--ep-concurrency", type=int, default=32,
+                        help="endpoint requests in flight (agents on many hosts)")
     parser.add_argument("--controller", action="store_true",
                         help="run the netmaster with its OpenFlow controller (no switches)")
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "REDIS_URL"))
@@ -187,8 +235,17 @@ def main() -> None:
                 print(f"{name:10} {phase:8} {r['rps']:9.1f} {r['p50']:8.2f} {r['p99']:8.2f}")
         for phase in ("create", "inspect"):
             ratio = results["netmaster"][phase]["rps"] / results["baseline"][phase]["rps"]
-            print(f"ratio netmaster/baseline {phase}: {ratio:.2f} (throughput), "
+            target = f" [target >= {TARGET_CREATE_RATIO}]" if phase == "create" else ""
+            print(f"ratio netmaster/baseline {phase}: {ratio:.2f} (throughput){target}, "
                   f"p50 x{results['netmaster'][phase]['p50'] / results['baseline'][phase]['p50']:.1f}")
+        if "endpoints" in results:
+            eps = results["endpoints"]
+            print(f"endpoints ({args.endpoints}, {args.ep_concurrency} in flight, "
+                  f"/plugin/createEndpoint + /plugin/deleteEndpoint):")
+            for phase in ("create", "delete"):
+                r = eps[phase]
+                print(f"  {phase:8} {r['rps']:9.1f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
+                      f"[target >= {TARGET_ENDPOINT_RATE:.0f}/s]")
     finally:
         if base is not None:
             base.terminate()
