@@ -179,3 +179,45 @@ class ControllerWithOvsTests(TestCase):
         self.assertEqual(await threads.deferToThread(self._our_flows), [])
         ctl.audit()
         await _wait_for(lambda: len(self._our_flows()) == before, what="flows restored by the audit")
+
+    async def test_policy_flows_install_and_follow_rule_changes(self):
+        """A group with the seed's prod_web policy (plus a range, a CIDR and a port without a
+        protocol): every desired flow is on the switch (OVS accepted the bundle: conntrack
+        zones, ct_state masks, prefixes), and deleting a rule removes exactly its flow."""
+        s = self.store
+        await s.put_state("endpointGroup", "default:web", {"network": "default:net1", "epgId": 9})
+        await s.put_state("obj:endpointGroup", "default:web", {
+            "key": "default:web", "tenantName": "default", "groupName": "web", "networkName": "net1",
+            "policies": ["prod_web"]})
+        rules = {
+            "1": {"direction": "in", "protocol": "tcp", "action": "deny"},
+            "2": {"direction": "in", "protocol": "tcp", "port": 80, "action": "allow", "priority": 10},
+            "3": {"direction": "in", "protocol": "tcp", "port": 443, "action": "allow", "priority": 10},
+            "4": {"direction": "in", "protocol": "", "port": 8000, "action": "allow", "priority": 20,
+                  "fromIpAddress": "20.1.1.2-9"},
+            "5": {"direction": "out", "protocol": "icmp", "action": "deny", "priority": 5,
+                  "toIpAddress": "20.1.0.0/16"},
+        }
+        for rid, r in rules.items():
+            await s.put_state("obj:rule", f"default:prod_web:{rid}", dict(
+                r, key=f"default:prod_web:{rid}", tenantName="default", policyName="prod_web", ruleId=rid))
+        await s.put_state("endpoint", "ep1", {
+            "id": "ep1", "network": "default:net1", "group": "default:web", "ipAddress": "20.1.1.1",
+            "macAddress": "02:02:14:01:01:01", "homingHost": "h1", "intfName": "cvep1"})
+        ctl = self._start_controller()
+        self.addCleanup(ctl.stopService)
+        await _wait_for(lambda: any("tp_dst=443" in f for f in self._our_flows()), what="policy flows")
+        await ctl.when_idle()
+        flows = await threads.deferToThread(self._our_flows)
+        self.assertEqual(len(flows), len(ctl.engine.flows("h1")), "every desired flow is installed")
+        text = "\n".join(flows)
+        for needle in ("ct(table=51,zone=1)", "ct(commit,zone=1)", "ct_state=+inv+trk", "ct_state=+rpl+trk",
+                       "nw_src=20.1.1.4/30", "tp_dst=8000", "nw_dst=20.1.0.0/16"):
+            self.assertIn(needle, text)
+        self.assertEqual(len([f for f in flows if "table=53" in f and "tp_dst=8000" in f]), 2 * 3,
+                         "tcp and udp x the 3 prefixes of 20.1.1.2-9 (/31, /30, /31)")
+        await s.del_state("obj:rule", "default:prod_web:3")
+        await _wait_for(lambda: not any("tp_dst=443" in f for f in self._our_flows()), what="rule 3 gone")
+        await ctl.when_idle()
+        after = await threads.deferToThread(self._our_flows)
+        self.assertEqual(len(after), len(flows) - 1)

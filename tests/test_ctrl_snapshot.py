@@ -83,3 +83,29 @@ class BuildSnapshotTests(TestCase):
         only = {k: v for k, v in data.items() if k in SNAPSHOT_KINDS}
         self.assertEqual(build_snapshot(1, only, {11: {"a": 1}}), build_snapshot(1, data, {11: {"a": 1}}))
         self.assertNotEqual(build_snapshot(1, {}, {}), build_snapshot(1, only, {}))
+
+    def test_rules_and_group_policies_are_read_and_wrong_ones_refused(self):
+        from contiv_sdn.controller.snapshot import build_checked
+        from contiv_sdn.pipeline.state import Rule
+        data = _data(**{
+            "obj:endpointGroup": {"default:web": {"policies": ["prod_web", "extra"]},
+                                  "default:bad": {"policies": ["x", 5]}},
+            "obj:rule": {
+                "default:prod_web:2": {"tenantName": "default", "policyName": "prod_web", "ruleId": "2",
+                                       "direction": "in", "protocol": "tcp", "port": 80, "action": "allow",
+                                       "priority": 10, "fromIpAddress": "20.1.1.2-9"},
+                "default:prod_web:1": {"tenantName": "default", "policyName": "prod_web", "direction": "in",
+                                       "protocol": "tcp", "action": "deny"},
+                "default:prod_web:3": {"policyName": "prod_web", "port": "80"},
+                "default:prod_web:4": {"policyName": "prod_web", "port": 70000},
+            }})
+        built = build_checked(1, data, {})
+        snap = built.snapshot
+        self.assertEqual(snap.groups["default:web"].policies, ("default:extra", "default:prod_web"))
+        self.assertEqual(snap.rules["default:prod_web:2"],
+                         Rule("default:prod_web:2", "default", "default:prod_web", "in", "allow", 10, "tcp", 80,
+                              from_ip="20.1.1.2-9"))
+        self.assertEqual(snap.rules["default:prod_web:1"].priority, 1, "priority 0 means Contiv's default 1")
+        self.assertEqual(sorted((r.kind, r.key) for r in built.refused),
+                         [("obj:endpointGroup", "default:bad"), ("obj:rule", "default:prod_web:3"),
+                          ("obj:rule", "default:prod_web:4")])
