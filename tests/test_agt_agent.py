@@ -133,7 +133,7 @@ class AgentFixture:
 
     async def start(self) -> Any:
         from contiv_sdn.agent.client import AgentClient
-        from contiv_sdn.agent.service import make_service
+        from drivers.netplugin import make_service  # the agent, plus drivers its options ask for
         self.service = make_service(self.options(), host_netns=self.host_netns)
         self.service.startService()
         self.test.addCleanup(self.stop)

@@ -91,7 +91,7 @@ class NetmasterClient:
         self._pool = QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
 
-    async def _request(self, method: str, path: str, what: str,
+    async def request(self, method: str, path: str, what: str,
                        body: Optional[Dict[str, Any]] = None, idempotent: bool = False,
                        reply: Optional[Struct] = None) -> Any:
         """One call; ``idempotent`` (GETs always are) allows one retry when a kept-alive
@@ -155,7 +155,7 @@ class NetmasterClient:
         }
         # the netmaster answers a repeated create of the same endpoint id with the first one
         try:
-            answer = await self._request("POST", "/plugin/createEndpoint",
+            answer = await self.request("POST", "/plugin/createEndpoint",
                                          f"create endpoint {endpoint_id[:12]}", body,
                                          idempotent=True, reply=ENDPOINT_REPLY)
             config = answer["EndpointConfig"]
@@ -189,7 +189,7 @@ class NetmasterClient:
         """Release the endpoint's allocations."""
         body = {"TenantName": tenant, "NetworkName": network, "ServiceName": group,
                 "EndpointID": endpoint_id, "IPv4Address": ip or ""}
-        return await self._request("POST", "/plugin/deleteEndpoint",
+        return await self.request("POST", "/plugin/deleteEndpoint",
                                    f"delete endpoint {endpoint_id[:12]}", body, idempotent=True,
                                    reply=ENDPOINT_REPLY)
 
@@ -197,7 +197,7 @@ class NetmasterClient:
         """Register (or refresh) this host's record (``RegisterHostRequest``); fires
         with the stored ``HostState``.  Hosts write the store only through calls like
         this one (see :mod:`contiv_sdn.master.hosts`); repeating it is harmless."""
-        answer = await self._request("POST", "/plugin/registerHost",
+        answer = await self.request("POST", "/plugin/registerHost",
                                      f"register host {record.get('name', '')}", record,
                                      idempotent=True, reply=HOST_STATE)
         if answer["name"] != record.get("name"):
@@ -209,7 +209,7 @@ class NetmasterClient:
     async def network(self, tenant: str, network: str) -> Dict[str, Any]:
         """The network's configuration (``Config``: subnet, gateway, encap…)."""
         key = quote(f"{tenant}:{network}", safe=":")
-        answer = await self._request("GET", f"/api/v1/inspect/networks/{key}/",
+        answer = await self.request("GET", f"/api/v1/inspect/networks/{key}/",
                                      f"inspect network {tenant}:{network}",
                                      reply=NETWORK_INSPECT)
         return answer["Config"]

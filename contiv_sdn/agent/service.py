@@ -124,13 +124,6 @@ class NetpluginService(MultiService):
         self.api_server = unix_server(options["socket"], self.api.site())
         self.api_server.setServiceParent(self)
 
-        self.docker = None
-        if options.get("docker-plugin"):
-            from drivers.docker.service import make_docker_plugin_service
-            self.docker = make_docker_plugin_service(self, options["docker-plugin"],
-                                                     options["docker"])
-            self.docker.setServiceParent(self)
-
         self.bridge.ready.addCallback(self._bridge_ready)
 
     def host_record(self) -> Dict[str, Any]:

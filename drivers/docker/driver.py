@@ -208,8 +208,6 @@ class DockerDriver:
             if ip and e.released:
                 self.state.drop_pending(p.key, ip)
             raise
-        except (NetmasterError, NetmasterUnavailable) as e:
-            raise _nm(e) from None
         if ip:
             self.state.drop_pending(p.key, ip)
         answer: Dict[str, Any] = {}

@@ -157,10 +157,3 @@ def subnet_of(contiv_subnet: str) -> Tuple[str, int]:
     return str(net), net.prefixlen
 
 
-def ip_range_of(contiv_subnet: str) -> Optional[Tuple[str, str]]:
-    """``(first, last)`` of a range subnet ``a-b/len``, else None."""
-    addr = contiv_subnet.partition("/")[0]
-    if "-" not in addr:
-        return None
-    first, last = addr.split("-", 1)
-    return first, last

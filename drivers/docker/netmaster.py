@@ -36,7 +36,7 @@ class PluginNetmaster(NetmasterClient):
     async def alloc_address(self, p: Placement, pool: str, preferred: str = "") -> str:
         """Reserve an address (``preferred`` or the lowest free); fires with ``a.b.c.d/len``."""
         try:
-            answer = await self._request("POST", "/plugin/allocAddress",
+            answer = await self.request("POST", "/plugin/allocAddress",
                                          f"allocate an address in {p.network_key}", {
                                              "NetworkID": network_id(p), "AddressPool": pool,
                                              "PreferredIPv4Address": preferred or ""},
@@ -64,14 +64,14 @@ class PluginNetmaster(NetmasterClient):
                      "allocAddress reply: {err}", addr=address, net=p.network_key, err=e)
 
     async def release_address(self, p: Placement, address: str) -> None:
-        await self._request("POST", "/plugin/releaseAddress",
+        await self.request("POST", "/plugin/releaseAddress",
                             f"release {address} in {p.network_key}",
                             {"NetworkID": network_id(p), "IPv4Address": address})
 
     async def update_endpoint(self, p: Placement, endpoint_id: str, ip: str, container_id: str,
                               name: str, labels: Optional[Dict[str, str]] = None) -> None:
         """Tell the netmaster the container behind an endpoint (its name reaches DNS)."""
-        await self._request("POST", "/plugin/updateEndpoint",
+        await self.request("POST", "/plugin/updateEndpoint",
                             f"update endpoint {endpoint_id[:12]}", {
                                 "IPAddress": ip, "ContainerID": container_id,
                                 "Labels": dict(labels or {}), "Tenant": p.tenant,
@@ -82,7 +82,7 @@ class PluginNetmaster(NetmasterClient):
     async def group(self, tenant: str, group: str) -> Dict[str, Any]:
         """The endpoint group's configuration (fails with the netmaster's text if unknown)."""
         key = quote(f"{tenant}:{group}", safe=":")
-        answer = await self._request("GET", f"/api/v1/inspect/endpointGroups/{key}/",
+        answer = await self.request("GET", f"/api/v1/inspect/endpointGroups/{key}/",
                                      f"inspect endpoint group {tenant}:{group}",
                                      reply=GROUP_INSPECT)
         return answer["Config"]

@@ -19,7 +19,7 @@ class NetpluginServiceMaker:
         return Options
 
     def makeService(self, options):
-        from contiv_sdn.agent.service import make_service
+        from drivers.netplugin import make_service  # the agent plus the drivers asked for
         return make_service(options)
 
 
