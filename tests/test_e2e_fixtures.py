@@ -501,6 +501,7 @@ class E2ETestCase(SynchronousTestCase):
     lab_letter = "x"
     lab_hosts = 2
     lab_subnet = "192.168.69.0/24"
+    lab_docker = False   # one dockerd per host, driving each host's netplugin
 
     lab: Lab
 
@@ -527,7 +528,7 @@ class E2ETestCase(SynchronousTestCase):
         lab = Lab(hosts=self.lab_hosts, root=f"/run/contiv-e2e-{self.lab_letter}",
                   prefix=f"e2e{self.lab_letter}", link_prefix=f"cte{self.lab_letter}",
                   subnet=self.lab_subnet, netmaster_port=free_tcp_port(),
-                  ofp_port=free_tcp_port(), progress=_say)
+                  ofp_port=free_tcp_port(), progress=_say, docker=self.lab_docker)
         _labs[key] = lab
         try:
             lab.up()
@@ -579,6 +580,52 @@ class E2ETestCase(SynchronousTestCase):
                                    ip=ip)
         self.addCleanup(self._remove_container, c)
         return c
+
+    def docker_network(self, host: int, name: str, timeout: float = 30.0) -> str:
+        """Wait until the host's dockerd knows the network (netplugin creates it from the
+        Contiv network or group, a moment after the REST call)."""
+        h = self.lab.hosts[host - 1].name
+
+        def known() -> bool:
+            out = self.lab.docker(h, "network", "ls", "--format", "{{.Name}}", check=False)
+            return name in out.stdout.split()
+
+        wait_until(known, f"docker network {name} never appeared on {h}", timeout, interval=0.2)
+        return name
+
+    def docker_container(self, host: int, name: str, network: str, *cmd: str,
+                         ip: Optional[str] = None) -> Container:
+        """``docker run -d --net NETWORK busybox:local CMD`` on host number ``host``.
+
+        The container's network namespace gets the name ``<host>-dk-<name>``
+        (``ip netns attach``), so every traffic helper here works on it as on a
+        lab container.  Removed (container and name) at cleanup.
+        """
+        from contiv_sdn.lab.probe import attach_docker_netns
+        h = self.lab.hosts[host - 1].name
+        self.docker_network(host, network)
+        argv = ["run", "-d", "--name", name, f"--net={network}"]
+        if ip:
+            argv.append(f"--ip={ip}")
+        self.lab.docker(h, *argv, "busybox:local", *(cmd or ("sleep", "3600")), timeout=120)
+        netns = self.lab.names.container_netns(h, f"dk-{name}")
+        self.addCleanup(self._remove_docker_container, h, name, netns)
+
+        def docker(*args: str) -> subprocess.CompletedProcess:
+            return self.lab.docker(h, *args, check=False, timeout=60)
+
+        attach_docker_netns(docker, name, netns)
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.MacAddress}}{{end}}"
+        addr, mac = docker("inspect", "-f", fmt, name).stdout.split()
+        return Container(host=h, name=name, netns=netns, id=name, network=network, ip=addr,
+                         mac=mac)
+
+    def _remove_docker_container(self, host: str, name: str, netns: str) -> None:
+        subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+        res = self.lab.docker(host, "rm", "-f", name, check=False, timeout=60)
+        if res.returncode != 0:
+            log.warn("could not remove container {n} on {h}: {e}", n=name, h=host,
+                     e=res.stderr.strip())
 
     def _remove_container(self, c: Container) -> None:
         try:
