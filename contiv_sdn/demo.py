@@ -84,6 +84,51 @@ def wait_for_network(lab: Lab, host: str, name: str, timeout: float = 30) -> Non
                      f"{lab.root}/{host}/netplugin.log")
 
 
+def http_get(lab: Lab, host: str, client: str, ip: str, port: int) -> str:
+    """What ``client`` gets for ``GET /`` on ip:port with a new connection (busybox nc, 3 s)."""
+    return lab.docker(host, "exec", client, "sh", "-c",
+                      f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}",
+                      check=False, timeout=30).stdout
+
+
+def policy_in_action(lab: Lab, client_host: str, web1_ip: str) -> bool:
+    """Serve 80 and 8080 in web1, then show prod_web: db on the other host is served on 80
+    (rule 2 allows it) and gets no connection on 8080 (rule 1 denies incoming TCP).
+
+    The rules reach the switches a moment after the REST calls returned, so each
+    answer is retried for a few seconds before the demo says the policy failed.
+    """
+    step("Policy in action: web1 serves ports 80 and 8080; prod_web allows only 80 (and 443)")
+    for port in (80, 8080):
+        docker(lab, "node1", f"docker exec web1 httpd -p {port} -h /var/www")
+    lab.docker("node1", "exec", "web1", "sh", "-c", "echo hello-from-web1 > /var/www/index.html",
+               timeout=30)
+    shown = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {web1_ip}"
+    for port, want in ((80, True), (8080, False)):
+        deadline = time.monotonic() + 10
+        while True:
+            got = "hello-from-web1" in http_get(lab, client_host, "db", web1_ip, port)
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f"{client_host}$ docker exec db sh -c \"{shown} {port}\"", flush=True)
+        if got:
+            print("hello-from-web1", flush=True)
+            say(f"port {port}: served (rule 2 allows incoming TCP to 80)" if want else
+                f"port {port}: served although rule 1 denies incoming TCP: the policy is NOT "
+                "enforced; see 'python -m contiv_sdn.lab status' and the netmaster log")
+        else:
+            say(f"port {port}: no connection within 3 s (rule 1 denies incoming TCP; the "
+                f"switch drops the SYN)" if not want else
+                f"port {port}: no answer although rule 2 allows it; see "
+                "'python -m contiv_sdn.lab status' and the netmaster log")
+        if got != want:
+            return False
+    docker(lab, "node1", f"docker exec web1 ping -c 1 {container_ip(lab, client_host, 'db')}")
+    say("and web1 still reaches out: the replies to its own ping pass (policy is stateful)")
+    return True
+
+
 def up(hosts: int) -> int:
     step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}: OVS, dockerd, netplugin each)")
     lab = Lab(hosts=hosts, root=DEFAULT_ROOT, docker=True, progress=say)
@@ -140,7 +185,10 @@ def up(hosts: int) -> int:
     wait_for_network(lab, "node1", "web.contiv-net")
     docker(lab, "node1", "docker network ls")
     docker(lab, "node1", "docker run -itd --name=web1 --net web.contiv-net busybox:local sh")
-    say(f"web1 (group web) on node1 has {container_ip(lab, 'node1', 'web1')}")
+    web1_ip = container_ip(lab, "node1", "web1")
+    say(f"web1 (group web) on node1 has {web1_ip}")
+    if not policy_in_action(lab, node2, web1_ip):
+        return 1
 
     d1 = lab.docker_socket("node1")
     step("The lab is up. Try:")
