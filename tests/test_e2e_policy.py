@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from contiv_sdn.lab import Container
 from contiv_sdn.lab import probe
 from contiv_sdn.lab.core import ping_argv
+from contiv_sdn.pipeline import tables as T
 from contiv_sdn.testing import require_binary
 from contiv_sdn.testing.wait import wait_until
 from tests.test_e2e_fixtures import (ContinuousPing, E2ETestCase, flow_durations, our_flows,
@@ -337,7 +338,9 @@ class PolicyTests(E2ETestCase):
 
     # -- control-plane restart -------------------------------------------------------------
     def test_c_netmaster_sigkill_keeps_policy_and_flows(self) -> None:
-        self.network("rnet", "10.64.3.0/24")
+        """On a VLAN network (the other encapsulation than a and b): enforced across hosts, and
+        a netmaster SIGKILL + restart leaves every flow, policy flows included, untouched."""
+        self.network("rnet", "10.64.3.0/24", encap="vlan", tag=264)
         self.policy("rpol")
         self.rule("rpol", "1", "-direction=in", "-protocol=tcp", "-action=deny")
         self.rule("rpol", "2", "-direction=in", "-protocol=tcp", "-port=80", "-action=allow",
@@ -347,6 +350,10 @@ class PolicyTests(E2ETestCase):
         table = [(cli, srv, 80, OK), (cli, srv, 8080, REFUSED), (srv, cli, 8000, OK)]
         self.tcp_expect("policy in force before the restart", table)
         before = {h.name: stable_flows(h) for h in self.lab.hosts}
+        rule_flows = [f for f in before[srv.host] if f"table={T.POLICY_IN}," in f
+                      and "tp_dst=80" in f]
+        self.assertTrue(rule_flows, f"no flow of rule 2 (in tcp 80) on {srv.host}: the "
+                        "comparison below would not cover policy flows")
         self.lab.restart_netmaster(kill=True)
         wait_connected(self.lab)
         # the new netmaster has synced both switches once it programs something new
