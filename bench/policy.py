@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -44,8 +45,9 @@ POLICY, GROUP, PORT = "bpol", "bweb", 80
 
 
 def _pct(values: List[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 def _summary(values: List[float]) -> Dict[str, float]:
