@@ -139,14 +139,17 @@ class Feed:
         self._stopped = False
         self._sub = self.store.subscribe(self._changed, self._resync)
 
-    def stop(self) -> defer.Deferred:
+    def stop(self, unsubscribe: bool = False) -> defer.Deferred:
+        """Stop updating.  The subscription itself ends when the store is closed
+        (``Store.close`` stops every subscription, and stopping one twice fails);
+        ``unsubscribe`` ends it now, for a store that stays open."""
         self._stopped = True
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
         sub, self._sub = self._sub, None
         waits = []
-        if sub is not None:
+        if sub is not None and unsubscribe:
             waits.append(defer.maybeDeferred(sub.stop))
         if self._running is not None:
             waiter: defer.Deferred = defer.Deferred()
