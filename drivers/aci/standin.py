@@ -221,6 +221,7 @@ class StandinApic:
         self.requests: Counter = Counter()
         self.state_file = state_file
         self._port = None
+        self._site: Optional["_Site"] = None
         self._saving = False
 
     # -- set-up --------------------------------------------------------------
@@ -239,15 +240,22 @@ class StandinApic:
         return _Resource(self)
 
     async def listen(self, endpoint: str = "tcp:0:interface=127.0.0.1") -> int:
-        site = server.Site(self.resource())
+        site = _Site(self.resource())
         site.noisy = False
+        self._site = site
         self._port = await serverFromString(default_reactor, endpoint).listen(site)
         return self._port.getHost().port
 
     async def stop(self) -> None:
+        """Stop listening and drop every connection (what a restarting APIC does)."""
         if self._port is not None:
             port, self._port = self._port, None
             await port.stopListening()
+            for proto in list(self._site.open):
+                transport = getattr(proto, "transport", None) or \
+                    getattr(getattr(proto, "_channel", None), "transport", None)
+                if transport is not None:
+                    transport.abortConnection()
 
     # -- sessions -------------------------------------------------------------
     def _new_session(self, user: str, challenge: bool) -> _Session:
@@ -623,6 +631,28 @@ class _Request:
         self.headers = {k.decode().lower(): v[-1].decode("utf-8", "replace")
                         for k, v in request.requestHeaders.getAllRawHeaders()}
         self.body = request.content.read() if request.content is not None else b""
+
+
+class _Site(server.Site):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.open: set = set()
+
+    def buildProtocol(self, addr):
+        proto = super().buildProtocol(addr)
+        site = self
+        made, lost = proto.connectionMade, proto.connectionLost
+
+        def connection_made():
+            site.open.add(proto)
+            made()
+
+        def connection_lost(reason):
+            site.open.discard(proto)
+            lost(reason)
+
+        proto.connectionMade, proto.connectionLost = connection_made, connection_lost
+        return proto
 
 
 class _Resource(resource.Resource):
