@@ -380,6 +380,9 @@ class Controller(Service):
             if delta or name in upd.full or sync.installed is None:
                 d = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev))
                 work.append(self._bounded(d, name))
+                # each sync encodes and writes its delta before its first wait: 500 of them
+                # in one go would hold the reactor for as long as all of them take
+                await self._breathe()
         if work:
             await defer.DeferredList(work, consumeErrors=True)
 

@@ -737,3 +737,38 @@ def flow_from_stats(entry: Any) -> Flow:
 
 def flows_from_stats(entries: Iterable[Any]) -> List[Flow]:
     return [flow_from_stats(e) for e in entries]
+
+
+#: flow-stats entry bytes that decoding reads (table, priority, cookie, match and
+#: instructions; not durations or counters) -> the decoded Flow
+_DECODED: Dict[bytes, Flow] = {}
+_DECODED_MAX = 1 << 18
+_FLOW_STATS_LEN = struct.Struct("!H")
+
+
+def flows_from_raw(replies: Iterable[bytes]) -> Iterable[Flow]:
+    """The flows of flow-stats multipart replies (checked bytes, see
+    ``OpenFlowProtocol.read_flows_raw``), decoded through a cache.
+
+    What :func:`flow_from_stats` reads of an entry (table, priority, cookie, match,
+    instructions) is its key: an entry seen before, on any switch, costs a slice and
+    a look-up instead of an os-ken parse (~56 us), and every switch holding it gets
+    the same Flow object (beliefs share it).  A generator, so the caller can yield
+    between entries.
+    """
+    cache = _DECODED
+    unpack = _FLOW_STATS_LEN.unpack_from
+    for data in replies:
+        pos, end = 16, len(data)  # ofp header, multipart type/flags, pad
+        while pos < end:
+            n = unpack(data, pos)[0]
+            key = data[pos + 48:pos + n] + data[pos + 24:pos + 32] + data[pos + 12:pos + 14] + data[pos + 2:pos + 3]
+            f = cache.get(key)
+            if f is None:
+                entry = parser.OFPFlowStats.parser(data, pos)
+                f = flow_from_stats(entry)
+                if len(cache) >= _DECODED_MAX:
+                    cache.clear()
+                cache[key] = f
+            yield f
+            pos += n

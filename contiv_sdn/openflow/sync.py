@@ -199,23 +199,38 @@ class FlowSync:
         if not sw.connected:
             raise SwitchDisconnected(f"{sw!r} is not connected")
         if self.installed is None:
-            flows = await sw.read_flows(self.cookie, self.cookie_mask)
+            raw = getattr(sw, "read_flows_raw", None)
+            if raw is not None:
+                read: Dict[Tuple, Flow] = {}
+                async for f in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask))):
+                    read[f.identity] = f
+            else:
+                read = {f.identity: f for f in await sw.read_flows(self.cookie, self.cookie_mask)}
             self.reads += 1
-            self.installed = {f.identity: f for f in flows}
-            log.debug("{sw}: read {n} flows with our cookie", sw=sw, n=len(flows))
+            self.installed = read
+            log.debug("{sw}: read {n} flows with our cookie", sw=sw, n=len(read))
         if not self.installed:
             return await self._push_all(desired)
         installed = self.installed
-        want = _by_identity(desired, self.cookie, self.cookie_mask)
-        deletes = [f for ident, f in installed.items() if ident not in want]
+        want: Dict[Tuple, Flow] = {}
+        mask, mark = self.cookie_mask, self.cookie
         modifies: List[Tuple[Flow, int]] = []
         adds: List[Flow] = []
-        for ident, f in want.items():
+        async for f in self._paced(desired):
+            if f.cookie & mask != mark:
+                raise ValueError(_foreign(f, mark, mask))
+            ident = f.identity
+            prev = want.setdefault(ident, f)
+            if prev is not f:
+                if prev != f:
+                    raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
+                continue
             have = installed.get(ident)
             if have is None:
                 adds.append(f)
-            elif have != f:
+            elif have is not f and have != f:
                 modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
+        deletes = [f for ident, f in installed.items() if ident not in want]
         if not (deletes or modifies or adds):
             return SyncResult()
         work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
@@ -226,6 +241,21 @@ class FlowSync:
         result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         log.info("{sw}: converged +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
         return result
+
+    #: entries handled between two turns given to the reactor in long loops (reads, diffs)
+    PACE = 2000
+
+    async def _paced(self, items: Iterable[Any]):
+        """``items``, giving the reactor a turn every :attr:`PACE` of them: a read-back
+        or diff of 30k flows is ~100 ms of work that echo replies must not wait for."""
+        n = 0
+        pace = self.PACE
+        for item in items:
+            yield item
+            n += 1
+            if n == pace:
+                n = 0
+                await deferLater(self.clock, 0, lambda: None)
 
     async def _apply(self, delta: Mapping[Tuple, Optional[Flow]]) -> SyncResult:
         """Send only the entries of ``delta`` that differ from the belief (known here)."""
@@ -337,13 +367,3 @@ def _foreign(f: Flow, mark: int, mask: int) -> str:
     # so it could never be corrected or removed: refuse it
     return f"flow without our cookie mark ({mark:#x}/{mask:#x}): {f.to_ofctl()}"
 
-
-def _by_identity(desired: Iterable[Flow], mark: int, mask: int) -> Dict[Tuple, Flow]:
-    want: Dict[Tuple, Flow] = {}
-    for f in desired:
-        if f.cookie & mask != mark:
-            raise ValueError(_foreign(f, mark, mask))
-        prev = want.setdefault(f.identity, f)
-        if prev is not f and prev != f:
-            raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
-    return want

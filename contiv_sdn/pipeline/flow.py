@@ -115,8 +115,16 @@ class Flow:
 
     @property
     def identity(self) -> Tuple[int, int, Match]:
-        """What OpenFlow treats as the same flow entry (strict match)."""
-        return (self.table, self.priority, self.match)
+        """What OpenFlow treats as the same flow entry (strict match).
+
+        Made once per Flow and kept: every per-switch map (the engine's winners, the
+        sync's belief) is keyed by it, and a flow shared by 500 switches then has one
+        key tuple, not 500."""
+        try:
+            return self.__dict__["_identity"]
+        except KeyError:
+            ident = self.__dict__["_identity"] = (self.table, self.priority, self.match)
+            return ident
 
     def matches(self) -> dict:
         return dict(self.match)
