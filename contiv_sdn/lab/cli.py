@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--netmaster-port", type=int, default=d.netmaster_port)
     up.add_argument("--ofp-port", type=int, default=d.ofp_port)
     up.add_argument("--mtu", type=int, default=d.mtu, help="underlay MTU")
+    up.add_argument("--aci", action="store_true",
+                    help="ACI mode: run a stand-in APIC (not an APIC) on loopback and start "
+                         "netmaster with --infra aci mirroring intent into it")
+    up.add_argument("--apic-port", type=int, default=d.apic_port,
+                    help="the stand-in APIC's port on 127.0.0.1 (default %(default)s)")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -123,7 +128,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             lab = Lab(hosts=args.hosts, root=args.root, start_services=not args.no_services,
                       prefix=args.prefix, link_prefix=args.link_prefix, subnet=args.subnet,
                       netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
-                      docker=not (args.no_docker or args.no_services), progress=_say)
+                      docker=not (args.no_docker or args.no_services), progress=_say,
+                      aci=args.aci, apic_port=args.apic_port)
             lab.up()
         elif args.cmd == "down":
             try:

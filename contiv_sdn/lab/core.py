@@ -63,6 +63,10 @@ class LabConfig:
     mtu: int = 1500
     python: str = sys.executable
     docker: bool = False
+    #: ACI mode: a stand-in APIC (drivers/aci/standin.py, not an APIC) on loopback, and
+    #: netmaster started with --infra aci pointing at it
+    aci: bool = False
+    apic_port: int = 8181
 
 
 @dataclass
@@ -191,14 +195,15 @@ class Lab:
                  prefix: str = "node", link_prefix: str = "ctv",
                  subnet: str = "192.168.50.0/24", netmaster_port: int = 9999,
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
-                 docker: bool = False, progress: Optional[Progress] = None):
+                 docker: bool = False, progress: Optional[Progress] = None,
+                 aci: bool = False, apic_port: int = 8181):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
                                 start_services=start_services, prefix=prefix,
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
-                                python=python, docker=docker)
+                                python=python, docker=docker, aci=aci, apic_port=apic_port)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -468,6 +473,8 @@ class Lab:
                 "-n", f"--pidfile={directory}/{name}.pid", f"--logfile={directory}/{name}.log", plugin]
 
     def _start_services(self) -> None:
+        if self.config.aci:
+            self._start_apic()
         self._start_netmaster()
         if self.config.docker:
             self._start_dockerds()
@@ -578,6 +585,9 @@ class Lab:
         wanted = [("listen", f"tcp:{self.config.netmaster_port}"),
                   ("ofp-listen", f"tcp:{self.config.ofp_port}:interface={self.subnet.gateway}"),
                   ("state-dir", os.path.join(d, "state"))]
+        if self.config.aci:
+            wanted += [("infra", "aci"), ("apic-url", self.apic_url),
+                       ("apic-password-file", self._apic_password_file())]
         skipped = [o for o, _ in wanted if o not in opts]
         if skipped:
             self.progress(f"netmaster: this build has no {', '.join('--' + o for o in skipped)}")
@@ -585,6 +595,44 @@ class Lab:
             if opt in opts:
                 argv += [f"--{opt}", value]
         return Service("netmaster", argv, d)
+
+    # -- ACI: a stand-in APIC (NOT an APIC) for netmaster to mirror intent into ----------
+    @property
+    def apic_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.apic_port}"
+
+    def _apic_password_file(self) -> str:
+        d = os.path.join(self.root, "apic")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "password")
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("contiv-lab\n")
+        return path
+
+    def _start_apic(self) -> None:
+        d = os.path.join(self.root, "apic")
+        argv = [self.config.python, "-m", "drivers.aci.standin",
+                "--listen", f"tcp:{self.config.apic_port}:interface=127.0.0.1",
+                "--user", "admin", "--password-file", self._apic_password_file(),
+                "--state", os.path.join(d, "mit.json")]
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        svc = Service("apic", argv, d, env={"PYTHONPATH": repo})
+        svc.start()
+        self._register("apic", svc)
+
+        def ready() -> bool:
+            try:
+                status, _ = http.request("GET", "/api/class/fvTenant.json",
+                                         base_url=self.apic_url, timeout=2)
+            except OSError:
+                return False
+            return status == 403  # up, and asking for a login as an APIC does
+
+        self._wait("stand-in APIC", svc, ready, timeout=30)
+        self.progress(f"stand-in APIC (not an APIC): {self.apic_url}, user admin, password "
+                      f"in {self._apic_password_file()} (pid {svc.pid}, log {svc.outfile})")
 
     def _start_netmaster(self) -> None:
         svc = self._netmaster_service()
