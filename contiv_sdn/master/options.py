@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from twisted.python import usage
 
@@ -40,6 +41,14 @@ def listen_endpoint(value: str) -> str:
     return f"tcp:{port}:interface={host}"
 
 
+def _read_file(path: str, flag: str, binary: bool = False):
+    try:
+        with open(path, "rb" if binary else "r") as f:
+            return f.read()
+    except OSError as e:
+        raise usage.UsageError(f"{flag}: cannot read {path}: {e.strerror}")
+
+
 class NetmasterOptions(usage.Options):
     synopsis = "[options]"
     longdesc = ("The contiv-sdn netmaster: Contiv-compatible REST API and object semantics on "
@@ -69,6 +78,17 @@ class NetmasterOptions(usage.Options):
         ["redis-restart-backoff", None, 0.5, "seconds before the first restart of an embedded "
                                              "redis-server that exited (doubling on each "
                                              "failure, at most 30)", float],
+        ["apic-url", None, None, "ACI: the APIC(s) to mirror intent into, comma-separated "
+                                 "https://host[:port] (needs --apic-user and "
+                                 "--apic-password-file or --apic-cert-key)"],
+        ["apic-user", None, "admin", "ACI: APIC user name"],
+        ["apic-password-file", None, None, "ACI: file whose first line is the APIC password"],
+        ["apic-cert-key", None, None, "ACI: PEM private key of the user's certificate, for "
+                                      "signature-based authentication instead of a password"],
+        ["apic-cert-name", None, None, "ACI: name of that certificate on the APIC user "
+                                       "(uni/userext/user-U/usercert-NAME)"],
+        ["apic-audit", None, 30.0, "ACI: seconds between reads of the APIC that find and "
+                                   "repair changes made behind our back", float],
     ]
 
     def postOptions(self) -> None:
@@ -95,6 +115,38 @@ class NetmasterOptions(usage.Options):
             if not 0.05 <= self[name] <= 3600:
                 raise usage.UsageError(f"--{name} must be a number of seconds "
                                        f"between 0.05 and 3600")
+        self["aci"] = self._aci_settings()
+
+    def _aci_settings(self) -> Optional[dict]:
+        """The ACI reconciler's settings, or None without ``--apic-url``.
+
+        Secrets come from files so they never show in ``ps``.
+        """
+        if not self["apic-url"]:
+            for name in ("apic-password-file", "apic-cert-key", "apic-cert-name"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --apic-url (the APIC to talk to)")
+            return None
+        urls = [u.strip() for u in self["apic-url"].split(",") if u.strip()]
+        for u in urls:
+            if not re.fullmatch(r"https?://[^/\s]+", u):
+                raise usage.UsageError(f"--apic-url: {u!r} is not http(s)://host[:port]")
+        if not 1 <= self["apic-audit"] <= 3600:
+            raise usage.UsageError("--apic-audit must be a number of seconds between 1 and 3600")
+        settings = {"urls": urls, "user": self["apic-user"], "audit": self["apic-audit"]}
+        if self["apic-cert-key"]:
+            if not self["apic-cert-name"]:
+                raise usage.UsageError("--apic-cert-key needs --apic-cert-name (the certificate's "
+                                       "name on the APIC user)")
+            settings["cert_key"] = _read_file(self["apic-cert-key"], "--apic-cert-key", binary=True)
+            settings["cert_name"] = self["apic-cert-name"]
+        elif self["apic-password-file"]:
+            settings["password"] = _read_file(self["apic-password-file"],
+                                              "--apic-password-file").split("\n", 1)[0]
+        else:
+            raise usage.UsageError("--apic-url needs --apic-password-file or --apic-cert-key "
+                                   "to log in")
+        return settings
 
     def config(self) -> MasterConfig:
         given = {

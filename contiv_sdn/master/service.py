@@ -62,8 +62,12 @@ def _exit_with_status() -> None:
 class NetmasterService(MultiService):
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
                  state_dir: str, ofp_listen: Optional[str] = None, refresh: float = 10.0,
-                 redis_timeout: float = 5.0, redis_backoff: float = 0.5):
+                 redis_timeout: float = 5.0, redis_backoff: float = 0.5,
+                 aci: Optional[dict] = None):
         super().__init__()
+        #: ACI reconciler settings (``--apic-url`` ...), None when not mirroring to an APIC
+        self.aci = aci
+        self.aci_reconciler = None
         self.redis_backoff = redis_backoff
         self.refresh = refresh
         self.redis_timeout = redis_timeout
@@ -145,6 +149,7 @@ class NetmasterService(MultiService):
             # The controller is a child service: it stops before the store closes.
             self.controller = Controller(self.store, listen=self.ofp_listen)
             self.controller.setServiceParent(self)
+        self._start_aci()
         api = NetmasterAPI(self.master, self.address)
         site = make_site(api.resource())
         self.port = await serverFromString(reactor, self.listen).listen(site)
@@ -159,6 +164,18 @@ class NetmasterService(MultiService):
         for d in self._waiting:
             d.callback(self.store)
         self._waiting = []
+
+    def _start_aci(self) -> None:
+        """ACI: the reconciler keeping the APIC in step is a child service (it stops
+        before the store closes).  ``--infra aci`` without ``--apic-url`` still
+        works (the datapath side), but nothing is mirrored: said once."""
+        if self.aci is not None:
+            from drivers.aci import make_reconciler
+
+            self.aci_reconciler = make_reconciler(self.store, self.aci)
+            self.aci_reconciler.setServiceParent(self)
+        elif self.config.infra == "aci":
+            log.warn("--infra aci without --apic-url: intent is not mirrored into an APIC")
 
     # -- registration ---------------------------------------------------------
     def _record(self, now: float) -> Dict[str, Any]:
@@ -255,4 +272,5 @@ def make_service(options) -> NetmasterService:
                             options["state-dir"], options.get("ofp-endpoint"),
                             refresh=float(options.get("refresh") or 10.0),
                             redis_timeout=float(options.get("redis-timeout") or 5.0),
-                            redis_backoff=float(options.get("redis-restart-backoff") or 0.5))
+                            redis_backoff=float(options.get("redis-restart-backoff") or 0.5),
+                            aci=options.get("aci"))
