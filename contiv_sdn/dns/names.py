@@ -207,6 +207,11 @@ class Directory:
         tenant that has it.  None if there is none, or (without ``tenant``) if several
         tenants have it: identical subnets are told apart by the serving path (a
         listener per tenant), never by a guess."""
+        if tenant is not None:  # the common case, without parsing: the address as stored
+            t = self._tenants.get(tenant)
+            net = t.by_ip.get(ip) if t is not None else None
+            if net is not None:
+                return Asker(tenant, net, ip)
         try:
             parsed = ipaddress.ip_address(ip.split("%")[0])
         except ValueError:

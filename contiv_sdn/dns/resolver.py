@@ -20,6 +20,7 @@ treat a zero TTL as "do not use at all" and re-ask for every connection.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
@@ -33,6 +34,7 @@ from contiv_sdn.dns.wire import A, AAAA, ANY, CLASS_IN, NOERROR, NXDOMAIN
 log = Logger()
 
 DEFAULT_TTL = 1
+_RR = struct.Struct("!HHHIH")  # name pointer, type, class, ttl, rdlength
 #: Rotation counters kept at most (one per (tenant, network, name, type) asked);
 #: past this they start again from zero, which only resets the rotation.
 _MAX_COUNTERS = 100_000
@@ -58,6 +60,10 @@ class Resolver:
         self._turns: Dict[Tuple[str, str, str, int], int] = {}
         #: rdata already packed, per address text (addresses repeat across queries)
         self._packed: Dict[str, bytes] = {}
+        #: (tenant, network, name, type, class) -> [rcode, v4 RRs, v6 RRs, turn] or
+        #: [None] (forward), for :attr:`_cache_of` only
+        self._cache: Dict[Tuple[str, str, str, int, int], list] = {}
+        self._cache_of: Optional[Directory] = None
 
     def _rdata(self, family: int, ip: str) -> bytes:
         packed = self._packed.get(ip)
@@ -79,8 +85,45 @@ class Resolver:
         k = turn % len(items)
         return items[k:] + items[:k]
 
+    def packed(self, asker: Asker, qname: str, qtype: int,
+               qclass: int = CLASS_IN) -> Optional[Tuple[int, List[bytes]]]:
+        """:meth:`resolve` with each record already a wire-format answer RR (name =
+        a pointer to the question, class IN, :attr:`ttl`), or :data:`FORWARD`.
+
+        The query path's form: per directory, the records of a (asker's network,
+        name, type) are encoded once and only rotated afterwards."""
+        directory = self.directory
+        if directory is not self._cache_of or len(self._cache) > _MAX_COUNTERS:
+            self._cache.clear()
+            self._cache_of = directory
+        key = (asker.tenant, asker.network, qname.lower(), qtype, qclass)
+        entry = self._cache.get(key)
+        if entry is None:
+            res = self.resolve(asker, qname, qtype, qclass, rotate=False)
+            if res is None:
+                entry = self._cache[key] = [None]
+            else:
+                v4 = tuple(_RR.pack(0xC00C, t, CLASS_IN, self.ttl, len(r)) + r
+                           for t, r in res.records if t == A)
+                v6 = tuple(_RR.pack(0xC00C, t, CLASS_IN, self.ttl, len(r)) + r
+                           for t, r in res.records if t == AAAA)
+                entry = self._cache[key] = [res.rcode, v4, v6, 0]
+        if entry[0] is None:
+            return FORWARD
+        rcode, v4, v6, turn = entry
+        entry[3] = turn + 1
+        out: List[bytes] = []
+        for part in (v4, v6):
+            if len(part) > 1:
+                k = turn % len(part)
+                out.extend(part[k:])
+                out.extend(part[:k])
+            else:
+                out.extend(part)
+        return rcode, out
+
     def resolve(self, asker: Asker, qname: str, qtype: int,
-                qclass: int = CLASS_IN) -> Optional[Resolution]:
+                qclass: int = CLASS_IN, rotate: bool = True) -> Optional[Resolution]:
         """Our answer to ``qname``/``qtype`` asked by ``asker``, or :data:`FORWARD`."""
         if qclass != CLASS_IN:
             return FORWARD
@@ -93,10 +136,14 @@ class Resolver:
         key_name = qname.rstrip(".").lower()
         records: List[Tuple[int, bytes]] = []
         if qtype in (A, ANY):
-            for ip in self._rotate((asker.tenant, asker.network, key_name, A), found.v4):
+            v4 = self._rotate((asker.tenant, asker.network, key_name, A), found.v4) \
+                if rotate else found.v4
+            for ip in v4:
                 records.append((A, self._rdata(socket.AF_INET, ip)))
         if qtype in (AAAA, ANY):
-            for ip in self._rotate((asker.tenant, asker.network, key_name, AAAA), found.v6):
+            v6 = self._rotate((asker.tenant, asker.network, key_name, AAAA), found.v6) \
+                if rotate else found.v6
+            for ip in v6:
                 records.append((AAAA, self._rdata(socket.AF_INET6, ip)))
         return Resolution(NOERROR, tuple(records))
 

@@ -22,6 +22,7 @@ is logged once per query as a failure instead of killing the listener.
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -110,11 +111,11 @@ class DNSServer:
         if asker is None:
             self.stats["refused"] += 1
             return wire.answer(q, wire.REFUSED, (), 0, limit, authoritative=False)
-        res = self.resolver.resolve(asker, q.qname, q.qtype, q.qclass)
+        res = self.resolver.packed(asker, q.qname, q.qtype, q.qclass)
         if res is not None:
-            self.stats["answered" if res.rcode == wire.NOERROR else "nxdomain"] += 1
-            out = wire.answer(q, res.rcode, res.records, self.resolver.ttl, limit)
-            if len(out) >= 4 and out[2] & 0x02:
+            self.stats["answered" if res[0] == wire.NOERROR else "nxdomain"] += 1
+            out = wire.answer_packed(q, res[0], res[1], limit)
+            if out[2] & 0x02:
                 self.stats["truncated"] += 1
             return out
         if self.forwarder is None or not self.forwarder.upstreams:
@@ -190,12 +191,23 @@ class _UDPServer(protocol.DatagramProtocol):
             return
         self._send(out, addr)
 
+    def startProtocol(self) -> None:
+        # room for a burst of queries while one is being answered (the kernel caps it)
+        try:
+            self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        except OSError:
+            pass
+
     def _send(self, out: Optional[bytes], addr: Any) -> None:
         if out is None or self.transport is None:
             return
         try:
-            self.transport.write(out, addr)
-        except OSError as e:  # e.g. the asker's address became unreachable
+            # straight to the socket: ``addr`` is the sender's, as recvfrom gave it, so
+            # Twisted's per-write address validation (several parses) is not needed
+            self.transport.socket.sendto(out, addr)
+        except InterruptedError:
+            self._send(out, addr)
+        except OSError as e:  # a full send buffer or an unreachable asker: a lost datagram
             log.debug("DNS reply to {src} not sent: {err}", src=addr[0], err=e)
 
 

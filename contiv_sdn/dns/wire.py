@@ -19,6 +19,7 @@ records that fit rather than nothing.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -73,10 +74,9 @@ class Reply(NamedTuple):
 Parsed = Union[Query, Reply, None]
 
 
-def _printable(label: bytes) -> bool:
-    # letters, digits, '-', '_' and the like; never '.', '\\', spaces or control bytes
-    return all(0x21 <= b <= 0x7E and b not in (0x2E, 0x5C, 0x22, 0x28, 0x29, 0x3B, 0x40, 0x24)
-               for b in label)
+#: Bytes of a name that dnspython's text form escapes (outside printable ASCII, and
+#: ``"();@$\\``): such names take the slow path, so both paths give the same text.
+_UNUSUAL = re.compile(rb'[^\x21-\x7e]|[\\"();@$]')
 
 
 def _fast(data: bytes) -> Optional[Query]:
@@ -96,15 +96,15 @@ def _fast(data: bytes) -> Optional[Query]:
             break
         if length > 63 or i + length >= n:
             return None
-        label = data[i:i + length]
-        if not _printable(label):
-            return None
-        labels.append(label)
+        labels.append(data[i:i + length])
         i += length
     if i + 4 != n or i - 12 > 255:
         return None
     qtype, qclass = _QTAIL.unpack_from(data, i)
-    qname = b".".join(labels).decode("ascii") if labels else "."
+    name = b".".join(labels)
+    if _UNUSUAL.search(name) is not None or name.count(b".") != len(labels) - 1:
+        return None  # a byte that needs escaping in text: dnspython's path says how
+    qname = name.decode("ascii") if labels else "."
     return Query(qid, flags, data[12:], qname, qtype, qclass, None)
 
 
@@ -178,6 +178,24 @@ def answer(q: Query, rcode: int, records: Sequence[Tuple[int, bytes]], ttl: int,
         size += len(rr)
     head = _HEADER.pack(q.id, flags, 1, len(parts), 0, 1 if opt else 0)
     return b"".join((head, q.question, *parts, opt))
+
+
+def answer_packed(q: Query, rcode: int, rrs: Sequence[bytes], limit: int) -> bytes:
+    """:func:`answer` for records already encoded as answer RRs (the query path)."""
+    flags = _QR | (q.flags & _RD) | _RA | (rcode & 0xF) | _AA
+    opt = _opt(rcode) if q.edns is not None else b""
+    size = 12 + len(q.question) + len(opt) + sum(map(len, rrs))
+    if size > limit:
+        size -= sum(map(len, rrs))
+        kept = []
+        for rr in rrs:
+            if size + len(rr) > limit:
+                break
+            kept.append(rr)
+            size += len(rr)
+        rrs, flags = kept, flags | _TC
+    return b"".join((_HEADER.pack(q.id, flags, 1, len(rrs), 0, 1 if opt else 0), q.question,
+                     *rrs, opt))
 
 
 def relay(q: Query, reply: bytes, limit: int) -> bytes:
