@@ -16,9 +16,11 @@ setup(
         "os-ken>=4.2",
         "pyroute2>=0.9",
         "ovs>=3.1",
+        # /metrics of both daemons (contiv_sdn.ops.metrics)
+        "prometheus_client>=0.20",
     ],
     # what the test suite needs beyond the product (bounded property-based fuzzing)
-    extras_require={"test": ["hypothesis>=6.100"]},
+    extras_require={"test": ["hypothesis>=6.100", "openapi-spec-validator>=0.7"]},
     entry_points={
         "console_scripts": [
             "netctl=contiv_sdn.netctl.main:main",

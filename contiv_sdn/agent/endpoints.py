@@ -44,6 +44,7 @@ from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterError
 from contiv_sdn.agent.ovsdb import Ovsdb, PortInfo
 from contiv_sdn.agent.plumbing import NetnsNotFound, Plumber, VethRequest, netns_id
 from contiv_sdn.model.addressing import endpoint_mac
+from contiv_sdn.ops.metrics import endpoint_op
 from contiv_sdn.pipeline.mtu import container_mtu
 
 log = Logger()
@@ -320,8 +321,8 @@ class EndpointManager:
         of that address is spent or not accordingly).
         """
         self._require_ready()
-        return await self._locked(req.id, lambda: self._create(req, handoff, network,
-                                                               on_rollback))
+        return await endpoint_op("attach", self._locked(
+            req.id, lambda: self._create(req, handoff, network, on_rollback)))
 
     async def _create(self, req: EndpointRequest, handoff: bool,
                       network: Optional[NetworkLookup],
@@ -559,7 +560,8 @@ class EndpointManager:
         itself is unknown (a container end can outlive its host end).
         """
         self._require_ready()
-        return await self._locked(endpoint_id, lambda: self._delete(endpoint_id, also_links))
+        return await endpoint_op("detach", self._locked(
+            endpoint_id, lambda: self._delete(endpoint_id, also_links)))
 
     async def _delete(self, endpoint_id: str, also_links: Sequence[str] = ()) -> bool:
         """Port, then release ∥ veth; the tombstone goes only when all three succeeded.

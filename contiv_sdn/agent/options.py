@@ -14,6 +14,8 @@ from typing import List
 
 from twisted.python import usage
 
+from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
+
 DEFAULT_NETMASTER = "http://127.0.0.1:9999"
 DEFAULT_CONTROLLER = "tcp:127.0.0.1:6653"
 DEFAULT_REDIS = "unix:///var/lib/contiv-sdn/netmaster/redis.sock"
@@ -73,6 +75,7 @@ class Options(usage.Options):
                                       "socket (e.g. /run/docker/plugins/netplugin.sock)"],
         ["docker", None, "unix:///var/run/docker.sock", "the Docker engine whose networks "
                                                        "follow Contiv (with --docker-plugin)"],
+        ["metrics-listen", None, "none", METRICS_HELP],
     ]
 
     def __init__(self) -> None:
@@ -84,6 +87,7 @@ class Options(usage.Options):
         self["controllers"].append(_check_controller(target))
 
     def postOptions(self) -> None:
+        self["metrics-endpoint"] = metrics_endpoint(self["metrics-listen"])
         if not self["controllers"]:
             self["controllers"] = [DEFAULT_CONTROLLER]
         # one target once, order kept

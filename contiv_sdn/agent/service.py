@@ -124,6 +124,18 @@ class NetpluginService(MultiService):
         self.api_server = unix_server(options["socket"], self.api.site())
         self.api_server.setServiceParent(self)
 
+        #: Prometheus /metrics (--metrics-listen): endpoint attach/detach, the process
+        self.metrics_service: Optional[Any] = None
+        if options.get("metrics-endpoint"):
+            from contiv_sdn.ops.metrics import Metrics, MetricsService
+            self.metrics_service = MetricsService(Metrics(), options["metrics-endpoint"],
+                                                  reactor=reactor)
+            # the data path matters more than its figures: a port in use is said, not fatal
+            self.metrics_service.listening.addErrback(lambda f: log.error(
+                "cannot serve metrics on {where}: {err}; running without them",
+                where=options["metrics-endpoint"], err=f.getErrorMessage()))
+            self.metrics_service.setServiceParent(self)
+
         self.bridge.ready.addCallback(self._bridge_ready)
 
     def host_record(self) -> Dict[str, Any]:

@@ -37,6 +37,8 @@ from contiv_sdn.api.plugin import PluginRoutes
 from contiv_sdn.api.rest import ModelRoutes
 from contiv_sdn.master import Master, MasterError
 from contiv_sdn.model import ModelError, by_collection
+from contiv_sdn.ops import metrics as ops_metrics
+from contiv_sdn.ops import openapi
 from contiv_sdn.store import StoreUnavailable
 
 log = Logger()
@@ -122,6 +124,7 @@ class NetmasterAPI(Resource):
         r("GET", r"/service/" + _KEY, self._service)
         r("GET", r"/debug/ofnet", self._ofnet)
         r("DELETE", r"/debug/epcleanup/tenant/" + _KEY + "/" + _KEY + "/" + _KEY, self._epcleanup)
+        r("GET", re.escape(openapi.DOCUMENT_PATH), self._openapi)
 
     def _route(self, methods, pattern: str, handler: Handler, json_only: bool = False) -> None:
         if isinstance(methods, str):
@@ -146,6 +149,7 @@ class NetmasterAPI(Resource):
         """Every method and every path lands here (a leaf with no ``render_*``)."""
         method = request.method.decode("latin-1")
         path = decode_path(request.path)
+        ops_metrics.track_request(request, path)
         handler, args = (None, ())
         if path is not None:
             ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
@@ -239,6 +243,10 @@ class NetmasterAPI(Resource):
 
     async def _epcleanup(self, request, method, body, tenant, category, ident):
         return await self.plugin.epcleanup(tenant, category, ident)
+
+    async def _openapi(self, request, method, body):
+        """This API's OpenAPI 3.1 document, generated from the model tables."""
+        return openapi.document()
 
 
 def make_resource(master: Master, listen_address: Optional[Callable[[], str]] = None):

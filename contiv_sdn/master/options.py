@@ -19,6 +19,7 @@ from contiv_sdn.master.config import (
     MasterConfig,
 )
 from contiv_sdn.master.errors import MasterError
+from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
 
 DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netmaster"
 _PVT = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -62,6 +63,7 @@ class NetmasterOptions(usage.Options):
         ["ofp-listen", None, "tcp:6653", "where the OpenFlow controller listens for the hosts' "
                                          "switches (endpoint string, host:port or :port; "
                                          "'none' disables the controller)"],
+        ["metrics-listen", None, "none", METRICS_HELP],
         ["fwdmode", None, None, f"forwarding mode, bridge|routing (default {DEFAULT_FWD_MODE})"],
         ["arpmode", None, None, f"ARP mode, proxy|flood (default {DEFAULT_ARP_MODE})"],
         ["infra", None, None, f"network infra type, default|aci|aci-opflex "
@@ -95,6 +97,7 @@ class NetmasterOptions(usage.Options):
         self["listen-endpoint"] = listen_endpoint(self["listen"])
         self["ofp-endpoint"] = (None if self["ofp-listen"] == "none"
                                 else listen_endpoint(self["ofp-listen"]))
+        self["metrics-endpoint"] = metrics_endpoint(self["metrics-listen"])
         checks = {
             "fwdmode": ("bridge", "routing"), "arpmode": ("proxy", "flood"),
             "infra": ("default", "aci", "aci-opflex"), "mode": CLUSTER_MODES,

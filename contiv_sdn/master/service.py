@@ -60,6 +60,9 @@ def _exit_with_status() -> None:
 
 
 class NetmasterService(MultiService):
+    #: where Prometheus metrics are served (an endpoint string; None: nowhere)
+    metrics_listen: Optional[str] = None
+
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
                  state_dir: str, ofp_listen: Optional[str] = None, refresh: float = 10.0,
                  redis_timeout: float = 5.0, redis_backoff: float = 0.5,
@@ -91,6 +94,9 @@ class NetmasterService(MultiService):
         self._waiting: List[defer.Deferred] = []
         self._ready = False
         self._instance = ""
+        #: the metrics (contiv_sdn.ops.metrics.Metrics) and their listener, with metrics_listen
+        self.metrics: Optional[Any] = None
+        self.metrics_service: Optional[Any] = None
 
     def when_ready(self) -> defer.Deferred:
         """Fires with the store once Redis, the defaults and the API are up."""
@@ -149,10 +155,14 @@ class NetmasterService(MultiService):
             # The controller is a child service: it stops before the store closes.
             self.controller = Controller(self.store, listen=self.ofp_listen)
             self.controller.setServiceParent(self)
+            if self.metrics_listen:  # before any switch can connect: every connection counted
+                self._metrics().watch_controller(self.controller)
         self._start_aci()
         api = NetmasterAPI(self.master, self.address)
         site = make_site(api.resource())
         self.port = await serverFromString(reactor, self.listen).listen(site)
+        if self.metrics_listen:
+            await self._start_metrics()
         self._instance = f"{self.address()}@{os.uname().nodename}:{os.getpid()}"
         self._started_at = await self.store.server_time()
         await self._register(self._started_at)
@@ -176,6 +186,22 @@ class NetmasterService(MultiService):
             self.aci_reconciler.setServiceParent(self)
         elif self.config.infra == "aci":
             log.warn("--infra aci without --apic-url: intent is not mirrored into an APIC")
+
+    def _metrics(self) -> Any:
+        if self.metrics is None:
+            from contiv_sdn.ops.metrics import Metrics
+            self.metrics = Metrics()
+            self.metrics.watch_store(lambda: self.store)
+        return self.metrics
+
+    async def _start_metrics(self) -> None:
+        """``/metrics`` on its own port, as a child service (stopped before the store
+        closes): REST, Redis, the controller's counters, objects per tenant.  Failing
+        to listen is a start-up failure, as for the API."""
+        from contiv_sdn.ops.metrics import MetricsService
+        self.metrics_service = MetricsService(self._metrics(), self.metrics_listen)
+        self.metrics_service.setServiceParent(self)
+        await self.metrics_service.listening
 
     # -- registration ---------------------------------------------------------
     def _record(self, now: float) -> Dict[str, Any]:
@@ -268,9 +294,11 @@ def make_service(options) -> NetmasterService:
     Also arranges for the process to exit non-zero if start-up fails.
     """
     atexit.register(_exit_with_status)
-    return NetmasterService(options.config(), options["listen-endpoint"], options["redis"],
+    made = NetmasterService(options.config(), options["listen-endpoint"], options["redis"],
                             options["state-dir"], options.get("ofp-endpoint"),
                             refresh=float(options.get("refresh") or 10.0),
                             redis_timeout=float(options.get("redis-timeout") or 5.0),
                             redis_backoff=float(options.get("redis-restart-backoff") or 0.5),
                             aci=options.get("aci"))
+    made.metrics_listen = options.get("metrics-endpoint")
+    return made

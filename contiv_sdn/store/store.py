@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 
+from contiv_sdn.ops.metrics import redis_call as _timed
 from contiv_sdn.store import keys as K
 from contiv_sdn.store.lua import APPLY, LIST, READ_KIND, SNAPSHOT
 from contiv_sdn.store.txn import Conflict, StoreError, StoreUnavailable, Txn, TxnResult
@@ -319,7 +320,7 @@ class Store:
                 raise self._unavailable(
                     f"no connection for {time.monotonic() - f.down_since:.0f}s")
         try:
-            d = call()
+            d = _timed(what, call)  # the round-trip histogram (contiv_sdn.ops.metrics)
             d.addTimeout(self.timeout, reactor)
             return await d
         except (defer.TimeoutError, txredisapi.TimeoutError):
