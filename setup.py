@@ -16,6 +16,8 @@ setup(
         "os-ken>=4.2",
         "pyroute2>=0.9",
         "ovs>=3.1",
+        # DNS wire format (contiv_sdn.dns)
+        "dnspython>=2.6",
         # /metrics of both daemons (contiv_sdn.ops.metrics)
         "prometheus_client>=0.20",
     ],

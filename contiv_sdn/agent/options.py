@@ -71,6 +71,16 @@ class Options(usage.Options):
                                 "(the host is listed live for 3 of them)", float],
         ["reconcile-interval", None, 60.0, "seconds between endpoint reconciles "
                                            "(0 = only at start)", float],
+        ["dns-listen", None, None, "serve DNS service discovery (UDP+TCP) on these addresses, "
+                                   "IP:port[,IP:port...]; askers are identified by source "
+                                   "address (default: no DNS server)"],
+        ["dns-upstream", None, None, "resolvers for names that are not Contiv's, "
+                                     "IP[:port][,...] (default: the nameservers of "
+                                     "/etc/resolv.conf)"],
+        ["dns-domain", None, "", "optional domain suffix of Contiv's names (e.g. contiv.local: "
+                                 "db.contiv.local, web.contiv-net.contiv.local)"],
+        ["dns-ttl", None, 1, "TTL of Contiv's answers in seconds (short: answers follow "
+                             "endpoints and groups)", int],
         ["docker-plugin", None, None, "serve Docker's network+IPAM driver 'netplugin' on this "
                                       "socket (e.g. /run/docker/plugins/netplugin.sock)"],
         ["docker", None, "unix:///var/run/docker.sock", "the Docker engine whose networks "
@@ -121,3 +131,21 @@ class Options(usage.Options):
             raise usage.UsageError("--refresh must be more than 0 and at most 86400 seconds")
         if len(self["bridge"]) > 15:
             raise usage.UsageError("--bridge: at most 15 characters (it is also an interface)")
+        self._dns_options()
+
+    def _dns_options(self) -> None:
+        """--dns-*: parsed here, so a wrong address stops twistd before it starts."""
+        from contiv_sdn.dns.service import parse_listen
+        from contiv_sdn.dns.upstream import parse_upstream, resolv_conf_upstreams
+        listen = [a.strip() for a in (self["dns-listen"] or "").split(",") if a.strip()]
+        try:
+            for a in listen:
+                parse_listen(a)
+            ups = ([parse_upstream(u) for u in self["dns-upstream"].split(",") if u.strip()]
+                   if self["dns-upstream"] else resolv_conf_upstreams())
+        except ValueError as e:
+            raise usage.UsageError(f"--dns-listen/--dns-upstream: {e}") from None
+        if not 0 <= self["dns-ttl"] <= 86400:
+            raise usage.UsageError("--dns-ttl must be between 0 and 86400 seconds")
+        self["dns-listen-addrs"] = listen
+        self["dns-upstreams"] = ups

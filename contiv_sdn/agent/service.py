@@ -120,6 +120,17 @@ class NetpluginService(MultiService):
                                      float(options.get("reconcile-interval") or 0.0), reactor)
         self.reconciler.setServiceParent(self)
 
+        #: DNS service discovery (--dns-listen), following Redis (--redis) read-only:
+        #: one per host, so names keep resolving while the netmaster is down
+        self.dns: Optional[Any] = None
+        if options.get("dns-listen-addrs"):
+            from contiv_sdn.dns.service import DNSService
+            self.dns = DNSService(options["dns-listen-addrs"], options.get("dns-upstreams") or [],
+                                  domain=options.get("dns-domain") or "",
+                                  ttl=int(options.get("dns-ttl") or 1),
+                                  store_url=options["redis"], reactor=reactor)
+            self.dns.setServiceParent(self)
+
         self.api = AgentAPI(self.endpoints, self.status)
         self.api_server = unix_server(options["socket"], self.api.site())
         self.api_server.setServiceParent(self)
