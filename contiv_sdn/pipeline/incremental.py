@@ -178,6 +178,9 @@ class IncrementalCompiler:
         self.epg_groups: Dict[int, Set[str]] = {}
         self.group_cache: Dict[str, Tuple[PL.GroupArgs, Frag]] = {}
         self._gflips: Set[Tuple[int, str]] = set()
+        #: one key tuple per owner, shared by every switch's maps (frags, winners):
+        #: 500 switches then hold 500 references to an endpoint's key, not 500 tuples
+        self._okeys: Dict[OwnerKey, OwnerKey] = {}
 
     # -- public ----------------------------------------------------------------
     def update(self, snap: Snapshot, hosts: Iterable[str]) -> Update:
@@ -286,6 +289,8 @@ class IncrementalCompiler:
                 local_nets.add((ep.net.key, ep.host))
             if new_ep is None:
                 self.eps.pop(eid, None)
+                if old_ep is not None:
+                    self._okeys.pop((2, old_ep.net.key, eid), None)
             else:
                 self.eps[eid] = new_ep
             if tick():
@@ -675,6 +680,7 @@ class IncrementalCompiler:
         old = frags.get(o, _EMPTY)
         if old is new:
             return
+        o = self._okeys.setdefault(o, o)
         if type(new) is Failure:
             sw.failed[o] = new  # type: ignore[assignment]
             new_flows: Tuple[Flow, ...] = _EMPTY
