@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["contiv_sdn", "contiv_sdn.*", "drivers", "drivers.*"])
     + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/*.py"]},
+    package_data={"twisted": ["plugins/*.py"], "contiv_sdn.ops": ["web/*"]},
     install_requires=[
         "twisted>=24.7",
         "txredisapi>=1.4.10",
@@ -21,8 +21,10 @@ setup(
         # /metrics of both daemons (contiv_sdn.ops.metrics)
         "prometheus_client>=0.20",
     ],
-    # what the test suite needs beyond the product (bounded property-based fuzzing)
-    extras_require={"test": ["hypothesis>=6.100", "openapi-spec-validator>=0.7"]},
+    # what the test suite needs beyond the product (bounded property-based fuzzing; the
+    # web view is tested in Debian's chromium through Debian's chromedriver by selenium)
+    extras_require={"test": ["hypothesis>=6.100", "openapi-spec-validator>=0.7",
+                             "selenium>=4.10"]},
     entry_points={
         "console_scripts": [
             "netctl=contiv_sdn.netctl.main:main",

@@ -239,6 +239,37 @@ _OTHER: List[Tuple[str, str, str, dict, List[Tuple[str, str]]]] = [
     (DOCUMENT_PATH, "get", "This document (OpenAPI 3.1).", {"type": "object"}, []),
 ]
 
+#: The read-only web view (:mod:`contiv_sdn.ops.webview`): (path, summary, media type).
+_WEB: List[Tuple[str, str, str]] = [
+    ("/web/", "The web view of the fabric (HTML; its data comes from /web/events).",
+     "text/html"),
+    ("/web/app.js", "The web view's script.", "text/javascript"),
+    ("/web/style.css", "The web view's style sheet.", "text/css"),
+    ("/web/events", "The web view's live feed: server-sent events, one `state` event (the "
+     "document of /web/state) at once and one per change. A client that does not accept "
+     "`text/event-stream` gets the current document as one event, then the end.",
+     "text/event-stream"),
+]
+
+_WEB_STATE = {
+    "type": "object",
+    "description": "tenants → networks → groups → endpoints, each tenant's policies and rules, "
+                   "and the hosts with their switch connection state and flow count",
+    "properties": {
+        "tenants": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"},
+            "networks": {"type": "array", "items": {"type": "object"}},
+            "policies": {"type": "array", "items": {"type": "object"}}}}},
+        "hosts": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "vtepIP": {"type": "string"},
+            "dpid": {"type": "string"}, "live": {"type": "boolean"},
+            "switch": {"enum": ["connected", "disconnected", "unknown"]},
+            "flows": {"type": ["integer", "null"]}, "endpoints": {"type": "integer"}}}},
+        "controller": {"type": "boolean"},
+    },
+    "required": ["tenants", "hosts", "controller"],
+}
+
 
 def _build() -> dict:
     schemas: Dict[str, dict] = {"Link": _LINK, "Service": _SERVICE,
@@ -312,6 +343,18 @@ def _build() -> dict:
         if params:
             entry["parameters"] = [_path_param(n, d) for n, d in params]
         entry[method] = op
+    tags.append({"name": "web"})
+    paths["/web/state"] = {"get": {
+        "tags": ["web"], "operationId": "web_state",
+        "summary": "The web view's state document (what /web/events sends).",
+        "responses": dict({"200": _ok(_WEB_STATE)}, **_refusals(500, 503))}}
+    for path, summary, media in _WEB:
+        paths[path] = {"get": {
+            "tags": ["web"], "summary": summary,
+            "operationId": "web_" + (path.strip("/").split("/")[-1].replace(".", "_")
+                                     if path != "/web/" else "page"),
+            "responses": dict({"200": {"description": "the answer", "content": {
+                media: {"schema": {"type": "string"}}}}}, **_refusals(500, 503))}}
     return {
         "openapi": "3.1.0",
         "info": {
