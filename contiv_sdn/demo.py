@@ -20,6 +20,9 @@ from typing import List, Optional
 
 from contiv_sdn.lab.core import DEFAULT_ROOT, Lab, LabError
 
+#: where the demo's netmaster serves Prometheus metrics (the README's example port)
+METRICS_PORT = 9180
+
 SEED_NET = "netctl net create contiv-net --subnet=20.1.1.0/24 --gateway=20.1.1.254 --pkt-tag=1001"
 SEED_POLICY = [
     "netctl policy create prod_web",
@@ -131,7 +134,8 @@ def policy_in_action(lab: Lab, client_host: str, web1_ip: str) -> bool:
 
 def up(hosts: int) -> int:
     step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}: OVS, dockerd, netplugin each)")
-    lab = Lab(hosts=hosts, root=DEFAULT_ROOT, docker=True, progress=say)
+    lab = Lab(hosts=hosts, root=DEFAULT_ROOT, docker=True, progress=say,
+              metrics_port=METRICS_PORT)
     try:
         lab.up()
     except LabError as e:
@@ -202,6 +206,9 @@ def up(hosts: int) -> int:
   python -m contiv_sdn.lab exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br-int
   python -m contiv_sdn.lab podman {node2} -- ps
   make demo-down""")
+    step("Watch it")
+    print(f"  web view of the fabric (live): {lab.web_url}", flush=True)
+    print(f"  Prometheus metrics:            {lab.metrics_url}", flush=True)
     return 0
 
 

@@ -24,6 +24,8 @@ import tempfile
 import urllib.request
 from typing import Any, List
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from tests.test_e2e_fixtures import E2ETestCase, wait_connected
 from contiv_sdn.testing import require, require_binary
 from contiv_sdn.testing.wait import wait_until
@@ -174,3 +176,22 @@ class WebViewTests(E2ETestCase):
         path = os.path.abspath("web-view.png")  # trial runs in _trial_temp
         self.driver.save_screenshot(path)
         self.assertGreater(os.path.getsize(path), 0)
+
+
+class DemoURLTests(SynchronousTestCase):
+    """``make demo`` ends with the web view's and the metrics' URLs: the lab starts its
+    netmaster with ``--metrics-listen`` when given a metrics port and names both URLs."""
+
+    def test_lab_netmaster_serves_metrics_when_asked(self):
+        from contiv_sdn.lab import Lab
+        root = tempfile.mkdtemp(prefix="contiv-lab-argv-")
+        self.addCleanup(shutil.rmtree, root, True)
+        lab = Lab(root=root, netmaster_port=9999, metrics_port=9180)
+        argv = lab._netmaster_service().argv
+        i = argv.index("--metrics-listen")
+        self.assertEqual(argv[i + 1], "tcp:9180:interface=127.0.0.1")
+        self.assertEqual(lab.metrics_url, "http://127.0.0.1:9180/metrics")
+        self.assertEqual(lab.web_url, "http://127.0.0.1:9999/web/")
+        plain = Lab(root=root)
+        self.assertNotIn("--metrics-listen", plain._netmaster_service().argv)
+        self.assertEqual(plain.metrics_url, "")

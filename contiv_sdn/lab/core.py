@@ -67,6 +67,8 @@ class LabConfig:
     #: netmaster started with --infra aci pointing at it
     aci: bool = False
     apic_port: int = 8181
+    #: netmaster's Prometheus /metrics on 127.0.0.1 at this port (--metrics-listen); 0: none
+    metrics_port: int = 0
 
 
 @dataclass
@@ -196,14 +198,15 @@ class Lab:
                  subnet: str = "192.168.50.0/24", netmaster_port: int = 9999,
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
                  docker: bool = False, progress: Optional[Progress] = None,
-                 aci: bool = False, apic_port: int = 8181):
+                 aci: bool = False, apic_port: int = 8181, metrics_port: int = 0):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
                                 start_services=start_services, prefix=prefix,
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
-                                python=python, docker=docker, aci=aci, apic_port=apic_port)
+                                python=python, docker=docker, aci=aci, apic_port=apic_port,
+                                metrics_port=metrics_port)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -296,6 +299,17 @@ class Lab:
             if h.name == name:
                 return h
         raise LabError(f"no host {name!r} (hosts: {', '.join(h.name for h in self.hosts)})")
+
+    @property
+    def web_url(self) -> str:
+        """The netmaster's web view of the fabric."""
+        return self.netmaster_url + "/web/"
+
+    @property
+    def metrics_url(self) -> str:
+        """The netmaster's Prometheus metrics ("" when started without them)."""
+        port = self.config.metrics_port
+        return f"http://127.0.0.1:{port}/metrics" if port else ""
 
     @property
     def netmaster_url(self) -> str:
@@ -588,6 +602,9 @@ class Lab:
         if self.config.aci:
             wanted += [("infra", "aci"), ("apic-url", self.apic_url),
                        ("apic-password-file", self._apic_password_file())]
+        if self.config.metrics_port:
+            wanted.append(("metrics-listen",
+                           f"tcp:{self.config.metrics_port}:interface=127.0.0.1"))
         skipped = [o for o, _ in wanted if o not in opts]
         if skipped:
             self.progress(f"netmaster: this build has no {', '.join('--' + o for o in skipped)}")
