@@ -9,7 +9,8 @@ setup(
     + ["twisted.plugins"],
     package_data={"twisted": ["plugins/*.py"], "contiv_sdn.ops": ["web/*"]},
     install_requires=[
-        "twisted>=24.7",
+        # [tls]: pyOpenSSL + service_identity, for the HTTPS API (--tls-cert) and rediss://
+        "twisted[tls]>=24.7",
         "txredisapi>=1.4.10",
         "klein>=24.8",
         "treq>=24.9",

@@ -14,6 +14,11 @@ a newline (``%0d%0a``: HTML 404), and Klein turns a path that is not UTF-8
 code runs.  Connection-level limits (header size, body size) are
 :mod:`contiv_sdn.api.site`'s.
 
+Authentication (``--auth``, :mod:`contiv_sdn.api.auth`): the login route
+comes first; every other request, an unknown path included, needs a valid
+``X-Auth-Token`` (401) and a role that may make it (403) before any handler
+runs.  Without ``--auth`` nothing here changes.
+
 Errors: a refusal (:class:`HttpError`, :class:`MasterError`,
 :class:`ModelError` — the client's mistake) is answered with its text and
 logged as one short debug line; a store that does not answer
@@ -32,6 +37,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from contiv_sdn.api import auth as A
 from contiv_sdn.api.http import NOT_FOUND_BODY, HttpError, NotFound, send_error, send_json
 from contiv_sdn.api.plugin import PluginRoutes
 from contiv_sdn.api.rest import ModelRoutes
@@ -39,7 +45,7 @@ from contiv_sdn.master import Master, MasterError
 from contiv_sdn.model import ModelError, by_collection
 from contiv_sdn.ops import metrics as ops_metrics
 from contiv_sdn.ops import openapi
-from contiv_sdn.ops import webview
+from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.store import StoreUnavailable
 
 log = Logger()
@@ -106,13 +112,23 @@ class NetmasterAPI(Resource):
 
     isLeaf = True
 
-    def __init__(self, master: Master, listen_address: Callable[[], str] = lambda: ""):
+    def __init__(self, master: Master, listen_address: Callable[[], str] = lambda: "",
+                 auth: Optional["A.Auth"] = None):
         super().__init__()
         self.master = master
         self.model = ModelRoutes(master)
         self.plugin = PluginRoutes(master, listen_address)
+        #: with it, every request but the login needs a valid X-Auth-Token and a
+        #: role that may make it (see contiv_sdn.api.auth); without, none does
+        self.auth = auth
         self.routes: List[Tuple[frozenset, re.Pattern, Handler, bool]] = []
         r = self._route
+        if auth is not None:
+            # first: the model routes' /api/v1/<coll>/<key>/ would match these paths
+            r("POST", re.escape(A.LOGIN_PATH), self._login)
+            r("POST", re.escape(A.LOGOUT_PATH), self._logout)
+            r(("GET", "POST"), re.escape(A.USERS_PATH), self._users)
+            r(("GET", "PATCH", "DELETE"), re.escape(A.USERS_PATH) + _KEY + "/", self._user)
         r("GET", r"/api/v1/inspect/([^/]+)/" + _KEY + "/", self._inspect)
         r("GET", r"/api/v1/([^/]+)/", self._list)
         r(("GET", "POST", "PUT", "DELETE"), r"/api/v1/([^/]+)/" + _KEY + "/", self._object)
@@ -126,11 +142,6 @@ class NetmasterAPI(Resource):
         r("GET", r"/debug/ofnet", self._ofnet)
         r("DELETE", r"/debug/epcleanup/tenant/" + _KEY + "/" + _KEY + "/" + _KEY, self._epcleanup)
         r("GET", re.escape(openapi.DOCUMENT_PATH), self._openapi)
-        # the read-only web view (contiv_sdn.ops.webview): its page, state and live feed
-        self.web = webview.WebView(lambda: master.store, _controller_of(listen_address))
-        r("GET", re.escape(webview.WEB_PATH) + r"(|app\.js|style\.css)", self._web_file)
-        r("GET", re.escape(webview.STATE_PATH), self._web_state)
-        r("GET", re.escape(webview.EVENTS_PATH), self._web_events)
 
     def _route(self, methods, pattern: str, handler: Handler, json_only: bool = False) -> None:
         if isinstance(methods, str):
@@ -161,8 +172,12 @@ class NetmasterAPI(Resource):
             ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
             handler, args = self._match(method, path, ctype)
         if handler is None:
-            self._answer(request, send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"), 404))
-            return NOT_DONE_YET
+            if self.auth is None:
+                self._answer(request, send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"),
+                                                 404))
+                return NOT_DONE_YET
+            # with auth, an unauthenticated client learns nothing, not even which paths exist
+            handler, args, path = self._not_found, (), path or ""
         gone: List[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = ensureDeferred(self._dispatch(request, method, path, handler, args))
@@ -177,8 +192,6 @@ class NetmasterAPI(Resource):
     def _answer(request, body: bytes) -> None:
         """Send ``body`` with its length (Go sets Content-Length on small answers;
         a HEAD gets the headers only, without Twisted's "eating the body" log line)."""
-        if body is webview.STREAMING:  # the stream writes and finishes the request itself
-            return
         request.setHeader(b"Content-Length", b"%d" % len(body))
         request.write(body)
         request.finish()
@@ -187,10 +200,14 @@ class NetmasterAPI(Resource):
                         args: tuple) -> bytes:
         try:
             body = request.content.read() if request.content is not None else b""
+            if self.auth is not None and handler != self._login:
+                request.principal = await self._authorize(request, method, path, handler)
             value = await handler(request, method, body, *args)
         except NotFound:
             return send_error(request, NOT_FOUND_BODY.decode().rstrip("\n"), 404)
         except (HttpError, MasterError, ModelError, StoreUnavailable) as e:
+            if isinstance(e, A.Throttled):
+                request.setHeader(b"Retry-After", b"%d" % e.retry_after)
             status = _status(e)
             log.debug("refused {method} {path} ({status}): {reason}", method=method,
                       path=_brief(path), status=status, reason=_brief(str(e)))
@@ -198,11 +215,63 @@ class NetmasterAPI(Resource):
         except Exception:
             log.failure("{method} {path} failed", method=method, path=_brief(path))
             return send_error(request, "internal error")
-        if value is webview.STREAMING:
-            return value
-        if isinstance(value, webview.Reply):
-            return value.send(request)
         return send_json(request, value)
+
+    # -- authentication (--auth) ----------------------------------------------
+    async def _authorize(self, request, method: str, path: str, handler: Handler):
+        """401 without a valid token, 403 when the token's role may not do this;
+        an unknown path is 404 only once the client has proved who it is."""
+        principal = await self.auth.authenticate(request.getHeader(b"x-auth-token"))
+        if handler == self._not_found or handler == self._logout:
+            return principal
+        if not A.may(principal.role, method, path):
+            log.info("refused {method} {path} to user {user} (role {role})", method=method,
+                     path=_brief(path), user=principal.user, role=principal.role)
+            what = "change anything" if method not in ("GET", "HEAD") else "read this"
+            raise A.Forbidden(principal.user, principal.role, what)
+        return principal
+
+    async def _not_found(self, request, method, body):
+        raise NotFound()
+
+    async def _login(self, request, method, body):
+        """Contiv's auth_proxy login: ``{"username","password"}`` → ``{"token"}``."""
+        peer = getattr(request.getClientAddress(), "host", "") or "local"
+        return await self.auth.login(body, peer)
+
+    async def _logout(self, request, method, body):
+        """Revoke the token this request came with (our extension)."""
+        return await self.auth.logout(request.principal)
+
+    async def _users(self, request, method, body):
+        """``local_users/``: GET lists users, POST ``{"username","password","role"}``
+        creates one (admin only, like every change)."""
+        if method == "GET":
+            return await self.auth.users()
+        req = self._user_body(body)
+        return await self.auth.set_user(req["username"], req["password"],
+                                        req["role"] or "ops", create_only=True)
+
+    async def _user(self, request, method, body, name):
+        """``local_users/<name>/``: GET, PATCH ``{"password"?, "role"?}``, DELETE."""
+        if method == "GET":
+            return await self.auth.user(name)
+        if method == "DELETE":
+            return await self.auth.remove_user(name)
+        req = self._user_body(body)
+        if req["username"] and req["username"] != name:
+            raise HttpError(f"the body names user {req['username']!r}, the URL {name!r}", 400)
+        if not req["password"] and not req["role"]:
+            raise HttpError("nothing to change: give a password or a role", 400)
+        await self.auth.user(name)  # 404 for an unknown user: PATCH does not create
+        return await self.auth.set_user(name, req["password"] or None, req["role"] or None)
+
+    @staticmethod
+    def _user_body(body: bytes) -> dict:
+        try:
+            return A.USER_REQUEST.load(body)
+        except DecodeError as e:
+            raise HttpError(str(e), 400)
 
     # -- handlers -----------------------------------------------------------
     @staticmethod
@@ -260,25 +329,7 @@ class NetmasterAPI(Resource):
         """This API's OpenAPI 3.1 document, generated from the model tables."""
         return openapi.document()
 
-    async def _web_file(self, request, method, body, name):
-        return self.web.file(name)
 
-    async def _web_state(self, request, method, body):
-        return await self.web.state()
-
-    async def _web_events(self, request, method, body):
-        return await self.web.events(request)
-
-
-def _controller_of(listen_address: Callable[[], str]) -> Callable[[], Any]:
-    """The OpenFlow controller of the netmaster serving this API, read when needed.
-
-    The service hands the API its bound ``address`` method; its owner (the
-    ``NetmasterService``) holds ``controller`` (``None`` without ``--ofp-listen``).
-    Read, not passed, so the service's construction of the API is unchanged."""
-    owner = getattr(listen_address, "__self__", None)
-    return lambda: getattr(owner, "controller", None)
-
-
-def make_resource(master: Master, listen_address: Optional[Callable[[], str]] = None):
-    return NetmasterAPI(master, listen_address or (lambda: ""))
+def make_resource(master: Master, listen_address: Optional[Callable[[], str]] = None,
+                  auth: Optional["A.Auth"] = None):
+    return NetmasterAPI(master, listen_address or (lambda: ""), auth)

@@ -23,6 +23,7 @@ HTTP parsing.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from twisted.logger import Logger
@@ -232,5 +233,43 @@ def make_site(resource: IResource) -> server.Site:
     return ContivSite(resource)
 
 
-__all__ = ["make_site", "ContivSite", "ContivChannel", "ContivRequest",
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def tls_options(cert_path: str, key_path: str):
+    """Server TLS (1.2 at least) from PEM files: ``cert_path`` holds the
+    certificate, then any intermediates; ``key_path`` its private key.
+
+    Read and checked once at start (a key that does not match its
+    certificate is refused here, with both paths named, not at the first
+    handshake).  Raises :class:`ValueError` with what to fix."""
+    from OpenSSL import SSL, crypto
+    from twisted.internet.ssl import CertificateOptions, TLSVersion
+    try:
+        with open(cert_path, "rb") as f:
+            blocks = _PEM_CERT.findall(f.read())
+        with open(key_path, "rb") as f:
+            key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
+        if not blocks:
+            raise ValueError(f"no PEM certificate in {cert_path}")
+        certs = [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in blocks]
+        options = CertificateOptions(privateKey=key, certificate=certs[0],
+                                     extraCertChain=certs[1:],
+                                     raiseMinimumTo=TLSVersion.TLSv1_2)
+        options.getContext()  # checks that the key matches the certificate
+    except (OSError, SSL.Error, crypto.Error, ValueError) as e:
+        raise ValueError(f"cannot serve TLS with --tls-cert {cert_path} --tls-key {key_path}: "
+                         f"{e}; give a PEM certificate and its matching private key") from None
+    return options
+
+
+def make_tls_site(site: server.Site, cert_path: str, key_path: str):
+    """``site`` behind TLS, for any listening endpoint (tcp, tcp6, unix)."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    factory = TLSMemoryBIOFactory(tls_options(cert_path, key_path), False, site)
+    factory.noisy = False
+    return factory
+
+
+__all__ = ["make_site", "make_tls_site", "tls_options", "ContivSite", "ContivChannel", "ContivRequest",
            "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_BODY_BYTES", "IDLE_TIMEOUT"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from typing import Optional
 
 from twisted.python import usage
 
+from contiv_sdn.api.auth import DEFAULT_TOKEN_TTL
 from contiv_sdn.master import netutil
 from contiv_sdn.master.config import (
     CLUSTER_MODES,
@@ -22,6 +25,13 @@ from contiv_sdn.master.errors import MasterError
 from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
 
 DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netmaster"
+#: Whether a non-loopback ``--listen`` without TLS and ``--auth`` (and without
+#: ``--insecure``) is refused at start.  False until the lab
+#: (``contiv_sdn/lab/core.py``) and ``plugins/systemd/netmaster.service``, which
+#: listen on every address, pass ``--insecure``; meanwhile it is a warning.
+REFUSE_INSECURE_LISTEN = False
+#: Loopback only: a bare ``twistd -n netmaster`` serves this host and nobody else.
+DEFAULT_LISTEN = "127.0.0.1:9999"
 _PVT = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
                   r"(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})/16")
 _ENDPOINT_TYPES = ("tcp:", "tcp6:", "unix:", "ssl:", "systemd:", "tls:")
@@ -42,6 +52,45 @@ def listen_endpoint(value: str) -> str:
     return f"tcp:{port}:interface={host}"
 
 
+def _endpoint_fields(endpoint: str) -> list:
+    """A Twisted endpoint string split on its unescaped colons (``\\:`` kept)."""
+    out, cur, i = [], "", 0
+    while i < len(endpoint):
+        c = endpoint[i]
+        if c == "\\" and i + 1 < len(endpoint):
+            cur += endpoint[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return out
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether a listening endpoint is reachable from this host only: a unix
+    socket, or tcp/ssl bound to a loopback address.  No ``interface`` means
+    every address (not local); ``systemd:`` and others are unknown (not local)."""
+    fields = _endpoint_fields(endpoint)
+    kind = fields[0]
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    for f in fields[1:]:
+        name, eq, value = f.partition("=")
+        if eq and name == "interface":
+            try:
+                return ipaddress.ip_address(value.strip("[]")).is_loopback
+            except ValueError:
+                return value == "localhost"
+    return False
+
+
 def _read_file(path: str, flag: str, binary: bool = False):
     try:
         with open(path, "rb" if binary else "r") as f:
@@ -55,8 +104,21 @@ class NetmasterOptions(usage.Options):
     longdesc = ("The contiv-sdn netmaster: Contiv-compatible REST API and object semantics on "
                 "Redis.  Without --redis it runs a private redis-server in --state-dir.")
     optParameters = [
-        ["listen", "l", "tcp:9999", "where the REST API listens: a Twisted endpoint string, "
-                                    "host:port or :port"],
+        ["listen", "l", DEFAULT_LISTEN, "where the REST API listens: a Twisted endpoint "
+                                        "string, host:port or :port (the default is loopback "
+                                        "only; any other address needs --tls-cert/--tls-key "
+                                        "and --auth, or --insecure)"],
+        ["tls-cert", None, None, "PEM certificate (chain) of the REST API: serve HTTPS"],
+        ["tls-key", None, None, "PEM private key of --tls-cert"],
+        ["admin-password-file", None, None, "with --auth and no user yet: the first 'admin' "
+                                            "user's password (default: generated into "
+                                            "STATE_DIR/admin.password)"],
+        ["token-ttl", None, DEFAULT_TOKEN_TTL, "seconds a login token stays valid", float],
+        ["login-max-failures", None, 5, "failed logins (per address and per user) before "
+                                        "further attempts are delayed", int],
+        ["login-lockout", None, 1.0, "first delay after --login-max-failures failed logins "
+                                     "(doubling with each further failure, at most 900s)",
+         float],
         ["redis", "r", None, "Redis URL: redis://host:port[/db] or unix:///path/to/sock "
                              "(default: an embedded redis-server under --state-dir)"],
         ["state-dir", None, DEFAULT_STATE_DIR, "state directory (embedded Redis data)"],
@@ -93,8 +155,42 @@ class NetmasterOptions(usage.Options):
                                    "repair changes made behind our back", float],
     ]
 
+    optFlags = [
+        ["auth", None, "require a login (Contiv's auth_proxy protocol: POST "
+                       "/api/v1/auth_proxy/login/, then X-Auth-Token) and enforce roles "
+                       "(admin: everything, ops: read-only)"],
+        ["insecure", None, "allow the REST API on a non-loopback address without TLS and "
+                           "--auth (anyone who reaches it can rewrite every network)"],
+        ["redis-auth", None, "the embedded redis-server refuses clients without a password "
+                             "(ACL users 'netmaster' and read-only 'agent', passwords "
+                             "generated into STATE_DIR/redis.auth, 0600)"],
+    ]
+
     def postOptions(self) -> None:
         self["listen-endpoint"] = listen_endpoint(self["listen"])
+        if (self["tls-cert"] is None) != (self["tls-key"] is None):
+            raise usage.UsageError("--tls-cert and --tls-key go together: give both")
+        for name in ("tls-cert", "tls-key", "admin-password-file"):
+            if self[name] is not None and not os.access(self[name], os.R_OK):
+                raise usage.UsageError(f"--{name}: cannot read {self[name]}")
+        tls = self["tls-cert"] is not None or self["listen-endpoint"].startswith("ssl:")
+        self["exposed"] = not is_local_endpoint(self["listen-endpoint"])
+        self["insecure-listen"] = None
+        if self["exposed"] and not (tls and self["auth"]) and not self["insecure"]:
+            missing = " and ".join(w for w, ok in (("TLS (--tls-cert/--tls-key)", tls),
+                                                   ("--auth", self["auth"])) if not ok)
+            why = (f"refusing to serve the REST API on {self['listen']} without {missing}: "
+                   f"anyone who reaches it could rewrite every tenant's network.  Listen on "
+                   f"127.0.0.1, add {missing}, or pass --insecure to accept the risk")
+            if REFUSE_INSECURE_LISTEN:
+                raise usage.UsageError(why)
+            self["insecure-listen"] = why  # the service logs it as a warning
+        if not 1 <= self["token-ttl"] <= 366 * 86400:
+            raise usage.UsageError("--token-ttl must be between 1 second and a year")
+        if not 1 <= self["login-max-failures"] <= 1000:
+            raise usage.UsageError("--login-max-failures must be between 1 and 1000")
+        if not 0.05 <= self["login-lockout"] <= 3600:
+            raise usage.UsageError("--login-lockout must be between 0.05 and 3600 seconds")
         self["ofp-endpoint"] = (None if self["ofp-listen"] == "none"
                                 else listen_endpoint(self["ofp-listen"]))
         self["metrics-endpoint"] = metrics_endpoint(self["metrics-listen"])

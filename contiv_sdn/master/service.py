@@ -32,11 +32,12 @@ from twisted.python.failure import Failure
 
 from contiv_sdn.master.hosts import is_live
 from contiv_sdn.api import NetmasterAPI
-from contiv_sdn.api.site import make_site
+from contiv_sdn.api.auth import DEFAULT_TOKEN_TTL, Auth, Throttle
+from contiv_sdn.api.site import make_site, make_tls_site
 from contiv_sdn.controller.service import Controller
 from contiv_sdn.master.config import MasterConfig
 from contiv_sdn.master.core import Master
-from contiv_sdn.store import Conflict, Store, StoreError
+from contiv_sdn.store import Conflict, RedisURL, Store, StoreError
 from contiv_sdn.store import keys as K
 from contiv_sdn.store.embedded import EmbeddedRedis
 
@@ -66,11 +67,15 @@ class NetmasterService(MultiService):
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
                  state_dir: str, ofp_listen: Optional[str] = None, refresh: float = 10.0,
                  redis_timeout: float = 5.0, redis_backoff: float = 0.5,
-                 aci: Optional[dict] = None):
+                 security: Optional[Dict[str, Any]] = None, aci: Optional[dict] = None):
         super().__init__()
         #: ACI reconciler settings (``--apic-url`` ...), None when not mirroring to an APIC
         self.aci = aci
         self.aci_reconciler = None
+        #: TLS, auth and Redis-auth settings (see :func:`make_service`); empty =
+        #: the zero-config local netmaster
+        self.security = dict(security or {})
+        self.auth: Optional[Auth] = None
         self.redis_backoff = redis_backoff
         self.refresh = refresh
         self.redis_timeout = redis_timeout
@@ -141,12 +146,13 @@ class NetmasterService(MultiService):
         url = self.redis_url
         if not url:
             self.embedded = EmbeddedRedis(self.state_dir, backoff=self.redis_backoff,
-                                          max_backoff=max(30.0, self.redis_backoff))
+                                          max_backoff=max(30.0, self.redis_backoff),
+                                          auth=bool(self.security.get("redis_auth")))
             url = await self.embedded.start()
             connect_wait = self.redis_timeout
         else:
             connect_wait = max(self.redis_timeout, _REDIS_CONNECT_WAIT)
-        log.info("connecting to redis {url}", url=url)
+        log.info("connecting to redis {url}", url=str(RedisURL.parse(url)))
         self.store = await Store.connect(url, timeout=self.redis_timeout,
                                          connect_timeout=connect_wait)
         self.master = Master(self.store, self.config)
@@ -158,18 +164,44 @@ class NetmasterService(MultiService):
             if self.metrics_listen:  # before any switch can connect: every connection counted
                 self._metrics().watch_controller(self.controller)
         self._start_aci()
-        api = NetmasterAPI(self.master, self.address)
+        sec = self.security
+        if sec.get("auth"):
+            self.auth = Auth(self.store, token_ttl=float(sec.get("token_ttl") or
+                                                         DEFAULT_TOKEN_TTL),
+                             throttle=Throttle(int(sec.get("login_max_failures") or 5),
+                                               float(sec.get("login_lockout") or 1.0)))
+            await self.auth.ensure_admin(_read_secret(sec.get("admin_password_file")),
+                                         self.state_dir)
+        api = NetmasterAPI(self.master, self.address, self.auth)
         site = make_site(api.resource())
+        if sec.get("tls_cert"):
+            try:
+                site = make_tls_site(site, sec["tls_cert"], sec["tls_key"])
+            except ValueError as e:
+                raise RuntimeError(str(e)) from None
         self.port = await serverFromString(reactor, self.listen).listen(site)
         if self.metrics_listen:
             await self._start_metrics()
+        tls = bool(sec.get("tls_cert")) or self.listen.startswith("ssl:")
+        if sec.get("insecure_listen"):
+            log.warn("{why} (this will be refused at start once the lab and the systemd unit "
+                     "pass --insecure)", why=sec["insecure_listen"])
+        elif sec.get("exposed") and not (tls and sec.get("auth")):
+            log.warn("INSECURE: the REST API listens on {addr} without {what} (--insecure): "
+                     "anyone who reaches it can rewrite every tenant's network",
+                     addr=self.address(), what=" and ".join(
+                         w for w, on in (("TLS", tls), ("authentication", sec.get("auth")))
+                         if not on))
         self._instance = f"{self.address()}@{os.uname().nodename}:{os.getpid()}"
         self._started_at = await self.store.server_time()
         await self._register(self._started_at)
         self._refresher = task.LoopingCall(lambda: defer.ensureDeferred(self._refresh_once()))
         self._refresher.start(self.refresh, now=False)
-        where = "embedded redis-server " + url if self.embedded else url
-        log.info("netmaster listening on {addr}, redis {redis}", addr=self.address(), redis=where)
+        shown = str(RedisURL.parse(url))  # never the password
+        where = "embedded redis-server " + shown if self.embedded else shown
+        log.info("netmaster listening on {addr}{tls}{auth}, redis {redis}",
+                 addr=self.address(), redis=where, tls=" (https)" if tls else "",
+                 auth=" (login required)" if self.auth else "")
         self._ready = True
         for d in self._waiting:
             d.callback(self.store)
@@ -288,6 +320,17 @@ class NetmasterService(MultiService):
             await embedded.stop()
 
 
+def _read_secret(path: Optional[str]) -> Optional[str]:
+    """The first line of a password file (None without a path)."""
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        secret = f.readline().rstrip("\r\n")
+    if not secret:
+        raise RuntimeError(f"--admin-password-file {path} is empty")
+    return secret
+
+
 def make_service(options) -> NetmasterService:
     """The netmaster service tree from parsed :class:`NetmasterOptions`.
 
@@ -299,6 +342,18 @@ def make_service(options) -> NetmasterService:
                             refresh=float(options.get("refresh") or 10.0),
                             redis_timeout=float(options.get("redis-timeout") or 5.0),
                             redis_backoff=float(options.get("redis-restart-backoff") or 0.5),
+                            security={
+                                "auth": bool(options.get("auth")),
+                                "tls_cert": options.get("tls-cert"),
+                                "tls_key": options.get("tls-key"),
+                                "exposed": bool(options.get("exposed")),
+                                "insecure_listen": options.get("insecure-listen"),
+                                "redis_auth": bool(options.get("redis-auth")),
+                                "admin_password_file": options.get("admin-password-file"),
+                                "token_ttl": options.get("token-ttl"),
+                                "login_max_failures": options.get("login-max-failures"),
+                                "login_lockout": options.get("login-lockout"),
+                            },
                             aci=options.get("aci"))
     made.metrics_listen = options.get("metrics-endpoint")
     return made

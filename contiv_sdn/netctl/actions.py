@@ -117,23 +117,18 @@ def login(ctx: Context) -> None:
     if not ctx.netmaster.startswith("https://"):
         ctx.out("login requires a https auth_proxy URL\n")
         ctx.fail(EXIT_INVALID, "", show_help=True)
-    ctx.out("Username: ")
-    ctx.stdout.flush()
-    line = ctx.stdin.readline()
-    if not line:
-        ctx.fail(EXIT_IO, "EOF")
-    username = line.strip()
+    # Extension: --username and NETCTL_PASSWORD for scripts (Contiv only prompted).
+    username = ctx.flags.string("username") if ctx.flags.is_set("username") else ""
+    if not username:
+        ctx.out("Username: ")
+        ctx.stdout.flush()
+        line = ctx.stdin.readline()
+        if not line:
+            ctx.fail(EXIT_IO, "EOF")
+        username = line.strip()
     if not username:
         ctx.fail(EXIT_INVALID, "you must specify a username")
-    try:
-        if ctx.stdin.isatty():
-            password = getpass.getpass("Password: ", stream=ctx.stdout)
-        else:
-            # Scripted login (`printf 'user\npass\n' | netctl login`).
-            ctx.out("Password: \n")
-            password = ctx.stdin.readline().rstrip("\r\n")
-    except (EOFError, OSError) as exc:
-        ctx.fail(EXIT_IO, str(exc) or "EOF")
+    password = _password(ctx, "Password: ")
     client = ctx.client()
     try:
         resp = client.login(username, password)
@@ -156,6 +151,101 @@ def login(ctx: Context) -> None:
             handle.write(resp.body)
     except OSError as exc:
         ctx.fail(EXIT_IO, str(exc))
+
+
+PASSWORD_ENV = "NETCTL_PASSWORD"
+
+
+def _password(ctx: Context, prompt: str) -> str:
+    """The password from $NETCTL_PASSWORD (scripts), else a prompt on a
+    terminal, else the next line of stdin (`printf 'user\npass\n' | netctl login`)."""
+    if ctx.environ.get(PASSWORD_ENV):
+        return ctx.environ[PASSWORD_ENV]
+    try:
+        if ctx.stdin.isatty():
+            return getpass.getpass(prompt, stream=ctx.stdout)
+        ctx.out(prompt + "\n")
+        line = ctx.stdin.readline()
+        if not line:
+            raise EOFError("EOF")
+        return line.rstrip("\r\n")
+    except (EOFError, OSError) as exc:
+        ctx.fail(EXIT_IO, str(exc) or "EOF")
+
+
+# -- user (extension: the netmaster's --auth users, admin only) ---------------------
+USERS = "/api/v1/auth_proxy/local_users/"
+
+
+def _user_call(ctx: Context, method: str, path: str, body: Optional[dict] = None) -> Any:
+    client = ctx.client()
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    resp = client.request(method, path, data)
+    if resp.status != 200:
+        # 400/404/409 carry the netmaster's reason: show it, not just the status line
+        text = resp.body.decode("utf-8", "replace").strip()
+        if resp.status in (400, 404, 409) and text:
+            ctx.fail(EXIT_INVALID, text)
+        client._check(method, resp)
+    return client._json(resp)
+
+
+def add_user(ctx: Context) -> None:
+    _need_args(ctx, 1, "User name required")
+    name = ctx.args[0]
+    role = ctx.flags.string("role")
+    password = _password(ctx, f"Password for {name}: ")
+    _user_call(ctx, "POST", USERS, {"username": name, "password": password, "role": role})
+    ctx.out(f"Creating user {name} (role {role})\n")
+
+
+def set_user(ctx: Context) -> None:
+    _need_args(ctx, 1, "User name required")
+    name = ctx.args[0]
+    body: dict = {}
+    if ctx.flags.is_set("role"):
+        body["role"] = ctx.flags.string("role")
+    if ctx.flags.bool("password") or not body:
+        body["password"] = _password(ctx, f"New password for {name}: ")
+    _user_call(ctx, "PATCH", f"{USERS}{name}/", body)
+    ctx.out(f"Updating user {name}\n")
+
+
+def delete_user(ctx: Context) -> None:
+    _need_args(ctx, 1, "User name required")
+    name = ctx.args[0]
+    ctx.out(f"Deleting user {name}\n")
+    _user_call(ctx, "DELETE", f"{USERS}{name}/")
+
+
+def list_users(ctx: Context) -> None:
+    _no_args(ctx)
+    users = _user_call(ctx, "GET", USERS) or []
+    if ctx.flags.bool("json"):
+        _dump_json(ctx, users)
+        return
+    if ctx.flags.bool("quiet"):
+        ctx.out("".join(f"{go_str(u, 'username')}\n" for u in users))
+        return
+    ctx.out(tabwrite("User\tRole\n------\t------\n" + "".join(
+        _row(go_str(u, "username"), go_str(u, "role")) for u in users), padding=2))
+
+
+def logout(ctx: Context) -> None:
+    """Revoke this login's token at the netmaster and forget it."""
+    _no_args(ctx)
+    client = ctx.client()
+    if client.token:
+        resp = client.request("POST", "/api/v1/auth_proxy/logout/", b"{}")
+        if resp.status not in (200, 401):
+            client._check("POST", resp)
+    try:
+        os.unlink(config_path(ctx.environ))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        ctx.fail(EXIT_IO, str(exc))
+    ctx.out("Logged out.\n")
 
 
 # -- tenant -----------------------------------------------------------------------

@@ -149,6 +149,12 @@ class ContivClient:
             raise ResponseError("Page not found!")
         if resp.status == 403:
             raise ResponseError("Access denied!")
+        if resp.status == 401:
+            # Contiv's client printed the status line only; the netmaster's text says
+            # what to do (log in again).
+            text = resp.body.decode("utf-8", "replace").strip()
+            raise ResponseError(text or f"{resp.status_line}: log in with `netctl "
+                                        f"--netmaster {self.base_url} login`")
         if resp.status == 500:
             raise ResponseError(resp.body.decode("utf-8", "replace"))
         raise ResponseError(resp.status_line)

@@ -26,7 +26,24 @@ def _rm(usage: str, args_usage: str, action, flags=(TENANT,)) -> Command:
 COMMANDS: tuple[Command, ...] = (
     Command("version", "Version Information", action=a.show_version),
     Command("login", "authenticate to Contiv (you must specify auth_proxy's HTTPS address "
-            "in the --netmaster flag)", action=a.login),
+            "in the --netmaster flag); the password may come from $NETCTL_PASSWORD",
+            flags=(string_flag("username, u", "user name (default: prompt)"),),
+            action=a.login),
+    Command("logout", "revoke this login's token and remove ~/.netctl/config.json",
+            action=a.logout),
+    Command("user", "Users of a netmaster run with --auth (admin only)", subcommands=(
+        Command("add", "Add a user (password from $NETCTL_PASSWORD or a prompt)",
+                args_usage="[user]", flags=(
+                    string_flag("role, r", "admin (everything) or ops (read-only)",
+                                default="ops"),), action=a.add_user),
+        Command("set", "Change a user's role or password (revokes its tokens)",
+                args_usage="[user]", flags=(
+                    string_flag("role, r", "admin or ops"),
+                    bool_flag("password, p", "set a new password (prompt or "
+                                             "$NETCTL_PASSWORD)"),), action=a.set_user),
+        _rm("Delete a user (revokes its tokens)", "[user]", a.delete_user, ()),
+        _ls("List users", a.list_users, (QUIET, JSON)),
+    )),
     Command("group", "Endpoint Group manipulation tools", subcommands=(
         Command("create", "Create an endpoint group", args_usage="[network] [group]", flags=(
             TENANT,

@@ -21,11 +21,15 @@ itself and the controller's change feed resyncs on reconnection.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import time
-from typing import Optional
+from typing import Dict, Optional, Tuple
+from urllib.parse import quote
 
 from twisted.internet import defer, error, protocol, reactor, task
 from twisted.internet.endpoints import UNIXClientEndpoint
@@ -35,37 +39,76 @@ from twisted.python.failure import Failure
 log = Logger()
 
 LOCK_FILE = "netmaster.lock"
+#: Generated Redis credentials (JSON ``{"netmaster": pw, "agent": pw}``, 0600).
+AUTH_FILE = "redis.auth"
+#: The ACL file the redis-server loads with ``auth`` on (0600; hashes only).
+ACL_FILE = "redis.acl"
+#: ACL users with ``auth`` on.  The netmaster may do everything; ``agent`` may
+#: only read (scripts run with the caller's rights in Redis 7, so a read-only
+#: user cannot write through EVAL either) and follow the change feed; the
+#: ``default`` user (no password) is off.
+NETMASTER_USER = "netmaster"
+AGENT_USER = "agent"
+_ACL = ("user default off\n"
+        "user {nm} on #{nm_hash} ~* &* +@all\n"
+        "user {ag} on #{ag_hash} ~* &* -@all +@read +@connection +@pubsub +eval +evalsha "
+        "+eval_ro +evalsha_ro +script|load +script|exists +select +time\n")
 
 
 class StateDirLocked(RuntimeError):
     """Another live netmaster holds the state directory."""
 
 
+def _bulk(*words: str) -> bytes:
+    """One command in RESP (any bytes in a word, a password included)."""
+    out = [b"*%d\r\n" % len(words)]
+    for w in words:
+        b = w.encode("utf-8")
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
 class _Ping(protocol.Protocol):
-    def __init__(self) -> None:
+    """``[AUTH user password] PING``; answers the reply line to PING (None if the
+    connection closed first)."""
+
+    def __init__(self, auth: Optional[Tuple[str, str]] = None) -> None:
         self.answer: defer.Deferred = defer.Deferred()
         self._buf = b""
+        self._auth = auth
 
     def connectionMade(self) -> None:
-        self.transport.write(b"PING\r\n")
+        head = _bulk("AUTH", *self._auth) if self._auth else b""
+        self.transport.write(head + b"PING\r\n")
 
     def dataReceived(self, data: bytes) -> None:
         self._buf += data
-        if b"\r\n" in self._buf and not self.answer.called:
-            self.answer.callback(self._buf.startswith(b"+PONG"))
+        lines = self._buf.split(b"\r\n")
+        want = 2 if self._auth else 1
+        if len(lines) > want and not self.answer.called:
+            self.answer.callback(lines[want - 1])
             self.transport.loseConnection()
 
     def connectionLost(self, reason=None) -> None:
         if not self.answer.called:
-            self.answer.callback(False)
+            self.answer.callback(None)
 
 
-async def ping(path: str, timeout: float = 1.0) -> bool:
+async def ping(path: str, timeout: float = 1.0,
+               auth: Optional[Tuple[str, str]] = None) -> bool:
     """Whether a Redis answers ``PING`` on the unix socket ``path`` (no blocking:
     a hung redis-server would otherwise freeze the reactor)."""
+    line = await probe(path, timeout, auth)
+    return line is not None and line.startswith(b"+PONG")
+
+
+async def probe(path: str, timeout: float = 1.0,
+                auth: Optional[Tuple[str, str]] = None) -> Optional[bytes]:
+    """The reply line of a Redis on ``path`` to ``PING`` (after ``AUTH`` if
+    given): ``+PONG``, an error such as ``-NOAUTH ...``, or None (nobody)."""
     if not os.path.exists(path):
-        return False
-    p = _Ping()
+        return None
+    p = _Ping(auth)
     factory = protocol.Factory()
     factory.noisy = False  # no "Starting factory" line per ping in the log
     factory.buildProtocol = lambda addr: p
@@ -74,7 +117,7 @@ async def ping(path: str, timeout: float = 1.0) -> bool:
         await d.addTimeout(timeout, reactor)
         return await p.answer.addTimeout(timeout, reactor)
     except Exception:
-        return False
+        return None
     finally:
         if p.transport is not None and p.transport.connected:
             p.transport.abortConnection()
@@ -123,8 +166,15 @@ class EmbeddedRedis:
     """
 
     def __init__(self, state_dir: str, binary: str = "redis-server", backoff: float = 0.5,
-                 max_backoff: float = 30.0, stable: float = 30.0, check_interval: float = 1.0):
+                 max_backoff: float = 30.0, stable: float = 30.0, check_interval: float = 1.0,
+                 auth: bool = False):
         self.state_dir = state_dir
+        #: whether the server refuses clients without a password (ACL users,
+        #: credentials generated once into ``redis.auth``)
+        self.auth = auth
+        self.authfile = os.path.join(state_dir, AUTH_FILE)
+        self.aclfile = os.path.join(state_dir, ACL_FILE)
+        self._passwords: Dict[str, str] = {}
         self.socket = os.path.join(state_dir, "redis.sock")
         self.pidfile = os.path.join(state_dir, "redis.pid")
         self.lockfile = os.path.join(state_dir, LOCK_FILE)
@@ -149,7 +199,40 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        """The netmaster's URL, credentials included when ``auth`` is on (log
+        it through :class:`~contiv_sdn.store.RedisURL`, which hides them)."""
+        return self.url_for(NETMASTER_USER)
+
+    def url_for(self, user: str) -> str:
+        if not self.auth:
+            return f"unix://{self.socket}"
+        return f"unix://{user}:{quote(self._passwords[user], safe='')}@{self.socket}"
+
+    @property
+    def _login(self) -> Optional[Tuple[str, str]]:
+        return (NETMASTER_USER, self._passwords[NETMASTER_USER]) if self.auth else None
+
+    def _credentials(self) -> None:
+        """Read the generated passwords, or make them on the first run; write the
+        ACL file the server loads.  Both files are 0600 in the 0700 state dir."""
+        try:
+            with open(self.authfile, encoding="utf-8") as f:
+                data = json.load(f)
+            if not all(isinstance(data.get(u), str) and data[u]
+                       for u in (NETMASTER_USER, AGENT_USER)):
+                raise ValueError("a user is missing")
+        except FileNotFoundError:
+            data = {u: secrets.token_urlsafe(24) for u in (NETMASTER_USER, AGENT_USER)}
+            _write_private(self.authfile, json.dumps(data) + "\n")
+            log.info("generated Redis passwords in {path}", path=self.authfile)
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"cannot use the Redis credentials in {self.authfile} ({e}); "
+                               f"remove the file to have new ones generated") from None
+        self._passwords = data
+        digest = {u: hashlib.sha256(p.encode()).hexdigest() for u, p in data.items()}
+        _write_private(self.aclfile, _ACL.format(nm=NETMASTER_USER, ag=AGENT_USER,
+                                                 nm_hash=digest[NETMASTER_USER],
+                                                 ag_hash=digest[AGENT_USER]))
 
     # -- the state-dir lock -----------------------------------------------
     def lock(self) -> None:
@@ -189,8 +272,17 @@ class EmbeddedRedis:
         self.lock()
         self._stopping = False
         try:
-            if await ping(self.socket):
+            if self.auth:
+                self._credentials()
+            line = await probe(self.socket, auth=self._login)
+            if line is not None and line.startswith(b"+PONG"):
                 self._adopt()
+            elif line is not None and not line.startswith(b"-LOADING"):
+                raise RuntimeError(
+                    f"a Redis answers on {self.socket} but refuses the netmaster "
+                    f"({line.decode(errors='replace')[:120]}): it runs with other "
+                    f"credentials (--redis-auth changed?); stop it (pid in {self.pidfile}), "
+                    f"then start the netmaster again")
             else:
                 await self._spawn(timeout)
         except BaseException:
@@ -223,12 +315,14 @@ class EmbeddedRedis:
                 "--dir", self.state_dir, "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--daemonize", "no", "--pidfile", self.pidfile,
                 "--logfile", os.path.join(self.state_dir, "redis.log")]
+        if self.auth:
+            args += ["--aclfile", self.aclfile]
         proc = _RedisProcess()
         self._proc = proc
         self._transport = reactor.spawnProcess(proc, exe, args, env=None, path=self.state_dir)
         proc.ended.addCallback(lambda _: self._ended(proc))
         deadline = time.monotonic() + timeout
-        while not await ping(self.socket):
+        while not await ping(self.socket, auth=self._login):
             if proc.ended.called:
                 raise RuntimeError("redis-server exited: " + self._log_tail())
             if self._stopping:
@@ -363,6 +457,16 @@ class EmbeddedRedis:
             return
         if not await _gone(pid, 5.0):
             log.error("redis-server {pid} did not exit even after SIGKILL", pid=pid)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``path`` readable by its owner only (created 0600, never wider)."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 async def _gone(pid: int, timeout: float) -> bool:

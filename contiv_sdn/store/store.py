@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlparse
 
 import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from OpenSSL.SSL import Error as SSLError
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
 
 from contiv_sdn.ops.metrics import redis_call as _timed
@@ -53,13 +55,26 @@ _KIND_VERSIONS = "contiv:ver"
 
 @dataclass(frozen=True)
 class RedisURL:
-    """A parsed ``redis://[:password@]host[:port][/db]`` or ``unix:///path[?db=N]``."""
+    """A parsed Redis URL:
+
+    * ``redis://[[user]:password@]host[:port][/db]`` — plain TCP;
+    * ``rediss://[[user]:password@]host[:port][/db][?ca=/path/ca.pem]`` — TLS,
+      the server's certificate checked against ``ca`` (default: the system's
+      trust store) and its host name;
+    * ``unix://[[user]:password@]/path[?db=N]``.
+
+    ``user`` is a Redis 6 ACL user (``AUTH user password``); without it the
+    password is the ``requirepass`` one.  ``?password=`` is accepted too.
+    """
 
     host: Optional[str] = None
     port: int = 6379
     path: Optional[str] = None
     db: Optional[int] = None
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    username: Optional[str] = None
+    tls: bool = False
+    ca: Optional[str] = None
 
     @classmethod
     def parse(cls, url: str) -> "RedisURL":
@@ -67,27 +82,54 @@ class RedisURL:
         query = parse_qs(u.query)
         db = int(query["db"][0]) if "db" in query else None
         password = unquote(u.password) if u.password else (query.get("password") or [None])[0]
+        username = unquote(u.username) if u.username else None
         if u.scheme in ("unix", "redis+unix", "redis-socket"):
-            path = u.path or u.netloc
+            # unix://user:pw@/path: urlparse leaves the credentials in netloc
+            path = u.path or u.netloc.rpartition("@")[2]
             if not path:
                 raise ValueError(f"no socket path in {url!r}")
-            return cls(path=path, db=db, password=password)
-        if u.scheme in ("redis", "tcp"):
+            return cls(path=path, db=db, password=password, username=username or None)
+        if u.scheme in ("redis", "tcp", "rediss"):
             if u.path and u.path.strip("/"):
                 db = int(u.path.strip("/"))
+            tls = u.scheme == "rediss"
+            ca = (query.get("ca") or query.get("ssl_ca_certs") or [None])[0]
+            if ca is not None and not tls:
+                raise ValueError(f"?ca= needs a rediss:// URL (TLS), not {u.scheme}://")
             return cls(host=u.hostname or "127.0.0.1", port=u.port or 6379, db=db,
-                       password=password)
-        raise ValueError(f"unsupported Redis URL {url!r} (redis://host:port[/db] or unix:///path)")
+                       password=password, username=username or None, tls=tls, ca=ca)
+        raise ValueError(f"unsupported Redis URL {url!r} (redis://host:port[/db], "
+                         f"rediss://user:password@host:port or unix:///path)")
 
     def endpoint(self):
         if self.path:
             return UNIXClientEndpoint(reactor, self.path, timeout=10)
-        return HostnameEndpoint(reactor, self.host, self.port, timeout=10)
+        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=10)
+        if not self.tls:
+            return tcp
+        return wrapClientTLS(self._tls_options(), tcp)
+
+    def _tls_options(self):
+        """Client TLS for ``rediss://``: the server must present a certificate for
+        :attr:`host` signed by :attr:`ca` (or a system-trusted CA)."""
+        trust = None
+        if self.ca:
+            try:
+                with open(self.ca, "rb") as f:
+                    trust = Certificate.loadPEM(f.read())
+            except (OSError, ValueError, SSLError) as e:
+                raise ValueError(f"cannot read the Redis CA certificate {self.ca}: {e}") \
+                    from None
+        return optionsForClientTLS(self.host, trustRoot=trust)
 
     def __str__(self) -> str:
+        """The URL without its password (what logs and error texts show)."""
+        who = f"{self.username}@" if self.username else ""
         if self.path:
-            return f"unix://{self.path}" + (f"?db={self.db}" if self.db is not None else "")
-        return f"redis://{self.host}:{self.port}" + (f"/{self.db}" if self.db is not None else "")
+            return f"unix://{who}{self.path}" + (f"?db={self.db}" if self.db is not None else "")
+        scheme = "rediss" if self.tls else "redis"
+        return (f"{scheme}://{who}{self.host}:{self.port}"
+                + (f"/{self.db}" if self.db is not None else ""))
 
 
 def _s(v) -> Optional[str]:
@@ -136,6 +178,7 @@ class Subscription:
         self._factory.subscription = self
         if url.password:
             self._factory.password = url.password
+            self._factory.username = url.username
         self._factory.startConnecting(url.endpoint())
 
     def _connected(self, proto) -> None:
@@ -277,7 +320,7 @@ class Store:
         # replyTimeout: a connection whose reply is late is aborted (and
         # re-established), so a hung Redis cannot pin a request forever.
         factory = _Pool(str(u), u.db, poolsize, False, handler, None, u.password,
-                        timeout, False)
+                        timeout, False, u.username)
         factory.reconnect = True
         factory.startConnecting(u.endpoint())
         wait = timeout if connect_timeout is None else connect_timeout
@@ -422,6 +465,37 @@ class Store:
     async def hgetall_raw(self, key: str) -> Dict[str, str]:
         return _pairs(await self._call(
             "HGETALL", lambda: self._conn.execute_command("HGETALL", key)))
+
+    async def get_raw_key(self, key: str) -> Optional[str]:
+        """A plain string key (outside the kinds: e.g. an auth token record)."""
+        return _s(await self._call("GET", lambda: self._conn.get(key)))
+
+    # -- writes outside the kinds -------------------------------------------
+    # Records that are not intent or state (the REST API's users and tokens):
+    # not versioned, not published on the change feed, not in snapshots.
+    async def set_raw(self, key: str, value: str, ttl: Optional[float] = None) -> None:
+        """``SET key value [PX ttl]`` (``ttl`` in seconds)."""
+        args = ["SET", key, value]
+        if ttl is not None:
+            args += ["PX", max(1, int(ttl * 1000))]
+        await self._call("SET", lambda: self._conn.execute_command(*args), write=True)
+
+    async def del_raw(self, key: str) -> None:
+        await self._call("DEL", lambda: self._conn.execute_command("DEL", key), write=True)
+
+    async def hset_raw(self, key: str, field: str, value: str) -> None:
+        await self._call("HSET", lambda: self._conn.execute_command("HSET", key, field, value),
+                         write=True)
+
+    async def hsetnx_raw(self, key: str, field: str, value: str) -> bool:
+        """``HSETNX``: whether the field was created (False: it existed)."""
+        return bool(await self._call(
+            "HSETNX", lambda: self._conn.execute_command("HSETNX", key, field, value),
+            write=True))
+
+    async def hdel_raw(self, key: str, field: str) -> None:
+        await self._call("HDEL", lambda: self._conn.execute_command("HDEL", key, field),
+                         write=True)
 
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
