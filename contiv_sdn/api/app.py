@@ -45,6 +45,7 @@ from contiv_sdn.master import Master, MasterError
 from contiv_sdn.model import ModelError, by_collection
 from contiv_sdn.ops import metrics as ops_metrics
 from contiv_sdn.ops import openapi
+from contiv_sdn.ops import webview
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.store import StoreUnavailable
 
@@ -142,6 +143,11 @@ class NetmasterAPI(Resource):
         r("GET", r"/debug/ofnet", self._ofnet)
         r("DELETE", r"/debug/epcleanup/tenant/" + _KEY + "/" + _KEY + "/" + _KEY, self._epcleanup)
         r("GET", re.escape(openapi.DOCUMENT_PATH), self._openapi)
+        # the read-only web view (contiv_sdn.ops.webview): its page, state and live feed
+        self.web = webview.WebView(lambda: master.store, _controller_of(listen_address))
+        r("GET", re.escape(webview.WEB_PATH) + r"(|app\.js|style\.css)", self._web_file)
+        r("GET", re.escape(webview.STATE_PATH), self._web_state)
+        r("GET", re.escape(webview.EVENTS_PATH), self._web_events)
 
     def _route(self, methods, pattern: str, handler: Handler, json_only: bool = False) -> None:
         if isinstance(methods, str):
@@ -192,6 +198,8 @@ class NetmasterAPI(Resource):
     def _answer(request, body: bytes) -> None:
         """Send ``body`` with its length (Go sets Content-Length on small answers;
         a HEAD gets the headers only, without Twisted's "eating the body" log line)."""
+        if body is webview.STREAMING:  # the stream writes and finishes the request itself
+            return
         request.setHeader(b"Content-Length", b"%d" % len(body))
         request.write(body)
         request.finish()
@@ -200,7 +208,7 @@ class NetmasterAPI(Resource):
                         args: tuple) -> bytes:
         try:
             body = request.content.read() if request.content is not None else b""
-            if self.auth is not None and handler != self._login:
+            if self.auth is not None and handler not in (self._login, self._web_file):  # the page holds no data
                 request.principal = await self._authorize(request, method, path, handler)
             value = await handler(request, method, body, *args)
         except NotFound:
@@ -215,6 +223,10 @@ class NetmasterAPI(Resource):
         except Exception:
             log.failure("{method} {path} failed", method=method, path=_brief(path))
             return send_error(request, "internal error")
+        if value is webview.STREAMING:
+            return value
+        if isinstance(value, webview.Reply):
+            return value.send(request)
         return send_json(request, value)
 
     # -- authentication (--auth) ----------------------------------------------
@@ -328,6 +340,25 @@ class NetmasterAPI(Resource):
     async def _openapi(self, request, method, body):
         """This API's OpenAPI 3.1 document, generated from the model tables."""
         return openapi.document()
+
+    async def _web_file(self, request, method, body, name):
+        return self.web.file(name)
+
+    async def _web_state(self, request, method, body):
+        return await self.web.state()
+
+    async def _web_events(self, request, method, body):
+        return await self.web.events(request)
+
+
+def _controller_of(listen_address: Callable[[], str]) -> Callable[[], Any]:
+    """The OpenFlow controller of the netmaster serving this API, read when needed.
+
+    The service hands the API its bound ``address`` method; its owner (the
+    ``NetmasterService``) holds ``controller`` (``None`` without ``--ofp-listen``).
+    Read, not passed, so the service's construction of the API is unchanged."""
+    owner = getattr(listen_address, "__self__", None)
+    return lambda: getattr(owner, "controller", None)
 
 
 def make_resource(master: Master, listen_address: Optional[Callable[[], str]] = None,
