@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+from urllib.parse import quote
 from typing import Any, List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -190,6 +191,9 @@ class HostileNetmaster(unittest.TestCase):
                     b'{"TenantName":"default","NetworkName":"rz","EndpointID":"p1",'
                     b'"ContainerID":NaN}'):
             await self.refused("/plugin/createEndpoint", raw=raw)
+        for bad_id in ("a/b", "x\ny", "", "e" * 513):
+            text = await self.refused("/plugin/createEndpoint", {**base, "EndpointID": bad_id})
+            self.assertEqual(text, "invalid endpoint id\n")
         self.assertEqual(await store.revision(), rev, "a refused request wrote something")
         self.assertEqual(await store.list("endpoint"), {})
         # inspect keeps answering (a stored NaN used to break it for the whole tenant)
@@ -279,7 +283,7 @@ class HostileNetmaster(unittest.TestCase):
             self.assertGreater(seen.count((call, 200)), 5, call)
         # every endpoint, network and group inspect still answers
         for ep in (await store.list("endpoint")):
-            await self.c.ok("GET", f"/api/v1/inspect/endpoints/{ep}/")
+            await self.c.ok("GET", f"/api/v1/inspect/endpoints/{quote(ep, safe='')}/")
         for coll, kind in (("networks", "obj:network"), ("endpointGroups", "obj:endpointGroup"),
                            ("tenants", "obj:tenant")):
             for key in await store.list(kind):

@@ -22,6 +22,17 @@ from contiv_sdn.store import (
 from contiv_sdn.store import keys as K
 
 
+_MAX_ID = 512
+
+
+def _usable_id(ep_id: str) -> bool:
+    """An endpoint id names a record and a REST path segment (inspect): not empty,
+    no ``/`` or control characters, bounded.  Docker's are 64 hex digits, CNI's
+    ``<container id>[-<ifname>]``."""
+    return 0 < len(ep_id) <= _MAX_ID and "/" not in ep_id and \
+        not any(ord(c) < 0x20 or ord(c) == 0x7F for c in ep_id)
+
+
 def strip_len(addr: str) -> str:
     return addr.split("/")[0] if addr else ""
 
@@ -166,7 +177,7 @@ class Endpoints:
         net_name = req["NetworkName"]
         group_name = req["ServiceName"] or cfg["ServiceName"]
         ep_id = req["EndpointID"] or cfg["Container"]
-        if not ep_id:
+        if not _usable_id(ep_id):
             raise MasterError("invalid endpoint id")
         want_ip = strip_len(cfg["IPAddress"])
         want_ip6 = strip_len(cfg["IPv6Address"])
