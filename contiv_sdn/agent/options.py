@@ -14,6 +14,7 @@ from typing import List
 
 from twisted.python import usage
 
+from contiv_sdn.ops.jsonlog import LOG_JSON_HELP
 from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
 
 DEFAULT_NETMASTER = "http://127.0.0.1:9999"
@@ -86,6 +87,7 @@ class Options(usage.Options):
         ["docker", None, "unix:///var/run/docker.sock", "the Docker engine whose networks "
                                                        "follow Contiv (with --docker-plugin)"],
         ["metrics-listen", None, "none", METRICS_HELP],
+        ["log-json", None, None, LOG_JSON_HELP],
     ]
 
     def __init__(self) -> None:

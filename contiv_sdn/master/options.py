@@ -22,6 +22,7 @@ from contiv_sdn.master.config import (
     MasterConfig,
 )
 from contiv_sdn.master.errors import MasterError
+from contiv_sdn.ops.jsonlog import LOG_JSON_HELP
 from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
 
 DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netmaster"
@@ -126,6 +127,7 @@ class NetmasterOptions(usage.Options):
                                          "switches (endpoint string, host:port or :port; "
                                          "'none' disables the controller)"],
         ["metrics-listen", None, "none", METRICS_HELP],
+        ["log-json", None, None, LOG_JSON_HELP],
         ["fwdmode", None, None, f"forwarding mode, bridge|routing (default {DEFAULT_FWD_MODE})"],
         ["arpmode", None, None, f"ARP mode, proxy|flood (default {DEFAULT_ARP_MODE})"],
         ["infra", None, None, f"network infra type, default|aci|aci-opflex "

@@ -78,6 +78,9 @@ class NetmasterProcess:
                 with urllib.request.urlopen(self.url + "/version", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # --auth: it is up, and asks for a token
+                    return self
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)

@@ -20,7 +20,9 @@ class _NetmasterMaker:
 
     def makeService(self, options):
         from contiv_sdn.master.service import make_service
+        from contiv_sdn.ops import jsonlog
 
+        jsonlog.start(options.get("log-json"))
         return make_service(options)
 
 

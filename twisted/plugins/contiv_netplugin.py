@@ -19,7 +19,10 @@ class NetpluginServiceMaker:
         return Options
 
     def makeService(self, options):
+        from contiv_sdn.ops import jsonlog
         from drivers.netplugin import make_service  # the agent plus the drivers asked for
+
+        jsonlog.start(options.get("log-json"))
         return make_service(options)
 
 
