@@ -64,10 +64,18 @@ class PluginProtocolTests(unittest.TestCase):
         await self.malformed_and_missing_bodies()
 
     async def handshake_and_capabilities(self):
+        from prometheus_client import REGISTRY
+
+        def calls(call: str) -> float:  # the driver runs in this process: its metrics too
+            return REGISTRY.get_sample_value("contiv_plugin_calls_total", {
+                "surface": "docker", "call": call, "result": "ok"}) or 0.0
+
+        before = calls("NetworkDriver.GetCapabilities")
         self.assertEqual(await self.ok("Plugin.Activate"),
                          {"Implements": ["NetworkDriver", "IpamDriver"]})
         caps = await self.ok("NetworkDriver.GetCapabilities")
         self.assertEqual(caps, {"Scope": "local", "ConnectivityScope": "global"})
+        self.assertEqual(calls("NetworkDriver.GetCapabilities"), before + 1)
         self.assertEqual(await self.ok("IpamDriver.GetCapabilities"),
                          {"RequiresMACAddress": False, "RequiresRequestReplay": False})
         spaces = await self.ok("IpamDriver.GetDefaultAddressSpaces")

@@ -218,3 +218,16 @@ class AgentMetricsTests(unittest.TestCase):
         self.assertEqual(moved("contiv_endpoint_operation_duration_seconds_count", op="attach"), 3)
         self.assertEqual(moved("contiv_endpoint_operation_duration_seconds_count", op="detach"), 1)
         self.assertGreater(moved("contiv_endpoint_operation_duration_seconds_sum", op="attach"), 0)
+        # the local API (what contiv-cni calls) by call and result, and OVSDB transactions
+        self.assertEqual(moved("contiv_plugin_calls_total", surface="agent",
+                               call="create endpoint", result="ok"), 2)
+        self.assertEqual(moved("contiv_plugin_calls_total", surface="agent",
+                               call="delete endpoint", result="ok"), 1)
+        self.assertEqual(moved("contiv_plugin_calls_total", surface="agent",
+                               call="create endpoint", result="error") +
+                         moved("contiv_plugin_calls_total", surface="agent",
+                               call="create endpoint", result="refused"), 1)
+        self.assertGreaterEqual(moved("contiv_ovsdb_transaction_duration_seconds_count",
+                                      op="add port"), 2)
+        self.assertGreaterEqual(moved("contiv_ovsdb_transaction_duration_seconds_count",
+                                      op="delete port"), 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Dict
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +41,7 @@ from contiv_sdn.agent.ovsdb import OvsdbError
 from contiv_sdn.agent.plumbing import InterfaceExists, NetnsNotFound, PlumbingError
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.shapes import STR, STR_MAP, Struct
+from contiv_sdn.ops import metrics
 
 log = Logger()
 
@@ -84,17 +86,23 @@ class AgentAPI:
         return json.dumps(body, sort_keys=True).encode() + b"\n"
 
     async def _guard(self, request: Any, what: str, fn: Callable[[], Any]) -> bytes:
+        started = time.perf_counter()
         try:
             code, body = await fn()
         except (EndpointError, NetnsNotFound, InterfaceExists, PlumbingError, NetmasterError,
                 NetmasterUnavailable, OvsdbError) as e:
             status = _status_of(e)
             log.info("{what}: {status} {err}", what=what, status=status, err=e)
+            metrics.plugin_call("agent", what, "refused" if status < 500 else "error",
+                                time.perf_counter() - started)
             return self._json(request, status, {"error": str(e)})
         except Exception as e:  # a bug: say so, keep the process alive
             log.failure("{what} failed unexpectedly", what=what)
+            metrics.plugin_call("agent", what, "error", time.perf_counter() - started)
             return self._json(request, 500, {"error": f"internal error in the agent ({what}): "
                                                       f"{e.__class__.__name__}: {e}; see its log"})
+        metrics.plugin_call("agent", what, "ok" if code < 400 else "refused",
+                            time.perf_counter() - started)
         return self._json(request, code, body)
 
     @staticmethod

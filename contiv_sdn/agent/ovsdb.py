@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -59,6 +60,8 @@ import ovs.timeval  # noqa: E402
 from twisted.internet import defer, threads  # noqa: E402
 from twisted.logger import Logger  # noqa: E402
 from twisted.python.threadpool import ThreadPool  # noqa: E402
+
+from contiv_sdn.ops import metrics  # noqa: E402
 
 log = Logger()
 
@@ -263,7 +266,20 @@ class Ovsdb:
 
     def _transact(self, build: Callable[[Transaction], Any], what: str,
                   wait_applied: bool = False) -> Any:
-        """Run ``build`` in a transaction and commit it, retrying on TRY_AGAIN."""
+        """Run ``build`` in a transaction and commit it, retrying on TRY_AGAIN (timed for
+        ``contiv_ovsdb_transaction_duration_seconds``; this runs in the OVSDB thread)."""
+        started = time.perf_counter()
+        op = metrics.ovsdb_op(what)
+        try:
+            return self._transact_once(build, what, wait_applied)
+        except BaseException:
+            metrics.OVSDB_FAILURES.labels(op).inc()
+            raise
+        finally:
+            metrics.OVSDB_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+    def _transact_once(self, build: Callable[[Transaction], Any], what: str,
+                       wait_applied: bool) -> Any:
         deadline = self._deadline()
         while True:
             idl = self._sync(deadline)

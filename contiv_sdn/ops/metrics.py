@@ -72,6 +72,31 @@ ENDPOINT_SECONDS = Histogram("contiv_endpoint_operation_duration_seconds", "Time
                              "endpoint's lock)", ["op"], buckets=_SLOW)
 
 
+OVSDB_SECONDS = Histogram("contiv_ovsdb_transaction_duration_seconds", "Time an OVSDB "
+                          "transaction took (commit and, where asked, ovs-vswitchd applying it), "
+                          "by operation", ["op"], buckets=_SLOW)
+OVSDB_FAILURES = Counter("contiv_ovsdb_failures", "OVSDB transactions that failed, by operation",
+                         ["op"])
+PLUGIN_CALLS = Counter("contiv_plugin_calls", "Calls a runtime made to this netplugin, by "
+                       "surface (docker: the libnetwork driver; agent: the local API used by "
+                       "contiv-cni), call and result (ok, refused, error)",
+                       ["surface", "call", "result"])
+PLUGIN_SECONDS = Histogram("contiv_plugin_call_duration_seconds", "Time a runtime's call to "
+                           "this netplugin took, by surface and call", ["surface", "call"],
+                           buckets=_SLOW)
+
+
+def ovsdb_op(what: str) -> str:
+    """A bounded label for an OVSDB transaction described as e.g. ``add port X to br-int``."""
+    return " ".join(what.split()[:2])
+
+
+def plugin_call(surface: str, call: str, result: str, seconds: float) -> None:
+    """Count and time one runtime call (``result``: ok, refused or error)."""
+    PLUGIN_CALLS.labels(surface, call, result).inc()
+    PLUGIN_SECONDS.labels(surface, call).observe(seconds)
+
+
 def redis_call(command: str, call: Callable[[], defer.Deferred]) -> defer.Deferred:
     """Run one store call (``call()`` sends it) and time its round trip; the Deferred
     is passed through unchanged.  The store calls this in place of ``call()``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import weakref
 from typing import Any
 
@@ -20,6 +21,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from contiv_sdn.ops import metrics
 from drivers.docker.protocol import CALLS, CONTENT_TYPE, BadRequest, DriverError, error_body, parse
 
 log = Logger()
@@ -49,9 +51,21 @@ class DockerPluginResource(resource.Resource):
         except BadRequest as e:
             log.info("plugin call {call}: bad request: {err}", call=call, err=e)
             return self._answer(request, 400, error_body(str(e)))
+        started = time.perf_counter()
+
+        def done(result: Any) -> None:
+            metrics.plugin_call("docker", call, "ok", time.perf_counter() - started)
+            self._finish(request, 200, json.dumps(result).encode())
+
+        def failed(f: Any) -> None:
+            refused = f.check(DriverError, BadRequest) and \
+                getattr(f.value, "status", 400) < 500
+            metrics.plugin_call("docker", call, "refused" if refused else "error",
+                                time.perf_counter() - started)
+            self._fail(request, call, f)
+
         d = defer.ensureDeferred(self.driver.handle(call, body))
-        d.addCallbacks(lambda result: self._finish(request, 200, json.dumps(result).encode()),
-                       lambda f: self._fail(request, call, f))
+        d.addCallbacks(done, failed)
         request.notifyFinish().addErrback(lambda _: None)  # client gone: nothing to write to
         return server.NOT_DONE_YET
 
