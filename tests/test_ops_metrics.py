@@ -160,6 +160,11 @@ class NetmasterMetricsTests(unittest.TestCase):
         self.assertGreater(value(s, "contiv_controller_compiles_total"),
                            value(s0, "contiv_controller_compiles_total"))
         commits = value(s, "contiv_openflow_bundle_commits_total")
+        self.assertGreaterEqual(value(s, "contiv_controller_run_duration_seconds_count"),
+                                value(s, "contiv_controller_runs_total") - 1)
+        self.assertIn(("contiv_openflow_bundle_failures_total", frozenset()), s)
+        self.assertIn(("contiv_controller_audit_repairs_total", frozenset()), s)
+        self.assertEqual(value(s, "contiv_openflow_bundle_failures_total"), 0)
 
         # the switch goes and comes back: one disconnect, one reconnect, totals kept
         host.stop()

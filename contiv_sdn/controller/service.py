@@ -41,6 +41,7 @@ from twisted.logger import Logger
 
 from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record, read_view
 from contiv_sdn.openflow.protocol import OpenFlowError, SwitchDisconnected
+from contiv_sdn.ops import metrics
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update
 from contiv_sdn.store import keys as K
 
@@ -368,7 +369,9 @@ class Controller(Service):
         finally:
             self._running = False
             # busy time, not waits for switches: the duty-cycle pause follows our CPU
-            self._last_duration = min(time.perf_counter() - started, self.MAX_DELAY)
+            busy = time.perf_counter() - started
+            self._last_duration = min(busy, self.MAX_DELAY)
+            metrics.CONTROLLER_RUN_SECONDS.observe(busy)
         if not self.running:
             return
         if self._retry:

@@ -96,6 +96,10 @@ class FlowSync:
         self._waiters: List[Deferred] = []
         self._running = False
         self.bundles_sent = 0
+        #: bundles that failed (refused by the switch, or the switch went away)
+        self.bundles_failed = 0
+        #: audits that found the switch holding a different number of our flows
+        self.audit_repairs = 0
         self.reads = 0
 
     def invalidate(self) -> None:
@@ -161,6 +165,7 @@ class FlowSync:
         if count != expected:
             log.warn("{sw}: holds {count} of our flows, {expected} expected; reading them back",
                      sw=self.switch, count=count, expected=expected)
+            self.audit_repairs += 1
             self.invalidate()
             return False
         return True
@@ -356,6 +361,7 @@ class FlowSync:
             await bundle.commit()
         except BaseException:
             self.installed = None
+            self.bundles_failed += 1
             if bundle is not None and not bundle.closed and sw.connected:
                 await bundle.discard()
             raise

@@ -97,6 +97,11 @@ def plugin_call(surface: str, call: str, result: str, seconds: float) -> None:
     PLUGIN_SECONDS.labels(surface, call).observe(seconds)
 
 
+CONTROLLER_RUN_SECONDS = Histogram("contiv_controller_run_duration_seconds", "Busy time of "
+                                   "each controller run (reading changes, compiling, handing "
+                                   "deltas to the switches)", buckets=_FAST)
+
+
 def redis_call(command: str, call: Callable[[], defer.Deferred]) -> defer.Deferred:
     """Run one store call (``call()`` sends it) and time its round trip; the Deferred
     is passed through unchanged.  The store calls this in place of ``call()``."""
@@ -196,7 +201,7 @@ class ControllerObserver:
         self.disconnects = 0
         self._seen: set = set()
         self._syncs: Dict[int, Any] = {}
-        self._retired = {"bundles_sent": 0, "reads": 0, "bundles_failed": 0}
+        self._retired = {"bundles_sent": 0, "reads": 0, "bundles_failed": 0, "audit_repairs": 0}
         reg = controller.registry
         up, down = reg.on_switch_up, reg.on_switch_down
 
@@ -249,10 +254,7 @@ class ControllerObserver:
             "switches": len(reg.switches()), "connects": self.connects,
             "reconnects": self.reconnects, "disconnects": self.disconnects,
             "flows": flows, "bundles_sent": totals["bundles_sent"], "reads": totals["reads"],
-            # not counted by FlowSync/Controller today; reported once they are
-            "bundles_failed": (totals["bundles_failed"] if any(
-                hasattr(s, "bundles_failed") for s in reg.syncs().values()) else None),
-            "audit_repairs": getattr(ctl, "audit_repairs", None),
+            "bundles_failed": totals["bundles_failed"], "audit_repairs": totals["audit_repairs"],
         }
 
 
@@ -312,13 +314,12 @@ class SnapshotCollector:
             yield CounterMetricFamily("contiv_openflow_flow_readbacks", "Times a switch's flows "
                                       "were read back (first contact, after a failure, or an "
                                       "audit that found a difference)", value=c["reads"])
-            if c["bundles_failed"] is not None:
-                yield CounterMetricFamily("contiv_openflow_bundle_failures", "Flow bundles that "
-                                          "failed", value=c["bundles_failed"])
-            if c["audit_repairs"] is not None:
-                yield CounterMetricFamily("contiv_controller_audit_repairs", "Audits that found "
-                                          "a switch differing and repaired it",
-                                          value=c["audit_repairs"])
+            yield CounterMetricFamily("contiv_openflow_bundle_failures", "Flow bundles that "
+                                      "failed (refused, or the switch went away)",
+                                      value=c["bundles_failed"])
+            yield CounterMetricFamily("contiv_controller_audit_repairs", "Audits that found a "
+                                      "switch holding a different number of our flows (it is "
+                                      "read back and repaired)", value=c["audit_repairs"])
             flows = GaugeMetricFamily("contiv_openflow_flows", "Our flows on each switch, as "
                                       "the controller last installed or read them",
                                       labels=["host", "dpid"])
