@@ -425,6 +425,57 @@ class FloodModeTests(unittest.TestCase):
         self.assertEqual(where(tr), [("h1", "pip-a"), ("h1", "pip-d"), ("h2", "pip-b")])
 
 
+def with_dns_ports(snap: Snapshot, host: str, ports: Dict[str, int]) -> Snapshot:
+    hosts = dict(snap.hosts)
+    h = hosts[host]
+    hosts[host] = dataclasses.replace(h, ports=MappingProxyType({**h.ports, **ports}))
+    return dataclasses.replace(snap, hosts=MappingProxyType(hosts))
+
+
+class DNSServingPathTests(unittest.TestCase):
+    """A local endpoint's DNS (any resolver) goes to its VRF's ``cdns<vrf>`` port before
+    policy; answers from that port reach only the endpoint they are addressed to."""
+
+    def setUp(self):
+        self.fab = Fabric(with_dns_ports(build("bridge", "proxy"), "h1", {"cdns1": 90, "cdns2": 91}))
+
+    def test_queries_go_to_the_tenants_dns_port(self):
+        q = ip_packet("a", "192.0.2.53", ROUTER_MAC, ip_proto=17, udp_dst=53)
+        self.assertEqual(where(self.fab.send("a", q)), [("h1", "cdns1")])
+        self.assertEqual(self.fab.send("a", q).deliveries[0].packet["eth_dst"], "02:00:00:00:00:53")
+        tq = ip_packet("a", "10.1.1.254", ROUTER_MAC, ip_proto=6, tcp_dst=53)
+        self.assertEqual(where(self.fab.send("a", tq)), [("h1", "cdns1")])
+        # a's twin in t2 (same IP and MAC) reaches t2's port
+        x = ip_packet("x", "192.0.2.53", ROUTER_MAC, ip_proto=17, udp_dst=53)
+        self.assertEqual(where(self.fab.send("x", x)), [("h1", "cdns2")])
+        # other ports are not DNS; a spoofed source is not served
+        other = ip_packet("a", "192.0.2.53", ROUTER_MAC, ip_proto=17, udp_dst=54)
+        self.assertEqual(self.fab.send("a", other).deliveries, [])
+        spoofed = dict(q, ipv4_src="10.1.1.9")
+        self.assertEqual(self.fab.send("a", spoofed).deliveries, [])
+
+    def test_answers_reach_only_their_endpoint(self):
+        ans = dict(eth_src="02:00:00:00:00:53", eth_dst=ROUTER_MAC, eth_type=0x0800,
+                   ipv4_src="192.0.2.53", ipv4_dst="10.1.1.1", ip_proto=17, ip_ttl=64)
+        tr = self.fab.inject("h1", "cdns1", ans)
+        self.assertEqual(where(tr), [("h1", "pip-a")])
+        self.assertEqual(tr.deliveries[0].packet["eth_dst"], EP["a"].mac)
+        self.assertEqual(where(self.fab.inject("h1", "cdns2", ans)), [("h1", "pip-x")])
+        # nothing else leaves a DNS port: not to a remote endpoint, not ARP
+        self.assertEqual(self.fab.inject("h1", "cdns1", dict(ans, ipv4_dst="10.1.1.2")).deliveries, [])
+        tr = self.fab.inject("h1", "cdns1", dict(arp_request("a", "10.1.1.4"), eth_src="02:00:00:00:00:53"))
+        self.assertEqual((tr.deliveries, tr.transmissions), ([], []))
+
+    def test_gateway_arp_only_with_the_dns_port(self):
+        tr = self.fab.send("a", arp_request("a", "10.1.1.254"))
+        self.assertEqual(where(tr), [("h1", "pip-a")])
+        plain = Fabric(build("bridge", "proxy"))
+        self.assertEqual(where(plain.send("a", arp_request("a", "10.1.1.254"))), [])
+        # h2 has no DNS port: no DNS flows there
+        q = ip_packet("b", "192.0.2.53", ROUTER_MAC, ip_proto=17, udp_dst=53)
+        self.assertEqual(self.fab.send("b", q).deliveries, [])
+
+
 class RoutingModeTests(unittest.TestCase):
 
     def setUp(self):

@@ -98,7 +98,7 @@ class Model:
             elif b % 11 == 2:
                 self.hosts[name] = Host(name, 1 + a, VTEPS[c % len(VTEPS)], [1])  # ports of a wrong type
             else:
-                ports = self.host_ports(name) or {"vxlan0": 1, "eth1": 2}
+                ports = self.host_ports(name) or {"vxlan0": 1, "eth1": 2, **({"cdns1": 15} if d % 3 else {})}
                 self.hosts[name] = Host(name, 1 + a, VTEPS[c % len(VTEPS)], MappingProxyType(ports), "vxlan0",
                                         ("eth1", None)[d % 2])
         elif kind == 5:  # port up / down / renumbered (port-status)
@@ -107,7 +107,7 @@ class Model:
             if h is None or not isinstance(h.ports, MappingProxyType):
                 return
             ports = dict(h.ports)
-            port = ("vxlan0", "eth1", *(f"p{i}" for i in range(8)))[b % 10]
+            port = ("vxlan0", "eth1", *(f"p{i}" for i in range(8)), "cdns1", "cdns2")[b % 12]
             if c % 3 == 0:
                 ports.pop(port, None)
             else:

@@ -74,10 +74,14 @@ class Options(usage.Options):
                                            "(0 = only at start)", float],
         ["dns-listen", None, None, "serve DNS service discovery (UDP+TCP) on these addresses, "
                                    "IP:port[,IP:port...]; askers are identified by source "
-                                   "address (default: no DNS server)"],
+                                   "address; also turns on the serving path (containers' DNS to any "
+                                   "resolver is answered here per tenant, see "
+                                   "contiv_sdn/agent/dnsport.py) (default: no DNS server)"],
         ["dns-upstream", None, None, "resolvers for names that are not Contiv's, "
                                      "IP[:port][,...] (default: the nameservers of "
                                      "/etc/resolv.conf)"],
+        ["dns-netns", None, "contiv-dns", "network namespace of the DNS serving path (made if "
+                                          "missing, kept across restarts so they replace no flow)"],
         ["dns-domain", None, "", "optional domain suffix of Contiv's names (e.g. contiv.local: "
                                  "db.contiv.local, web.contiv-net.contiv.local)"],
         ["dns-ttl", None, 1, "TTL of Contiv's answers in seconds (short: answers follow "

@@ -123,6 +123,7 @@ class NetpluginService(MultiService):
         #: DNS service discovery (--dns-listen), following Redis (--redis) read-only:
         #: one per host, so names keep resolving while the netmaster is down
         self.dns: Optional[Any] = None
+        self.dns_port: Optional[Any] = None
         if options.get("dns-listen-addrs"):
             from contiv_sdn.dns.service import DNSService
             self.dns = DNSService(options["dns-listen-addrs"], options.get("dns-upstreams") or [],
@@ -130,6 +131,10 @@ class NetpluginService(MultiService):
                                   ttl=int(options.get("dns-ttl") or 1),
                                   store_url=options["redis"], reactor=reactor)
             self.dns.setServiceParent(self)
+            # the serving path (a cdns<vrf> port and a listener per tenant): on with --dns-listen
+            from contiv_sdn.agent.dnsport import DNSPort
+            self.dns_port = DNSPort(self.dns, options.get("dns-netns") or "contiv-dns")
+            self.dns.on_update = lambda _view: self._dns_sync()
 
         self.api = AgentAPI(self.endpoints, self.status)
         self.api_server = unix_server(options["socket"], self.api.site())
@@ -165,8 +170,34 @@ class NetpluginService(MultiService):
                 "registered": self.registration.last is not None,
                 "controllers": list(self.spec.controllers)}
 
+    def _dns_sync(self) -> None:
+        """Follow the tenants' VRF ids into the DNS port's namespace (after each view)."""
+        async def sync() -> None:
+            from contiv_sdn.model.shapes import loads
+            from contiv_sdn.store import keys as K
+            raw = await self.dns.store.hgetall_raw(K.hash_of("tenant"))
+            tenants = {}
+            for key, text in raw.items():
+                try:
+                    vrf = loads(text).get("vrfId")
+                except Exception:  # noqa: BLE001 - a bad record is the writer's; skipped
+                    continue
+                if isinstance(vrf, int):
+                    tenants[key] = vrf
+            await self.dns_port.sync(tenants)
+        if self.dns_port is not None and self.dns.store is not None:
+            defer.ensureDeferred(sync()).addErrback(
+                lambda f: log.failure("DNS serving path sync failed", f))
+
     def _bridge_ready(self, result: Any) -> Any:
         self.endpoints.ready = True
+        if self.dns_port is not None:
+            async def start() -> None:
+                await self.dns_port.start(self.ovsdb, self.bridge_name)
+                self._dns_sync()
+            defer.ensureDeferred(start()).addErrback(lambda f: log.error(
+                "DNS serving path not set up: {err}; names resolve only on --dns-listen",
+                err=f.getErrorMessage()))
         self.reconciler.begin()
         return result
 

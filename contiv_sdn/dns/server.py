@@ -152,6 +152,15 @@ class DNSServer:
         self.ports.append(p)
         return p
 
+    def adopt(self, udp: Any, tcp: Any, scope: Scope) -> None:
+        """Serve on sockets opened elsewhere (another network namespace): the reactor
+        adopts duplicates of them, the caller closes its own."""
+        import socket as _socket
+        self.ports.append(self.reactor.adoptDatagramPort(udp.fileno(), _socket.AF_INET,
+                                                         _UDPServer(self, scope)))
+        self.ports.append(self.reactor.adoptStreamPort(tcp.fileno(), _socket.AF_INET,
+                                                       _TCPFactory(self, scope)))
+
     def listen(self, port: int, interface: str, scope: Scope) -> int:
         """UDP and TCP on the same address; returns the port (the UDP one's, if 0
         was asked the TCP listener takes the same number)."""

@@ -7,7 +7,9 @@ from Redis, the forwarder and the server's listeners:
   (askers identified by source address, refused when tenants overlap);
 * :meth:`DNSService.listen_tenant` opens a listener dedicated to one tenant,
   for the datapath serving path (one address per VRF, see
-  :func:`vrf_address`), which is what tells identical subnets apart.
+  :func:`vrf_address`), which is what tells identical subnets apart;
+  :meth:`DNSService.adopt_tenant` does the same on sockets the agent opened in
+  its DNS namespace (the serving path, ``contiv_sdn.agent.dnsport``).
 
 It starts answering at once (from an empty view: our names get NXDOMAIN and
 the rest is forwarded) and follows Redis as soon as it connects; Redis being
@@ -80,6 +82,8 @@ class DNSService(Service):
         self.addresses: List[Tuple[str, int]] = []
         self._tenant_ports: Dict[Tuple[str, str, int], List[Any]] = {}
         self._connecting: Optional[defer.Deferred] = None
+        #: called with each rebuilt view (the agent's serving path follows tenants)
+        self.on_update: Optional[Callable[[Any], None]] = None
 
     # -- life cycle ---------------------------------------------------------------
     def startService(self) -> None:
@@ -128,6 +132,7 @@ class DNSService(Service):
 
     def _follow(self) -> None:
         self.feed = Feed(self.store, self.resolver, domain=self.domain, reactor=self.reactor)
+        self.feed.on_update = lambda view: self.on_update(view) if self.on_update else None
         self.feed.start()
 
     def listen_tenant(self, tenant: str, interface: str, port: int = 53) -> int:
@@ -138,6 +143,14 @@ class DNSService(Service):
         actual = self.server.listen(port, interface, scope)
         self._tenant_ports[(tenant, interface, actual)] = self.server.ports[before:]
         return actual
+
+    def adopt_tenant(self, tenant: str, udp: Any, tcp: Any) -> None:
+        """Serve ``tenant``'s endpoints only on sockets opened in the DNS port's
+        namespace (see ``contiv_sdn.agent.dnsport``); the caller closes its copies."""
+        host, port = udp.getsockname()[:2]
+        before = len(self.server.ports)
+        self.server.adopt(udp, tcp, tenant_scope(self.resolver, tenant))
+        self._tenant_ports[(tenant, host, port)] = self.server.ports[before:]
 
     def unlisten_tenant(self, tenant: str, interface: str, port: int = 53) -> defer.Deferred:
         ports = self._tenant_ports.pop((tenant, interface, port), [])

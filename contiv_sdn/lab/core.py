@@ -432,6 +432,7 @@ class Lab:
 
     def _build_host(self, h: Host) -> None:
         topology.create_netns(h.netns)
+        topology.create_netns(self.names.dns_netns(h.name))
         self._save()
         topology.create_host_links(self.names, h.name, self.config.mtu)
         try:
@@ -531,9 +532,15 @@ class Lab:
     def dockerd(self, host: str) -> "Dockerd":
         from contiv_sdn.lab.docker import Dockerd
         h = self.host(host)
+        # --dns: the engine's upstream must be an address a container routes to
+        # (its embedded resolver forwards from the container's namespace); which
+        # one does not matter, br-int hands every port-53 packet to the host's
+        # netplugin DNS (contiv_sdn/agent/dnsport.py), which relays names not ours
+        # to --dns-upstream
         return Dockerd(os.path.join(h.dir, "docker"), netns=h.netns,
                        plugin_dir=os.path.dirname(self.plugin_socket(host)),
-                       socket_path=self.docker_socket(host), name=h.name)
+                       socket_path=self.docker_socket(host), name=h.name,
+                       extra_args=("--dns", self.subnet.gateway))
 
     def docker(self, host: str, *args: str, check: bool = True,
                timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -673,7 +680,12 @@ class Lab:
                   ("ovs-db", f"unix:{h.ovs.db_sock}"), ("datapath-type", "netdev"),
                   ("uplink", "eth1"), ("underlay-mtu", str(self.config.mtu)),
                   ("socket", h.socket),
-                  ("state-dir", os.path.join(h.dir, "netplugin"))]
+                  ("state-dir", os.path.join(h.dir, "netplugin")),
+                  # DNS service discovery and its serving path; names not ours go to
+                  # whatever serves port 53 on the underlay gateway (tests run one)
+                  ("dns-listen", "127.0.0.1:53"),
+                  ("dns-netns", self.names.dns_netns(h.name)),
+                  ("dns-upstream", f"{self.subnet.gateway}:53")]
         if self.config.docker:
             wanted += [("docker-plugin", self.plugin_socket(h.name)),
                        ("docker", "unix://" + self.docker_socket(h.name))]

@@ -50,6 +50,13 @@ class Names:
     def container_netns(self, host: str, name: str) -> str:
         return f"{host}-{name}"
 
+    def dns_netns(self, host: str) -> str:
+        """The host's netplugin DNS namespace (``--dns-netns``): made by the lab in the root
+        mount namespace so that it outlives netplugin restarts; matches
+        :meth:`is_container_netns` (so ``down`` removes it) but no container name
+        (those start with a letter or digit)."""
+        return f"{host}-_dns"
+
     def check(self, hosts: int) -> None:
         for name in (self.underlay_bridge, self.host_underlay_link(self.host(hosts)),
                      self.host_trunk_link(self.host(hosts))):

@@ -45,7 +45,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Op
 from . import policy as PL
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
-from .state import ROUTER_MAC, Host, Network, Snapshot
+from .state import DNS_MAC, ROUTER_MAC, Host, Network, Snapshot, dns_port_name
 
 # Priorities.
 P_HIGH = 210
@@ -353,8 +353,9 @@ def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: O
     (only evaluated when the encapsulation needs them)."""
     tun = tun if net.encap == "vxlan" else None
     upl = upl if net.encap == "vlan" else None
+    gw_arp = net.encap == "vxlan" and dns_port_name(net.vrf) in ports
     if not present:
-        return (net, False, routing, tun, upl, (), None)
+        return (net, False, routing, tun, upl, (), None, False)
     local_out = tuple(sorted(ports[e.port] for e in local_eps if e.port in ports))
     if tun is not None:
         remote: Any = tuple(remote_vteps())
@@ -362,11 +363,11 @@ def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: O
         remote = bool(has_remote())
     else:
         remote = None
-    return (net, True, routing, tun, upl, local_out, remote)
+    return (net, True, routing, tun, upl, local_out, remote, gw_arp)
 
 
 def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: Optional[int],
-              local_out: Tuple[int, ...], remote: Any) -> List[Flow]:
+              local_out: Tuple[int, ...], remote: Any, gw_arp: bool = False) -> List[Flow]:
     """A network's flows on one host (owner: the network)."""
     b = _Out()
     add, c = b.add, net.cookie
@@ -401,7 +402,11 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
         local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
     add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
         local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
-    if routing and net.gateway:
+    # the gateway answers ARP when routing; with the DNS serving path also on a
+    # bridged VXLAN network (nothing else could), so that a container's DNS query to
+    # an off-link resolver leaves it and is caught in SOURCE (anything else sent
+    # to ROUTER_MAC finds no L2 entry and is dropped, as before)
+    if (routing or gw_arp) and net.gateway:
         add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": net.gateway,
                                               T.REG_FLAGS: _LOCAL}),
             _responder(ROUTER_MAC, net.gateway), cookie=c, note=f"{net.key}: gateway ARP")
@@ -414,14 +419,16 @@ def ep_args(ep: _Ep, host_name: str, ports: Mapping[str, int], tun: Optional[int
     arguments do not name the host it is compiled for, so every host with the same
     tunnel/uplink port numbers shares one fragment."""
     if ep.host == host_name:
-        return (ep, True, ports.get(ep.port), None, None, None, is_present, proxy_arp, routing)
+        return (ep, True, ports.get(ep.port), None, None, None, is_present, proxy_arp, routing,
+                ports.get(dns_port_name(ep.net.vrf)))
     enc = ep.net.encap
     return (ep, False, None, vteps.get(ep.host), tun if enc == "vxlan" else None,
-            upl if enc == "vlan" else None, is_present, proxy_arp, routing)
+            upl if enc == "vlan" else None, is_present, proxy_arp, routing, None)
 
 
 def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[str], tun: Optional[int],
-             upl: Optional[int], is_present: bool, proxy_arp: bool, routing: bool) -> List[Flow]:
+             upl: Optional[int], is_present: bool, proxy_arp: bool, routing: bool,
+             dns: Optional[int] = None) -> List[Flow]:
     """An endpoint's flows on one host (owner: the endpoint)."""
     b = _Out()
     add, c, net = b.add, ep.cookie, ep.net
@@ -439,6 +446,17 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
                                 "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
             note=f"ep {ep.id}: ARP source")
+        if dns is not None:
+            # DNS to any resolver -> the VRF's port into the host's DNS namespace
+            # (which NATs it to the tenant's listener and back)
+            to_dns = [("set_field", "eth_dst", DNS_MAC), ("output", dns)]
+            for proto, field in ((17, "udp_dst"), (6, "tcp_dst")):
+                add(T.SOURCE, P_HIGH, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
+                                       "ipv4_src": ep.ip, "ip_proto": proto, field: 53}, to_dns,
+                    cookie=c, note=f"ep {ep.id}: DNS to this host's resolver")
+            add(T.CLASSIFY, P_EXACT, {"in_port": dns, "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
+                [("set_field", "eth_dst", ep.mac), ("output", ofport)], cookie=c,
+                note=f"ep {ep.id}: DNS answer")
         if proxy_arp:
             add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
                 note=f"ep {ep.id}: its own address (gratuitous ARP): drop")

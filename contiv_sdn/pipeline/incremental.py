@@ -58,6 +58,7 @@ from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, M
                     Tuple, Union)
 
 from . import policy as PL
+from .state import DNS_PORT_PREFIX
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
                        group_flows, host_context, net_args, net_flows, resolve_ep, resolve_net, resolve_vtep)
 from .flow import Flow
@@ -351,7 +352,10 @@ class IncrementalCompiler:
                     self._break(sw, Failure("host", name, _why(err)))
                     upd.broken.add(name)
                     continue
-                if tun != sw.tun or upl != sw.upl or (host is None) != (sw.host is None):
+                # a VRF's DNS port coming or going changes its networks' and
+                # endpoints' flows: rare, so the host is rebuilt
+                if (tun != sw.tun or upl != sw.upl or (host is None) != (sw.host is None)
+                        or any(p.startswith(DNS_PORT_PREFIX) for p in moved)):
                     rebuild = True
                 else:
                     local_eps = {e for e in self.host_eps.get(name, ()) if self.eps[e].port in moved}

@@ -13,6 +13,15 @@ from types import MappingProxyType
 from typing import Mapping, Optional, Tuple
 
 ROUTER_MAC = "00:00:11:11:11:11"  # Contiv's gateway/router MAC, kept for compatibility.
+#: The MAC of the agent's DNS ports' peers (it only ever meets br-int's flows).
+DNS_MAC = "02:00:00:00:00:53"
+#: The agent's DNS serving port of a VRF is ``cdns<vrfId>`` (``contiv_sdn.agent.dnsport``);
+#: flows to it exist only while the switch has it.
+DNS_PORT_PREFIX = "cdns"
+
+
+def dns_port_name(vrf: int) -> str:
+    return f"{DNS_PORT_PREFIX}{vrf}"
 
 
 def _frozen(d: Optional[Mapping] = None) -> Mapping:

@@ -11,10 +11,16 @@ the bridge is ``fail_mode=secure`` and no table holds a catch-all but the ones
 documented below)::
 
     0  CLASSIFY  in_port (+ VNI / VLAN tag for tunnel / uplink) -> VRF, network,
-                 source EPG, REMOTE flag; pops the uplink VLAN tag.
+                 source EPG, REMOTE flag; pops the uplink VLAN tag.  DNS
+                 answers from a VRF's DNS port (``cdns<vrf>``) go straight to
+                 the local endpoint by destination IP; anything else from a DNS
+                 port is dropped (table miss).
     10 SOURCE    anti-spoofing for local ports (in_port + eth_src + IPv4/ARP
                  source address); for remote traffic, the source EPG by source
-                 MAC (bridged) or source IP within the VRF (routed).
+                 MAC (bridged) or source IP within the VRF (routed).  A local
+                 endpoint's UDP/TCP to port 53 (any destination) leaves here for
+                 its VRF's DNS port: before policy, so no ``out`` rule can cut a
+                 container off its names.
     20 ARP       proxy-ARP responder (and the gateway's ARP in routing mode);
                  drops unanswered ARP requests unless ARP flooding is on.
     30 L3        routing mode: packets to ROUTER_MAC for an endpoint of the VRF
@@ -170,17 +176,19 @@ TABLES: Mapping[int, TableSpec] = {
     t.id: t
     for t in (
         TableSpec(CLASSIFY, "classify",
-                  match=frozenset(["in_port", "vlan_vid", "tunnel_id"]),
-                  sets=frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_FLAGS]),
-                  actions=frozenset(["set_field", "pop_vlan"]),
-                  goto=frozenset([SOURCE])),
+                  match=frozenset(["in_port", "vlan_vid", "tunnel_id", "eth_type", "ipv4_dst"]),
+                  sets=frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_FLAGS, "eth_dst"]),
+                  actions=frozenset(["set_field", "pop_vlan", "output"]),
+                  goto=frozenset([SOURCE]),
+                  outputs=None),
         TableSpec(SOURCE, "source",
                   match=frozenset(["in_port", "eth_src", "eth_type", "ipv4_src", "arp_spa", "arp_sha",
-                                   REG_VRF, REG_NET, REG_FLAGS]),
+                                   "ip_proto", "udp_dst", "tcp_dst", REG_VRF, REG_NET, REG_FLAGS]),
                   maskable=frozenset([REG_FLAGS]),
-                  sets=frozenset([REG_SRC_EPG]),
-                  actions=frozenset(["set_field"]),
-                  goto=frozenset([ARP])),
+                  sets=frozenset([REG_SRC_EPG, "eth_dst"]),
+                  actions=frozenset(["set_field", "output"]),
+                  goto=frozenset([ARP]),
+                  outputs=None),
         TableSpec(ARP, "arp",
                   match=frozenset(["in_port", "eth_type", "arp_op", "arp_tpa", REG_NET, REG_FLAGS]),
                   maskable=frozenset([REG_FLAGS]),
