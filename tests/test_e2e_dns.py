@@ -104,15 +104,16 @@ class DNSTests(E2ETestCase):
     def seed(self, line: str) -> None:
         self.netctl(*shlex.split(line)[1:])
 
-    def dig(self, c: Container, name: str, server: str) -> Tuple[str, List[str]]:
-        """(rcode text, sorted A addresses) of ``name`` asked from inside ``c`` to ``server``."""
+    def dig(self, c: Container, name: str, server: str, ordered: bool = False) -> Tuple[str, List[str]]:
+        """(rcode text, A addresses sorted unless ``ordered``) of ``name`` asked from inside
+        ``c`` to ``server``."""
         res = subprocess.run(["ip", "netns", "exec", c.netns, sys.executable, "-c", _DIG, name,
                               server], capture_output=True, text=True, timeout=20)
         try:
             out = json.loads(res.stdout)
         except ValueError:
             raise AssertionError(f"dig in {c.netns} failed: {res.stdout}{res.stderr}") from None
-        return out["rcode"], sorted(out["addrs"])
+        return out["rcode"], (out["addrs"] if ordered else sorted(out["addrs"]))
 
     def expect(self, c: Container, name: str, server: str, rcode: str,
                addrs: Optional[List[str]] = None, timeout: float = 15.0) -> None:
@@ -164,6 +165,9 @@ class DNSTests(E2ETestCase):
         asker = self.container(1, "asker", "back")
         gw = "10.61.2.254"
         self.expect(asker, "web.front", gw, "NOERROR", [w1.ip, w2.ip])
+        # every member, the order rotated from one answer to the next
+        firsts = {self.dig(asker, "web.front", gw, ordered=True)[1][0] for _ in range(4)}
+        self.assertEqual(firsts, {w1.ip, w2.ip})
         self.expect(asker, EXTERNAL[0], gw, "NOERROR", [EXTERNAL[1]])
         # another tenant, same network and group names: nothing of default's
         self.tenant("other")
