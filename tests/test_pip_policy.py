@@ -296,6 +296,22 @@ class RuleShapeTests(unittest.TestCase):
         self.assertEqual(n.ct.connections("h1", 2), 0)
 
 
+class DNSBeforePolicyTests(unittest.TestCase):
+    """A group's ``out`` rules never cut a container off its names: DNS leaves for the
+    host's DNS port before the policy stage (a deliberate choice, see pipeline/tables.py)."""
+
+    def test_out_deny_all_still_reaches_the_dns_port(self):
+        snap = snapshot([rule("t1:c", "1", "out", "deny", 1, "")], {"t1:client": ("t1:c",)})
+        h = snap.hosts["h1"]
+        hosts = dict(snap.hosts, h1=dataclasses.replace(h, ports=MappingProxyType({**h.ports, "cdns1": 90})))
+        n = Net(dataclasses.replace(snap, hosts=MappingProxyType(hosts)))
+        self.assertFalse(n.ok("cl0", "db1", "udp", 54))
+        self.assertFalse(n.ok("cl0", "db1", "icmp"))
+        tr = n.send("cl0", "db1", "udp", 53)
+        self.assertEqual(tr.delivered_to(), [("h1", "cdns1")], str(tr))
+        self.assertEqual(n.send("cl0", "db1", "tcp", 53).delivered_to(), [("h1", "cdns1")])
+
+
 class ConntrackStateTests(unittest.TestCase):
     def setUp(self):
         self.net = Net(snapshot(PROD_WEB, {"t1:web": ("t1:prod_web",)}))
