@@ -213,3 +213,22 @@ class DNSTests(E2ETestCase):
         self.lab.restart_netplugin(self.lab.hosts[0].name)
         self.expect(a, "b", "10.62.1.254", "NOERROR", [b.ip], timeout=20)
         self.expect(a, EXTERNAL[0], "10.62.1.254", "NOERROR", [EXTERNAL[1]])
+
+    def test_e_tenant_gone_and_a_new_one(self) -> None:
+        """A removed tenant's listener goes (its VRF id, reused by the next tenant, serves
+        that one)."""
+        self.tenant("t3")
+        self.network("n3", "10.64.1.0/24", tenant="t3")
+        a = self.container(1, "a3", "n3", tenant="t3")
+        b = self.container(2, "b3", "n3", tenant="t3")
+        self.expect(a, "b3", "10.64.1.254", "NOERROR", [b.ip])
+        for c in (a, b):
+            self.lab.remove_container(c.netns)
+        self.api("DELETE", "/api/v1/networks/t3:n3/")
+        self.api("DELETE", "/api/v1/tenants/t3/")
+        self.tenant("t4")
+        self.network("n4", "10.64.1.0/24", tenant="t4")
+        c = self.container(1, "c4", "n4", tenant="t4")
+        d = self.container(2, "d4", "n4", tenant="t4")
+        self.expect(c, "d4", "10.64.1.254", "NOERROR", [d.ip])
+        self.expect(c, "b3", "10.64.1.254", "NXDOMAIN")

@@ -144,6 +144,7 @@ class DNSPort:
         self.ovsdb: Any = None
         self.bridge = ""
         self._lock = defer.DeferredLock()
+        self._failed: Dict[str, str] = {}
 
     async def start(self, ovsdb: Any, bridge: str) -> None:
         await threads.deferToThread(plumb_namespace, self.ns)
@@ -153,13 +154,18 @@ class DNSPort:
                  ns=self.ns, bridge=bridge)
 
     def sync(self, tenants: Dict[str, int]) -> defer.Deferred:
-        """``tenants``: tenant name -> VRF id, from ``state:tenant`` (one sync at a time;
-        a tenant removed keeps its listener until the agent restarts)."""
+        """``tenants``: tenant name -> VRF id, from ``state:tenant`` (one sync at a time)."""
         return self._lock.run(lambda: defer.ensureDeferred(self._sync(tenants)))
 
     async def _sync(self, tenants: Dict[str, int]) -> None:
         if not self.ready:
             return
+        for tenant, vrf in sorted(self.vrfs.items()):
+            if tenants.get(tenant) != vrf:
+                # gone (or its id reused): free the address for the VRF's next tenant;
+                # the veth and rules stay, they are the VRF's, not the tenant's
+                await self.dns.unlisten_tenant(tenant, vrf_address(vrf), 53)
+                del self.vrfs[tenant]
         for tenant, vrf in sorted(tenants.items()):
             if tenant in self.vrfs:
                 continue
@@ -169,9 +175,12 @@ class DNSPort:
                 await self.ovsdb.ensure_port(self.bridge, dns_port_name(vrf))
                 udp, tcp = await threads.deferToThread(open_sockets, self.ns, vrf)
             except Exception as e:  # noqa: BLE001 - said once, retried at the next rebuild
-                log.error("DNS serving path for tenant {t} (VRF {v}) failed: {err}", t=tenant,
-                          v=vrf, err=e)
+                if self._failed.get(tenant) != str(e):
+                    self._failed[tenant] = str(e)
+                    log.error("DNS serving path for tenant {t} (VRF {v}) failed: {err}; retried "
+                              "at the next change", t=tenant, v=vrf, err=e)
                 continue
+            self._failed.pop(tenant, None)
             try:
                 self.dns.adopt_tenant(tenant, udp, tcp)
             finally:
