@@ -618,6 +618,8 @@ class Lab:
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
+        if "insecure" in opts:  # the lab's agents reach the API over the underlay, in clear
+            argv.append("--insecure")
         return Service("netmaster", argv, d)
 
     # -- ACI: a stand-in APIC (NOT an APIC) for netmaster to mirror intent into ----------

@@ -27,10 +27,9 @@ from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
 
 DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netmaster"
 #: Whether a non-loopback ``--listen`` without TLS and ``--auth`` (and without
-#: ``--insecure``) is refused at start.  False until the lab
-#: (``contiv_sdn/lab/core.py``) and ``plugins/systemd/netmaster.service``, which
-#: listen on every address, pass ``--insecure``; meanwhile it is a warning.
-REFUSE_INSECURE_LISTEN = False
+#: ``--insecure``) is refused at start (the lab and the systemd unit, which listen
+#: on every address, pass ``--insecure``).  A switch kept for the tests of both ways.
+REFUSE_INSECURE_LISTEN = True
 #: Loopback only: a bare ``twistd -n netmaster`` serves this host and nobody else.
 DEFAULT_LISTEN = "127.0.0.1:9999"
 _PVT = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
