@@ -16,6 +16,7 @@ way.  Helpers only the tests use belong in ``tests/`` (``test_*_fixtures.py``,
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -49,9 +50,38 @@ def require_binary(*names: str) -> None:
         require(shutil.which(name) is not None, f"needs {name} on PATH")
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that was free a moment ago on every address.
+
+    Chosen below the kernel's ephemeral range (``ip_local_port_range``): a port
+    the kernel hands out for listening is also what it hands out to outgoing
+    connections, so between this call and the listen a Redis or HTTP client could
+    take it ("Address already in use", seen in CI).  Ports below the range are only
+    ever taken by someone listening on purpose.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(500 if low > 10001 else 0):
+        port = rng.randrange(10000, low)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+                a.bind(("", port))
+                if host not in ("", "0.0.0.0"):
+                    a.close()
+                    b.bind((host, port))
+            return port
+        except OSError:
+            continue
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # the kernel's choice
         s.bind((host, 0))
         return s.getsockname()[1]
 
