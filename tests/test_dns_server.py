@@ -14,7 +14,7 @@ import struct
 import dns.flags
 import dns.message
 import dns.rcode
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.trial import unittest
 
 from contiv_sdn.dns import wire
@@ -61,6 +61,25 @@ class ServerTestBase(unittest.TestCase):
 
 
 class AnswerTests(ServerTestBase):
+    @async_test
+    async def test_queries_are_counted_for_metrics(self):
+        """``contiv_dns_queries_total{outcome}`` and the forward latency, as a scrape
+        of netplugin's /metrics reads them (the process's default registry)."""
+        from prometheus_client import REGISTRY
+
+        def sample(name, **labels):
+            return REGISTRY.get_sample_value(name, labels) or 0.0
+
+        before = {o: sample("contiv_dns_queries_total", outcome=o)
+                  for o in ("queries", "answered", "nxdomain", "forwarded")}
+        forwarded = sample("contiv_dns_forward_duration_seconds_count")
+        await self.ask("web")
+        await self.ask("nosuch")
+        await self.ask("example.test")
+        moved = {o: sample("contiv_dns_queries_total", outcome=o) - n for o, n in before.items()}
+        self.assertEqual(moved, {"queries": 3, "answered": 1, "nxdomain": 1, "forwarded": 1})
+        self.assertEqual(sample("contiv_dns_forward_duration_seconds_count") - forwarded, 1)
+
     @async_test
     async def test_group_members_with_short_ttl_authoritative(self):
         m = await self.ask("web")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any, Callable, Dict, Optional, Union
 
 from twisted.internet import defer, protocol
@@ -35,6 +36,7 @@ from contiv_sdn.dns import wire
 from contiv_sdn.dns.names import Asker
 from contiv_sdn.dns.resolver import Resolver
 from contiv_sdn.dns.upstream import Forwarder
+from contiv_sdn.ops import metrics
 
 log = Logger()
 
@@ -85,6 +87,7 @@ class DNSServer:
         self.stats: Dict[str, int] = {k: 0 for k in (
             "queries", "answered", "nxdomain", "forwarded", "servfail", "refused", "formerr",
             "dropped", "truncated")}
+        metrics.watch_dns(self)  # contiv_dns_queries_total{outcome} on --metrics-listen
 
     # -- the core ---------------------------------------------------------------------
     def handle(self, data: bytes, src_ip: str, scope: Scope, tcp: bool = False) -> Result:
@@ -122,9 +125,11 @@ class DNSServer:
             self.stats["servfail"] += 1
             return wire.answer(q, wire.SERVFAIL, (), 0, limit, authoritative=False)
         self.stats["forwarded"] += 1
+        started = time.perf_counter()
         d = defer.ensureDeferred(self.forwarder.forward(q, tcp=tcp))
 
         def relayed(reply: Optional[bytes]) -> bytes:
+            metrics.DNS_FORWARD_SECONDS.observe(time.perf_counter() - started)
             if reply is None:
                 self.stats["servfail"] += 1
                 return wire.answer(q, wire.SERVFAIL, (), 0, limit, authoritative=False)

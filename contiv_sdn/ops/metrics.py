@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -100,6 +101,47 @@ def plugin_call(surface: str, call: str, result: str, seconds: float) -> None:
 CONTROLLER_RUN_SECONDS = Histogram("contiv_controller_run_duration_seconds", "Busy time of "
                                    "each controller run (reading changes, compiling, handing "
                                    "deltas to the switches)", buckets=_FAST)
+
+
+DNS_FORWARD_SECONDS = Histogram("contiv_dns_forward_duration_seconds", "Time from a query "
+                                "for a name that is not Contiv's to the upstream's answer being "
+                                "relayed (local answers take microseconds and are not timed)",
+                                buckets=_FAST)
+#: The DNS servers of this process, read at scrape time (their ``stats`` counters).
+_DNS_SERVERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def watch_dns(server: Any) -> None:
+    """Report ``server.stats`` (queries by outcome) as ``contiv_dns_queries_total``."""
+    _DNS_SERVERS.add(server)
+
+
+class _DNSCollector:
+    """Sums the counters of every DNS server of the process (plain ints read from
+    another thread: each read is atomic under the GIL, and a scrape needs no more)."""
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        servers = list(_DNS_SERVERS)
+        if not servers:
+            return
+        totals: Dict[str, int] = {}
+        for server in servers:
+            for outcome, n in dict(server.stats).items():
+                totals[outcome] = totals.get(outcome, 0) + int(n)
+        family = CounterMetricFamily("contiv_dns_queries", "DNS packets handled by this "
+                                     "netplugin's resolver, by outcome (queries = every "
+                                     "well-formed query; answered, nxdomain, forwarded, "
+                                     "servfail, refused, formerr, dropped, truncated)",
+                                     labels=["outcome"])
+        for outcome in sorted(totals):
+            family.add_metric([outcome], totals[outcome])
+        yield family
+
+
+REGISTRY.register(_DNSCollector())
 
 
 def redis_call(command: str, call: Callable[[], defer.Deferred]) -> defer.Deferred:
