@@ -222,15 +222,9 @@ class FlowSync:
         modifies: List[Tuple[Flow, int]] = []
         adds: List[Flow] = []
         async for f in self._paced(desired):
-            if f.cookie & mask != mark:
-                raise ValueError(_foreign(f, mark, mask))
-            ident = f.identity
-            prev = want.setdefault(ident, f)
-            if prev is not f:
-                if prev != f:
-                    raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
+            if not _first(f, want, mark, mask):
                 continue
-            have = installed.get(ident)
+            have = installed.get(f.identity)
             if have is None:
                 adds.append(f)
             elif have is not f and have != f:
@@ -313,15 +307,8 @@ class FlowSync:
 
         def adds():
             for f in it:
-                if f.cookie & mask != mark:
-                    raise ValueError(_foreign(f, mark, mask))
-                ident = f.identity
-                prev = want.setdefault(ident, f)
-                if prev is not f:
-                    if prev != f:
-                        raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
-                    continue
-                yield f, codec.ADD
+                if _first(f, want, mark, mask):
+                    yield f, codec.ADD
         await self._send(adds(), lazy=True)
         self.installed = want
         if not want:
@@ -366,6 +353,20 @@ class FlowSync:
                 await bundle.discard()
             raise
         self.bundles_sent += 1
+
+
+def _first(f: Flow, want: Dict[Tuple, Flow], mark: int, mask: int) -> bool:
+    """Add a desired flow to ``want``: True the first time its identity is seen, False
+    for an equal repeat; a flow without our cookie mark, or a different flow with the
+    same identity, is a compiler bug and raises."""
+    if f.cookie & mask != mark:
+        raise ValueError(_foreign(f, mark, mask))
+    prev = want.setdefault(f.identity, f)
+    if prev is f:
+        return True
+    if prev != f:
+        raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
+    return False
 
 
 def _foreign(f: Flow, mark: int, mask: int) -> str:
