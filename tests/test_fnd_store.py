@@ -328,3 +328,46 @@ class PureTests(unittest.TestCase):
         u = RedisURL.parse("unix:///run/redis.sock?db=3")
         self.assertEqual((u.path, u.db), ("/run/redis.sock", 3))
         self.assertRaises(ValueError, RedisURL.parse, "http://x")
+
+
+class ConnectRetryingTests(unittest.TestCase):
+    """The host-side readers' connect: back-off while Redis is away, one warning per outage."""
+
+    def test_backs_off_until_redis_answers_and_logs_the_outage_once(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+        from contiv_sdn.store.store import connect_retrying
+
+        clock, attempts, events = Clock(), [], []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        async def factory(url):
+            attempts.append(clock.seconds())
+            if len(attempts) < 4:
+                raise ConnectionRefusedError("no redis yet")
+            return "a store"
+
+        d = defer.ensureDeferred(connect_retrying("unix:///nowhere", lambda: True, "test",
+                                                  factory=factory, clock=clock))
+        for _ in range(10):
+            clock.advance(5)
+        self.assertEqual(self.successResultOf(d), "a store")
+        self.assertEqual(attempts, [0, 5, 10, 15])  # 0.5, 1, 2 s waits, advanced 5 s a step
+        warnings = [e for e in events if "not reachable" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertTrue(any("reachable again" in e.get("log_format", "") for e in events))
+
+    def test_gives_up_when_told_to(self):
+        from twisted.internet.task import Clock
+        from contiv_sdn.store.store import connect_retrying
+        clock, running = Clock(), [True]
+
+        async def factory(url):
+            running[0] = False  # stopped while the first attempt failed
+            raise ConnectionRefusedError("no redis")
+
+        d = defer.ensureDeferred(connect_retrying("unix:///nowhere", lambda: running[0], "test",
+                                                  factory=factory, clock=clock))
+        clock.advance(1)
+        self.assertIsNone(self.successResultOf(d))

@@ -22,7 +22,7 @@ import ipaddress
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error
 from twisted.logger import Logger
 
 from contiv_sdn.dns.resolver import DEFAULT_TTL, Feed, Resolver
@@ -109,24 +109,9 @@ class DNSService(Service):
                 else log.failure("DNS store connection task died", f))
 
     async def _connect(self) -> None:
-        delay, warned = 0.5, False
-        while self.running:
-            try:
-                if self._store_factory is not None:
-                    self.store = await self._store_factory(self.store_url)
-                else:
-                    from contiv_sdn.store import Store
-                    self.store = await Store.connect(self.store_url)
-                break
-            except defer.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - unreachable Redis: retried, logged once
-                if not warned:
-                    log.warn("DNS: redis {url} not reachable ({err}); retrying", url=self.store_url,
-                             err=e)
-                    warned = True
-                await task.deferLater(self.reactor, delay, lambda: None)
-                delay = min(delay * 2, 5.0)
+        from contiv_sdn.store.store import connect_retrying
+        self.store = await connect_retrying(self.store_url, lambda: self.running, "DNS",
+                                            factory=self._store_factory, clock=self.reactor)
         if self.running and self.store is not None:
             self._follow()
 

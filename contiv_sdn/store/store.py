@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlparse
 
 import txredisapi
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred, ensureDeferred
 from OpenSSL.SSL import Error as SSLError
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
@@ -542,9 +542,43 @@ class Store:
         return sub
 
 
+async def connect_retrying(url: str, keep_trying: Callable[[], bool], what: str,
+                           factory: Optional[Callable[[str], Any]] = None, clock: Any = None,
+                           first_delay: float = 0.5, max_delay: float = 5.0) -> Optional["Store"]:
+    """Connect to ``url``, retrying with doubling back-off while ``keep_trying()``.
+
+    For the host-side readers (the Docker driver, the DNS view) that must start, and
+    keep serving what they have, while Redis is not reachable yet.  The outage is
+    logged once (``what`` names the reader) and its end once; ``None`` if
+    ``keep_trying()`` turned false first.  ``factory`` replaces :meth:`Store.connect`
+    (tests).
+    """
+    clock = clock if clock is not None else reactor
+    make = factory if factory is not None else Store.connect
+    delay, warned = first_delay, False
+    while keep_trying():
+        try:
+            store = await make(url)
+        except defer.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - unreachable Redis: retried, logged once
+            if not warned:
+                log.warn("{what}: redis {url} not reachable ({err}); retrying", what=what,
+                         url=url, err=e)
+                warned = True
+            await task.deferLater(clock, delay, lambda: None)
+            delay = min(delay * 2, max_delay)
+            continue
+        if warned:
+            log.info("{what}: redis {url} reachable again", what=what, url=url)
+        return store
+    return None
+
+
 def connect(url: str) -> Deferred:
     """Deferred-returning form of :meth:`Store.connect` for inlineCallbacks users."""
     return ensureDeferred(Store.connect(url))
 
 
-__all__ = ["Store", "RedisURL", "Subscription", "StoreError", "Conflict", "connect"]
+__all__ = ["Store", "RedisURL", "Subscription", "StoreError", "Conflict", "connect",
+           "connect_retrying"]

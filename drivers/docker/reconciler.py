@@ -164,19 +164,10 @@ class DockerReconciler(Service):
             log.failure("docker reconciler task died", failure)
 
     async def _connect_store(self) -> None:
-        delay = 0.5
-        while self.running:
-            try:
-                if self._store_factory is not None:
-                    self.store = await self._store_factory(self.store_url)
-                else:
-                    from contiv_sdn.store import Store
-                    self.store = await Store.connect(self.store_url)
-                break
-            except Exception as e:
-                log.warn("redis {url} not reachable ({err}); retrying", url=self.store_url, err=e)
-                await task.deferLater(self.reactor, delay, lambda: None)
-                delay = min(delay * 2, 5.0)
+        from contiv_sdn.store.store import connect_retrying
+        self.store = await connect_retrying(self.store_url, lambda: self.running,
+                                            "docker reconciler", factory=self._store_factory,
+                                            clock=self.reactor)
         if not self.running or self.store is None:
             return
         self._sub = self.store.subscribe(self._on_change, self._resync)
