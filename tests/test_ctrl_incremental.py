@@ -8,16 +8,12 @@ switch only its flows; a port appearing for an endpoint builds that endpoint's
 local fragment and its network's flood list.
 """
 
-import tempfile
-
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from contiv_sdn.controller.service import Controller
-from contiv_sdn.lab.ovs import OvsInstance
-from contiv_sdn.store import Store
-from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary, require_root
 from contiv_sdn.testing.wait import wait_for
+from tests.test_ctrl_service import start_redis_ovs_store
 
 DPID = 0xC7C1
 NET = {"netId": 3, "encap": "vxlan", "vni": 1001, "vlan": 0, "subnet": "20.1.1.0/24", "gateway": "",
@@ -33,16 +29,7 @@ class IncrementalControllerTests(TestCase):
     timeout = 120
 
     async def _setUp(self):
-        require_root()
-        require_binary("ovs-vswitchd", "redis-server")
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.stop)
-        self.ovs = OvsInstance(tempfile.mkdtemp(prefix="ctrl-inc-"))
-        await threads.deferToThread(self.ovs.start)
-        self.addCleanup(lambda: self.ovs.stop(remove=True))
-        self.port = free_tcp_port()
-        self.store = await Store.connect(self.redis.url)
-        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
+        await start_redis_ovs_store(self, "ctrl-inc-")
         s = self.store
         await s.put_state("obj:global", "global", {"name": "global", "fwdMode": "bridge", "arpMode": "proxy"})
         await s.put_state("tenant", "default", {"vrfId": 1})

@@ -37,20 +37,27 @@ def durations(lines):
     return {flow_key(l): float(re.search(r"duration=([0-9.]+)s", l).group(1)) for l in lines}
 
 
+async def start_redis_ovs_store(test: TestCase, prefix: str) -> None:
+    """The real parts every controller test needs, cleaned up with the test:
+    ``test.redis``, ``test.ovs`` (a private OVS), ``test.port`` (for the controller's
+    OpenFlow listener) and ``test.store``."""
+    require_root()
+    require_binary("ovs-vswitchd", "redis-server")
+    test.redis = RedisServer().start()
+    test.addCleanup(test.redis.stop)
+    test.ovs = OvsInstance(tempfile.mkdtemp(prefix=prefix))
+    await threads.deferToThread(test.ovs.start)
+    test.addCleanup(lambda: test.ovs.stop(remove=True))
+    test.port = free_tcp_port()
+    test.store = await Store.connect(test.redis.url)
+    test.addCleanup(lambda: defer.ensureDeferred(test.store.close()))
+
+
 class ControllerWithOvsTests(TestCase):
     timeout = 120
 
     async def _setUp(self):
-        require_root()
-        require_binary("ovs-vswitchd", "redis-server")
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.stop)
-        self.ovs = OvsInstance(tempfile.mkdtemp(prefix="ctrl-ovs-"))
-        await threads.deferToThread(self.ovs.start)
-        self.addCleanup(lambda: self.ovs.stop(remove=True))
-        self.port = free_tcp_port()
-        self.store = await Store.connect(self.redis.url)
-        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
+        await start_redis_ovs_store(self, "ctrl-ovs-")
         await self._seed_state()
 
         def bridge():

@@ -28,12 +28,12 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from contiv_sdn.demo import SEED_NET  # the seed's line, as `make demo` runs it
 from contiv_sdn.lab import Container
 from contiv_sdn.testing import require_binary
 from contiv_sdn.testing.wait import wait_until
 from tests.test_e2e_fixtures import E2ETestCase
 
-SEED_NET = "netctl net create contiv-net --subnet=20.1.1.0/24 --gateway=20.1.1.254 --pkt-tag=1001"
 EXTERNAL = ("ext.example.test.", "203.0.113.7")
 
 _DIG = r"""

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
+from contiv_sdn.demo import SEED_NET, SEED_POLICY  # the seed's lines, as `make demo` runs them
 from contiv_sdn.lab import Container
 from contiv_sdn.lab import probe
 from contiv_sdn.lab.core import ping_argv
@@ -35,15 +36,6 @@ from tests.test_e2e_fixtures import (ContinuousPing, E2ETestCase, flow_durations
                                      stable_flows, wait_connected, wait_ping)
 
 log = Logger()
-
-SEED_NET = "netctl net create contiv-net --subnet=20.1.1.0/24 --gateway=20.1.1.254 --pkt-tag=1001"
-SEED_POLICY = [
-    "netctl policy create prod_web",
-    "netctl policy rule-add prod_web 1 -direction=in -protocol=tcp -action=deny",
-    "netctl policy rule-add prod_web 2 -direction=in -protocol=tcp -port=80 -action=allow -priority=10",
-    "netctl policy rule-add prod_web 3 -direction=in -protocol=tcp -port=443 -action=allow -priority=10",
-    "netctl group create contiv-net web -policy=prod_web",
-]
 
 OK, REFUSED = "ok", "refused"
 
