@@ -11,20 +11,34 @@ agent acts on it, with Go's strict parser (no NaN/Infinity, bounded depth): a re
 that does not fit is :class:`NetmasterBadReply` ("netmaster sent a malformed reply
 to createEndpoint: json: cannot unmarshal ..."), never a dict where a string was
 meant travelling on into a veth, an OVS record or a log line.
+
+With a netmaster that runs ``--auth``, the agent is a user of role ``node``
+named after its host (issue 13): :class:`NetmasterSession` logs in with
+Contiv's own protocol (``POST /api/v1/auth_proxy/login/``), sends the token as
+``X-Auth-Token``, and logs in again once when a call is answered 401 (the
+token expired or was revoked) before repeating that call.  A refused login is
+:class:`NetmasterLoginFailed`, naming the user and the password file; further
+logins wait out a doubling back-off, so a wrong password never becomes a hot
+loop of scrypt work on the netmaster.  The session also carries the TLS trust
+(``--netmaster-ca``) and is shared by every client of one netplugin process.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import quote
 
 import treq
-from twisted.internet import defer
+from treq.client import HTTPClient
+from twisted.internet import defer, ssl
 from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError
 from twisted.logger import Logger
-from twisted.web.client import (HTTPConnectionPool, RequestNotSent, RequestTransmissionFailed,
-                                ResponseFailed, ResponseNeverReceived)
+from twisted.python.failure import Failure
+from twisted.web.client import (Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool,
+                                RequestNotSent, RequestTransmissionFailed, ResponseFailed,
+                                ResponseNeverReceived)
 
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.plugin_api import ENDPOINT_REPLY, HOST_STATE
@@ -77,39 +91,296 @@ class NetmasterUnavailable(RuntimeError):
     """The netmaster could not be reached."""
 
 
+class NetmasterLoginFailed(NetmasterError):
+    """The netmaster refused this agent's credential (or throttles its logins)."""
+
+
+LOGIN_PATH = "/api/v1/auth_proxy/login/"
+#: First wait after a refused login, doubled per further refusal up to the cap.
+LOGIN_BACKOFF = 2.0
+LOGIN_BACKOFF_MAX = 120.0
+
+
+def read_password_file(path: str) -> str:
+    """The first line of ``path`` (the node's password); ``ValueError`` saying what
+    is wrong with the file and what to do."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ValueError(f"cannot read the netmaster password file {path}: {e.strerror}; "
+                         "write the node user's password into it (mode 0600)") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the netmaster password file {path} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(f"the netmaster password file {path} is empty; write the node "
+                         "user's password (`netctl user add HOST --role node`) into it")
+    return password
+
+
+def load_trust_root(path: str) -> Any:
+    """The CA certificates of a PEM bundle as a Twisted trust root; ``ValueError``
+    naming the file when it holds none."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the netmaster CA file {path}: {e.strerror}") from None
+    marker = b"-----BEGIN CERTIFICATE-----"
+    certs = []
+    for chunk in data.split(marker)[1:]:
+        try:
+            certs.append(ssl.Certificate.loadPEM(marker + chunk))
+        except Exception:  # noqa: BLE001 - OpenSSL's errors vary; the file is wrong
+            raise ValueError(f"the netmaster CA file {path} holds a certificate that does "
+                             "not parse (expected PEM certificates)") from None
+    if not certs:
+        raise ValueError(f"the netmaster CA file {path} holds no PEM certificate")
+    return ssl.trustRootFromCertificates(certs)
+
+
+def check_credentials(url: str, user: str, password_file: Optional[str], ca: Optional[str],
+                      timeout: float = 5.0) -> None:
+    """netplugin's start-up check of ``--netmaster-*`` (blocking: before the reactor).
+
+    The CA file must hold certificates and the password file a password; with both
+    readable, one login is tried: a netmaster that refuses it stops the start with
+    what to fix (which user, which file, the ``netctl`` command), while one that
+    cannot be reached now is left to the running agent's retries (it may start
+    later).  The token obtained is revoked at once."""
+    import ssl as std_ssl
+    import urllib.error
+    import urllib.request
+
+    if ca:
+        load_trust_root(ca)
+    if not password_file:
+        return
+    password = read_password_file(password_file)
+    base = url.rstrip("/")
+    context = None
+    if base.startswith("https:"):
+        context = std_ssl.create_default_context(cafile=ca) if ca else \
+            std_ssl.create_default_context()
+
+    def call(path: str, body: Dict[str, Any], token: str = "") -> bytes:
+        req = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                     method="POST",
+                                     headers={"Content-Type": "application/json"})
+        if token:
+            req.add_header("X-Auth-Token", token)
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as reply:
+            return reply.read()
+
+    try:
+        answer = call(LOGIN_PATH, {"username": user, "password": password})
+    except urllib.error.HTTPError as e:
+        text = e.read().decode("utf-8", "replace").strip()[:300]
+        if e.code == 401:
+            raise ValueError(f"the netmaster at {base} refused user {user!r} with the "
+                             f"password in {password_file} ({text}); put that user's password "
+                             f"in the file, or have an admin create the user with `netctl "
+                             f"user add {user} --role node` (or pass --netmaster-user)") from None
+        if e.code == 404:
+            raise ValueError(f"the netmaster at {base} has no login ({LOGIN_PATH} is 404): "
+                             f"it runs without --auth; drop --netmaster-password-file") from None
+        return  # throttled, or a server error: the agent's own retries will see
+    except std_ssl.SSLError as e:
+        raise ValueError(f"TLS with the netmaster at {base} failed ({e.reason or e}); pass "
+                         f"the CA that signed its certificate with --netmaster-ca") from None
+    except (OSError, ValueError) as e:
+        cause = getattr(e, "reason", None)
+        if isinstance(cause, std_ssl.SSLError):
+            raise ValueError(f"TLS with the netmaster at {base} failed ({cause.reason or cause}); "
+                             f"pass the CA that signed its certificate with "
+                             f"--netmaster-ca") from None
+        return  # not reachable yet: the agent retries once running
+    try:
+        token = json.loads(answer).get("token", "")
+        if isinstance(token, str) and token:
+            call("/api/v1/auth_proxy/logout/", {}, token)
+    except Exception:  # noqa: BLE001 - revoking the check's token is a courtesy
+        pass
+
+
+class NetmasterSession:
+    """What every netmaster client of one process shares: the TLS trust, the
+    credential and its current token.
+
+    ``user``/``password_file``: log in as that user (a ``node`` user named after
+    the host) with the password read from the file at each login, so a rotated
+    file takes effect without a restart; without ``password_file`` no login is
+    made (a netmaster without ``--auth``).  ``ca``: a PEM bundle that verifies an
+    ``https`` netmaster (else the system's trust store).
+    """
+
+    def __init__(self, user: str = "", password_file: Optional[str] = None,
+                 ca: Optional[str] = None, clock: Callable[[], float] = time.monotonic):
+        self.user = user
+        self.password_file = password_file
+        self.ca = ca
+        self.clock = clock
+        self.token: Optional[str] = None
+        self._policy = BrowserLikePolicyForHTTPS(load_trust_root(ca)) if ca else None
+        self._login: Optional[defer.Deferred] = None
+        self._waiters: list = []
+        #: the last refusal, and until when no new login is tried
+        self._refused: Optional[NetmasterLoginFailed] = None
+        self._retry_at = 0.0
+        self._backoff = LOGIN_BACKOFF
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "NetmasterSession":
+        """From netplugin's options (``--netmaster-user``, ``--netmaster-password-file``,
+        ``--netmaster-ca``)."""
+        return cls(user=options.get("netmaster-user") or options.get("host") or "",
+                   password_file=options.get("netmaster-password-file") or None,
+                   ca=options.get("netmaster-ca") or None)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.password_file)
+
+    def http_client(self, reactor: Any, pool: HTTPConnectionPool) -> HTTPClient:
+        if self._policy is None:
+            return HTTPClient(Agent(reactor, pool=pool))
+        return HTTPClient(Agent(reactor, contextFactory=self._policy, pool=pool))
+
+    def headers(self) -> Dict[bytes, list]:
+        return {b"X-Auth-Token": [self.token.encode("ascii")]} if self.token else {}
+
+    def forget(self, token: Optional[str]) -> None:
+        """The netmaster said 401 to ``token``: the next call logs in again."""
+        if token is not None and self.token == token:
+            self.token = None
+
+    async def ensure(self, client: "NetmasterClient") -> None:
+        """A token, logging in if there is none: one login at a time, whose outcome
+        every caller waiting meanwhile shares."""
+        if not self.enabled or self.token is not None:
+            return
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
+        if self._login is None:
+            self._login = defer.ensureDeferred(self._do_login(client))
+            self._login.addBoth(self._login_done)
+        await waiter
+
+    def _login_done(self, result: Any) -> None:
+        self._login = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+
+    async def _do_login(self, client: "NetmasterClient") -> None:
+        now = self.clock()
+        if self._refused is not None and now < self._retry_at:
+            raise self._refused  # the back-off: no new attempt yet
+        try:
+            password = read_password_file(self.password_file or "")
+        except ValueError as e:
+            self._refuse(NetmasterLoginFailed(0, str(e), f"log in as {self.user}"))
+            raise self._refused from None  # type: ignore[misc]
+        try:
+            answer = await client.request("POST", LOGIN_PATH, f"log in as {self.user}",
+                                          {"username": self.user, "password": password},
+                                          authenticate=False)
+        except NetmasterError as e:
+            if e.status in (401, 403, 429):
+                hint = ("the netmaster throttles logins after failures; it will be retried"
+                        if e.status == 429 else
+                        f"check the password in {self.password_file} against the netmaster's "
+                        f"user {self.user!r} (an admin makes it with `netctl user add "
+                        f"{self.user} --role node`)")
+                self._refuse(NetmasterLoginFailed(e.status, f"{e.text}; {hint}",
+                                                  f"log in as {self.user}"))
+                raise self._refused from None  # type: ignore[misc]
+            raise
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token or not token.isascii():
+            raise NetmasterBadReply("login", "the reply has no token string")
+        if self._refused is not None:
+            log.info("logged in to the netmaster as {user} (after refusals)", user=self.user)
+        self._refused, self._backoff = None, LOGIN_BACKOFF
+        self.token = token
+
+    def _refuse(self, err: NetmasterLoginFailed) -> None:
+        """Remember a refusal; no login is tried again before the back-off passed."""
+        if self._refused is None or self._refused.text != err.text:
+            log.error("netmaster login refused: {err}; next attempt in {wait:g}s",
+                      err=err, wait=self._backoff)
+        self._refused = err
+        self._retry_at = self.clock() + self._backoff
+        self._backoff = min(self._backoff * 2, LOGIN_BACKOFF_MAX)
+
+
 class NetmasterClient:
-    def __init__(self, url: str, timeout: float = 30.0, reactor: Any = None):
+    def __init__(self, url: str, timeout: float = 30.0, reactor: Any = None,
+                 session: Optional[NetmasterSession] = None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.reactor = reactor
+        #: credential, token and TLS trust, shared with the process's other clients
+        self.session = session or NetmasterSession()
         # Persistent: every attach and detach makes one to three calls, and a new TCP
         # connection each time (through the host's OVS, in the lab) costs more than the
         # call.  close() (the service's stop) closes the idle ones.
         self._pool = QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
+        self._http = self.session.http_client(reactor, self._pool)
 
     async def request(self, method: str, path: str, what: str,
                        body: Optional[Dict[str, Any]] = None, idempotent: bool = False,
-                       reply: Optional[Struct] = None) -> Any:
+                       reply: Optional[Struct] = None, authenticate: bool = True) -> Any:
         """One call; ``idempotent`` (GETs always are) allows one retry when a kept-alive
         connection turns out to be dead (netmaster restarted) before any answer came.
+
+        With a credential (:class:`NetmasterSession`) the call carries the token; a
+        401 answer (token expired or revoked) costs one new login and one repeat of
+        the call (the netmaster refused it before doing anything).
 
         A 200 answer is decoded into ``reply`` (every declared field present, typed),
         or, without one, strictly parsed as free-form JSON; either failing is
         :class:`NetmasterBadReply` naming the route."""
+        if not authenticate or not self.session.enabled:
+            return await self._request(method, path, what, body, idempotent, reply, None)
+        await self.session.ensure(self)
+        token = self.session.token
+        try:
+            return await self._request(method, path, what, body, idempotent, reply, token)
+        except NetmasterError as e:
+            if e.status != 401 or isinstance(e, NetmasterLoginFailed):
+                raise
+            log.info("netmaster refused the token ({what}: {err}); logging in again",
+                     what=what, err=e.text[:200])
+        self.session.forget(token)
+        await self.session.ensure(self)
+        return await self._request(method, path, what, body, idempotent, reply,
+                                   self.session.token)
+
+    async def _request(self, method: str, path: str, what: str,
+                       body: Optional[Dict[str, Any]], idempotent: bool,
+                       reply: Optional[Struct], token: Optional[str]) -> Any:
         url = self.url + path
-        kw: Dict[str, Any] = {"timeout": self.timeout, "pool": self._pool,
-                              "reactor": self.reactor}
+        kw: Dict[str, Any] = {"timeout": self.timeout, "reactor": self.reactor}
+        headers: Dict[bytes, list] = {}
         if body is not None:
             kw["data"] = json.dumps(body).encode()
-            kw["headers"] = {b"Content-Type": [b"application/json"]}
+            headers[b"Content-Type"] = [b"application/json"]
+        if token:
+            headers[b"X-Auth-Token"] = [token.encode("ascii")]
+        if headers:
+            kw["headers"] = headers
         may_repeat = idempotent or method == "GET"
         for attempt in (1, 2):
             try:
-                response = await treq.request(method, url, **kw)
+                response = await self._http.request(method, url, **kw)
                 # treq's timeout ends at the response headers: bound the body too
                 content = await treq.content(response).addTimeout(self.timeout, self.reactor)
                 break

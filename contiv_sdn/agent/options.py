@@ -56,6 +56,13 @@ class Options(usage.Options):
         ["vtep-ip", None, None, "VXLAN tunnel endpoint address (default: source address of "
                                 "the default route)"],
         ["netmaster", None, DEFAULT_NETMASTER, "netmaster URL"],
+        ["netmaster-user", None, None, "the netmaster user (role node) this agent logs in as "
+                                       "(default: the host name, --host)"],
+        ["netmaster-password-file", None, None, "file holding that user's password (first "
+                                                "line); turns the login on (a netmaster with "
+                                                "--auth)"],
+        ["netmaster-ca", None, None, "PEM CA bundle that verifies an https --netmaster "
+                                     "(default: the system's trust store)"],
         ["redis", None, DEFAULT_REDIS, "Redis URL the Docker driver reads Contiv's state from "
                                        "(redis://host:port[/db] or unix:///path); netplugin "
                                        "never writes it: a read-only user or replica will do"],
@@ -138,6 +145,18 @@ class Options(usage.Options):
         if len(self["bridge"]) > 15:
             raise usage.UsageError("--bridge: at most 15 characters (it is also an interface)")
         self._dns_options()
+        self._netmaster_login()
+
+    def _netmaster_login(self) -> None:
+        """--netmaster-*: the files are read and the credential tried now, so a wrong
+        one stops twistd with what to fix (see contiv_sdn.agent.netmaster)."""
+        from contiv_sdn.agent.netmaster import check_credentials
+        self["netmaster-user"] = self["netmaster-user"] or self["host"]
+        try:
+            check_credentials(self["netmaster"], self["netmaster-user"],
+                              self["netmaster-password-file"], self["netmaster-ca"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def _dns_options(self) -> None:
         """--dns-*: parsed here, so a wrong address stops twistd before it starts."""

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from contiv_sdn.agent.api import AgentAPI, unix_server
 from contiv_sdn.agent.bridge import VXLAN_PORT, BridgeService
 from contiv_sdn.agent.endpoints import EndpointManager
-from contiv_sdn.agent.netmaster import NetmasterClient
+from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterSession
 from contiv_sdn.agent.ovsdb import BridgeSpec, Ovsdb
 from contiv_sdn.agent.plumbing import Plumber
 from contiv_sdn.agent.registration import HostRegistration, host_dpid, host_record
@@ -103,7 +103,9 @@ class NetpluginService(MultiService):
         self.bridge.setServiceParent(self)
 
         self.plumber = Plumber(host_netns=host_netns)
-        self.netmaster = NetmasterClient(options["netmaster"], reactor=reactor)
+        # the node credential and TLS trust (--netmaster-*), shared by every netmaster client
+        self.netmaster = NetmasterClient(options["netmaster"], reactor=reactor,
+                                         session=NetmasterSession.from_options(options))
         self.endpoints = EndpointManager(
             host=self.host, vtep_ip=self.vtep_ip, bridge=self.bridge_name,
             underlay_mtu=self.underlay_mtu, ovsdb=self.ovsdb, plumber=self.plumber,
