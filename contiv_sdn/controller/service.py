@@ -36,11 +36,10 @@ from typing import Any, Dict, Generator, Iterable, List, Optional, Set, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record, read_view
-from contiv_sdn.openflow.protocol import OpenFlowError, SwitchDisconnected
+from contiv_sdn.openflow.protocol import OpenFlowError, RefusalLog, SwitchDisconnected
 from contiv_sdn.ops import metrics
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update
 from contiv_sdn.store import keys as K
@@ -118,6 +117,8 @@ class Controller(Service):
         self._sync_failed: Dict[str, str] = {}
         self._again = False
         self._port = None
+        #: switches refused at the TLS handshake (said once per address and reason)
+        self.refusals = RefusalLog()
         #: runs (each reads the changed records) and compiles (runs that found a change
         #: the compiler can see): for tests and tools
         self.runs = 0
@@ -149,7 +150,7 @@ class Controller(Service):
     # -- life cycle ----------------------------------------------------------
     def startService(self) -> None:
         super().startService()
-        from contiv_sdn.openflow.protocol import OpenFlowFactory
+        from contiv_sdn.openflow.protocol import OpenFlowFactory, server_endpoint
 
         self.store.subscribe(self._changed, self._resync)
         gc.callbacks.append(self._gc_timer)
@@ -157,7 +158,14 @@ class Controller(Service):
         self._audit.clock = self.reactor
         self._audit.start(self.AUDIT_INTERVAL, now=False)
         factory = OpenFlowFactory(self.registry)
-        d = serverFromString(self.reactor, self.listen).listen(factory)
+        # plain TCP, or TLS requiring a switch certificate (--ofp-tls-*: server_endpoint)
+        try:
+            endpoint, wrap = server_endpoint(self.reactor, self.listen, self.refusals)
+            d = endpoint.listen(wrap(factory))
+        except ValueError as e:  # unreadable or mismatched TLS files: said plainly, no traceback
+            log.error("cannot listen for switches: {err}", err=str(e))
+            self.schedule()
+            return
 
         def listening(port: Any) -> None:
             self._port = port

@@ -125,6 +125,12 @@ class NetmasterOptions(usage.Options):
         ["ofp-listen", None, "tcp:6653", "where the OpenFlow controller listens for the hosts' "
                                          "switches (endpoint string, host:port or :port; "
                                          "'none' disables the controller)"],
+        ["ofp-tls-cert", None, None, "PEM certificate of the OpenFlow listener: switches "
+                                     "connect over TLS (ssl: controller target); needs "
+                                     "--ofp-tls-key and --ofp-tls-ca"],
+        ["ofp-tls-key", None, None, "PEM private key of --ofp-tls-cert"],
+        ["ofp-tls-ca", None, None, "PEM CA certificate(s): a switch must present a certificate "
+                                   "signed by it, or it is refused at the TLS handshake"],
         ["metrics-listen", None, "none", METRICS_HELP],
         ["log-json", None, None, LOG_JSON_HELP],
         ["fwdmode", None, None, f"forwarding mode, bridge|routing (default {DEFAULT_FWD_MODE})"],
@@ -194,6 +200,7 @@ class NetmasterOptions(usage.Options):
             raise usage.UsageError("--login-lockout must be between 0.05 and 3600 seconds")
         self["ofp-endpoint"] = (None if self["ofp-listen"] == "none"
                                 else listen_endpoint(self["ofp-listen"]))
+        self._ofp_tls()
         self["metrics-endpoint"] = metrics_endpoint(self["metrics-listen"])
         checks = {
             "fwdmode": ("bridge", "routing"), "arpmode": ("proxy", "flood"),
@@ -216,6 +223,29 @@ class NetmasterOptions(usage.Options):
                 raise usage.UsageError(f"--{name} must be a number of seconds "
                                        f"between 0.05 and 3600")
         self["aci"] = self._aci_settings()
+
+    def _ofp_tls(self) -> None:
+        """--ofp-tls-*: all three or none; files checked now, so a wrong one stops twistd
+        before it starts instead of leaving netmaster without a switch listener."""
+        from contiv_sdn.openflow.protocol import switch_tls_options, tls_listen_description
+        names = ("ofp-tls-cert", "ofp-tls-key", "ofp-tls-ca")
+        given = [n for n in names if self[n]]
+        if not given:
+            return
+        if len(given) != len(names):
+            missing = ", ".join(f"--{n}" for n in names if not self[n])
+            raise usage.UsageError(f"OpenFlow TLS needs --ofp-tls-cert, --ofp-tls-key and "
+                                   f"--ofp-tls-ca together; missing {missing}")
+        if self["ofp-endpoint"] is None:
+            raise usage.UsageError("--ofp-tls-* with --ofp-listen none: there is no OpenFlow "
+                                   "listener to secure (drop one or the other)")
+        try:
+            switch_tls_options(self["ofp-tls-cert"], self["ofp-tls-key"], self["ofp-tls-ca"])
+            self["ofp-endpoint"] = tls_listen_description(
+                self["ofp-endpoint"], self["ofp-tls-cert"], self["ofp-tls-key"],
+                self["ofp-tls-ca"])
+        except ValueError as e:
+            raise usage.UsageError(f"{e}") from None
 
     def _aci_settings(self) -> Optional[dict]:
         """The ACI reconciler's settings, or None without ``--apic-url``.

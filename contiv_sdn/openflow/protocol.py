@@ -39,7 +39,7 @@ import bisect
 import struct
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -845,3 +845,202 @@ class OpenFlowFactory(ServerFactory):
         p = self.protocol(self)
         p.factory = self
         return p
+
+
+# ---------------------------------------------------------------------------
+# the listener: plain TCP, or TLS that requires a switch certificate
+# ---------------------------------------------------------------------------
+
+#: The field of an ``ssl:`` endpoint string that names the CA switches' certificates
+#: must chain to (ours: Twisted's own ``ssl:`` server parser has no client verification).
+CLIENT_CA_FIELD = "clientCA"
+
+
+def escape_endpoint_value(value: str) -> str:
+    """A value (a file path) for a Twisted endpoint string: ``:`` and ``=`` and ``\\`` escaped."""
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def tls_listen_description(plain: str, cert: str, key: str, ca: str) -> str:
+    """``tcp:PORT[:interface=IP]`` (or ``tcp6:``) → the same listener as ``ssl:`` with the
+    switch-certificate CA: the string :func:`server_endpoint` understands."""
+    fields = _split_endpoint(plain)
+    if fields[0] not in ("tcp", "tcp6"):
+        raise ValueError(f"OpenFlow TLS needs a TCP listener, not {plain!r}")
+    def field(f: str) -> str:
+        name, eq, value = f.partition("=")
+        return f"{name}={escape_endpoint_value(value)}" if eq else escape_endpoint_value(f)
+
+    rest = ":".join(field(f) for f in fields[1:])
+    return (f"ssl:{rest}:certKey={escape_endpoint_value(cert)}"
+            f":privateKey={escape_endpoint_value(key)}"
+            f":{CLIENT_CA_FIELD}={escape_endpoint_value(ca)}")
+
+
+def _split_endpoint(description: str) -> List[str]:
+    """A Twisted endpoint string split on unescaped colons, escapes removed."""
+    out, cur, i = [], "", 0
+    while i < len(description):
+        c = description[i]
+        if c == "\\" and i + 1 < len(description):
+            cur += description[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return out
+
+
+def _pem_blocks(data: bytes, kind: bytes) -> List[bytes]:
+    begin, end = b"-----BEGIN " + kind + b"-----", b"-----END " + kind + b"-----"
+    out, pos = [], 0
+    while True:
+        start = data.find(begin, pos)
+        if start < 0:
+            return out
+        stop = data.find(end, start)
+        if stop < 0:
+            return out
+        out.append(data[start:stop + len(end)] + b"\n")
+        pos = stop + len(end)
+
+
+def switch_tls_options(cert: str, key: str, ca: str) -> Any:
+    """Server TLS settings for the OpenFlow listener: our certificate, and a client
+    certificate required and verified against ``ca`` (TLS 1.2 at least).
+
+    Raises ValueError naming the file that is unreadable or not what it should be, so
+    netmaster refuses to start instead of listening with a half-made TLS.
+    """
+    from OpenSSL import crypto
+    from twisted.internet import ssl
+
+    def read(path: str, what: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ValueError(f"OpenFlow TLS {what} {path}: {e.strerror}") from None
+
+    certs = _pem_blocks(read(cert, "certificate"), b"CERTIFICATE")
+    cas = _pem_blocks(read(ca, "CA"), b"CERTIFICATE")
+    if not certs:
+        raise ValueError(f"OpenFlow TLS certificate {cert}: no PEM certificate in it")
+    if not cas:
+        raise ValueError(f"OpenFlow TLS CA {ca}: no PEM certificate in it")
+    try:
+        private = crypto.load_privatekey(crypto.FILETYPE_PEM, read(key, "key"))
+    except crypto.Error:
+        raise ValueError(f"OpenFlow TLS key {key}: not a PEM private key "
+                         "(or it is encrypted: give an unencrypted one)") from None
+    try:
+        chain = [crypto.load_certificate(crypto.FILETYPE_PEM, c) for c in certs]
+        trusted = [crypto.load_certificate(crypto.FILETYPE_PEM, c) for c in cas]
+    except crypto.Error as e:
+        raise ValueError(f"OpenFlow TLS: a certificate in {cert} or {ca} does not parse: "
+                         f"{e}") from None
+    try:
+        options = ssl.CertificateOptions(
+            privateKey=private, certificate=chain[0], extraCertChain=chain[1:],
+            verify=True, caCerts=trusted, requireCertificate=True,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+        options.getContext()  # checks now that the key is the certificate's
+        return options
+    except Exception as e:  # noqa: BLE001 - OpenSSL's reasons (key does not match, ...)
+        raise ValueError(f"OpenFlow TLS: {cert} with {key}: {e}") from None
+
+
+def _tls_reason(reason: Optional[Failure]) -> str:
+    """The short reason a TLS handshake failed (OpenSSL's last reason string)."""
+    if reason is None:
+        return "connection closed"
+    from OpenSSL import SSL
+    err = reason.value
+    if isinstance(err, SSL.Error) and err.args and isinstance(err.args[0], list) and err.args[0]:
+        last = err.args[0][-1]
+        if isinstance(last, tuple) and last:
+            return str(last[-1]) or "TLS error"
+    text = reason.getErrorMessage()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+class RefusalLog:
+    """Says each refused peer (address, reason) once while it lasts: OVS retries every
+    few seconds, and a log line per attempt would bury everything else.  A handshake
+    that succeeds from that address forgets it, so a later refusal is said again."""
+
+    def __init__(self) -> None:
+        self._said: Dict[str, str] = {}
+        self.refused = 0
+
+    def refuse(self, host: str, port: Any, why: str) -> None:
+        self.refused += 1
+        if self._said.get(host) == why:
+            return
+        self._said[host] = why
+        log.warn("OpenFlow: refused switch at {host}:{port}: TLS handshake failed ({why}); "
+                 "a switch needs a certificate signed by the --ofp-tls-ca CA "
+                 "(netplugin --ofp-tls-cert/--ofp-tls-key)", host=host, port=port, why=why)
+
+    def accepted(self, host: str) -> None:
+        self._said.pop(host, None)
+
+
+def _tls_wrapping_factory(contextFactory: Any, factory: "OpenFlowFactory",
+                          refusals: RefusalLog) -> Any:
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    class SwitchTLS(TLSMemoryBIOProtocol):
+        """TLS around one switch connection; a failed handshake is a refusal."""
+
+        def connectionLost(self, reason: Failure = None) -> None:
+            peer = self.transport.getPeer() if self.transport is not None else None
+            host, port = getattr(peer, "host", "?"), getattr(peer, "port", "?")
+            if self._handshakeDone:
+                refusals.accepted(host)
+            else:
+                refusals.refuse(host, port, _tls_reason(reason))
+            super().connectionLost(reason)
+
+    class SwitchTLSFactory(TLSMemoryBIOFactory):
+        protocol = SwitchTLS
+        noisy = False
+
+    return SwitchTLSFactory(contextFactory, False, factory)
+
+
+def server_endpoint(reactor: Any, description: str,
+                    refusals: Optional[RefusalLog] = None) -> Tuple[Any, Callable[[Any], Any]]:
+    """The OpenFlow listener for an endpoint string, and how to wrap the factory for it.
+
+    Plain strings go to Twisted's ``serverFromString``.  ``ssl:PORT[:interface=IP]:
+    certKey=F:privateKey=F:clientCA=F`` (see :func:`tls_listen_description`) is TLS
+    that refuses, at the handshake, a switch without a certificate signed by
+    ``clientCA``; each refusal is said once (:class:`RefusalLog`).
+    """
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+
+    fields = _split_endpoint(description)
+    named = {}
+    for f in fields[1:]:
+        name, eq, value = f.partition("=")
+        if eq:
+            named[name] = value
+    if fields[0] != "ssl" or CLIENT_CA_FIELD not in named:
+        return serverFromString(reactor, description), lambda f: f
+    positional = [f for f in fields[1:] if "=" not in f]
+    port = int(positional[0] if positional else named.get("port", "6653"))
+    iface = named.get("interface", "")
+    options = switch_tls_options(named.get("certKey") or named.get("privateKey", ""),
+                                 named.get("privateKey", ""), named[CLIENT_CA_FIELD])
+    if ":" in iface:
+        endpoint: Any = TCP6ServerEndpoint(reactor, port, interface=iface)
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=iface)
+    refusals = refusals if refusals is not None else RefusalLog()
+    return endpoint, lambda f: _tls_wrapping_factory(options, f, refusals)
