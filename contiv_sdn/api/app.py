@@ -308,7 +308,8 @@ class NetmasterAPI(Resource):
         return await self.model.inspect(self._spec(coll, need_config=False), key)
 
     async def _plugin(self, request, method, body, name):
-        return await self.plugin.plugin(name, body)
+        # with --auth, the principal: a node's calls run for its own host only
+        return await self.plugin.plugin(name, body, getattr(request, "principal", None))
 
     async def _register_host(self, request, method, body, name):
         """``POST /plugin/registerHost``: our extension, not Contiv's — its netplugin
@@ -316,8 +317,9 @@ class NetmasterAPI(Resource):
         through the netmaster (one writer to authenticate, records checked before
         the controller reads them).  Body: ``RegisterHostRequest``
         (:mod:`contiv_sdn.model.plugin_api`); answer: the stored ``HostState``;
-        refusals are 500 with the reason, as for every ``/plugin`` call."""
-        return await self.plugin.plugin(name, body)
+        refusals are 500 with the reason, as for every ``/plugin`` call (403 for a
+        ``node`` user registering another host)."""
+        return await self.plugin.plugin(name, body, getattr(request, "principal", None))
 
     async def _version(self, request, method, body):
         return self.plugin.version()

@@ -23,7 +23,11 @@ Design choices, and why:
   drops the generation, which revokes every token issued before.
 * **Roles**: ``admin`` may do everything; ``ops`` may read (GET: lists,
   objects, inspect, version, services) and nothing else, not even the user
-  list; :data:`ROLES` is the whole set.
+  list; ``node`` is a host agent (netplugin), a user named after its host: it
+  may make the ``/plugin/*`` calls and read networks and endpoint groups, and
+  the calls themselves check that it acts only on its own host (registers
+  only the host of its name, creates, updates and deletes only endpoints
+  homed there: :mod:`contiv_sdn.api.plugin`).  :data:`ROLES` is the whole set.
 * **Throttling** of failed logins is per source address *and* per user name,
   in memory: after :attr:`Throttle.limit` failures in a row the key is
   locked out for a delay that doubles with each further failure (capped);
@@ -53,8 +57,9 @@ from contiv_sdn.model.shapes import STR, Struct
 
 log = Logger()
 
-#: The roles a user may have: ``admin`` (everything), ``ops`` (read-only).
-ROLES = ("admin", "ops")
+#: The roles a user may have: ``admin`` (everything), ``ops`` (read-only), ``node``
+#: (a host agent named after its host: the plugin calls for that host only).
+ROLES = ("admin", "ops", "node")
 USERS_KEY = "contiv:auth:users"
 TOKEN_PREFIX = "contiv:auth:token:"
 
@@ -144,10 +149,21 @@ class Unauthorized(HttpError):
                          f"token in the X-Auth-Token header", 401)
 
 
+def node_may(user: str) -> str:
+    """What a ``node`` user may do, for its refusals."""
+    return (f"a node may only register host {user}, create, update and delete endpoints on "
+            f"host {user}, allocate and release addresses, and read networks and endpoint "
+            f"groups")
+
+
 class Forbidden(HttpError):
     """403: the token is valid but its role may not do this."""
 
     def __init__(self, user: str, role: str, what: str):
+        if role == "node":
+            super().__init__(f"403 Forbidden: user {user!r} (role node) may not {what}: "
+                             f"{node_may(user)}", 403)
+            return
         super().__init__(f"403 Forbidden: user {user!r} (role {role}) may not {what}; "
                          f"ask an admin", 403)
 
@@ -224,12 +240,24 @@ class Throttle:
             del self._state[oldest]
 
 
+#: What a ``node`` may call: the agents' plugin calls (each checks the host itself)...
+_NODE_CALLS = re.compile(r"/plugin/(allocAddress|releaseAddress|createEndpoint|deleteEndpoint|"
+                         r"updateEndpoint|registerHost)")
+#: ...and the reads its agent and Docker driver make.
+_NODE_READS = re.compile(r"/api/v1/(inspect/)?(networks|endpointGroups)/[^/]+/|/version")
+
+
 def may(role: str, method: str, path: str) -> bool:
-    """The role check: ``admin`` everything, ``ops`` reads outside user management."""
+    """The role check: ``admin`` everything, ``ops`` reads outside user management,
+    ``node`` the plugin calls (whose handlers check the host) and its reads."""
     if role == "admin":
         return True
     if role == "ops":
         return method in ("GET", "HEAD") and not path.startswith(USERS_PATH)
+    if role == "node":
+        if method == "POST":
+            return _NODE_CALLS.fullmatch(path) is not None
+        return method in ("GET", "HEAD") and _NODE_READS.fullmatch(path) is not None
     return False
 
 
@@ -287,6 +315,9 @@ class Auth:
                             f"'._@-', starting with a letter or digit", 400)
         if role is not None and role not in ROLES:
             raise HttpError(f"invalid role {role!r}: must be one of {', '.join(ROLES)}", 400)
+        if role == "node" and "@" in name:
+            raise HttpError(f"invalid node user name {name!r}: a node user is named after "
+                            f"its host (the agent's --host), which has no '@'", 400)
         if password is not None and not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise HttpError(f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} "
                             f"characters long", 400)
@@ -418,5 +449,5 @@ class Auth:
 
 
 __all__ = ["Auth", "Principal", "Throttle", "Unauthorized", "Forbidden", "Throttled", "ROLES",
-           "may", "hash_password", "verify_password", "LOGIN_PATH", "LOGOUT_PATH",
+           "may", "node_may", "hash_password", "verify_password", "LOGIN_PATH", "LOGOUT_PATH",
            "USERS_PATH", "DEFAULT_TOKEN_TTL", "USER_REQUEST"]

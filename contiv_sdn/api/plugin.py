@@ -1,13 +1,23 @@
 """The non-model netmaster endpoints: ``/plugin/*`` for the agents, ``/version``,
-``/info``, ``/services``, ``/service/{id}`` and the two debug routes."""
+``/info``, ``/services``, ``/service/{id}`` and the two debug routes.
+
+With ``--auth``, a ``/plugin/*`` call from a ``node`` user (a host agent; see
+:mod:`contiv_sdn.api.auth`) is run for that host only: the host-bound calls get
+the node's name and refuse (403, :class:`~contiv_sdn.master.hosts.NotThisHost`)
+anything on another host, so a stolen or forged node credential reaches no
+further than its own host.  Admins (and a netmaster without ``--auth``) are
+not restricted.
+"""
 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.logger import Logger
 
 from contiv_sdn import __version__
-from contiv_sdn.master.hosts import is_live
+from contiv_sdn.master.hosts import NotThisHost, is_live
 from contiv_sdn.api.http import HttpError
 from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
@@ -15,6 +25,10 @@ from contiv_sdn.master.servicelb import providers
 from contiv_sdn.model import ModelError
 from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, REQUESTS
 
+log = Logger()
+
+#: The calls bound to a host: they take the calling node's name (``node=``).
+HOST_BOUND = frozenset({"createEndpoint", "deleteEndpoint", "updateEndpoint", "registerHost"})
 
 def local_ip() -> str:
     try:
@@ -40,14 +54,25 @@ class PluginRoutes:
             "registerHost": master.hosts.register,
         }
 
-    async def plugin(self, name: str, body: bytes) -> Any:
+    async def plugin(self, name: str, body: bytes, principal: Optional[Any] = None) -> Any:
         """Decode the body into the call's declared shape (Go's texts on refusal),
-        then run it: nothing reaches the semantics or the store untyped."""
+        then run it: nothing reaches the semantics or the store untyped.
+
+        ``principal`` (:class:`contiv_sdn.api.auth.Principal`, with ``--auth``): a
+        ``node``'s host-bound calls run for its host only."""
         try:
             req = REQUESTS[name].load(body)
         except ModelError as e:
             raise HttpError(str(e))
-        return await self.calls[name](req)
+        node = principal.user if principal is not None and principal.role == "node" else None
+        if node is None or name not in HOST_BOUND:
+            return await self.calls[name](req)
+        try:
+            return await self.calls[name](req, node=node)
+        except NotThisHost as e:
+            log.info("refused {call} to node {node}: {reason}", call=name, node=node,
+                     reason=str(e)[:200])
+            raise
 
     def version(self) -> dict:
         return {"GitCommit": "unknown", "Version": __version__, "BuildTime": ""}

@@ -5,6 +5,13 @@ hosts and several netmasters get distinct addresses, and a request that fails
 leaves nothing allocated.  Endpoint creation is idempotent on the endpoint id
 (a retried request returns the existing record) and deletion of a missing
 endpoint succeeds, so an agent can simply retry after a crash.
+
+``node``: when the caller is a host agent logged in as a ``node`` user (see
+:mod:`contiv_sdn.api.auth`), the endpoint must be homed on that host — the
+request's ``Host`` for a create, the stored record's ``homingHost`` for a
+retry, an update or a delete — and a created endpoint's ``vtepIP`` is the one
+that host registered (a node cannot point another host's tunnels elsewhere).
+Checked inside the transaction, against the record it changes.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 from typing import Optional, Tuple
 
 from contiv_sdn.master.errors import MasterError
+from contiv_sdn.master.hosts import NotThisHost
 from contiv_sdn.master.netutil import parse_v6
 from contiv_sdn.master.oper import network_subnet
 from contiv_sdn.master.work import Work
@@ -31,6 +39,13 @@ def _usable_id(ep_id: str) -> bool:
     ``<container id>[-<ifname>]``."""
     return 0 < len(ep_id) <= _MAX_ID and "/" not in ep_id and \
         not any(ord(c) < 0x20 or ord(c) == 0x7F for c in ep_id)
+
+
+def _own(node: Optional[str], ep: dict, ep_id: str, verb: str) -> None:
+    """A ``node`` caller may touch only endpoints homed on its host."""
+    if node is not None and ep.get("homingHost") != node:
+        raise NotThisHost(node, f"{verb} endpoint {json.dumps(ep_id[:64])} of host "
+                                f"{json.dumps(str(ep.get('homingHost') or '')[:64])}")
 
 
 def strip_len(addr: str) -> str:
@@ -171,7 +186,7 @@ class Endpoints:
         return await self._run(fn)
 
     # -- /plugin/createEndpoint, deleteEndpoint, updateEndpoint ------------
-    async def create_endpoint(self, req: dict) -> dict:
+    async def create_endpoint(self, req: dict, node: Optional[str] = None) -> dict:
         cfg = req["ConfigEP"]
         tenant = req["TenantName"] or "default"
         net_name = req["NetworkName"]
@@ -179,6 +194,8 @@ class Endpoints:
         ep_id = req["EndpointID"] or cfg["Container"]
         if not _usable_id(ep_id):
             raise MasterError("invalid endpoint id")
+        if node is not None and cfg["Host"] != node:
+            raise NotThisHost(node, f"create an endpoint on host {json.dumps(cfg['Host'][:64])}")
         want_ip = strip_len(cfg["IPAddress"])
         want_ip6 = strip_len(cfg["IPv6Address"])
         net_key = f"{tenant}:{net_name}"
@@ -188,6 +205,7 @@ class Endpoints:
             w = Work(view)
             existing = await w.state("endpoint", ep_id)
             if existing is not None:
+                _own(node, existing, ep_id, "create")
                 return {"EndpointConfig": existing}  # a retry: nothing to write
             if await w.obj("network", net_key) is None:
                 raise MasterError(f"network {net_name}.{tenant} not found")
@@ -222,7 +240,18 @@ class Endpoints:
                 ip6 = placeholder("ip6", "ip6")
             host = cfg["Host"]
             vtep = cfg["VtepIP"]
-            if not vtep and host:
+            if node is not None:
+                # a node's endpoints are reached at the vtep its own registration holds
+                h = await self.store.get("host", host)
+                vtep = str((h or {}).get("vtepIP") or "")
+                if not vtep:
+                    raise MasterError(f"host {host} is not registered yet (its netplugin "
+                                      "registers at start); retry in a moment")
+                if cfg["VtepIP"] and cfg["VtepIP"] != vtep:
+                    raise NotThisHost(node, f"create an endpoint with vtep "
+                                            f"{json.dumps(cfg['VtepIP'][:64])} (host {host} "
+                                            f"registered {vtep})")
+            elif not vtep and host:
                 h = await self.store.get("host", host)
                 vtep = (h or {}).get("vtepIP", "")
             record = {
@@ -247,7 +276,7 @@ class Endpoints:
             return result
         return {"EndpointConfig": await self.store.get("endpoint", ep_id)}
 
-    async def delete_endpoint(self, req: dict) -> dict:
+    async def delete_endpoint(self, req: dict, node: Optional[str] = None) -> dict:
         ep_id = req["EndpointID"]
 
         async def fn(view: View):
@@ -255,6 +284,7 @@ class Endpoints:
             ep = await w.state("endpoint", ep_id)
             if ep is None:
                 return {"EndpointConfig": None}
+            _own(node, ep, ep_id, "delete")
             txn = w.txn
             net_key = ep["network"]
             net_state = await w.peek_state("network", net_key)
@@ -280,7 +310,7 @@ class Endpoints:
 
         return await self._run(fn)
 
-    async def update_endpoint(self, req: dict) -> dict:
+    async def update_endpoint(self, req: dict, node: Optional[str] = None) -> dict:
         ep_id = req["EndpointID"]
         event = req["Event"]
 
@@ -288,6 +318,7 @@ class Endpoints:
             ep = await view.get("endpoint", ep_id)
             if ep is None:
                 raise MasterError(f"endpoint {ep_id} not found")
+            _own(node, ep, ep_id, "update")
             if event == "start":
                 labels = dict(ep.get("labels") or {})
                 labels.update(req["Labels"])

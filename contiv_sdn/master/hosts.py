@@ -78,6 +78,18 @@ MAX_REFRESH = 86400.0
 DEFAULT_TUNNEL_PORT = "vxlan0"
 
 
+class NotThisHost(MasterError):
+    """403: a ``node`` principal (a host agent, see :mod:`contiv_sdn.api.auth`) asked
+    for something on another host: registering it, or one of its endpoints."""
+
+    status = 403
+
+    def __init__(self, node: str, what: str):
+        super().__init__(f"403 Forbidden: node {node!r} may not {what}: a node may only "
+                         f"register host {node} and create, update and delete endpoints "
+                         f"on host {node}")
+
+
 def _quote(text: str) -> str:
     """A client-supplied value for a refusal text: JSON-quoted, bounded."""
     return json.dumps(text[:64] + ("..." if len(text) > 64 else ""))
@@ -173,8 +185,11 @@ class Hosts:
                 raise MasterError(f"host {name}: vtepIP {wanted['vtepIP']} is registered by "
                                   f"live host {other}; give each host its own --vtep-ip")
 
-    async def register(self, req: Dict[str, Any]) -> Dict[str, Any]:
+    async def register(self, req: Dict[str, Any], node: Optional[str] = None) -> Dict[str, Any]:
         """Store (or refresh) the host's record; answers the stored record.
+
+        ``node``: the caller is that host's agent (a ``node`` user), which may
+        register only the host of its own name (:class:`NotThisHost` otherwise).
 
         The claims of other hosts are read (O(hosts)) only when this host's dpid or
         vtepIP is new to its record: a plain refresh reads one record and writes
@@ -182,6 +197,8 @@ class Hosts:
         first claim the same dpid or vtepIP within one round trip both pass (a
         misconfiguration caught in all but that instant, at no cost to refreshes).
         """
+        if node is not None and req["name"] != node:
+            raise NotThisHost(node, f"register host {_quote(req['name'])}")
         wanted = host_state(req)
         name = wanted["name"]
         try:
