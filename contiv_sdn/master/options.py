@@ -158,6 +158,17 @@ class NetmasterOptions(usage.Options):
                                       "signature-based authentication instead of a password"],
         ["apic-cert-name", None, None, "ACI: name of that certificate on the APIC user "
                                        "(uni/userext/user-U/usercert-NAME)"],
+        ["kubeconfig", None, None, "--mode kubernetes: the kubeconfig of the API server to "
+                                   "watch (default: the pod's service account when run "
+                                   "in-cluster, KUBERNETES_SERVICE_HOST)"],
+        ["k8s-default-network", None, "default-net", "--mode kubernetes: the network of pods "
+                                                     "without an io.contiv.network label "
+                                                     "(created at start if missing)"],
+        ["k8s-default-subnet", None, "10.244.0.0/16", "--mode kubernetes: the subnet of "
+                                                      "--k8s-default-network when it is "
+                                                      "created"],
+        ["k8s-default-tenant", None, "default", "--mode kubernetes: the tenant of "
+                                                "--k8s-default-network"],
         ["apic-audit", None, 30.0, "ACI: seconds between reads of the APIC that find and "
                                    "repair changes made behind our back", float],
     ]
@@ -223,6 +234,7 @@ class NetmasterOptions(usage.Options):
                 raise usage.UsageError(f"--{name} must be a number of seconds "
                                        f"between 0.05 and 3600")
         self["aci"] = self._aci_settings()
+        self["kubernetes"] = self._k8s_settings()
 
     def _ofp_tls(self) -> None:
         """--ofp-tls-*: all three or none; files checked now, so a wrong one stops twistd
@@ -246,6 +258,33 @@ class NetmasterOptions(usage.Options):
                 self["ofp-tls-ca"])
         except ValueError as e:
             raise usage.UsageError(f"{e}") from None
+
+    def _k8s_settings(self) -> Optional[dict]:
+        """The Kubernetes watcher's settings with ``--mode kubernetes``, else None."""
+        if self["mode"] != "kubernetes":
+            if self["kubeconfig"]:
+                raise usage.UsageError("--kubeconfig needs --mode kubernetes")
+            return None
+        if self["kubeconfig"]:
+            if not os.access(self["kubeconfig"], os.R_OK):
+                raise usage.UsageError(f"--kubeconfig: cannot read {self['kubeconfig']}")
+        elif not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise usage.UsageError("--mode kubernetes needs --kubeconfig FILE (the API server "
+                                   "to watch), or to run in a pod (KUBERNETES_SERVICE_HOST)")
+        try:
+            net = ipaddress.ip_network(self["k8s-default-subnet"], strict=False)
+        except ValueError:
+            net = None
+        if net is None or net.version != 4 or net.prefixlen > 30:
+            raise usage.UsageError(f"--k8s-default-subnet: {self['k8s-default-subnet']!r} is "
+                                   f"not an IPv4 subnet of at least 4 addresses "
+                                   f"(e.g. 10.244.0.0/16)")
+        for name in ("k8s-default-network", "k8s-default-tenant"):
+            if not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?", self[name]):
+                raise usage.UsageError(f"--{name}: {self[name]!r} is not a valid name "
+                                       f"(letters, digits, '.', '_', '-')")
+        return {"kubeconfig": self["kubeconfig"], "default_network": self["k8s-default-network"],
+                "default_subnet": str(net), "default_tenant": self["k8s-default-tenant"]}
 
     def _aci_settings(self) -> Optional[dict]:
         """The ACI reconciler's settings, or None without ``--apic-url``.

@@ -67,8 +67,12 @@ class NetmasterService(MultiService):
     def __init__(self, config: MasterConfig, listen: str, redis_url: Optional[str],
                  state_dir: str, ofp_listen: Optional[str] = None, refresh: float = 10.0,
                  redis_timeout: float = 5.0, redis_backoff: float = 0.5,
-                 security: Optional[Dict[str, Any]] = None, aci: Optional[dict] = None):
+                 security: Optional[Dict[str, Any]] = None, aci: Optional[dict] = None,
+                 kubernetes: Optional[dict] = None):
         super().__init__()
+        #: the Kubernetes watcher's settings (``--mode kubernetes``), None otherwise
+        self.kubernetes = kubernetes
+        self.k8s_watcher = None
         #: ACI reconciler settings (``--apic-url`` ...), None when not mirroring to an APIC
         self.aci = aci
         self.aci_reconciler = None
@@ -164,6 +168,7 @@ class NetmasterService(MultiService):
             if self.metrics_listen:  # before any switch can connect: every connection counted
                 self._metrics().watch_controller(self.controller)
         self._start_aci()
+        self._start_kubernetes()
         sec = self.security
         if sec.get("auth"):
             self.auth = Auth(self.store, token_ttl=float(sec.get("token_ttl") or
@@ -218,6 +223,21 @@ class NetmasterService(MultiService):
             self.aci_reconciler.setServiceParent(self)
         elif self.config.infra == "aci":
             log.warn("--infra aci without --apic-url: intent is not mirrored into an APIC")
+
+    def _start_kubernetes(self) -> None:
+        """``--mode kubernetes``: the watcher (drivers/kubernetes) is a child service, so
+        it stops before the store closes.  A kubeconfig that cannot be used fails the
+        start; an API server that does not answer yet does not (it is retried)."""
+        if self.kubernetes is None:
+            return
+        from drivers.kubernetes import make_watcher
+        from drivers.kubernetes.config import KubeConfigError
+
+        try:
+            self.k8s_watcher = make_watcher(self.master, self.store, self.kubernetes)
+        except KubeConfigError as e:
+            raise RuntimeError(str(e)) from None
+        self.k8s_watcher.setServiceParent(self)
 
     def _metrics(self) -> Any:
         if self.metrics is None:
@@ -354,6 +374,6 @@ def make_service(options) -> NetmasterService:
                                 "login_max_failures": options.get("login-max-failures"),
                                 "login_lockout": options.get("login-lockout"),
                             },
-                            aci=options.get("aci"))
+                            aci=options.get("aci"), kubernetes=options.get("kubernetes"))
     made.metrics_listen = options.get("metrics-endpoint")
     return made

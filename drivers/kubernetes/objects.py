@@ -1,0 +1,142 @@
+"""What the netmaster reads of Kubernetes objects, and what it writes to Redis.
+
+Every object from the API server is parsed by :func:`contiv_sdn.model.shapes.loads`
+(strict JSON: no NaN/Infinity, bounded depth, integers exact) and its typed parts are
+decoded through the :class:`~contiv_sdn.model.shapes.Struct` shapes below, so a wrong
+type is refused with Go's text before anything reaches Redis.
+
+The Redis data model (shared with the NetworkPolicy compiler, ``drivers.kubernetes.netpol``):
+
+* store kind ``k8sNamespace``: key = the namespace's name; record
+  ``{"name": str, "labels": {str: str}}``;
+* store kind ``k8sNetworkPolicy``: key = ``<namespace>/<name>``; record
+  ``{"namespace", "name", "uid", "spec"}`` where ``spec`` is the policy's spec object
+  exactly as the API gives it;
+* endpoint records (kind ``endpoint``) of pods carry ``k8sNamespace``, ``k8sPod``
+  (stamped by the CNI path at create), ``labels`` (the pod's labels, plus the CNI
+  plugin's own ``cni.contiv.io/*`` bookkeeping keys) and ``namedPorts`` (port name →
+  ``{"port": int, "protocol": "TCP"|"UDP"|"SCTP"}``, from the pod's containers).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from contiv_sdn.model.errors import DecodeError
+from contiv_sdn.model.shapes import BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, Struct
+
+NS_KIND = "k8sNamespace"
+NETPOL_KIND = "k8sNetworkPolicy"
+#: Labels of an endpoint record that are the CNI plugin's, not the pod's: kept when the
+#: pod's labels are written (``cni.contiv.io/network`` names the configuration for GC).
+CNI_LABEL_PREFIX = "cni.contiv.io/"
+#: Labels the CNI plugin sets so that the netmaster can stamp ``k8sNamespace``/``k8sPod``
+#: into the endpoint record it creates (CNI_ARGS ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``).
+L_K8S_NAMESPACE = "cni.contiv.io/k8s-namespace"
+L_K8S_POD = "cni.contiv.io/k8s-pod"
+
+OBJECT_META = Struct("ObjectMeta", [
+    ("name", STR), ("namespace", STR), ("uid", STR), ("resourceVersion", STR),
+    ("labels", STR_MAP), ("deletionTimestamp", STR),
+])
+CONTAINER_PORT = Struct("ContainerPort", [
+    ("name", STR), ("containerPort", INT), ("protocol", STR),
+])
+CONTAINER = Struct("Container", [
+    ("name", STR), ("image", STR), ("command", STR_LIST), ("args", STR_LIST),
+    ("ports", ListOf(CONTAINER_PORT)),
+])
+POD = Struct("Pod", [
+    ("metadata", OBJECT_META),
+    ("spec", Struct("PodSpec", [("nodeName", STR), ("hostNetwork", BOOL),
+                                ("containers", ListOf(CONTAINER))])),
+    ("status", Struct("PodStatus", [("phase", STR), ("podIP", STR)])),
+])
+NAMESPACE = Struct("Namespace", [("metadata", OBJECT_META)])
+#: The spec is kept as the API gives it (free-form JSON, integers exact), see :func:`decode`.
+NETWORK_POLICY = Struct("NetworkPolicy", [("metadata", OBJECT_META)])
+LIST_META = Struct("ListMeta", [("resourceVersion", STR), ("continue", STR)])
+WATCH_EVENT = Struct("WatchEvent", [("type", STR)])
+#: ``metav1.Status``, as an error answer or the object of a watch ``ERROR`` event.
+STATUS = Struct("Status", [("code", INT), ("reason", STR), ("message", STR)])
+
+SHAPES = {"Pod": POD, "Namespace": NAMESPACE, "NetworkPolicy": NETWORK_POLICY}
+
+
+def decode(kind: str, value: Any) -> Dict[str, Any]:
+    """One object of ``kind`` (plain JSON from :func:`~contiv_sdn.model.shapes.loads`)
+    decoded through its shape; a NetworkPolicy keeps its ``spec`` as given.
+
+    Raises :class:`DecodeError` (Go's text) for a wrong type."""
+    if not isinstance(value, dict):
+        raise DecodeError(f"json: cannot unmarshal {type(value).__name__} into Go value of "
+                          f"type {kind}")
+    obj = SHAPES[kind].coerce(value)
+    if kind == "NetworkPolicy":
+        spec = value.get("spec")
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise DecodeError("json: cannot unmarshal non-object into Go struct field "
+                              "NetworkPolicy.spec of type v1.NetworkPolicySpec")
+        obj["spec"] = spec
+    return obj
+
+
+def object_key(kind: str, obj: Dict[str, Any]) -> str:
+    """The cache key of an object: ``name`` (Namespace) or ``namespace/name``."""
+    meta = obj["metadata"]
+    if kind == "Namespace":
+        return meta["name"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def namespace_record(obj: Dict[str, Any]) -> Dict[str, Any]:
+    meta = obj["metadata"]
+    return {"name": meta["name"], "labels": dict(meta["labels"])}
+
+
+def netpol_record(obj: Dict[str, Any]) -> Dict[str, Any]:
+    meta = obj["metadata"]
+    return {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"],
+            "spec": obj["spec"]}
+
+
+def named_ports(pod: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Port name → {port, protocol} over the pod's containers (the first wins, as the
+    API server refuses duplicate names within a pod anyway)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for c in pod["spec"]["containers"]:
+        for p in c["ports"]:
+            if p["name"] and p["name"] not in out and p["containerPort"]:
+                out[p["name"]] = {"port": p["containerPort"],
+                                  "protocol": (p["protocol"] or "TCP").upper()}
+    return out
+
+
+def endpoint_update(ep: Dict[str, Any], pod: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The endpoint record with the pod's labels and named ports, or None if it already
+    has them (nothing to write)."""
+    labels = {k: v for k, v in (ep.get("labels") or {}).items()
+              if k.startswith(CNI_LABEL_PREFIX)}
+    labels.update({k: v for k, v in pod["metadata"]["labels"].items()
+                   if not k.startswith(CNI_LABEL_PREFIX)})
+    ports = named_ports(pod)
+    if (ep.get("labels") or {}) == labels and (ep.get("namedPorts") or {}) == ports:
+        return None
+    updated = dict(ep)
+    updated["labels"] = labels
+    updated["namedPorts"] = ports
+    return updated
+
+
+def pod_of_endpoint(ep: Dict[str, Any]) -> Optional[str]:
+    """``namespace/name`` of the pod an endpoint record belongs to, or None.
+
+    ``k8sNamespace``/``k8sPod`` are stamped at create; the CNI plugin's labels are the
+    fallback for a record created by a netmaster that did not stamp them yet."""
+    ns = ep.get("k8sNamespace") or (ep.get("labels") or {}).get(L_K8S_NAMESPACE)
+    name = ep.get("k8sPod") or (ep.get("labels") or {}).get(L_K8S_POD)
+    if not ns or not name:
+        return None
+    return f"{ns}/{name}"
