@@ -79,7 +79,9 @@ def make_pki(directory: str) -> dict:
     return {"ca": ca.cert_path, "server": server, "switch": switch, "stranger": stranger}
 
 
-class OpenFlowTLSTests(TestCase):
+class TLSControllerCase(TestCase):
+    """A controller on a real Redis whose switch listener is TLS (no tests of its own)."""
+
     timeout = 60
 
     async def _setUp(self) -> None:
@@ -145,6 +147,9 @@ class OpenFlowTLSTests(TestCase):
         self.assertIn(why, lines[0])
         self.assertNotIn("Traceback", "\n".join(formatEvent(e) or "" for e in self.events))
 
+
+
+class OpenFlowTLSTests(TLSControllerCase):
     async def test_certified_switch_gets_flows(self):
         sw = self.pki["switch"]
         h = self.switch(_client_options(self.pki["ca"], sw.cert, sw.key))
@@ -240,3 +245,94 @@ class PkiTests(TestCase):
         renamed = CertificateAuthority(d).ensure().issue("sw", "h2", client=True)
         with open(renamed.cert, "rb") as f:
             self.assertNotEqual(f.read(), first)
+
+
+class AgentOptionsTests(TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="sec-ofp-agt-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.pki = make_pki(self.dir)
+
+    def parse(self, *args: str) -> Any:
+        from contiv_sdn.agent.options import Options
+        o = Options()
+        o.parseOptions(["--host", HOST, "--vtep-ip", "192.168.79.1",
+                        "--state-dir", self.dir, *args])
+        return o
+
+    def tls_args(self) -> list:
+        sw = self.pki["switch"]
+        return ["--ofp-tls-cert", sw.cert, "--ofp-tls-key", sw.key, "--ofp-tls-ca", self.pki["ca"]]
+
+    def test_tls_turns_tcp_controllers_into_ssl(self):
+        o = self.parse("--controller", "tcp:10.0.0.1:6653", "--controller", "ssl:10.0.0.2:6653",
+                       *self.tls_args())
+        self.assertEqual(o["controllers"], ["ssl:10.0.0.1:6653", "ssl:10.0.0.2:6653"])
+        self.assertEqual(o["ofp-tls"]["ofp-tls-ca"], self.pki["ca"])
+
+    def test_without_tls_nothing_changes(self):
+        o = self.parse("--controller", "tcp:10.0.0.1:6653")
+        self.assertEqual(o["controllers"], ["tcp:10.0.0.1:6653"])
+        self.assertIsNone(o["ofp-tls"])
+
+    def test_an_ssl_controller_without_a_certificate_is_refused(self):
+        with self.assertRaises(usage.UsageError) as e:
+            self.parse("--controller", "ssl:10.0.0.1:6653")
+        self.assertIn("--ofp-tls-cert", str(e.exception))
+
+    def test_a_missing_one_is_named(self):
+        with self.assertRaises(usage.UsageError) as e:
+            self.parse(*self.tls_args()[:4])
+        self.assertIn("missing --ofp-tls-ca", str(e.exception))
+
+
+class RealSwitchTLSTests(TLSControllerCase):
+    """A real OVS set up by the agent's own OVSDB code: SSL record + ``ssl:`` target."""
+
+    timeout = 120
+
+    async def _setUp(self) -> None:
+        require_root()
+        require_binary("ovs-vswitchd", "ovsdb-server")
+        await super()._setUp()
+        from contiv_sdn.lab.ovs import OvsInstance
+        self.ovs = OvsInstance(os.path.join(self.dir, "ovs"))
+        await threads.deferToThread(self.ovs.start)
+        self.addCleanup(lambda: threads.deferToThread(self.ovs.stop, remove=True))
+        from contiv_sdn.agent.ovsdb import Ovsdb
+        self.ovsdb = Ovsdb(f"unix:{self.ovs.db_sock}")
+        self.addCleanup(self.ovsdb.close)
+        await self.ovsdb.connect()
+
+    def spec(self, cert: Any, controllers: tuple) -> Any:
+        from contiv_sdn.agent.ovsdb import BridgeSpec, SslSpec
+        return BridgeSpec("br-int", "netdev", host_dpid(HOST), controllers,
+                          ssl=SslSpec(cert.key, cert.cert, self.pki["ca"]) if cert else None)
+
+    async def test_certified_switch_gets_flows(self):
+        sw = self.pki["switch"]
+        target = f"ssl:127.0.0.1:{self.port}"
+        result = await self.ovsdb.ensure_bridge(self.spec(sw, (target,)))
+        self.assertTrue(result["created"])
+        await wait_for(lambda: [s.dpid for s in self.ctl.registry.switches()] == [host_dpid(HOST)],
+                       timeout=30, what="the real switch registered over TLS")
+        ctrl = await threads.deferToThread(self.ovs.vsctl, "get-controller", "br-int")
+        self.assertEqual(ctrl.strip(), target)
+        self.assertEqual(await self.ovsdb.get_ssl(), {
+            "private_key": sw.key, "certificate": sw.cert, "ca_cert": self.pki["ca"]})
+        # restart safety: the same spec again changes nothing (no flush, no reconnect)
+        again = await self.ovsdb.ensure_bridge(self.spec(sw, (target,)))
+        self.assertEqual(again, {"created": False, "changed": []})
+        self.assertEqual(self.ctl.refusals.refused, 0)
+
+    async def test_switch_with_a_foreign_ca_certificate_is_refused(self):
+        st = self.pki["stranger"]
+        await self.ovsdb.ensure_bridge(self.spec(st, (f"ssl:127.0.0.1:{self.port}",)))
+        await wait_for(lambda: self.ctl.refusals.refused >= 1, timeout=30, what="refusal")
+        self.assertEqual(list(self.ctl.registry.switches()), [])
+        self.assertEqual(len(self.refusal_lines()), 1)
+
+    async def test_plain_tcp_to_the_tls_port_is_refused(self):
+        await self.ovsdb.ensure_bridge(self.spec(None, (f"tcp:127.0.0.1:{self.port}",)))
+        await wait_for(lambda: self.ctl.refusals.refused >= 1, timeout=30, what="refusal")
+        self.assertEqual(list(self.ctl.registry.switches()), [])

@@ -9,6 +9,7 @@ existing bridge is kept with its flows; only settings that differ are written.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
 from twisted.application.service import Service
@@ -92,16 +93,16 @@ class BridgeService(Service):
         await self.ovsdb.connect()
         result = await setup_bridge(self.ovsdb, self.spec, self.uplink)
         self.is_ready = True
-        log.info("bridge {bridge} ready ({how}; datapath {dp}, controllers {ctrl})",
+        log.info("bridge {bridge} ready ({how}; datapath {dp}, controllers {ctrl}{tls})",
                  bridge=self.spec.name, how="created" if result["created"] else "kept",
-                 dp=self.spec.datapath_type, ctrl=",".join(self.spec.controllers))
+                 dp=self.spec.datapath_type, ctrl=",".join(self.spec.controllers),
+                 tls=f"; switch certificate {self.spec.ssl.certificate}" if self.spec.ssl else "")
         if not self.ready.called:
             self.ready.callback(result)
 
     def set_controllers(self, targets: Sequence[str]) -> defer.Deferred:
         """Change the controller list (never empty, one transaction, flows kept)."""
-        self.spec = BridgeSpec(self.spec.name, self.spec.datapath_type, self.spec.dpid,
-                               tuple(targets), self.spec.protocols, self.spec.fail_mode)
+        self.spec = dataclasses.replace(self.spec, controllers=tuple(targets))
         return self.ovsdb.set_controllers(self.spec.name, targets)
 
     def stopService(self) -> defer.Deferred:

@@ -66,6 +66,12 @@ class Options(usage.Options):
         ["redis", None, DEFAULT_REDIS, "Redis URL the Docker driver reads Contiv's state from "
                                        "(redis://host:port[/db] or unix:///path); netplugin "
                                        "never writes it: a read-only user or replica will do"],
+        ["ofp-tls-cert", None, None, "PEM certificate of this host's switch (signed by the CA "
+                                     "netmaster's --ofp-tls-ca names): set as OVS's SSL "
+                                     "record; tcp: controllers become ssl:"],
+        ["ofp-tls-key", None, None, "PEM private key of --ofp-tls-cert"],
+        ["ofp-tls-ca", None, None, "PEM CA certificate that netmaster's OpenFlow certificate "
+                                   "must chain to"],
         ["ovs-db", None, None, "OVSDB socket (default: unix:$OVS_RUNDIR/db.sock or "
                                "unix:/var/run/openvswitch/db.sock)"],
         ["datapath-type", None, "system", "br-int datapath: system (kernel) or netdev "
@@ -146,6 +152,37 @@ class Options(usage.Options):
             raise usage.UsageError("--bridge: at most 15 characters (it is also an interface)")
         self._dns_options()
         self._netmaster_login()
+        self._ofp_tls()
+
+    def _ofp_tls(self) -> None:
+        """--ofp-tls-*: all three or none; with them every controller is ``ssl:`` (a
+        ``tcp:`` one is turned into ``ssl:`` at the same address), without them an
+        ``ssl:`` controller is refused (OVS would have no certificate to offer)."""
+        names = ("ofp-tls-cert", "ofp-tls-key", "ofp-tls-ca")
+        given = [n for n in names if self[n]]
+        self["ofp-tls"] = None
+        if not given:
+            if any(c.startswith("ssl:") for c in self["controllers"]):
+                raise usage.UsageError("an ssl: --controller needs --ofp-tls-cert, "
+                                       "--ofp-tls-key and --ofp-tls-ca (the switch's "
+                                       "certificate and the CA of netmaster's)")
+            return
+        if len(given) != len(names):
+            missing = ", ".join(f"--{n}" for n in names if not self[n])
+            raise usage.UsageError(f"OpenFlow TLS needs --ofp-tls-cert, --ofp-tls-key and "
+                                   f"--ofp-tls-ca together; missing {missing}")
+        for n in names:
+            if not os.access(self[n], os.R_OK):
+                raise usage.UsageError(f"--{n}: cannot read {self[n]}")
+        # OVS opens them itself, maybe from another working directory
+        self["ofp-tls"] = {n: os.path.abspath(self[n]) for n in names}
+        targets: List[str] = []
+        for c in self["controllers"]:
+            kind, _, rest = c.partition(":")
+            t = f"ssl:{rest}" if kind == "tcp" else c
+            if t not in targets:
+                targets.append(t)
+        self["controllers"] = targets
 
     def _netmaster_login(self) -> None:
         """--netmaster-*: the files are read and the credential tried now, so a wrong

@@ -69,7 +69,8 @@ Transaction = ovs.db.idl.Transaction
 
 #: The tables (and only those) the agent replicates.
 TABLES = {
-    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "ovs_version"],
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "ovs_version", "ssl"],
+    "SSL": ["private_key", "certificate", "ca_cert", "bootstrap_ca_cert"],
     "Bridge": ["name", "ports", "controller", "datapath_type", "fail_mode", "protocols",
                "other_config", "external_ids", "datapath_id"],
     "Controller": ["target", "is_connected"],
@@ -84,6 +85,17 @@ class OvsdbError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SslSpec:
+    """The switch's own TLS identity for ``ssl:`` controllers (OVS's ``Open_vSwitch.ssl``):
+    its private key, its certificate, and the CA the controller's certificate must chain to.
+    Paths as ovs-vswitchd opens them."""
+
+    private_key: str
+    certificate: str
+    ca_cert: str
+
+
+@dataclass(frozen=True)
 class BridgeSpec:
     """What br-int must look like."""
 
@@ -93,6 +105,8 @@ class BridgeSpec:
     controllers: Sequence[str]
     protocols: Sequence[str] = ("OpenFlow13",)
     fail_mode: str = "secure"
+    #: with ``ssl:`` controllers: the SSL record written in the bridge's transaction
+    ssl: Optional[SslSpec] = None
 
 
 @dataclass
@@ -165,6 +179,11 @@ class Ovsdb:
     def set_controllers(self, bridge: str, targets: Sequence[str]) -> defer.Deferred:
         """Replace the controller list in one transaction; refuses an empty list."""
         return self._call(self._set_controllers, bridge, list(targets))
+
+    def get_ssl(self) -> defer.Deferred:
+        """Fires with the switch's SSL settings (``private_key``, ``certificate``,
+        ``ca_cert``), or None when it has none."""
+        return self._call(self._get_ssl)
 
     def get_bridge(self, bridge: str) -> defer.Deferred:
         """Fires with a dict of the bridge's settings, or None when it does not exist."""
@@ -376,6 +395,8 @@ class Ovsdb:
 
         def build(txn: Transaction) -> Dict[str, Any]:
             tables = self._idl.tables
+            # the switch's certificate lands with (or before) the ssl: targets that need it
+            ssl_changed = spec.ssl is not None and self._ensure_ssl(txn, spec.ssl)
             br = self._bridge_row(spec.name)
             if br is None:
                 ctrls = []
@@ -399,7 +420,7 @@ class Ovsdb:
                 br.other_config = {"datapath-id": dpid}
                 self._root().addvalue("bridges", br.uuid)
                 return {"created": True, "changed": []}
-            changed = []
+            changed = ["ssl"] if ssl_changed else []
             if br.datapath_type != spec.datapath_type:
                 br.datapath_type = spec.datapath_type
                 changed.append("datapath_type")
@@ -425,6 +446,41 @@ class Ovsdb:
             log.info("bridge {bridge} existed; corrected {changed}", bridge=spec.name,
                      changed=", ".join(result["changed"]))
         return result
+
+    def _ensure_ssl(self, txn: Transaction, ssl: SslSpec) -> bool:
+        """Point ``Open_vSwitch.ssl`` at these files; True if anything was written.
+
+        The row is the switch's (one per OVS, like ``ovs-vsctl set-ssl``): an existing
+        one is corrected in place, so other tools' view of it stays one row."""
+        root = self._root()
+        want = {"private_key": ssl.private_key, "certificate": ssl.certificate,
+                "ca_cert": ssl.ca_cert}
+        rows = list(root.ssl)
+        row = rows[0] if rows else None
+        if row is None:
+            row = txn.insert(self._idl.tables["SSL"])
+            for column, value in want.items():
+                setattr(row, column, value)
+            row.bootstrap_ca_cert = False
+            root.ssl = [row]
+            return True
+        changed = False
+        for column, value in want.items():
+            if getattr(row, column) != value:
+                setattr(row, column, value)
+                changed = True
+        if row.bootstrap_ca_cert:  # we hold the CA: never trust whatever the peer sends
+            row.bootstrap_ca_cert = False
+            changed = True
+        return changed
+
+    def _get_ssl(self) -> Optional[Dict[str, str]]:
+        self._sync()
+        rows = list(self._root().ssl)
+        if not rows:
+            return None
+        return {"private_key": rows[0].private_key, "certificate": rows[0].certificate,
+                "ca_cert": rows[0].ca_cert}
 
     def _replace_controllers(self, txn: Transaction, br: Any, targets: Sequence[str]) -> bool:
         current = {c.target: c for c in br.controller}

@@ -22,7 +22,7 @@ from contiv_sdn.agent.api import AgentAPI, unix_server
 from contiv_sdn.agent.bridge import VXLAN_PORT, BridgeService
 from contiv_sdn.agent.endpoints import EndpointManager
 from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterSession
-from contiv_sdn.agent.ovsdb import BridgeSpec, Ovsdb
+from contiv_sdn.agent.ovsdb import BridgeSpec, Ovsdb, SslSpec
 from contiv_sdn.agent.plumbing import Plumber
 from contiv_sdn.agent.registration import HostRegistration, host_dpid, host_record
 
@@ -97,8 +97,11 @@ class NetpluginService(MultiService):
         self.dpid = host_dpid(self.host)
 
         self.ovsdb = Ovsdb(options["ovs-db"], reactor=reactor)
+        tls = options.get("ofp-tls")  # the switch's own certificate for ssl: controllers
         self.spec = BridgeSpec(name=self.bridge_name, datapath_type=options["datapath-type"],
-                               dpid=self.dpid, controllers=tuple(options["controllers"]))
+                               dpid=self.dpid, controllers=tuple(options["controllers"]),
+                               ssl=SslSpec(tls["ofp-tls-key"], tls["ofp-tls-cert"],
+                                           tls["ofp-tls-ca"]) if tls else None)
         self.bridge = BridgeService(self.ovsdb, self.spec, self.uplink, reactor=reactor)
         self.bridge.setServiceParent(self)
 
