@@ -1,6 +1,7 @@
 """The incremental compiler gives exactly the full compile's flows, per switch, after any changes.
 
-Plain data, no switch: random sequences of changes of every kind (global modes,
+Plain data, no switch: random sequences of changes of every kind (global modes, ACI
+mode included (no group policy flows, groups with their own uplink VLANs),
 tenants, networks, groups, hosts, endpoints, ports up and down, switches coming
 and going, policy rules of every shape, groups' policy lists, records that are
 wrong in every way the compiler isolates) are applied
@@ -34,6 +35,8 @@ POLICIES = ("t1:p0", "t1:p1", "t2:p0")
 RULE_IPS = ("", "", "10.1.1.1", "10.1.1.2-9", "10.1.0.0/16", "10.1.1.9-3", "bad", "10.1.1.1-5/24")
 PROTOS = ("", "tcp", "udp", "icmp", "igmp", "47", "300", "tcp")
 GROUP_POLICIES = ((), ("t1:p0",), ("t1:p0", "t1:p1"), ("t1:p1",), ("t2:p0", "t1:p0"), 5, (["x"],))
+#: a group's own VLAN (ACI mode): none, two of its own, one shared, one a network's tag, bad ones
+GROUP_VLANS = (0, 300, 301, 300, 101, 0, 4095, "x")
 
 
 class Model:
@@ -63,7 +66,7 @@ class Model:
     def apply(self, op: tuple) -> None:
         kind, a, b, c, d = op
         if kind == 0:  # global modes
-            self.cfg = GlobalCfg(("bridge", "routing")[a % 2], ("proxy", "flood")[b % 2])
+            self.cfg = GlobalCfg(("bridge", "routing")[a % 2], ("proxy", "flood")[b % 2], c % 3 == 0)
         elif kind == 1:  # tenant put / delete
             t = TENANTS[a % 2]
             if b % 4 == 0:
@@ -87,7 +90,8 @@ class Model:
                 self.groups.pop(key, None)
             else:
                 self.groups[key] = Group(key, "t1", NETS[c % 2], (5, 6, 7, 0)[d % 4],
-                                         GROUP_POLICIES[(b + c) % len(GROUP_POLICIES)])
+                                         GROUP_POLICIES[(b + c) % len(GROUP_POLICIES)],
+                                         GROUP_VLANS[(a + d) % len(GROUP_VLANS)])
         elif kind == 4:  # host put / delete / refresh / bad
             name = HOSTS[a % len(HOSTS)]
             old = self.hosts.get(name)
@@ -177,9 +181,14 @@ class Model:
             g = self.groups.get(key)
             if g is not None:
                 self.groups[key] = dataclasses.replace(g, policies=GROUP_POLICIES[b % len(GROUP_POLICIES)])
+        elif kind == 11:  # a group's own VLAN (ACI mode) comes, goes or changes
+            key = f"t1:g{a % 3}"
+            g = self.groups.get(key)
+            if g is not None:
+                self.groups[key] = dataclasses.replace(g, vlan=GROUP_VLANS[b % len(GROUP_VLANS)])
 
 
-OPS = st.tuples(st.integers(0, 10), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+OPS = st.tuples(st.integers(0, 11), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
                 st.integers(0, 99))
 
 

@@ -58,12 +58,13 @@ class _Uint64(Type):
 UINT64: Type = _Uint64()
 
 # The fields build_snapshot reads, per kind (everything else in a record is ignored).
-GLOBAL_SHAPE = Struct("GlobalConfig", [("fwdMode", STR), ("arpMode", STR)])
+GLOBAL_SHAPE = Struct("GlobalConfig", [("fwdMode", STR), ("arpMode", STR), ("networkInfraType", STR)])
 TENANT_SHAPE = Struct("TenantState", [("vrfId", INT)])
 NETWORK_CFG_SHAPE = Struct("NetworkConfig", [("encap", STR), ("subnet", STR), ("gateway", STR)])
 NETWORK_SHAPE = Struct("NetworkState", [("netId", INT), ("encap", STR), ("vni", INT), ("vlan", INT),
                                         ("subnet", STR), ("gateway", STR)])
-GROUP_SHAPE = Struct("EndpointGroupState", [("network", STR), ("epgId", INT)])
+#: ``vlan``: the group's own VLAN (ACI mode; 0 or absent: the network's)
+GROUP_SHAPE = Struct("EndpointGroupState", [("network", STR), ("epgId", INT), ("vlan", INT)])
 HOST_SHAPE = Struct("HostState", [("vtepIP", STR), ("dpid", UINT64), ("tunnelPort", STR),
                                   ("uplinkPort", STR)])
 GROUP_CFG_SHAPE = Struct("EndpointGroup", [("policies", STR_LIST)])
@@ -242,7 +243,8 @@ def build_checked(revision: int, data: StoreData,
         except _Refused as err:  # defaults meanwhile; the controller holds every switch
             refuse("obj:global", "global", record, str(err))
     global_cfg = GlobalCfg(fwd_mode=g.get("fwdMode") or "bridge",
-                           arp_mode=g.get("arpMode") or "proxy")
+                           arp_mode=g.get("arpMode") or "proxy",
+                           aci=g.get("networkInfraType") == "aci")
 
     tenants: Dict[str, Tenant] = {}
     for name, st in each("tenant", TENANT_SHAPE):
@@ -280,7 +282,8 @@ def build_checked(revision: int, data: StoreData,
             tenant = key.split(":", 1)[0]
             cfg = group_cfgs.get(key) or {}
             policies = tuple(sorted({f"{tenant}:{p}" for p in cfg.get("policies") or ()}))
-            groups[key] = Group(key=key, tenant=tenant, network=net, epg_id=st["epgId"], policies=policies)
+            groups[key] = Group(key=key, tenant=tenant, network=net, epg_id=st["epgId"], policies=policies,
+                                vlan=st.get("vlan") or 0)
 
     rules: Dict[str, Rule] = {}
     for key, r in each("obj:rule", RULE_SHAPE):

@@ -22,6 +22,12 @@ Decisions worth knowing (see ``tables.py`` for the table layout and registers):
   path (local ports of the network + one copy per remote VTEP / the uplink).
 * Broadcast and multicast frames other than ARP requests are replicated within
   the network in both forwarding modes; unknown unicast is dropped.
+* ACI mode (``GlobalCfg.aci``), as Contiv: the fabric enforces group policy, so no
+  group rule flows are compiled (the conntrack stage stays and allows); a group
+  with its own VLAN (``Group.vlan``, one per group from the VLAN pool) sends on the
+  uplink with that VLAN (OUTPUT matches the source group), and every group VLAN of
+  a network is accepted from the uplink as that network.  Two groups on one host
+  are switched locally (see docs/design.md, "ACI mode").
 * Only IPv4 and ARP leave a container port; anything else is dropped by SOURCE.
 * Invalid records (unknown network/tenant, bad IP or MAC) and flows whose
   identity collides (two endpoints with one MAC in a network …) do not stop
@@ -180,6 +186,26 @@ def resolve_ep(eid: str, e: Any, nets: Mapping[str, _Net]) -> Tuple[Optional[_Ep
     return ep, ""
 
 
+def group_vlan(g: Any) -> Optional[Tuple[str, int, int]]:
+    """``(network key, group id, VLAN)`` of a group with its own uplink VLAN (ACI mode),
+    or None (no own VLAN, or a record with unusable values: the group then simply
+    has none).  Never raises: the full compile and the incremental engine must agree
+    on every record, hostile ones included."""
+    try:
+        net, epg, vlan = g.network, g.epg_id, g.vlan
+        if (type(net) is str and type(epg) is int and type(vlan) is int
+                and 1 <= epg <= 0xFFFF and 1 <= vlan <= 4094):
+            return net, epg, vlan
+    except Exception:
+        pass
+    return None
+
+
+def net_vlans_of(vlans: Iterable[Tuple[int, int]]) -> Tuple[Tuple[int, int], ...]:
+    """A network's ``(group id, VLAN)`` pairs in the one order both engines use."""
+    return tuple(sorted(set(vlans)))
+
+
 def resolve_vtep(host: Host) -> Tuple[Optional[str], str]:
     """A host's VTEP address, or ``(None, issue)``; raises for values nobody expected."""
     try:
@@ -215,15 +241,24 @@ class _Index:
                 self._add_ep(eid)
             except Exception as err:
                 self.failed.append(Failure("endpoint", eid, _why(err)))
-        #: group key -> its resolved policy (groups with an unusable record are missing)
+        #: network key -> (group id, VLAN) of its groups with their own VLAN (ACI mode)
+        by_net: Dict[str, List[Tuple[int, int]]] = {}
+        for gkey in snap.groups:
+            gv = group_vlan(snap.groups[gkey])
+            if gv is not None:
+                by_net.setdefault(gv[0], []).append(gv[1:])
+        self.net_vlans: Dict[str, Tuple[Tuple[int, int], ...]] = {
+            n: net_vlans_of(v) for n, v in by_net.items()}
+        #: group key -> its resolved policy (groups with an unusable record are missing);
+        #: none in ACI mode, where the fabric enforces policy
         self.group_args: Dict[str, PL.GroupArgs] = {}
         rules_by_policy: Dict[Any, set] = {}
-        for rkey in sorted(snap.rules):
+        for rkey in (() if snap.global_cfg.aci else sorted(snap.rules)):
             try:
                 rules_by_policy.setdefault(snap.rules[rkey].policy, set()).add(rkey)
             except TypeError:  # an unhashable policy name: no group can name it
                 pass
-        for gkey in sorted(snap.groups):
+        for gkey in (() if snap.global_cfg.aci else sorted(snap.groups)):
             try:
                 g = snap.groups[gkey]
                 args, issues = PL.group_args(gkey, g, PL.rules_of(g, rules_by_policy, snap.rules),
@@ -347,15 +382,17 @@ def base_flows(proxy_arp: bool, tun: Optional[int], upl: Optional[int]) -> List[
 
 def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: Optional[int],
              ports: Mapping[str, int], local_eps: Iterable[_Ep], remote_vteps: Any,
-             has_remote: Any) -> Tuple:
+             has_remote: Any, group_vlans: Tuple[Tuple[int, int], ...] = ()) -> Tuple:
     """The arguments of :func:`net_flows` for one host, normalised so that inputs the
     flows do not read are left out.  ``remote_vteps``/``has_remote`` are callables
-    (only evaluated when the encapsulation needs them)."""
+    (only evaluated when the encapsulation needs them); ``group_vlans`` the network's
+    ``(group id, VLAN)`` pairs of groups with their own VLAN (:func:`net_vlans_of`)."""
     tun = tun if net.encap == "vxlan" else None
     upl = upl if net.encap == "vlan" else None
     gw_arp = net.encap == "vxlan" and dns_port_name(net.vrf) in ports
+    group_vlans = tuple(group_vlans) if upl is not None else ()
     if not present:
-        return (net, False, routing, tun, upl, (), None, False)
+        return (net, False, routing, tun, upl, (), None, False, group_vlans)
     local_out = tuple(sorted(ports[e.port] for e in local_eps if e.port in ports))
     if tun is not None:
         remote: Any = tuple(remote_vteps())
@@ -363,19 +400,33 @@ def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: O
         remote = bool(has_remote())
     else:
         remote = None
-    return (net, True, routing, tun, upl, local_out, remote, gw_arp)
+    return (net, True, routing, tun, upl, local_out, remote, gw_arp, group_vlans)
+
+
+def _tag(vlan: int) -> List[Action]:
+    return [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | vlan)]
 
 
 def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: Optional[int],
-              local_out: Tuple[int, ...], remote: Any, gw_arp: bool = False) -> List[Flow]:
-    """A network's flows on one host (owner: the network)."""
+              local_out: Tuple[int, ...], remote: Any, gw_arp: bool = False,
+              group_vlans: Tuple[Tuple[int, int], ...] = ()) -> List[Flow]:
+    """A network's flows on one host (owner: the network).
+
+    ``group_vlans`` (ACI mode): a group with its own VLAN leaves on the uplink with
+    it, so the fabric sees which group sent (and applies its contracts); the
+    network owns these flows (not the group) because they sit beside, and above,
+    the network's own uplink and flood flows and change with them."""
     b = _Out()
     add, c = b.add, net.cookie
     b.flows += PL.net_policy_flows(net.net_id, net.vrf, net.key, c)
     if upl is not None:
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
-            [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag),
-             ("output", upl)], cookie=c, note=f"{net.key}: to uplink")
+            _tag(net.tag) + [("output", upl)], cookie=c, note=f"{net.key}: to uplink")
+        for epg, vlan in group_vlans:
+            add(T.OUTPUT, P_EXACT + 1, {T.REG_OUT: upl, T.REG_NET: net.net_id, T.REG_SRC_EPG: epg,
+                                        T.REG_FLAGS: _LOCAL},
+                _tag(vlan) + [("output", upl)], cookie=c,
+                note=f"{net.key}: group {epg} to uplink on its VLAN {vlan}")
     if not present:
         return b.flows
     ingress = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id),
@@ -386,6 +437,12 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
     elif upl is not None:
         add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | net.tag},
             [("pop_vlan",)] + ingress, T.SOURCE, cookie=c, note=f"{net.key}: from uplink")
+        # a group's VLAN means this network whichever group it names (a fabric may
+        # deliver with the sender's or the receiver's group VLAN)
+        for epg, vlan in group_vlans:
+            add(T.CLASSIFY, P_EXACT, {"in_port": upl, "vlan_vid": T.OFPVID_PRESENT | vlan},
+                [("pop_vlan",)] + ingress, T.SOURCE, cookie=c,
+                note=f"{net.key}: group {epg}'s VLAN {vlan} from uplink")
     add(T.L2, P_FLOOD, {T.REG_NET: net.net_id, "eth_dst": _MULTICAST},
         [("set_field", T.REG_OUT, T.OUT_FLOOD)], T.POLICY, cookie=c, note=f"{net.key}: broadcast")
     local_acts = [("output", p) for p in local_out]
@@ -400,6 +457,12 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
                         ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
     add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _LOCAL},
         local_acts + remote_acts, cookie=c, note=f"{net.key}: flood from a local port")
+    if upl is not None and remote:
+        for epg, vlan in group_vlans:
+            add(T.OUTPUT, P_EXACT + 1, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id,
+                                        T.REG_SRC_EPG: epg, T.REG_FLAGS: _LOCAL},
+                local_acts + _tag(vlan) + [("output", upl)], cookie=c,
+                note=f"{net.key}: flood from group {epg}, on its VLAN {vlan} to the uplink")
     add(T.OUTPUT, P_EXACT, {T.REG_OUT: T.OUT_FLOOD, T.REG_NET: net.net_id, T.REG_FLAGS: _REMOTE},
         local_acts, cookie=c, note=f"{net.key}: flood from remote, local ports only")
     # the gateway answers ARP when routing; with the DNS serving path also on a
@@ -540,7 +603,8 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                             [e for e in ix.eps_by_net.get(net.key, ()) if e.host == host.name],
                             lambda: ix.remote_vteps(net, host),
                             lambda: any(h != host.name and h in ix.vteps
-                                        for h in ix.hosts_by_net.get(net.key, ())))
+                                        for h in ix.hosts_by_net.get(net.key, ())),
+                            ix.net_vlans.get(net.key, ()))
             flows += fragment(net_flows, args, ix.checked)
         except Exception as err:
             failed.append(Failure("network", net.key, _why(err)))

@@ -11,14 +11,16 @@ Owners and their inputs (made explicit by the argument tuples of
 * the host's base ``(0,)``: the global ARP mode and the host's tunnel ofport;
 * a network on a host ``(1, net)``: the network (and its tenant's VRF), whether
   it is present on the host, the forwarding mode, the host's tunnel/uplink
-  ofports, the ofports of the host's endpoints in it, and the VTEPs of the other
-  hosts where it is present;
+  ofports, the ofports of the host's endpoints in it, the VTEPs of the other
+  hosts where it is present, and the VLANs of its groups that have their own
+  (ACI mode: a group record marks its network when its VLAN comes or goes);
 * an endpoint on a host ``(2, net, id)``: its record and network, whether it is
   local (then its port's ofport) or remote (then its host's VTEP and this host's
   tunnel/uplink ofport), whether its network is present here, and the global modes;
 * a group's policy ``(3, group)`` (see ``policy.py``): its id and the resolved
   rules of its policies (which read the groups and networks the rules name);
-  the same fragment on every host where the group has an endpoint, nowhere else.
+  the same fragment on every host where the group has an endpoint, nowhere else;
+  none in ACI mode (the fabric enforces policy).
 
 Policy changes cost what they change: a rule record marks the groups whose
 policies hold it; a group record marks itself and the groups whose rules name
@@ -60,7 +62,8 @@ from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, M
 from . import policy as PL
 from .state import DNS_PORT_PREFIX
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
-                       group_flows, host_context, net_args, net_flows, resolve_ep, resolve_net, resolve_vtep)
+                       group_flows, group_vlan, host_context, net_args, net_flows, net_vlans_of, resolve_ep,
+                       resolve_net, resolve_vtep)
 from .flow import Flow
 from .state import GlobalCfg, Host, Snapshot
 
@@ -152,6 +155,12 @@ class IncrementalCompiler:
     def _reset(self) -> None:
         self.routing = False
         self.proxy_arp = True
+        self.aci = False
+        #: ACI mode: group -> (network, group id, VLAN) of a group with its own VLAN;
+        #: network -> group -> (group id, VLAN), and its pairs as net_args wants them
+        self.group_vlan: Dict[str, Tuple[str, int, int]] = {}
+        self.net_group_vlans: Dict[str, Dict[str, Tuple[int, int]]] = {}
+        self.net_vlans: Dict[str, Tuple[Tuple[int, int], ...]] = {}
         self.nets: Dict[str, _Net] = {}
         self.eps: Dict[str, _Ep] = {}
         self.net_eps: Dict[str, Set[str]] = {}
@@ -226,6 +235,7 @@ class IncrementalCompiler:
             old = Snapshot(global_cfg=snap.global_cfg)
             self.routing = snap.global_cfg.fwd_mode == "routing"
             self.proxy_arp = self.routing or snap.global_cfg.arp_mode != "flood"
+            self.aci = bool(snap.global_cfg.aci)
         self.snap = snap
         budget = [self.CHUNK, time.perf_counter() + self.SLICE]
 
@@ -261,7 +271,9 @@ class IncrementalCompiler:
                 ep_keys |= self.rec_net_eps.get(key, set())
 
         # 1b. policy: groups whose resolved rules may have changed
-        changed_groups = yield from self._policy_pass(old, snap, net_keys, tick)
+        group_keys = set(_diff_keys(old.groups, snap.groups))
+        changed_groups = yield from self._policy_pass(old, snap, group_keys, net_keys, tick)
+        vlan_nets = self._group_vlans_pass(snap, group_keys)
 
         # 2. endpoints
         self._gflips = set()
@@ -301,7 +313,7 @@ class IncrementalCompiler:
 
         # 3. hosts: VTEPs
         full_hosts: Set[str] = set()
-        net_all: Set[str] = set(changed_nets)
+        net_all: Set[str] = set(changed_nets) | vlan_nets
         for name in _diff_keys(old.hosts, snap.hosts):
             h = snap.hosts.get(name)
             vtep = None
@@ -433,11 +445,45 @@ class IncrementalCompiler:
         self.idx_failed.pop((kind, key), None)
         return value
 
-    def _policy_pass(self, old: Snapshot, snap: Snapshot, net_keys: Set[str],
+    def _group_vlans_pass(self, snap: Snapshot, group_keys: Set[str]) -> Set[str]:
+        """Own group VLANs (ACI mode) of changed group records; the networks whose
+        pairs changed (their flows on every switch are evaluated again)."""
+        nets: Set[str] = set()
+        for gk in group_keys:
+            rec = snap.groups.get(gk)
+            new = group_vlan(rec) if rec is not None else None
+            was = self.group_vlan.get(gk)
+            if new == was:
+                continue
+            for gv, add in ((was, False), (new, True)):
+                if gv is None:
+                    continue
+                by_group = self.net_group_vlans.setdefault(gv[0], {})
+                if add:
+                    by_group[gk] = gv[1:]
+                else:
+                    by_group.pop(gk, None)
+                if not by_group:
+                    del self.net_group_vlans[gv[0]]
+                nets.add(gv[0])
+            if new is None:
+                del self.group_vlan[gk]
+            else:
+                self.group_vlan[gk] = new
+        for n in nets:
+            by_group = self.net_group_vlans.get(n)
+            if by_group:
+                self.net_vlans[n] = net_vlans_of(by_group.values())
+            else:
+                self.net_vlans.pop(n, None)
+        return nets
+
+    def _policy_pass(self, old: Snapshot, snap: Snapshot, group_keys: Set[str], net_keys: Set[str],
                      tick: Callable[[], bool]) -> Generator[None, None, Set[str]]:
         """Re-resolve the groups a rule, group or network change can affect; the groups
-        whose resolved rules changed."""
-        group_keys = set(_diff_keys(old.groups, snap.groups))
+        whose resolved rules changed (none in ACI mode: no group policy flows)."""
+        if self.aci:
+            return set()
         rule_keys = set(_diff_keys(old.rules, snap.rules))
         if not (group_keys or rule_keys or net_keys):
             return set()
@@ -620,7 +666,8 @@ class IncrementalCompiler:
                     eps = self.eps
                     args = net_args(net, self._present(n, name), self.routing, sw.tun, sw.upl, sw.ports,
                                     [eps[e] for e in self.net_host_eps.get((n, name), ())],
-                                    lambda: self._remote_vteps(n, name), lambda: self._has_remote(n, name))
+                                    lambda: self._remote_vteps(n, name), lambda: self._has_remote(n, name),
+                                    self.net_vlans.get(n, ()))
                 except Exception as err:
                     new = Failure("network", n, _why(err))
                 else:

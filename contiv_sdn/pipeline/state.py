@@ -32,6 +32,9 @@ def _frozen(d: Optional[Mapping] = None) -> Mapping:
 class GlobalCfg:
     fwd_mode: str = "bridge"  # "bridge" | "routing"
     arp_mode: str = "proxy"  # "proxy" | "flood"
+    #: ACI mode (global ``networkInfraType`` "aci"): the fabric enforces group policy,
+    #: so OVS compiles no group rule flows (as Contiv's ``isPolicyEnabled`` false)
+    aci: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class Group:
     epg_id: int  # 1..65535, persistent
     #: attached policies, as "tenant:policy" keys (their rules combine)
     policies: Tuple[str, ...] = ()
+    #: the group's own VLAN on the uplink (ACI mode: one per group from the VLAN pool,
+    #: so the fabric can tell groups apart); 0 = the network's tag
+    vlan: int = 0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,9 @@ documented below)::
                  (see ``policy.py`` for the semantics and the flow formula)
     60 OUTPUT    acts on REG_OUT: a local port, the tunnel, the uplink (push
                  the VLAN), or the network's flood list.  Never sends traffic
-                 that came from a tunnel/uplink back to a tunnel/uplink.
+                 that came from a tunnel/uplink back to a tunnel/uplink.  A
+                 group with its own VLAN (ACI mode) leaves on the uplink with
+                 that VLAN: its flows match the source group (REG_SRC_EPG).
 
 Table ids leave gaps so later issues can insert tables without renumbering.
 """
@@ -231,7 +233,7 @@ TABLES: Mapping[int, TableSpec] = {
                   actions=frozenset(["ct"]),
                   goto=frozenset([OUTPUT])),
         TableSpec(OUTPUT, "output",
-                  match=frozenset([REG_OUT, REG_NET, REG_FLAGS]),
+                  match=frozenset([REG_OUT, REG_NET, REG_FLAGS, REG_SRC_EPG]),
                   maskable=frozenset([REG_FLAGS]),
                   sets=frozenset(["vlan_vid", "tunnel_id", "tun_ipv4_dst"]),
                   actions=frozenset(["output", "push_vlan", "set_field"]),
