@@ -265,6 +265,12 @@ class Endpoints:
                 "containerName": req["EPCommonName"],
                 "labels": cfg["Labels"],
             }
+            # a pod's endpoint (contiv-cni under a kubelet): which pod, for the
+            # Kubernetes watcher and NetworkPolicy (drivers/kubernetes/objects.py)
+            k8s_ns = cfg["Labels"].get("cni.contiv.io/k8s-namespace", "")
+            k8s_pod = cfg["Labels"].get("cni.contiv.io/k8s-pod", "")
+            if k8s_ns and k8s_pod:
+                record["k8sNamespace"], record["k8sPod"] = k8s_ns, k8s_pod
             txn.put("endpoint", ep_id, json.dumps(record), subs=True)
             txn.incr_field("network", net_key, "epCount", 1)
             if group_key:

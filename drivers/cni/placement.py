@@ -40,6 +40,10 @@ DEFAULT_NETWORK = "default-net"
 #: Label recording which CNI network configuration made an endpoint (for GC).
 L_CNI_NETWORK = "cni.contiv.io/network"
 L_CNI_IFNAME = "cni.contiv.io/ifname"
+#: The pod of a Kubernetes endpoint (same names as drivers/kubernetes/objects.py; not
+#: imported from there: this module runs in a process started per container).
+L_K8S_NAMESPACE = "cni.contiv.io/k8s-namespace"
+L_K8S_POD = "cni.contiv.io/k8s-pod"
 
 
 #: ``kubernetes.timeout`` (seconds, the whole pod lookup): default and largest allowed.
@@ -224,6 +228,12 @@ def resolve(config: Dict[str, Any], cni_args: Dict[str, str],
     record_labels = {k: v for k, v in labels.items() if not k.startswith("cni.contiv.io/")}
     record_labels[L_CNI_NETWORK] = config["name"]
     record_labels[L_CNI_IFNAME] = ifname
+    # the pod this endpoint is for: the netmaster stamps it into the record as
+    # k8sNamespace/k8sPod (its watcher keeps the pod's labels there, NetworkPolicy
+    # selects by them)
+    if cni_args.get("K8S_POD_NAMESPACE") and cni_args.get("K8S_POD_NAME"):
+        record_labels[L_K8S_NAMESPACE] = cni_args["K8S_POD_NAMESPACE"]
+        record_labels[L_K8S_POD] = cni_args["K8S_POD_NAME"]
     body: Dict[str, Any] = {"tenant": tenant, "network": network, "group": group,
                             "name": name, "containerID": container_id, "ifname": ifname,
                             "labels": record_labels}
