@@ -34,11 +34,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("user", "Users of a netmaster run with --auth (admin only)", subcommands=(
         Command("add", "Add a user (password from $NETCTL_PASSWORD or a prompt)",
                 args_usage="[user]", flags=(
-                    string_flag("role, r", "admin (everything) or ops (read-only)",
-                                default="ops"),), action=a.add_user),
+                    string_flag("role, r", "admin (everything), ops (read-only) or node "
+                                           "(a host's netplugin: name the user after the "
+                                           "host)", default="ops"),), action=a.add_user),
         Command("set", "Change a user's role or password (revokes its tokens)",
                 args_usage="[user]", flags=(
-                    string_flag("role, r", "admin or ops"),
+                    string_flag("role, r", "admin, ops or node"),
                     bool_flag("password, p", "set a new password (prompt or "
                                              "$NETCTL_PASSWORD)"),), action=a.set_user),
         _rm("Delete a user (revokes its tokens)", "[user]", a.delete_user, ()),
