@@ -4,6 +4,12 @@ EPG ids come from a Redis bitmap with a next-fit cursor, so they are handed
 out in sequence as in Contiv but survive a netmaster restart and are never
 given to a second live group (Contiv's process-local counter restarted at 1
 and could collide with existing groups).
+
+In ACI mode (global ``networkInfraType`` "aci") each group also takes its own
+VLAN from the global VLAN pool, in the same transaction as the rest of the
+create (Contiv's per-EPG ``pktTag``): the fabric tells groups apart by VLAN and
+enforces their contracts.  The state's ``vlan`` records that the group owns it,
+so delete releases it even if the infra type changed in between.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Optional
 
 from contiv_sdn.master import netutil
 from contiv_sdn.master.errors import MasterError
+from contiv_sdn.master.global_cfg import vlan_bounds
 from contiv_sdn.master.handler import Handler, OperContext
 from contiv_sdn.master.oper import endpoints_where, group_addresses, network_subnet
 from contiv_sdn.master.work import Work, link_target
@@ -70,13 +77,20 @@ class EndpointGroupHandler(Handler):
         txn.delete_key(K.epg_ip_bitmap(key))
         txn.alloc("epg", K.ALLOC_EPG_ID, 1, 65535, cursor=K.CURSOR_EPG_ID,
                   full="no endpoint group ids available")
+        tags = {"pktTag": net_state.get("pktTag", 0), "extPktTag": net_state.get("extPktTag", 0)}
+        g = await w.obj("global", "global")
+        if g is not None and g.get("networkInfraType") == "aci":
+            if net_state.get("encap") != "vlan":  # made before ACI mode was set
+                raise MasterError("network type must be VLAN for ACI mode")
+            lo, hi = vlan_bounds(g)
+            txn.alloc("gvlan", K.ALLOC_VLAN, lo, hi, full="no vlans available")
+            tags = {"pktTag": placeholder("gvlan"), "extPktTag": 0, "vlan": placeholder("gvlan")}
         txn.put("endpointGroup", key, {
             "key": key, "tenant": tenant_name, "groupName": gname,
             "networkName": obj["networkName"], "network": net_key,
             "epgId": placeholder("epg"), "groupTag": obj.get("cfgdTag") or f"{gname}.{tenant_name}",
             "ipPool": pool, "poolLo": pool_lo, "poolHi": pool_hi,
-            "pktTag": net_state.get("pktTag", 0), "extPktTag": net_state.get("extPktTag", 0),
-            "epCount": 0,
+            **tags, "epCount": 0,
         }, subs=True)
 
         obj = dict(obj)
@@ -178,6 +192,8 @@ class EndpointGroupHandler(Handler):
             if int(state.get("epCount", 0)) != 0:
                 raise MasterError(f"Error: EPG {obj['groupName']} has active endpoints")
             w.txn.setbit(K.ALLOC_EPG_ID, int(state["epgId"]), 0)
+            if int(state.get("vlan") or 0):  # its own VLAN (ACI mode)
+                w.txn.setbit(K.ALLOC_VLAN, int(state["vlan"]), 0)
             if state.get("ipPool"):
                 w.txn.setrange(K.ip_bitmap(state["network"]), int(state["poolLo"]),
                                int(state["poolHi"]), 0)

@@ -90,6 +90,9 @@ class NetworkHandler(Handler):
         clash = await w.obj("endpointGroup", key)
         if clash is not None:
             raise MasterError(f"EndpointGroup {clash['groupName']} conflicts with the network name")
+        if g.get("networkInfraType") == "aci" and obj.get("encap") != "vlan":
+            # the fabric tells groups apart by VLAN: each group gets its own (group.py)
+            raise MasterError("network type must be VLAN for ACI mode")
 
         sub = netutil.parse_subnet(obj["subnet"])
         gw_index = sub.index(obj["gateway"]) if obj.get("gateway") else None
