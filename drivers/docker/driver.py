@@ -20,21 +20,46 @@ netplugin creates its own engine's networks; Docker 20.10 has no cluster store
 for ``global``) with ``ConnectivityScope`` ``global``: the network itself spans
 hosts.  IPv6 is not offered to Docker (the netmaster's v6 addresses are
 allocated with the endpoint, after Docker's IPAM would have to answer).
+
+Swarm mode (``scope="global"``: the same driver behind the managed plugin
+``netplugin:swarm``, see :mod:`drivers.docker.v2plugin`; Docker refuses legacy
+plugins for swarm networks).  Observed on Docker 20.10 for ``docker network
+create -d netplugin:swarm --ipam-driver netplugin:swarm --opt contiv-tag=T
+--ipam-opt contiv-tag=T NAME`` and a service on it::
+
+    manager:  RequestPool {AddressSpace: global, Options: {contiv-tag}}
+              RequestAddress (gateway), AllocateNetwork {Options: {contiv-tag}}
+              RequestAddress {Address: ""} per task (and one per service VIP)
+    worker:   RequestPool {AddressSpace: local, Pool: subnet}, RequestAddress (gateway)
+              CreateNetwork {generic: the Options AllocateNetwork returned}
+              RequestAddress {Address: the manager's}, CreateEndpoint, Join
+    removal:  worker DeleteEndpoint, ReleaseAddress; manager ReleaseAddress
+
+So the manager is the allocator: its pool (role ``manager``) reserves at the
+netmaster and releases on its ReleaseAddress (the netmaster ignores a release
+of an address an endpoint still holds); a worker's pool (role ``worker``)
+echoes the address it is given and never releases (the endpoint's deletion
+frees it, the manager's release is the one that counts).  Nothing is kept as
+"pending" for swarm pools: the binding happens on another host.
+AllocateNetwork answers the resolved placement as the driver options, which is
+what the workers' CreateNetwork receives (the user's ``--opt`` are not passed on).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Awaitable, Callable, Dict
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from twisted.logger import Logger
 
 from contiv_sdn.agent.netmaster import NetmasterError, NetmasterUnavailable
 
 from drivers.docker.endpoints import CreateFailed, container_ifname
-from drivers.docker.names import (Placement, PoolRef, parse_docker_name, placement_from_labels,
+from drivers.docker.names import (SWARM_MANAGER, SWARM_WORKER, Placement, PoolRef,
+                                  parse_docker_name, placement_from_labels,
                                   placement_from_options, subnet_of)
+from drivers.docker.netmaster import TagNotFound
 from drivers.docker.protocol import DriverError
 from drivers.docker.state import DriverState
 
@@ -44,6 +69,21 @@ GATEWAY_REQUEST = "com.docker.network.gateway"
 GENERIC = "com.docker.network.generic"
 LOCAL_SPACE = "contiv-local"
 GLOBAL_SPACE = "contiv-global"
+#: The option naming a Contiv network's or group's tag on a swarm network (spec §3.10).
+CONTIV_TAG = "contiv-tag"
+#: Set by swarm on the IPAM options of every swarm-scoped network.
+SWARM_SERIAL = "com.docker.network.ipam.serial"
+#: Tenant of the Contiv networks made for tagless swarm networks.
+SWARM_TENANT = "default"
+
+
+def swarm_network_name(subnet: str) -> str:
+    """The Contiv network made for a swarm network given only a subnet: ``swarm-10-1-0-0-24``.
+
+    Derived from the subnet alone, so the manager (which creates it) and every
+    worker (which only sees the subnet) name the same network.
+    """
+    return "swarm-" + subnet.replace(".", "-").replace("/", "-").replace(":", "-")
 
 
 def _quote(text: str, limit: int = 64) -> str:
@@ -62,7 +102,10 @@ def _nm(e: Exception) -> DriverError:
 
 class DockerDriver:
     def __init__(self, endpoints: Any, netmaster: Any, state: DriverState,
-                 docker: Any = None, host: str = ""):
+                 docker: Any = None, host: str = "", scope: str = "local"):
+        #: "local": the legacy plugin (networks made per host by the reconciler);
+        #: "global": the swarm plugin (swarm-scoped networks, manager-side IPAM).
+        self.scope = scope
         self.endpoints = endpoints
         self.netmaster = netmaster
         self.state = state
@@ -75,7 +118,7 @@ class DockerDriver:
             "NetworkDriver.CreateNetwork": self.create_network,
             "NetworkDriver.DeleteNetwork": self.delete_network,
             "NetworkDriver.AllocateNetwork": self.allocate_network,
-            "NetworkDriver.FreeNetwork": self.nothing,
+            "NetworkDriver.FreeNetwork": self.free_network,
             "NetworkDriver.CreateEndpoint": self.create_endpoint,
             "NetworkDriver.EndpointOperInfo": self.endpoint_oper_info,
             "NetworkDriver.DeleteEndpoint": self.delete_endpoint,
@@ -107,7 +150,7 @@ class DockerDriver:
         return {"Implements": ["NetworkDriver", "IpamDriver"]}
 
     async def capabilities(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        return {"Scope": "local", "ConnectivityScope": "global"}
+        return {"Scope": self.scope, "ConnectivityScope": "global"}
 
     async def ipam_capabilities(self, body: Dict[str, Any]) -> Dict[str, Any]:
         return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
@@ -117,8 +160,63 @@ class DockerDriver:
                 "GlobalDefaultAddressSpace": GLOBAL_SPACE}
 
     async def allocate_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
-        # swarm's cluster-wide allocation: nothing to allocate, Contiv already did
-        return {"Options": body["Options"]}
+        """Swarm manager: a swarm network is created.  Contiv already holds the network's
+        state; what matters is the answer: its Options become the driver options every
+        worker's CreateNetwork gets, so they carry the resolved placement."""
+        if self.scope != "global":
+            # Docker calls it only for global-scope drivers; the legacy plugin just echoes
+            return {"Options": body["Options"]}
+        options = {k: v for k, v in body["Options"].items() if isinstance(v, str)}
+        p = await self.swarm_placement(options, body["IPv4Data"])
+        if p is None:
+            raise DriverError("a netplugin swarm network needs --opt contiv-tag=TAG (the "
+                              "cfgdTag of a Contiv network or group) or a --subnet", 400)
+        await self._contiv_network(p)
+        options.update({"tenant": p.tenant, "network": p.network})
+        if p.group:
+            options["group"] = p.group
+        log.info("swarm network {id} = {place}", id=body["NetworkID"][:12], place=p.docker_name)
+        return {"Options": options}
+
+    async def free_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        log.info("swarm network {id} removed", id=body["NetworkID"][:12])
+        return {}
+
+    async def swarm_placement(self, options: Dict[str, Any], v4: Any = ()) -> Optional[Placement]:
+        """Placement of a swarm network: its contiv-tag, explicit placement options, or
+        (spec §3.10: "a subnet in the docker command creates a contiv network") the
+        Contiv network named after its subnet, created here if it does not exist."""
+        tag = options.get(CONTIV_TAG)
+        if isinstance(tag, str) and tag:
+            try:
+                return await self.netmaster.resolve_tag(tag)
+            except TagNotFound:
+                raise DriverError(f"no contiv network or endpoint group has the tag "
+                                  f"{_quote(tag)}; create one with netctl net create "
+                                  f"--nw-tag {tag} (or group create --epg-tag {tag})", 400) \
+                    from None
+            except (NetmasterError, NetmasterUnavailable) as e:
+                raise _nm(e) from None
+        p = placement_from_options(options)
+        if p is not None:
+            return p
+        pool = ""
+        gateway = ""
+        for entry in v4 or ():
+            pool = str(entry.get("Pool") or "")
+            gateway = str(entry.get("Gateway") or "").split("/")[0]
+        if not pool:
+            return None
+        try:
+            subnet = str(ipaddress.ip_network(pool, strict=False))
+        except ValueError:
+            raise DriverError(f"pool {_quote(pool)} is not a subnet", 400) from None
+        p = Placement(SWARM_TENANT, swarm_network_name(subnet), "")
+        try:
+            await self.netmaster.ensure_network(p, subnet, gateway)
+        except (NetmasterError, NetmasterUnavailable) as e:
+            raise _nm(e) from None
+        return p
 
     # -- networks -------------------------------------------------------------------------
     async def _contiv_network(self, p: Placement) -> Dict[str, Any]:
@@ -259,7 +357,12 @@ class DockerDriver:
         if body["V6"]:
             raise DriverError("netplugin does not give IPv6 addresses through Docker; create the "
                               "docker network without --ipv6", 400)
-        p = placement_from_options(body["Options"])
+        options = body["Options"]
+        swarm = self.scope == "global" and (CONTIV_TAG in options or SWARM_SERIAL in options)
+        if swarm:
+            p = await self.swarm_placement(options, [{"Pool": body["Pool"]}])
+        else:
+            p = placement_from_options(options)
         if p is None:
             raise DriverError("netplugin IPAM needs the contiv network: --ipam-opt network=NAME "
                               "[--ipam-opt tenant=T --ipam-opt group=G] (networks made by "
@@ -277,7 +380,10 @@ class DockerDriver:
         if str(asked) != subnet:
             raise DriverError(f"subnet {pool} does not match contiv network {p.network} "
                               f"({contiv_subnet})", 400)
-        return {"PoolID": PoolRef(p, subnet).encode(), "Pool": subnet, "Data": {}}
+        role = ""
+        if swarm:
+            role = SWARM_MANAGER if body["AddressSpace"] == GLOBAL_SPACE else SWARM_WORKER
+        return {"PoolID": PoolRef(p, subnet, role).encode(), "Pool": subnet, "Data": {}}
 
     async def request_address(self, body: Dict[str, Any]) -> Dict[str, Any]:
         try:
@@ -302,10 +408,17 @@ class DockerDriver:
             # no gateway: answer the network address, which is never handed out
             addr = gateway or str(ipaddress.ip_network(ref.pool, strict=False).network_address)
             return {"Address": f"{addr}/{plen}", "Data": {}}
+        if ref.role == SWARM_WORKER and wanted:
+            # the swarm manager reserved it at the netmaster when it placed the task
+            return {"Address": f"{wanted}/{plen}", "Data": {}}
         try:
             addr = await self.netmaster.alloc_address(ref.placement, ref.pool, wanted)
         except (NetmasterError, NetmasterUnavailable) as e:
             raise _nm(e) from None
+        if ref.role == SWARM_MANAGER:
+            log.info("IPAM: {addr} reserved in {net} for swarm", addr=addr,
+                     net=ref.placement.network_key)
+            return {"Address": addr, "Data": {}}
         self.state.add_pending(ref.placement.key, addr.split("/")[0])
         log.info("IPAM: {addr} reserved in {net}", addr=addr, net=ref.placement.network_key)
         return {"Address": addr, "Data": {}}
@@ -317,6 +430,17 @@ class DockerDriver:
             raise DriverError(str(e), 400) from None
         ip = body["Address"].split("/")[0]
         key = ref.placement.key
+        if ref.role == SWARM_WORKER:
+            # the manager's reservation: released by the manager's own ReleaseAddress
+            return {}
+        if ref.role == SWARM_MANAGER:
+            # the netmaster keeps an address an endpoint still holds (its deletion frees it)
+            try:
+                await self.netmaster.release_address(ref.placement, ip)
+            except (NetmasterError, NetmasterUnavailable) as e:
+                raise _nm(e) from None
+            log.info("IPAM: {ip} released in {net} by swarm", ip=ip, net=key)
+            return {}
         if not self.state.is_pending(key, ip):
             # bound to an endpoint (released with it) or the gateway: nothing to do
             return {}

@@ -124,29 +124,42 @@ def placement_from_labels(labels: Optional[dict]) -> Optional[Placement]:
 
 @dataclass(frozen=True)
 class PoolRef:
-    """An IPAM pool id: placement + the pool CIDR, ``tenant:network:group|cidr``.
+    """An IPAM pool id: placement + the pool CIDR, ``tenant:network:group|cidr[|role]``.
 
     ``:`` cannot occur in Contiv names, so this parses back unambiguously
-    (Contiv's ``net:epg.tenant|cidr`` could not, with dotted names).
+    (Contiv's ``net:epg.tenant|cidr`` could not, with dotted names).  ``role`` is
+    set for swarm-scoped networks only: ``manager`` for the pool the swarm
+    manager asked for in the global address space (it allocates every task's
+    address), ``worker`` for the pool a node asked for when a task landed there
+    (its address requests name the address the manager already holds).
     """
 
     placement: Placement
     pool: str
+    role: str = ""
 
     def encode(self) -> str:
         p = self.placement
-        return f"{p.tenant}:{p.network}:{p.group}|{self.pool}"
+        tail = f"|{self.role}" if self.role else ""
+        return f"{p.tenant}:{p.network}:{p.group}|{self.pool}{tail}"
 
     @classmethod
     def decode(cls, pool_id: str) -> "PoolRef":
         """Raise ValueError with a clear text when ``pool_id`` is not one of ours."""
-        head, bar, pool = pool_id.partition("|")
+        head, bar, rest = pool_id.partition("|")
+        pool, _, role = rest.partition("|")
         parts = head.split(":")
-        if not bar or len(parts) != 3 or not parts[0] or not parts[1]:
+        if not bar or len(parts) != 3 or not parts[0] or not parts[1] \
+                or role not in ("", SWARM_MANAGER, SWARM_WORKER):
             raise ValueError(f"pool id {pool_id!r} was not issued by netplugin "
                              "(expected tenant:network:group|subnet)")
         ipaddress.ip_network(pool, strict=False)
-        return cls(Placement(parts[0], parts[1], parts[2]), pool)
+        return cls(Placement(parts[0], parts[1], parts[2]), pool, role)
+
+
+#: PoolRef roles of swarm-scoped networks (see :class:`PoolRef`).
+SWARM_MANAGER = "manager"
+SWARM_WORKER = "worker"
 
 
 def subnet_of(contiv_subnet: str) -> Tuple[str, int]:

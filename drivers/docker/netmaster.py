@@ -19,12 +19,34 @@ from urllib.parse import quote
 
 from twisted.logger import Logger
 
-from contiv_sdn.agent.netmaster import GROUP_INSPECT, NetmasterBadReply, NetmasterClient
+from contiv_sdn.agent.netmaster import (GROUP_INSPECT, NetmasterBadReply, NetmasterClient,
+                                       NetmasterError)
 from contiv_sdn.model.plugin_api import ALLOC_ADDRESS_REPLY, UPDATE_ENDPOINT_REPLY
+from contiv_sdn.model.shapes import ListOf, STR, Struct, parse
 
 from drivers.docker.names import Placement
 
 log = Logger()
+
+class ListReply:
+    """A reply that is a JSON array (``[]T``): :meth:`load` like ``Struct.load``, same checks."""
+
+    def __init__(self, elem: Struct):
+        self.type = ListOf(elem)
+
+    def load(self, body: Any) -> list:
+        return self.type.decode(parse(body), [], self.type.go, [])
+
+
+#: ``GET /api/v1/networks/`` and ``GET /api/v1/endpointGroups/``: what tag lookup reads.
+NETWORK_LIST = ListReply(Struct("Network", [("tenantName", STR), ("networkName", STR),
+                                            ("cfgdTag", STR)]))
+GROUP_LIST = ListReply(Struct("EndpointGroup", [("tenantName", STR), ("groupName", STR),
+                                                ("networkName", STR), ("cfgdTag", STR)]))
+
+
+class TagNotFound(LookupError):
+    """No Contiv network or group carries the ``contiv-tag`` a docker network names."""
 
 
 def network_id(p: Placement) -> str:
@@ -86,3 +108,44 @@ class PluginNetmaster(NetmasterClient):
                                      f"inspect endpoint group {tenant}:{group}",
                                      reply=GROUP_INSPECT)
         return answer["Config"]
+
+    async def resolve_tag(self, tag: str) -> Placement:
+        """The network or endpoint group whose tag is ``tag`` (swarm mode, spec §3.10).
+
+        A tag is a configured ``cfgdTag`` or the default ``<name>.<tenant>``
+        (``networkTag``/``groupTag``).  Groups are matched first: a group's tag
+        says more (network *and* policy) than the network's.
+        """
+        groups = await self.request("GET", "/api/v1/endpointGroups/", "list endpoint groups",
+                                    reply=GROUP_LIST)
+        for g in groups:
+            if tag in (g["cfgdTag"], f"{g['groupName']}.{g['tenantName']}"):
+                return Placement(g["tenantName"] or "default", g["networkName"],
+                                 g["groupName"])
+        nets = await self.request("GET", "/api/v1/networks/", "list networks",
+                                  reply=NETWORK_LIST)
+        for n in nets:
+            if tag in (n["cfgdTag"], f"{n['networkName']}.{n['tenantName']}"):
+                return Placement(n["tenantName"] or "default", n["networkName"], "")
+        raise TagNotFound(tag)
+
+    async def ensure_network(self, p: Placement, subnet: str, gateway: str = "") -> None:
+        """Create the Contiv network ``p`` with ``subnet`` unless it exists (swarm mode: a
+        docker network created with a subnet and no contiv-tag, spec §3.10)."""
+        try:
+            await self.network(p.tenant, p.network)
+            return
+        except NetmasterError as e:
+            # Contiv answers an unknown object 404 on the model routes, 500 "... not found"
+            # on inspect
+            if e.status != 404 and "not found" not in (e.text or "").lower():
+                raise
+        body: Dict[str, Any] = {"tenantName": p.tenant, "networkName": p.network,
+                                "encap": "vxlan", "subnet": subnet, "cfgdTag": p.network}
+        if gateway:
+            body["gateway"] = gateway
+        key = quote(f"{p.tenant}:{p.network}", safe=":")
+        await self.request("POST", f"/api/v1/networks/{key}/",
+                           f"create network {p.network_key} for a swarm network", body)
+        log.info("contiv network {net} created for a swarm network on {subnet}",
+                 net=p.network_key, subnet=subnet)

@@ -14,6 +14,13 @@ It serves the ``netplugin`` network + IPAM driver on ``socket_path`` (Docker fin
 ``/run/docker/plugins/netplugin.sock``; in the lab each host's dockerd sees its
 own plugin folder there) and runs the reconciler that keeps the engine at
 ``docker_socket`` in step with Contiv.
+
+It also serves the same driver with global scope on ``swarm_socket`` (default
+:func:`default_swarm_socket`), which the managed plugin ``netplugin:swarm``
+forwards to (:mod:`drivers.docker.v2plugin`): Docker accepts only managed
+plugins for swarm-scoped networks, and a legacy plugin with global scope would
+break the reconciler's per-host networks ("Cannot create a multi-host network
+from a worker node").
 """
 
 from __future__ import annotations
@@ -36,12 +43,20 @@ DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/netplugin.sock"
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 
 
+def default_swarm_socket(socket_path: str) -> str:
+    """``<parent of the plugin folder>/netplugin-swarm/netplugin.sock``: beside the legacy
+    plugin folder, not in it (dockerd would find it there as a legacy plugin too)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(socket_path)))
+    return os.path.join(folder, "netplugin-swarm", "netplugin.sock")
+
+
 class DockerPluginService(MultiService):
     """Plugin socket + reconciler; parts reachable as attributes (``driver``, ``reconciler``…)."""
 
     def __init__(self, agent: Any, socket_path: str, docker_socket: str,
                  store_url: Optional[str] = None, reactor: Any = None,
-                 reconcile_interval: float = 30.0, grace: float = 60.0):
+                 reconcile_interval: float = 30.0, grace: float = 60.0,
+                 swarm_socket: Optional[str] = None):
         super().__init__()
         reactor = reactor or getattr(agent, "reactor", None)
         config = getattr(agent, "config", {}) or {}
@@ -58,6 +73,14 @@ class DockerPluginService(MultiService):
         self.site = plugin_site(self.driver)
         self.server = plugin_server(socket_path, self.site)
         self.server.setServiceParent(self)
+        self.swarm_socket = swarm_socket or default_swarm_socket(socket_path)
+        os.makedirs(os.path.dirname(self.swarm_socket), exist_ok=True)
+        self.swarm_driver = DockerDriver(self.endpoints, self.netmaster, self.state,
+                                         self.docker, host=getattr(agent, "host", ""),
+                                         scope="global")
+        self.swarm_site = plugin_site(self.swarm_driver)
+        self.swarm_server = plugin_server(self.swarm_socket, self.swarm_site)
+        self.swarm_server.setServiceParent(self)
         if store_url is None:
             store_url = config.get("redis")
         self.reconciler = DockerReconciler(self.docker, store_url, self.endpoints,
@@ -69,6 +92,7 @@ class DockerPluginService(MultiService):
     def stopService(self) -> Any:
         yield super().stopService()
         self.site.close_connections()
+        self.swarm_site.close_connections()
         yield self.docker.close()
         yield self.netmaster.close()
 
