@@ -26,7 +26,8 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Tuple
 from contiv_sdn.model.decode import _kind, _type_error
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import GoNumber
-from contiv_sdn.model.shapes import INT, STR, STR_LIST, Struct, Type, loads
+from contiv_sdn.model.shapes import INT, STR, STR_LIST, STR_MAP, MapOf, Struct, Type, loads
+from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline.state import (
     Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant, _frozen,
 )
@@ -35,7 +36,8 @@ StoreData = Mapping[str, Mapping[str, Any]]
 
 #: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
 SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
-                            "host", "endpoint", "obj:endpointGroup", "obj:rule"})
+                            "host", "endpoint", "obj:endpointGroup", "obj:rule",
+                            "k8sNamespace", "k8sNetworkPolicy"})
 
 
 class _Uint64(Type):
@@ -74,6 +76,15 @@ RULE_SHAPE = Struct("Rule", [("action", STR), ("direction", STR), ("fromEndpoint
                              ("toEndpointGroup", STR), ("toIpAddress", STR), ("toNetwork", STR)])
 ENDPOINT_SHAPE = Struct("EndpointState", [("network", STR), ("ipAddress", STR), ("macAddress", STR),
                                           ("group", STR), ("homingHost", STR), ("intfName", STR)])
+#: An endpoint record's Kubernetes fields (``drivers/kubernetes/objects.py``), checked
+#: only when present (most endpoints are not pods).
+ENDPOINT_K8S_SHAPE = Struct("EndpointK8s", [
+    ("k8sNamespace", STR), ("labels", STR_MAP),
+    ("namedPorts", MapOf(Struct("NamedPort", [("port", INT), ("protocol", STR)])))])
+_EP_K8S_FIELDS = ("k8sNamespace", "labels", "namedPorts")
+K8S_NAMESPACE_SHAPE = Struct("K8sNamespace", [("name", STR), ("labels", STR_MAP)])
+#: ``spec`` is kept as the API gave it (ints exact) and checked by the NetworkPolicy parser.
+K8S_NETPOL_SHAPE = Struct("K8sNetworkPolicy", [("namespace", STR), ("name", STR), ("uid", STR)])
 
 #: Ranges of the numbers (0 = not allocated yet: the record is incomplete, not wrong).
 _RANGES: Dict[str, Tuple[int, int]] = {
@@ -193,7 +204,10 @@ def read_view(kind: str, record: Any) -> Any:
     if shape is None or type(record) is not dict:
         return record
     get = record.get
-    return tuple(_hashable(get(name)) for name in shape.fields)
+    view = tuple(_hashable(get(name)) for name in shape.fields)
+    if kind == "endpoint":  # a pod's labels and named ports: what NetworkPolicy reads
+        view += tuple(repr(get(name)) for name in _EP_K8S_FIELDS)
+    return view
 
 
 def _hashable(v: Any) -> Any:
@@ -212,6 +226,19 @@ def _pair_key(key: str, what: str) -> Tuple[str, str]:
     if not (sep and tenant and name):
         raise _Refused(f"key {key!r} is not <tenant>:<{what}>")
     return tenant, name
+
+
+def _k8s_coerce(shape: Struct, record: Any) -> Mapping[str, Any]:
+    """A K8s record's declared fields decoded (Go's words on a wrong type); raises
+    :class:`_Refused`."""
+    if isinstance(record, Unparsable):
+        raise _Refused(f"not JSON ({record.reason})")
+    if not isinstance(record, dict):
+        raise _Refused(f"not a JSON object: cannot be a {shape.go_name}")
+    try:
+        return shape.coerce({n: record[n] for n in shape.fields if n in record})
+    except DecodeError as err:
+        raise _Refused(str(err)) from None
 
 
 def build_snapshot(revision: int, data: StoreData,
@@ -315,11 +342,50 @@ def build_checked(revision: int, data: StoreData,
             uplink_port=st.get("uplinkPort") or None,
         )
 
+    namespaces: Dict[str, K8.K8sNamespace] = {}
+    for name, rec in data.get("k8sNamespace", {}).items():
+        try:
+            ns = _k8s_coerce(K8S_NAMESPACE_SHAPE, rec)
+            if ns["name"] and ns["name"] != name:
+                raise _Refused(f"name {ns['name']!r} is not its key")
+        except _Refused as err:
+            refuse("k8sNamespace", name, rec, str(err))
+            continue
+        namespaces[name] = K8.K8sNamespace(name, tuple(sorted(ns["labels"].items())))
+
+    policies: Dict[str, K8.K8sPolicy] = {}
+    for key, rec in data.get("k8sNetworkPolicy", {}).items():
+        try:
+            pol = _k8s_coerce(K8S_NETPOL_SHAPE, rec)
+            if key != f"{pol['namespace']}/{pol['name']}" or not pol["namespace"] or not pol["name"]:
+                raise _Refused("key is not <namespace>/<name> of the record")
+            spec = rec.get("spec")
+            if spec is None:
+                spec = {}
+            text = K8.spec_text(spec)
+            K8.parse_policy(pol["namespace"], pol["name"], text)  # refused here, not in the compiler
+        except _Refused as err:
+            refuse("k8sNetworkPolicy", key, rec, str(err))
+            continue
+        except K8.NP.NetpolError as err:
+            refuse("k8sNetworkPolicy", key, rec, str(err))
+            continue
+        policies[key] = K8.K8sPolicy(key, pol["namespace"], pol["name"], text)
+
     endpoints: Dict[str, Endpoint] = {}
     for eid, st in each("endpoint", ENDPOINT_SHAPE):
         net = st.get("network")
         if net not in networks or not st.get("ipAddress") or not st.get("macAddress"):
             continue
+        pod = None
+        if any(st.get(f) is not None for f in _EP_K8S_FIELDS):
+            try:
+                k = _k8s_coerce(ENDPOINT_K8S_SHAPE, st)
+            except _Refused as err:
+                refuse("endpoint", eid, st, str(err))
+                continue
+            if k["k8sNamespace"]:
+                pod = K8.NP.pod_key(k["k8sNamespace"], k["labels"], k["namedPorts"])
         group = st.get("group") or None
         epg_id = groups[group].epg_id if group in groups else 0
         endpoints[eid] = Endpoint(
@@ -327,12 +393,15 @@ def build_checked(revision: int, data: StoreData,
             ip=st["ipAddress"].split("/")[0], mac=st["macAddress"].lower(),
             port=st.get("intfName") or "", group=group if group in groups else None,
             epg_id=epg_id,
+            **({} if pod is None else {"k8s_namespace": pod.namespace, "labels": pod.labels,
+                                       "named_ports": pod.named_ports}),
         )
 
     snap = Snapshot(
         revision=revision, global_cfg=global_cfg, tenants=_frozen(tenants),
         networks=_frozen(networks), groups=_frozen(groups), hosts=_frozen(hosts),
         endpoints=_frozen(endpoints), rules=_frozen(rules),
+        k8s_namespaces=_frozen(namespaces), k8s_policies=_frozen(policies),
     )
     return Built(snap, tuple(refused))
 

@@ -48,6 +48,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+from . import k8s as K8
 from . import policy as PL
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
@@ -63,7 +64,7 @@ P_DROP = 30
 P_DEFAULT = 10
 P_MISS = 0
 
-_KIND_CODE = {"base": 1, "net": 2, "ep": 3, "group": 4}
+_KIND_CODE = {"base": 1, "net": 2, "ep": 3, "group": 4, "k8s": 5}
 _MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 _LOCAL = (0, T.FLAG_REMOTE)
 _REMOTE = (T.FLAG_REMOTE, T.FLAG_REMOTE)
@@ -135,6 +136,8 @@ class _Ep:
     port: str
     epg: int
     cookie: int
+    #: its Kubernetes pod identity (``k8s.py``), 0 = not a pod
+    ident: int = 0
 
 
 def _ipv4(text: str) -> str:
@@ -167,9 +170,10 @@ def resolve_net(key: str, n: Network, tenants: Mapping[str, Any]) -> Tuple[Optio
     return net, issue
 
 
-def resolve_ep(eid: str, e: Any, nets: Mapping[str, _Net]) -> Tuple[Optional[_Ep], str]:
+def resolve_ep(eid: str, e: Any, nets: Mapping[str, _Net],
+               idents: Optional[Mapping[Any, int]] = None) -> Tuple[Optional[_Ep], str]:
     """An endpoint record validated against its network, or ``(None, issue)``; raises for
-    values nobody expected."""
+    values nobody expected.  ``idents``: pod key -> identity (``k8s.Model.idents``)."""
     net = nets.get(e.network)
     if net is None:
         return None, f"endpoint {eid}: unknown or invalid network {e.network!r}"
@@ -179,7 +183,11 @@ def resolve_ep(eid: str, e: Any, nets: Mapping[str, _Net]) -> Tuple[Optional[_Ep
         return None, f"endpoint {eid}: {err}"
     if not 0 <= e.epg_id <= 0xFFFF:
         return None, f"endpoint {eid}: epg_id {e.epg_id} out of range"
-    ep = _Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid))
+    ident = 0
+    if idents:
+        pk = K8.pod_key_of(e)
+        ident = idents.get(pk, 0) if pk is not None else 0
+    ep = _Ep(eid, e.host, net, ip, mac, e.port, e.epg_id, cookie_for("ep", eid), ident)
     # an unhashable host or port name fails here, before the endpoint is indexed
     # (later it would break its network's flood list on every host)
     hash(ep)
@@ -195,7 +203,7 @@ def group_vlan(g: Any) -> Optional[Tuple[str, int, int]]:
         net, epg, vlan = g.network, g.epg_id, g.vlan
         if (type(net) is str and type(epg) is int and type(vlan) is int
                 and 1 <= epg <= 0xFFFF and 1 <= vlan <= 4094):
-            return net, epg, vlan
+            return None
     except Exception:
         pass
     return None
@@ -231,6 +239,15 @@ class _Index:
                 self._add_net(key, snap.networks[key])
             except Exception as err:  # this network, not the whole snapshot
                 self.failed.append(Failure("network", key, _why(err)))
+        #: Kubernetes NetworkPolicy (``k8s.py``): identities and their rules
+        self.k8s: K8.Model = K8.EMPTY_MODEL
+        try:
+            self.k8s = K8.model_of(snap)
+        except Exception as err:  # the K8s stage only
+            self.failed.append(Failure("k8s", "model", _why(err)))
+        self.issues += self.k8s.issues
+        #: host -> the pod identities of its endpoints
+        self.host_idents: Dict[str, set] = {}
         self.eps: List[_Ep] = []
         self.eps_by_net: Dict[str, List[_Ep]] = {}
         self.hosts_by_net: Dict[str, set] = {}
@@ -290,7 +307,7 @@ class _Index:
             self.nets[key] = net
 
     def _add_ep(self, eid: str) -> None:
-        ep, issue = resolve_ep(eid, self.snap.endpoints[eid], self.nets)
+        ep, issue = resolve_ep(eid, self.snap.endpoints[eid], self.nets, self.k8s.idents)
         if issue:
             self.issues.append(issue)
         if ep is None:
@@ -300,6 +317,8 @@ class _Index:
         self.hosts_by_net.setdefault(ep.net.key, set()).add(ep.host)
         if ep.epg:
             self.host_epgs.setdefault(ep.host, set()).add(ep.epg)
+        if ep.ident:
+            self.host_idents.setdefault(ep.host, set()).add(ep.ident)
 
     def remote_vteps(self, net: _Net, host: Host) -> List[str]:
         """VTEPs of the other known hosts with endpoints in ``net`` (sorted, unique)."""
@@ -477,31 +496,37 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
 
 
 def ep_args(ep: _Ep, host_name: str, ports: Mapping[str, int], tun: Optional[int], upl: Optional[int],
-            vteps: Mapping[str, str], is_present: bool, proxy_arp: bool, routing: bool) -> Tuple:
+            vteps: Mapping[str, str], is_present: bool, proxy_arp: bool, routing: bool,
+            k8s: bool = False) -> Tuple:
     """The arguments of :func:`ep_flows` on one host, normalised: a remote endpoint's
     arguments do not name the host it is compiled for, so every host with the same
-    tunnel/uplink port numbers shares one fragment."""
+    tunnel/uplink port numbers shares one fragment.  ``k8s``: a NetworkPolicy exists
+    (L2 goes to the K8s stage)."""
     if ep.host == host_name:
         return (ep, True, ports.get(ep.port), None, None, None, is_present, proxy_arp, routing,
-                ports.get(dns_port_name(ep.net.vrf)))
+                ports.get(dns_port_name(ep.net.vrf)), k8s)
     enc = ep.net.encap
     return (ep, False, None, vteps.get(ep.host), tun if enc == "vxlan" else None,
-            upl if enc == "vlan" else None, is_present, proxy_arp, routing, None)
+            upl if enc == "vlan" else None, is_present, proxy_arp, routing, None, k8s)
 
 
 def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[str], tun: Optional[int],
              upl: Optional[int], is_present: bool, proxy_arp: bool, routing: bool,
-             dns: Optional[int] = None) -> List[Flow]:
+             dns: Optional[int] = None, k8s: bool = False) -> List[Flow]:
     """An endpoint's flows on one host (owner: the endpoint)."""
     b = _Out()
     add, c, net = b.add, ep.cookie, ep.net
     if (ofport if local else other_vtep) is None:
         return b.flows  # its port is not there yet / its host has no VTEP
     dst_epg = [("set_field", T.REG_DST_EPG, ep.epg)] if ep.epg else []
+    if ep.ident:
+        dst_epg.append(("set_field", T.REG_DST_ID, ep.ident))
+    src_sets = [("set_field", T.REG_SRC_EPG, ep.epg)] if ep.epg else []
+    if ep.ident:
+        src_sets.append(("set_field", T.REG_SRC_ID, ep.ident))
+    after_l2 = T.K8S if k8s else T.POLICY
     if local:
-        cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)]
-        if ep.epg:
-            cls.append(("set_field", T.REG_SRC_EPG, ep.epg))
+        cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)] + src_sets
         add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
             cookie=c, note=f"ep {ep.id}: local port")
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
@@ -524,7 +549,7 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
             add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
                 note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
         add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-            dst_epg + [("set_field", T.REG_OUT, ofport)], T.POLICY, cookie=c, note=f"ep {ep.id}: local")
+            dst_epg + [("set_field", T.REG_OUT, ofport)], after_l2, cookie=c, note=f"ep {ep.id}: local")
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
             note=f"ep {ep.id}: deliver")
     else:
@@ -532,21 +557,21 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", "tunnel_id", net.tag),
                            ("set_field", "tun_ipv4_dst", other_vtep),
-                           ("set_field", T.REG_OUT, tun)], T.POLICY, cookie=c,
+                           ("set_field", T.REG_OUT, tun)], after_l2, cookie=c,
                 note=f"ep {ep.id}: on {ep.host} via VXLAN")
         elif upl is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-                dst_epg + [("set_field", T.REG_OUT, upl)], T.POLICY, cookie=c,
+                dst_epg + [("set_field", T.REG_OUT, upl)], after_l2, cookie=c,
                 note=f"ep {ep.id}: on {ep.host} via uplink")
-        if ep.epg:
+        if src_sets:
             add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
-                [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                src_sets, T.ARP, cookie=c,
                 note=f"ep {ep.id}: remote source group")
             if routing:
                 add(T.SOURCE, P_REMOTE_ROUTED,
                     {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
                      "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
-                    [("set_field", T.REG_SRC_EPG, ep.epg)], T.ARP, cookie=c,
+                    src_sets, T.ARP, cookie=c,
                     note=f"ep {ep.id}: remote routed source group")
     if is_present and proxy_arp:
         add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
@@ -563,6 +588,19 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
 def group_flows(args: PL.GroupArgs) -> List[Flow]:
     """A group's policy flows on a host where it has an endpoint (owner: the group)."""
     return PL.group_flows(args, cookie_for("group", args.key))
+
+
+K8S_BASE_COOKIE = cookie_for("k8s", "base")
+
+
+def k8s_base_flows(vrfs: Tuple[int, ...], tun: Optional[int], upl: Optional[int]) -> List[Flow]:
+    """The host's K8s stage while a NetworkPolicy exists (owner ``(4,)``)."""
+    return K8.base_flows(vrfs, tun, upl, K8S_BASE_COOKIE)
+
+
+def k8s_ident_flows(args: K8.IdentArgs) -> List[Flow]:
+    """A pod identity's NetworkPolicy flows on a host where it has a pod (owner ``(5, ident)``)."""
+    return K8.ident_flows(args, cookie_for("k8s", str(args.ident)))
 
 
 def fragment(build: Any, args: Tuple, checked: Optional[set] = None) -> Tuple[Flow, ...]:
@@ -613,7 +651,8 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
         is_present = net.key in present_keys
         for ep in ix.eps_by_net.get(net.key, ()):
             try:
-                args = ep_args(ep, host.name, ports, tun, upl, ix.vteps, is_present, ix.proxy_arp, ix.routing)
+                args = ep_args(ep, host.name, ports, tun, upl, ix.vteps, is_present, ix.proxy_arp, ix.routing,
+                               ix.k8s.active)
                 flows += fragment(ep_flows, args, ix.checked)
             except Exception as err:
                 failed.append(Failure("endpoint", ep.id, _why(err)))
@@ -625,6 +664,18 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                 flows += fragment(group_flows, (args,), ix.checked)
             except Exception as err:
                 failed.append(Failure("group", gkey, _why(err)))
+    if ix.k8s.active:
+        try:
+            flows += fragment(k8s_base_flows, K8.base_args(ix.k8s, tun, upl), ix.checked)
+        except Exception as err:
+            failed.append(Failure("k8s", "base", _why(err)))
+        local_idents = ix.host_idents.get(host.name, ())
+        for ident in sorted(ix.k8s.args):
+            if ident in local_idents:
+                try:
+                    flows += fragment(k8s_ident_flows, (ix.k8s.args[ident],), ix.checked)
+                except Exception as err:
+                    failed.append(Failure("k8s", str(ident), _why(err)))
     flows, issues = _dedupe(flows, host.name)
     return flows, issues, failed
 

@@ -59,10 +59,11 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, Mapping, Optional, Set,
                     Tuple, Union)
 
+from . import k8s as K8
 from . import policy as PL
 from .state import DNS_PORT_PREFIX
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
-                       group_flows, group_vlan, host_context, net_args, net_flows, net_vlans_of, resolve_ep,
+                       group_flows, group_vlan, host_context, k8s_base_flows, k8s_ident_flows, net_args, net_flows, net_vlans_of, resolve_ep,
                        resolve_net, resolve_vtep)
 from .flow import Flow
 from .state import GlobalCfg, Host, Snapshot
@@ -188,6 +189,14 @@ class IncrementalCompiler:
         self.epg_groups: Dict[int, Set[str]] = {}
         self.group_cache: Dict[str, Tuple[PL.GroupArgs, Frag]] = {}
         self._gflips: Set[Tuple[int, str]] = set()
+        #: Kubernetes NetworkPolicy (``k8s.py``): the model, the pod key of each endpoint
+        #: record, how many records have each key and which; identity -> host -> its pods there
+        self.k8s: K8.Model = K8.EMPTY_MODEL
+        self.k8s_pod_of: Dict[str, Any] = {}
+        self.k8s_key_eids: Dict[Any, Set[str]] = {}
+        self.ident_hosts: Dict[int, Dict[str, int]] = {}
+        self.k8s_cache: Dict[Any, Tuple[Any, Frag]] = {}
+        self._kflips: Set[Tuple[int, str]] = set()
         #: one key tuple per owner, shared by every switch's maps (frags, winners):
         #: 500 switches then hold 500 references to an endpoint's key, not 500 tuples
         self._okeys: Dict[OwnerKey, OwnerKey] = {}
@@ -275,8 +284,13 @@ class IncrementalCompiler:
         changed_groups = yield from self._policy_pass(old, snap, group_keys, net_keys, tick)
         vlan_nets = self._group_vlans_pass(snap, group_keys)
 
+        # 1c. Kubernetes: the model again when its inputs changed (endpoints whose
+        # identity moved join ep_keys)
+        k8s_idents, k8s_flip, k8s_base = self._k8s_pass(old, snap, ep_keys)
+
         # 2. endpoints
         self._gflips = set()
+        self._kflips = set()
         dirty_eps: Dict[str, Set[str]] = {}
         local_nets: Set[Tuple[str, str]] = set()   # (net, host): its local ports' flood list
         flips: Dict[Tuple[str, str], bool] = {}    # (net, host) -> presence before: may have changed
@@ -339,6 +353,9 @@ class IncrementalCompiler:
                 flip_by_host.setdefault(h, set()).add(n)  # relevance and is_present of n's owners here
         for n in net_all:
             self._vtep_lists.pop(n, None)
+
+        if k8s_flip:
+            full_hosts |= wanted  # L2 goes to the K8s stage or not: every endpoint's flows change
 
         # 4. switches
         for name in list(self.switches):
@@ -408,6 +425,10 @@ class IncrementalCompiler:
                 for epg, h in self._gflips:
                     if h == name:
                         owners.update((3, g) for g in self.epg_groups.get(epg, ()))
+                if k8s_base:
+                    owners.add((4,))
+                owners.update((5, i) for i in k8s_idents)
+                owners.update((5, i) for i, h in self._kflips if h == name)
                 if sw.host is None:
                     owners.clear()  # an unknown host has no flows (as in the full compile)
                 frags = sw.frags
@@ -530,7 +551,54 @@ class IncrementalCompiler:
                 self._index(self.epg_groups, new.epg, gk, True)  # type: ignore[arg-type]
         return changed
 
+    def _k8s_pass(self, old: Snapshot, snap: Snapshot, ep_keys: Set[str]) -> Tuple[Set[int], bool, bool]:
+        """The K8s model again if the set of pod keys, namespaces, policies or tenants changed:
+        (identities whose rules changed, whether the stage came or went, whether its base
+        flows changed).  Endpoints whose identity number changed are added to ``ep_keys``."""
+        pods_changed = False
+        for eid in list(ep_keys):
+            rec = snap.endpoints.get(eid)
+            new_k = K8.pod_key_of(rec) if rec is not None else None
+            old_k = self.k8s_pod_of.get(eid)
+            if new_k == old_k:
+                continue
+            if old_k is not None:
+                s = self.k8s_key_eids[old_k]
+                s.discard(eid)
+                if not s:
+                    del self.k8s_key_eids[old_k]
+                    pods_changed = True
+                del self.k8s_pod_of[eid]
+            if new_k is not None:
+                s = self.k8s_key_eids.setdefault(new_k, set())
+                pods_changed = pods_changed or not s
+                s.add(eid)
+                self.k8s_pod_of[eid] = new_k
+        if not (pods_changed or _diff_keys(old.k8s_namespaces, snap.k8s_namespaces)
+                or _diff_keys(old.k8s_policies, snap.k8s_policies) or _diff_keys(old.tenants, snap.tenants)):
+            return set(), False, False
+        was = self.k8s
+        try:
+            new = K8.build_model(self.k8s_key_eids, snap.k8s_namespaces, snap.k8s_policies,
+                                 [getattr(t, "vrf_id", 0) for t in snap.tenants.values()])
+            self.idx_failed.pop(("k8s", "model"), None)
+        except Exception as err:
+            new = K8.EMPTY_MODEL
+            self.idx_failed[("k8s", "model")] = Failure("k8s", "model", _why(err))
+        self.k8s = new
+        for k in set(was.idents) | set(new.idents):
+            if was.idents.get(k, 0) != new.idents.get(k, 0):
+                ep_keys.update(self.k8s_key_eids.get(k, ()))
+        changed = {i for i in set(was.args) | set(new.args) if was.args.get(i) != new.args.get(i)}
+        flip = was.active != new.active
+        return changed, flip, flip or was.vrfs != new.vrfs
+
     def _owner_relevant(self, o: OwnerKey, name: str) -> bool:
+        if o[0] == 4:
+            return self.k8s.active and self._known(name)
+        if o[0] == 5:
+            hs = self.ident_hosts.get(o[1])
+            return o[1] in self.k8s.args and hs is not None and name in hs and self._known(name)
         if o[0] == 3:
             args = self.group_args.get(o[1])
             if args is None:
@@ -556,6 +624,17 @@ class IncrementalCompiler:
                     del self.epg_hosts[ep.epg]
             if c == (1 if add else 0):
                 self._gflips.add((ep.epg, h))
+        if ep.ident:
+            ih = self.ident_hosts.setdefault(ep.ident, {})
+            c = ih.get(h, 0) + (1 if add else -1)
+            if c:
+                ih[h] = c
+            else:
+                del ih[h]
+                if not ih:
+                    del self.ident_hosts[ep.ident]
+            if c == (1 if add else 0):
+                self._kflips.add((ep.ident, h))
         self._index(self.net_eps, n, eid, add)
         self._index(self.net_host_eps, (n, h), eid, add)
         self._index(self.host_eps, h, eid, add)
@@ -617,6 +696,11 @@ class IncrementalCompiler:
             for g in sorted(self.group_args):
                 if self._owner_relevant((3, g), name):
                     owners.append((3, g))
+            if self._owner_relevant((4,), name):
+                owners.append((4,))
+            for i in sorted(self.k8s.args):
+                if self._owner_relevant((5, i), name):
+                    owners.append((5, i))
         keep = set(owners)
         for o in [o for o in sw.frags if o not in keep]:
             self._set(sw, o, _EMPTY, before)
@@ -643,6 +727,25 @@ class IncrementalCompiler:
             if type(new) is Failure:
                 self._break(sw, new)  # type: ignore[arg-type]
                 return
+        elif kind == 4 or kind == 5:
+            if not self._owner_relevant(o, sw.name):
+                new = _EMPTY
+            else:
+                if kind == 4:
+                    kargs: Tuple = K8.base_args(self.k8s, sw.tun, sw.upl)
+                    fn, key = k8s_base_flows, "base"
+                else:
+                    kargs = (self.k8s.args[o[1]],)
+                    fn, key = k8s_ident_flows, str(o[1])
+                ck = (kind, kargs)
+                cached = self.k8s_cache.get(ck)
+                if cached is not None:
+                    new = cached[1]
+                else:
+                    new = self._build("k8s", key, fn, kargs, upd)
+                    if len(self.k8s_cache) > 4096:
+                        self.k8s_cache.clear()
+                    self.k8s_cache[ck] = (kargs, new)
         elif kind == 3:
             g = o[1]
             gargs = self.group_args.get(g)
@@ -682,7 +785,7 @@ class IncrementalCompiler:
                 new = _EMPTY
             else:
                 args = ep_args(ep, sw.name, sw.ports, sw.tun, sw.upl, self.vteps, self._present(n, sw.name),
-                               self.proxy_arp, self.routing)
+                               self.proxy_arp, self.routing, self.k8s.active)
                 cache = self.ep_cache.get(eid)
                 if cache is None:
                     cache = self.ep_cache[eid] = {}

@@ -131,8 +131,8 @@ def _width(name: str) -> int:
 
 def _five_tuple(pkt: Packet) -> Tuple:
     proto = pkt.get("ip_proto", 0)
-    sport = pkt.get("tcp_src", pkt.get("udp_src", 0))
-    dport = pkt.get("tcp_dst", pkt.get("udp_dst", 0))
+    sport = pkt.get("tcp_src", pkt.get("udp_src", pkt.get("sctp_src", 0)))
+    dport = pkt.get("tcp_dst", pkt.get("udp_dst", pkt.get("sctp_dst", 0)))
     return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
 
 

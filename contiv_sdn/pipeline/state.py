@@ -110,6 +110,11 @@ class Endpoint:
     port: str  # OVS port name on the host's br-int
     group: Optional[str] = None  # group key
     epg_id: int = 0  # 0 = no group
+    #: a Kubernetes pod's namespace ("" = not a pod), its labels (sorted pairs, the CNI
+    #: plugin's own left out) and named container ports (sorted (name, protocol, port))
+    k8s_namespace: str = ""
+    labels: Tuple[Tuple[str, str], ...] = ()
+    named_ports: Tuple[Tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,3 +127,6 @@ class Snapshot:
     hosts: Mapping[str, Host] = field(default_factory=_frozen)
     endpoints: Mapping[str, Endpoint] = field(default_factory=_frozen)
     rules: Mapping[str, Rule] = field(default_factory=_frozen)
+    #: Kubernetes: namespace name -> ``k8s.K8sNamespace``; "ns/name" -> ``k8s.K8sPolicy``
+    k8s_namespaces: Mapping[str, object] = field(default_factory=_frozen)
+    k8s_policies: Mapping[str, object] = field(default_factory=_frozen)

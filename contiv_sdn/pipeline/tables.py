@@ -27,6 +27,10 @@ documented below)::
                  are rewritten (MACs, TTL) and moved to the destination network.
     40 L2        destination lookup by (network, eth_dst): destination EPG, the
                  output decision in REG_OUT, tunnel metadata for remote hosts.
+    45..48 K8S   Kubernetes NetworkPolicy (only while one exists; L2 then goes
+                 here instead of POLICY): conntrack lookup (no commit), replies
+                 pass, egress of the source identity (REG_SRC_ID), ingress of
+                 the destination identity (REG_DST_ID); see ``k8s.py``.
     50 POLICY    IPv4 unicast enters conntrack in its tenant's zone (REG_VRF's
                  value, one flow per network); the rest goes on unjudged.
     51 POLICY_CT after conntrack: invalid dropped, replies/related pass, the
@@ -65,7 +69,8 @@ REG_SRC_EPG = "reg2"  #: source endpoint group id (Endpoint.epg_id), 0 = none.
 REG_DST_EPG = "reg3"  #: destination endpoint group id, 0 = none / flood.
 REG_FLAGS = "reg4"  #: bit flags, see FLAG_*.
 REG_OUT = "reg5"  #: output decision made by L2 for OUTPUT: an ofport or OUT_FLOOD.
-#: reg6 and reg7 are still free (policy needs none beyond the EPG registers).
+REG_SRC_ID = "reg6"  #: source pod identity (Kubernetes NetworkPolicy, ``k8s.py``), 0 = not a pod.
+REG_DST_ID = "reg7"  #: destination pod identity, 0 = not a pod.
 
 FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
 
@@ -90,6 +95,10 @@ SOURCE = 10
 ARP = 20
 L3 = 30
 L2 = 40
+K8S = 45
+K8S_CT = 46
+K8S_EGRESS = 47
+K8S_INGRESS = 48
 POLICY = 50
 POLICY_CT = 51
 POLICY_OUT = 52
@@ -122,6 +131,7 @@ FIELDS: Mapping[str, FieldInfo] = {
     "tcp_dst": FieldInfo(16, "int", _IP + (("ip_proto", 6),)),
     "udp_src": FieldInfo(16, "int", _IP + (("ip_proto", 17),)),
     "udp_dst": FieldInfo(16, "int", _IP + (("ip_proto", 17),)),
+    "sctp_dst": FieldInfo(16, "int", _IP + (("ip_proto", 132),)),
     "icmpv4_type": FieldInfo(8, "int", _IP + (("ip_proto", 1),)),
     "icmpv4_code": FieldInfo(8, "int", _IP + (("ip_proto", 1),)),
     "arp_op": FieldInfo(16, "int", _ARP),
@@ -173,13 +183,16 @@ _REGS_ID = frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_DST_EPG, REG_FLAGS])
 _RULE_MATCH = frozenset([REG_SRC_EPG, REG_DST_EPG, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst",
                          "tcp_dst", "udp_dst"])
 _RULE_MASKABLE = frozenset(["ipv4_src", "ipv4_dst"])
+#: what a K8s NetworkPolicy rule flow may match: identities, protocol, (ranges of) ports
+_K8S_PORTS = frozenset(["tcp_dst", "udp_dst", "sctp_dst"])
+_K8S_MATCH = frozenset([REG_SRC_ID, REG_DST_ID, "eth_type", "ip_proto"]) | _K8S_PORTS
 
 TABLES: Mapping[int, TableSpec] = {
     t.id: t
     for t in (
         TableSpec(CLASSIFY, "classify",
                   match=frozenset(["in_port", "vlan_vid", "tunnel_id", "eth_type", "ipv4_dst"]),
-                  sets=frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_FLAGS, "eth_dst"]),
+                  sets=frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_SRC_ID, REG_FLAGS, "eth_dst"]),
                   actions=frozenset(["set_field", "pop_vlan", "output"]),
                   goto=frozenset([SOURCE]),
                   outputs=None),
@@ -187,7 +200,7 @@ TABLES: Mapping[int, TableSpec] = {
                   match=frozenset(["in_port", "eth_src", "eth_type", "ipv4_src", "arp_spa", "arp_sha",
                                    "ip_proto", "udp_dst", "tcp_dst", REG_VRF, REG_NET, REG_FLAGS]),
                   maskable=frozenset([REG_FLAGS]),
-                  sets=frozenset([REG_SRC_EPG, "eth_dst"]),
+                  sets=frozenset([REG_SRC_EPG, REG_SRC_ID, "eth_dst"]),
                   actions=frozenset(["set_field", "output"]),
                   goto=frozenset([ARP]),
                   outputs=None),
@@ -207,8 +220,25 @@ TABLES: Mapping[int, TableSpec] = {
         TableSpec(L2, "l2",
                   match=frozenset(["eth_dst", REG_NET]),
                   maskable=frozenset(["eth_dst"]),
-                  sets=frozenset([REG_DST_EPG, REG_OUT, "tunnel_id", "tun_ipv4_dst"]),
+                  sets=frozenset([REG_DST_EPG, REG_DST_ID, REG_OUT, "tunnel_id", "tun_ipv4_dst"]),
                   actions=frozenset(["set_field"]),
+                  goto=frozenset([K8S, POLICY])),
+        TableSpec(K8S, "k8s",
+                  match=frozenset(["eth_type", REG_VRF]),
+                  actions=frozenset(["ct"]),
+                  goto=frozenset([POLICY]),
+                  ct_tables=frozenset([K8S_CT])),
+        TableSpec(K8S_CT, "k8s_ct",
+                  match=frozenset(["ct_state", REG_FLAGS]),
+                  maskable=frozenset(["ct_state", REG_FLAGS]),
+                  goto=frozenset([K8S_EGRESS, K8S_INGRESS, POLICY])),
+        TableSpec(K8S_EGRESS, "k8s_egress",
+                  match=_K8S_MATCH | frozenset(["ipv4_dst"]),
+                  maskable=_K8S_PORTS | frozenset(["ipv4_dst"]),
+                  goto=frozenset([K8S_INGRESS])),
+        TableSpec(K8S_INGRESS, "k8s_ingress",
+                  match=_K8S_MATCH | frozenset(["ipv4_src", REG_OUT, REG_FLAGS]),
+                  maskable=_K8S_PORTS | frozenset(["ipv4_src", REG_FLAGS]),
                   goto=frozenset([POLICY])),
         TableSpec(POLICY, "policy",
                   match=_REGS_ID | frozenset(["eth_type", REG_OUT]),
