@@ -275,3 +275,129 @@ class TokenExpiryTests(SecureSetup, unittest.TestCase):
             self.assertEqual(stored["name"], "sec-exp")
             self.assertNotEqual(c.session.token, first)
         return defer.ensureDeferred(go())
+
+
+class SecureAgentTests(SecureSetup, unittest.TestCase):
+    """A whole netplugin (real OVS, netns) whose netmaster serves HTTPS with --auth."""
+
+    timeout = 180
+
+    async def _setup(self) -> None:
+        from contiv_sdn.testing import RedisServer, require_root
+        from tests.test_agt_agent import AgentFixture
+        require_root()
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        self.start_secure(redis_url=redis.url)
+        fx = AgentFixture.__new__(AgentFixture)  # its parts, with this netmaster
+        fx.test, fx.redis, fx.nm, fx.netmaster = self, redis, self.nm, self.nm.url
+        from tests.test_agt_ovsdb import start_ovs
+        fx.ovs, fx.netns = start_ovs(self, "s")
+        fx.host_netns = f"/var/run/netns/{fx.netns}"
+        fx.dir = tempfile.mkdtemp(prefix="sec-agent-")
+        self.addCleanup(shutil.rmtree, fx.dir, True)
+        fx.socket = os.path.join(fx.dir, "run", "netplugin.sock")
+        fx.host = f"sec-host-{secrets.token_hex(2)}"
+        fx.service = None
+        self.fx = fx
+        self.node_password = self.add_node(fx.host)
+        base = fx.options
+
+        def options() -> Dict[str, Any]:
+            return dict(base(), **{"netmaster-user": fx.host,
+                                   "netmaster-password-file": self.node_password,
+                                   "netmaster-ca": self.certs["ca"]})
+        fx.options = options
+        await fx.start()
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setup())
+
+    def test_agent_attaches_over_tls_with_its_node_credential(self):
+        async def go() -> None:
+            from tests.test_agt_plumbing import Netns
+            ctr = Netns(self, "c")
+            ep_id = secrets.token_hex(32)
+            rec = await self.fx.client.create_endpoint(ep_id, ctr.path, "secnet", name="web")
+            self.assertEqual(rec["homingHost"], self.fx.host)
+            self.assertEqual(ctr.addrs("eth0"), [(rec["ipAddress"], 24)])
+            self.assertEqual(self.endpoint(ep_id)["Oper"]["homingHost"], self.fx.host)
+            await self.fx.client.delete_endpoint(ep_id)
+            self.assertIsNone(self.endpoint(ep_id))
+        return defer.ensureDeferred(go())
+
+
+class ForeignEndpointTests(unittest.TestCase):
+    """The agent's one create/delete path refuses another host's endpoint, even when
+    the netmaster (no --auth here) would not."""
+
+    timeout = 120
+
+    async def _setup(self) -> None:
+        from tests.test_agt_agent import AgentFixture
+        self.fx = AgentFixture(self)
+        await self.fx.start()
+        self.mgr = self.fx.service.endpoints
+        self.other = NetmasterClient(self.fx.netmaster)
+        self.addCleanup(self.other.close)
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setup())
+
+    def test_create_with_another_hosts_endpoint_id_is_refused(self):
+        async def go() -> None:
+            from contiv_sdn.agent.endpoints import EndpointRequest, ForeignEndpoint
+            from tests.test_agt_plumbing import Netns
+            theirs = secrets.token_hex(32)
+            cfg = await self.other.create_endpoint("default", "agtnet", "", theirs, "web",
+                                                   theirs, "sec-other", "", "cvx")
+            ctr = Netns(self, "c")
+            with self.assertRaises(ForeignEndpoint) as cm:
+                await self.mgr.create(EndpointRequest(id=theirs, netns=ctr.path,
+                                                      network="agtnet"))
+            self.assertIn("belongs to host sec-other", str(cm.exception))
+            self.assertEqual(cm.exception.status, 403)
+            # nothing plumbed here, nothing released there
+            self.assertNotIn("cv" + theirs[:12], self.fx.ports())
+            self.assertNotIn("cv" + theirs[:12], self.fx.host_links())
+            again = await self.other.create_endpoint("default", "agtnet", "", theirs, "web",
+                                                     theirs, "sec-other", "", "cvx")
+            self.assertEqual(again["ipAddress"], cfg["ipAddress"])
+            # through the local API (CNI's and the driver's way in) it is a 403 too
+            try:
+                await self.fx.client.create_endpoint(theirs, ctr.path, "agtnet")
+            except Exception as e:
+                self.assertIn("belongs to host sec-other", str(e))
+            else:
+                raise AssertionError("the local API created another host's endpoint")
+        return defer.ensureDeferred(go())
+
+    def test_delete_and_update_of_a_record_naming_another_host_are_refused(self):
+        async def go() -> None:
+            from contiv_sdn.agent.endpoints import (K_RECORD, EndpointRequest,
+                                                    ForeignEndpoint)
+            from tests.test_agt_plumbing import Netns
+            ctr = Netns(self, "c")
+            ep_id = secrets.token_hex(32)
+            rec = await self.mgr.create(EndpointRequest(id=ep_id, netns=ctr.path,
+                                                        network="agtnet"))
+            # the local record now says another host (as one left by a renamed host)
+            forged = dict(rec, homingHost="sec-other")
+            forged.pop("ofport", None)
+            await self.mgr.ovsdb.ensure_port(self.mgr.bridge, rec["intfName"],
+                                             external_ids={K_RECORD: json.dumps(forged)},
+                                             wait_applied=False)
+            with self.assertRaises(ForeignEndpoint) as cm:
+                await self.mgr.delete(ep_id)
+            self.assertIn("may not delete it", str(cm.exception))
+            with self.assertRaises(ForeignEndpoint):
+                await self.mgr.update_record(dict(forged, containerName="x"))
+            # the port and the netmaster's allocation are still there
+            self.assertIn(rec["intfName"], self.fx.ports())
+            again = await self.other.create_endpoint("default", "agtnet", "", ep_id, "web",
+                                                     ep_id, self.fx.host, "", "cvx")
+            self.assertEqual(again["ipAddress"], rec["ipAddress"])
+            # put back as it was, it is deleted as usual
+            await self.mgr.update_record(dict(forged, homingHost=self.fx.host))
+            self.assertTrue(await self.mgr.delete(ep_id))
+        return defer.ensureDeferred(go())

@@ -19,6 +19,14 @@ the tombstone once all of that succeeded: if the
 netmaster is down, a retried delete (or the periodic reconcile) still knows
 which tenant/network to release, so addresses do not leak.
 
+An endpoint belongs to the host its record names (``homingHost``): this agent
+creates, updates and deletes only its own host's (issue 13, item 5).  A
+create whose id the netmaster already holds for another host, or a
+delete/update of a local record naming another host, is refused
+(:class:`ForeignEndpoint`, 403) without touching that host's allocation — so
+neither CNI nor the Docker driver, both on this path, can be used to release
+or take over another host's endpoint.
+
 :meth:`EndpointManager.reconcile` (on start and periodically) reaps endpoints
 whose container namespace is gone (path missing, or now a different namespace)
 or whose host-side veth vanished, and finishes pending deletes.  Live endpoints
@@ -125,6 +133,18 @@ class Conflict(EndpointError):
 
 class NotReady(EndpointError):
     status = 503
+
+
+class ForeignEndpoint(EndpointError):
+    """The endpoint is another host's: this agent manages only its own host's."""
+
+    status = 403
+
+    def __init__(self, endpoint_id: str, owner: str, host: str, verb: str):
+        super().__init__(f"endpoint {endpoint_id[:64]} belongs to host {owner[:64] or '?'}, "
+                         f"not this host ({host}): this agent may not {verb} it; use an id "
+                         f"of this host's container, or remove it on host {owner[:64] or '?'} "
+                         f"(or as a netmaster admin)")
 
 
 @dataclass(frozen=True)
@@ -377,6 +397,15 @@ class EndpointManager:
             if made.veth:
                 await self._quietly(self.plumber.delete(name), "veth", name)
             config.raiseException()
+        owner = str(config.get("homingHost") or self.host)
+        if owner != self.host:
+            # the netmaster answered another host's endpoint of that id (a retry's
+            # answer): not ours to plumb, and not ours to release in an undo
+            if made.veth:
+                await self._quietly(self.plumber.delete(name), "veth", name)
+            log.info("refused creating endpoint {id}: it is host {owner}'s", id=req.id[:12],
+                     owner=owner[:64])
+            raise ForeignEndpoint(req.id, owner, self.host, "create")
         try:
             if not early_ok:
                 early_value.raiseException()
@@ -546,10 +575,19 @@ class EndpointManager:
         once Docker started the container); the caller serializes this with the
         endpoint's delete."""
         self._require_ready()
+        self._check_own(record, "update")
         stored = {k: v for k, v in record.items() if k != "ofport"}
         await self.ovsdb.ensure_port(self.bridge, stored["intfName"],
                                      external_ids={K_RECORD: json.dumps(stored, sort_keys=True)},
                                      wait_applied=False)
+
+    def _check_own(self, record: Dict[str, Any], verb: str) -> None:
+        """Refuse (:class:`ForeignEndpoint`) a record that names another host."""
+        owner = str(record.get("homingHost") or self.host)
+        if owner != self.host:
+            log.info("refused to {verb} endpoint {id}: it is host {owner}'s", verb=verb,
+                     id=str(record.get("id", ""))[:12], owner=owner[:64])
+            raise ForeignEndpoint(str(record.get("id", "")), owner, self.host, verb)
 
     # -- delete ---------------------------------------------------------------------
     async def delete(self, endpoint_id: str, also_links: Sequence[str] = ()) -> bool:
@@ -581,6 +619,7 @@ class EndpointManager:
             return False
         if port is not None:
             record = self._record_of(port) or {}
+            self._check_own(record, "delete")
             tenant, _, network = str(record.get("network", "")).partition(":")
             if not network:
                 tenant, network = "default", tenant
@@ -655,4 +694,4 @@ class EndpointManager:
 
 
 __all__ = ["EndpointManager", "EndpointRequest", "EndpointError", "BadRequest", "Conflict",
-           "NotReady", "NetnsNotFound", "port_name", "prefix_len"]
+           "NotReady", "ForeignEndpoint", "NetnsNotFound", "port_name", "prefix_len"]
