@@ -203,7 +203,7 @@ def group_vlan(g: Any) -> Optional[Tuple[str, int, int]]:
         net, epg, vlan = g.network, g.epg_id, g.vlan
         if (type(net) is str and type(epg) is int and type(vlan) is int
                 and 1 <= epg <= 0xFFFF and 1 <= vlan <= 4094):
-            return None
+            return net, epg, vlan
     except Exception:
         pass
     return None
