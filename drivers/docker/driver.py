@@ -358,7 +358,10 @@ class DockerDriver:
             raise DriverError("netplugin does not give IPv6 addresses through Docker; create the "
                               "docker network without --ipv6", 400)
         options = body["Options"]
-        swarm = self.scope == "global" and (CONTIV_TAG in options or SWARM_SERIAL in options)
+        # swarm marks its networks' IPAM options "serial"; without --ipam-opt the
+        # manager's request still comes in the global space
+        swarm = self.scope == "global" and (CONTIV_TAG in options or SWARM_SERIAL in options
+                                            or body["AddressSpace"] == GLOBAL_SPACE)
         if swarm:
             p = await self.swarm_placement(options, [{"Pool": body["Pool"]}])
         else:
