@@ -103,8 +103,8 @@ def pod(name: str, labels: Optional[dict] = None, node: str = "host1",
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}}
 
 
-class KubectlTests(_Server):
-    """The real kubectl against the stand-in."""
+class _Kubectl(_Server):
+    """Runs the real kubectl against the stand-in."""
 
     def setUp(self):
         require_binary("kubectl")
@@ -126,6 +126,10 @@ class KubectlTests(_Server):
 
     async def get_json(self, *args: str) -> dict:
         return json.loads(await self.kubectl("get", "-o", "json", *args))
+
+
+class KubectlTests(_Kubectl):
+    """The commands of the issue: apply, create, label, get (-l, -w), delete."""
 
     async def test_apply_documentation_network_policies(self):
         out = await self.kubectl("apply", "-f", "netpol-docs.yaml")
@@ -357,3 +361,337 @@ class WatchTests(_Server):
                              f"{self.api.rv}")
         await w.done
         self.assertIsNone(w.error)
+
+
+class KubectlMoreTests(_Kubectl):
+    """kubectl's other paths: strict validation, dry run, replace, patch types, nodes."""
+
+    async def test_typo_refused_by_strict_field_validation(self):
+        bad = os.path.join(self.dir, "typo.yaml")
+        with open(bad, "w") as f:
+            f.write("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                    "metadata: {name: typo, labelz: {a: b}}\nspecs: {podSelector: {}}\n")
+        err = await self.kubectl("apply", "-f", bad, ok=False)
+        self.assertIn("strict decoding error: ", err)
+        self.assertIn('unknown field "metadata.labelz"', err)
+        self.assertIn('unknown field "specs"', err)
+        self.assertEqual(self.api.objects("networkpolicies"), [])
+        err = await self.kubectl("create", "-f", bad, ok=False)
+        self.assertIn("strict decoding error", err)
+
+    async def test_invalid_names_and_labels_are_422(self):
+        bad = os.path.join(self.dir, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name, labels: {a: -x}}\n"
+                    "spec: {containers: [{name: c}]}\n")
+        err = await self.kubectl("create", "-f", bad, ok=False)
+        self.assertIn('Pod "Bad_Name" is invalid', err)
+        self.assertIn("metadata.name: Invalid value", err)
+        self.assertIn('metadata.labels: Invalid value: "-x"', err)
+        self.assertIn("spec.containers[0].image: Required value", err)
+
+    async def test_server_dry_run_stores_nothing(self):
+        rv = self.api.rv
+        out = await self.kubectl("apply", "-f", "netpol-docs.yaml", "--dry-run=server")
+        self.assertIn("created (server dry run)", out)
+        self.assertEqual((self.api.objects("networkpolicies"), self.api.rv), ([], rv))
+
+    async def test_patch_types_and_replace(self):
+        await self.kubectl("apply", "-f", "pods.yaml")
+        await self.kubectl("patch", "pod", "-n", "shop", "web", "--type=merge", "-p",
+                           '{"metadata":{"annotations":{"a":"1"}}}')
+        await self.kubectl("patch", "pod", "-n", "shop", "web", "--type=json", "-p",
+                           '[{"op":"add","path":"/metadata/labels/b","value":"2"}]')
+        # strategic: a second container merged in by name, the first one kept
+        await self.kubectl("patch", "pod", "-n", "shop", "web", "-p",
+                           '{"spec":{"containers":[{"name":"side","image":"busybox"}]}}')
+        doc = await self.get_json("pod", "-n", "shop", "web")
+        self.assertEqual(doc["metadata"]["annotations"]["a"], "1")
+        self.assertEqual(doc["metadata"]["labels"]["b"], "2")
+        self.assertEqual([c["name"] for c in doc["spec"]["containers"]], ["httpd", "side"])
+        # replace: kubectl PUTs with the resourceVersion it read
+        doc["metadata"]["labels"]["replaced"] = "yes"
+        path = os.path.join(self.dir, "web.json")
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        await self.kubectl("replace", "-f", path)
+        err = await self.kubectl("replace", "-f", path, ok=False)  # its version is now stale
+        self.assertIn("the object has been modified", err)
+        self.assertEqual(self.api.get("pods", "shop", "web")["metadata"]["labels"]["replaced"],
+                         "yes")
+
+    async def test_nodes_and_delete_all(self):
+        for n in ("host1", "host2"):
+            self.api.put_object({"apiVersion": "v1", "kind": "Node",
+                                 "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
+                                 "status": {"addresses": [{"type": "InternalIP",
+                                                           "address": "192.0.2.1"}]}})
+        out = await self.kubectl("get", "nodes")
+        self.assertIn("host1", out)
+        self.assertIn("host2", out)
+        await self.kubectl("apply", "-f", "pods.yaml")
+        out = await self.kubectl("delete", "pods", "-n", "shop", "--all")
+        self.assertIn('pod "web" deleted', out)
+        self.assertEqual(self.api.objects("pods"), [])
+
+
+class RestTests(_Server):
+    """The REST verbs and their refusals, over raw HTTP."""
+
+    async def test_status_subresource_and_main_resource_keep_their_halves(self):
+        self.api.create("pods", pod("a"))
+        cur = self.api.get("pods", "default", "a")
+        body = dict(cur, status={"phase": "Running", "podIP": "10.1.0.5",
+                                 "podIPs": [{"ip": "10.1.0.5"}]},
+                    spec=dict(cur["spec"], nodeName="elsewhere"))
+        body["metadata"] = dict(cur["metadata"], labels={"sneaky": "yes"})
+        code, doc = await self.http("PUT", "/api/v1/namespaces/default/pods/a/status", body)
+        self.assertEqual(code, 200)
+        self.assertEqual(doc["status"]["podIP"], "10.1.0.5")
+        self.assertEqual(doc["spec"]["nodeName"], "host1")  # spec is not the status's
+        self.assertEqual(doc["metadata"]["labels"], {})
+        self.assertEqual(doc["metadata"]["generation"], 1)
+        # a merge patch of status; then a main-resource write cannot change status
+        code, doc = await self.http("PATCH", "/api/v1/namespaces/default/pods/a/status",
+                                    {"status": {"phase": "Succeeded"}},
+                                    "application/merge-patch+json")
+        self.assertEqual((code, doc["status"]["phase"], doc["status"]["podIP"]),
+                         (200, "Succeeded", "10.1.0.5"))
+        code, doc = await self.http("PATCH", "/api/v1/namespaces/default/pods/a",
+                                    {"status": {"phase": "Failed"},
+                                     "metadata": {"labels": {"x": "1"}}},
+                                    "application/merge-patch+json")
+        self.assertEqual((code, doc["status"]["phase"], doc["metadata"]["labels"]),
+                         (200, "Succeeded", {"x": "1"}))
+
+    async def test_refusals_are_kube_status_objects(self):
+        self.api.create("pods", pod("a"))
+        rv = self.api.get("pods", "default", "a")["metadata"]["resourceVersion"]
+        self.api.patch("pods", "default", "a", "application/merge-patch+json",
+                       {"metadata": {"labels": {"v": "2"}}})
+        stale = dict(pod("a"), metadata={"name": "a", "resourceVersion": rv})
+        cases = [
+            ("GET", "/api/v1/namespaces/default/pods/nope", None, 404, "NotFound",
+             'pods "nope" not found'),
+            ("GET", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/x", None, 404,
+             "NotFound", 'networkpolicies.networking.k8s.io "x" not found'),
+            ("POST", "/api/v1/namespaces/default/pods", pod("a"), 409, "AlreadyExists",
+             'pods "a" already exists'),
+            ("POST", "/api/v1/namespaces/nowhere/pods", pod("b", namespace="nowhere"), 404,
+             "NotFound", 'namespaces "nowhere" not found'),
+            ("PUT", "/api/v1/namespaces/default/pods/a", stale, 409, "Conflict",
+             'Operation cannot be fulfilled on pods "a": the object has been modified'),
+            ("POST", "/api/v1/namespaces/default/pods", pod("UPPER"), 422, "Invalid",
+             'Pod "UPPER" is invalid: metadata.name: Invalid value: "UPPER"'),
+            ("POST", "/api/v1/pods", pod("c"), 405, "MethodNotAllowed",
+             "does not allow this method"),
+            ("PATCH", "/api/v1/namespaces/default/pods/a", {}, 415, "UnsupportedMediaType",
+             "unknown format"),
+            ("GET", "/api/v1/pods?labelSelector=a%20in%20b", None, 400, "BadRequest",
+             "unable to parse requirement"),
+            ("GET", "/api/v1/pods?fieldSelector=spec.foo%3Dx", None, 400, "BadRequest",
+             '"spec.foo" is not a known field selector'),
+            ("DELETE", "/api/v1/namespaces/default", None, 403, "Forbidden",
+             "may not be deleted"),
+        ]
+        for method, path, body, code, reason, text in cases:
+            ctype = "text/plain" if reason == "UnsupportedMediaType" else "application/json"
+            got, doc = await self.http(method, path, body, ctype)
+            self.assertEqual((got, doc["kind"], doc["status"], doc["code"], doc["reason"]),
+                             (code, "Status", "Failure", code, reason), (method, path))
+            self.assertIn(text, doc["message"])
+        code, doc = await self.http("POST", "/api/v1/namespaces/default/pods", None)
+        self.assertEqual(code, 400)
+        resp = await treq.post(self.api.url + "/api/v1/namespaces/default/pods",
+                               data=b'{"metadata": {"name": NaN}}', pool=self.pool)
+        self.assertEqual(resp.code, 400)
+        self.assertIn("invalid character 'N'", (await treq.json_content(resp))["message"])
+
+    async def test_delete_replies_as_kube_does(self):
+        self.api.create("pods", pod("a"))
+        self.api.create("networkpolicies", {"metadata": {"name": "p", "namespace": "default"},
+                                            "spec": {"podSelector": {}}})
+        code, doc = await self.http("DELETE", "/api/v1/namespaces/default/pods/a")
+        self.assertEqual((code, doc["kind"], doc["metadata"]["name"]), (200, "Pod", "a"))
+        code, doc = await self.http(
+            "DELETE", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/p")
+        self.assertEqual((code, doc["kind"], doc["status"], doc["details"]["name"],
+                          doc["details"]["kind"], doc["details"]["group"]),
+                         (200, "Status", "Success", "p", "networkpolicies", "networking.k8s.io"))
+        code, doc = await self.http("DELETE", "/api/v1/namespaces/default/pods/a")
+        self.assertEqual((code, doc["reason"]), (404, "NotFound"))
+
+    async def test_metadata_one_counter_and_generation(self):
+        a = self.api.create("pods", pod("a"))
+        ns = self.api.create("namespaces", {"metadata": {"name": "n1"}})
+        self.assertEqual(int(ns["metadata"]["resourceVersion"]),
+                         int(a["metadata"]["resourceVersion"]) + 1)
+        self.assertEqual(ns["metadata"]["labels"], {"kubernetes.io/metadata.name": "n1"})
+        self.assertEqual(a["metadata"]["generation"], 1)
+        self.assertRegex(a["metadata"]["creationTimestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        b = self.api.patch("pods", "default", "a", "application/merge-patch+json",
+                           {"metadata": {"labels": {"x": "y"}}})
+        self.assertEqual(b["metadata"]["generation"], 1)  # metadata only: same generation
+        c = self.api.patch("pods", "default", "a", "application/merge-patch+json",
+                           {"spec": {"activeDeadlineSeconds": 5}})
+        self.assertEqual(c["metadata"]["generation"], 2)
+        same = self.api.patch("pods", "default", "a", "application/merge-patch+json",
+                              {"spec": {"activeDeadlineSeconds": 5}})
+        self.assertEqual(same["metadata"]["resourceVersion"], c["metadata"]["resourceVersion"])
+        code, lst = await self.http("GET", "/api/v1/namespaces?limit=2")
+        self.assertEqual((code, len(lst["items"])), (200, 2))
+        code, rest = await self.http("GET", "/api/v1/namespaces?limit=2&continue="
+                                     + lst["metadata"]["continue"])
+        got = [i["metadata"]["name"] for i in lst["items"] + rest["items"]]
+        code, full = await self.http("GET", "/api/v1/namespaces")
+        self.assertEqual(got, [i["metadata"]["name"] for i in full["items"]][:4])
+
+    async def test_discovery_documents(self):
+        code, doc = await self.http("GET", "/api")
+        self.assertEqual((code, doc["versions"]), (200, ["v1"]))
+        code, doc = await self.http("GET", "/apis")
+        self.assertEqual(sorted(g["name"] for g in doc["groups"]),
+                         ["discovery.k8s.io", "networking.k8s.io"])
+        code, doc = await self.http("GET", "/api/v1")
+        res = {r["name"]: r for r in doc["resources"]}
+        self.assertEqual((res["pods"]["namespaced"], res["namespaces"]["namespaced"]),
+                         (True, False))
+        self.assertIn("pods/status", res)
+        self.assertIn("watch", res["nodes"]["verbs"])
+        code, doc = await self.http("GET", "/apis/discovery.k8s.io/v1")
+        self.assertEqual([r["kind"] for r in doc["resources"]], ["EndpointSlice"])
+        code, doc = await self.http("GET", "/version")
+        self.assertEqual(doc["minor"], "32")
+
+
+class TokenTests(_Server):
+    token = "s3cret"
+
+    async def test_bearer_token_required(self):
+        code, doc = await self.http("GET", "/api/v1/pods")
+        self.assertEqual(code, 200)
+        resp = await treq.get(self.api.url + "/api/v1/pods", pool=self.pool)
+        self.assertEqual(resp.code, 401)
+        self.assertEqual((await treq.json_content(resp))["reason"], "Unauthorized")
+        with open(self.kubeconfig) as f:
+            self.assertIn("s3cret", f.read())
+
+
+class StateFileTests(TestCase):
+    """A restart keeps the objects (with the state file) or loses them (without)."""
+
+    async def test_restart_keeps_or_loses_state(self):
+        d = tempfile.mkdtemp(prefix="contiv-kubeapi-")
+        self.addCleanup(shutil.rmtree, d, True)
+        state = os.path.join(d, "state.json")
+        api = KubeAPIServer(reactor, state_file=state)
+        await api.start(0)
+        api.create("pods", pod("a"))
+        uid, rv = api.get("pods", "default", "a")["metadata"]["uid"], api.rv
+        await api.stop()
+        again = KubeAPIServer(reactor, state_file=state)
+        await again.start(0)
+        self.addCleanup(lambda: defer.ensureDeferred(again.stop()))
+        self.assertEqual(again.get("pods", "default", "a")["metadata"]["uid"], uid)
+        self.assertEqual(again.rv, rv)  # versions go on from where they were
+        self.assertEqual(again.create("pods", pod("b"))["metadata"]["resourceVersion"],
+                         str(rv + 1))
+        await again.stop()
+        os.unlink(state)
+        fresh = KubeAPIServer(reactor, state_file=state)
+        self.addCleanup(lambda: defer.ensureDeferred(fresh.stop()))
+        self.assertEqual(fresh.objects("pods"), [])
+
+
+class ProcessTests(TestCase):
+    """``python -m contiv_sdn.testing.kubeapi`` serves, writes a kubeconfig, stops on TERM."""
+
+    async def test_runs_as_a_process(self):
+        import sys
+        from contiv_sdn.testing import free_tcp_port
+        d = tempfile.mkdtemp(prefix="contiv-kubeapi-")
+        self.addCleanup(shutil.rmtree, d, True)
+        port, kc = free_tcp_port(), os.path.join(d, "kubeconfig")
+        ended: defer.Deferred = defer.Deferred()
+
+        class Proto(protocol.ProcessProtocol):
+            def processEnded(self, reason):
+                ended.callback(reason.value.exitCode)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = reactor.spawnProcess(Proto(), sys.executable,
+                                    [sys.executable, "-m", "contiv_sdn.testing.kubeapi",
+                                     "--port", str(port), "--kubeconfig", kc],
+                                    env=dict(os.environ, PYTHONPATH=root), path=d)
+        self.addCleanup(lambda: None if ended.called else proc.signalProcess("KILL"))
+        await wait_for(lambda: os.path.exists(kc), 20, "the kubeconfig")
+        with open(kc) as f:
+            self.assertIn(f"http://127.0.0.1:{port}", f.read())
+        resp = await treq.get(f"http://127.0.0.1:{port}/api/v1/namespaces",
+                              pool=HTTPConnectionPool(reactor, persistent=False))
+        names = [i["metadata"]["name"] for i in (await treq.json_content(resp))["items"]]
+        self.assertIn("kube-system", names)
+        proc.signalProcess("TERM")
+        self.assertEqual(await ended, 0)
+
+
+class PatchAndSelectorUnitTests(TestCase):
+    def test_strategic_merge_directives(self):
+        cur = {"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}},
+               "spec": {"containers": [{"name": "one", "image": "i1", "env": [
+                   {"name": "A", "value": "1"}]}, {"name": "two", "image": "i2"}],
+                   "tolerations": [{"key": "k1"}], "volumes": [{"name": "v", "emptyDir": {}}]}}
+        patch = {"metadata": {"labels": {"y": None}, "$deleteFromPrimitiveList/finalizers": ["a"],
+                              "finalizers": ["c"]},
+                 "spec": {"$setElementOrder/containers": [{"name": "two"}, {"name": "one"}],
+                          "containers": [{"name": "one", "env": [{"name": "B", "value": "2"}]},
+                                         {"name": "three", "$patch": "delete"}],
+                          "tolerations": [{"key": "k2"}],
+                          "volumes": [{"name": "v", "hostPath": {"path": "/x"},
+                                       "$retainKeys": ["name", "hostPath"]}]}}
+        out = strategic_merge_patch(cur, patch)
+        self.assertEqual(out["metadata"], {"finalizers": ["b", "c"], "labels": {"x": "1"}})
+        self.assertEqual([c["name"] for c in out["spec"]["containers"]], ["two", "one"])
+        self.assertEqual(out["spec"]["containers"][1]["env"],
+                         [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        self.assertEqual(out["spec"]["tolerations"], [{"key": "k2"}])  # no merge key: replaced
+        self.assertEqual(out["spec"]["volumes"], [{"name": "v", "hostPath": {"path": "/x"}}])
+        out = strategic_merge_patch(cur, {"spec": {"containers": [
+            {"name": "two", "$patch": "delete"}]}})
+        self.assertEqual([c["name"] for c in out["spec"]["containers"]], ["one"])
+        out = strategic_merge_patch(cur, {"spec": {"$patch": "replace", "containers": []}})
+        self.assertEqual(out["spec"], {"containers": []})
+        self.assertEqual(cur["metadata"]["labels"], {"x": "1", "y": "2"})  # input untouched
+
+    def test_merge_and_json_patch(self):
+        self.assertEqual(merge_patch({"a": {"b": 1, "c": 2}, "l": [1, 2]},
+                                     {"a": {"b": None}, "l": [3]}), {"a": {"c": 2}, "l": [3]})
+        doc = {"metadata": {"labels": {"a": "1"}}, "l": [1, 2]}
+        out = json_patch(doc, [{"op": "add", "path": "/metadata/labels/b~1c", "value": "2"},
+                               {"op": "remove", "path": "/metadata/labels/a"},
+                               {"op": "add", "path": "/l/-", "value": 3},
+                               {"op": "replace", "path": "/l/0", "value": 0},
+                               {"op": "test", "path": "/l/1", "value": 2}])
+        self.assertEqual(out, {"metadata": {"labels": {"b/c": "2"}}, "l": [0, 2, 3]})
+        with self.assertRaises(APIError) as e:
+            json_patch(doc, [{"op": "remove", "path": "/metadata/nope"}])
+        self.assertEqual(e.exception.code, 422)
+        with self.assertRaises(APIError):
+            json_patch(doc, [{"op": "test", "path": "/l/0", "value": 9}])
+
+    def test_label_selector_grammar(self):
+        def sel(text, labels):
+            return all(r.matches(labels) for r in parse_label_selector(text))
+        labels = {"app": "web", "tier": "front", "example.com/team": "a"}
+        self.assertTrue(sel("", labels))
+        self.assertTrue(sel("app=web,tier==front", labels))
+        self.assertFalse(sel("app!=web", labels))
+        self.assertTrue(sel("app in (db, web),example.com/team", labels))
+        self.assertFalse(sel("app notin (web)", labels))
+        self.assertTrue(sel("!missing,missing notin (x)", labels))
+        self.assertFalse(sel("!app", labels))
+        self.assertFalse(sel("missing", labels))
+        self.assertTrue(sel("  app = web ,  tier in (front)", labels))
+        for bad in ("app in web", "app=web tier", "app in (a", "=x"):
+            with self.assertRaises(APIError, msg=bad) as e:
+                parse_label_selector(bad)
+            self.assertEqual(e.exception.code, 400)

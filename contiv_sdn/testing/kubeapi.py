@@ -191,6 +191,17 @@ _VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric 
               "'MyValue',  or 'my_value',  or '12345', regex used for validation is "
               "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
 
+#: the top-level fields of each kind besides apiVersion/kind/metadata (default: spec, status)
+_TOP_FIELDS = {
+    "configmaps": ("data", "binaryData", "immutable"),
+    "endpointslices": ("addressType", "endpoints", "ports"),
+    "networkpolicies": ("spec",),
+}
+_META_FIELDS = {"name", "generateName", "namespace", "selfLink", "uid", "resourceVersion",
+                "generation", "creationTimestamp", "deletionTimestamp",
+                "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
+                "finalizers", "managedFields"}
+
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -605,18 +616,20 @@ class KubeAPIServer:
 
     async def stop(self) -> None:
         """Stop listening and drop every connection (what a stopping apiserver does);
-        the state file, if any, is written first."""
+        the state file, if any, is written first.  Stopping twice is harmless."""
         self._save_now()
+        if self._site is None:
+            return
         if self._port is not None:
             port, self._port = self._port, None
             await port.stopListening()
         for w in list(self._watches):
             self._end_watch(w, abort=True)
-        if self._site is not None:
-            for proto in list(self._site.open):
-                transport = getattr(proto, "transport", None)
-                if transport is not None:
-                    transport.abortConnection()
+        site, self._site = self._site, None
+        for proto in list(site.open):
+            transport = getattr(proto, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
     @property
     def url(self) -> str:
@@ -687,10 +700,10 @@ class KubeAPIServer:
         self.rv = int(doc.get("resourceVersion", 0))
         self._compacted = self.rv
         self._service_ips = int(doc.get("serviceIPs", 10))
-        for obj in doc.get("objects", []):
-            kind = self._kind_of(obj)
-            meta = obj["metadata"]
-            self._store[kind.plural][(meta.get("namespace", ""), meta["name"])] = obj
+        for plural, objs in doc.get("objects", {}).items():
+            for obj in objs:
+                meta = obj["metadata"]
+                self._store[plural][(meta.get("namespace", ""), meta["name"])] = obj
 
     def _save_soon(self) -> None:
         if self.state_file and self._save_call is None:
@@ -703,7 +716,7 @@ class KubeAPIServer:
             self._save_call = None
         if not self.state_file:
             return
-        objs = [o for p in KINDS for o in self._store[p].values()]
+        objs = {p: list(self._store[p].values()) for p in KINDS}
         tmp = self.state_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"resourceVersion": self.rv, "serviceIPs": self._service_ips,
@@ -789,6 +802,17 @@ class KubeAPIServer:
         if causes:
             raise invalid(kind, name, causes)
 
+    def _strict(self, kind: Kind, obj: dict) -> None:
+        """``fieldValidation=Strict`` for the top level and ``metadata`` (the server
+        knows no deeper schema): kube's text, ``strict decoding error: unknown field``."""
+        top = set(_TOP_FIELDS.get(kind.plural, ("spec", "status")))
+        top |= {"apiVersion", "kind", "metadata"}
+        unknown = [f'unknown field "{k}"' for k in obj if k not in top]
+        unknown += [f'unknown field "metadata.{k}"' for k in obj.get("metadata") or {}
+                    if k not in _META_FIELDS]
+        if unknown:
+            raise bad_request("strict decoding error: " + ", ".join(unknown))
+
     def _defaults(self, kind: Kind, obj: dict) -> None:
         meta = obj["metadata"]
         if kind.plural == "namespaces":
@@ -832,8 +856,11 @@ class KubeAPIServer:
                 for p in (rule or {}).get("ports") or []:
                     p.setdefault("protocol", "TCP")
 
-    def create(self, plural: str, body: dict, namespace: Optional[str] = None) -> dict:
-        """Store a new object (the POST path); returns it."""
+    def create(self, plural: str, body: dict, namespace: Optional[str] = None,
+               dry_run: bool = False, strict: bool = False) -> dict:
+        """Store a new object (the POST path); returns it.  ``dry_run``: check and
+        default it, store nothing; ``strict``: unknown top-level or metadata fields
+        are refused (kubectl's ``fieldValidation=Strict``)."""
         kind = KINDS[plural]
         obj = copy.deepcopy(body)
         if not isinstance(obj, dict):
@@ -861,6 +888,8 @@ class KubeAPIServer:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         if kind.plural in ("pods", "services"):
             obj.setdefault("spec", {})
+        if strict:
+            self._strict(kind, obj)
         self._validate(kind, obj)
         key = (meta.get("namespace", ""), meta["name"])
         if key in self._store[plural]:
@@ -873,6 +902,8 @@ class KubeAPIServer:
         if "spec" in obj and kind.plural not in ("namespaces",):
             meta["generation"] = 1
         self._defaults(kind, obj)
+        if dry_run:
+            return obj
         meta["resourceVersion"] = self._bump()
         del obj["kind"], obj["apiVersion"]
         self._store[plural][key] = obj
@@ -880,8 +911,11 @@ class KubeAPIServer:
         return self._full(kind, obj)
 
     def update(self, plural: str, body: dict, namespace: str, name: str,
-               subresource: Optional[str] = None, keep_status: bool = True) -> dict:
-        """Replace an object (the PUT path, and the end of every patch)."""
+               subresource: Optional[str] = None, keep_status: bool = True,
+               dry_run: bool = False, strict: bool = False) -> dict:
+        """Replace an object (the PUT path, and the end of every patch).  A write to
+        the ``status`` subresource changes only ``status``; one to the object keeps
+        the stored ``status`` (unless ``keep_status`` is false: :meth:`put_object`)."""
         kind = KINDS[plural]
         ns = namespace if kind.namespaced else ""
         old = self._store[plural].get((ns, name))
@@ -918,12 +952,15 @@ class KubeAPIServer:
             else:
                 meta.pop(k, None)
         meta.pop("managedFields", None)
+        if strict:
+            self._strict(kind, obj)
         if subresource == "status":
-            # a status write changes status (and labels/annotations) but never spec
-            if "spec" in old:
-                obj["spec"] = copy.deepcopy(old["spec"])
-            else:
-                obj.pop("spec", None)
+            # as kube's status strategies (ResetObjectMetaForStatus): only status changes
+            obj = {k: copy.deepcopy(v) for k, v in old.items() if k != "status"}
+            obj.update(kind=kind.kind, apiVersion=kind.api_version)
+            if "status" in body:
+                obj["status"] = copy.deepcopy(body["status"])
+            meta = obj["metadata"]
         elif kind.has_status and keep_status:
             if "status" in old:
                 obj["status"] = copy.deepcopy(old["status"])
@@ -944,13 +981,18 @@ class KubeAPIServer:
             return self._full(kind, old)  # no change: no new resourceVersion, no event
         if "generation" in meta and obj.get("spec") != old.get("spec"):
             meta["generation"] = int(meta["generation"]) + 1
+        if dry_run:
+            return self._full(kind, obj)
         meta["resourceVersion"] = self._bump()
         self._store[plural][(ns, name)] = obj
         self._event(kind, "MODIFIED", obj)
         return self._full(kind, obj)
 
     def patch(self, plural: str, namespace: str, name: str, content_type: str, patch: Any,
-              subresource: Optional[str] = None) -> dict:
+              subresource: Optional[str] = None, dry_run: bool = False,
+              strict: bool = False) -> dict:
+        """Apply a merge, strategic-merge or JSON patch (by ``content_type``), then
+        update as :meth:`update` does."""
         kind = KINDS[plural]
         current = self.get(plural, namespace, name)
         if content_type == "application/merge-patch+json":
@@ -977,10 +1019,11 @@ class KubeAPIServer:
         new.setdefault("metadata", {})
         if rv is None:
             new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self.update(plural, new, namespace, name, subresource)
+        return self.update(plural, new, namespace, name, subresource, dry_run=dry_run,
+                           strict=strict)
 
     def delete(self, plural: str, namespace: str, name: str,
-               preconditions: Optional[dict] = None) -> dict:
+               preconditions: Optional[dict] = None, dry_run: bool = False) -> dict:
         """Remove an object; returns what kube-apiserver answers (the object or a
         ``Status``)."""
         kind = KINDS[plural]
@@ -998,6 +1041,9 @@ class KubeAPIServer:
             if name in ("default", "kube-system", "kube-public"):
                 raise APIError(403, "Forbidden", f'namespaces "{name}" is forbidden: this '
                                f'namespace may not be deleted')
+        if dry_run:
+            return self._deleted_reply(kind, old)
+        if kind.plural == "namespaces":
             for p, k in KINDS.items():
                 if k.namespaced:
                     for key in [key for key in self._store[p] if key[0] == name]:
@@ -1010,8 +1056,21 @@ class KubeAPIServer:
         gone = copy.deepcopy(old)
         gone["metadata"]["resourceVersion"] = str(self.rv)
         self._event(kind, "DELETED", gone)
+        return self._deleted_reply(kind, gone)
+
+    def delete_collection(self, plural: str, namespace: Optional[str],
+                          labels: List[Requirement], fields: List[Tuple[str, bool, str]],
+                          dry_run: bool = False) -> dict:
+        """DELETE on a collection: every selected object; kube answers a Success Status."""
+        for obj in self.list(plural, namespace, labels, fields)["items"]:
+            meta = obj["metadata"]
+            self.delete(plural, meta.get("namespace", ""), meta["name"], dry_run=dry_run)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+
+    def _deleted_reply(self, kind: Kind, old: dict) -> dict:
+        name = old["metadata"]["name"]
         if kind.returns_deleted:
-            return self._full(kind, gone)
+            return self._full(kind, old)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": {"name": name, "group": kind.group, "kind": kind.plural,
                             "uid": old["metadata"]["uid"]}}
@@ -1301,6 +1360,8 @@ class _Root(resource.Resource):
               name: Optional[str], sub: Optional[str], query: Dict[str, str]) -> Any:
         api = self.api
         ns = namespace or ""
+        dry_run = bool(query.get("dryRun"))
+        strict = query.get("fieldValidation") == "Strict"
         if name is None:
             if method == "GET":
                 labels = parse_label_selector(query.get("labelSelector", ""))
@@ -1323,22 +1384,26 @@ class _Root(resource.Resource):
             if method == "POST":
                 if kind.namespaced and namespace is None:
                     raise _not_allowed()
-                obj = api.create(kind.plural, self._body(request), namespace)
-                if query.get("dryRun"):
-                    api.delete(kind.plural, ns, obj["metadata"]["name"])
-                return obj
+                return api.create(kind.plural, self._body(request), namespace, dry_run, strict)
+            if method == "DELETE":
+                return api.delete_collection(
+                    kind.plural, namespace, parse_label_selector(query.get("labelSelector", "")),
+                    parse_field_selector(query.get("fieldSelector", "")), dry_run)
             raise _not_allowed()
         if method == "GET":
             return api.get(kind.plural, ns, name)
         if method == "PUT":
-            return api.update(kind.plural, self._body(request), ns, name, sub)
+            return api.update(kind.plural, self._body(request), ns, name, sub, dry_run=dry_run,
+                              strict=strict)
         if method == "PATCH":
             ctype = (request.getHeader(b"content-type") or b"").decode().split(";")[0].strip()
-            return api.patch(kind.plural, ns, name, ctype, self._body(request), sub)
+            return api.patch(kind.plural, ns, name, ctype, self._body(request), sub, dry_run,
+                             strict)
         if method == "DELETE" and sub is None:
             body = self._body(request)
             pre = body.get("preconditions") if isinstance(body, dict) else None
-            return api.delete(kind.plural, ns, name, pre if isinstance(pre, dict) else None)
+            return api.delete(kind.plural, ns, name, pre if isinstance(pre, dict) else None,
+                              dry_run)
         raise _not_allowed()
 
 
