@@ -502,6 +502,7 @@ class E2ETestCase(SynchronousTestCase):
     lab_hosts = 2
     lab_subnet = "192.168.69.0/24"
     lab_docker = False   # one dockerd per host, driving each host's netplugin
+    lab_secure = False   # lab up --secure: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
 
     lab: Lab
 
@@ -528,7 +529,8 @@ class E2ETestCase(SynchronousTestCase):
         lab = Lab(hosts=self.lab_hosts, root=f"/run/contiv-e2e-{self.lab_letter}",
                   prefix=f"e2e{self.lab_letter}", link_prefix=f"cte{self.lab_letter}",
                   subnet=self.lab_subnet, netmaster_port=free_tcp_port(),
-                  ofp_port=free_tcp_port(), progress=_say, docker=self.lab_docker)
+                  ofp_port=free_tcp_port(), progress=_say, docker=self.lab_docker,
+                  secure=self.lab_secure)
         _labs[key] = lab
         try:
             lab.up()
@@ -548,7 +550,7 @@ class E2ETestCase(SynchronousTestCase):
 
     # -- objects, removed again by the test's cleanup ------------------------
     def netctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, NETMASTER=self.lab.netmaster_url)
+        env = dict(os.environ, **self.lab.netctl_env())
         res = subprocess.run(netctl_argv() + list(args), env=env, capture_output=True,
                              text=True, timeout=60)
         if check and res.returncode != 0:
@@ -557,7 +559,7 @@ class E2ETestCase(SynchronousTestCase):
         return res
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        return http.call(method, path, body, base_url=self.lab.netmaster_url, timeout=30)
+        return http.call(method, path, body, timeout=30, **self.lab.netmaster_http())
 
     def tenant(self, name: str) -> str:
         self.netctl("tenant", "create", name)

@@ -213,7 +213,7 @@ class NetpluginService(MultiService):
                  "socket {sock}", host=self.host, vtep=self.vtep_ip, dpid=self.dpid,
                  bridge=self.bridge_name, dp=self.spec.datapath_type,
                  ctrl=",".join(self.spec.controllers), nm=self.config["netmaster"],
-                 redis=self.config["redis"], db=self.config["ovs-db"],
+                 redis=_without_password(self.config["redis"]), db=self.config["ovs-db"],
                  sock=self.config["socket"])
         super().startService()
 
@@ -223,6 +223,15 @@ class NetpluginService(MultiService):
         yield self.ovsdb.close()
         yield self.netmaster.close()
         log.info("netplugin stopped")
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL as logs may show it (``--redis`` may carry the agent's password)."""
+    from contiv_sdn.store.store import RedisURL
+    try:
+        return str(RedisURL.parse(url))
+    except Exception:  # noqa: BLE001 - unparseable: show nothing of it rather than a secret
+        return "(unparseable --redis URL)"
 
 
 def make_service(options: Mapping[str, Any], host_netns: Optional[str] = None) -> NetpluginService:

@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
                          "netmaster with --infra aci mirroring intent into it")
     up.add_argument("--apic-port", type=int, default=d.apic_port,
                     help="the stand-in APIC's port on 127.0.0.1 (default %(default)s)")
+    up.add_argument("--secure", action="store_true",
+                    help="every channel authenticated: the lab makes a CA (<root>/pki/), "
+                         "netmaster serves HTTPS with --auth (admin password in "
+                         "<root>/admin.password) and --redis-auth, netplugins log in as node "
+                         "users, OpenFlow runs over TLS with a certificate per switch")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -104,6 +109,8 @@ def _print_status(st: dict) -> None:
         if key.startswith("netplugin:"):
             continue
         url = f"  {st['netmaster_url']}" if key == "netmaster" else ""
+        if key == "netmaster" and st.get("secure"):
+            url += f" (secure: CA {st['secure']['ca']})"
         print(f"  {key:<10} {'alive' if svc['alive'] else 'DEAD':<6} pid {svc['pid'] or '-'}"
               f"{url}  log {svc['log']}")
     for h in st["hosts"]:
@@ -129,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       prefix=args.prefix, link_prefix=args.link_prefix, subnet=args.subnet,
                       netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
                       docker=not (args.no_docker or args.no_services), progress=_say,
-                      aci=args.aci, apic_port=args.apic_port)
+                      aci=args.aci, apic_port=args.apic_port, secure=args.secure)
             lab.up()
         elif args.cmd == "down":
             try:

@@ -69,6 +69,9 @@ class LabConfig:
     apic_port: int = 8181
     #: netmaster's Prometheus /metrics on 127.0.0.1 at this port (--metrics-listen); 0: none
     metrics_port: int = 0
+    #: every channel authenticated: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
+    #: (contiv_sdn/lab/secure.py)
+    secure: bool = False
 
 
 @dataclass
@@ -198,7 +201,8 @@ class Lab:
                  subnet: str = "192.168.50.0/24", netmaster_port: int = 9999,
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
                  docker: bool = False, progress: Optional[Progress] = None,
-                 aci: bool = False, apic_port: int = 8181, metrics_port: int = 0):
+                 aci: bool = False, apic_port: int = 8181, metrics_port: int = 0,
+                 secure: bool = False):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
@@ -206,11 +210,14 @@ class Lab:
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
                                 python=python, docker=docker, aci=aci, apic_port=apic_port,
-                                metrics_port=metrics_port)
+                                metrics_port=metrics_port, secure=secure)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
         self.progress: Progress = progress or _quiet
+        from contiv_sdn.lab.secure import LabSecurity
+        #: the secure mode's secrets and arguments (None: the lab speaks in clear)
+        self.security = LabSecurity(self.root, self.subnet.gateway) if secure else None
         self.hosts: List[Host] = [Host(self, i) for i in range(1, hosts + 1)]
         self.services: Dict[str, Service] = {}
         self.containers: Dict[str, Container] = {}
@@ -312,13 +319,30 @@ class Lab:
         return f"http://127.0.0.1:{port}/metrics" if port else ""
 
     @property
+    def _scheme(self) -> str:
+        return "https" if self.security else "http"
+
+    @property
     def netmaster_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.netmaster_port}"
+        return f"{self._scheme}://127.0.0.1:{self.config.netmaster_port}"
 
     @property
     def netmaster_underlay_url(self) -> str:
         """How the hosts reach netmaster: the underlay bridge's address in the root namespace."""
-        return f"http://{self.subnet.gateway}:{self.config.netmaster_port}"
+        return f"{self._scheme}://{self.subnet.gateway}:{self.config.netmaster_port}"
+
+    def netctl_env(self) -> Dict[str, str]:
+        """Environment for ``netctl`` against this lab's netmaster (URL; in secure mode
+        also the CA and the home whose token file the lab's login wrote)."""
+        if self.security:
+            return self.security.netctl_env(self.netmaster_url)
+        return {"NETMASTER": self.netmaster_url}
+
+    def netmaster_http(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`http.call` for netmaster (URL, CA, token)."""
+        if self.security:
+            return self.security.http_kwargs(self.netmaster_url)
+        return {"base_url": self.netmaster_url}
 
     @property
     def controller_target(self) -> str:
@@ -618,7 +642,11 @@ class Lab:
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
-        if "insecure" in opts:  # the lab's agents reach the API over the underlay, in clear
+        if self.security:  # HTTPS + --auth, OpenFlow TLS, Redis ACL: nothing in clear
+            self.security.prepare()
+            for opt, value in self.security.netmaster_args():
+                argv += [f"--{opt}"] + ([value] if value is not None else [])
+        elif "insecure" in opts:  # the lab's agents reach the API over the underlay, in clear
             argv.append("--insecure")
         return Service("netmaster", argv, d)
 
@@ -665,11 +693,24 @@ class Lab:
         svc.start()
         self._register("netmaster", svc)
         self._wait_netmaster(svc)
+        if self.security:
+            from contiv_sdn.lab.secure import netctl_argv
+            argv = netctl_argv(self.config.python)
+            self.security.login(argv, self.netmaster_url)
+            for h in self.hosts:
+                self.security.add_node_user(argv, self.netmaster_url, h.name, h.dir)
+            sec = self.security
+            self.progress(f"secure: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL; log in "
+                          f"with SSL_CERT_FILE={sec.ca_cert} netctl --netmaster "
+                          f"{self.netmaster_url} login --username admin (password in "
+                          f"{sec.admin_password_file})")
 
     def _wait_netmaster(self, svc: Service) -> None:
         def ready() -> bool:
-            status, _ = http.request("GET", "/version", base_url=self.netmaster_url, timeout=2)
-            return status == 200
+            status, _ = http.request("GET", "/version", timeout=2,
+                                     **dict(self.netmaster_http(), token=None))
+            # with --auth an unauthenticated /version is 401: up, and asking for a login
+            return status == 200 or (self.security is not None and status == 401)
 
         self._wait("netmaster", svc, ready, timeout=30)
         self.progress(f"netmaster: {self.netmaster_url} (pid {svc.pid}, log {svc.logfile})")
@@ -691,6 +732,11 @@ class Lab:
         if self.config.docker:
             wanted += [("docker-plugin", self.plugin_socket(h.name)),
                        ("docker", "unix://" + self.docker_socket(h.name))]
+        if self.security:  # node user, switch certificate, Redis as the read-only agent
+            wanted = [(o, v) for o, v in wanted if o != "redis"]
+            wanted += [(o, v) for o, v in self.security.netplugin_args(h.name, h.dir)]
+            wanted.append(("redis", self.security.agent_redis_url(self.redis_dir,
+                                                                  self.redis_socket)))
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
@@ -807,6 +853,10 @@ class Lab:
                                     "pid": svc.current_pid(self.root), "log": svc.logfile}
         if "netmaster" in self.services:
             out["netmaster_url"] = self.netmaster_url
+        if self.security:
+            out["secure"] = {"ca": self.security.ca_cert,
+                             "admin_password_file": self.security.admin_password_file,
+                             "netctl_env": self.netctl_env()}
         for h in self.hosts:
             entry: dict = {"name": h.name, "vtep_ip": h.vtep_ip, "netns": h.netns in existing,
                            "ovs": h.ovs.running(), "bridges": [], "br_int_flows": None}

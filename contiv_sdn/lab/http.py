@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from typing import Any, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -41,16 +42,28 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def request(method: str, path: str, body: Any = None, *, unix: Optional[str] = None,
-            base_url: Optional[str] = None, timeout: float = 30) -> Tuple[int, Any]:
-    """One request; returns (status, decoded JSON or text). Raises OSError if unreachable."""
+            base_url: Optional[str] = None, timeout: float = 30, ca: Optional[str] = None,
+            token: Optional[str] = None) -> Tuple[int, Any]:
+    """One request; returns (status, decoded JSON or text). Raises OSError if unreachable.
+
+    An ``https://`` base URL is verified against ``ca`` (a PEM file; the lab's own CA
+    in ``--secure`` mode) or the system's trust store; ``token`` is sent as
+    ``X-Auth-Token`` (netmaster's ``--auth``)."""
     if unix:
         conn: http.client.HTTPConnection = _UnixConnection(unix, timeout)
         prefix = ""
     else:
         u = urlsplit(base_url or "")
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
+        if u.scheme == "https":
+            context = ssl.create_default_context(cafile=ca)
+            conn = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=timeout,
+                                               context=context)
+        else:
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
         prefix = u.path.rstrip("/")
     headers = {"Accept": "application/json"}
+    if token:
+        headers["X-Auth-Token"] = token
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -72,9 +85,11 @@ def request(method: str, path: str, body: Any = None, *, unix: Optional[str] = N
 
 
 def call(method: str, path: str, body: Any = None, *, unix: Optional[str] = None,
-         base_url: Optional[str] = None, timeout: float = 30) -> Any:
+         base_url: Optional[str] = None, timeout: float = 30, ca: Optional[str] = None,
+         token: Optional[str] = None) -> Any:
     """Like :func:`request` but raise :class:`ApiError` on an HTTP error status."""
-    status, decoded = request(method, path, body, unix=unix, base_url=base_url, timeout=timeout)
+    status, decoded = request(method, path, body, unix=unix, base_url=base_url, timeout=timeout,
+                              ca=ca, token=token)
     if status >= 400:
         raise ApiError(method, f"{unix or base_url}{path}", status, decoded)
     return decoded
