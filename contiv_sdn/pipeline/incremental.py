@@ -301,7 +301,7 @@ class IncrementalCompiler:
         for eid in sorted(ep_keys):
             if tick():
                 yield None
-            new_ep = self._resolve("endpoint", eid, lambda: resolve_ep(eid, snap.endpoints[eid], self.nets)
+            new_ep = self._resolve("endpoint", eid, lambda: resolve_ep(eid, snap.endpoints[eid], self.nets, self.k8s.idents)
                                    if eid in snap.endpoints else (None, ""))
             old_ep = self.eps.get(eid)
             if new_ep == old_ep:
