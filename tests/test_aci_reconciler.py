@@ -135,7 +135,8 @@ class ReconcilerTests(TestCase):
             f"{T}/brc-prod_web-in-any/subj-subj/rssubjFiltAtt-prod_web-in-any": "vzRsSubjFiltAtt",
         })
         tree = self.tree()
-        self.assertEqual(tree[f"{epg}/rspathAtt-[{PATH}]"][1]["encap"], "vlan-101")
+        # the EPG's own VLAN (ACI mode): the pool's lowest free one, not the network's 101
+        self.assertEqual(tree[f"{epg}/rspathAtt-[{PATH}]"][1]["encap"], "vlan-100")
         self.assertEqual(tree[f"{T}/flt-prod_web-in-any/e-rule-3"][1]["dToPort"], "443")
         self.assertEqual(tree[f"{T}/ctx-default-Vrf"][1]["pcEnfPref"], "enforced")
         self.assertTrue(all(a["annotation"] == MARK for _, a in tree.values()))
