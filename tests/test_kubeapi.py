@@ -227,6 +227,60 @@ class KubectlTests(_Kubectl):
         self.assertEqual(lines[3]["metadata"]["name"], "db")
 
 
+    async def test_get_tables_and_watch_events_as_text(self):
+        """``kubectl get`` asks for server-side Tables: kube's columns come back."""
+        await self.kubectl("apply", "-f", "pods.yaml")
+        self.api.patch("pods", "shop", "web", "application/merge-patch+json",
+                       {"status": {"podIP": "10.1.0.7", "phase": "Running"}}, "status")
+        out = (await self.kubectl("get", "pods", "-n", "shop", "-o", "wide")).splitlines()
+        self.assertEqual(out[0].split(), ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP",
+                                          "NODE", "NOMINATED", "NODE", "READINESS", "GATES"])
+        web = next(line.split() for line in out if line.startswith("web"))
+        self.assertEqual(web[:3] + web[5:7], ["web", "0/1", "Running", "10.1.0.7", "host1"])
+        await self.kubectl("apply", "-f", "netpol-docs.yaml")
+        out = (await self.kubectl("get", "netpol", "--show-labels",
+                                  "--sort-by=.metadata.name")).splitlines()
+        self.assertEqual(out[0].split(), ["NAME", "POD-SELECTOR", "AGE", "LABELS"])
+        rows = [line.split() for line in out[1:]]
+        self.assertEqual([r[0] for r in rows], sorted(r[0] for r in rows))
+        self.assertIn(["test-network-policy", "role=db"], [r[:2] for r in rows])
+        self.assertIn(["default-deny-all", "<none>"], [r[:2] for r in rows])
+        lines: List[str] = []
+        proto = _Lines(lines)
+        proc = reactor.spawnProcess(
+            proto, shutil.which("kubectl"),
+            ["kubectl", "get", "pods", "-A", "-w", "--output-watch-events"], env=self.env())
+        self.addCleanup(proto.stop, proc)
+        await wait_for(lambda: len(lines) >= 3, 20, "the header and the two pods")
+        await self.kubectl("delete", "pod", "-n", "shop", "db")
+        await wait_for(lambda: len(lines) >= 4, 20, "the delete event")
+        self.assertEqual(lines[0].split()[:3], ["EVENT", "NAMESPACE", "NAME"])
+        self.assertEqual(sorted(line.split()[:3][2] for line in lines[1:3]), ["db", "web"])
+        self.assertEqual(lines[3].split()[:3], ["DELETED", "shop", "db"])
+
+
+class _Lines(protocol.ProcessProtocol):
+    """Collects the lines a process prints."""
+
+    def __init__(self, out: List[str]):
+        self.out, self.buf, self.ended = out, b"", defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            self.out.append(line.decode())
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+
+    def stop(self, proc) -> defer.Deferred:
+        if self.ended.called:
+            return defer.succeed(None)
+        proc.signalProcess("TERM")
+        return self.ended
+
+
 class _JSONLines(protocol.ProcessProtocol):
     """Collects the JSON objects ``kubectl get -w -o json`` prints, one after another."""
 

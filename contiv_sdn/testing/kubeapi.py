@@ -46,10 +46,18 @@ contiv-sdn uses, closely enough that the real ``kubectl`` (1.32) drives it:
   MethodNotAllowed 405, UnsupportedMediaType 415, Unauthorized 401).
 * auth: none, or a bearer token given to the constructor.
 
-Not done (not needed by kubectl's commands used here or by the watcher): tables
-(``kubectl get`` falls back to its own NAME/AGE columns), server-side apply,
-protobuf, managedFields, field-level schema validation beyond names, labels and a
-few required fields, admission, garbage collection through ownerReferences.
+* tables: ``kubectl get`` (and ``get -w``) asks for ``meta.k8s.io/v1`` Tables; they
+  come with kube's columns per kind (a Pod's READY/STATUS/RESTARTS/AGE, IP and NODE
+  with ``-o wide``; a NetworkPolicy's POD-SELECTOR...) and ``includeObject``.
+* validation: ``fieldValidation=Strict`` (kubectl's default) refuses unknown
+  top-level and ``metadata`` fields with kube's ``strict decoding error: unknown
+  field "..."``; names, label keys and values, and a Pod's containers are checked
+  as kube does (422 Invalid); ``dryRun`` stores nothing.
+
+Not done (not needed by kubectl's commands used here or by the watcher):
+server-side apply, protobuf, managedFields, schema validation deeper than the
+above, admission, garbage collection through ownerReferences, graceful Pod
+deletion (a DELETE removes the Pod at once; the lab's kubelet acts on DELETED).
 
 In-process use (tests, the lab)::
 
@@ -85,7 +93,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -549,8 +557,11 @@ class _Watch:
     fields: List[Tuple[str, bool, str]]
     request: server.Request
     bookmarks: bool
+    #: the client asked for ``meta.k8s.io/v1`` Tables (kubectl get -w): how to include rows
+    table: Optional[str] = None
     calls: List[Any] = field(default_factory=list)
     done: bool = False
+    headers_sent: bool = False
 
     def selects(self, obj: dict) -> bool:
         meta = obj.get("metadata", {})
@@ -748,8 +759,16 @@ class KubeAPIServer:
         line = json.dumps({"type": type_, "object": full}).encode() + b"\n"
         for w in list(self._watches):
             if w.kind is kind and w.selects(full):
-                self._send(w, line)
+                self._send(w, line if w.table is None else self._table_event(w, type_, full))
         self._save_soon()
+
+    def _table_event(self, w: _Watch, type_: str, obj: dict) -> bytes:
+        """A watch event as a one-row Table; the column definitions in the first only,
+        as kube-apiserver sends them."""
+        table = to_table(w.kind, [obj], str(self.rv), w.table or "Metadata",
+                         headers=not w.headers_sent)
+        w.headers_sent = True
+        return json.dumps({"type": type_, "object": table}).encode() + b"\n"
 
     def get(self, plural: str, namespace: str, name: str) -> dict:
         kind = KINDS[plural]
@@ -1008,10 +1027,10 @@ class KubeAPIServer:
             new = json_patch(current, patch)
         else:
             raise APIError(415, "UnsupportedMediaType",
-                           f'the body of the request was in an unknown format - accepted media '
-                           f'types include: application/json-patch+json, '
-                           f'application/merge-patch+json, '
-                           f'application/strategic-merge-patch+json')
+                           'the body of the request was in an unknown format - accepted media '
+                           'types include: application/json-patch+json, '
+                           'application/merge-patch+json, '
+                           'application/strategic-merge-patch+json')
         if not isinstance(new, dict):
             raise bad_request("the patch did not produce an object")
         rv = (patch.get("metadata") or {}).get("resourceVersion") \
@@ -1114,9 +1133,10 @@ class KubeAPIServer:
     def watch(self, request: server.Request, plural: str, namespace: Optional[str],
               labels: List[Requirement], fields: List[Tuple[str, bool, str]],
               rv: str, bookmarks: bool, timeout: Optional[float],
-              initial_events: Optional[bool]) -> None:
+              initial_events: Optional[bool], table: Optional[str] = None) -> None:
+        """Serve a watch on ``request`` (see the module docstring for the protocol)."""
         kind = KINDS[plural]
-        w = _Watch(kind, namespace, labels, fields, request, bookmarks)
+        w = _Watch(kind, namespace, labels, fields, request, bookmarks, table)
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-cache, private")
@@ -1140,12 +1160,14 @@ class KubeAPIServer:
                 for ev_rv, ev_plural, type_, obj in list(self._history):
                     if ev_rv > since and ev_plural == plural and w.selects(obj):
                         self._send(w, json.dumps({"type": type_, "object": obj}).encode()
-                                   + b"\n")
+                                   + b"\n" if w.table is None else
+                                   self._table_event(w, type_, obj))
         if send_initial:
             for key in sorted(self._store[plural]):
                 obj = self._full(kind, self._store[plural][key])
                 if w.selects(obj):
-                    self._send(w, json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+                    self._send(w, json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
+                               if w.table is None else self._table_event(w, "ADDED", obj))
             if initial_events:
                 self._send(w, self._bookmark(kind, initial_end=True))
         if not w.done:
@@ -1197,6 +1219,124 @@ class KubeAPIServer:
 
 # ---------------------------------------------------------------------------
 # HTTP
+
+def _age(stamp: str) -> str:
+    """kube's HumanDuration, near enough: ``45s``, ``3m20s``, ``5h``, ``12d``."""
+    try:
+        then = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except (ValueError, TypeError):
+        return "<unknown>"
+    s = max(0, int(time.time() - then))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    return f"{d}d{h % 24}h" if d < 8 and h % 24 else f"{d}d" if d < 730 else f"{d // 365}y"
+
+
+def _selector_text(sel: Any) -> str:
+    if not isinstance(sel, dict):
+        return "<none>"
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op = {"In": "in", "NotIn": "notin"}.get(e.get("operator"))
+        if op:
+            parts.append(f"{e.get('key')} {op} ({','.join(e.get('values') or [])})")
+        else:
+            parts.append(("!" if e.get("operator") == "DoesNotExist" else "") + str(e.get("key")))
+    return ",".join(parts) or "<none>"
+
+
+def _pod_cells(o: dict) -> list:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    statuses = st.get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    phase = "Terminating" if o["metadata"].get("deletionTimestamp") else st.get("phase", "")
+    return [f"{ready}/{len(spec.get('containers') or [])}", phase,
+            sum(int(c.get("restartCount", 0)) for c in statuses),
+            st.get("podIP") or "<none>", spec.get("nodeName") or "<none>", "<none>", "<none>"]
+
+
+def _node_cells(o: dict) -> list:
+    st = o.get("status") or {}
+    ready = [c for c in st.get("conditions") or [] if c.get("type") == "Ready"]
+    status = "Unknown" if not ready else "Ready" if ready[0].get("status") == "True" \
+        else "NotReady"
+    ips = [a.get("address") for a in st.get("addresses") or [] if a.get("type") == "InternalIP"]
+    return [status, "<none>", (st.get("nodeInfo") or {}).get("kubeletVersion", ""),
+            ips[0] if ips else "<none>"]
+
+
+def _service_cells(o: dict) -> list:
+    spec = o.get("spec") or {}
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+                     for p in spec.get("ports") or []) or "<none>"
+    return [spec.get("type", "ClusterIP"), spec.get("clusterIP") or "<none>", "<none>", ports,
+            _selector_text({"matchLabels": spec.get("selector")}) if spec.get("selector")
+            else "<none>"]
+
+
+#: the columns kube-apiserver prints for each kind (after Name, with Age placed as kube
+#: places it): (name, type, priority, cell function); priority 1 = ``-o wide`` only
+_COLUMNS: Dict[str, Tuple[List[Tuple[str, str, int]], int, Callable[[dict], list]]] = {
+    "pods": ([("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "integer", 0),
+              ("IP", "string", 1), ("Node", "string", 1), ("Nominated Node", "string", 1),
+              ("Readiness Gates", "string", 1)], 3, _pod_cells),
+    "namespaces": ([("Status", "string", 0)], 1,
+                   lambda o: [(o.get("status") or {}).get("phase", "")]),
+    "nodes": ([("Status", "string", 0), ("Roles", "string", 0), ("Version", "string", 0),
+               ("Internal-IP", "string", 1)], 2, _node_cells),
+    "services": ([("Type", "string", 0), ("Cluster-IP", "string", 0),
+                  ("External-IP", "string", 0), ("Port(s)", "string", 0),
+                  ("Selector", "string", 1)], 4, _service_cells),
+    "configmaps": ([("Data", "integer", 0)], 1,
+                   lambda o: [len(o.get("data") or {}) + len(o.get("binaryData") or {})]),
+    "networkpolicies": ([("Pod-Selector", "string", 0)], 1,
+                        lambda o: [_selector_text((o.get("spec") or {}).get("podSelector"))]),
+    "endpointslices": ([("AddressType", "string", 0), ("Ports", "string", 0),
+                        ("Endpoints", "string", 0)], 3,
+                       lambda o: [o.get("addressType", ""),
+                                  ",".join(str(p.get("port")) for p in o.get("ports") or [])
+                                  or "<unset>",
+                                  ",".join(a for e in o.get("endpoints") or []
+                                           for a in e.get("addresses") or []) or "<unset>"]),
+}
+
+
+def to_table(kind: Kind, objs: List[dict], rv: str, include: str = "Metadata",
+             headers: bool = True) -> dict:
+    """Objects as a ``meta.k8s.io/v1`` Table, the reply ``kubectl get`` asks for, with
+    kube's columns for the kind; ``include`` is the ``includeObject`` parameter."""
+    extra, age_at, cells = _COLUMNS.get(kind.plural, ([], 0, lambda o: []))
+    cols = [("Name", "string", 0)] + extra[:age_at] + [("Age", "string", 0)] + extra[age_at:]
+    rows = []
+    for o in objs:
+        c = cells(o)
+        row: Dict[str, Any] = {"cells": [o["metadata"]["name"]] + c[:age_at]
+                               + [_age(o["metadata"].get("creationTimestamp", ""))] + c[age_at:]}
+        if include == "Object":
+            row["object"] = o
+        elif include != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": o["metadata"]}
+        rows.append(row)
+    out: Dict[str, Any] = {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": {"resourceVersion": rv}, "rows": rows}
+    if headers:
+        out["columnDefinitions"] = [
+            {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n,
+             "priority": p} for n, t, p in cols]
+    return out
+
 
 def _discovery_resources(kinds: Iterable[Kind]) -> List[dict]:
     out = []
@@ -1361,6 +1501,11 @@ class _Root(resource.Resource):
         api = self.api
         ns = namespace or ""
         dry_run = bool(query.get("dryRun"))
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        # kubectl get asks for server-side Tables first; JSON objects otherwise
+        table = (query.get("includeObject") or "Metadata") \
+            if re.search(r"(^|,)\s*application/json;(?=[^,]*as=Table)(?=[^,]*g=meta\.k8s\.io)"
+                         r"(?=[^,]*v=v1(?:[;,]|$))", accept) else None
         strict = query.get("fieldValidation") == "Strict"
         if name is None:
             if method == "GET":
@@ -1369,18 +1514,28 @@ class _Root(resource.Resource):
                 if query.get("watch") in ("1", "true"):
                     timeout = query.get("timeoutSeconds")
                     initial = query.get("sendInitialEvents")
+                    try:
+                        seconds = float(timeout) if timeout else None
+                    except ValueError:
+                        raise bad_request(f'invalid timeoutSeconds: "{timeout}"')
                     api.watch(request, kind.plural, namespace, labels, fields,
                               query.get("resourceVersion", ""),
                               query.get("allowWatchBookmarks") in ("1", "true"),
-                              float(timeout) if timeout else None,
-                              None if initial is None else initial == "true")
+                              seconds, None if initial is None else initial == "true",
+                              table)
                     return server.NOT_DONE_YET
                 try:
                     limit = int(query.get("limit", "0") or 0)
                 except ValueError:
                     raise bad_request(f'invalid limit: "{query.get("limit")}"')
-                return api.list(kind.plural, namespace, labels, fields, limit,
-                                query.get("continue", ""))
+                out = api.list(kind.plural, namespace, labels, fields, limit,
+                               query.get("continue", ""))
+                if table:
+                    items = [dict(i, kind=kind.kind, apiVersion=kind.api_version)
+                             for i in out["items"]]
+                    out = dict(to_table(kind, items, out["metadata"]["resourceVersion"], table),
+                               metadata=out["metadata"])
+                return out
             if method == "POST":
                 if kind.namespaced and namespace is None:
                     raise _not_allowed()
@@ -1391,7 +1546,10 @@ class _Root(resource.Resource):
                     parse_field_selector(query.get("fieldSelector", "")), dry_run)
             raise _not_allowed()
         if method == "GET":
-            return api.get(kind.plural, ns, name)
+            obj = api.get(kind.plural, ns, name)
+            if table:
+                return to_table(kind, [obj], obj["metadata"]["resourceVersion"], table)
+            return obj
         if method == "PUT":
             return api.update(kind.plural, self._body(request), ns, name, sub, dry_run=dry_run,
                               strict=strict)
