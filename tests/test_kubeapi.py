@@ -749,3 +749,18 @@ class PatchAndSelectorUnitTests(TestCase):
             with self.assertRaises(APIError, msg=bad) as e:
                 parse_label_selector(bad)
             self.assertEqual(e.exception.code, 400)
+
+
+class HistoryWindowTests(_Server):
+    async def test_versions_older_than_the_window_are_gone(self):
+        self.api.history_size = 3
+        start = self.api.rv
+        for n in "abcd":
+            self.api.create("pods", pod(n))
+        w = await self.watch(f"/api/v1/pods?watch=1&resourceVersion={start}")
+        await w.done
+        self.assertEqual((w.types(), w.events[0]["object"]["code"]), (["ERROR"], 410))
+        # the last three events are still there
+        kept = await self.watch(f"/api/v1/pods?watch=1&resourceVersion={start + 1}")
+        await wait_for(lambda: len(kept.events) >= 3, 10, "the three kept events")
+        self.assertEqual(kept.names(), ["b", "c", "d"])
