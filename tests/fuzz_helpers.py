@@ -229,8 +229,9 @@ class EventWatch:
         self.bad.append(text[:3000])
 
 
-#: Python's own words and reprs, which must never reach a client.
-PYTHON_TEXT = re.compile(r"Traceback|File \"|\{'|\['[^']*'[,\]]|\bNone\b|\bnan\b|\binf\b|"
+#: Python's own words and reprs, which must never reach a client (Go quotes a character
+#: as '{', which is not a repr).
+PYTHON_TEXT = re.compile(r"Traceback|File \"|(?<!')\{'|(?<!')\['[^']*'[,\]]|\bNone\b|\bnan\b|\binf\b|"
                          r"internal error|RecursionError|TypeError|KeyError|AttributeError|"
                          r"ValueError|UnicodeDecodeError")
 
