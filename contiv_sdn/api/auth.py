@@ -242,7 +242,7 @@ class Throttle:
 
 #: What a ``node`` may call: the agents' plugin calls (each checks the host itself)...
 _NODE_CALLS = re.compile(r"/plugin/(allocAddress|releaseAddress|createEndpoint|deleteEndpoint|"
-                         r"updateEndpoint|registerHost)")
+                         r"updateEndpoint|registerHost|createDocknet|deleteDocknet)")
 #: ...and the reads its agent and Docker driver make.
 _NODE_READS = re.compile(r"/api/v1/(inspect/)?(networks|endpointGroups)/[^/]+/|/version")
 
