@@ -20,6 +20,7 @@ from typing import Dict, List, Set
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
+from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline.compiler import compile_hosts
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
 from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant
@@ -50,6 +51,8 @@ class Model:
         self.hosts: Dict[str, Host] = {}
         self.endpoints: Dict[str, Endpoint] = {}
         self.rules: Dict[str, Rule] = {}
+        self.k8s_namespaces: Dict[str, K8.K8sNamespace] = {}
+        self.k8s_policies: Dict[str, K8.K8sPolicy] = {}
         self.switches: Set[str] = set(HOSTS[:2])
         self.rev = 0
 
@@ -57,7 +60,8 @@ class Model:
         self.rev += 1
         f = MappingProxyType
         return Snapshot(self.rev, self.cfg, f(dict(self.tenants)), f(dict(self.networks)), f(dict(self.groups)),
-                        f(dict(self.hosts)), f(dict(self.endpoints)), f(dict(self.rules)))
+                        f(dict(self.hosts)), f(dict(self.endpoints)), f(dict(self.rules)),
+                        k8s_namespaces=f(dict(self.k8s_namespaces)), k8s_policies=f(dict(self.k8s_policies)))
 
     def host_ports(self, name: str) -> Dict[str, int]:
         h = self.hosts.get(name)
@@ -186,9 +190,52 @@ class Model:
             g = self.groups.get(key)
             if g is not None:
                 self.groups[key] = dataclasses.replace(g, vlan=GROUP_VLANS[b % len(GROUP_VLANS)])
+        elif kind == 12:  # a pod relabelled / moved to another namespace / no longer a pod
+            eid = EPS[a % len(EPS)]
+            e = self.endpoints.get(eid)
+            if e is None:
+                return
+            ns = K8S_NAMESPACES[b % len(K8S_NAMESPACES)]
+            labels = POD_LABELS[c % len(POD_LABELS)]
+            ports = POD_PORTS[d % len(POD_PORTS)]
+            self.endpoints[eid] = dataclasses.replace(e, k8s_namespace=ns, labels=labels, named_ports=ports)
+        elif kind == 13:  # a namespace put (relabelled) / deleted
+            name = K8S_NAMESPACES[1 + a % 2]
+            if b % 4 == 0:
+                self.k8s_namespaces.pop(name, None)
+            else:
+                self.k8s_namespaces[name] = K8.K8sNamespace(name, (("env", ("prod", "dev", "x")[c % 3]),))
+        elif kind == 14:  # a NetworkPolicy put / deleted (some of them malformed)
+            ns = K8S_NAMESPACES[1 + a % 2]
+            key = f"{ns}/np{b % 3}"
+            if c % 5 == 0:
+                self.k8s_policies.pop(key, None)
+            else:
+                spec = K8S_SPECS[(c + d) % len(K8S_SPECS)]
+                self.k8s_policies[key] = K8.K8sPolicy(key, ns, f"np{b % 3}", K8.spec_text(spec))
 
 
-OPS = st.tuples(st.integers(0, 11), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+K8S_NAMESPACES = ("", "prod", "dev")
+POD_LABELS = ((), (("app", "web"),), (("app", "db"),), (("app", "web"), ("v", "2")), (("app", "client"),))
+POD_PORTS = ((), (("http", "TCP", 8080),), (("http", "TCP", 8081), ("dns", "UDP", 53)))
+_WEB = {"matchLabels": {"app": "web"}}
+K8S_SPECS = (
+    {"podSelector": {}, "policyTypes": ["Ingress"]},
+    {"podSelector": {}, "policyTypes": ["Egress"]},
+    {"podSelector": _WEB, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                                       "ports": [{"port": "http"}, {"port": 80, "endPort": 90}]}]},
+    {"podSelector": _WEB, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"env": "dev"}},
+                                                 "podSelector": {}}, {"ipBlock": {"cidr": "10.1.0.0/16",
+                                                                                  "except": ["10.1.1.0/30"]}}]}]},
+    {"podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]},
+     "egress": [{"to": [{"podSelector": _WEB}], "ports": [{"port": "http"}, {"protocol": "UDP", "port": 53}]},
+                {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "SCTP"}]}]},
+    {"podSelector": {}, "ingress": [{}], "egress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]},
+    {"ingress": [{"from": [{"ipBlock": {"cidr": "fd00::/8"}}]}]},  # refused: IPv6
+)
+
+
+OPS = st.tuples(st.integers(0, 14), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
                 st.integers(0, 99))
 
 
@@ -209,6 +256,13 @@ def _seed(m: Model) -> None:
               Rule("t1:p1:r0", "t1", "t1:p1", "out", "deny", 5, "icmp", to_network="a"),
               Rule("t1:p1:r1", "t1", "t1:p1", "out", "allow", 5, "udp", 53, to_ip="10.1.0.0/16")):
         m.rules[r.key] = r
+    # Kubernetes: five pods in two namespaces, both namespaces, one NetworkPolicy
+    for i in range(5):
+        m.apply((12, i, 1 + i % 2, i, i))
+    m.apply((12, 0, 1, 1, 1))  # e0 (on h1): a web pod in prod with a named port
+    m.apply((13, 0, 1, 0, 0))
+    m.apply((13, 1, 1, 1, 0))
+    m.apply((14, 0, 0, 2, 0))
 
 
 class IncrementalEqualsFull(TestCase):
@@ -251,6 +305,8 @@ class IncrementalEqualsFull(TestCase):
         eng = IncrementalCompiler()
         held: Dict[str, dict] = {}
         self.assertGreater(self._check(m, eng, held), 0, "the seed has group policy flows")
+        self.assertTrue(any((f.cookie >> 32) & 0xFFFF == 5 and f.table == 48 and f.priority == 100
+                            for f in eng.flows("h1") or ()), "the seed has NetworkPolicy rule flows")
         for op in ops:
             m.apply(op)
             self._check(m, eng, held)
