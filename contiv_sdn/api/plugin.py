@@ -23,7 +23,7 @@ from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
 from contiv_sdn.master.servicelb import providers
 from contiv_sdn.model import ModelError
-from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, REQUESTS
+from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, DOCKNET_REQUESTS, REQUESTS
 
 log = Logger()
 
@@ -52,6 +52,11 @@ class PluginRoutes:
             # ours, not Contiv's (its netplugin wrote its node into etcd itself): hosts
             # write only through the netmaster, see contiv_sdn.master.hosts
             "registerHost": master.hosts.register,
+            # ours too (swarm mode): a manager's plugin reports which docker network maps
+            # to which Contiv object (Contiv's netplugin wrote oper/docknet itself); not
+            # host-bound, a node may report any swarm network it is asked to allocate
+            "createDocknet": master.endpoints.create_docknet,
+            "deleteDocknet": master.endpoints.delete_docknet,
         }
 
     async def plugin(self, name: str, body: bytes, principal: Optional[Any] = None) -> Any:
@@ -60,8 +65,9 @@ class PluginRoutes:
 
         ``principal`` (:class:`contiv_sdn.api.auth.Principal`, with ``--auth``): a
         ``node``'s host-bound calls run for its host only."""
+        shape = REQUESTS.get(name) or DOCKNET_REQUESTS[name]
         try:
-            req = REQUESTS[name].load(body)
+            req = shape.load(body)
         except ModelError as e:
             raise HttpError(str(e))
         node = principal.user if principal is not None and principal.role == "node" else None

@@ -338,6 +338,62 @@ class Endpoints:
 
         return await self._run(fn)
 
+    # -- /plugin/createDocknet, deleteDocknet (swarm mode, issue 17) --------
+    async def create_docknet(self, req: dict) -> dict:
+        """Record that docker network ``DocknetUUID`` maps to a Contiv network or group.
+
+        Contiv's ``oper/docknet/<tenant>.<network>.<group>`` (its netplugin wrote it
+        from the swarm manager's CreateNetwork); ours is written by the netmaster in
+        one transaction that also checks the objects exist, so a mapping never names
+        a deleted network.  The same UUID again is a no-op (a manager that restarts
+        allocates again); another docker network for the same object is refused:
+        Contiv overwrote the record and lost the first network's mapping.
+        """
+        tenant = req["TenantName"] or "default"
+        net, group, uuid = req["NetworkName"], req["ServiceName"], req["DocknetUUID"]
+        if not _usable_id(uuid):
+            raise MasterError("invalid docker network id")
+        what = f"group {group}" if group else f"network {net}"
+
+        async def fn(view: View):
+            w = Work(view)
+            if await w.obj("network", f"{tenant}:{net}") is None:
+                raise MasterError(f"Network {net} not found")
+            if group:
+                g = await w.obj("endpointGroup", f"{tenant}:{group}")
+                if g is None or g.get("networkName") != net:
+                    raise MasterError(f"endpoint group {group} of network {net} not found")
+            key = f"{tenant}.{net}.{group}"
+            old = await w.state("docknet", key)
+            if old is not None and old.get("docknetUUID") != uuid:
+                raise MasterError(f"{what} is already mapped to docker network "
+                                  f"{old.get('docknetUUID')}; use that docker network, or "
+                                  f"remove it first")
+            record = {"tenantName": tenant, "networkName": net, "serviceName": group,
+                      "docknetUUID": uuid}
+            if old != record:
+                w.txn.put("docknet", key, record)
+            return record
+
+        return await self._run(fn)
+
+    async def delete_docknet(self, req: dict) -> dict:
+        """Forget every mapping of docker network ``DocknetUUID`` (Contiv's
+        ``FindDocknetByUUID`` + ``DeleteDockNetState``); none is not an error (a
+        FreeNetwork retried, or a network the netmaster never heard of)."""
+        uuid = req["DocknetUUID"]
+
+        async def fn(view: View):
+            w = Work(view)
+            gone = []
+            for key, rec in sorted((await w.states("docknet")).items()):
+                if rec.get("docknetUUID") == uuid:
+                    w.txn.delete("docknet", key)
+                    gone.append(key)
+            return {"Deleted": gone}
+
+        return await self._run(fn)
+
     async def _run(self, fn):
         try:
             return await transact(self.store, fn)

@@ -20,6 +20,7 @@ from contiv_sdn.master import netutil
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.global_cfg import vlan_bounds
 from contiv_sdn.master.handler import Handler, OperContext
+from contiv_sdn.master.network import docknet_oper
 from contiv_sdn.master.oper import endpoints_where, group_addresses, network_subnet
 from contiv_sdn.master.work import Work, link_target
 from contiv_sdn.store import keys as K
@@ -187,6 +188,16 @@ class EndpointGroupHandler(Handler):
         app = link_target(obj, "AppProfile")
         if app:
             raise MasterError(f"Cannot delete {obj['groupName']}, associated to appProfile {app}")
+        if self.config.cluster_mode == "swarm-mode":
+            # Contiv's text (objApi EndpointGroupDelete)
+            dnet = await w.state("docknet",
+                                 f"{tenant_name}.{obj['networkName']}.{obj['groupName']}")
+            if dnet is not None:
+                raise MasterError(f"cannot delete group {obj['groupName']} mapped to docker "
+                                  f"network {dnet.get('docknetUUID', '')}")
+        elif await w.state("docknet", f"{tenant_name}.{obj['networkName']}.{obj['groupName']}"):
+            # outside swarm mode the object goes and its stale mapping with it
+            w.txn.delete("docknet", f"{tenant_name}.{obj['networkName']}.{obj['groupName']}")
         state = await w.state("endpointGroup", key)
         if state is not None:
             if int(state.get("epCount", 0)) != 0:
@@ -221,6 +232,8 @@ class EndpointGroupHandler(Handler):
             "endpoints": endpoints_where(endpoints, group=obj["key"]),
             "externalPktTag": state.get("extPktTag", 0),
             "groupTag": state.get("groupTag", ""),
+            **(await docknet_oper(ctx, f"{obj['tenantName']}.{obj['networkName']}."
+                                       f"{obj['groupName']}")),
             "numEndpoints": state.get("epCount", 0),
             "pktTag": state.get("pktTag", 0),
         }

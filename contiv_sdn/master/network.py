@@ -62,6 +62,16 @@ def _overlap_suspects(tenant: dict, networks: dict, subnet: str, subnet6: str) -
     return []
 
 
+async def docknet_oper(ctx: OperContext, key: str) -> dict:
+    """``{"docknetUUID": id}`` when a swarm docker network maps to the object (``oper/docknet``
+    key ``tenant.network.group``), else nothing: Contiv's oper has no such field, so it is
+    left out rather than shown empty."""
+    dnet = await ctx.state("docknet", key)
+    if dnet is None or not dnet.get("docknetUUID"):
+        return {}
+    return {"docknetUUID": dnet["docknetUUID"]}
+
+
 class NetworkHandler(Handler):
     modeltype = "network"
 
@@ -161,6 +171,14 @@ class NetworkHandler(Handler):
         n = link_count(obj, "Servicelbs")
         if n:
             raise MasterError(f"cannot delete {obj['networkName']} has {n} services ")
+        if self.config.cluster_mode == "swarm-mode":
+            # Contiv's text (objApi NetworkDelete); the docker network's FreeNetwork drops it
+            dnet = await w.state("docknet", f"{tenant_name}.{obj['networkName']}.")
+            if dnet is not None:
+                raise MasterError(f"cannot delete network {obj['networkName']} mapped to "
+                                  f"docker network {dnet.get('docknetUUID', '')}")
+        elif await w.state("docknet", f"{tenant_name}.{obj['networkName']}.") is not None:
+            w.txn.delete("docknet", f"{tenant_name}.{obj['networkName']}.")
         state = await w.state("network", key)
         if state is not None:
             if state.get("nwType") != "infra" and int(state.get("epCount", 0)) > 0:
@@ -190,6 +208,8 @@ class NetworkHandler(Handler):
             "endpoints": endpoints_where(endpoints, network=obj["key"]),
             "externalPktTag": state.get("extPktTag", 0),
             "networkTag": state.get("networkTag", ""),
+            # ours (swarm mode): the docker network that maps to this one, if any
+            **(await docknet_oper(ctx, f"{obj['tenantName']}.{obj['networkName']}.")),
             "numEndpoints": state.get("epCount", 0),
             "pktTag": state.get("pktTag", 0),
         }

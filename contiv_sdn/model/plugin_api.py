@@ -66,6 +66,20 @@ HOST_STATE = Struct("HostState", [
     ("uplinkPort", STR), ("mtu", INT), ("refresh", FLOAT), ("updated", FLOAT),
 ])
 
+#: ``/plugin/createDocknet`` (ours; Contiv's netplugin wrote ``oper/docknet`` into etcd
+#: itself): a swarm manager's plugin reports that the docker network ``DocknetUUID``
+#: maps to a Contiv network (``ServiceName`` empty) or endpoint group.
+CREATE_DOCKNET = Struct("CreateDocknetRequest", [
+    ("TenantName", STR), ("NetworkName", STR), ("ServiceName", STR), ("DocknetUUID", STR),
+])
+#: ``/plugin/deleteDocknet``: the docker network is gone (swarm's FreeNetwork).
+DELETE_DOCKNET = Struct("DeleteDocknetRequest", [("DocknetUUID", STR)])
+#: The stored mapping (``contiv:state:docknet``, key ``tenant.network.group``), Contiv's
+#: ``DnetOperState``; ``createDocknet`` answers it.
+DOCKNET_STATE = Struct("DnetOperState", [
+    ("tenantName", STR), ("networkName", STR), ("serviceName", STR), ("docknetUUID", STR),
+])
+
 #: Request shape of each ``/plugin/<call>`` route.
 REQUESTS = {
     "allocAddress": ALLOC_ADDRESS,
@@ -76,6 +90,16 @@ REQUESTS = {
     "registerHost": REGISTER_HOST,
 }
 
+#: The swarm-mode mapping calls (issue 17).  Kept apart from :data:`REQUESTS` until the
+#: router (``contiv_sdn/api/app.py``), the OpenAPI document (``contiv_sdn/ops/openapi.py``,
+#: which documents every ``REQUESTS`` entry) and the node role (``contiv_sdn/api/auth.py``)
+#: list them; :class:`contiv_sdn.api.plugin.PluginRoutes` already serves them.
+DOCKNET_REQUESTS = {
+    "createDocknet": CREATE_DOCKNET,
+    "deleteDocknet": DELETE_DOCKNET,
+}
+
 __all__ = ["ALLOC_ADDRESS", "ALLOC_ADDRESS_REPLY", "RELEASE_ADDRESS", "CONFIG_EP",
            "CREATE_ENDPOINT", "DELETE_ENDPOINT", "UPDATE_ENDPOINT", "UPDATE_ENDPOINT_REPLY",
-           "ENDPOINT_STATE", "ENDPOINT_REPLY", "REGISTER_HOST", "HOST_STATE", "REQUESTS"]
+           "ENDPOINT_STATE", "ENDPOINT_REPLY", "REGISTER_HOST", "HOST_STATE", "CREATE_DOCKNET",
+           "DELETE_DOCKNET", "DOCKNET_STATE", "REQUESTS", "DOCKNET_REQUESTS"]
