@@ -183,3 +183,53 @@ class SwarmDriverTests(unittest.TestCase):
             "AddressSpace": LOCAL, "Pool": subnet, "SubPool": "",
             "Options": {SERIAL: "true"}, "V6": False})
         self.assertEqual(wpool["PoolID"], f"default:{name}:|{subnet}|worker")
+
+    @ensure
+    async def test_late_manager_release_does_not_free_a_reissued_address(self):
+        """The known race: a task's endpoint is deleted on its worker (the netmaster frees
+        its address), the manager hands the same address to a new task, then the old
+        task's ReleaseAddress reaches the manager.  That release must not free the
+        address the new task holds."""
+        pool_id = await self.manager_pool({"contiv-tag": TAG})
+        before = self.allocated()
+        first = (await self.ok("IpamDriver.RequestAddress", {
+            "PoolID": pool_id, "Address": "", "Options": {SERIAL: "true"}}))["Address"]
+        wpool = await self.ok("IpamDriver.RequestPool", {
+            "AddressSpace": LOCAL, "Pool": SUBNET, "SubPool": "",
+            "Options": {"contiv-tag": TAG, SERIAL: "true"}, "V6": False})
+        await self.ok("NetworkDriver.CreateNetwork", {
+            "NetworkID": NET_ID, "Options": {"com.docker.network.generic": {
+                "tenant": "default", "network": NET}},
+            "IPv4Data": [{"AddressSpace": LOCAL, "Pool": SUBNET, "Gateway": f"{GATEWAY}/24"}],
+            "IPv6Data": []})
+        await self.ok("IpamDriver.RequestAddress", {
+            "PoolID": wpool["PoolID"], "Address": first.split("/")[0], "Options": None})
+        await self.ok("NetworkDriver.CreateEndpoint", {
+            "NetworkID": NET_ID, "EndpointID": EP_ID,
+            "Interface": {"Address": first, "AddressIPv6": "", "MacAddress": ""},
+            "Options": {}})
+        await self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": NET_ID,
+                                                       "EndpointID": EP_ID})
+        self.assertEqual(self.allocated(), before, "the endpoint's deletion frees it")
+        # the lowest free address again: the same one, for a new task
+        second = (await self.ok("IpamDriver.RequestAddress", {
+            "PoolID": pool_id, "Address": "", "Options": {SERIAL: "true"}}))["Address"]
+        self.assertEqual(second, first)
+        self.assertEqual(self.allocated(), before + 1)
+        # the old task's late release: the new task keeps its address
+        await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": first})
+        self.assertEqual(self.allocated(), before + 1, "a late release freed a held address")
+        # the new task's own release frees it
+        await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": second})
+        self.assertEqual(self.allocated(), before)
+
+    @ensure
+    async def test_free_network_is_answered(self):
+        """AllocateNetwork reports the mapping and FreeNetwork forgets it; a netmaster that
+        does not serve /plugin/createDocknet (404) costs the mapping, not the network."""
+        await self.manager_pool({"contiv-tag": GTAG})
+        alloc = await self.ok("NetworkDriver.AllocateNetwork", {
+            "NetworkID": NET_ID, "Options": {"contiv-tag": GTAG},
+            "IPv4Data": [], "IPv6Data": []})
+        self.assertEqual(alloc["Options"]["group"], "web")
+        self.assertEqual(await self.ok("NetworkDriver.FreeNetwork", {"NetworkID": NET_ID}), {})

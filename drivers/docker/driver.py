@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from twisted.logger import Logger
 
@@ -111,6 +111,9 @@ class DockerDriver:
         self.state = state
         self.docker = docker
         self.host = host
+        #: swarm manager: (pool placement key, address) -> how many of its RequestAddress
+        #: answers are not yet released (see :meth:`release_address`)
+        self._swarm_held: Dict[Tuple[str, str], int] = {}
         self._calls: Dict[str, Callable[[Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
             "Plugin.Activate": self.activate,
             "Plugin.Deactivate": self.nothing,
@@ -172,13 +175,45 @@ class DockerDriver:
             raise DriverError("a netplugin swarm network needs --opt contiv-tag=TAG (the "
                               "cfgdTag of a Contiv network or group) or a --subnet", 400)
         await self._contiv_network(p)
+        await self._record_docknet(p, body["NetworkID"])
         options.update({"tenant": p.tenant, "network": p.network})
         if p.group:
             options["group"] = p.group
         log.info("swarm network {id} = {place}", id=body["NetworkID"][:12], place=p.docker_name)
         return {"Options": options}
 
+    async def _record_docknet(self, p: Placement, network_id: str) -> None:
+        """The netmaster's ``oper/docknet`` mapping (Contiv's netplugin wrote it itself).
+
+        A refusal (the object already maps to another docker network, or was just
+        deleted) fails the allocation: Docker then refuses the network.  A netmaster
+        without the route (404, older) or unreachable only loses the mapping's
+        protection: logged, the network still works."""
+        try:
+            await self.netmaster.create_docknet(p, network_id)
+        except NetmasterError as e:
+            if e.status != 404:
+                raise DriverError(f"swarm network {network_id[:12]} -> {p.docker_name}: "
+                                  f"{e.text or e}", 400) from None
+            log.warn("netmaster does not record docker networks (no /plugin/createDocknet): "
+                     "{place} can be deleted while swarm network {id} uses it",
+                     place=p.docker_name, id=network_id[:12])
+        except NetmasterUnavailable as e:
+            log.warn("swarm network {id} -> {place} not recorded at the netmaster: {err}",
+                     id=network_id[:12], place=p.docker_name, err=e)
+
     async def free_network(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        if self.scope == "global":
+            try:
+                await self.netmaster.delete_docknet(body["NetworkID"])
+            except NetmasterError as e:
+                if e.status != 404:
+                    raise _nm(e) from None
+            except NetmasterUnavailable as e:
+                # swarm only logs a failed deallocation and does not repeat it
+                log.warn("swarm network {id} removed but its mapping is kept at the "
+                         "netmaster ({err}); once it is back: POST /plugin/deleteDocknet "
+                         '{{"DocknetUUID": "{id}"}}', id=body["NetworkID"], err=e)
         log.info("swarm network {id} removed", id=body["NetworkID"][:12])
         return {}
 
@@ -419,6 +454,8 @@ class DockerDriver:
         except (NetmasterError, NetmasterUnavailable) as e:
             raise _nm(e) from None
         if ref.role == SWARM_MANAGER:
+            held = (ref.placement.key, addr.split("/")[0])
+            self._swarm_held[held] = self._swarm_held.get(held, 0) + 1
             log.info("IPAM: {addr} reserved in {net} for swarm", addr=addr,
                      net=ref.placement.network_key)
             return {"Address": addr, "Data": {}}
@@ -437,7 +474,18 @@ class DockerDriver:
             # the manager's reservation: released by the manager's own ReleaseAddress
             return {}
         if ref.role == SWARM_MANAGER:
-            # the netmaster keeps an address an endpoint still holds (its deletion frees it)
+            # the netmaster keeps an address an endpoint still holds (its deletion frees it).
+            # A release that comes after the task's endpoint is gone may be late: if this
+            # manager was handed the same address again meanwhile (the endpoint's deletion
+            # freed it), the release is the old task's and the address is the new one's.
+            held = (key, ip)
+            count = self._swarm_held.get(held, 0)
+            if count > 1:
+                self._swarm_held[held] = count - 1
+                log.info("IPAM: {ip} in {net}: late release of an earlier task; the address "
+                         "is held again", ip=ip, net=key)
+                return {}
+            self._swarm_held.pop(held, None)
             try:
                 await self.netmaster.release_address(ref.placement, ip)
             except (NetmasterError, NetmasterUnavailable) as e:

@@ -21,7 +21,8 @@ from twisted.logger import Logger
 
 from contiv_sdn.agent.netmaster import (GROUP_INSPECT, NetmasterBadReply, NetmasterClient,
                                        NetmasterError)
-from contiv_sdn.model.plugin_api import ALLOC_ADDRESS_REPLY, UPDATE_ENDPOINT_REPLY
+from contiv_sdn.model.plugin_api import (ALLOC_ADDRESS_REPLY, DOCKNET_STATE,
+                                        UPDATE_ENDPOINT_REPLY)
 from contiv_sdn.model.shapes import ListOf, STR, Struct, parse
 
 from drivers.docker.names import Placement
@@ -100,6 +101,22 @@ class PluginNetmaster(NetmasterClient):
                                 "Network": p.network, "Event": "start",
                                 "EndpointID": endpoint_id, "EPCommonName": name},
                             idempotent=True, reply=UPDATE_ENDPOINT_REPLY)
+
+    async def create_docknet(self, p: Placement, network_id: str) -> None:
+        """Tell the netmaster that swarm network ``network_id`` maps to ``p`` (its
+        ``oper/docknet``: with ``--mode swarm-mode`` the object cannot be deleted while
+        the docker network exists; ``netctl net/group inspect`` show it)."""
+        await self.request("POST", "/plugin/createDocknet",
+                           f"record docker network {network_id[:12]} for {p.docker_name}", {
+                               "TenantName": p.tenant, "NetworkName": p.network,
+                               "ServiceName": p.group, "DocknetUUID": network_id},
+                           idempotent=True, reply=DOCKNET_STATE)
+
+    async def delete_docknet(self, network_id: str) -> None:
+        """Forget swarm network ``network_id``'s mapping (none is fine)."""
+        await self.request("POST", "/plugin/deleteDocknet",
+                           f"forget docker network {network_id[:12]}",
+                           {"DocknetUUID": network_id}, idempotent=True)
 
     async def group(self, tenant: str, group: str) -> Dict[str, Any]:
         """The endpoint group's configuration (fails with the netmaster's text if unknown)."""
