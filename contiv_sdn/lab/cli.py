@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                          "netmaster serves HTTPS with --auth (admin password in "
                          "<root>/admin.password) and --redis-auth, netplugins log in as node "
                          "users, OpenFlow runs over TLS with a certificate per switch")
+    up.add_argument("--swarm", action="store_true",
+                    help="the hosts' dockerds form a Docker swarm: node1 the manager, the "
+                         "others workers joined over the underlay, the managed plugin "
+                         "netplugin:swarm on each (prints the DOCKER_HOST to use)")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -113,6 +117,9 @@ def _print_status(st: dict) -> None:
             url += f" (secure: CA {st['secure']['ca']})"
         print(f"  {key:<10} {'alive' if svc['alive'] else 'DEAD':<6} pid {svc['pid'] or '-'}"
               f"{url}  log {svc['log']}")
+    if st.get("swarm"):
+        print(f"  swarm      manager {st['swarm']['manager']}  "
+              f"DOCKER_HOST={st['swarm']['docker_host']}")
     for h in st["hosts"]:
         np = h.get("netplugin")
         np_s = "" if np is None else f" netplugin {'alive' if np else 'DEAD'}"
@@ -136,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       prefix=args.prefix, link_prefix=args.link_prefix, subnet=args.subnet,
                       netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
                       docker=not (args.no_docker or args.no_services), progress=_say,
-                      aci=args.aci, apic_port=args.apic_port, secure=args.secure)
+                      aci=args.aci, apic_port=args.apic_port, secure=args.secure,
+                      swarm=args.swarm)
             lab.up()
         elif args.cmd == "down":
             try:

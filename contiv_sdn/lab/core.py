@@ -72,6 +72,9 @@ class LabConfig:
     #: every channel authenticated: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
     #: (contiv_sdn/lab/secure.py)
     secure: bool = False
+    #: the dockerds form a Docker swarm (manager node1) with the plugin netplugin:swarm
+    #: (contiv_sdn/lab/swarm.py); needs docker
+    swarm: bool = False
 
 
 @dataclass
@@ -202,15 +205,18 @@ class Lab:
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
                  docker: bool = False, progress: Optional[Progress] = None,
                  aci: bool = False, apic_port: int = 8181, metrics_port: int = 0,
-                 secure: bool = False):
+                 secure: bool = False, swarm: bool = False):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
+        if swarm and not (docker and start_services):
+            raise LabError("--swarm needs the hosts' dockerds (leave out --no-docker and "
+                           "--no-services)")
         self.config = LabConfig(hosts=hosts, root=os.path.abspath(root),
                                 start_services=start_services, prefix=prefix,
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
                                 python=python, docker=docker, aci=aci, apic_port=apic_port,
-                                metrics_port=metrics_port, secure=secure)
+                                metrics_port=metrics_port, secure=secure, swarm=swarm)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -518,6 +524,9 @@ class Lab:
         if self.config.docker:
             self._start_dockerds()
         self._start_netplugins()
+        if self.config.swarm:  # the plugin's forwarder needs the netplugins' swarm sockets
+            from contiv_sdn.lab import swarm
+            swarm.form(self)
 
     def _wait(self, what: str, service: Service, ready: Callable[[], bool],
               timeout: float = 30) -> None:
@@ -564,6 +573,8 @@ class Lab:
         return Dockerd(os.path.join(h.dir, "docker"), netns=h.netns,
                        plugin_dir=os.path.dirname(self.plugin_socket(host)),
                        socket_path=self.docker_socket(host), name=h.name,
+                       # swarm mode refuses --live-restore (contiv_sdn/lab/swarm.py)
+                       live_restore=not self.config.swarm,
                        extra_args=("--dns", self.subnet.gateway))
 
     def docker(self, host: str, *args: str, check: bool = True,
@@ -633,6 +644,8 @@ class Lab:
         if self.config.aci:
             wanted += [("infra", "aci"), ("apic-url", self.apic_url),
                        ("apic-password-file", self._apic_password_file())]
+        if self.config.swarm:  # §3.10: mapped networks and groups cannot be deleted
+            wanted.append(("mode", "swarm-mode"))
         if self.config.metrics_port:
             wanted.append(("metrics-listen",
                            f"tcp:{self.config.metrics_port}:interface=127.0.0.1"))
@@ -853,6 +866,10 @@ class Lab:
                                     "pid": svc.current_pid(self.root), "log": svc.logfile}
         if "netmaster" in self.services:
             out["netmaster_url"] = self.netmaster_url
+        if self.config.swarm:
+            from contiv_sdn.lab import swarm
+            out["swarm"] = {"manager": swarm.manager(self).name,
+                            "docker_host": swarm.docker_host(self)}
         if self.security:
             out["secure"] = {"ca": self.security.ca_cert,
                              "admin_password_file": self.security.admin_password_file,
@@ -927,6 +944,12 @@ class Lab:
                     say(f"{c.netns}: endpoint not deleted ({e})")
         # 2. Docker engines and podman (their endpoints go while the drivers answer)
         self._stop_podmans(say)
+        if self.config.swarm:  # tasks stop with it; swarm state goes with the engines' folders
+            from contiv_sdn.lab import swarm
+            try:
+                swarm.leave(self)
+            except Exception as e:  # keep tearing down the rest
+                say(f"swarm leave: {e}")
         self._stop_dockerds(say)
         # 3. services: netplugins, then netmaster, then redis
         tiers = [[s for k, s in self.services.items() if k.startswith("netplugin:")],
