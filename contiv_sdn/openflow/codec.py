@@ -213,6 +213,11 @@ def _decompose(flow: Flow, command: int, xid: int) -> Tuple[tuple, list]:
             push(a[1])
         elif name == "pop_vlan" or name == "dec_ttl":
             apush(name)
+        elif name == "ct_nat":
+            # rare (service stage, a few flows per VRF): every parameter is structure,
+            # so a template never has to find NAT ranges inside nested actions
+            check_ct_nat(a)
+            apush(a)
         else:
             raise ValueError(f"cannot encode action {a!r}")
     goto = flow.goto
@@ -247,6 +252,7 @@ def _slot_packers(key: tuple) -> List[_Packer]:
             packers.append(_P2)
             if not a[2]:
                 packers.append(_P1)
+        # "ct_nat": no slots (all structure)
     if has_goto:
         packers.append(_P1)
     return packers
@@ -288,6 +294,8 @@ def _osken_msg(key: tuple, values: Sequence[Any]) -> "parser.OFPFlowMod":
             actions.append(parser.OFPActionDecNwTtl())
         elif name == "group":
             actions.append(parser.OFPActionGroup(next(it)))
+        elif name == "ct_nat":
+            actions.append(ct_nat_osken(a))
     insts = []
     if actions:
         insts.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
@@ -716,7 +724,152 @@ def _action_tuple(a: Any) -> tuple:
             and a.flags in (0, nicira_ext.NX_CT_F_COMMIT)):
         table = None if a.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else a.recirc_table
         return ("ct", bool(a.flags & nicira_ext.NX_CT_F_COMMIT), a.zone_ofs_nbits, table)
+    if isinstance(a, parser.NXActionCT):
+        nat = _ct_nat_tuple(a)
+        if nat is not None:
+            return nat
     return ("raw", str(a))
+
+
+# --------------------------------------------------------------------------
+# conntrack with NAT (the service stage) and groups
+# --------------------------------------------------------------------------
+
+#: OVS's NXAST_NAT flags (os-ken has no names for them)
+NX_NAT_F_SRC, NX_NAT_F_DST = 0x1, 0x2
+
+
+def check_ct_nat(a: tuple) -> None:
+    """Refuse a ``ct_nat`` action outside the canonical form (a compiler bug otherwise:
+    such an action would read back as something else and be re-sent forever).
+
+    ``("ct_nat", commit, zone, table, nat, mark)``: ``nat`` is None (apply an existing
+    connection's NAT, i.e. un-NAT replies) or ``(kind, ip, port)`` with kind "src" or
+    "dst" and port 0 for none; ``mark`` a ct_mark to set (0: none; only with commit,
+    as OVS requires).  Without NAT and mark it is a plain ``ct`` and must be written so."""
+    if len(a) != 6:
+        raise ValueError(f"ct_nat needs (commit, zone, table, nat, mark): {a!r}")
+    _, commit, zone, table, nat, mark = a
+    if not isinstance(commit, bool) or not isinstance(zone, int) or not 0 <= zone <= 0xFFFF:
+        raise ValueError(f"ct_nat commit/zone: {a!r}")
+    if table is not None and not (isinstance(table, int) and 0 <= table < 255):
+        raise ValueError(f"ct_nat table: {a!r}")
+    if not isinstance(mark, int) or not 0 <= mark <= 0xFFFFFFFF or (mark and not commit):
+        raise ValueError(f"ct_nat mark needs commit and 32 bits: {a!r}")
+    if nat is None:
+        return  # plain "nat": un-NAT replies / apply the NAT of a known connection
+    if (not isinstance(nat, tuple) or len(nat) != 3 or nat[0] not in ("src", "dst")
+            or not isinstance(nat[2], int) or not 0 <= nat[2] <= 0xFFFF):
+        raise ValueError(f"ct_nat nat must be (src|dst, ip, port): {a!r}")
+    if not commit:
+        raise ValueError(f"ct_nat with a NAT range needs commit: {a!r}")
+    socket.inet_pton(socket.AF_INET, nat[1])
+
+
+def ct_nat_osken(a: tuple) -> Any:
+    """The os-ken NXActionCT of a canonical ``ct_nat`` action."""
+    check_ct_nat(a)
+    _, commit, zone, table, nat, mark = a
+    inner: List[Any] = []
+    if nat is None:
+        inner.append(parser.NXActionNAT(flags=0))
+    else:
+        kind, ip, port = nat
+        inner.append(parser.NXActionNAT(flags=NX_NAT_F_SRC if kind == "src" else NX_NAT_F_DST,
+                                        range_ipv4_min=ip,
+                                        range_proto_min=port or None))
+    if mark:
+        inner.append(parser.OFPActionSetField(ct_mark=mark))
+    return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT if commit else 0, zone_src="",
+                             zone_ofs_nbits=zone,
+                             recirc_table=nicira_ext.NX_CT_RECIRC_NONE if table is None else table,
+                             alg=0, actions=inner)
+
+
+def _ct_nat_tuple(a: Any) -> Optional[tuple]:
+    """A read-back NXActionCT in ``ct_nat`` form, or None if it is not one we write."""
+    if a.zone_src or a.alg != 0 or a.flags not in (0, nicira_ext.NX_CT_F_COMMIT):
+        return None
+    nat: Any = None
+    mark = 0
+    seen_nat = False
+    for inner in a.actions:
+        if isinstance(inner, parser.NXActionNAT) and not seen_nat:
+            seen_nat = True
+            if inner.flags == 0:
+                continue
+            if inner.flags not in (NX_NAT_F_SRC, NX_NAT_F_DST) or not inner.range_ipv4_min:
+                return None
+            if inner.range_ipv4_max not in ("", None, inner.range_ipv4_min):
+                return None
+            if inner.range_proto_max not in (None, 0, inner.range_proto_min):
+                return None
+            nat = ("src" if inner.flags == NX_NAT_F_SRC else "dst", inner.range_ipv4_min,
+                   inner.range_proto_min or 0)
+        elif isinstance(inner, parser.OFPActionSetField) and inner.key == "ct_mark" and not mark:
+            value = inner.value
+            if isinstance(value, tuple):
+                if value[1] != 0xFFFFFFFF:
+                    return None
+                value = value[0]
+            mark = value
+        else:
+            return None
+    if not seen_nat:
+        return None
+    table = None if a.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else a.recirc_table
+    return ("ct_nat", bool(a.flags & nicira_ext.NX_CT_F_COMMIT), a.zone_ofs_nbits, table, nat, mark)
+
+
+GROUP_ADD, GROUP_MODIFY, GROUP_DELETE = ofp.OFPGC_ADD, ofp.OFPGC_MODIFY, ofp.OFPGC_DELETE
+
+
+def encode_group_mod(group: Any, command: int, xid: int) -> bytes:
+    """The OpenFlow 1.3 group_mod for ``group`` (a ``pipeline.servicelb.Group``): ADD,
+    MODIFY (replaces the buckets; OVS keeps the group's flows and, for conntrack-based
+    buckets, every established connection) or DELETE (by id; also deletes the flows
+    that point at it, so the sync deletes them first).
+
+    Plain os-ken (groups are few: one per service port per switch); every bucket has
+    weight 1 and OVS's default selection method (see ``pipeline/servicelb.py``)."""
+    if command not in (GROUP_ADD, GROUP_MODIFY, GROUP_DELETE):
+        raise ValueError(f"unsupported group_mod command {command}")
+    if group.type != "select":
+        raise ValueError(f"group {group.group_id}: only select groups are written, not {group.type!r}")
+    buckets = []
+    if command != GROUP_DELETE:
+        for acts in group.buckets:
+            key, values = _decompose(Flow(table=0, priority=0, actions=tuple(acts), cookie=0), ADD, 0)
+            msg = _osken_msg(key, values)
+            actions = msg.instructions[0].actions if msg.instructions else []
+            buckets.append(parser.OFPBucket(weight=1, actions=actions))
+    msg = parser.OFPGroupMod(DP, command=command, type_=ofp.OFPGT_SELECT, group_id=group.group_id,
+                             buckets=buckets)
+    return serialize(msg, xid)
+
+
+def group_from_desc(entry: Any) -> Any:
+    """A group-desc entry (os-ken ``OFPGroupDescStats``) as a ``pipeline.servicelb.Group``;
+    a type or bucket we do not write reads back as something that never equals a desired
+    group (type "raw" / a ``("raw", text)`` action), so the sync replaces it."""
+    from contiv_sdn.pipeline.servicelb import Group
+    kind = "select" if entry.type == ofp.OFPGT_SELECT else f"raw:{entry.type}"
+    buckets = []
+    for b in entry.buckets:
+        acts = tuple(_action_tuple(a) for a in b.actions)
+        if b.weight != 1 or b.watch_port != ofp.OFPP_ANY or b.watch_group != ofp.OFPG_ANY:
+            acts += (("raw", f"weight={b.weight} watch={b.watch_port}/{b.watch_group}"),)
+        buckets.append(acts)
+    return Group(entry.group_id, tuple(buckets), kind)
+
+
+def groups_from_desc(parts: Iterable[Any]) -> List[Any]:
+    """The groups of group-desc multipart replies (``OpenFlowProtocol.group_desc``)."""
+    out = []
+    for part in parts:
+        for entry in part.body:
+            out.append(group_from_desc(entry))
+    return out
 
 
 def flow_from_stats(entry: Any) -> Flow:

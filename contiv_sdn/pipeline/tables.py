@@ -23,6 +23,12 @@ documented below)::
                  container off its names.
     20 ARP       proxy-ARP responder (and the gateway's ARP in routing mode);
                  drops unanswered ARP requests unless ARP flooding is on.
+    25..29 SVC   service load balancing (only while a service exists; see
+                 ``servicelb.py``): hairpin un-SNAT, conntrack NAT in the VRF's
+                 zone, new connections to a VIP:port to its select group (DNAT to
+                 a provider, committed with the service's ct_mark), then the
+                 provider's MAC and network.  ARP sends IPv4 of a network with
+                 services here instead of L3.
     30 L3        routing mode: packets to ROUTER_MAC for an endpoint of the VRF
                  are rewritten (MACs, TTL) and moved to the destination network.
     40 L2        destination lookup by (network, eth_dst): destination EPG, the
@@ -73,6 +79,7 @@ REG_SRC_ID = "reg6"  #: source pod identity (Kubernetes NetworkPolicy, ``k8s.py`
 REG_DST_ID = "reg7"  #: destination pod identity, 0 = not a pod.
 
 FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
+FLAG_HAIRPIN = 0x2  #: a provider reaching itself through its service's VIP: OUTPUT uses IN_PORT.
 
 OUT_FLOOD = 0xFFFFFFFB  #: REG_OUT value: replicate within the network.
 
@@ -93,6 +100,10 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 CLASSIFY = 0
 SOURCE = 10
 ARP = 20
+SVC = 25
+SVC_VRF = 26
+SVC_CT = 27
+SVC_DST = 28
 L3 = 30
 L2 = 40
 K8S = 45
@@ -209,8 +220,30 @@ TABLES: Mapping[int, TableSpec] = {
                   maskable=frozenset([REG_FLAGS]),
                   sets=frozenset(["eth_src", "eth_dst", "arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"]),
                   actions=frozenset(["set_field", "move", "output"]),
-                  goto=frozenset([L3]),
+                  goto=frozenset([SVC, L3]),
                   outputs=frozenset([OFPP_IN_PORT])),
+        TableSpec(SVC, "svc",
+                  match=frozenset(["eth_type", "ipv4_dst", REG_VRF]),
+                  actions=frozenset(["ct_nat"]),
+                  goto=frozenset([SVC_VRF]),
+                  ct_tables=frozenset([SVC_VRF])),
+        TableSpec(SVC_VRF, "svc_vrf",
+                  match=frozenset(["eth_type", REG_VRF]),
+                  actions=frozenset(["ct_nat"]),
+                  goto=frozenset([L3]),
+                  ct_tables=frozenset([SVC_CT])),
+        TableSpec(SVC_CT, "svc_ct",
+                  match=frozenset(["ct_state", "ct_mark", REG_VRF, "eth_type", "ipv4_dst", "ip_proto",
+                                   "tcp_dst", "udp_dst", "sctp_dst"]),
+                  maskable=frozenset(["ct_state", "ct_mark"]),
+                  actions=frozenset(["group"]),
+                  goto=frozenset([SVC_DST, L3])),
+        TableSpec(SVC_DST, "svc_dst",
+                  match=frozenset(["in_port", "eth_type", "ipv4_src", "ipv4_dst", "ct_mark", REG_VRF]),
+                  sets=frozenset(["eth_dst", REG_NET, REG_FLAGS]),
+                  actions=frozenset(["set_field", "ct_nat"]),
+                  goto=frozenset([L3]),
+                  ct_tables=frozenset([SVC_DST])),
         TableSpec(L3, "l3",
                   match=frozenset(["eth_dst", "eth_type", "ipv4_dst", REG_VRF, REG_FLAGS]),
                   maskable=frozenset([REG_FLAGS]),
@@ -278,7 +311,7 @@ class FlowCheckError(ValueError):
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _ACTION_ARITY = {"output": 1, "set_field": 2, "push_vlan": 1, "pop_vlan": 0, "move": 3, "ct": 3,
-                 "controller": 1, "dec_ttl": 0, "group": 1}
+                 "controller": 1, "dec_ttl": 0, "group": 1, "ct_nat": 5}
 _MAX_PORT = 0xFFFFFF00  # OFPP_MAX
 
 
@@ -397,11 +430,11 @@ def check_flow(flow: Flow) -> None:
         elif kind == "dec_ttl":
             if match.get("eth_type") != ETH_TYPE_IP:
                 _fail(flow, "dec_ttl needs eth_type=0x0800 in the match")
-        elif kind == "ct":
+        elif kind in ("ct", "ct_nat"):
             if match.get("eth_type") != ETH_TYPE_IP:
-                _fail(flow, "ct needs eth_type=0x0800 in the match")
+                _fail(flow, f"{kind} needs eth_type=0x0800 in the match")
             if action[3] is not None and action[3] not in spec.ct_tables | spec.goto:
-                _fail(flow, f"ct recirculates to undeclared table {action[3]}")
+                _fail(flow, f"{kind} recirculates to undeclared table {action[3]}")
     if flow.goto is not None:
         if flow.goto not in spec.goto or flow.goto <= flow.table:
             _fail(flow, f"table {spec.name} may not go to table {flow.goto}")

@@ -1,0 +1,266 @@
+"""Service load balancing in the datapath: VIPs on OpenFlow select groups and conntrack NAT.
+
+The OVN / Cilium way, not Contiv's: no controller on the packet path.  Every
+client's switch holds, per service VIP:port:protocol, one OpenFlow 1.3 select
+group whose buckets each ``ct(commit, zone=VRF, nat(dst=provider:port),
+exec(ct_mark=SVC|group))`` and recirculate to :data:`~tables.SVC_DST`; the
+first packet of a connection picks a bucket, conntrack remembers the choice,
+every later packet (and every reply, reverse-NAT'ed) follows the conntrack
+entry, not the group.  Tables (see ``tables.py``)::
+
+    20 ARP      per network with a service in its tenant: IPv4 -> SVC (priority 1,
+                above the miss to L3); proxy ARP for each VIP with VIP_MAC.
+    25 SVC      to a VIP: ct(zone=HAIRPIN_ZONE, nat) -> 26 (undoes a hairpin SNAT on
+                the reply); any other IPv4 -> 26.
+    26 SVC_VRF  ct(zone=VRF, nat) -> 27: applies the DNAT of a known connection,
+                reverses it on replies and on ICMP errors related to it.
+    27 SVC_CT   +new to VIP:port/proto -> group; ct_mark has SVC_MARK -> 28; else L3.
+    28 SVC_DST  to a provider: its MAC and network, -> L3 (then L2, K8s, POLICY as
+                ever: policy judges the real destination, after NAT); a provider
+                to itself (hairpin): ct(commit, zone=HAIRPIN_ZONE, nat(src=VIP)) -> 28
+                again, then FLAG_HAIRPIN so OUTPUT sends it back out of IN_PORT.
+
+Decisions:
+
+* **Where**: the group is on the client's switch; after DNAT the packet is
+  ordinary traffic to the provider's IP (tunnel to the provider's host, where
+  the policy stage judges it again).  Replies are reverse-NAT'ed on the
+  client's switch (they pass table 26 there, whatever host they came from).
+* **Selection**: os-ken cannot encode OVS's ``selection_method`` group property
+  (an OpenFlow 1.5 / NX extension), so groups use OVS's default selection (for
+  ≤ 64 buckets: ``dp_hash`` over the packet's 5-tuple, computed once per
+  connection's first packet; stickiness comes from conntrack, not the hash).
+* **Provider changes** edit the group (OFPGC_MODIFY): established connections
+  to a provider that stays keep their conntrack entry and never look at the
+  group again.  A **removed provider's** connections end: its endpoint (and its
+  MAC/SVC_DST flow) is gone, so packets of those connections are dropped (no
+  L2 entry) and the client sees its connection time out (TCP retransmits,
+  then ETIMEDOUT); new connections never choose it.  No RST is synthesised.
+* **Hairpin** (a provider reaching its own VIP and being chosen): the packet is
+  SNAT'ed to the VIP in a dedicated zone (:data:`HAIRPIN_ZONE`), so the
+  provider's kernel sees a peer that is not itself (Linux drops packets with its
+  own source address arriving from outside) and its reply goes to the VIP, i.e.
+  back through OVS, where table 25 undoes the SNAT and table 26 the DNAT.  The
+  zone is shared by all tenants; NAT keeps the reply tuples unique in it, and
+  two tenants only meet there if they hairpin with identical addresses and
+  source ports at the same moment.  VRF ids must therefore stay below it.
+* **Empty provider set**: the group exists without buckets; OVS drops new
+  connections to the VIP (the client times out: nobody serves it).
+* **Group ids** are pure: CRC-32 of "service key/port/proto" folded to 31 bits,
+  collisions resolved by probing in sorted key order (:func:`group_ids`), so
+  all switches and both compile paths agree.
+
+Flows and groups per switch, for S services (one port each) × P providers, all
+visible on the switch (N_net networks of their tenants present on it, V VRFs,
+H of the providers local to the switch):
+``flows = N_net (ARP->SVC) + S (VIP proxy ARP) + S (hairpin un-SNAT) + 1
++ V (VRF NAT) + S (VIP->group) + 2 (mark, miss) + U (provider MAC flows, U ≤ S·P
+distinct provider IPs) + 1 + H·(1 + S_h) (hairpin) + H (hairpin output)``
+≈ ``3·S + S·P`` for distinct providers, linear in S and in S·P;
+``groups = S`` with ``S·P`` buckets in all.  ``bench/service.py`` counts it.
+
+Inputs are plain data (:class:`ServicePort`), so a Kubernetes Service with its
+EndpointSlices can feed the same compiler later: it gives ``providers``
+directly instead of a label selector.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from . import tables as T
+from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
+
+#: the MAC proxy ARP answers for every VIP (clients never send to it: the DNAT
+#: rewrites eth_dst to the provider's MAC before L2)
+VIP_MAC = "00:00:11:11:11:12"
+#: conntrack zone of hairpin SNAT (above every VRF id in use)
+HAIRPIN_ZONE = 0xFFFF
+#: ct_mark bit of a service connection; the low 31 bits are its group id
+SVC_MARK = 0x80000000
+
+P_VIP = 100
+P_HAIRPIN = 110
+P_HAIRPIN_RETURN = 105
+P_MARK = 50
+P_TO_SVC = 1
+
+PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
+_PORT_FIELD = {6: "tcp_dst", 17: "udp_dst", 132: "sctp_dst"}
+
+#: cookie kind 6 = service (compiler.py's kinds stop at 5)
+_COOKIE_KIND = 6
+
+
+def cookie_for(ident: str) -> int:
+    return COOKIE_MARK | (_COOKIE_KIND << 32) | (zlib.crc32(f"svc:{ident}".encode()) & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Group:
+    """An OpenFlow group as plain data (what the compiler wants and the switch reads
+    back): ``buckets`` is a tuple of action tuples (the flow action vocabulary, plus
+    ``ct_nat``); every bucket has weight 1."""
+
+    group_id: int
+    buckets: Tuple[Tuple[Action, ...], ...] = ()
+    type: str = "select"
+    note: str = field(default="", compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A backend: an endpoint's address and where it lives."""
+
+    ip: str
+    mac: str
+    net_id: int
+    host: str
+    port: str = ""  # its OVS port name on its host (for hairpin)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One VIP:port/protocol of a service, with its providers resolved: the compiler's
+    whole input for it (a Contiv serviceLB port or a Kubernetes Service port)."""
+
+    key: str  # "tenant:service"
+    tenant: str
+    vrf: int
+    net_ids: Tuple[int, ...]  # networks of the tenant whose clients may reach it (ARP->SVC)
+    vip_net: int  # the network whose subnet holds the VIP (proxy ARP)
+    vip: str
+    proto: int
+    port: int
+    target_port: int
+    providers: Tuple[Provider, ...] = ()
+
+    @property
+    def ident(self) -> str:
+        return f"{self.key}/{self.port}/{self.proto}"
+
+
+def parse_port_spec(spec: str) -> Tuple[int, int, int]:
+    """Contiv's ``"80:8080:TCP"`` (service port, provider port, protocol) -> numbers;
+    raises ValueError saying what is wrong."""
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"port {spec!r}: expected servicePort:providerPort:protocol, e.g. 80:8080:TCP")
+    proto = PROTO.get(parts[2].strip().lower())
+    if proto is None:
+        raise ValueError(f"port {spec!r}: protocol must be TCP, UDP or SCTP")
+    try:
+        port, target = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(f"port {spec!r}: ports must be numbers 1..65535") from None
+    if not (0 < port < 65536 and 0 < target < 65536):
+        raise ValueError(f"port {spec!r}: ports must be numbers 1..65535")
+    return port, target, proto
+
+
+def selects(selectors: Mapping[str, str], labels: Iterable[Tuple[str, str]]) -> bool:
+    """The one provider rule (issue 12, fixing Contiv's exact-map match for endpoints
+    older than the service): an endpoint provides when its labels include **all**
+    selectors.  An empty selector selects nothing (a service with no selector is
+    fed its providers explicitly, as a Kubernetes EndpointSlice would)."""
+    if not selectors:
+        return False
+    have = dict(labels)
+    return all(have.get(k) == v for k, v in selectors.items())
+
+
+def group_ids(ports: Iterable[ServicePort]) -> Dict[str, int]:
+    """ident -> group id, pure and the same on every switch (see the module doc)."""
+    out: Dict[str, int] = {}
+    used: set = set()
+    for ident in sorted({p.ident for p in ports}):
+        gid = (zlib.crc32(ident.encode()) & 0x7FFFFFFF) or 1
+        while gid in used:
+            gid = gid % 0x7FFFFFFF + 1
+        used.add(gid)
+        out[ident] = gid
+    return out
+
+
+def _arp_responder(mac: str, ip: str) -> Tuple[Action, ...]:
+    return (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
+            ("set_field", "arp_op", T.ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
+            ("move", "arp_spa", "arp_tpa", 32), ("set_field", "arp_sha", mac),
+            ("set_field", "arp_spa", ip), ("output", OFPP_IN_PORT))
+
+
+def _flow(table: int, prio: int, match: Mapping, actions: Sequence[Action] = (), goto: Optional[int] = None,
+          ident: str = "base", note: str = "") -> Flow:
+    return Flow(table, prio, make_match(**match), tuple(actions), goto, cookie_for(ident), note)
+
+
+def service_group(sp: ServicePort, gid: int) -> Group:
+    """The select group of one service port: one DNAT bucket per provider (sorted)."""
+    buckets = tuple(
+        (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, sp.target_port), SVC_MARK | gid),)
+        for p in sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac)))
+    return Group(gid, buckets, note=f"service {sp.ident} -> {len(buckets)} providers")
+
+
+def host_services(ports: Sequence[ServicePort], host: str,
+                  host_ports: Mapping[str, int]) -> Tuple[List[Flow], List[Group]]:
+    """The service stage of one switch: its flows and groups (every flow checked).
+
+    ``ports``: the service ports whose clients may be on this host (the caller
+    filters by the tenant's networks present here); ``host_ports``: OVS port name ->
+    ofport of this switch (hairpin needs the local providers' ports)."""
+    if not ports:
+        return [], []
+    gids = group_ids(ports)
+    flows: Dict[Tuple, Flow] = {}
+
+    def add(f: Flow) -> None:
+        T.check_flow(f)
+        flows.setdefault(f.identity, f)
+
+    ip = {"eth_type": T.ETH_TYPE_IP}
+    add(_flow(T.SVC, 0, ip, goto=T.SVC_VRF, note="svc: to the VRF's NAT"))
+    add(_flow(T.SVC_CT, P_MARK, {"ct_state": (T.CT_TRK, T.CT_TRK), "ct_mark": (SVC_MARK, SVC_MARK)},
+              goto=T.SVC_DST, note="svc: a service connection: to its provider"))
+    add(_flow(T.SVC_CT, 0, {}, goto=T.L3, note="svc: not a service connection"))
+    add(_flow(T.SVC_DST, 0, {}, goto=T.L3, note="svc: not to a provider"))
+    groups: List[Group] = []
+    for sp in sorted(ports, key=lambda p: p.ident):
+        gid = gids[sp.ident]
+        groups.append(service_group(sp, gid))
+        vrf = {T.REG_VRF: sp.vrf}
+        for net_id in sp.net_ids:
+            add(_flow(T.ARP, P_TO_SVC, {"eth_type": T.ETH_TYPE_IP, T.REG_NET: net_id}, goto=T.SVC,
+                      note=f"svc: network {net_id} has services"))
+        add(_flow(T.ARP, 200, {"eth_type": T.ETH_TYPE_ARP, "arp_op": T.ARP_REQUEST, T.REG_NET: sp.vip_net,
+                               "arp_tpa": sp.vip, T.REG_FLAGS: (0, T.FLAG_REMOTE)},
+                  _arp_responder(VIP_MAC, sp.vip), ident=sp.key, note=f"svc {sp.key}: VIP ARP"))
+        add(_flow(T.SVC, P_VIP, dict(ip, ipv4_dst=sp.vip, **vrf),
+                  [("ct_nat", False, HAIRPIN_ZONE, T.SVC_VRF, None, 0)], ident=sp.key,
+                  note=f"svc {sp.key}: undo a hairpin SNAT"))
+        add(_flow(T.SVC_VRF, P_VIP, dict(ip, **vrf), [("ct_nat", False, sp.vrf, T.SVC_CT, None, 0)],
+                  ident=f"vrf{sp.vrf}", note=f"svc: VRF {sp.vrf} conntrack NAT"))
+        add(_flow(T.SVC_CT, P_VIP, dict(ip, ct_state=(T.CT_NEW | T.CT_TRK, T.CT_NEW | T.CT_TRK | T.CT_INV),
+                                        ipv4_dst=sp.vip, ip_proto=sp.proto,
+                                        **{_PORT_FIELD[sp.proto]: sp.port}, **vrf),
+                  [("group", gid)], ident=sp.ident, note=f"svc {sp.ident}: new connection -> group {gid}"))
+        for p in sp.providers:
+            add(_flow(T.SVC_DST, P_VIP, dict(ip, ipv4_dst=p.ip, **vrf),
+                      [("set_field", "eth_dst", p.mac), ("set_field", T.REG_NET, p.net_id)], T.L3,
+                      ident=f"vrf{sp.vrf}:{p.ip}", note=f"svc: provider {p.ip}"))
+            ofport = host_ports.get(p.port) if p.host == host else None
+            if ofport is None:
+                continue
+            add(_flow(T.SVC_DST, P_HAIRPIN, dict(ip, ipv4_src=p.ip, ipv4_dst=p.ip, ct_mark=SVC_MARK | gid, **vrf),
+                      [("ct_nat", True, HAIRPIN_ZONE, T.SVC_DST, ("src", sp.vip, 0), 0)], ident=sp.ident,
+                      note=f"svc {sp.ident}: hairpin of {p.ip}: SNAT to the VIP"))
+            add(_flow(T.SVC_DST, P_HAIRPIN_RETURN, dict(ip, in_port=ofport, ipv4_dst=p.ip, **vrf),
+                      [("set_field", "eth_dst", p.mac), ("set_field", T.REG_NET, p.net_id),
+                       ("set_field", T.REG_FLAGS, T.FLAG_HAIRPIN)], T.L3,
+                      ident=f"vrf{sp.vrf}:{p.ip}", note=f"svc: hairpin to {p.ip}"))
+            add(_flow(T.OUTPUT, 101, {T.REG_OUT: ofport, T.REG_FLAGS: (T.FLAG_HAIRPIN, T.FLAG_HAIRPIN)},
+                      [("output", OFPP_IN_PORT)], ident=f"hp{ofport}", note=f"svc: hairpin back out of {p.port}"))
+    return list(flows.values()), groups
