@@ -193,13 +193,29 @@ _BAD_LINE = re.compile(r"Traceback \(most recent call last\)|Unhandled|#error\]|
 
 
 def log_problems(text: str, allow: Iterable[str] = ()) -> List[str]:
-    """The lines of a twistd log file that show an unhandled exception or an error record
-    (``allow``: regexes of error records that are by design, e.g. a switch's own error)."""
+    """The records of a twistd log file that show an unhandled exception or an error
+    (``allow``: regexes of error records that are by design, e.g. a switch's own error);
+    each with the lines that follow it (its traceback), so a failure shows the bug."""
     allowed = [re.compile(a) for a in allow]
+    lines = text.splitlines()
     out = []
-    for line in text.splitlines():
+    i = 0
+    while i < len(lines):
+        line = lines[i]
         if _BAD_LINE.search(line) and not any(a.search(line) for a in allowed):
-            out.append(line[:500])
+            j = i + 1
+            while j < len(lines) and j < i + 40 and not re.match(r"\d{4}-\d\d-\d\dT", lines[j]) \
+                    or (j < len(lines) and j < i + 40 and "#critical] " in lines[j]
+                        and lines[j].rstrip().endswith("]")):
+                j += 1
+            # a failure is logged as several records: keep the ones of the same second
+            while j < len(lines) and j < i + 40 and lines[j][:24] == line[:24] and \
+                    "#critical]" in lines[j]:
+                j += 1
+            out.append("\n".join(l[:300] for l in lines[i:j]))
+            i = j
+            continue
+        i += 1
     return out
 
 
