@@ -766,18 +766,30 @@ def check_ct_nat(a: tuple) -> None:
     socket.inet_pton(socket.AF_INET, nat[1])
 
 
+class _NATAction(parser.NXActionNAT):
+    """os-ken's NXActionNAT declares its length rounded up to 8 but writes the unpadded
+    body (os-ken 2.x ``NXAction.serialize``): with a NAT address and port that is two
+    bytes short, and the next action (or bucket) starts inside it.  OVS refuses such a
+    message; this pads the body so the bytes match the declared length."""
+
+    def serialize_body(self) -> bytearray:
+        data = super().serialize_body()
+        head = ofp.OFP_ACTION_EXPERIMENTER_HEADER_SIZE + 2  # + the NX subtype
+        data += b"\0" * (-(head + len(data)) % 8)
+        return data
+
+
 def ct_nat_osken(a: tuple) -> Any:
     """The os-ken NXActionCT of a canonical ``ct_nat`` action."""
     check_ct_nat(a)
     _, commit, zone, table, nat, mark = a
     inner: List[Any] = []
     if nat is None:
-        inner.append(parser.NXActionNAT(flags=0))
+        inner.append(_NATAction(flags=0))
     else:
         kind, ip, port = nat
-        inner.append(parser.NXActionNAT(flags=NX_NAT_F_SRC if kind == "src" else NX_NAT_F_DST,
-                                        range_ipv4_min=ip,
-                                        range_proto_min=port or None))
+        inner.append(_NATAction(flags=NX_NAT_F_SRC if kind == "src" else NX_NAT_F_DST,
+                                 range_ipv4_min=ip, range_proto_min=port or None))
     if mark:
         inner.append(parser.OFPActionSetField(ct_mark=mark))
     return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT if commit else 0, zone_src="",
@@ -863,13 +875,9 @@ def group_from_desc(entry: Any) -> Any:
     return Group(entry.group_id, tuple(buckets), kind)
 
 
-def groups_from_desc(parts: Iterable[Any]) -> List[Any]:
-    """The groups of group-desc multipart replies (``OpenFlowProtocol.group_desc``)."""
-    out = []
-    for part in parts:
-        for entry in part.body:
-            out.append(group_from_desc(entry))
-    return out
+def groups_from_desc(entries: Iterable[Any]) -> List[Any]:
+    """The groups of group-desc entries (what ``OpenFlowProtocol.group_desc`` fires with)."""
+    return [group_from_desc(e) for e in entries]
 
 
 def flow_from_stats(entry: Any) -> Flow:
