@@ -23,7 +23,7 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClie
     platformTrust
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -156,6 +156,16 @@ class _Stream(protocol.Protocol):
             self.done.errback(StreamCut(why))
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # one "Starting factory" line per watch connection says nothing useful
+
+
+def _pool(reactor: Any, persistent: bool) -> HTTPConnectionPool:
+    pool = HTTPConnectionPool(reactor, persistent=persistent)
+    pool._factory = _QuietFactory
+    return pool
+
+
 class KubeClient:
     """Requests to one API server with one set of credentials."""
 
@@ -166,14 +176,12 @@ class KubeClient:
         split = urlsplit(cfg.server)
         self.base = cfg.server.rstrip("/")
         policy = _TLSPolicy(cfg) if split.scheme == "https" else None
-        self.pool = HTTPConnectionPool(self.reactor, persistent=True)
+        self.pool = _pool(self.reactor, True)
         self.pool.maxPersistentPerHost = 4
         kw = {"contextFactory": policy} if policy is not None else {}
         self._agent = Agent(self.reactor, pool=self.pool, **kw)
         # watches get their own connections (a persistent one would be reused mid-stream)
-        self._watch_agent = Agent(self.reactor, pool=HTTPConnectionPool(self.reactor,
-                                                                         persistent=False),
-                                  **kw)
+        self._watch_agent = Agent(self.reactor, pool=_pool(self.reactor, False), **kw)
         self.http = treq.client.HTTPClient(self._agent)
         self.watch_http = treq.client.HTTPClient(self._watch_agent)
 

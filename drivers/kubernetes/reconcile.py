@@ -72,8 +72,10 @@ class Reconciler:
 
     def _kick(self) -> None:
         if self._worker is None and not self._stopped:
-            self._worker = defer.ensureDeferred(self._drain())
-            self._worker.addErrback(lambda f: log.failure("kubernetes reconciler failed", f))
+            d = defer.ensureDeferred(self._drain())
+            d.addErrback(lambda f: log.failure("kubernetes reconciler failed", f))
+            # a pass with nothing to await has already finished (and cleared _worker)
+            self._worker = None if d.called else d
 
     async def stop(self) -> None:
         self._stopped = True

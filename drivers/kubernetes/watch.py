@@ -100,9 +100,14 @@ class Reflector:
             try:
                 if not self.resource_version:
                     await self._list()
+                began = self.reactor.seconds()
                 progressed = await self._watch()
                 if progressed:
                     delay = self.backoff0
+                elif self.reactor.seconds() - began < 1.0:
+                    # ended at once with nothing: do not spin against such a server
+                    await self._pause(delay)
+                    delay = min(delay * 2, self.max_backoff)
                 if self._failing:
                     log.info("{kind} watch working again", kind=self.kind)
                     self._failing = ""
@@ -145,8 +150,8 @@ class Reflector:
         self.resource_version = rv
         self.synced = True
         self.lists += 1
-        log.debug("{kind}: listed {n} at resourceVersion {rv}", kind=self.kind, n=len(fresh),
-                  rv=rv)
+        log.info("{kind}: listed {n} at resourceVersion {rv}", kind=self.kind, n=len(fresh),
+                 rv=rv)
         self.listener.replaced(self.kind)
 
     def _decode(self, raw: Any) -> Optional[Dict[str, Any]]:

@@ -1,0 +1,359 @@
+"""The netmaster's Kubernetes watcher: a real ``twistd netmaster --mode kubernetes``
+process on a real Redis, against the API server stand-in (in this process, on loopback).
+
+Proves: Namespaces, NetworkPolicies (spec as given, integers exact) and pods' labels and
+named ports reach Redis, the default pod network is created; a label edit on a running
+pod rewrites its endpoint record; an endpoint created after its pod's events still gets
+the labels; the stand-in restarted is followed; a watch cut mid-stream resumes without a
+relist; ``410 Gone`` relists and objects deleted while the watcher was away are removed;
+a netmaster SIGKILLed during churn converges, once restarted, to the records the API
+server's objects call for.  Plus the client's line splitter and kubeconfig checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+import treq
+from twisted.internet import defer, threads
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from contiv_sdn.store import Store
+from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary
+from contiv_sdn.testing.netmaster import NetmasterProcess
+from contiv_sdn.testing.wait import sleep, wait_for
+from drivers.kubernetes.client import LineSplitter
+from drivers.kubernetes.config import KubeConfigError, load_kubeconfig
+from drivers.kubernetes.objects import endpoint_update, named_ports
+
+NP_SPEC = {
+    "podSelector": {"matchLabels": {"app": "web"}},
+    "policyTypes": ["Ingress"],
+    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}},
+                          {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                 "ports": [{"protocol": "TCP", "port": 80, "endPort": 90},
+                           {"port": "http"}]}],
+}
+
+
+def pod(ns: str, name: str, labels: dict, ports=()) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                                     "ports": [dict(p) for p in ports]}]}}
+
+
+def netpol(ns: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+class Units(SynchronousTestCase):
+    def test_line_splitter_any_chunking(self):
+        """Events cut anywhere (inside a UTF-8 sequence too) come out whole."""
+        events = [json.dumps({"type": "ADDED", "object": {"n": i, "s": "é" * i}}).encode()
+                  for i in range(5)]
+        stream = b"\n".join(events) + b"\n"
+        for size in (1, 2, 3, 7, len(stream)):
+            split, out = LineSplitter(), []
+            for i in range(0, len(stream), size):
+                out += split.feed(stream[i:i + size])
+            self.assertEqual(out, events)
+            self.assertEqual(split.rest(), b"")
+
+    def test_line_splitter_bounded(self):
+        split = LineSplitter(max_line=100)
+        self.assertRaises(ValueError, split.feed, b"x" * 101)
+
+    def test_named_ports_and_labels(self):
+        p = {"metadata": {"labels": {"app": "web", "cni.contiv.io/x": "forged"}},
+             "spec": {"containers": [
+                 {"ports": [{"name": "http", "containerPort": 80, "protocol": ""},
+                            {"name": "", "containerPort": 81, "protocol": "TCP"}]},
+                 {"ports": [{"name": "dns", "containerPort": 53, "protocol": "udp"}]}]}}
+        self.assertEqual(named_ports(p), {"http": {"port": 80, "protocol": "TCP"},
+                                          "dns": {"port": 53, "protocol": "UDP"}})
+        ep = {"labels": {"cni.contiv.io/network": "contiv", "old": "1"}}
+        up = endpoint_update(ep, p)
+        # the pod's labels, the plugin's own bookkeeping kept, a pod cannot forge it
+        self.assertEqual(up["labels"], {"cni.contiv.io/network": "contiv", "app": "web"})
+        self.assertIsNone(endpoint_update(up, p))
+
+    def test_kubeconfig_refusals(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(d))
+        path = os.path.join(d, "kc")
+        with open(path, "w") as f:
+            f.write("current-context: nope\ncontexts: []\nclusters: []\nusers: []\n")
+        e = self.assertRaises(KubeConfigError, load_kubeconfig, path)
+        self.assertIn("context 'nope' is not in the file", str(e))
+        with open(path, "w") as f:
+            f.write("clusters: 5\n")
+        e = self.assertRaises(KubeConfigError, load_kubeconfig, path)
+        self.assertIn("cannot unmarshal number", str(e))
+        with open(path, "w") as f:
+            f.write("apiVersion: v1\ncurrent-context: c\ncontexts:\n- name: c\n  context: "
+                    "{cluster: k, user: u}\nclusters:\n- name: k\n  cluster: {server: "
+                    "'https://10.0.0.1:6443', insecure-skip-tls-verify: true}\nusers:\n"
+                    "- name: u\n  user: {tokenFile: tok}\n")
+        with open(os.path.join(d, "tok"), "w") as f:
+            f.write("secret\n")
+        cfg = load_kubeconfig(path)
+        self.assertEqual((cfg.server, cfg.insecure, cfg.bearer()),
+                         ("https://10.0.0.1:6443", True, "secret"))
+
+
+class WatcherTests(TestCase):
+    timeout = 240
+
+    async def _setUp(self):
+        require_binary("redis-server")
+        from contiv_sdn.testing.kubeapi import KubeAPIServer
+        self.dir = tempfile.mkdtemp(prefix="contiv-k8s-watch-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.dir, ignore_errors=True))
+        self.state_file = os.path.join(self.dir, "api.json")
+        self.api_port = free_tcp_port()
+        self.api = KubeAPIServer(state_file=self.state_file)
+        self.api.bookmark_interval = 0.5
+        await self.api.start(self.api_port)
+        self.addCleanup(lambda: defer.ensureDeferred(self.api.stop()))
+        self.kubeconfig = self.api.kubeconfig(os.path.join(self.dir, "kubeconfig"))
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.stop)
+        self.store = await Store.connect(self.redis.url)
+        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
+        self.nm = self.netmaster()
+        await threads.deferToThread(self.nm.start)
+        self.addCleanup(self.nm.stop)
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setUp())
+
+    def netmaster(self) -> NetmasterProcess:
+        return NetmasterProcess(redis_url=self.redis.url, extra_args=[
+            "--mode", "kubernetes", "--kubeconfig", self.kubeconfig,
+            "--k8s-default-subnet", "10.244.0.0/16"])
+
+    async def restart_api(self, between=None):
+        """Stop the stand-in and start it again on the same port: a new server from its
+        state file, or with ``between`` (run while it is down, e.g. deletes nobody
+        watches) the same server object listening again."""
+        from contiv_sdn.testing.kubeapi import KubeAPIServer
+        await self.api.stop()
+        if between is not None:
+            between()
+            await self.api.start(self.api_port)
+            return
+        self.api = KubeAPIServer(state_file=self.state_file)
+        self.api.bookmark_interval = 0.5
+        await self.api.start(self.api_port)
+        api = self.api
+        self.addCleanup(lambda: defer.ensureDeferred(api.stop()))
+
+    def lists(self, kind: str) -> int:
+        """How many lists of ``kind`` the netmaster logged."""
+        with open(self.nm.logfile, errors="replace") as f:
+            return len(re.findall(rf"\b{kind}: listed \d+ at resourceVersion", f.read()))
+
+    def log_tail(self) -> str:
+        with open(self.nm.logfile, errors="replace") as f:
+            return f.read()[-4000:]
+
+    async def records(self, kind: str) -> dict:
+        return await self.store.list(kind)
+
+    async def create_endpoint(self, ep_id: str, ns: str, name: str, labels=None) -> dict:
+        """What netplugin sends for contiv-cni's ADD of pod ns/name (the plugin's labels)."""
+        body = {"TenantName": "default", "NetworkName": "default-net", "EndpointID": ep_id,
+                "EPCommonName": name, "ContainerID": ep_id,
+                "ConfigEP": {"Container": ep_id, "Host": "host1", "Labels": {
+                    "cni.contiv.io/network": "contiv", "cni.contiv.io/ifname": "eth0",
+                    "cni.contiv.io/k8s-namespace": ns, "cni.contiv.io/k8s-pod": name,
+                    **(labels or {})}}}
+        resp = await treq.post(self.nm.url + "/plugin/createEndpoint",
+                               json.dumps(body).encode(),
+                               headers={b"Content-Type": [b"application/json"]},
+                               persistent=False)
+        text = await resp.text()
+        self.assertEqual(resp.code, 200, text)
+        return json.loads(text)
+
+    async def wait_record(self, kind: str, key: str, check, what: str):
+        async def ok():
+            rec = (await self.records(kind)).get(key)
+            return rec is not None and check(rec)
+        await wait_for(ok, timeout=60, what=what,
+                       detail=lambda: "netmaster log:\n" + self.log_tail())
+
+    async def wait_converged(self, what: str):
+        """Redis holds exactly what the stand-in's objects call for."""
+        async def ok():
+            nss = {o["metadata"]["name"]: {"name": o["metadata"]["name"],
+                                           "labels": o["metadata"].get("labels", {})}
+                   for o in self.api.objects("namespaces")}
+            nps = {f"{o['metadata']['namespace']}/{o['metadata']['name']}": {
+                "namespace": o["metadata"]["namespace"], "name": o["metadata"]["name"],
+                "uid": o["metadata"]["uid"], "spec": o["spec"]}
+                for o in self.api.objects("networkpolicies")}
+            if await self.records("k8sNamespace") != nss:
+                return False
+            if await self.records("k8sNetworkPolicy") != nps:
+                return False
+            pods = {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o
+                    for o in self.api.objects("pods")}
+            for ep in (await self.records("endpoint")).values():
+                p = pods.get(f"{ep['k8sNamespace']}/{ep['k8sPod']}")
+                if p is None:
+                    continue
+                mine = {k: v for k, v in ep["labels"].items()
+                        if not k.startswith("cni.contiv.io/")}
+                if mine != p["metadata"].get("labels", {}):
+                    return False
+            return True
+        await wait_for(ok, timeout=90, what=what,
+                       detail=lambda: "netmaster log:\n" + self.log_tail())
+
+    # -- tests ---------------------------------------------------------------
+    async def test_objects_reach_redis(self):
+        """Namespaces, a NetworkPolicy (spec as given) and a pod's labels and named ports
+        land in Redis; the endpoint, made after the pod's events, gets them too."""
+        await self.wait_record("obj:network", "default:default-net",
+                               lambda n: n["subnet"] == "10.244.0.0/16",
+                               "the default pod network")
+        self.api.create("namespaces", {"metadata": {"name": "team-a",
+                                                    "labels": {"team": "a"}}})
+        self.api.create("networkpolicies", netpol("team-a", "web-in", NP_SPEC), "team-a")
+        self.api.create("pods", pod("team-a", "web", {"app": "web", "tier": "front"},
+                                    [{"name": "http", "containerPort": 8080}]), "team-a")
+        await self.wait_record("k8sNamespace", "team-a",
+                               lambda r: r == {"name": "team-a", "labels": {
+                                   "team": "a", "kubernetes.io/metadata.name": "team-a"}}
+                               or r["labels"].get("team") == "a", "namespace team-a")
+        given = self.api.objects("networkpolicies", "team-a")[0]
+        await self.wait_record("k8sNetworkPolicy", "team-a/web-in",
+                               lambda r: r == {"namespace": "team-a", "name": "web-in",
+                                               "uid": given["metadata"]["uid"],
+                                               "spec": given["spec"]},
+                               "NetworkPolicy team-a/web-in with its spec as the API gives it")
+        rec = (await self.records("k8sNetworkPolicy"))["team-a/web-in"]
+        port = rec["spec"]["ingress"][0]["ports"][0]
+        self.assertEqual((type(port["port"]), type(port["endPort"])), (int, int))
+        # the CNI ADD comes after the pod's last event
+        await sleep(0.5)
+        await self.create_endpoint("ep-web", "team-a", "web")
+        await self.wait_record(
+            "endpoint", "ep-web",
+            lambda e: e["labels"].get("app") == "web" and e["labels"].get("tier") == "front",
+            "pod web's labels in its endpoint record")
+        ep = (await self.records("endpoint"))["ep-web"]
+        self.assertEqual((ep["k8sNamespace"], ep["k8sPod"]), ("team-a", "web"))
+        self.assertEqual(ep["namedPorts"], {"http": {"port": 8080, "protocol": "TCP"}})
+        self.assertEqual(ep["labels"]["cni.contiv.io/network"], "contiv")
+        # deleted in the API: gone from Redis
+        self.api.delete("networkpolicies", "team-a", "web-in")
+        await wait_for(lambda: defer.ensureDeferred(self._absent("k8sNetworkPolicy",
+                                                                 "team-a/web-in")),
+                       timeout=60, what="the deleted NetworkPolicy removed from Redis")
+
+    async def _absent(self, kind, key):
+        return key not in await self.records(kind)
+
+    async def test_label_edit_rewrites_endpoint(self):
+        """A label added, changed and removed on a running pod: its endpoint record follows
+        (no restart of anything)."""
+        self.api.create("pods", pod("default", "db", {"app": "db", "v": "1"}), "default")
+        await self.create_endpoint("ep-db", "default", "db")
+        await self.wait_record("endpoint", "ep-db", lambda e: e["labels"].get("v") == "1",
+                               "labels of pod db")
+        self.api.patch("pods", "default", "db", "application/merge-patch+json",
+                       {"metadata": {"labels": {"v": "2", "role": "primary", "app": None}}})
+        await self.wait_record("endpoint", "ep-db",
+                               lambda e: {k: v for k, v in e["labels"].items()
+                                          if not k.startswith("cni.")}
+                               == {"v": "2", "role": "primary"},
+                               "the label edit in the endpoint record")
+
+    async def test_watch_cut_resumes_without_relist(self):
+        """Watches dropped mid-stream resume from their last resourceVersion: changes made
+        meanwhile arrive and no kind is listed again."""
+        self.api.create("namespaces", {"metadata": {"name": "n1"}})
+        await self.wait_record("k8sNamespace", "n1", lambda r: True, "namespace n1")
+        before = {k: self.lists(k) for k in ("Namespace", "Pod", "NetworkPolicy")}
+        self.assertEqual(before, {"Namespace": 1, "Pod": 1, "NetworkPolicy": 1})
+        for i in range(3):
+            self.assertGreater(self.api.cut_watches(), 0)
+            self.api.create("namespaces", {"metadata": {"name": f"cut{i}"}})
+            await self.wait_record("k8sNamespace", f"cut{i}", lambda r: True,
+                                   f"namespace cut{i} made while the watch was cut")
+        self.assertEqual({k: self.lists(k) for k in before}, before)
+
+    async def test_api_server_restarted(self):
+        """The stand-in stops and starts again (state kept): the watcher reconnects and
+        follows what changes after."""
+        self.api.create("namespaces", {"metadata": {"name": "before"}})
+        await self.wait_record("k8sNamespace", "before", lambda r: True, "namespace before")
+        await self.restart_api()
+        self.api.create("namespaces", {"metadata": {"name": "after", "labels": {"x": "y"}}})
+        await self.wait_record("k8sNamespace", "after", lambda r: r["labels"].get("x") == "y",
+                               "a namespace made after the API server's restart")
+        await self.wait_converged("Redis in step with the restarted API server")
+
+    async def test_gone_relists_and_removes_deleted(self):
+        """Objects deleted while the watcher was away, with the history expired: the watch
+        gets 410, the watcher relists and removes them from Redis."""
+        self.api.create("namespaces", {"metadata": {"name": "doomed"}})
+        self.api.create("networkpolicies", netpol("default", "doomed-np", NP_SPEC), "default")
+        self.api.create("namespaces", {"metadata": {"name": "kept"}})
+        await self.wait_record("k8sNetworkPolicy", "default/doomed-np", lambda r: True,
+                               "policy doomed-np")
+        await self.wait_record("k8sNamespace", "doomed", lambda r: True, "namespace doomed")
+        lists_before = self.lists("Namespace")
+
+        def away():
+            self.api.delete("namespaces", "", "doomed")
+            self.api.delete("networkpolicies", "default", "doomed-np")
+            self.api.patch("namespaces", "", "kept", "application/merge-patch+json",
+                           {"metadata": {"labels": {"k": "v"}}})
+            self.api.expire_history()
+
+        await self.restart_api(between=away)
+        await self.wait_converged("the objects deleted while away removed after the relist")
+        self.assertGreater(self.lists("Namespace"), lists_before)
+        with open(self.nm.logfile) as f:
+            self.assertIn("too old", f.read())
+
+    async def test_sigkill_during_churn_converges(self):
+        """Namespaces, policies and pod labels churn while the netmaster is SIGKILLed and
+        down; restarted, it converges Redis to what the API server holds."""
+        for i in range(4):
+            self.api.create("pods", pod("default", f"p{i}", {"i": str(i)}), "default")
+            await self.create_endpoint(f"ep-p{i}", "default", f"p{i}")
+        await self.wait_converged("the first pods")
+
+        def churn(step: int) -> None:
+            n = f"churn{step % 5}"
+            if any(o["metadata"]["name"] == n for o in self.api.objects("namespaces")):
+                self.api.delete("namespaces", "", n)
+            else:
+                self.api.create("namespaces", {"metadata": {"name": n,
+                                                            "labels": {"s": str(step)}}})
+            np = f"np{step % 3}"
+            if any(o["metadata"]["name"] == np for o in
+                   self.api.objects("networkpolicies", "default")):
+                self.api.delete("networkpolicies", "default", np)
+            else:
+                self.api.create("networkpolicies", netpol("default", np, NP_SPEC), "default")
+            self.api.patch("pods", "default", f"p{step % 4}", "application/merge-patch+json",
+                           {"metadata": {"labels": {"step": str(step)}}})
+
+        for step in range(20):
+            churn(step)
+            await sleep(0.02)
+        self.nm.kill()
+        for step in range(20, 40):
+            churn(step)
+        await threads.deferToThread(self.nm.start)
+        await self.wait_converged("Redis converged after the SIGKILL")
