@@ -36,6 +36,7 @@ absent when untagged) plus ``ip_ttl`` for ``dec_ttl``.  Pipeline metadata
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -144,10 +145,17 @@ TCP_SYN, TCP_ACK = 0x02, 0x10
 
 
 class ConnTrack:
-    """Committed connections per (host, zone); deliberately simple, see the module doc."""
+    """Committed connections per (host, zone); deliberately simple, see the module doc.
+
+    NAT (``ct_nat``): a connection committed with NAT remembers its original and its
+    translated tuple; a packet with either (forward) is ``+new`` until a reply was
+    seen, then ``+est``, and gets the translated addresses; a packet with the reverse
+    of either is ``+est+rpl`` and gets the original's reverse (reverse NAT), as OVS."""
 
     def __init__(self) -> None:
         self._conns: Dict[Tuple[str, int], set] = {}
+        #: (host, zone) -> [orig tuple, translated tuple, replied?, ct_mark]
+        self._nat: Dict[Tuple[str, int], List[list]] = {}
         self._related: set = set()
         self._invalid: set = set()
         #: (host, zone, ct_state) of every lookup, for tests
@@ -178,11 +186,49 @@ class ConnTrack:
         self.log.append((host, zone, state))
         return state
 
+    def nat_entry(self, host: str, zone: int, pkt: Packet) -> Tuple[Optional[list], bool]:
+        """The NAT'ed connection of ``pkt`` in the zone and whether it is a reply."""
+        t = _five_tuple(pkt)
+        for e in self._nat.get((host, zone), ()):
+            if t == e[0] or t == e[1]:
+                return e, False
+            if t == _reverse(e[0]) or t == _reverse(e[1]):
+                return e, True
+        return None, False
+
+    def nat(self, host: str, zone: int, pkt: Packet, commit: bool, nat: Any, mark: int) -> Tuple[int, int]:
+        """``ct(nat...)`` on ``pkt`` (rewritten in place): returns (ct_state, ct_mark)."""
+        if pkt.get("eth_type") != T.ETH_TYPE_IP:
+            return T.CT_TRK | T.CT_INV, 0
+        e, reply = self.nat_entry(host, zone, pkt)
+        if e is not None:
+            if reply:
+                e[2] = True
+                _set_tuple(pkt, _reverse(e[0]))
+                return T.CT_TRK | T.CT_EST | T.CT_RPL, e[3]
+            _set_tuple(pkt, e[1])
+            return T.CT_TRK | (T.CT_EST if e[2] else T.CT_NEW), e[3]
+        state = self.lookup(host, zone, pkt)
+        if commit and state & T.CT_NEW:
+            t = _five_tuple(pkt)
+            if nat is None:
+                self.commit(host, zone, pkt)
+                return state, mark
+            kind, ip, port = nat
+            x = (t[0], ip, t[2], t[3], port or t[4]) if kind == "dst" else (ip, t[1], t[2], t[3], t[4])
+            self._nat.setdefault((host, zone), []).append([t, x, False, mark])
+            _set_tuple(pkt, x)
+            return state, mark
+        return state, 0
+
     def _lookup(self, host: str, zone: int, pkt: Packet) -> int:
         if pkt.get("eth_type") != T.ETH_TYPE_IP:
             return T.CT_TRK | T.CT_INV
         conns = self._conns.get((host, zone), set())
         t = _five_tuple(pkt)
+        e, reply = self.nat_entry(host, zone, pkt)
+        if e is not None:
+            return T.CT_TRK | T.CT_EST | T.CT_RPL if reply else T.CT_TRK | (T.CT_EST if e[2] else T.CT_NEW)
         if t in conns:
             return T.CT_TRK | T.CT_EST
         if _reverse(t) in conns:
@@ -201,6 +247,22 @@ class ConnTrack:
             conns.add(t)
 
 
+def _text(flow: Flow) -> str:
+    """The flow for a trace step (``ct_nat`` has no ovs-ofctl text in ``flow.py`` yet)."""
+    try:
+        return flow.to_ofctl()
+    except ValueError:
+        return f"table={flow.table} priority={flow.priority} match={dict(flow.match)} " \
+               f"actions={list(flow.actions)} goto={flow.goto}"
+
+
+def _set_tuple(pkt: Packet, t: Tuple) -> None:
+    pkt["ipv4_src"], pkt["ipv4_dst"] = t[0], t[1]
+    for proto in ("tcp", "udp", "sctp"):
+        if f"{proto}_dst" in pkt or f"{proto}_src" in pkt:
+            pkt[f"{proto}_src"], pkt[f"{proto}_dst"] = t[3], t[4]
+
+
 def _headers(pkt: Packet) -> Dict[str, Any]:
     return {k: v for k, v in pkt.items() if k not in T.METADATA_FIELDS}
 
@@ -209,7 +271,14 @@ class Fabric:
     """Several switches joined by a VXLAN underlay and a shared VLAN segment."""
 
     def __init__(self, flows_by_host: Mapping[str, Iterable[Flow]], hosts: Mapping[str, Host],
-                 *, conntrack: Optional[ConnTrack] = None, max_hops: int = 16) -> None:
+                 *, conntrack: Optional[ConnTrack] = None, max_hops: int = 16,
+                 groups_by_host: Optional[Mapping[str, Iterable[Any]]] = None,
+                 select: Optional[Any] = None) -> None:
+        """``groups_by_host``: the OpenFlow groups of each switch (``servicelb.Group``);
+        ``select(host, group, packet) -> bucket index`` chooses a select group's bucket
+        (default: a hash of the 5-tuple, as OVS's dp_hash)."""
+        self.groups = {h: {g.group_id: g for g in gs} for h, gs in (groups_by_host or {}).items()}
+        self.select = select or (lambda host, group, pkt: zlib.crc32(repr(_five_tuple(pkt)).encode()))
         self.hosts = hosts
         self.conntrack = conntrack if conntrack is not None else ConnTrack()
         self.max_hops = max_hops
@@ -284,7 +353,7 @@ class Fabric:
                 tr.drops.append(Drop(host, current, "table miss"))
                 tr.steps.append(f"{host} t{current}: miss -> drop")
                 return
-            tr.steps.append(f"{host} t{current}: {flow.to_ofctl()}" + (f"  # {flow.note}" if flow.note else ""))
+            tr.steps.append(f"{host} t{current}: {_text(flow)}" + (f"  # {flow.note}" if flow.note else ""))
             if not self._apply(tr, queue, host, pkt, flow):
                 return
             if flow.goto is not None and flow.goto <= current:
@@ -333,6 +402,26 @@ class Fabric:
                 if table is not None:
                     fork = dict(pkt, ct_state=state, ct_zone=zone)
                     queue.append((host, fork, table))
+            elif kind == "ct_nat":
+                _, commit, zone, table, nat, mark = action
+                fork = dict(pkt)
+                state, ct_mark = self.conntrack.nat(host, zone, fork, commit, nat, mark)
+                if table is not None:
+                    fork.update(ct_state=state, ct_zone=zone, ct_mark=ct_mark)
+                    queue.append((host, fork, table))
+            elif kind == "group":
+                group = self.groups.get(host, {}).get(action[1])
+                if group is None:
+                    raise SimulationError(f"{host}: group {action[1]} does not exist (OVS refuses the flow)")
+                if not group.buckets:
+                    tr.drops.append(Drop(host, flow.table, f"group {action[1]} has no buckets"))
+                    tr.steps.append(f"{host}: group {action[1]}: no buckets -> drop")
+                    return False
+                i = self.select(host, group, pkt) % len(group.buckets)
+                tr.steps.append(f"{host}: group {action[1]} bucket {i}")
+                bucket = Flow(flow.table, flow.priority, flow.match, group.buckets[i], None, flow.cookie)
+                if not self._apply(tr, queue, host, dict(pkt), bucket):
+                    return False
             elif kind == "controller":
                 tr.deliveries.append(Delivery(host, OFPP_CONTROLLER, "controller", _headers(pkt)))
             else:
