@@ -26,6 +26,16 @@ only if the record changes and is still bad.  Everything else keeps being
 programmed.  A switch whose own flows cannot be compiled is left as it is (an
 empty flow set would wipe it), a switch whose sync fails is retried alone, and
 a run waits for no switch longer than :attr:`Controller.CONVERGE_WAIT`.
+
+Several netmasters (``lease``, :mod:`contiv_sdn.controller.lease`): every
+netmaster connects to every switch and compiles everything, but only the holder
+of the switch lease writes.  Each switch connection is asked for SLAVE at once,
+and for MASTER (with the lease's generation as the fencing token) while the lease
+is held; a switch counts as ours only once it confirmed MASTER.  A standby keeps
+its compiled state warm and its switches' beliefs unknown, so on taking over
+each switch's first pass reads the flows back and sends nothing when they are
+already right.  Losing the lease (not renewed in time) demotes every switch to
+SLAVE locally at once, before the switch even answers.
 """
 
 from __future__ import annotations
@@ -34,12 +44,13 @@ import gc
 import time
 from typing import Any, Dict, Generator, Iterable, List, Optional, Set, Tuple
 
+from os_ken.ofproto import ofproto_v1_3 as ofp
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record, read_view
-from contiv_sdn.openflow.protocol import OpenFlowError, RefusalLog, SwitchDisconnected
+from contiv_sdn.openflow.protocol import NotMaster, OpenFlowError, RefusalLog, SwitchDisconnected
 from contiv_sdn.ops import metrics
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update
 from contiv_sdn.store import keys as K
@@ -97,7 +108,8 @@ class Controller(Service):
     #: for objects that are freed by reference counting anyway (they hold no cycles).
     FREEZE_AFTER = 20000
 
-    def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None):
+    def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None,
+                 lease: Any = None):
         from twisted.internet import reactor as default_reactor
         from contiv_sdn.openflow.registry import SwitchRegistry
         from contiv_sdn.openflow.sync import FlowSync
@@ -146,6 +158,18 @@ class Controller(Service):
         #: the longest garbage collection seen (seconds; measured, for tools and logs)
         self.gc_longest = 0.0
         self._gc_started = 0.0
+        #: the switch lease (several netmasters), None: this netmaster writes alone
+        #: (connections keep OVS's default EQUAL role)
+        self.lease = lease
+        #: dpid -> the role request in flight (role asked)
+        self._role_asked: Dict[int, int] = {}
+        #: when the lease was last acquired, and the takeovers measured (seconds from
+        #: acquisition until every switch confirmed MASTER): for tests and tools
+        self._acquired_at: Optional[float] = None
+        self.takeovers: List[float] = []
+        if lease is not None:
+            lease.on_change = self._lease_changed
+            lease.on_tick = self._assert_roles
 
     # -- life cycle ----------------------------------------------------------
     def startService(self) -> None:
@@ -176,6 +200,8 @@ class Controller(Service):
             return f
 
         d.addCallbacks(listening, failed)
+        if self.lease is not None:
+            self.lease.start()
         self.schedule()
 
     def _gc_timer(self, phase: str, info: Dict[str, int]) -> None:
@@ -203,8 +229,13 @@ class Controller(Service):
             call.cancel()
             waiter.callback(None)
         self._waits.clear()
+        steps = []
+        if self.lease is not None:
+            steps.append(defer.ensureDeferred(self.lease.stop()))
         if self._port is not None:
-            return defer.maybeDeferred(self._port.stopListening)
+            steps.append(defer.maybeDeferred(self._port.stopListening))
+        if steps:
+            return defer.gatherResults(steps, consumeErrors=True)
         return None
 
     def audit(self) -> defer.Deferred:
@@ -224,7 +255,8 @@ class Controller(Service):
         return defer.ensureDeferred(self._audit_switches())
 
     async def _audit_switches(self) -> None:
-        syncs = sorted(self.registry.syncs().items())
+        syncs = sorted((dpid, sync) for dpid, sync in self.registry.syncs().items()
+                       if self._may_write(sync.switch))
         checks = [defer.ensureDeferred(sync.audit(
             full=(i + self._audit_round) % self.AUDIT_FULL_EVERY == 0)) for i, (_dpid, sync) in enumerate(syncs)]
         results = await defer.DeferredList(checks, consumeErrors=True)
@@ -326,12 +358,90 @@ class Controller(Service):
     # -- switches --------------------------------------------------------------
     def _switch_up(self, switch: Any) -> None:
         log.info("switch {dpid:#x} connected", dpid=switch.dpid)
+        if self.lease is not None:
+            switch.fenced = True
+            self._role_asked.pop(switch.dpid, None)
+            self._assert_role(switch)
         self._recompile = True
         self.schedule()
 
     def _switch_down(self, switch: Any) -> None:
         log.info("switch {dpid:#x} disconnected", dpid=switch.dpid)
+        self._role_asked.pop(switch.dpid, None)
         self._recompile = True
+
+    # -- roles (several netmasters) ----------------------------------------------
+    def _may_write(self, switch: Any) -> bool:
+        if self.lease is None:
+            return True
+        return self.lease.valid() and switch.writable
+
+    def _lease_changed(self, held: bool, generation: int) -> None:
+        if held:
+            self._acquired_at = self.reactor.seconds()
+            self._assert_roles()
+            return
+        self._acquired_at = None
+        # lost: no write from here on (each switch's role flips locally now), and what
+        # we believed of each switch may be stale by the time we hold the lease again
+        for sync in self.registry.syncs().values():
+            sync.invalidate()
+        self._assert_roles()
+
+    def _assert_roles(self) -> None:
+        """Bring every switch's role to what the lease says (after each lease attempt:
+        a refused or lost request is asked again within one renewal period)."""
+        if self.lease is None or not self.running:
+            return
+        for switch in self.registry.switches():
+            self._assert_role(switch)
+
+    def _assert_role(self, switch: Any) -> None:
+        want = ofp.OFPCR_ROLE_MASTER if self.lease.valid() else ofp.OFPCR_ROLE_SLAVE
+        asked = self._role_asked.get(switch.dpid)
+        if asked == want or (asked is None and switch.role_wanted == want and switch.role == want):
+            return
+        self._role_asked[switch.dpid] = want
+        generation = self.lease.generation
+        try:
+            d = switch.request_role(want, generation)
+        except SwitchDisconnected:
+            self._role_asked.pop(switch.dpid, None)
+            return
+
+        def answered(reply: Tuple[int, int]) -> None:
+            if self._role_asked.get(switch.dpid) == want:
+                del self._role_asked[switch.dpid]
+            if want != ofp.OFPCR_ROLE_MASTER or reply[0] != ofp.OFPCR_ROLE_MASTER:
+                return
+            log.info("MASTER of switch {dpid:#x} (generation {g})", dpid=switch.dpid, g=generation)
+            sync = self.registry.sync_of(switch.dpid)
+            if sync is not None and sync.switch is switch:
+                sync.invalidate()  # read its flows back: send nothing if they are right
+            self._recompile = True
+            self.schedule()
+            if self._acquired_at is not None and all(s.writable for s in self.registry.switches()):
+                self.takeovers.append(self.reactor.seconds() - self._acquired_at)
+                self._acquired_at = None
+
+        def refused(f: Any) -> None:
+            if self._role_asked.get(switch.dpid) == want:
+                del self._role_asked[switch.dpid]
+            if f.check(SwitchDisconnected):
+                return
+            if (f.check(OpenFlowError) and f.value.type == ofp.OFPET_ROLE_REQUEST_FAILED
+                    and f.value.code == ofp.OFPRRFC_STALE):
+                # the switch has seen a newer generation than Redis gave us (a Redis
+                # failover lost it): move Redis past it, so the next acquisition is newer
+                d2 = switch.request_role(ofp.OFPCR_ROLE_NOCHANGE, 0)
+                d2.addCallback(lambda r: defer.ensureDeferred(self.lease.raise_generation(r[1])))
+                d2.addErrback(lambda f2: log.warn("cannot read switch {dpid:#x}'s generation: {e}",
+                                                  dpid=switch.dpid, e=f2.getErrorMessage()))
+                return
+            log.warn("role request to switch {dpid:#x} failed: {e}; asked again shortly",
+                     dpid=switch.dpid, e=f.getErrorMessage())
+
+        d.addCallbacks(answered, refused)
 
     def _ports_changed(self, switch: Any) -> None:
         self._recompile = True
@@ -413,6 +523,8 @@ class Controller(Service):
                 continue
             if name in upd.broken:
                 continue  # its own flows failed (logged): leave the switch as it is
+            if not self._may_write(sync.switch):
+                continue  # another netmaster is MASTER: our belief stays unknown (_lease_changed)
             delta = upd.deltas.get(name)
             if delta or name in upd.full or sync.installed is None:
                 d = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev))
@@ -500,6 +612,9 @@ class Controller(Service):
     async def _converge_one(self, host: str, sync: Any, delta: Dict, rev: int) -> None:
         try:
             result = await sync.apply(delta, lambda: self.engine.flows(host))
+        except NotMaster:
+            sync.invalidate()  # demoted during the pass: nothing more is sent
+            return
         except Exception as e:
             expected = isinstance(e, (OpenFlowError, SwitchDisconnected))
             what = f"{type(e).__name__}: {e}"

@@ -35,6 +35,7 @@ from contiv_sdn.api import NetmasterAPI
 from contiv_sdn.api.auth import DEFAULT_TOKEN_TTL, Auth, Throttle
 from contiv_sdn.api.site import make_site, make_tls_site
 from contiv_sdn.controller.service import Controller
+from contiv_sdn.controller.lease import Lease
 from contiv_sdn.master.config import MasterConfig
 from contiv_sdn.master.core import Master
 from contiv_sdn.store import Conflict, RedisURL, Store, StoreError
@@ -163,7 +164,10 @@ class NetmasterService(MultiService):
         await self.master.ensure_defaults()
         if self.ofp_listen:
             # The controller is a child service: it stops before the store closes.
-            self.controller = Controller(self.store, listen=self.ofp_listen)
+            # every netmaster connects to every switch; the switch lease decides which
+            # one is MASTER (the others stay SLAVE): see contiv_sdn.controller.lease
+            self.controller = Controller(self.store, listen=self.ofp_listen,
+                                         lease=Lease(self.store))
             self.controller.setServiceParent(self)
             if self.metrics_listen:  # before any switch can connect: every connection counted
                 self._metrics().watch_controller(self.controller)

@@ -29,6 +29,12 @@ What a connection does:
   stays (its framing was fine);
 * bundles (:class:`Bundle`): open, add, commit; the commit fails with
   :class:`BundleError` naming every rejected message;
+* roles (several netmasters, :mod:`contiv_sdn.controller.lease`):
+  :meth:`OpenFlowProtocol.request_role` sends OFPT_ROLE_REQUEST with a
+  generation id; a connection marked ``fenced`` refuses to open a bundle, commit
+  one or send a flow_mod unless the switch confirmed it MASTER (:class:`NotMaster`),
+  and a demotion takes effect locally the moment it is asked for, before the
+  switch answers;
 * anything malformed (bad length, wrong version, unparseable body, message
   before HELLO) is logged and drops *that* connection only.
 """
@@ -97,6 +103,16 @@ class BundleError(OpenFlowError):
 
 class SwitchDisconnected(Exception):
     """The connection closed before the switch answered."""
+
+
+class NotMaster(Exception):
+    """This netmaster is not the switch's MASTER (another one is): it does not write."""
+
+
+#: role numbers (OFPCR_ROLE_*) -> the names OVS's ``ovs-vsctl list controller`` shows
+ROLE_NAMES = {ofp.OFPCR_ROLE_NOCHANGE: "nochange", ofp.OFPCR_ROLE_EQUAL: "other",
+              ofp.OFPCR_ROLE_MASTER: "master", ofp.OFPCR_ROLE_SLAVE: "slave"}
+_ROLE = struct.Struct("!I4xQ")
 
 
 class ProtocolViolation(Exception):
@@ -330,6 +346,9 @@ class Bundle:
             await self._discard_quietly()
             raise BundleError(f"{len(self.errors)} of {self.count} messages rejected",
                               self.errors, self.switch.dpid)
+        if not self.switch.writable:  # demoted while the bundle was written: never commit it
+            await self._discard_quietly()
+            self.switch.check_writable()
         try:
             await self.switch._bundle_ctrl(self, ofp.ONF_BCT_COMMIT_REQUEST)
         except OpenFlowError as e:
@@ -387,6 +406,13 @@ class OpenFlowProtocol(Protocol):
         self._last_rx = 0.0
         self._echo_loop: Optional[task.LoopingCall] = None
         self.rx_messages = 0
+        #: the role the switch confirmed (OFPCR_ROLE_*); a new connection is EQUAL in OVS
+        self.role = ofp.OFPCR_ROLE_EQUAL
+        #: the role last asked for (None: never asked)
+        self.role_wanted: Optional[int] = None
+        #: writes need a confirmed MASTER role (set by a controller that runs the lease)
+        self.fenced = False
+        self._role_seq = 0
 
     # -- connection ------------------------------------------------------
     def connectionMade(self) -> None:
@@ -439,6 +465,44 @@ class OpenFlowProtocol(Protocol):
     @property
     def host(self) -> Optional[str]:
         return self.registry.host_of(self.dpid) if self.dpid is not None else None
+
+    # -- roles ---------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        """Whether this connection may change the switch's flows now."""
+        return not self.fenced or (self.role == ofp.OFPCR_ROLE_MASTER
+                                   and self.role_wanted == ofp.OFPCR_ROLE_MASTER)
+
+    def check_writable(self) -> None:
+        if not self.writable:
+            raise NotMaster(f"{self._who()}: not MASTER (role {ROLE_NAMES.get(self.role, self.role)}); "
+                            f"another netmaster programs this switch")
+
+    def request_role(self, role: int, generation: int) -> Deferred:
+        """OFPT_ROLE_REQUEST; fires with ``(role, generation_id)`` of the reply.
+
+        A request for anything but MASTER takes effect here at once (no write is
+        sent after it, whatever the switch answers); MASTER counts only once the
+        switch confirmed it, and only if it is still what we want by then."""
+        self.role_wanted = role
+        if role != ofp.OFPCR_ROLE_MASTER:
+            self.role = role
+        self._role_seq += 1
+        seq = self._role_seq
+        d = self.request(parser.OFPRoleRequest(self.datapath, role, generation & 0xFFFFFFFFFFFFFFFF),
+                         "role request")
+
+        def answered(reply: Tuple[int, int]) -> Tuple[int, int]:
+            if seq == self._role_seq:  # a newer request decides
+                self.role = reply[0]
+            return reply
+
+        return d.addCallback(answered)
+
+    def _on_role_reply(self, xid: int, data: bytes) -> None:
+        validate.check_fixed(data, ofp.OFP_ROLE_REQUEST_SIZE, "role reply")
+        role, generation = _ROLE.unpack_from(data, HEADER_SIZE)
+        self._reply(xid, (role, generation))
 
     # -- liveness ----------------------------------------------------------
     def _liveness(self) -> None:
@@ -499,6 +563,8 @@ class OpenFlowProtocol(Protocol):
         """
         if self._dead:
             return fail(SwitchDisconnected(f"{self._who()} is not connected"))
+        if not self.writable:
+            return fail(NotMaster(f"{self._who()}: not MASTER; another netmaster programs this switch"))
         if isinstance(msg, (bytes, bytearray)):
             data = bytes(msg)
             xid = int.from_bytes(data[4:8], "big")
@@ -571,6 +637,7 @@ class OpenFlowProtocol(Protocol):
         """Open a bundle (the OPEN request is sent now; :meth:`Bundle.commit` waits for it)."""
         if self._dead:
             raise SwitchDisconnected(f"{self._who()} is not connected")
+        self.check_writable()
         self._bundle_seq = (self._bundle_seq + 1) & 0xFFFFFFFF or 1
         b = Bundle(self, self._bundle_seq, flags)
         self._bundles[b.id] = b
@@ -660,9 +727,12 @@ class OpenFlowProtocol(Protocol):
             validate.check_fixed(data, ofp.OFP_PORT_STATUS_SIZE, "port status")
             self._on_port_status(self._parse(version, mtype, xid, data))
             return
+        if mtype == ofp.OFPT_ROLE_REPLY:
+            self._on_role_reply(xid, data)
+            return
         if mtype == ofp.OFPT_HELLO:
             raise ProtocolViolation("second HELLO")
-        # FLOW_REMOVED, ROLE_REPLY, ... : nothing here asks for them
+        # FLOW_REMOVED, ... : nothing here asks for them
         log.debug("{who}: ignoring message type {t}", who=self._who(), t=mtype)
 
     def _reply(self, xid: int, body: Any) -> None:

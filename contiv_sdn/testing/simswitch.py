@@ -24,6 +24,11 @@ What a switch does (all on the reactor, no threads):
   checked when added, a rejected one answered with an error and left out),
   close, discard, commit (applied all or nothing);
 * PORT_STATUS when the harness adds, removes or flaps a port;
+* ROLE_REQUEST as OVS answers it: a connection starts EQUAL; MASTER or SLAVE
+  carry a generation id checked against the newest seen (an older one is
+  refused with ``OFPRRFC_STALE``); a new MASTER makes the other connections'
+  MASTER a SLAVE; a SLAVE's flow_mods and bundle messages are refused with
+  ``OFPBRC_IS_SLAVE``;
 * anything else is answered with an OFPT_ERROR (logged once per kind), so a
   controller that starts using something new fails loudly here.
 
@@ -343,6 +348,12 @@ class SimHost:
         self._next_ofport = 2
         self.listeners: List[Callable[["SimHost", str, Any], None]] = []
         self.conn: Optional["SimSwitchProtocol"] = None
+        #: every open connection (a host may dial several controllers), for roles
+        self.conns: List["SimSwitchProtocol"] = []
+        #: the newest generation id seen in a MASTER/SLAVE role request (None: none yet)
+        self.election_id: Optional[int] = None
+        #: writes refused because their connection was SLAVE
+        self.slave_refusals = 0
         self.max_backoff = max_backoff
         self._backoff = min(1.0, max_backoff)
         self._retry: Any = None
@@ -519,6 +530,8 @@ class SimSwitchProtocol(protocol.Protocol):
         self._xid = 0x40000000
         self.up = False
         self.hello = False
+        #: OFPCR_ROLE_*: OVS starts every connection EQUAL
+        self.role = ofp.OFPCR_ROLE_EQUAL
         #: bundle id -> {"ops": [FlowMod], "closed": bool, "flags": int}
         self.bundles: Dict[int, Dict[str, Any]] = {}
         self._pings: Dict[int, Tuple[float, defer.Deferred]] = {}
@@ -539,6 +552,7 @@ class SimSwitchProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.host.conn = self
+        self.host.conns.append(self)
         bitmap = struct.pack("!HHI", ofp.OFPHET_VERSIONBITMAP, 8, 1 << OFP_VERSION)
         self.send_msg(ofp.OFPT_HELLO, self.next_xid(), bitmap)
 
@@ -550,6 +564,8 @@ class SimSwitchProtocol(protocol.Protocol):
             d.errback(ConnectionError(f"{self.host.name}: connection lost before the echo reply"))
         if self.host.conn is self:
             self.host.conn = None
+        if self in self.host.conns:
+            self.host.conns.remove(self)
         if was_up:
             self.host._emit("down")
         self.host._lost()
@@ -617,7 +633,10 @@ class SimSwitchProtocol(protocol.Protocol):
             pass
         elif mtype == ofp.OFPT_BARRIER_REQUEST:
             self.send_msg(ofp.OFPT_BARRIER_REPLY, xid)
+        elif mtype == ofp.OFPT_ROLE_REQUEST:
+            self._role_request(xid, msg)
         elif mtype == ofp.OFPT_FLOW_MOD:
+            self._reject_slave()
             mod = parse_flow_mod(msg, h.interner)
             touched: List[Tuple[Key, Optional[Value]]] = []
             h.apply(mod, touched)
@@ -704,10 +723,41 @@ class SimSwitchProtocol(protocol.Protocol):
             return
         if len(msg) < 24:
             raise Refused(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, "bundle message too short")
+        self._reject_slave()
         if exp_type == ofp.ONF_ET_BUNDLE_ADD_MESSAGE:
             self._bundle_add(xid, msg)
         else:
             self._bundle_ctrl(xid, msg)
+
+    # -- roles -------------------------------------------------------------------
+    def _reject_slave(self) -> None:
+        if self.role == ofp.OFPCR_ROLE_SLAVE:
+            self.host.slave_refusals += 1
+            raise Refused(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE, "controller is SLAVE")
+
+    def _role_request(self, xid: int, msg: bytes) -> None:
+        if len(msg) != 24:
+            raise Refused(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, "role request length")
+        role, generation = struct.unpack_from("!I4xQ", msg, 8)
+        h = self.host
+        if role not in (ofp.OFPCR_ROLE_NOCHANGE, ofp.OFPCR_ROLE_EQUAL, ofp.OFPCR_ROLE_MASTER,
+                        ofp.OFPCR_ROLE_SLAVE):
+            raise Refused(ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_BAD_ROLE, f"role {role}")
+        if role in (ofp.OFPCR_ROLE_MASTER, ofp.OFPCR_ROLE_SLAVE):
+            if h.election_id is not None:
+                diff = (generation - h.election_id) & 0xFFFFFFFFFFFFFFFF
+                if diff >= 1 << 63:  # OVS compares as signed 64-bit
+                    raise Refused(ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE,
+                                  f"generation {generation} older than {h.election_id}")
+            h.election_id = generation
+        if role == ofp.OFPCR_ROLE_MASTER:
+            for other in h.conns:
+                if other is not self and other.role == ofp.OFPCR_ROLE_MASTER:
+                    other.role = ofp.OFPCR_ROLE_SLAVE
+        if role != ofp.OFPCR_ROLE_NOCHANGE:
+            self.role = role
+        self.send_msg(ofp.OFPT_ROLE_REPLY, xid,
+                      struct.pack("!I4xQ", self.role, h.election_id or 0))
 
     def _bundle_error(self, code: int, why: str) -> Refused:
         return Refused(ofp.OFPET_EXPERIMENTER, code, why, experimenter=True)
