@@ -504,6 +504,7 @@ class E2ETestCase(SynchronousTestCase):
     lab_docker = False   # one dockerd per host, driving each host's netplugin
     lab_secure = False   # lab up --secure: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
     lab_swarm = False    # lab up --swarm: the dockerds form a swarm (needs lab_docker)
+    lab_kubernetes = False  # lab up --kubernetes: API stand-in, netmaster's watcher, kubelets
 
     lab: Lab
 
@@ -531,7 +532,9 @@ class E2ETestCase(SynchronousTestCase):
                   prefix=f"e2e{self.lab_letter}", link_prefix=f"cte{self.lab_letter}",
                   subnet=self.lab_subnet, netmaster_port=free_tcp_port(),
                   ofp_port=free_tcp_port(), progress=_say, docker=self.lab_docker,
-                  secure=self.lab_secure, swarm=self.lab_swarm)
+                  secure=self.lab_secure, swarm=self.lab_swarm,
+                  kubernetes=self.lab_kubernetes,
+                  kubeapi_port=free_tcp_port() if self.lab_kubernetes else 6443)
         _labs[key] = lab
         try:
             lab.up()

@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="the hosts' dockerds form a Docker swarm: node1 the manager, the "
                          "others workers joined over the underlay, the managed plugin "
                          "netplugin:swarm on each (prints the DOCKER_HOST to use)")
+    up.add_argument("--kubernetes", action="store_true",
+                    help="Kubernetes mode: a Kubernetes API server STAND-IN (not "
+                         "kube-apiserver) on 127.0.0.1:--kubeapi-port, netmaster --mode "
+                         "kubernetes, a kubelet stand-in per host running the pods scheduled "
+                         "there (spec.nodeName) through contiv-cni; kubeconfig at "
+                         "<root>/kubeconfig")
+    up.add_argument("--kubeapi-port", type=int, default=d.kubeapi_port,
+                    help="the API server stand-in's port (default %(default)s)")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -84,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
 
     ex = add(sub, "exec", help="run a command in a host or container namespace")
-    ex.add_argument("target", help="node1, node1-web or web")
+    ex.add_argument("target", help="node1, node1-web, web, or a pod as namespace/name "
+                                   "(--kubernetes)")
     ex.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     pm = add(sub, "podman", help="podman on a host, CNI through contiv-cni (network contiv-net)")
@@ -144,7 +153,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       netmaster_port=args.netmaster_port, ofp_port=args.ofp_port, mtu=args.mtu,
                       docker=not (args.no_docker or args.no_services), progress=_say,
                       aci=args.aci, apic_port=args.apic_port, secure=args.secure,
-                      swarm=args.swarm)
+                      swarm=args.swarm, kubernetes=args.kubernetes,
+                      kubeapi_port=args.kubeapi_port)
             lab.up()
         elif args.cmd == "down":
             try:

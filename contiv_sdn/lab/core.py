@@ -75,6 +75,10 @@ class LabConfig:
     #: the dockerds form a Docker swarm (manager node1) with the plugin netplugin:swarm
     #: (contiv_sdn/lab/swarm.py); needs docker
     swarm: bool = False
+    #: Kubernetes mode (contiv_sdn/lab/kube.py): the API server stand-in on
+    #: 127.0.0.1:kubeapi_port, netmaster --mode kubernetes, a kubelet stand-in per host
+    kubernetes: bool = False
+    kubeapi_port: int = 6443
 
 
 @dataclass
@@ -205,7 +209,8 @@ class Lab:
                  ofp_port: int = 6653, mtu: int = 1500, python: str = sys.executable,
                  docker: bool = False, progress: Optional[Progress] = None,
                  aci: bool = False, apic_port: int = 8181, metrics_port: int = 0,
-                 secure: bool = False, swarm: bool = False):
+                 secure: bool = False, swarm: bool = False, kubernetes: bool = False,
+                 kubeapi_port: int = 6443):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         if swarm and not (docker and start_services):
@@ -216,7 +221,8 @@ class Lab:
                                 link_prefix=link_prefix, subnet=subnet,
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
                                 python=python, docker=docker, aci=aci, apic_port=apic_port,
-                                metrics_port=metrics_port, secure=secure, swarm=swarm)
+                                metrics_port=metrics_port, secure=secure, swarm=swarm,
+                                kubernetes=kubernetes, kubeapi_port=kubeapi_port)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -388,7 +394,11 @@ class Lab:
         return {}
 
     def netns_of(self, target: str) -> str:
-        """The namespace of a host (``node1``) or a container (``node1-web`` / ``web``)."""
+        """The namespace of a host (``node1``), a container (``node1-web`` / ``web``) or,
+        in Kubernetes mode, a pod (``namespace/name``)."""
+        if self.config.kubernetes and "/" in target:
+            from contiv_sdn.lab import kube
+            return kube.pod_netns(self, target)
         for h in self.hosts:
             if h.name == target:
                 return h.netns
@@ -438,6 +448,10 @@ class Lab:
             self.progress(f"lab up: {len(self.hosts)} hosts"
                           + (f", netmaster {self.netmaster_url}" if self.config.start_services
                              else " (no services)"))
+            if self.config.kubernetes and self.config.start_services:
+                from contiv_sdn.lab import kube
+                self.progress(f"kubeconfig: {kube.kubeconfig_path(self)} (kubectl --kubeconfig "
+                              f"{kube.kubeconfig_path(self)} get nodes)")
         except BaseException as e:
             self.progress(f"up failed ({type(e).__name__}); tearing down what was started")
             try:
@@ -520,6 +534,9 @@ class Lab:
     def _start_services(self) -> None:
         if self.config.aci:
             self._start_apic()
+        if self.config.kubernetes:
+            from contiv_sdn.lab import kube
+            kube.start_apiserver(self)
         self._start_netmaster()
         if self.config.docker:
             self._start_dockerds()
@@ -527,6 +544,8 @@ class Lab:
         if self.config.swarm:  # the plugin's forwarder needs the netplugins' swarm sockets
             from contiv_sdn.lab import swarm
             swarm.form(self)
+        if self.config.kubernetes:
+            kube.start_kubelets(self)
 
     def _wait(self, what: str, service: Service, ready: Callable[[], bool],
               timeout: float = 30) -> None:
@@ -646,6 +665,9 @@ class Lab:
                        ("apic-password-file", self._apic_password_file())]
         if self.config.swarm:  # §3.10: mapped networks and groups cannot be deleted
             wanted.append(("mode", "swarm-mode"))
+        if self.config.kubernetes:
+            from contiv_sdn.lab import kube
+            wanted += kube.netmaster_options(self)
         if self.config.metrics_port:
             wanted.append(("metrics-listen",
                            f"tcp:{self.config.metrics_port}:interface=127.0.0.1"))
@@ -933,6 +955,9 @@ class Lab:
 
     def _teardown(self, quiet: bool) -> None:
         say = _quiet if quiet else self.progress
+        if self.config.kubernetes:  # kubelets, then pods (CNI DEL), then the API stand-in
+            from contiv_sdn.lab import kube
+            kube.teardown(self, say)
         # 1. endpoints, while the netplugins still run (keeps Redis consistent)
         for c in list(self.containers.values()):
             svc = self.services.get(f"netplugin:{c.host}")
