@@ -378,3 +378,77 @@ class ProcessKillTests(_Base):
         await self.wait_roles({leader.target: "slave", standby.target: "master"})
         self.assertEqual(self.flows(), before)
         self.assertNotIn("switch lease acquired", leader.log_text().split("netmaster listening")[-1])
+
+
+class RestFailoverTests(TestCase):
+    """Any netmaster answers any request; clients given several URLs move on."""
+
+    timeout = 120
+
+    def setUp(self):
+        require_binary("redis-server")
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.stop)
+        self.a = NetmasterProcess(redis_url=self.redis.url).start()
+        self.addCleanup(self.a.stop)
+        self.b = NetmasterProcess(redis_url=self.redis.url).start()
+        self.addCleanup(self.b.stop)
+        self.dead = f"http://127.0.0.1:{free_tcp_port()}"  # nothing listens there
+        from twisted.web import resource, server
+
+        class Busy(resource.Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setResponseCode(503)
+                return b"the state store is unavailable"
+        self.busy_port = reactor.listenTCP(0, server.Site(Busy()), interface="127.0.0.1")
+        self.addCleanup(self.busy_port.stopListening)
+        self.busy = f"http://127.0.0.1:{self.busy_port.getHost().port}"
+
+    async def test_netctl_fails_over_and_every_netmaster_answers_the_same(self):
+        from contiv_sdn.netctl.client import ContivClient, RequestError
+
+        def run() -> tuple:
+            c = ContivClient(f"{self.dead},{self.a.url}")
+            c.post_object("networks", "default:n1", {"tenantName": "default", "networkName": "n1",
+                                                     "encap": "vxlan", "subnet": "10.9.1.0/24",
+                                                     "gateway": "10.9.1.254"})
+            on_a = c.get_object("networks", "default:n1")
+            # written through A, read through B (a 503 first): the state is in Redis
+            on_b = ContivClient(f"{self.busy},{self.b.url}").get_object("networks", "default:n1")
+            with self.assertRaises(RequestError) as err:
+                ContivClient(f"{self.dead},{self.dead}/x").list("networks")
+            return c.base_url, on_a, on_b, str(err.exception)
+        used, on_a, on_b, message = await threads.deferToThread(run)
+        self.assertEqual(used, self.a.url)
+        self.assertEqual(on_a["subnet"], "10.9.1.0/24")
+        self.assertEqual(on_a, on_b)
+        self.assertIn("Unable to reach any netmaster", message)
+        self.assertIn("--netmaster URL1,URL2", message)
+
+    async def test_the_agents_client_fails_over_both_ways(self):
+        from contiv_sdn.agent.netmaster import NetmasterClient, NetmasterUnavailable
+        from contiv_sdn.netctl.client import ContivClient
+        await threads.deferToThread(ContivClient(self.a.url).post_object, "networks", "default:n2",
+                                    {"tenantName": "default", "networkName": "n2",
+                                     "encap": "vxlan", "subnet": "10.9.2.0/24",
+                                     "gateway": "10.9.2.254"})
+        client = NetmasterClient(f"{self.dead},{self.busy},{self.b.url}", timeout=5)
+        self.addCleanup(client.close)
+        net = await client.network("default", "n2")
+        self.assertEqual(net["subnet"], "10.9.2.0/24")
+        self.assertEqual(client.url, self.b.url)  # remembered: tried first next time
+        # the netmaster in use dies: the next call goes to the other one
+        client2 = NetmasterClient(f"{self.b.url},{self.a.url}", timeout=5)
+        self.addCleanup(client2.close)
+        await threads.deferToThread(self.b.kill)
+        net = await client2.network("default", "n2")
+        self.assertEqual(client2.url, self.a.url)
+        self.assertEqual(net["subnet"], "10.9.2.0/24")
+        # none answers: the error names the last one tried
+        lone = NetmasterClient(f"{self.dead},{self.b.url}", timeout=5)
+        self.addCleanup(lone.close)
+        with self.assertRaises(NetmasterUnavailable) as err:
+            await lone.network("default", "n2")
+        self.assertIn("is not reachable", str(err.exception))

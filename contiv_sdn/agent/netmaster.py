@@ -21,6 +21,12 @@ token expired or was revoked) before repeating that call.  A refused login is
 logins wait out a doubling back-off, so a wrong password never becomes a hot
 loop of scrypt work on the netmaster.  The session also carries the TLS trust
 (``--netmaster-ca``) and is shared by every client of one netplugin process.
+
+Several netmasters (``--netmaster URL1,URL2``): any netmaster answers any call
+(the state is in Redis, tokens included), so a call that cannot reach one, or is
+answered 503, goes to the next; the one that answered is tried first next time.
+A call that may have reached a netmaster without an answer moves on only if it
+is safe to repeat (``idempotent``: every call the agent makes is).
 """
 
 from __future__ import annotations
@@ -157,7 +163,7 @@ def check_credentials(url: str, user: str, password_file: Optional[str], ca: Opt
     if not password_file:
         return
     password = read_password_file(password_file)
-    base = url.rstrip("/")
+    base = split_urls(url)[0]  # several netmasters share their users: the first one checks
     context = None
     if base.startswith("https:"):
         context = std_ssl.create_default_context(cafile=ca) if ca else \
@@ -317,13 +323,28 @@ class NetmasterSession:
         self._backoff = min(self._backoff * 2, LOGIN_BACKOFF_MAX)
 
 
+def split_urls(value: str) -> list:
+    """``URL1,URL2`` -> the netmaster URLs without trailing slashes."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    return urls or [value.rstrip("/")]
+
+
+class _Unreached(Exception):
+    """One netmaster did not answer; ``safe``: the call surely did not reach it."""
+
+    def __init__(self, error: "NetmasterUnavailable", safe: bool):
+        super().__init__(str(error))
+        self.error, self.safe = error, safe
+
+
 class NetmasterClient:
     def __init__(self, url: str, timeout: float = 30.0, reactor: Any = None,
                  session: Optional[NetmasterSession] = None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
-        self.url = url.rstrip("/")
+        self.urls = split_urls(url)
+        self._current = 0
         self.timeout = timeout
         self.reactor = reactor
         #: credential, token and TLS trust, shared with the process's other clients
@@ -364,10 +385,41 @@ class NetmasterClient:
         return await self._request(method, path, what, body, idempotent, reply,
                                    self.session.token)
 
+    @property
+    def url(self) -> str:
+        """The netmaster that answered last (the first one before any call)."""
+        return self.urls[self._current]
+
     async def _request(self, method: str, path: str, what: str,
                        body: Optional[Dict[str, Any]], idempotent: bool,
                        reply: Optional[Struct], token: Optional[str]) -> Any:
-        url = self.url + path
+        n = len(self.urls)
+        may_repeat = idempotent or method == "GET"
+        last: Optional[NetmasterUnavailable] = None
+        for i in range(n):
+            index = (self._current + i) % n
+            try:
+                result = await self._request_one(self.urls[index], method, path, what, body,
+                                                 idempotent, reply, token, busy_is_error=i < n - 1)
+            except _Unreached as e:
+                last = e.error
+                if i < n - 1 and (e.safe or may_repeat):
+                    log.info("{err}; trying the netmaster at {next}", err=e.error,
+                             next=self.urls[(index + 1) % n])
+                    continue
+                raise e.error from None
+            if i:
+                log.info("netmaster at {url} answers ({what})", url=self.urls[index], what=what)
+            self._current = index
+            return result
+        assert last is not None
+        raise last
+
+    async def _request_one(self, base: str, method: str, path: str, what: str,
+                           body: Optional[Dict[str, Any]], idempotent: bool,
+                           reply: Optional[Struct], token: Optional[str],
+                           busy_is_error: bool = False) -> Any:
+        url = base + path
         kw: Dict[str, Any] = {"timeout": self.timeout, "reactor": self.reactor}
         headers: Dict[bytes, list] = {}
         if body is not None:
@@ -389,12 +441,19 @@ class NetmasterClient:
             except (RequestTransmissionFailed, ResponseNeverReceived) as e:
                 failed = e
                 if not may_repeat:
-                    raise self._unavailable(what, e) from None
-            except (ConnectError, ConnectingCancelledError, TimeoutError, ResponseFailed,
-                    defer.CancelledError, defer.TimeoutError) as e:
-                raise self._unavailable(what, e) from None
+                    raise _Unreached(self._unavailable(what, e, base), False) from None
+            except (ConnectError, ConnectingCancelledError) as e:
+                raise _Unreached(self._unavailable(what, e, base), True) from None
+            except (TimeoutError, ResponseFailed, defer.CancelledError, defer.TimeoutError) as e:
+                raise _Unreached(self._unavailable(what, e, base), False) from None
             if attempt == 2:
-                raise self._unavailable(what, failed) from None
+                raise _Unreached(self._unavailable(what, failed, base),
+                                 isinstance(failed, RequestNotSent)) from None
+        if response.code == 503 and busy_is_error:
+            # that netmaster cannot serve now (its Redis is unreachable): nothing was done
+            raise _Unreached(NetmasterUnavailable(
+                f"netmaster at {base} answered 503 ({what}): "
+                f"{content.decode('utf-8', 'replace').strip()[:200]}"), True)
         if response.code != 200:
             raise NetmasterError(response.code, content.decode("utf-8", "replace"), what)
         call = path[len("/plugin/"):] if path.startswith("/plugin/") else what
@@ -405,8 +464,9 @@ class NetmasterClient:
         except DecodeError as e:
             raise NetmasterBadReply(call, str(e)) from None
 
-    def _unavailable(self, what: str, e: BaseException) -> "NetmasterUnavailable":
-        return NetmasterUnavailable(f"netmaster at {self.url} is not reachable ({what}): "
+    def _unavailable(self, what: str, e: BaseException,
+                     base: Optional[str] = None) -> "NetmasterUnavailable":
+        return NetmasterUnavailable(f"netmaster at {base or self.url} is not reachable ({what}): "
                                     f"{e.__class__.__name__}: {e}")
 
     async def create_endpoint(self, tenant: str, network: str, group: str, endpoint_id: str,

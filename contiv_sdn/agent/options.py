@@ -55,7 +55,8 @@ class Options(usage.Options):
         ["host", None, None, "this host's name (default: the hostname)"],
         ["vtep-ip", None, None, "VXLAN tunnel endpoint address (default: source address of "
                                 "the default route)"],
-        ["netmaster", None, DEFAULT_NETMASTER, "netmaster URL"],
+        ["netmaster", None, DEFAULT_NETMASTER, "netmaster URL, or several comma-separated "
+                                               "(URL1,URL2: tried in turn when one is down)"],
         ["netmaster-user", None, None, "the netmaster user (role node) this agent logs in as "
                                        "(default: the host name, --host)"],
         ["netmaster-password-file", None, None, "file holding that user's password (first "
@@ -112,8 +113,10 @@ class Options(usage.Options):
         self["controllers"] = []
 
     def opt_controller(self, target: str) -> None:
-        """OpenFlow controller target tcp:IP:PORT (repeatable; default tcp:127.0.0.1:6653)."""
-        self["controllers"].append(_check_controller(target))
+        """OpenFlow controller target tcp:IP:PORT (repeatable or comma-separated: every
+        netmaster; default tcp:127.0.0.1:6653)."""
+        for one in target.split(","):
+            self["controllers"].append(_check_controller(one.strip()))
 
     def postOptions(self) -> None:
         self["metrics-endpoint"] = metrics_endpoint(self["metrics-listen"])

@@ -7,6 +7,13 @@ the way netctl reports them: the netmaster could not be reached
 carrying the server's message verbatim, as Contiv's Go client did: the body
 of a 500, "Page not found!" for 404, "Access denied!" for 403, the status
 line otherwise; a 404 on DELETE counts as success).
+
+Several netmasters (``--netmaster URL1,URL2``): every netmaster answers every
+request (the state is in Redis), so a request that cannot reach one (refused,
+timed out, DNS) or is answered 503 (that netmaster cannot reach Redis now) is
+sent to the next; the one that answered is tried first for the next request.
+Every request netctl makes is safe to repeat (object writes are create-or-
+replace by key, deletes of a missing object succeed).
 """
 
 from __future__ import annotations
@@ -69,16 +76,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def split_urls(value: str) -> list[str]:
+    """``URL1,URL2`` -> the URLs, without trailing slashes (one URL: a list of one)."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    return urls or [value.rstrip("/")]
+
+
 class ContivClient:
-    """Talks to one netmaster (or auth_proxy) base URL."""
+    """Talks to a netmaster (or auth_proxy) base URL, or to the first of several that answers."""
 
     def __init__(self, base_url: str, insecure: bool = False, token: Optional[str] = None,
                  timeout: float = DEFAULT_TIMEOUT):
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = split_urls(base_url)
+        self._current = 0
         self.token = token
         self.timeout = timeout
+        self._openers = {u: self._opener_for(u, insecure) for u in self.base_urls}
+
+    @staticmethod
+    def _opener_for(base_url: str, insecure: bool) -> urllib.request.OpenerDirector:
         handlers: list[urllib.request.BaseHandler] = []
-        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        host = urllib.parse.urlsplit(base_url).hostname or ""
         if _is_loopback(host):
             # Go's ProxyFromEnvironment never proxies loopback; urllib would.
             handlers.append(urllib.request.ProxyHandler({}))
@@ -87,11 +105,16 @@ class ContivClient:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        return urllib.request.build_opener(*handlers)
+
+    @property
+    def base_url(self) -> str:
+        """The netmaster that answered last (the first one before any request)."""
+        return self.base_urls[self._current]
 
     @property
     def is_https(self) -> bool:
-        return self.base_url.startswith("https://")
+        return all(u.startswith("https://") for u in self.base_urls)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -99,15 +122,42 @@ class ContivClient:
     # -- raw HTTP ---------------------------------------------------------
     def request(self, method: str, path: str, body: Optional[bytes] = None,
                 auth: bool = True) -> Response:
-        """Send one request and return the answer, whatever its status."""
-        url = self.url(path)
+        """Send one request and return the answer, whatever its status; with several
+        netmasters, the next one is tried when one cannot be reached or answers 503."""
+        n = len(self.base_urls)
+        failures: list[str] = []
+        resp: Optional[Response] = None
+        for i in range(n):
+            index = (self._current + i) % n
+            base = self.base_urls[index]
+            try:
+                resp = self._request_one(base, method, path, body, auth)
+            except RequestError as exc:
+                failures.append(str(exc))
+                continue
+            if resp.status == 503 and i < n - 1:
+                failures.append(f"{base}: {resp.status_line}")
+                continue
+            self._current = index
+            return resp
+        if resp is not None:
+            return resp
+        if n == 1:
+            raise RequestError(failures[0])
+        raise RequestError("Unable to reach any netmaster: " + "; ".join(
+            f.split(". Set its URL")[0] for f in failures) + ". Set their URLs with --netmaster "
+            "URL1,URL2 (before the command) or the NETMASTER environment variable.")
+
+    def _request_one(self, base: str, method: str, path: str, body: Optional[bytes],
+                     auth: bool) -> Response:
+        url = base + path
         req = urllib.request.Request(url, data=body, method=method)
         if body is not None:
             req.add_header("Content-Type", "application/json")
         if auth and self.token is not None:
             req.add_header("X-Auth-Token", self.token)
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
+            with self._openers[base].open(req, timeout=self.timeout) as resp:
                 return Response(resp.status, resp.reason or "", resp.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -116,13 +166,14 @@ class ContivClient:
                 data = b""
             return Response(exc.code, str(exc.reason or ""), data)
         except urllib.error.URLError as exc:
-            raise RequestError(self._unreachable(exc.reason)) from None
+            raise RequestError(self._unreachable(exc.reason, base)) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise RequestError(self._unreachable(exc)) from None
+            raise RequestError(self._unreachable(exc, base)) from None
 
-    def _unreachable(self, reason: Any) -> str:
+    def _unreachable(self, reason: Any, base: Optional[str] = None) -> str:
+        base = base or self.base_url
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return (f"Unable to verify the TLS certificate of {self.base_url}: "
+            return (f"Unable to verify the TLS certificate of {base}: "
                     f"{reason.verify_message or reason}. Use --insecure to skip the check.")
         if isinstance(reason, ssl.SSLError):
             why = f"TLS error ({reason.reason or reason})"
@@ -136,7 +187,7 @@ class ContivClient:
             why = reason.strerror.lower()
         else:
             why = str(reason) or reason.__class__.__name__
-        return (f"Unable to reach the netmaster at {self.base_url}: {why}. "
+        return (f"Unable to reach the netmaster at {base}: {why}. "
                 "Set its URL with --netmaster URL (before the command) "
                 "or the NETMASTER environment variable.")
 

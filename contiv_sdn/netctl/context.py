@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Callable, Mapping, NoReturn, Optional, Sequence
 
 import contiv_sdn
-from contiv_sdn.netctl.client import ContivClient
+from contiv_sdn.netctl.client import ContivClient, split_urls
 from contiv_sdn.netctl.goflag import Flag, FlagValues
 
 EXIT_OK = 0
@@ -114,9 +114,10 @@ class Context:
         if self._client is not None:
             return self._client
         url = self.netmaster
-        if not (url.startswith("http://") or url.startswith("https://")):
-            self.fail(EXIT_HELP, f"Error connecting to netmaster: invalid URL {url!r}: "
-                                 "must begin with http:// or https://")
+        for one in split_urls(url):  # URL1,URL2: several netmasters, tried in turn
+            if not (one.startswith("http://") or one.startswith("https://")):
+                self.fail(EXIT_HELP, f"Error connecting to netmaster: invalid URL {one!r}: "
+                                     "must begin with http:// or https://")
         client = ContivClient(url, insecure=self.insecure)
         path = config_path(self.environ)
         if os.path.exists(path):
