@@ -106,6 +106,48 @@ class Units(SynchronousTestCase):
                          ("https://10.0.0.1:6443", True, "secret"))
 
 
+    def test_in_cluster(self):
+        """KUBERNETES_SERVICE_HOST + the service account's token and CA; a missing token
+        says what to do."""
+        from drivers.kubernetes.config import in_cluster
+        d = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(d))
+        env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+        e = self.assertRaises(KubeConfigError, in_cluster, env, d)
+        self.assertIn("no service account token", str(e))
+        with open(os.path.join(d, "token"), "w") as f:
+            f.write("tok1\n")
+        cfg = in_cluster(env, d)
+        self.assertEqual((cfg.server, cfg.bearer()), ("https://10.96.0.1:443", "tok1"))
+        with open(os.path.join(d, "token"), "w") as f:  # rotated by the kubelet: re-read
+            f.write("tok2\n")
+        self.assertEqual(cfg.bearer(), "tok2")
+        e = self.assertRaises(KubeConfigError, in_cluster, {}, d)
+        self.assertIn("pass --kubeconfig", str(e))
+
+    def test_options(self):
+        """--mode kubernetes needs a kubeconfig (outside a pod); the default subnet is
+        checked; --kubeconfig without the mode is refused."""
+        from twisted.python import usage
+        from contiv_sdn.master.options import NetmasterOptions
+        env = dict(os.environ)
+        os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+        self.addCleanup(lambda: (os.environ.clear(), os.environ.update(env)))
+        e = self.assertRaises(usage.UsageError, NetmasterOptions().parseOptions,
+                              ["--mode", "kubernetes"])
+        self.assertIn("needs --kubeconfig FILE", str(e))
+        e = self.assertRaises(usage.UsageError, NetmasterOptions().parseOptions,
+                              ["--kubeconfig", __file__])
+        self.assertIn("needs --mode kubernetes", str(e))
+        e = self.assertRaises(usage.UsageError, NetmasterOptions().parseOptions,
+                              ["--mode", "kubernetes", "--kubeconfig", __file__,
+                               "--k8s-default-subnet", "fd00::/64"])
+        self.assertIn("not an IPv4 subnet", str(e))
+        o = NetmasterOptions()
+        o.parseOptions(["--mode", "kubernetes", "--kubeconfig", __file__])
+        self.assertEqual(o["kubernetes"]["default_subnet"], "10.244.0.0/16")
+
+
 class WatcherTests(TestCase):
     timeout = 240
 
