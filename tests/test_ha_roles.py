@@ -12,10 +12,9 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as parser
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.trial.unittest import TestCase
 
