@@ -47,7 +47,7 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_GRACE = 2.0
 #: Replies that mean "Redis is there but cannot serve now" (still loading the
 #: append-only file after a restart, running a stuck script...).
-_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY")
 #: The hash of kind versions that APPLY bumps and READ_KIND answers (spelled
 #: by the scripts themselves, see contiv_sdn.store.lua).
 _KIND_VERSIONS = "contiv:ver"
@@ -61,7 +61,13 @@ class RedisURL:
     * ``rediss://[[user]:password@]host[:port][/db][?ca=/path/ca.pem]`` — TLS,
       the server's certificate checked against ``ca`` (default: the system's
       trust store) and its host name;
-    * ``unix://[[user]:password@]/path[?db=N]``.
+    * ``unix://[[user]:password@]/path[?db=N]``;
+    * ``sentinel://[[user]:password@]host1:26379,host2:26379/primary-name[?db=N]``
+      — the primary of a Redis Sentinel group (see :mod:`contiv_sdn.store.sentinel`):
+      asked of the sentinels before every connection, so a failover is followed,
+      and every write acknowledged only once a replica has it (``WAIT``;
+      ``?replicas=N`` how many, default 1; ``?wait_ms=M`` how long, default 1000).
+      The credentials are the data nodes'; sentinels are reached without.
 
     ``user`` is a Redis 6 ACL user (``AUTH user password``); without it the
     password is the ``requirepass`` one.  ``?password=`` is accepted too.
@@ -75,6 +81,13 @@ class RedisURL:
     username: Optional[str] = None
     tls: bool = False
     ca: Optional[str] = None
+    #: Sentinel mode: the sentinels' (host, port) and the primary's name
+    sentinels: Tuple[Tuple[str, int], ...] = ()
+    primary: Optional[str] = None
+    #: Sentinel mode: replicas that must hold a write before it is acknowledged,
+    #: and how long to wait for them
+    replicas: int = 1
+    wait_ms: int = 1000
 
     @classmethod
     def parse(cls, url: str) -> "RedisURL":
@@ -89,6 +102,8 @@ class RedisURL:
             if not path:
                 raise ValueError(f"no socket path in {url!r}")
             return cls(path=path, db=db, password=password, username=username or None)
+        if u.scheme == "sentinel":
+            return cls._parse_sentinel(url, u, query, db, password, username)
         if u.scheme in ("redis", "tcp", "rediss"):
             if u.path and u.path.strip("/"):
                 db = int(u.path.strip("/"))
@@ -99,9 +114,40 @@ class RedisURL:
             return cls(host=u.hostname or "127.0.0.1", port=u.port or 6379, db=db,
                        password=password, username=username or None, tls=tls, ca=ca)
         raise ValueError(f"unsupported Redis URL {url!r} (redis://host:port[/db], "
-                         f"rediss://user:password@host:port or unix:///path)")
+                         f"rediss://user:password@host:port, unix:///path or "
+                         f"sentinel://host1:26379,host2:26379/primary-name)")
 
+    @classmethod
+    def _parse_sentinel(cls, url: str, u: Any, query: Dict[str, List[str]], db: Optional[int],
+                        password: Optional[str], username: Optional[str]) -> "RedisURL":
+        hosts = u.netloc.rpartition("@")[2]
+        sentinels = []
+        for item in hosts.split(","):
+            host, colon, port = item.strip().rpartition(":")
+            if not colon:
+                host, port = item.strip(), "26379"
+            host = host.strip("[]")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad sentinel address {item!r} in {url!r} (host:port)")
+            sentinels.append((host, int(port)))
+        primary = u.path.strip("/")
+        if not primary:
+            raise ValueError(f"no primary name in {url!r} "
+                             f"(sentinel://host1:26379,host2:26379/primary-name)")
+
+        def number(name: str, default: int, low: int) -> int:
+            raw = (query.get(name) or [str(default)])[0]
+            if not raw.isdigit() or int(raw) < low:
+                raise ValueError(f"?{name}= must be a whole number >= {low} in {url!r}")
+            return int(raw)
+
+        return cls(sentinels=tuple(sentinels), primary=primary, db=db, password=password,
+                   username=username or None, replicas=number("replicas", 1, 0),
+                   wait_ms=number("wait_ms", 1000, 1))
     def endpoint(self):
+        if self.sentinels:
+            from contiv_sdn.store.sentinel import PrimaryEndpoint  # (imports this module)
+            return PrimaryEndpoint(self.sentinels, self.primary or "")
         if self.path:
             return UNIXClientEndpoint(reactor, self.path, timeout=10)
         tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=10)
@@ -125,6 +171,10 @@ class RedisURL:
     def __str__(self) -> str:
         """The URL without its password (what logs and error texts show)."""
         who = f"{self.username}@" if self.username else ""
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return (f"sentinel://{who}{hosts}/{self.primary}"
+                    + (f"?db={self.db}" if self.db is not None else ""))
         if self.path:
             return f"unix://{who}{self.path}" + (f"?db={self.db}" if self.db is not None else "")
         scheme = "rediss" if self.tls else "redis"
@@ -176,6 +226,8 @@ class Subscription:
         self._on_resync = on_resync
         self._factory = _ChangeFactory()
         self._factory.subscription = self
+        if url.sentinels:
+            self._factory.maxDelay = 0.5  # follow a failover within Sentinel's ~2 s
         if url.password:
             self._factory.password = url.password
             self._factory.username = url.username
@@ -305,6 +357,8 @@ class Store:
         self.timeout = timeout
         self.grace = grace
         self._subs: list = []
+        #: a running check of who the primary is (Sentinel), awaited by close()
+        self._following: Optional[Deferred] = None
         # kind -> (version, {key: record}) for list_versioned: a kind re-read
         # only when its version moved, and patched with our own writes
         self._kinds: Dict[str, CachedKind] = {}
@@ -322,7 +376,11 @@ class Store:
         factory = _Pool(str(u), u.db, poolsize, False, handler, None, u.password,
                         timeout, False, u.username)
         factory.reconnect = True
-        factory.startConnecting(u.endpoint())
+        if u.sentinels:
+            # a failover takes Sentinel ~2 s: retry within it, not seconds after
+            factory.maxDelay = 0.5
+        factory.endpoint = u.endpoint()
+        factory.startConnecting(factory.endpoint)
         wait = timeout if connect_timeout is None else connect_timeout
         try:
             conn = await factory.deferred.addTimeout(wait, reactor)
@@ -338,6 +396,10 @@ class Store:
 
     async def close(self) -> None:
         """Disconnect (bounded: a hung Redis does not hold up a shutdown)."""
+        if self._following is not None and not self._following.called:
+            # let the sentinels' answers come in (bounded): a cancelled ask would
+            # leave its connection attempts behind
+            await _bounded(self._following, self.timeout)
         subs, self._subs = self._subs, []
         for sub in subs:
             await _bounded(sub.stop(), self.timeout)
@@ -377,9 +439,35 @@ class Store:
                 from None
         except txredisapi.ResponseError as e:
             text = str(e)
+            if text.startswith("READONLY"):
+                # a demoted primary (Sentinel failover): reconnect, which asks again
+                self._drop_connections()
             if text.startswith(_UNAVAILABLE_REPLIES):
                 raise self._unavailable(text.split("\n")[0]) from None
             raise
+
+    async def _follow_primary(self) -> None:
+        """Reconnect if the sentinels' majority names another primary than ours."""
+        endpoint = getattr(self._factory, "endpoint", None)
+        if endpoint is None or not self.url.sentinels:
+            return
+        from contiv_sdn.store.sentinel import ask_sentinels
+        try:
+            addr = await ask_sentinels(self.url.sentinels, self.url.primary or "")
+        except Exception:  # noqa: BLE001 - no majority now: the next write asks again
+            return
+        if endpoint.current is not None and addr != endpoint.current:
+            self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        """Close every connection (data and change feed) so that each reconnects
+        through its endpoint: with Sentinel, to whatever is the primary now."""
+        pools = [self._factory] + [sub._factory for sub in self._subs]
+        for pool in pools:
+            for conn in list(getattr(pool, "pool", None) or []):
+                transport = getattr(conn, "transport", None)
+                if transport is not None:
+                    transport.loseConnection()
 
     # -- reads ------------------------------------------------------------
     async def get_raw(self, kind: str, key: str) -> Optional[str]:
@@ -500,7 +588,12 @@ class Store:
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
         """Run a transaction atomically; raises Conflict or StoreError."""
-        raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], txn.argv()), write=True)
+        if self.url.sentinels and self.url.replicas and self._factory is not None:
+            raw = await self._call("APPLY", lambda: self._apply_replicated(txn.argv()),
+                                   write=True)
+        else:
+            raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], txn.argv()),
+                                   write=True)
         out = json.loads(_s(raw))
         if "conflict" in out:
             raise Conflict(out["conflict"])
@@ -516,6 +609,38 @@ class Store:
         if self._kinds:
             self._patch_cache(txn, result.vers)
         return result
+
+    def _apply_replicated(self, argv: List[Any]) -> Deferred:
+        """APPLY, then ``WAIT`` on the same connection (WAIT counts the replicas
+        that hold *this connection's* writes): a write is acknowledged only once
+        :attr:`RedisURL.replicas` replicas have it, so a Sentinel failover cannot
+        lose an acknowledged change.  A script that found nothing to change
+        still waits (cheap: the offset is already replicated)."""
+        factory, url = self._factory, self.url
+
+        async def run() -> Any:
+            conn = await factory.getConnection()
+            try:
+                raw = await conn.eval(APPLY, [], argv)
+                out = json.loads(_s(raw))
+                if "conflict" in out or "error" in out:
+                    return raw  # nothing was written
+                acked = int(await conn.execute_command("WAIT", url.replicas, url.wait_ms))
+            finally:
+                factory.connectionQueue.put(conn)
+            if acked < url.replicas:
+                # replicas still resyncing after a failover, all of them down, or this
+                # primary cut off from them (replaced behind its back): the write may
+                # be rolled back by a failover, so it is not acknowledged; and if the
+                # sentinels now name another primary, go there
+                if self._following is None or self._following.called:
+                    self._following = defer.Deferred.fromCoroutine(self._follow_primary())
+                raise txredisapi.ConnectionError(
+                    f"Not replicated: {acked} of {url.replicas} replica(s) confirmed the "
+                    f"write within {url.wait_ms} ms (the primary has it; a failover may "
+                    f"undo it)")
+            return raw
+        return Deferred.fromCoroutine(run())
 
     async def put_state(self, kind: str, key: str, value: dict) -> int:
         """Write one state record atomically (bumps the revision, publishes)."""
