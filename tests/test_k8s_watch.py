@@ -69,7 +69,8 @@ class Units(SynchronousTestCase):
         self.assertRaises(ValueError, split.feed, b"x" * 101)
 
     def test_named_ports_and_labels(self):
-        p = {"metadata": {"labels": {"app": "web", "cni.contiv.io/x": "forged"}},
+        p = {"metadata": {"labels": {"app": "web", "cni.contiv.io/x": "forged"},
+                          "namespace": "ns", "name": "p"},
              "spec": {"containers": [
                  {"ports": [{"name": "http", "containerPort": 80, "protocol": ""},
                             {"name": "", "containerPort": 81, "protocol": "TCP"}]},
@@ -78,6 +79,7 @@ class Units(SynchronousTestCase):
                                           "dns": {"port": 53, "protocol": "UDP"}})
         ep = {"labels": {"cni.contiv.io/network": "contiv", "old": "1"}}
         up = endpoint_update(ep, p)
+        self.assertEqual((up["k8sNamespace"], up["k8sPod"]), ("ns", "p"))
         # the pod's labels, the plugin's own bookkeeping kept, a pod cannot forge it
         self.assertEqual(up["labels"], {"cni.contiv.io/network": "contiv", "app": "web"})
         self.assertIsNone(endpoint_update(up, p))

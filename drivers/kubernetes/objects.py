@@ -122,11 +122,15 @@ def endpoint_update(ep: Dict[str, Any], pod: Dict[str, Any]) -> Optional[Dict[st
     labels.update({k: v for k, v in pod["metadata"]["labels"].items()
                    if not k.startswith(CNI_LABEL_PREFIX)})
     ports = named_ports(pod)
-    if (ep.get("labels") or {}) == labels and (ep.get("namedPorts") or {}) == ports:
+    meta = pod["metadata"]
+    if (ep.get("labels") or {}) == labels and ep.get("namedPorts") == ports and \
+            ep.get("k8sNamespace") == meta["namespace"] and ep.get("k8sPod") == meta["name"]:
         return None
     updated = dict(ep)
     updated["labels"] = labels
     updated["namedPorts"] = ports
+    # a record made before the CNI path stamped these (found by the plugin's labels)
+    updated["k8sNamespace"], updated["k8sPod"] = meta["namespace"], meta["name"]
     return updated
 
 
