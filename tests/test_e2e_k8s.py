@@ -174,3 +174,28 @@ class KubernetesLabTests(E2ETestCase):
         self.assertEqual(owners, "", f"{c.ip} still owned after the pod's deletion")
         self.consistent()
 
+    def test_kubelet_restart_catches_up(self):
+        """A pod deleted while its node's kubelet is down (SIGKILL) is torn down when the
+        kubelet comes back (its state file says what runs), and a pod created meanwhile
+        is started; a running pod is not added twice."""
+        self.apply_pod("stays", 2)
+        self.apply_pod("leaves", 2)
+        stays, leaves = self.pod("stays"), self.pod("leaves")
+        h = self.lab.hosts[1]
+        svc = self.lab.services[kube.kubelet_key(h)]
+        svc.stop(self.lab.root, kill=True)
+        self.kubectl("delete", "pod", "leaves")
+        self.apply_pod("arrives", 2)
+        fresh = svc.fresh()
+        fresh.start()
+        self.lab._update(lambda: self.lab.services.__setitem__(kube.kubelet_key(h), fresh))
+        wait_until(lambda: self.endpoint_of("leaves") is None,
+                   "the pod deleted while the kubelet was down torn down", 60, interval=0.3,
+                   detail=self.describe)
+        arrives = self.pod("arrives")
+        wait_ping(arrives, stays)
+        self.assertNotIn(leaves.netns, subprocess.run(["ip", "netns", "list"],
+                                                      capture_output=True, text=True).stdout)
+        self.assertEqual(kube.pods(self.lab)["default/stays"]["sandbox"], stays.id)
+        self.consistent()
+
