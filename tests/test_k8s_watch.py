@@ -150,6 +150,78 @@ class Units(SynchronousTestCase):
         self.assertEqual(o["kubernetes"]["default_subnet"], "10.244.0.0/16")
 
 
+class ReflectorStreamTests(TestCase):
+    """The reflector against a hand-made API server: events split at odd byte
+    boundaries, an object of the wrong shape refused (and the stream going on), a
+    bookmark advancing the resourceVersion, the server ending the watch."""
+
+    timeout = 60
+
+    async def test_stream(self):
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.web import resource, server
+        from drivers.kubernetes.client import KubeClient
+        from drivers.kubernetes.config import KubeConfig
+        from drivers.kubernetes.watch import Reflector
+
+        good = {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "11",
+                             "labels": {"x": "1"}}, "spec": {"containers": []}}
+        bad = {"metadata": {"name": 5, "namespace": "ns", "resourceVersion": "12"}}
+        lines = [json.dumps({"type": "ADDED", "object": bad}),
+                 json.dumps({"type": "ADDED", "object": good}),
+                 json.dumps({"type": "BOOKMARK", "object": {
+                     "metadata": {"resourceVersion": "20"}}})]
+        stream = ("\n".join(lines) + "\n").encode()
+        seen = []
+
+        class Pods(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                seen.append(request.args.get(b"resourceVersion", [b""])[0].decode())
+                if b"watch" not in request.args:
+                    return json.dumps({"metadata": {"resourceVersion": "10"},
+                                       "items": []}).encode()
+                if len(seen) > 2:  # later watches: end at once
+                    return b""
+                for i in range(0, len(stream), 7):
+                    request.write(stream[i:i + 7])
+                request.finish()
+                return server.NOT_DONE_YET
+
+        root = resource.Resource()
+        api = resource.Resource()
+        v1 = resource.Resource()
+        root.putChild(b"api", api)
+        api.putChild(b"v1", v1)
+        v1.putChild(b"pods", Pods())
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            server.Site(root))
+        self.addCleanup(port.stopListening)
+        client = KubeClient(KubeConfig(server=f"http://127.0.0.1:{port.getHost().port}"))
+        self.addCleanup(lambda: defer.ensureDeferred(client.close()))
+        changed = []
+
+        class Listener:
+            def replaced(self, kind):
+                changed.append(("replaced", kind))
+
+            def changed(self, kind, key):
+                changed.append(("changed", key))
+
+        refl = Reflector(client, "Pod", Listener())
+        refl.start()
+        self.addCleanup(lambda: defer.ensureDeferred(refl.stop()))
+        await wait_for(lambda: refl.resource_version == "20" and len(seen) >= 3, timeout=20,
+                       what="the bookmark's resourceVersion and a resumed watch")
+        self.assertEqual(changed, [("replaced", "Pod"), ("changed", "ns/a")])
+        self.assertEqual(refl.cache["ns/a"]["metadata"]["labels"], {"x": "1"})
+        # list at none, watch from the list's version, resumed from the bookmark's
+        self.assertEqual(seen[:3], ["", "10", "20"])
+        self.assertEqual(refl.lists, 1)
+
+
 class WatcherTests(TestCase):
     timeout = 240
 
