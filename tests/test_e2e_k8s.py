@@ -174,6 +174,24 @@ class KubernetesLabTests(E2ETestCase):
         self.assertEqual(owners, "", f"{c.ip} still owned after the pod's deletion")
         self.consistent()
 
+    def test_server_command_restarted(self):
+        """A pod's command that ends (busybox nc serving one connection) is started again:
+        a client on the other host is answered twice."""
+        self.apply_pod("srv", 1, command='["sh", "-c", "echo hello | busybox nc -l -p 8080"]')
+        self.apply_pod("cli", 2)
+        srv, cli = self.pod("srv"), self.pod("cli")
+        wait_ping(cli, srv)
+
+        def fetch() -> bool:
+            res = cli.exec("busybox", "nc", "-w", "2", srv.ip, "8080", timeout=10,
+                           input="")
+            return "hello" in res.stdout
+
+        for n in ("first", "second"):
+            wait_until(fetch, f"the {n} answer of srv's nc", 30, interval=0.3,
+                       detail=self.describe)
+        self.assertGreaterEqual(kube.pods(self.lab)["default/srv"].get("restarts", 0), 1)
+
     def test_kubelet_restart_catches_up(self):
         """A pod deleted while its node's kubelet is down (SIGKILL) is torn down when the
         kubelet comes back (its state file says what runs), and a pod created meanwhile

@@ -17,7 +17,8 @@ plugin does for a sandbox:
 4. ``PATCH .../pods/<name>/status`` with ``phase: Running``, ``podIP``, ``podIPs``,
    ``hostIP``.
 
-A Pod gone from the API server (or replaced by one with a new uid): its processes are
+A command that ends is started again unless ``restartPolicy`` is ``Never`` (busybox
+``nc -l`` servers end after each connection).  A Pod gone from the API server (or replaced by one with a new uid): its processes are
 killed, ``CNI_COMMAND=DEL``, the namespace deleted.  What runs is kept in
 ``<state>/kubelet.json``, so a restarted kubelet neither adds a sandbox twice nor
 forgets one to delete.  It is level-triggered like the netmaster's watcher (the same
@@ -40,7 +41,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Set
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from contiv_sdn.model.errors import DecodeError
@@ -115,6 +116,8 @@ class Kubelet:
         self._worker: Optional[defer.Deferred] = None
         self._failed: Dict[str, str] = {}
         self._retry: Optional[Any] = None
+        self._poll = task.LoopingCall(self._check_processes)
+        self._restarting: Set[str] = set()
 
     # -- state ----------------------------------------------------------------
     def _load(self) -> Dict[str, Dict[str, Any]]:
@@ -250,6 +253,40 @@ class Kubelet:
                  node=self.node, ip=entry["ip"], netns=entry["netns"], argv=" ".join(argv))
         await self._report(pod, entry)
 
+    def _check_processes(self) -> None:
+        """A pod's command that ended is started again (``restartPolicy`` Always, the
+        default, or OnFailure; not Never): busybox ``nc -l`` servers end after one
+        connection, and a policy test makes many."""
+        from contiv_sdn.lab.procs import alive
+        for key, entry in list(self.running.items()):
+            pid = entry.get("pid")
+            if not pid or key in self._restarting:
+                continue
+            try:
+                os.waitpid(pid, os.WNOHANG)  # our child: reap it (a zombie counts as ended)
+            except ChildProcessError:
+                pass  # started by a previous kubelet: its parent is init
+            if alive(pid):
+                continue
+            pod = self.pods.cache.get(key)
+            if pod is None or pod["metadata"]["uid"] != entry["uid"] or \
+                    pod["spec"]["restartPolicy"] == "Never":
+                continue
+            self._restarting.add(key)
+            d = threads.deferToThread(self._run, entry, pod_argv(pod, self.applets))
+
+            def started(new_pid: int, key: str = key, entry: Dict[str, Any] = entry) -> None:
+                entry["pid"] = new_pid
+                entry["restarts"] = entry.get("restarts", 0) + 1
+                if self.running.get(key) is entry:
+                    self._save()
+
+            d.addCallback(started)
+            d.addErrback(lambda f, key=key: log.warn("pod {key}: cannot restart its command: "
+                                                     "{err}", key=key,
+                                                     err=f.getErrorMessage()))
+            d.addBoth(lambda _, key=key: self._restarting.discard(key))
+
     def _make_netns(self, name: str) -> None:
         _ip("netns", "delete", name, check=False)  # a leftover of a crash: start clean
         _ip("netns", "add", name)
@@ -307,8 +344,11 @@ class Kubelet:
         log.info("kubelet for {node}: {n} pod(s) from the last run", node=self.node,
                  n=len(self.running))
         self.pods.start()
+        self._poll.start(0.5, now=False)
 
     async def stop(self) -> None:
+        if self._poll.running:
+            self._poll.stop()
         await self.pods.stop()
         if self._worker is not None:
             await self._worker

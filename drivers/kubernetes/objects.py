@@ -49,6 +49,7 @@ CONTAINER = Struct("Container", [
 POD = Struct("Pod", [
     ("metadata", OBJECT_META),
     ("spec", Struct("PodSpec", [("nodeName", STR), ("hostNetwork", BOOL),
+                                ("restartPolicy", STR),
                                 ("containers", ListOf(CONTAINER))])),
     ("status", Struct("PodStatus", [("phase", STR), ("podIP", STR)])),
 ])
