@@ -136,6 +136,9 @@ class NetmasterAPI(Resource):
         r("POST", r"/plugin/(allocAddress|releaseAddress|createEndpoint|deleteEndpoint|"
                   r"updateEndpoint)", self._plugin, json_only=True)
         r("POST", r"/plugin/(registerHost)", self._register_host, json_only=True)
+        # swarm mode (issue 17): a manager's plugin reports which docker network maps to
+        # which Contiv object; the principal is passed like every plugin call's
+        r("POST", r"/plugin/(createDocknet|deleteDocknet)", self._plugin, json_only=True)
         r("GET", r"/version", self._version)
         r("GET", r"/info", self._info)
         r("GET", r"/services", self._services)

@@ -152,8 +152,8 @@ class Unauthorized(HttpError):
 def node_may(user: str) -> str:
     """What a ``node`` user may do, for its refusals."""
     return (f"a node may only register host {user}, create, update and delete endpoints on "
-            f"host {user}, allocate and release addresses, and read networks and endpoint "
-            f"groups")
+            f"host {user}, allocate and release addresses, map swarm docker networks, and "
+            f"read networks and endpoint groups")
 
 
 class Forbidden(HttpError):
@@ -243,8 +243,10 @@ class Throttle:
 #: What a ``node`` may call: the agents' plugin calls (each checks the host itself)...
 _NODE_CALLS = re.compile(r"/plugin/(allocAddress|releaseAddress|createEndpoint|deleteEndpoint|"
                          r"updateEndpoint|registerHost|createDocknet|deleteDocknet)")
-#: ...and the reads its agent and Docker driver make.
-_NODE_READS = re.compile(r"/api/v1/(inspect/)?(networks|endpointGroups)/[^/]+/|/version")
+#: ...and the reads its agent and Docker driver make (the lists too: the swarm driver's
+#: ``resolve_tag`` finds the network or group whose cfgdTag a docker network names).
+_NODE_READS = re.compile(r"/api/v1/(inspect/)?(networks|endpointGroups)/[^/]+/|"
+                         r"/api/v1/(networks|endpointGroups)/|/version")
 
 
 def may(role: str, method: str, path: str) -> bool:

@@ -23,7 +23,7 @@ from contiv_sdn.master import Master
 from contiv_sdn.master.oper import endpoint_oper
 from contiv_sdn.master.servicelb import providers
 from contiv_sdn.model import ModelError
-from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, DOCKNET_REQUESTS, REQUESTS
+from contiv_sdn.model.plugin_api import DELETE_ENDPOINT, REQUESTS
 
 log = Logger()
 
@@ -65,7 +65,7 @@ class PluginRoutes:
 
         ``principal`` (:class:`contiv_sdn.api.auth.Principal`, with ``--auth``): a
         ``node``'s host-bound calls run for its host only."""
-        shape = REQUESTS.get(name) or DOCKNET_REQUESTS[name]
+        shape = REQUESTS[name]
         try:
             req = shape.load(body)
         except ModelError as e:

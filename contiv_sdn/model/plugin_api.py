@@ -88,13 +88,7 @@ REQUESTS = {
     "deleteEndpoint": DELETE_ENDPOINT,
     "updateEndpoint": UPDATE_ENDPOINT,
     "registerHost": REGISTER_HOST,
-}
-
-#: The swarm-mode mapping calls (issue 17).  Kept apart from :data:`REQUESTS` until the
-#: router (``contiv_sdn/api/app.py``), the OpenAPI document (``contiv_sdn/ops/openapi.py``,
-#: which documents every ``REQUESTS`` entry) and the node role (``contiv_sdn/api/auth.py``)
-#: list them; :class:`contiv_sdn.api.plugin.PluginRoutes` already serves them.
-DOCKNET_REQUESTS = {
+    # swarm mode (issue 17)
     "createDocknet": CREATE_DOCKNET,
     "deleteDocknet": DELETE_DOCKNET,
 }
@@ -102,4 +96,4 @@ DOCKNET_REQUESTS = {
 __all__ = ["ALLOC_ADDRESS", "ALLOC_ADDRESS_REPLY", "RELEASE_ADDRESS", "CONFIG_EP",
            "CREATE_ENDPOINT", "DELETE_ENDPOINT", "UPDATE_ENDPOINT", "UPDATE_ENDPOINT_REPLY",
            "ENDPOINT_STATE", "ENDPOINT_REPLY", "REGISTER_HOST", "HOST_STATE", "CREATE_DOCKNET",
-           "DELETE_DOCKNET", "DOCKNET_STATE", "REQUESTS", "DOCKNET_REQUESTS"]
+           "DELETE_DOCKNET", "DOCKNET_STATE", "REQUESTS"]

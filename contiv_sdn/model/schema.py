@@ -190,6 +190,7 @@ ENDPOINT_OPER_FIELDS: tuple[Field, ...] = (
 _EPG_OPER = (
     _s("allocatedIPAddresses"),
     _s("availableIPAddresses"),
+    _s("docknetUUID"),
     _sl("endpoints", "EndpointOper"),
     _i("externalPktTag"),
     _s("groupTag"),
@@ -200,6 +201,7 @@ _NETWORK_OPER = (
     _i("allocatedAddressesCount"),
     _s("allocatedIPAddresses"),
     _s("availableIPAddresses"),
+    _s("docknetUUID"),
     _sl("endpoints", "EndpointOper"),
     _i("externalPktTag"),
     _s("networkTag"),

@@ -53,6 +53,8 @@ PLUGIN_REPLIES: Dict[str, S.Type] = {
     "deleteEndpoint": P.ENDPOINT_REPLY,
     "updateEndpoint": P.UPDATE_ENDPOINT_REPLY,
     "registerHost": P.HOST_STATE,
+    "createDocknet": P.DOCKNET_STATE,
+    "deleteDocknet": S.Struct("DeleteDocknetResponse", [("Deleted", S.STR_LIST)]),
 }
 
 _PLUGIN_DOC = {
@@ -63,6 +65,11 @@ _PLUGIN_DOC = {
     "updateEndpoint": "Update an endpoint's labels/container (e.g. after start).",
     "registerHost": "Ours, not Contiv's: a host agent registers (and refreshes) its host "
                     "record; hosts write Redis only through the netmaster.",
+    "createDocknet": "Ours (swarm mode): a swarm manager's plugin records that a docker "
+                     "network maps to a Contiv network (ServiceName empty) or group; "
+                     "deleting a mapped object is then refused.",
+    "deleteDocknet": "Ours (swarm mode): forget every mapping of a docker network "
+                     "(swarm's FreeNetwork); an unknown one is not an error.",
 }
 
 _SERVICE_PROVIDER = {
