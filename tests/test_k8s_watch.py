@@ -222,6 +222,63 @@ class ReflectorStreamTests(TestCase):
         self.assertEqual(refl.lists, 1)
 
 
+class TLSTests(TestCase):
+    """The client over HTTPS as a kubeconfig describes it: the cluster's CA, a client
+    certificate the server requires, insecure-skip-tls-verify; and a refusal when the
+    server's certificate is not trusted."""
+
+    timeout = 60
+
+    async def test_tls(self):
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import SSL4ServerEndpoint
+        from twisted.internet.ssl import Certificate, PrivateCertificate
+        from twisted.web import resource, server
+        from contiv_sdn.lab.pki import CertificateAuthority
+        from drivers.kubernetes.client import ApiError, KubeClient
+        from drivers.kubernetes.config import KubeConfig
+
+        d = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(d))
+        ca = CertificateAuthority(d).ensure()
+        srv = ca.issue("apiserver", "apiserver", ["127.0.0.1", "localhost"], server=True)
+        cli = ca.issue("admin", "admin", client=True)
+
+        def read(path: str) -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        ca_pem = read(ca.cert_path)
+        opts = PrivateCertificate.loadPEM(read(srv.cert) + read(srv.key)).options(
+            Certificate.loadPEM(ca_pem))  # a client certificate from this CA is required
+        ns = resource.Resource()
+        ns.isLeaf = True
+        ns.render_GET = lambda request: json.dumps(
+            {"metadata": {"resourceVersion": "7"}, "items": []}).encode()
+        root, api, v1 = resource.Resource(), resource.Resource(), resource.Resource()
+        root.putChild(b"api", api)
+        api.putChild(b"v1", v1)
+        v1.putChild(b"namespaces", ns)
+        port = await SSL4ServerEndpoint(reactor, 0, opts, interface="127.0.0.1").listen(
+            server.Site(root))
+        self.addCleanup(port.stopListening)
+        url = f"https://localhost:{port.getHost().port}"
+        client_pems = {"client_cert_pem": read(cli.cert), "client_key_pem": read(cli.key)}
+
+        async def list_with(**kw):
+            c = KubeClient(KubeConfig(server=url, **kw))
+            try:
+                return await c.list("/api/v1/namespaces")
+            finally:
+                await c.close()
+
+        self.assertEqual(await list_with(ca_pem=ca_pem, **client_pems), ([], "7"))
+        self.assertEqual(await list_with(insecure=True, **client_pems), ([], "7"))
+        with self.assertRaises(ApiError) as e:  # the system's CAs do not know ours
+            await list_with(**client_pems)
+        self.assertIn("cannot reach the Kubernetes API", str(e.exception))
+
+
 class WatcherTests(TestCase):
     timeout = 240
 

@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import treq
 from twisted.internet import defer, protocol, reactor as default_reactor
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, \
     platformTrust
 from twisted.logger import Logger
@@ -75,15 +76,33 @@ class _TLSPolicy:
         name = self.cfg.tls_server_name or hostname.decode("ascii")
         if self.cfg.insecure:
             from twisted.internet.ssl import CertificateOptions
-            from twisted.internet._sslverify import ClientTLSOptions
             opts = CertificateOptions(
                 verify=False, **({"privateKey": self.client.privateKey.original,
                                   "certificate": self.client.original} if self.client else {}))
-            return ClientTLSOptions(name, opts.getContext())
+            return _Unverified(opts.getContext(), name)
         kwargs: Dict[str, Any] = {"trustRoot": self.trust}
         if self.client is not None:
             kwargs["clientCertificate"] = self.client
         return optionsForClientTLS(name, **kwargs)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """``insecure-skip-tls-verify``: TLS without checking the server (SNI still sent)."""
+
+    def __init__(self, context: Any, hostname: str):
+        self.context = context
+        self.hostname = hostname
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> Any:
+        from OpenSSL import SSL
+        conn = SSL.Connection(self.context, None)
+        conn.set_app_data(tls_protocol)
+        try:
+            conn.set_tlsext_host_name(self.hostname.encode("idna"))
+        except (UnicodeError, ValueError):
+            pass  # an IP address: no SNI
+        return conn
 
 
 class LineSplitter:
