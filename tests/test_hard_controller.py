@@ -87,8 +87,9 @@ class BuildCheckedTests(TestCase):
 
     def test_a_good_record_passes_whatever_else_it_holds(self):
         data = _data()
-        data["endpoint"] = dict(data["endpoint"], e9=dict(GOOD_EP, labels={"a": [1]}, extra=None,
-                                                          group=None, intfName=None))
+        # (``labels`` is read now: pod labels give Kubernetes identities; junk goes elsewhere)
+        data["endpoint"] = dict(data["endpoint"], e9=dict(GOOD_EP, containerName={"a": [1]},
+                                                          extra=None, group=None, intfName=None))
         built = build_checked(1, data, {})
         self.assertEqual(built.refused, ())
         self.assertEqual(built.snapshot.endpoints["e9"].port, "")
