@@ -139,9 +139,6 @@ class _OneShot(Factory):
         return self.proto
 
 
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 @implementer(IStreamClientEndpoint)
 class PrimaryEndpoint:
