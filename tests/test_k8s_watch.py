@@ -473,6 +473,10 @@ class WatcherTests(TestCase):
         await self.wait_record("k8sNamespace", "after", lambda r: r["labels"].get("x") == "y",
                                "a namespace made after the API server's restart")
         await self.wait_converged("Redis in step with the restarted API server")
+        # a SIGTERM ends the open watches and the process (not the SIGKILL after 60 s)
+        self.assertIsNotNone(await threads.deferToThread(self.nm.terminate, 60))
+        with open(self.nm.logfile) as f:
+            self.assertIn("Server Shut Down", f.read())
 
     async def test_gone_relists_and_removes_deleted(self):
         """Objects deleted while the watcher was away, with the history expired: the watch
