@@ -611,20 +611,27 @@ class Store:
         return result
 
     def _apply_replicated(self, argv: List[Any]) -> Deferred:
-        """APPLY, then ``WAIT`` on the same connection (WAIT counts the replicas
-        that hold *this connection's* writes): a write is acknowledged only once
-        :attr:`RedisURL.replicas` replicas have it, so a Sentinel failover cannot
-        lose an acknowledged change.  A script that found nothing to change
-        still waits (cheap: the offset is already replicated)."""
+        """APPLY, acknowledged only once :attr:`RedisURL.replicas` replicas have it
+        (see :meth:`_eval_replicated`); a refused program wrote nothing: no wait."""
+        def wrote(raw: Any) -> bool:
+            out = json.loads(_s(raw))
+            return "conflict" not in out and "error" not in out
+        return self._eval_replicated(APPLY, [], argv, wrote)
+
+    def _eval_replicated(self, script: str, keys: List[str], args: List[Any],
+                         wrote: Callable[[Any], bool]) -> Deferred:
+        """A script, then ``WAIT`` on the same connection (WAIT counts the replicas
+        that hold *this connection's* writes) when ``wrote(reply)``: a write is
+        acknowledged only once the replicas have it, so a Sentinel failover cannot
+        lose an acknowledged change."""
         factory, url = self._factory, self.url
 
         async def run() -> Any:
             conn = await factory.getConnection()
             try:
-                raw = await conn.eval(APPLY, [], argv)
-                out = json.loads(_s(raw))
-                if "conflict" in out or "error" in out:
-                    return raw  # nothing was written
+                raw = await conn.eval(script, keys, args)
+                if not wrote(raw):
+                    return raw
                 acked = int(await conn.execute_command("WAIT", url.replicas, url.wait_ms))
             finally:
                 factory.connectionQueue.put(conn)
@@ -641,6 +648,20 @@ class Store:
                     f"undo it)")
             return raw
         return Deferred.fromCoroutine(run())
+
+    async def eval(self, what: str, script: str, keys: List[str], args: List[Any],
+                   replicate: Optional[Callable[[Any], bool]] = None) -> Any:
+        """Run a Lua script (bounded, failures as :class:`StoreUnavailable`).
+
+        ``replicate(reply)`` true means the script wrote something that must
+        survive a failover: with Sentinel, the reply is returned only once a
+        replica has it (else StoreUnavailable).  For small protocols of their own
+        (e.g. the switch lease), not for intent: intent goes through :meth:`apply`."""
+        if replicate is not None and self.url.sentinels and self.url.replicas \
+                and self._factory is not None:
+            return await self._call(what, lambda: self._eval_replicated(script, keys, args,
+                                                                          replicate), write=True)
+        return await self._call(what, lambda: self._conn.eval(script, keys, args), write=True)
 
     async def put_state(self, kind: str, key: str, value: dict) -> int:
         """Write one state record atomically (bumps the revision, publishes)."""
