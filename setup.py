@@ -21,6 +21,8 @@ setup(
         "dnspython>=2.6",
         # /metrics of both daemons (contiv_sdn.ops.metrics)
         "prometheus_client>=0.20",
+        # kubeconfig files are YAML (drivers/kubernetes/config.py; --mode kubernetes)
+        "PyYAML>=6.0",
     ],
     # what the test suite needs beyond the product (bounded property-based fuzzing; the
     # web view is tested in Debian's chromium through Debian's chromedriver by selenium)

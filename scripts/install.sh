@@ -28,6 +28,6 @@ fi
 echo "install: pip install -e ."
 "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
   | grep -v '^WARNING: Location' || true
-"$VENV/bin/python" -c "import contiv_sdn, twisted, txredisapi, klein, os_ken, pyroute2, ovs, treq, hypothesis, dns.message, prometheus_client, openapi_spec_validator, selenium" \
+"$VENV/bin/python" -c "import contiv_sdn, twisted, txredisapi, klein, os_ken, pyroute2, ovs, treq, yaml, hypothesis, dns.message, prometheus_client, openapi_spec_validator, selenium" \
   || { echo "install: the venv is broken; run 'make clean install'" >&2; exit 1; }
 echo "install: done"
