@@ -26,10 +26,12 @@ from a worker node").
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
+
+from contiv_sdn.agent.netmaster import NetmasterSession
 
 from drivers.docker.client import DockerClient
 from drivers.docker.driver import DockerDriver
@@ -50,6 +52,16 @@ def default_swarm_socket(socket_path: str) -> str:
     return os.path.join(folder, "netplugin-swarm", "netplugin.sock")
 
 
+def agent_session(agent: Any) -> Optional[NetmasterSession]:
+    """The netmaster session of the agent's own client (one login shared by every client
+    of the process); else one from its options (an agent without a client, in tests)."""
+    session = getattr(getattr(agent, "netmaster", None), "session", None)
+    if isinstance(session, NetmasterSession):
+        return session
+    config = getattr(agent, "config", None)
+    return NetmasterSession.from_options(config) if isinstance(config, Mapping) else None
+
+
 class DockerPluginService(MultiService):
     """Plugin socket + reconciler; parts reachable as attributes (``driver``, ``reconciler``…)."""
 
@@ -62,8 +74,10 @@ class DockerPluginService(MultiService):
         config = getattr(agent, "config", {}) or {}
         self.socket_path = socket_path
         self.docker = DockerClient(docker_socket, reactor=reactor)
+        # the agent's session: its node credential and TLS trust (--netmaster-*), so the
+        # driver's calls reach an HTTPS --auth netmaster as the agent's own do
         self.netmaster = PluginNetmaster(config.get("netmaster", "http://127.0.0.1:9999"),
-                                         reactor=reactor)
+                                         reactor=reactor, session=agent_session(agent))
         self.endpoints = DockerEndpoints(agent, self.netmaster)
         state_dir = getattr(agent, "state_dir", None) or config.get("state-dir")
         self.state = DriverState(os.path.join(state_dir, "docker-driver.json")
