@@ -4,10 +4,11 @@ The lab makes its CA and certificates, netmaster serves HTTPS with ``--auth`` an
 ``--redis-auth`` and takes switches over TLS only, each netplugin logs in as its
 host's ``node`` user and reads Redis as the read-only ``agent``, each OVS has its
 own switch certificate.  The seed's netctl lines run as a user types them (netctl
-logged in by the lab), each host's netplugin attaches a container (its local API,
-as contiv-cni does) with its node credential, and they ping across hosts:
-everything works with nothing in clear.  (Docker's driver is not used here: it
-does not carry the node credential yet, see the report of issue 13.)  Then what must
+logged in by the lab), the seed's ``docker run`` lines attach containers through each
+host's dockerd and the netplugin's Docker driver (which calls the netmaster with its
+host's node credential), a container attached through the netplugin's local API (as
+contiv-cni does) joins them, and they ping across hosts: everything works with nothing
+in clear.  Then what must
 not work: an unauthenticated REST call is 401, plain HTTP gets no API, Redis
 without a password refuses, and a switch without a certificate is refused by the
 OpenFlow listener (its refusal in netmaster's log).
@@ -32,9 +33,10 @@ class SecureLabTests(E2ETestCase):
     lab_letter = "s"
     lab_subnet = "192.168.72.0/24"
     lab_secure = True
+    lab_docker = True
 
     def setUp(self) -> None:
-        require_binary("redis-cli")
+        require_binary("redis-cli", "dockerd", "docker", "nsenter")
         super().setUp()
 
     def seed(self, line: str) -> None:
@@ -48,12 +50,21 @@ class SecureLabTests(E2ETestCase):
             self.seed(line)
         self.addCleanup(self._quietly, "DELETE", "/api/v1/policys/default:prod_web/")
         self.addCleanup(self._quietly, "DELETE", "/api/v1/endpointGroups/default:web/")
-        hosts = self.lab.hosts
-        web = self.lab.add_container(hosts[0].name, "web", "contiv-net", group="web")
-        self.addCleanup(self._remove_container, web)
-        db = self.container(2, "db", "contiv-net")
-        wait_ping(web, db)
-        wait_ping(db, web)
+        # the seed's `docker run -itd --name=db --net=contiv-net` and `... --name=web1
+        # --net web.contiv-net` (busybox:local stands in for ubuntu: no registry here)
+        db = self.docker_container(2, "db", "contiv-net")
+        web1 = self.docker_container(1, "web1", "web.contiv-net")
+        # and one through the netplugin's local API (contiv-cni's path)
+        app = self.lab.add_container(self.lab.hosts[0].name, "app", "contiv-net")
+        self.addCleanup(self._remove_container, app)
+        wait_ping(web1, db)
+        wait_ping(db, web1)
+        wait_ping(app, db)
+        # the driver's records are the netmaster's: each names its docker host
+        for c, host in ((db, self.lab.hosts[1].name), (web1, self.lab.hosts[0].name)):
+            eps = [e for e in self.api("GET", "/api/v1/inspect/networks/default:contiv-net/")
+                   ["Oper"].get("endpoints", []) if e.get("ipAddress", [""])[0] == c.ip]
+            self.assertEqual([e.get("homingHost") for e in eps], [host], eps)
 
     def test_b_every_switch_speaks_tls_to_netmaster(self) -> None:
         pki = os.path.join(self.lab.root, "pki")
