@@ -451,3 +451,58 @@ class RestFailoverTests(TestCase):
         with self.assertRaises(NetmasterUnavailable) as err:
             await lone.network("default", "n2")
         self.assertIn("is not reachable", str(err.exception))
+
+
+class SentinelLeaseTests(TestCase):
+    """The lease on a Redis Sentinel group: an acquisition counts only once a
+    replica has its generation, so a failover never hands the same generation out
+    twice (two MASTERs the switches could not tell apart)."""
+
+    timeout = 120
+
+    def setUp(self):
+        require_binary("redis-server")
+        from contiv_sdn.testing.redisgroup import RedisGroup
+        self.group = RedisGroup().start()
+        self.addCleanup(self.group.stop)
+        self.leases: List[Lease] = []
+
+    async def lease(self) -> Lease:
+        store = await Store.connect(self.group.url, timeout=3.0)
+        self.addCleanup(lambda: defer.ensureDeferred(store.close()))
+        lease = Lease(store)
+        self.leases.append(lease)
+        self.addCleanup(lambda: defer.ensureDeferred(lease.stop()))
+        lease.start()
+        return lease
+
+    async def test_no_replica_no_acquisition(self):
+        a = await self.lease()
+        await wait_for(lambda: a.held, timeout=10, what="A holds the lease")
+        await a.stop()
+        for p in self.group.data_ports[1:]:
+            await threads.deferToThread(self.group.kill, p)
+        # the primary is alone: it runs the script (INCR, SET) but cannot have it
+        # replicated, so nobody may count the lease as held
+        b = await self.lease()
+        await sleep(4 * Lease.TTL)
+        self.assertFalse(b.held)
+        self.assertEqual(b.acquired, 0)
+        # a replica back: the very lease the primary already set is confirmed now
+        await threads.deferToThread(self.group.restart_as_replica, self.group.data_ports[1])
+        await wait_for(lambda: b.held, timeout=30, what="lease held once a replica is back")
+        self.assertGreater(b.generation, a.generation)
+
+    async def test_a_failover_never_repeats_a_generation(self):
+        a = await self.lease()
+        await wait_for(lambda: a.held, timeout=10, what="A holds the lease")
+        gen = a.generation
+        old = self.group.data_ports[0]
+        await threads.deferToThread(self.group.kill, old)
+        await threads.deferToThread(self.group.wait_failover, old)
+        # A's lease expires in the new primary (or A renews it there); either way the
+        # next acquisition, by anyone, is newer than every generation handed out
+        await a.stop()
+        b = await self.lease()
+        await wait_for(lambda: b.held, timeout=30, what="B holds the lease after the failover")
+        self.assertGreater(b.generation, gen)

@@ -10,6 +10,16 @@ a MASTER request whose generation is older than the newest it has seen
 (``OFPRRFC_STALE``), so a netmaster that lost the lease and comes back late
 cannot take a switch back: the generation is the fencing token.
 
+With Redis Sentinel an acquisition counts only once a replica has it
+(:meth:`Store.eval`'s ``replicate``: ``WAIT`` after the script): otherwise a
+primary that dies right after ``INCR`` could be replaced by a replica that never
+saw that generation, and the next acquisition would hand the same generation to
+a second holder — two MASTERs that OVS cannot tell apart.  The same holds for a
+holder that reads back its own lease without having had it confirmed (the
+``WAIT`` after its acquisition timed out): its first "renewal" waits too.
+Renewals of a confirmed lease do not wait (they only extend a TTL; losing one in
+a failover only makes the lease expire, which is safe).
+
 Timing (why these numbers): the lease lives :attr:`Lease.TTL` (1 s) in Redis and
 the holder renews it every :attr:`Lease.RENEW` (0.25 s), so three renewals in a
 row may be lost (a busy reactor, a Redis hiccup) before it is at risk.  The
@@ -46,24 +56,24 @@ LEASE_KEY = "contiv:ofp:lease"
 GENERATION_KEY = "contiv:ofp:generation"
 
 #: KEYS: lease, generation.  ARGV: holder id, ttl ms, "1" to acquire if free ("0": renew only).
-#: Returns {held (0/1), generation, holder or ""}.
+#: Returns {held (0/1), generation, holder or "", acquired now (0/1)}.
 LEASE_SCRIPT = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local h, g = string.match(cur, '^(.*)|(%d+)$')
   if h == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, tonumber(g), h}
+    return {1, tonumber(g), h, 0}
   end
-  return {0, tonumber(g) or 0, h or ''}
+  return {0, tonumber(g) or 0, h or '', 0}
 end
 local g = tonumber(redis.call('GET', KEYS[2]) or '0')
 if ARGV[3] ~= '1' then
-  return {0, g, ''}
+  return {0, g, '', 0}
 end
 g = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. g, 'PX', ARGV[2])
-return {1, g, ARGV[1]}
+return {1, g, ARGV[1], 1}
 """
 
 #: KEYS: lease.  ARGV: holder id.  Deletes the lease only if we hold it.
@@ -170,11 +180,20 @@ class Lease:
         return self.held and self.clock.seconds() < self._expires
 
     # -- the loop ----------------------------------------------------------
-    async def _eval(self, script: str, keys: List[str], args: List[Any]) -> Any:
-        # Store has no public EVAL: its _call bounds the call and maps Redis's failures
-        store = self.store
-        return await store._call("EVAL lease", lambda: store._conn.eval(script, keys, args),
-                                 write=True)
+    async def _eval(self, script: str, keys: List[str], args: List[Any],
+                    replicate: Optional[Callable[[Any], bool]] = None) -> Any:
+        return await self.store.eval("EVAL lease", script, keys, args, replicate=replicate)
+
+    def _must_replicate(self, reply: Any) -> bool:
+        """Whether this answer makes us (newly) the holder: then it must be on a
+        replica before we act on it.  A fresh acquisition (the generation bumped) or
+        our own lease read back while we do not count it as held yet (its
+        acquisition was never confirmed)."""
+        try:
+            held, acquired = int(reply[0]), int(reply[3])
+        except (IndexError, TypeError, ValueError):
+            return True
+        return bool(held) and (bool(acquired) or not self.held)
 
     def _tick(self) -> None:
         if self._inflight or self._stopping:
@@ -182,7 +201,8 @@ class Lease:
         self._inflight = True
         sent = self.clock.seconds()
         d = defer.ensureDeferred(self._eval(LEASE_SCRIPT, [LEASE_KEY, GENERATION_KEY],
-                                            [self.holder, int(self.ttl * 1000), "1"]))
+                                            [self.holder, int(self.ttl * 1000), "1"],
+                                            replicate=self._must_replicate))
         d.addCallbacks(lambda r: self._answered(sent, r), self._failed)
         d.addBoth(self._done)
 
@@ -255,7 +275,8 @@ class Lease:
         """A switch said our generation is stale (Redis lost the newest one in a
         failover): move the counter past what the switch has seen and give the lease
         back, so the next acquisition (ours or another's) is newer."""
-        await self._eval(RAISE_SCRIPT, [GENERATION_KEY], [seen])
+        # replicated: a failover must not lose the raised counter a second time
+        await self._eval(RAISE_SCRIPT, [GENERATION_KEY], [seen], replicate=lambda _r: True)
         if self.held:
             await self._eval(RELEASE_SCRIPT, [LEASE_KEY], [self.holder])
             self._set(False, self.generation)
