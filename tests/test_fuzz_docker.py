@@ -56,26 +56,17 @@ class State:
         self.nets: List[str] = []
         self.eps: List[Tuple[str, str]] = []
         self.fresh: List[str] = []  # addresses not yet given to an endpoint
-        #: endpoint ids the driver has (asked before each CreateEndpoint)
-        self.existing: set = set()
 
     def body(self, rnd: random.Random, call: str) -> Any:
         net, ep = rnd.choice(NET_IDS), rnd.choice(EP_IDS)
         if call.startswith("NetworkDriver.") and self.eps and rnd.random() < 0.7:
             net, ep = rnd.choice(self.eps)
-        if call == "NetworkDriver.CreateEndpoint":
-            if self.nets and rnd.random() < 0.8:
-                net = rnd.choice(self.nets)
-            # a new endpoint id: a second CreateEndpoint of an existing one with another
-            # address leaks that address (a known driver bug, see the todo test below)
-            free = [e for e in EP_IDS if e not in self.existing]
-            ep = rnd.choice(free or EP_IDS)
+        if call == "NetworkDriver.CreateEndpoint" and self.nets and rnd.random() < 0.8:
+            net = rnd.choice(self.nets)
         pool = rnd.choice(self.pools)
         addr = rnd.choice(self.addresses) if self.addresses and rnd.random() < 0.7 else ""
         if call == "NetworkDriver.CreateEndpoint" and self.fresh and rnd.random() < 0.8:
             addr = self.fresh[-1]
-        if call == "NetworkDriver.CreateEndpoint" and ep in self.existing:
-            addr = ""  # (see above)
         generic = {"tenant": "default", "network": NET}
         if rnd.random() < 0.5:
             generic["group"] = "web"
@@ -282,13 +273,6 @@ class DockerFuzzTests(unittest.TestCase):
         history: List[str] = []  # successful calls that touch addresses, to explain a leak
         started = time.monotonic()
         for call in order[:CASES]:
-            if call == "NetworkDriver.CreateEndpoint":
-                state.existing = set()
-                for ep in EP_IDS:
-                    _, info = await self.send("POST", "NetworkDriver.EndpointOperInfo", json.dumps(
-                        {"NetworkID": NET_IDS[0], "EndpointID": ep}).encode())
-                    if isinstance(info, dict) and (info.get("Value") or {}):
-                        state.existing.add(ep)
             case = make_case(rnd, state, call)
             code, answer = await self.send(*case)
             statuses[code] = statuses.get(code, 0) + 1
@@ -320,12 +304,12 @@ class DockerFuzzTests(unittest.TestCase):
         self.assertEqual(log_problems(self.h.nm.log_text())[:10], [])
 
     @seeded
-    async def test_second_create_endpoint_with_another_address_leaks_it(self, rnd):
-        """Found by the fuzz: a CreateEndpoint for an endpoint id that exists answers the
-        existing endpoint (a retry) but drops the *new* address from the driver's pending
-        reservations, so ReleaseAddress of it does nothing and it stays reserved at the
-        netmaster for good.  drivers/docker/driver.py is not this test's to change: a
-        ``todo`` until its owner fixes it (refuse the mismatch, keep the reservation)."""
+    async def test_second_create_endpoint_with_another_address_is_refused(self, rnd):
+        """Found by the fuzz: a CreateEndpoint for an endpoint id that exists answered the
+        existing endpoint (a retry) but dropped the *new* address from the driver's pending
+        reservations, so ReleaseAddress of it did nothing and it stayed reserved at the
+        netmaster for good.  Now refused (400, saying why) with the reservation kept; the
+        same address again is still a retry; the gateway is refused as an address."""
         await self._setup()
         net, ep = "a8" * 32, "b8" * 32
         pool = (await self.ok("IpamDriver.RequestPool", {
@@ -340,14 +324,24 @@ class DockerFuzzTests(unittest.TestCase):
         second = (await self.ok("IpamDriver.RequestAddress", {"PoolID": pool}))["Address"]
         code, answer = await self.send("POST", "NetworkDriver.CreateEndpoint", json.dumps({
             "NetworkID": net, "EndpointID": ep, "Interface": {"Address": second}}).encode())
-        # whatever the answer (a refusal would be right), dockerd then releases what it
-        # reserved, and deletes the endpoint: nothing may stay allocated
+        self.assertEqual(code, 400, answer)
+        self.assertIn(f"exists with address {first.split('/')[0]}, not {second.split('/')[0]}",
+                      answer["Err"])
+        # the same address again is a retry, answered
+        await self.ok("NetworkDriver.CreateEndpoint", {
+            "NetworkID": net, "EndpointID": ep, "Interface": {"Address": first}})
+        code, answer = await self.send("POST", "NetworkDriver.CreateEndpoint", json.dumps({
+            "NetworkID": net, "EndpointID": "c8" * 32,
+            "Interface": {"Address": f"{GATEWAY}/24"}}).encode())
+        self.assertEqual(code, 400, answer)
+        self.assertIn(f"{GATEWAY} is the gateway of network", answer["Err"])
+        self.assertEqual([r.get("ipAddress") for r in self.h.endpoints_in_redis().values()],
+                         [first.split("/")[0]])
+        # dockerd then releases what it reserved, and deletes the endpoint: nothing may
+        # stay allocated
         await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool,
                                                     "Address": second.split("/")[0]})
         await self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": net, "EndpointID": ep})
         await self.ok("NetworkDriver.DeleteNetwork", {"NetworkID": net})
         await self.ok("IpamDriver.ReleasePool", {"PoolID": pool})
         self.assertEqual(await check(self.store), [], f"second CreateEndpoint: {code} {answer}")
-
-    test_second_create_endpoint_with_another_address_leaks_it.todo = (
-        "drivers/docker/driver.py create_endpoint drops a pending reservation it did not bind")

@@ -335,12 +335,30 @@ class DockerDriver:
         address = str(iface.get("Address") or "")
         ip = address.split("/")[0]
         mac = str(iface.get("MacAddress") or "")
+        ep_id = body["EndpointID"]
+        if ip:
+            # the gateway is reserved (spec §3.5): Contiv's IPAM never hands it out, and an
+            # endpoint holding it would answer for every container's default route
+            try:
+                gateway = str((await self.endpoints.network(p)).get("gateway") or "")
+            except (NetmasterError, NetmasterUnavailable) as e:
+                raise _nm(e) from None
+            if ip == gateway:
+                raise DriverError(f"address {ip} is the gateway of network {p.network_key}; "
+                                  f"give the endpoint another address (or none: netplugin's "
+                                  f"IPAM picks one)", 400)
         try:
-            record = await self.endpoints.create(body["EndpointID"], p, ip, mac)
+            record = await self.endpoints.create(ep_id, p, ip, mac)
         except CreateFailed as e:
             if ip and e.released:
                 self.state.drop_pending(p.key, ip)
             raise
+        if ip and record.get("ipAddress") != ip:
+            # the endpoint existed (a retry answers it as it is) with another address: the
+            # new one stays a pending reservation, so Docker's ReleaseAddress still frees it
+            raise DriverError(f"endpoint {ep_id[:12]} exists with address "
+                              f"{record.get('ipAddress') or '(none)'}, not {ip}; delete it "
+                              f"before creating it with another address", 400)
         if ip:
             self.state.drop_pending(p.key, ip)
         answer: Dict[str, Any] = {}
