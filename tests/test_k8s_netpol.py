@@ -587,6 +587,35 @@ class SnapshotTests(unittest.TestCase):
         self.assertIn("EndpointK8s.labels", refused[("endpoint", "bad")])
         self.assertTrue(K8.model_of(snap).active)
 
+    def test_a_pod_record_before_the_watcher_wrote_its_named_ports(self):
+        """Right after CNI ADD the record has the plugin's labels only and no namedPorts:
+        a pod of its namespace with no labels and no named ports (not refused)."""
+        data = self.data()
+        data["endpoint"] = {"new": {
+            "network": "t1:net", "ipAddress": "10.1.1.9", "macAddress": "02:00:00:00:00:09",
+            "homingHost": "h1", "intfName": "p9", "k8sNamespace": "prod", "k8sPod": "web-9",
+            "k8sPodUID": "u-9", "labels": {"cni.contiv.io/network": "n", "cni.contiv.io/ifname": "eth0",
+                                           "cni.contiv.io/k8s-pod-uid": "u-9"}}}
+        built = build_checked(1, data, {})
+        self.assertEqual([r for r in built.refused if r.kind == "endpoint"], [])
+        e = built.snapshot.endpoints["new"]
+        self.assertEqual((e.k8s_namespace, e.labels, e.named_ports), ("prod", (), ()))
+
+    def test_the_compiler_does_not_import_the_watcher(self):
+        """``pipeline/k8s.py`` needs only the pure NetworkPolicy module: importing it must not
+        load the watcher's HTTP client (the package ``drivers.kubernetes`` imports lazily)."""
+        import subprocess
+        import sys
+        code = ("import sys, contiv_sdn.pipeline.k8s\n"
+                "print(sorted(m for m in sys.modules if m.startswith(('treq', 'drivers.kubernetes.'))))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "['drivers.kubernetes.netpol']")
+        # the watcher is still reachable by its old name
+        code = "import drivers.kubernetes as k; print(k.make_watcher.__module__)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.stdout.strip(), "drivers.kubernetes.service", out.stderr)
+
     def test_a_label_change_is_visible_to_the_controller(self):
         from contiv_sdn.controller.snapshot import read_view
         a = self.data()["endpoint"]["e1"]

@@ -27,7 +27,7 @@ from contiv_sdn.testing.netmaster import NetmasterProcess
 from contiv_sdn.testing.wait import sleep, wait_for
 from drivers.kubernetes.client import LineSplitter
 from drivers.kubernetes.config import KubeConfigError, load_kubeconfig
-from drivers.kubernetes.objects import endpoint_update, named_ports
+from drivers.kubernetes.objects import endpoint_is_of, endpoint_update, named_ports
 
 NP_SPEC = {
     "podSelector": {"matchLabels": {"app": "web"}},
@@ -83,6 +83,21 @@ class Units(SynchronousTestCase):
         # the pod's labels, the plugin's own bookkeeping kept, a pod cannot forge it
         self.assertEqual(up["labels"], {"cni.contiv.io/network": "contiv", "app": "web"})
         self.assertIsNone(endpoint_update(up, p))
+
+    def test_endpoint_matched_by_uid_when_known(self):
+        """A record names its pod by namespace/name and, when the runtime gave
+        K8S_POD_UID, by uid too: the pod recreated under the name is not its pod."""
+        p = {"metadata": {"namespace": "ns", "name": "p", "uid": "u-2", "labels": {}}}
+        stamped = {"k8sNamespace": "ns", "k8sPod": "p", "k8sPodUID": "u-1"}
+        self.assertFalse(endpoint_is_of(stamped, p))
+        self.assertTrue(endpoint_is_of(dict(stamped, k8sPodUID="u-2"), p))
+        # only the plugin's labels (a record older than the stamp): the label decides
+        by_labels = {"labels": {"cni.contiv.io/k8s-namespace": "ns", "cni.contiv.io/k8s-pod": "p",
+                                "cni.contiv.io/k8s-pod-uid": "u-1"}}
+        self.assertFalse(endpoint_is_of(by_labels, p))
+        # no uid known (a runtime without K8S_POD_UID): the name decides
+        self.assertTrue(endpoint_is_of({"k8sNamespace": "ns", "k8sPod": "p"}, p))
+        self.assertFalse(endpoint_is_of({"k8sNamespace": "ns", "k8sPod": "q"}, p))
 
     def test_kubeconfig_refusals(self):
         d = tempfile.mkdtemp()
@@ -338,13 +353,16 @@ class WatcherTests(TestCase):
     async def records(self, kind: str) -> dict:
         return await self.store.list(kind)
 
-    async def create_endpoint(self, ep_id: str, ns: str, name: str, labels=None) -> dict:
-        """What netplugin sends for contiv-cni's ADD of pod ns/name (the plugin's labels)."""
+    async def create_endpoint(self, ep_id: str, ns: str, name: str, labels=None,
+                              uid: str = "") -> dict:
+        """What netplugin sends for contiv-cni's ADD of pod ns/name (the plugin's labels;
+        ``uid``: the K8S_POD_UID the runtime gave)."""
         body = {"TenantName": "default", "NetworkName": "default-net", "EndpointID": ep_id,
                 "EPCommonName": name, "ContainerID": ep_id,
                 "ConfigEP": {"Container": ep_id, "Host": "host1", "Labels": {
                     "cni.contiv.io/network": "contiv", "cni.contiv.io/ifname": "eth0",
                     "cni.contiv.io/k8s-namespace": ns, "cni.contiv.io/k8s-pod": name,
+                    **({"cni.contiv.io/k8s-pod-uid": uid} if uid else {}),
                     **(labels or {})}}}
         resp = await treq.post(self.nm.url + "/plugin/createEndpoint",
                                json.dumps(body).encode(),
@@ -448,6 +466,34 @@ class WatcherTests(TestCase):
                                           if not k.startswith("cni.")}
                                == {"v": "2", "role": "primary"},
                                "the label edit in the endpoint record")
+
+    async def test_pod_recreated_under_its_name(self):
+        """A pod deleted and created again under the same name (new uid, new labels) while
+        the old sandbox's endpoint is still there (CNI DEL not done yet): the new labels go
+        to the new sandbox's record only; the old record keeps the old pod's."""
+        self.api.create("pods", pod("default", "web", {"app": "web", "gen": "1"}), "default")
+        first = self.api.objects("pods", "default")[0]["metadata"]["uid"]
+        await self.create_endpoint("ep-old", "default", "web", uid=first)
+        await self.wait_record("endpoint", "ep-old", lambda e: e["labels"].get("gen") == "1",
+                               "the first pod's labels in its record")
+        old = (await self.records("endpoint"))["ep-old"]
+        self.assertEqual(old["k8sPodUID"], first)
+        self.api.delete("pods", "default", "web")
+        self.api.create("pods", pod("default", "web", {"app": "db", "gen": "2"}), "default")
+        second = self.api.objects("pods", "default")[0]["metadata"]["uid"]
+        self.assertNotEqual(first, second)
+        await self.create_endpoint("ep-new", "default", "web", uid=second)
+        await self.wait_record("endpoint", "ep-new",
+                               lambda e: (e["labels"].get("app"), e["labels"].get("gen"))
+                               == ("db", "2"), "the second pod's labels in the new record")
+        # a later edit of the pod too, then everything settled: the old record untouched
+        self.api.patch("pods", "default", "web", "application/merge-patch+json",
+                       {"metadata": {"labels": {"gen": "3"}}})
+        await self.wait_record("endpoint", "ep-new", lambda e: e["labels"].get("gen") == "3",
+                               "the edit in the new record")
+        self.api.create("namespaces", {"metadata": {"name": "marker"}})
+        await self.wait_record("k8sNamespace", "marker", lambda r: True, "a later event")
+        self.assertEqual((await self.records("endpoint"))["ep-old"], old)
 
     async def test_watch_cut_resumes_without_relist(self):
         """Watches dropped mid-stream resume from their last resourceVersion: changes made

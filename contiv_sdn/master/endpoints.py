@@ -271,6 +271,11 @@ class Endpoints:
             k8s_pod = cfg["Labels"].get("cni.contiv.io/k8s-pod", "")
             if k8s_ns and k8s_pod:
                 record["k8sNamespace"], record["k8sPod"] = k8s_ns, k8s_pod
+                # which incarnation of the pod (CNI_ARGS K8S_POD_UID): a pod recreated
+                # under the same name must not lend its labels to the old sandbox's record
+                k8s_uid = cfg["Labels"].get("cni.contiv.io/k8s-pod-uid", "")
+                if k8s_uid:
+                    record["k8sPodUID"] = k8s_uid
             txn.put("endpoint", ep_id, json.dumps(record), subs=True)
             txn.incr_field("network", net_key, "epCount", 1)
             if group_key:

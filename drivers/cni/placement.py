@@ -44,6 +44,7 @@ L_CNI_IFNAME = "cni.contiv.io/ifname"
 #: imported from there: this module runs in a process started per container).
 L_K8S_NAMESPACE = "cni.contiv.io/k8s-namespace"
 L_K8S_POD = "cni.contiv.io/k8s-pod"
+L_K8S_POD_UID = "cni.contiv.io/k8s-pod-uid"
 
 
 #: ``kubernetes.timeout`` (seconds, the whole pod lookup): default and largest allowed.
@@ -234,6 +235,10 @@ def resolve(config: Dict[str, Any], cni_args: Dict[str, str],
     if cni_args.get("K8S_POD_NAMESPACE") and cni_args.get("K8S_POD_NAME"):
         record_labels[L_K8S_NAMESPACE] = cni_args["K8S_POD_NAMESPACE"]
         record_labels[L_K8S_POD] = cni_args["K8S_POD_NAME"]
+        # which incarnation of the pod (the netmaster stamps it as k8sPodUID): a pod
+        # deleted and created again under its name is another pod, with its own labels
+        if cni_args.get("K8S_POD_UID"):
+            record_labels[L_K8S_POD_UID] = cni_args["K8S_POD_UID"]
     body: Dict[str, Any] = {"tenant": tenant, "network": network, "group": group,
                             "name": name, "containerID": container_id, "ifname": ifname,
                             "labels": record_labels}

@@ -12,8 +12,22 @@
   and creates the default network of pods without a ``io.contiv.network`` label.
 
 The data model written to Redis is described in :mod:`drivers.kubernetes.objects`.
+
+Nothing is imported here: the NetworkPolicy compiler (``contiv_sdn.pipeline.k8s``)
+imports :mod:`drivers.kubernetes.netpol`, which is pure, and must not pull in the
+watcher's HTTP client (treq and its dependencies) with the package.  The watcher's
+names are still reachable as ``drivers.kubernetes.make_watcher`` (loaded on first use).
 """
 
-from drivers.kubernetes.service import KubernetesWatcher, make_watcher
+from typing import Any
 
 __all__ = ["KubernetesWatcher", "make_watcher"]
+
+
+def __getattr__(name: str) -> Any:
+    """``KubernetesWatcher`` / ``make_watcher`` from :mod:`drivers.kubernetes.service`,
+    imported only when asked for (PEP 562)."""
+    if name in __all__:
+        from drivers.kubernetes import service
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

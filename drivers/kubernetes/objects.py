@@ -13,7 +13,8 @@ The Redis data model (shared with the NetworkPolicy compiler, ``drivers.kubernet
   ``{"namespace", "name", "uid", "spec"}`` where ``spec`` is the policy's spec object
   exactly as the API gives it;
 * endpoint records (kind ``endpoint``) of pods carry ``k8sNamespace``, ``k8sPod``
-  (stamped by the CNI path at create), ``labels`` (the pod's labels, plus the CNI
+  (stamped by the CNI path at create, with ``k8sPodUID`` when the runtime gave
+  ``K8S_POD_UID``), ``labels`` (the pod's labels, plus the CNI
   plugin's own ``cni.contiv.io/*`` bookkeeping keys) and ``namedPorts`` (port name →
   ``{"port": int, "protocol": "TCP"|"UDP"|"SCTP"}``, from the pod's containers).
 """
@@ -34,6 +35,8 @@ CNI_LABEL_PREFIX = "cni.contiv.io/"
 #: into the endpoint record it creates (CNI_ARGS ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``).
 L_K8S_NAMESPACE = "cni.contiv.io/k8s-namespace"
 L_K8S_POD = "cni.contiv.io/k8s-pod"
+#: ... and ``K8S_POD_UID``, stamped as ``k8sPodUID``: which incarnation of the pod.
+L_K8S_POD_UID = "cni.contiv.io/k8s-pod-uid"
 
 OBJECT_META = Struct("ObjectMeta", [
     ("name", STR), ("namespace", STR), ("uid", STR), ("resourceVersion", STR),
@@ -145,3 +148,23 @@ def pod_of_endpoint(ep: Dict[str, Any]) -> Optional[str]:
     if not ns or not name:
         return None
     return f"{ns}/{name}"
+
+
+def pod_uid_of_endpoint(ep: Dict[str, Any]) -> str:
+    """The uid of the pod incarnation an endpoint record was made for ("" = unknown: a
+    runtime that gave no ``K8S_POD_UID``, or a record older than the stamp)."""
+    uid = ep.get("k8sPodUID") or (ep.get("labels") or {}).get(L_K8S_POD_UID) or ""
+    return uid if isinstance(uid, str) else ""
+
+
+def endpoint_is_of(ep: Dict[str, Any], pod: Dict[str, Any]) -> bool:
+    """Is this endpoint record the sandbox of *this* pod object?  Same namespace/name,
+    and, when the record knows its pod's uid, the same uid: a pod deleted and created
+    again under its name is matched by name only to the new sandbox, so the old
+    sandbox's record (until its CNI DEL) never takes the new pod's labels, and
+    NetworkPolicy never selects it by them."""
+    meta = pod["metadata"]
+    if pod_of_endpoint(ep) != f"{meta['namespace']}/{meta['name']}":
+        return False
+    uid = pod_uid_of_endpoint(ep)
+    return not uid or not meta["uid"] or uid == meta["uid"]

@@ -8,8 +8,9 @@ writing the difference, each write one store transaction:
 * ``k8sNamespace`` / ``k8sNetworkPolicy`` records mirror the cache; after a list,
   records the API server no longer has are deleted (a netmaster that was down, or a
   watch that missed a delete, repairs itself on its next list);
-* the endpoint records of a pod (``k8sNamespace``/``k8sPod``, stamped by the CNI path)
-  get the pod's labels and named ports; an endpoint created after the pod's last
+* the endpoint records of a pod (``k8sNamespace``/``k8sPod``, stamped by the CNI path;
+  and ``k8sPodUID`` when known, so a record of an earlier pod of the same name is left
+  alone) get the pod's labels and named ports; an endpoint created after the pod's last
   event is caught by the change feed.  Endpoints are never deleted here: the host's
   netplugin owns them (CNI DEL, or its reconciler when the sandbox is gone).
 
@@ -24,8 +25,9 @@ from twisted.internet import defer, reactor as default_reactor, task
 from twisted.logger import Logger
 
 from contiv_sdn.store import Store, StoreError, View, transact
-from drivers.kubernetes.objects import (NETPOL_KIND, NS_KIND, endpoint_update,
-                                        namespace_record, netpol_record, pod_of_endpoint)
+from drivers.kubernetes.objects import (NETPOL_KIND, NS_KIND, endpoint_is_of,
+                                        endpoint_update, namespace_record, netpol_record,
+                                        pod_of_endpoint)
 
 log = Logger()
 
@@ -192,8 +194,8 @@ class Reconciler:
                 return
             key = pod_of_endpoint(ep)
             pod = pods.cache.get(key) if key else None
-            if pod is None:
-                return
+            if pod is None or not endpoint_is_of(ep, pod):
+                return  # no such pod, or the record of an earlier pod of that name
             updated = endpoint_update(ep, pod)
             if updated is not None:
                 view.txn.put("endpoint", ep_id, updated)
