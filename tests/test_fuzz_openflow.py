@@ -109,13 +109,10 @@ def mutate(rnd: random.Random, data: bytes, kind: str) -> List[bytes]:
     if kind == "version":
         head[0] = rnd.choice((0, 1, 2, 3, 5, 6, 0x7F, 0xFF))
     elif kind == "type":
-        # not BARRIER_REPLY or FEATURES_REPLY in place of another reply: the controller
-        # takes those for the pending request of that xid, whatever it is (reported; see
-        # test_barrier_reply_to_the_port_desc_request below)
         head[1] = rnd.choice((ofp.OFPT_HELLO, ofp.OFPT_ERROR, ofp.OFPT_MULTIPART_REPLY,
                               ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN, ofp.OFPT_EXPERIMENTER,
-                              rnd.choice([t for t in range(256) if t not in (
-                                  ofp.OFPT_BARRIER_REPLY, ofp.OFPT_FEATURES_REPLY)])))
+                              ofp.OFPT_BARRIER_REPLY, ofp.OFPT_FEATURES_REPLY,
+                              rnd.randrange(256)))
     elif kind == "short-length":
         struct.pack_into("!H", head, 2, rnd.randrange(8))
     elif kind == "long-length":  # longer than what follows: the stream is now mis-framed
@@ -325,25 +322,35 @@ class OpenFlowFuzzTests(unittest.TestCase):
     @seeded
     async def test_barrier_reply_to_the_port_desc_request(self, rnd):
         """Found by the fuzz: a BARRIER_REPLY carrying the xid of the pending PORT_DESC
-        request completes that request with None; ``_on_port_desc`` then raises
+        request completed that request with None; ``_on_port_desc`` then raised
         TypeError ("'NoneType' object is not iterable") as an unhandled error in a
-        Deferred, and the connection is left half-open in the "ports" state.  It should
-        be a protocol violation (the connection closed, one warning).  The fix belongs
-        in contiv_sdn/openflow/protocol.py (``_dispatch``: a barrier reply must answer a
-        barrier; ``_on_features`` likewise pops any request of that xid): a ``todo``
-        until its owner makes it."""
+        Deferred, and the connection was left half-open in the "ports" state.  Now a
+        protocol violation: the connection closed, one warning."""
+        await self._reply_instead(rnd, "fzbarrier", 0xF3F3, lambda xid: _msg(
+            ofp.OFPT_BARRIER_REPLY, xid))
+
+    @seeded
+    async def test_features_reply_to_the_port_desc_request(self, rnd):
+        """Likewise a FEATURES_REPLY carrying the PORT_DESC request's xid: it dropped that
+        request unanswered (the handshake then hung); now a protocol violation."""
+        await self._reply_instead(rnd, "fzfeatures", 0xF4F4, lambda xid: _msg(
+            ofp.OFPT_FEATURES_REPLY, xid, struct.pack("!QIBB2xII", 0xF4F4, 0, 254, 0, 0, 0)))
+
+    async def _reply_instead(self, rnd: random.Random, name: str, dpid: int,
+                             reply: Any) -> None:
+        """The switch answers its PORT_DESC request with ``reply(xid)`` instead."""
         await self._setup()
         plan = Plan(rnd, registered=False)
-        plan.index, plan.kind = 2, "barrier-instead"
-        host = FuzzHost("fzbarrier", plan, self.good, dpid=0xF3F3)
+        plan.index, plan.kind = 2, "reply-instead"
+        host = FuzzHost(name, plan, self.good, dpid=dpid)
 
         real_mutate = mutate
 
-        def barrier_instead(rnd_: random.Random, data: bytes, kind: str) -> List[bytes]:
-            if kind == "barrier-instead":  # the PORT_DESC reply's header, as a barrier reply
-                return [_msg(ofp.OFPT_BARRIER_REPLY, struct.unpack_from("!I", data, 4)[0])]
+        def reply_instead(rnd_: random.Random, data: bytes, kind: str) -> List[bytes]:
+            if kind == "reply-instead":  # the PORT_DESC reply's xid, in another reply
+                return [reply(struct.unpack_from("!I", data, 4)[0])]
             return real_mutate(rnd_, data, kind)
-        globals()["mutate"] = barrier_instead
+        globals()["mutate"] = reply_instead
         self.addCleanup(globals().__setitem__, "mutate", real_mutate)
         host.connect("127.0.0.1", self.ofp_port)
         self.addCleanup(host.stop)
@@ -352,6 +359,3 @@ class OpenFlowFuzzTests(unittest.TestCase):
         await self.cluster.wait(lambda: plan.done.called, 3, "the controller closing")
         self.assertTrue(plan.closed_by_peer)
         self.assertEqual(log_problems(self.nm.log_text(), ALLOWED_ERRORS), [])
-
-    test_barrier_reply_to_the_port_desc_request.todo = (
-        "contiv_sdn/openflow/protocol.py completes any pending request with a BARRIER_REPLY")

@@ -714,6 +714,11 @@ class OpenFlowProtocol(Protocol):
             self._on_multipart(version, mtype, xid, data)
             return
         if mtype == ofp.OFPT_BARRIER_REPLY:
+            # only a barrier's: completing another request (a PORT_DESC, a flow-mod's
+            # confirmation) with it would hand that request's reader a None
+            req = self._pending.get(xid)
+            if req is not None and req.what != "barrier":
+                raise ProtocolViolation(f"barrier reply to a {req.what}")
             self._reply(xid, None)
             return
         if mtype == ofp.OFPT_EXPERIMENTER:
@@ -766,10 +771,14 @@ class OpenFlowProtocol(Protocol):
         self.request(parser.OFPFeaturesRequest(self.datapath), "features").addErrback(self._handshake_failed)
 
     def _on_features(self, msg: Any) -> None:
-        req = self._pending.pop(msg.xid, None)
+        req = self._pending.get(msg.xid)
+        if req is not None and req.what != "features":
+            # another request's xid: taking it would drop that request unanswered
+            raise ProtocolViolation(f"features reply to a {req.what}")
         if self._state != "features" or req is None:
             log.debug("{who}: unsolicited FEATURES_REPLY", who=self._who())
             return
+        del self._pending[msg.xid]
         self.dpid = msg.datapath_id
         self.datapath.id = msg.datapath_id
         self.n_tables = msg.n_tables
