@@ -24,9 +24,9 @@ from contiv_sdn.testing import free_tcp_port
 PRIMARY_NAME = "contiv"
 
 
-def _cmd(port: int, *args: str, timeout: float = 2.0) -> str:
+def _cmd(port: int, *args: str, timeout: float = 2.0, host: str = "127.0.0.1") -> str:
     """One Redis command over a raw socket (inline protocol): the reply's text."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall((" ".join(args) + "\r\n").encode())
         data = b""
         s.settimeout(timeout)
@@ -56,11 +56,17 @@ def _complete(data: bytes) -> bool:
 
 
 class RedisGroup:
-    """``replicas`` replicas of a primary, watched by ``sentinels`` sentinels."""
+    """``replicas`` replicas of a primary, watched by ``sentinels`` sentinels.
+
+    ``host``: the address every process binds and announces (the lab uses its
+    underlay gateway, so the hosts' network namespaces reach the group too).
+    """
 
     def __init__(self, replicas: int = 2, sentinels: int = 3, root: Optional[str] = None,
-                 name: str = PRIMARY_NAME, down_after_ms: int = 2000) -> None:
+                 name: str = PRIMARY_NAME, down_after_ms: int = 2000,
+                 host: str = "127.0.0.1") -> None:
         self.name = name
+        self.host = host
         self.down_after_ms = down_after_ms
         self._own_root = root is None
         self.root = root or tempfile.mkdtemp(prefix="contiv-redisgroup-")
@@ -72,17 +78,18 @@ class RedisGroup:
     @property
     def url(self) -> str:
         """The ``sentinel://`` URL of the group (for --redis)."""
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        hosts = ",".join(f"{self.host}:{p}" for p in self.sentinel_ports)
         return f"sentinel://{hosts}/{self.name}"
 
     def primary_port(self) -> Optional[int]:
         """The data port a majority of the sentinels name as the primary now."""
         votes: Dict[int, int] = {}
         for p in self.sentinel_ports:
-            if p not in self.procs or self.procs[p].poll() is not None:
+            proc = self.procs.get(p)  # (the lab's sentinels are not this object's children)
+            if proc is not None and proc.poll() is not None:
                 continue
             try:
-                reply = _cmd(p, "SENTINEL", "get-master-addr-by-name", self.name)
+                reply = _cmd(p, "SENTINEL", "get-master-addr-by-name", self.name, host=self.host)
             except OSError:
                 continue
             lines = reply.split("\r\n")
@@ -103,26 +110,34 @@ class RedisGroup:
         finally:
             log.close()
 
+    def data_argv(self, port: int, replica_of: Optional[int]) -> List[str]:
+        """The command line of data node ``port`` (a replica of ``replica_of`` if given)."""
+        return self._data_argv(port, replica_of)
+
+    def sentinel_argv(self, port: int, primary: int) -> List[str]:
+        """The command line of sentinel ``port`` watching ``primary`` (writes its config)."""
+        return self._sentinel_argv(port, primary)
+
     def _data_argv(self, port: int, replica_of: Optional[int]) -> List[str]:
         d = os.path.join(self.root, f"data-{port}")
         os.makedirs(d, exist_ok=True)
         argv = [shutil.which("redis-server") or "redis-server", "--port", str(port),
-                "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "yes",
+                "--bind", self.host, "--dir", d, "--save", "", "--appendonly", "yes",
                 "--appendfsync", "everysec", "--daemonize", "no",
                 # a replica (re)joining after a failover syncs at once, not 5 s later:
                 # until one has, no write can be acknowledged (WAIT)
                 "--repl-diskless-sync-delay", "0",
-                "--replica-announce-ip", "127.0.0.1"]
+                "--replica-announce-ip", self.host]
         if replica_of is not None:
-            argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+            argv += ["--replicaof", self.host, str(replica_of)]
         return argv
 
     def _sentinel_argv(self, port: int, primary: int) -> List[str]:
         conf = os.path.join(self.root, f"sentinel-{port}.conf")
         with open(conf, "w") as f:
-            f.write(f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self.root}\n"
-                    f"sentinel announce-ip 127.0.0.1\n"
-                    f"sentinel monitor {self.name} 127.0.0.1 {primary} "
+            f.write(f"port {port}\nbind {self.host}\ndaemonize no\ndir {self.root}\n"
+                    f"sentinel announce-ip {self.host}\n"
+                    f"sentinel monitor {self.name} {self.host} {primary} "
                     f"{len(self.sentinel_ports) // 2 + 1}\n"
                     f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
                     f"sentinel failover-timeout {self.name} 10000\n"
@@ -149,9 +164,13 @@ class RedisGroup:
         self.stop()
         raise RuntimeError(f"redis group did not become ready in {timeout}s")
 
+    def ready(self, primary: int) -> bool:
+        """Whether ``primary`` has every replica online and the sentinels agree on it."""
+        return self._ready(primary)
+
     def _ready(self, primary: int) -> bool:
         try:
-            info = _cmd(primary, "INFO", "replication")
+            info = _cmd(primary, "INFO", "replication", host=self.host)
         except OSError:
             return False
         want = len(self.data_ports) - 1
@@ -159,7 +178,7 @@ class RedisGroup:
             return False
         for p in self.sentinel_ports:
             try:
-                reply = _cmd(p, "SENTINEL", "replicas", self.name)
+                reply = _cmd(p, "SENTINEL", "replicas", self.name, host=self.host)
             except OSError:
                 return False
             if reply.count("ip") < want:
