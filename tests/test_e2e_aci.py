@@ -17,11 +17,9 @@ import json
 import re
 from typing import Dict
 
-from contiv_sdn.lab import Container, Lab
-from contiv_sdn.testing import free_tcp_port
+from contiv_sdn.lab import Container
 from contiv_sdn.testing.wait import wait_until
-from tests.test_e2e_fixtures import (E2ETestCase, UnderlayWatch, _broken, _labs, _release, _say,
-                                     wait_ping)
+from tests.test_e2e_fixtures import E2ETestCase, UnderlayWatch, wait_ping
 
 IPV4 = 0x0800
 PATH = "topology/pod-1/paths-101/pathep-[eth1/1]"
@@ -31,28 +29,7 @@ class AciLabTests(E2ETestCase):
     lab_letter = "i"
     lab_hosts = 2
     lab_subnet = "192.168.71.0/24"
-
-    def _acquire(self) -> Lab:
-        # E2ETestCase._acquire with aci=True (the fixture has no switch for it yet)
-        key = self.lab_key()
-        if key in _broken:
-            raise AssertionError(f"the lab for {key} did not come up: {_broken[key]}")
-        if key in _labs:
-            return _labs[key]
-        for other in list(_labs):
-            _release(other)
-        lab = Lab(hosts=self.lab_hosts, root=f"/run/contiv-e2e-{self.lab_letter}",
-                  prefix=f"e2e{self.lab_letter}", link_prefix=f"cte{self.lab_letter}",
-                  subnet=self.lab_subnet, netmaster_port=free_tcp_port(),
-                  ofp_port=free_tcp_port(), progress=_say, aci=True, apic_port=free_tcp_port())
-        _labs[key] = lab
-        try:
-            lab.up()
-        except BaseException as e:
-            _broken[key] = e
-            _release(key)
-            raise
-        return lab
+    lab_aci = True
 
     def grouped(self, host: int, name: str, network: str, group: str = "") -> Container:
         c = self.lab.add_container(self.lab.hosts[host - 1].name, name, network, group=group or None)

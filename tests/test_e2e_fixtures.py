@@ -505,6 +505,7 @@ class E2ETestCase(SynchronousTestCase):
     lab_secure = False   # lab up --secure: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
     lab_swarm = False    # lab up --swarm: the dockerds form a swarm (needs lab_docker)
     lab_kubernetes = False  # lab up --kubernetes: API stand-in, netmaster's watcher, kubelets
+    lab_aci = False      # ACI mode: netmaster --infra aci and the stand-in APIC on a free port
 
     lab: Lab
 
@@ -534,7 +535,8 @@ class E2ETestCase(SynchronousTestCase):
                   ofp_port=free_tcp_port(), progress=_say, docker=self.lab_docker,
                   secure=self.lab_secure, swarm=self.lab_swarm,
                   kubernetes=self.lab_kubernetes,
-                  kubeapi_port=free_tcp_port() if self.lab_kubernetes else 6443)
+                  kubeapi_port=free_tcp_port() if self.lab_kubernetes else 6443,
+                  aci=self.lab_aci, apic_port=free_tcp_port())
         _labs[key] = lab
         try:
             lab.up()
