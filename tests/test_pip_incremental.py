@@ -2,6 +2,7 @@
 
 Plain data, no switch: random sequences of changes of every kind (global modes, ACI
 mode included (no group policy flows, groups with their own uplink VLANs),
+services with their VIPs, ports and providers coming and going (and their groups),
 tenants, networks, groups, hosts, endpoints, ports up and down, switches coming
 and going, policy rules of every shape, groups' policy lists, records that are
 wrong in every way the compiler isolates) are applied
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
@@ -23,7 +24,7 @@ from twisted.trial.unittest import TestCase
 from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline.compiler import compile_hosts
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
-from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant
+from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Rule, Service, Snapshot, Tenant
 
 HOSTS = ("h1", "h2", "h3", "h4")
 TENANTS = ("t1", "t2")
@@ -53,6 +54,7 @@ class Model:
         self.rules: Dict[str, Rule] = {}
         self.k8s_namespaces: Dict[str, K8.K8sNamespace] = {}
         self.k8s_policies: Dict[str, K8.K8sPolicy] = {}
+        self.services: Dict[str, Service] = {}
         self.switches: Set[str] = set(HOSTS[:2])
         self.rev = 0
 
@@ -61,7 +63,8 @@ class Model:
         f = MappingProxyType
         return Snapshot(self.rev, self.cfg, f(dict(self.tenants)), f(dict(self.networks)), f(dict(self.groups)),
                         f(dict(self.hosts)), f(dict(self.endpoints)), f(dict(self.rules)),
-                        k8s_namespaces=f(dict(self.k8s_namespaces)), k8s_policies=f(dict(self.k8s_policies)))
+                        k8s_namespaces=f(dict(self.k8s_namespaces)), k8s_policies=f(dict(self.k8s_policies)),
+                        services=f(dict(self.services)))
 
     def host_ports(self, name: str) -> Dict[str, int]:
         h = self.hosts.get(name)
@@ -213,6 +216,23 @@ class Model:
             else:
                 spec = K8S_SPECS[(c + d) % len(K8S_SPECS)]
                 self.k8s_policies[key] = K8.K8sPolicy(key, ns, f"np{b % 3}", K8.spec_text(spec))
+        elif kind == 15:  # a service put / deleted / bad (VIP, network, ports)
+            key = SVCS[a % len(SVCS)]
+            if b % 5 == 0:
+                self.services.pop(key, None)
+                return
+            tenant = key.split(":")[0]
+            provs = tuple(sorted({EPS[(c + i) % len(EPS)] for i in range(d % 4)}))
+            self.services[key] = Service(key, tenant, (f"{tenant}:a", f"{tenant}:b", "t3:a")[b % 3],
+                                         SVC_VIPS[c % len(SVC_VIPS)], SVC_PORTS[d % len(SVC_PORTS)],
+                                         (("app", "web"),), provs)
+        elif kind == 16:  # provider churn: one provider joins or leaves
+            key = SVCS[a % len(SVCS)]
+            sv = self.services.get(key)
+            if sv is None:
+                return
+            provs = set(sv.providers) ^ {EPS[b % len(EPS)]}
+            self.services[key] = dataclasses.replace(sv, providers=tuple(sorted(provs)))
 
 
 K8S_NAMESPACES = ("", "prod", "dev")
@@ -235,7 +255,12 @@ K8S_SPECS = (
 )
 
 
-OPS = st.tuples(st.integers(0, 14), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+SVCS = ("t1:web", "t1:db", "t2:web")
+SVC_VIPS = ("10.1.1.200", "10.1.1.201", "", "bad-vip")
+#: (port, target, protocol); two services' ports may share a group id only by a CRC collision
+SVC_PORTS = (((80, 8080, 6),), ((80, 8080, 6), (53, 5353, 17)), ((443, 443, 6),), ((80, 8081, 132),))
+
+OPS = st.tuples(st.integers(0, 16), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
                 st.integers(0, 99))
 
 
@@ -263,13 +288,23 @@ def _seed(m: Model) -> None:
     m.apply((13, 0, 1, 0, 0))
     m.apply((13, 1, 1, 1, 0))
     m.apply((14, 0, 0, 2, 0))
+    m.apply((15, 0, 1, 4, 2))  # t1:web on t1:b, VIP 10.1.1.200, providers e4 (t1:b) and e5 (t2: not one)
 
 
 class IncrementalEqualsFull(TestCase):
-    def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict]) -> int:
+    def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict],
+               held_groups: Optional[Dict[str, frozenset]] = None) -> int:
         snap = m.snapshot()
         upd = eng.update(snap, m.switches)
         oracle = compile_hosts(snap, m.switches)
+        if held_groups is None:
+            held_groups = {}
+        for name in sorted(m.switches):
+            if name in upd.full or name in upd.groups or name not in held_groups:
+                held_groups[name] = eng.groups(name)
+            if name in oracle.flows:
+                self.assertEqual(eng.groups(name), oracle.groups[name], f"{name}: groups")
+                self.assertEqual(held_groups[name], oracle.groups[name], f"{name}: groups as signalled")
         for name in list(held):
             if name not in m.switches:
                 del held[name]  # disconnected: its next connection starts from a full set
@@ -304,12 +339,14 @@ class IncrementalEqualsFull(TestCase):
         _seed(m)
         eng = IncrementalCompiler()
         held: Dict[str, dict] = {}
-        self.assertGreater(self._check(m, eng, held), 0, "the seed has group policy flows")
+        groups: Dict[str, frozenset] = {}
+        self.assertGreater(self._check(m, eng, held, groups), 0, "the seed has group policy flows")
         self.assertTrue(any((f.cookie >> 32) & 0xFFFF == 5 and f.table == 48 and f.priority == 100
                             for f in eng.flows("h1") or ()), "the seed has NetworkPolicy rule flows")
+        self.assertTrue(eng.groups("h1"), "the seed has a service with its group")
         for op in ops:
             m.apply(op)
-            self._check(m, eng, held)
+            self._check(m, eng, held, groups)
 
     def test_a_change_that_alters_no_flow_builds_nothing(self):
         m = Model()
@@ -323,6 +360,26 @@ class IncrementalEqualsFull(TestCase):
         m.hosts["h3"] = dataclasses.replace(m.hosts["h3"])
         upd = eng.update(m.snapshot(), m.switches)
         self.assertEqual((built, upd.deltas, upd.full, upd.evaluated), ([], {}, set(), 0))
+
+    def test_a_provider_change_rebuilds_only_its_service(self):
+        """A provider joining a service costs that service's fragment (once, shared by
+        the switches without a local provider), nothing else; its group gains a bucket."""
+        m = Model()
+        _seed(m)
+        built: List[tuple] = []
+        eng = IncrementalCompiler(on_build=lambda kind, key: built.append((kind, key)))
+        eng.update(m.snapshot(), set(HOSTS))
+        (g,) = eng.groups("h2")
+        self.assertEqual(len(g.buckets), 1)
+        built.clear()
+        m.apply((16, 0, 0, 0, 0))  # e0 (t1:a on h1) joins t1:web
+        upd = eng.update(m.snapshot(), set(HOSTS))
+        self.assertEqual(set(built), {("service", "t1:web")})
+        self.assertLessEqual(len(built), 3)  # h1 and h2 (hairpin: local providers), the rest shared
+        self.assertIn("h2", upd.groups)
+        (g2,) = eng.groups("h2")
+        self.assertEqual((g2.group_id, len(g2.buckets)), (g.group_id, 2))
+        self.assertEqual(eng.groups("h2"), compile_hosts(m.snapshot(), {"h2"}).groups["h2"])
 
     def test_one_endpoint_change_builds_only_its_own_fragments(self):
         m = Model()

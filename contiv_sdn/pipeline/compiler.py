@@ -45,14 +45,16 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from . import k8s as K8
 from . import policy as PL
+from . import servicelb as SL
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
-from .state import DNS_MAC, ROUTER_MAC, Host, Network, Snapshot, dns_port_name
+from .state import DNS_MAC, ROUTER_MAC, Host, Network, Service, Snapshot, dns_port_name
 
 # Priorities.
 P_HIGH = 210
@@ -64,7 +66,7 @@ P_DROP = 30
 P_DEFAULT = 10
 P_MISS = 0
 
-_KIND_CODE = {"base": 1, "net": 2, "ep": 3, "group": 4, "k8s": 5}
+_KIND_CODE = {"base": 1, "net": 2, "ep": 3, "group": 4, "k8s": 5}  # 6: services (servicelb.py)
 _MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 _LOCAL = (0, T.FLAG_REMOTE)
 _REMOTE = (T.FLAG_REMOTE, T.FLAG_REMOTE)
@@ -95,6 +97,8 @@ class Compiled:
 
     flows: Mapping[str, FrozenSet[Flow]]
     failed: Tuple[Failure, ...]
+    #: host -> the OpenFlow groups its switch must hold (service load balancing)
+    groups: Mapping[str, FrozenSet[SL.Group]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _why(err: BaseException) -> str:
@@ -286,6 +290,23 @@ class _Index:
             self.issues += issues
             if args is not None:
                 self.group_args[gkey] = args
+        #: services (``servicelb.py``): key -> its ports, resolved; every port's group id
+        self.svc_ports: Dict[str, Tuple[SL.ServicePort, ...]] = {}
+        self.svc_gids: Tuple[Tuple[str, int], ...] = ()
+        if snap.services:
+            self.svc_gids = service_gids(snap.services.values())
+            eps = {e.id: e for e in self.eps}
+            tenant_nets: Dict[str, List[int]] = {}
+            for n in self.nets.values():
+                tenant_nets.setdefault(n.tenant, []).append(n.net_id)
+            for skey in sorted(snap.services):
+                try:
+                    svc = snap.services[skey]
+                    self.svc_ports[skey] = service_ports(
+                        svc, self.nets.get(svc.network), tuple(sorted(tenant_nets.get(svc.tenant, ()))),
+                        [eps[e] for e in svc.providers if e in eps])
+                except Exception as err:
+                    self.failed.append(Failure("service", skey, _why(err)))
         #: host name -> VTEP address, for hosts whose VTEP is valid.
         self.vteps: Dict[str, str] = {}
         for name in sorted(snap.hosts):
@@ -603,6 +624,57 @@ def k8s_ident_flows(args: K8.IdentArgs) -> List[Flow]:
     return K8.ident_flows(args, cookie_for("k8s", str(args.ident)))
 
 
+def service_gids(services: Iterable[Service]) -> Tuple[Tuple[str, int], ...]:
+    """Every service port's group id (``servicelb.group_ids``), as sorted pairs: a
+    service's flows name its own ids only, but collisions are settled across all."""
+    idents: List[str] = []
+    for svc in services:
+        try:
+            idents += SL.port_idents(svc.key, svc.ports)
+        except Exception:  # a broken record: its service fails on its own
+            continue
+    return tuple(sorted(SL.group_ids(idents).items()))
+
+
+def service_ports(svc: Service, vip_net: Optional[_Net], tenant_net_ids: Tuple[int, ...],
+                  providers: Iterable[_Ep]) -> Tuple[SL.ServicePort, ...]:
+    """A service's ports as the service stage's input (empty while its VIP's network
+    or its VRF is unknown, or its VIP not allocated yet: nothing to answer then).
+    ``providers``: its provider endpoints, resolved (the snapshot chose them)."""
+    if vip_net is None or not svc.vip or vip_net.tenant != svc.tenant:
+        return ()
+    vip = _ipv4(svc.vip)
+    provs = tuple(SL.Provider(e.ip, e.mac, e.net.net_id, e.host, e.port)
+                  for e in providers if e.net.tenant == svc.tenant)
+    return tuple(SL.ServicePort(svc.key, svc.tenant, vip_net.vrf, tenant_net_ids, vip_net.net_id, vip,
+                                proto, port, target, provs)
+                 for port, target, proto in sorted(set(svc.ports)))
+
+
+def service_args(ports: Tuple[SL.ServicePort, ...], gids: Tuple[Tuple[str, int], ...], host_name: str,
+                 host_ports: Mapping[str, int]) -> Tuple:
+    """The inputs of a service's fragment on a switch: its ports, their group ids, and
+    only where one of its providers is local (hairpin), the host and those ofports;
+    otherwise the fragment is the same on every switch and built once."""
+    idents = {p.ident for p in ports}
+    own = tuple((i, g) for i, g in gids if i in idents)
+    local = tuple(sorted({(p.port, host_ports[p.port]) for sp in ports for p in sp.providers
+                          if p.host == host_name and p.port in host_ports}))
+    return (ports, own, host_name if local else "", local)
+
+
+def service_flows(ports: Tuple[SL.ServicePort, ...], gids: Tuple[Tuple[str, int], ...], host: str,
+                  local: Tuple[Tuple[str, int], ...]) -> List[Flow]:
+    """A service's flows on a switch where its tenant has endpoints (owner ``(6, key)``)."""
+    return SL.host_services(ports, host, dict(local), dict(gids))[0]
+
+
+def service_groups(ports: Tuple[SL.ServicePort, ...], gids: Tuple[Tuple[str, int], ...]) -> Tuple[SL.Group, ...]:
+    """A service's select groups (the same on every switch where it has flows)."""
+    g = dict(gids)
+    return tuple(SL.service_group(sp, g[sp.ident]) for sp in ports)
+
+
 def fragment(build: Any, args: Tuple, checked: Optional[set] = None) -> Tuple[Flow, ...]:
     """``build(*args)``, every flow checked against its table's declaration (raises if
     one breaks it: the caller leaves the owner out).  ``checked`` remembers flows
@@ -619,9 +691,10 @@ def fragment(build: Any, args: Tuple, checked: Optional[set] = None) -> Tuple[Fl
 # --------------------------------------------------------------------------
 # Per-host compilation (the full compile: cold start and the oracle).
 # --------------------------------------------------------------------------
-def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[Failure]]:
-    """One host's flows; raises :class:`CompileError` if its own base flows fail."""
+def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[Failure], List[SL.Group]]:
+    """One host's flows and groups; raises :class:`CompileError` if its own base flows fail."""
     failed: List[Failure] = []
+    groups: List[SL.Group] = []
     try:
         ports, tun, upl = host_context(host)
         present = [n for n in ix.nets.values() if host.name in ix.hosts_by_net.get(n.key, ())]
@@ -676,8 +749,22 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                     flows += fragment(k8s_ident_flows, (ix.k8s.args[ident],), ix.checked)
                 except Exception as err:
                     failed.append(Failure("k8s", str(ident), _why(err)))
+    if ix.svc_ports:
+        tenants_here = {n.tenant for n in present}
+        for skey in sorted(ix.svc_ports):
+            sps = ix.svc_ports[skey]
+            if not sps or sps[0].tenant not in tenants_here:
+                continue
+            try:
+                args = service_args(sps, ix.svc_gids, host.name, ports)
+                got = fragment(service_flows, args, ix.checked)
+                groups += service_groups(sps, args[1])
+            except Exception as err:
+                failed.append(Failure("service", skey, _why(err)))
+                continue
+            flows += got
     flows, issues = _dedupe(flows, host.name)
-    return flows, issues, failed
+    return flows, issues, failed, groups
 
 
 def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
@@ -691,13 +778,13 @@ def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
     return list(seen.values()), issues
 
 
-def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str], List[Failure]]:
+def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str], List[Failure], FrozenSet[SL.Group]]:
     """Every flow was checked against its table by its owner's guard (see :class:`_Owner`)."""
     host = ix.snap.hosts.get(host_name)
     if host is None:
-        return frozenset(), [f"host {host_name}: unknown"], []
-    flows, issues, failed = _compile_host(ix, host)
-    return frozenset(flows), issues, failed
+        return frozenset(), [f"host {host_name}: unknown"], [], frozenset()
+    flows, issues, failed, groups = _compile_host(ix, host)
+    return frozenset(flows), issues, failed, frozenset(groups)
 
 
 def compile_hosts(snap: Snapshot, host_names: Iterable[str]) -> Compiled:
@@ -708,16 +795,17 @@ def compile_hosts(snap: Snapshot, host_names: Iterable[str]) -> Compiled:
     """
     ix = _Index(snap)
     out: Dict[str, FrozenSet[Flow]] = {}
+    groups: Dict[str, FrozenSet[SL.Group]] = {}
     failed: Dict[Failure, None] = dict.fromkeys(ix.failed)
     for name in sorted(set(host_names)):
         try:
-            flows, _issues, host_failed = _compile(ix, name)
+            flows, _issues, host_failed, groups[name] = _compile(ix, name)
         except CompileError as err:
             failed[Failure("host", name, err.reason)] = None
             continue
         out[name] = flows
         failed.update(dict.fromkeys(host_failed))
-    return Compiled(out, tuple(failed))
+    return Compiled(out, tuple(failed), MappingProxyType(groups))
 
 
 def compile_switch(snap: Snapshot, host_name: str) -> FrozenSet[Flow]:
@@ -742,7 +830,7 @@ def diagnose(snap: Snapshot) -> Tuple[str, ...]:
     failed: Dict[Failure, None] = dict.fromkeys(ix.failed)
     for name in sorted(snap.hosts):
         try:
-            _flows, host_issues, host_failed = _compile(ix, name)
+            _flows, host_issues, host_failed, _groups = _compile(ix, name)
         except CompileError as err:
             issues.append(f"{err} (its switch is left as it is)")
             continue

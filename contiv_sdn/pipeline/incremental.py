@@ -20,7 +20,16 @@ Owners and their inputs (made explicit by the argument tuples of
 * a group's policy ``(3, group)`` (see ``policy.py``): its id and the resolved
   rules of its policies (which read the groups and networks the rules name);
   the same fragment on every host where the group has an endpoint, nowhere else;
-  none in ACI mode (the fabric enforces policy).
+  none in ACI mode (the fabric enforces policy);
+* a service ``(6, key)`` (``servicelb.py``): its resolved ports (VIP, its network's
+  id and VRF, the ids of its tenant's networks, its providers' addresses, MACs,
+  networks and hosts) and their group ids, plus, on a host with a local provider,
+  that provider's ofport (hairpin); on every host where its tenant has an
+  endpoint.  A provider joining or leaving changes the service record (the
+  snapshot resolves providers), so only that service is evaluated again; a
+  provider's endpoint moving marks the services it provides.  The owner also
+  yields the service's select groups, kept per switch next to its flows
+  (:meth:`IncrementalCompiler.groups`).
 
 Policy changes cost what they change: a rule record marks the groups whose
 policies hold it; a group record marks itself and the groups whose rules name
@@ -62,9 +71,11 @@ from typing import (Any, Callable, Dict, FrozenSet, Generator, Iterable, List, M
 from . import k8s as K8
 from . import policy as PL
 from .state import DNS_PORT_PREFIX
+from . import servicelb as SL
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
                        group_flows, group_vlan, host_context, k8s_base_flows, k8s_ident_flows, net_args, net_flows, net_vlans_of, resolve_ep,
-                       resolve_net, resolve_vtep)
+                       resolve_net, resolve_vtep, service_args, service_flows, service_gids, service_groups,
+                       service_ports)
 from .flow import Flow
 from .state import GlobalCfg, Host, Snapshot
 
@@ -95,12 +106,15 @@ class Update:
     full: Set[str] = field(default_factory=set)
     broken: Set[str] = field(default_factory=set)
     failed: Tuple[Failure, ...] = ()
+    #: switches whose desired groups changed (send them :meth:`IncrementalCompiler.groups`)
+    groups: Set[str] = field(default_factory=set)
     evaluated: int = 0
     built: int = 0
 
 
 class _Switch:
-    __slots__ = ("name", "host", "ports", "tun", "upl", "frags", "win", "rivals", "failed", "broken", "kinds", "net_args")
+    __slots__ = ("name", "host", "ports", "tun", "upl", "frags", "win", "rivals", "failed", "broken", "kinds", "net_args",
+                 "sgroups")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -120,6 +134,8 @@ class _Switch:
         self.kinds: Dict[int, int] = {}
         #: network -> the arguments its fragment here was built from
         self.net_args: Dict[str, Tuple] = {}
+        #: service -> its groups here
+        self.sgroups: Dict[str, Tuple[SL.Group, ...]] = {}
 
 
 def _dedup(flows: Iterable[Flow]) -> Tuple[Flow, ...]:
@@ -200,6 +216,18 @@ class IncrementalCompiler:
         #: one key tuple per owner, shared by every switch's maps (frags, winners):
         #: 500 switches then hold 500 references to an endpoint's key, not 500 tuples
         self._okeys: Dict[OwnerKey, OwnerKey] = {}
+        #: services: key -> resolved ports; every port's group id; the services each
+        #: endpoint provides and each tenant holds; tenant -> its networks' ids;
+        #: (tenant, host) whose presence flipped in this pass
+        self.svc_ports: Dict[str, Tuple[SL.ServicePort, ...]] = {}
+        self.svc_gids: Tuple[Tuple[str, int], ...] = ()
+        self.svc_gid_map: Dict[str, int] = {}
+        self.svc_by_ep: Dict[Any, Set[str]] = {}
+        self.svc_by_tenant: Dict[Any, Set[str]] = {}
+        self.svc_tenant: Dict[str, str] = {}
+        self.tenant_net_ids: Dict[str, Tuple[int, ...]] = {}
+        self.svc_cache: Dict[str, Dict[Tuple, Frag]] = {}
+        self._tflips: Set[Tuple[str, str]] = set()
 
     # -- public ----------------------------------------------------------------
     def update(self, snap: Snapshot, hosts: Iterable[str]) -> Update:
@@ -225,6 +253,13 @@ class IncrementalCompiler:
                 out[sw.broken] = None
             out.update(dict.fromkeys(sw.failed.values()))
         return tuple(out)
+
+    def groups(self, host: str) -> Optional[FrozenSet[SL.Group]]:
+        """The OpenFlow groups ``host``'s switch must hold (``None``: unknown or broken)."""
+        sw = self.switches.get(host)
+        if sw is None or sw.broken is not None:
+            return None
+        return frozenset(g for gs in sw.sgroups.values() for g in gs)
 
     def counts(self, host: str) -> Optional[Dict[int, int]]:
         """Desired flow count per cookie kind (``cookie >> 32 & 0xFFFF``), kept up to date
@@ -291,6 +326,7 @@ class IncrementalCompiler:
         # 2. endpoints
         self._gflips = set()
         self._kflips = set()
+        self._tflips = set()
         dirty_eps: Dict[str, Set[str]] = {}
         local_nets: Set[Tuple[str, str]] = set()   # (net, host): its local ports' flood list
         flips: Dict[Tuple[str, str], bool] = {}    # (net, host) -> presence before: may have changed
@@ -324,6 +360,9 @@ class IncrementalCompiler:
                 yield None
 
         flipped = [nh for nh, was in flips.items() if self._present(*nh) != was]
+
+        # 2b. services: records, their providers' endpoints, their networks
+        changed_svcs = self._service_pass(old, snap, changed_nets, dirty_eps)
 
         # 3. hosts: VTEPs
         full_hosts: Set[str] = set()
@@ -396,7 +435,7 @@ class IncrementalCompiler:
             if rebuild:
                 if was_broken or fresh:
                     sw.broken = None
-                    sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args = {}, {}, {}, {}, {}, {}
+                    sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
                 ok = yield from self._rebuild(sw, before, upd, tick)
                 if not ok:
                     upd.broken.add(name)
@@ -422,6 +461,12 @@ class IncrementalCompiler:
                         owners.add((2, n, eid))
                 for g in changed_groups:
                     owners.add((3, g))
+                owners.update((6, k) for k in changed_svcs)
+                for t, h in self._tflips:
+                    if h == name:
+                        owners.update((6, k) for k in self.svc_by_tenant.get(t, ()))
+                for eid in local_eps:
+                    owners.update((6, k) for k in self.svc_by_ep.get(eid, ()))
                 for epg, h in self._gflips:
                     if h == name:
                         owners.update((3, g) for g in self.epg_groups.get(epg, ()))
@@ -593,7 +638,77 @@ class IncrementalCompiler:
         flip = was.active != new.active
         return changed, flip, flip or was.vrfs != new.vrfs
 
+    def _service_pass(self, old: Snapshot, snap: Snapshot, changed_nets: Set[str],
+                      dirty_eps: Mapping[str, Any]) -> Set[str]:
+        """Resolve again the services whose record, providers' endpoints, networks or
+        group ids changed; the services whose resolved ports changed."""
+        keys = set(_diff_keys(old.services, snap.services))
+        idents_moved = False
+        for k in keys:
+            for rec, add in ((old.services.get(k), False), (snap.services.get(k), True)):
+                if rec is None:
+                    continue
+                for eid in _tuple(getattr(rec, "providers", ())):
+                    self._index(self.svc_by_ep, eid, k, add)
+                self._index(self.svc_by_tenant, getattr(rec, "tenant", None), k, add)
+            o, n = old.services.get(k), snap.services.get(k)
+            if o is None or n is None or _tuple(getattr(o, "ports", ())) != _tuple(getattr(n, "ports", ())):
+                idents_moved = True
+        marked = set(keys)
+        regid: Set[str] = set()
+        if idents_moved:
+            gids = service_gids(snap.services.values())
+            if gids != self.svc_gids:
+                new_map = dict(gids)
+                for k, ports in self.svc_ports.items():
+                    if any(new_map.get(sp.ident) != self.svc_gid_map.get(sp.ident) for sp in ports):
+                        regid.add(k)  # same ports, other group ids: its flows and groups change
+                self.svc_gids, self.svc_gid_map = gids, new_map
+        if changed_nets:
+            tenant_nets: Dict[str, List[int]] = {}
+            for net in self.nets.values():
+                tenant_nets.setdefault(net.tenant, []).append(net.net_id)
+            new_tn = {t: tuple(sorted(ids)) for t, ids in tenant_nets.items()}
+            for t in set(new_tn) | set(self.tenant_net_ids):
+                if new_tn.get(t) != self.tenant_net_ids.get(t):
+                    marked |= self.svc_by_tenant.get(t, set())
+            self.tenant_net_ids = new_tn
+            for n in changed_nets:  # the VIP's network (its VRF, its id)
+                marked |= self._svcs_of_net(snap, n)
+        for eid in dirty_eps:
+            marked |= self.svc_by_ep.get(eid, set())
+        changed: Set[str] = regid
+        for k in sorted(marked):
+            rec = snap.services.get(k)
+            new = self._resolve("service", k, lambda: (service_ports(
+                rec, self.nets.get(rec.network), self.tenant_net_ids.get(rec.tenant, ()),
+                [self.eps[e] for e in rec.providers if e in self.eps]), "") if rec is not None else (None, ""))
+            if new is None:
+                new = ()
+            if new != self.svc_ports.get(k, ()):
+                changed.add(k)
+                self.svc_cache.pop(k, None)
+                if new:
+                    self.svc_ports[k] = new
+                    self.svc_tenant[k] = new[0].tenant
+                else:
+                    self.svc_ports.pop(k, None)
+                    self.svc_tenant.pop(k, None)
+        return changed
+
+    def _svcs_of_net(self, snap: Snapshot, n: str) -> Set[str]:
+        """The services whose VIP is in network ``n`` (looked up among its tenant's)."""
+        out = set()
+        for t in {n.split(":", 1)[0], getattr(snap.networks.get(n), "tenant", None)}:
+            out.update(k for k in self.svc_by_tenant.get(t, ())
+                       if getattr(snap.services.get(k), "network", None) == n)
+        return out
+
     def _owner_relevant(self, o: OwnerKey, name: str) -> bool:
+        if o[0] == 6:
+            t = self.svc_tenant.get(o[1])
+            hs = self.tenant_hosts.get(t) if t is not None else None
+            return hs is not None and name in hs and self._known(name)
         if o[0] == 4:
             return self.k8s.active and self._known(name)
         if o[0] == 5:
@@ -648,6 +763,8 @@ class IncrementalCompiler:
         if count:
             hosts[h] = count
             tenants[h] = tenants.get(h, 0) + 1
+            if tenants[h] == 1:
+                self._tflips.add((ep.net.tenant, h))
         else:
             del hosts[h]
             if not hosts:
@@ -655,6 +772,7 @@ class IncrementalCompiler:
             tenants[h] -= 1
             if not tenants[h]:
                 del tenants[h]
+                self._tflips.add((ep.net.tenant, h))
             if not tenants:
                 del self.tenant_hosts[ep.net.tenant]
 
@@ -701,9 +819,15 @@ class IncrementalCompiler:
             for i in sorted(self.k8s.args):
                 if self._owner_relevant((5, i), name):
                     owners.append((5, i))
+            for k in sorted(self.svc_ports):
+                if self._owner_relevant((6, k), name):
+                    owners.append((6, k))
         keep = set(owners)
         for o in [o for o in sw.frags if o not in keep]:
             self._set(sw, o, _EMPTY, before)
+        for k in [k for k in sw.sgroups if (6, k) not in keep]:
+            del sw.sgroups[k]
+            upd.groups.add(name)
         for o in owners:
             self._eval(sw, o, before, upd)
             if sw.broken is not None:
@@ -746,6 +870,28 @@ class IncrementalCompiler:
                     if len(self.k8s_cache) > 4096:
                         self.k8s_cache.clear()
                     self.k8s_cache[ck] = (kargs, new)
+        elif kind == 6:
+            k = o[1]
+            ports = self.svc_ports.get(k)
+            if not ports or not self._owner_relevant(o, sw.name):
+                new = _EMPTY
+                groups: Tuple[SL.Group, ...] = ()
+            else:
+                sargs = service_args(ports, self.svc_gids, sw.name, sw.ports)
+                cache = self.svc_cache.setdefault(k, {})
+                new = cache.get(sargs)  # type: ignore[assignment]
+                if new is None:
+                    new = self._build("service", k, service_flows, sargs, upd)
+                    if len(cache) >= _VARIANTS:
+                        cache.clear()
+                    cache[sargs] = new
+                groups = () if type(new) is Failure else service_groups(ports, sargs[1])
+            if sw.sgroups.get(k, ()) != groups:
+                if groups:
+                    sw.sgroups[k] = groups
+                else:
+                    sw.sgroups.pop(k, None)
+                upd.groups.add(sw.name)
         elif kind == 3:
             g = o[1]
             gargs = self.group_args.get(g)
@@ -817,7 +963,7 @@ class IncrementalCompiler:
     def _break(self, sw: _Switch, why: Failure) -> None:
         sw.broken = why
         sw.host = None  # read again when it recovers
-        sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args = {}, {}, {}, {}, {}, {}
+        sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
 
     # -- arbitration ---------------------------------------------------------------
     def _flow_at(self, sw: _Switch, ident: Identity) -> Optional[Flow]:
@@ -913,6 +1059,13 @@ def _rule_refs(rule: Any) -> List[Tuple[str, str]]:
         if name:
             out.append((kind, f"{t}:{name}"))
     return out
+
+
+def _tuple(v: Any) -> Tuple:
+    try:
+        return tuple(v)
+    except TypeError:
+        return ()
 
 
 def _add_hashable(s: Set[Any], item: Any) -> None:

@@ -69,7 +69,7 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import tables as T
 from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
@@ -172,11 +172,12 @@ def selects(selectors: Mapping[str, str], labels: Iterable[Tuple[str, str]]) -> 
     return all(have.get(k) == v for k, v in selectors.items())
 
 
-def group_ids(ports: Iterable[ServicePort]) -> Dict[str, int]:
-    """ident -> group id, pure and the same on every switch (see the module doc)."""
+def group_ids(ports: Iterable[Any]) -> Dict[str, int]:
+    """ident -> group id, pure and the same on every switch (see the module doc).
+    ``ports``: :class:`ServicePort` s, or their idents (strings)."""
     out: Dict[str, int] = {}
     used: set = set()
-    for ident in sorted({p.ident for p in ports}):
+    for ident in sorted({p if isinstance(p, str) else p.ident for p in ports}):
         gid = (zlib.crc32(ident.encode()) & 0x7FFFFFFF) or 1
         while gid in used:
             gid = gid % 0x7FFFFFFF + 1
@@ -205,16 +206,20 @@ def service_group(sp: ServicePort, gid: int) -> Group:
     return Group(gid, buckets, note=f"service {sp.ident} -> {len(buckets)} providers")
 
 
-def host_services(ports: Sequence[ServicePort], host: str,
-                  host_ports: Mapping[str, int]) -> Tuple[List[Flow], List[Group]]:
+def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[str, int],
+                  gids: Optional[Mapping[str, int]] = None) -> Tuple[List[Flow], List[Group]]:
     """The service stage of one switch: its flows and groups (every flow checked).
 
     ``ports``: the service ports whose clients may be on this host (the caller
     filters by the tenant's networks present here); ``host_ports``: OVS port name ->
-    ofport of this switch (hairpin needs the local providers' ports)."""
+    ofport of this switch (hairpin needs the local providers' ports); ``gids``: the
+    group ids of *every* service port of the cluster (:func:`group_ids`), when only
+    some of them are compiled here (one service at a time, as the compilers do): ids
+    must not depend on which services a call sees."""
     if not ports:
         return [], []
-    gids = group_ids(ports)
+    if gids is None:
+        gids = group_ids(ports)
     flows: Dict[Tuple, Flow] = {}
 
     def add(f: Flow) -> None:
@@ -264,3 +269,55 @@ def host_services(ports: Sequence[ServicePort], host: str,
             add(_flow(T.OUTPUT, 101, {T.REG_OUT: ofport, T.REG_FLAGS: (T.FLAG_HAIRPIN, T.FLAG_HAIRPIN)},
                       [("output", OFPP_IN_PORT)], ident=f"hp{ofport}", note=f"svc: hairpin back out of {p.port}"))
     return list(flows.values()), groups
+
+
+def port_idents(key: str, ports: Iterable[Tuple[int, int, int]]) -> List[str]:
+    """The idents of a service's ports ((port, target, proto) triples), as
+    :attr:`ServicePort.ident` spells them: what :func:`group_ids` needs without
+    building the ports."""
+    return [f"{key}/{port}/{proto}" for port, _target, proto in ports]
+
+
+def match_providers(selectors: Mapping[str, str], tenant: str,
+                    endpoints: Iterable[Tuple[str, str, Mapping[str, str]]]) -> List[str]:
+    """The ids of the endpoints (``(id, tenant, labels)``) of ``tenant`` that provide a
+    service with ``selectors`` (:func:`selects`), sorted.  The one place providers are
+    decided: the controller's snapshot and the netmaster's oper view both call it."""
+    return sorted(eid for eid, t, labels in endpoints
+                  if t == tenant and selects(selectors, labels.items()))
+
+
+def is_ours(group: Group) -> bool:
+    """Whether a group read back from a switch was written by us (so the sync may delete
+    it when nobody wants it): a select group whose every bucket is one of our DNAT
+    ``ct_nat`` actions marked with its own id, or a select group without buckets (a
+    service without providers).  Groups other tools put on br-int are left alone."""
+    if group.type != "select":
+        return False
+    for bucket in group.buckets:
+        if (len(bucket) != 1 or bucket[0][0] != "ct_nat" or len(bucket[0]) != 6
+                or bucket[0][5] != SVC_MARK | group.group_id):
+            return False
+    return True
+
+
+def resolve_providers(services: Mapping[str, Tuple[str, Mapping[str, str]]],
+                      endpoints: Iterable[Tuple[str, str, Mapping[str, str]]]) -> Dict[str, Tuple[str, ...]]:
+    """Service key -> its providers' endpoint ids (sorted), for many services at once:
+    :func:`match_providers`'s rule, through an index of (tenant, label, value) so the
+    cost is the endpoints read once plus each service's candidates, not services ×
+    endpoints.  ``services``: key -> (tenant, selectors)."""
+    eps = list(endpoints)
+    index: Dict[Tuple[str, str, str], List[int]] = {}
+    for i, (_eid, tenant, labels) in enumerate(eps):
+        for k, v in labels.items():
+            index.setdefault((tenant, k, v), []).append(i)
+    out: Dict[str, Tuple[str, ...]] = {}
+    for key, (tenant, selectors) in services.items():
+        if not selectors:
+            out[key] = ()
+            continue
+        # the rarest selector's endpoints are the candidates; selects() decides
+        cands = min((index.get((tenant, k, v), []) for k, v in selectors.items()), key=len)
+        out[key] = tuple(sorted(eps[i][0] for i in cands if selects(selectors, eps[i][2].items())))
+    return out

@@ -118,6 +118,21 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Service:
+    """A load-balanced service (Contiv's serviceLB) with its providers resolved
+    (``pipeline/servicelb.py``: endpoints of the tenant whose labels include every
+    selector, decided when the snapshot is built)."""
+
+    key: str  # "tenant:service"
+    tenant: str
+    network: str  # network key holding the VIP
+    vip: str
+    ports: Tuple[Tuple[int, int, int], ...] = ()  # (service port, provider port, IP protocol)
+    selectors: Tuple[Tuple[str, str], ...] = ()
+    providers: Tuple[str, ...] = ()  # endpoint ids, sorted
+
+
+@dataclass(frozen=True)
 class Snapshot:
     revision: int = 0
     global_cfg: GlobalCfg = GlobalCfg()
@@ -130,3 +145,5 @@ class Snapshot:
     #: Kubernetes: namespace name -> ``k8s.K8sNamespace``; "ns/name" -> ``k8s.K8sPolicy``
     k8s_namespaces: Mapping[str, object] = field(default_factory=_frozen)
     k8s_policies: Mapping[str, object] = field(default_factory=_frozen)
+    #: serviceLB key "tenant:name" -> :class:`Service`
+    services: Mapping[str, Service] = field(default_factory=_frozen)
