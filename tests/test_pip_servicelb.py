@@ -135,3 +135,90 @@ class ServiceDatapathTests(unittest.TestCase):
             counts.append(len(flows))
         # 1 ARP->SVC + 4 stage defaults + 1 VRF NAT, then per service: VIP ARP, hairpin undo, VIP->group, 10 MACs
         self.assertEqual(counts, [6 + 13 * s for s in (10, 20, 40)])
+
+
+# -- the snapshot reads serviceLB records; the compilers install them -----------------------
+def _store(**extra):
+    """Store records as Redis holds them: a tenant, its network, labelled endpoints on two
+    hosts, a serviceLB selecting app=web (the VIP as the netmaster allocated it)."""
+    def ep(ip, host, labels, net="default:contiv-net"):
+        n = int(ip.split(".")[-1])
+        return {"network": net, "tenant": net.split(":")[0], "ipAddress": ip, "macAddress": f"02:02:14:01:01:{n:02x}",
+                "homingHost": host, "intfName": f"cv{n}", "labels": labels}
+    data = {
+        "obj:global": {"global": {"fwdMode": "bridge"}},
+        "tenant": {"default": {"vrfId": 1}, "blue": {"vrfId": 2}},
+        "obj:network": {"default:contiv-net": {"encap": "vxlan", "subnet": "20.1.1.0/24"},
+                        "blue:bn": {"encap": "vxlan", "subnet": "20.1.1.0/24"}},
+        "network": {"default:contiv-net": {"netId": 1, "encap": "vxlan", "vni": 1001, "subnet": "20.1.1.0/24"},
+                    "blue:bn": {"netId": 2, "encap": "vxlan", "vni": 1002, "subnet": "20.1.1.0/24"}},
+        "host": {"node1": {"vtepIP": "192.168.50.1", "dpid": 11}, "node2": {"vtepIP": "192.168.50.2", "dpid": 12}},
+        "endpoint": {
+            "p1": ep("20.1.1.2", "node1", {"app": "web", "tier": "fe"}),  # a superset of the selectors
+            "p2": ep("20.1.1.3", "node2", {"app": "web"}),
+            "other": ep("20.1.1.4", "node2", {"app": "db"}),
+            "client": ep("20.1.1.5", "node1", {}),
+            "blue": ep("20.1.1.6", "node2", {"app": "web"}, "blue:bn"),  # another tenant
+        },
+        "serviceLB": {"default:web": {"key": "default:web", "tenant": "default", "serviceName": "web",
+                                      "networkName": "contiv-net", "network": "default:contiv-net",
+                                      "ipAddress": "20.1.1.100", "ports": ["80:8080:TCP", "53:53:UDP"],
+                                      "selectors": {"app": "web"}}},
+    }
+    for kind, recs in extra.items():
+        data.setdefault(kind, {}).update(recs)
+    return data
+
+
+class SnapshotServiceTests(unittest.TestCase):
+    def test_providers_are_the_tenants_endpoints_with_every_selector(self):
+        from contiv_sdn.controller.snapshot import build_checked
+        built = build_checked(1, _store(), {})
+        self.assertEqual(built.refused, ())
+        sv = built.snapshot.services["default:web"]
+        self.assertEqual((sv.vip, sv.network, sv.providers), ("20.1.1.100", "default:contiv-net", ("p1", "p2")))
+        self.assertEqual(sv.ports, ((53, 53, 17), (80, 8080, 6)))
+
+    def test_the_oper_view_shows_the_same_providers(self):
+        """master/servicelb.py (``netctl service inspect``) decides with the same function."""
+        from contiv_sdn.master.servicelb import providers
+        data = _store()
+        eps = {k: dict(v, id=k) for k, v in data["endpoint"].items()}
+        self.assertEqual([e["id"] for e in providers(eps, "default", {"app": "web"})], ["p1", "p2"])
+        self.assertEqual(providers(eps, "default", {"app": "web", "tier": "fe"}), [eps["p1"]])
+        self.assertEqual(providers(eps, "default", {}), [])
+
+    def test_wrong_records_are_refused_and_incomplete_ones_left_out(self):
+        from contiv_sdn.controller.snapshot import build_checked
+        built = build_checked(1, _store(serviceLB={
+            "default:badport": {"tenant": "default", "network": "default:contiv-net", "ipAddress": "20.1.1.101",
+                                "ports": ["80:x:TCP"], "selectors": {"a": "b"}},
+            "default:badsel": {"tenant": "default", "network": "default:contiv-net", "ipAddress": "20.1.1.102",
+                               "ports": ["80:80:TCP"], "selectors": {"a": 1}},
+            "default:novip": {"tenant": "default", "network": "default:contiv-net", "ipAddress": "",
+                              "ports": ["80:80:TCP"], "selectors": {"a": "b"}},
+            "default:nonet": {"tenant": "default", "network": "default:gone", "ipAddress": "20.1.1.103",
+                              "ports": ["80:80:TCP"], "selectors": {"a": "b"}},
+        }), {})
+        self.assertEqual(sorted(built.snapshot.services), ["default:web"])
+        refused = {r.key: r.reason for r in built.refused}
+        self.assertEqual(sorted(refused), ["default:badport", "default:badsel"])
+        self.assertIn("ports must be numbers", refused["default:badport"])
+        self.assertIn("string", refused["default:badsel"])
+
+    def test_compiled_hosts_get_the_group_and_a_label_change_moves_it(self):
+        from contiv_sdn.controller.snapshot import build_snapshot
+        from contiv_sdn.pipeline.compiler import compile_hosts
+        ports = {11: {"vxlan0": 1, "cv2": 5, "cv5": 6}, 12: {"vxlan0": 1, "cv3": 5, "cv4": 6}}
+        out = compile_hosts(build_snapshot(1, _store(), ports), ["node1", "node2"])
+        self.assertEqual(out.failed, ())
+        for host in ("node1", "node2"):
+            by_port = {len(g.buckets) for g in out.groups[host]}
+            self.assertEqual((len(out.groups[host]), by_port), (2, {2}), host)
+        self.assertEqual(out.groups["node1"], out.groups["node2"])
+        # "other" relabelled app=web: it joins at once, the groups gain a bucket
+        data = _store()
+        data["endpoint"]["other"]["labels"] = {"app": "web"}
+        out2 = compile_hosts(build_snapshot(2, data, ports), ["node1"])
+        self.assertEqual({len(g.buckets) for g in out2.groups["node1"]}, {3})
+        self.assertEqual({g.group_id for g in out2.groups["node1"]}, {g.group_id for g in out.groups["node1"]})

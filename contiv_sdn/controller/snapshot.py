@@ -28,8 +28,9 @@ from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import GoNumber
 from contiv_sdn.model.shapes import INT, STR, STR_LIST, STR_MAP, MapOf, Struct, Type, loads
 from contiv_sdn.pipeline import k8s as K8
+from contiv_sdn.pipeline import servicelb as SL
 from contiv_sdn.pipeline.state import (
-    Endpoint, GlobalCfg, Group, Host, Network, Rule, Snapshot, Tenant, _frozen,
+    Endpoint, GlobalCfg, Group, Host, Network, Rule, Service, Snapshot, Tenant, _frozen,
 )
 
 StoreData = Mapping[str, Mapping[str, Any]]
@@ -37,7 +38,7 @@ StoreData = Mapping[str, Mapping[str, Any]]
 #: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
 SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
                             "host", "endpoint", "obj:endpointGroup", "obj:rule",
-                            "k8sNamespace", "k8sNetworkPolicy"})
+                            "k8sNamespace", "k8sNetworkPolicy", "serviceLB"})
 
 
 class _Uint64(Type):
@@ -85,6 +86,12 @@ _EP_K8S_FIELDS = ("k8sNamespace", "labels", "namedPorts")
 K8S_NAMESPACE_SHAPE = Struct("K8sNamespace", [("name", STR), ("labels", STR_MAP)])
 #: ``spec`` is kept as the API gave it (ints exact) and checked by the NetworkPolicy parser.
 K8S_NETPOL_SHAPE = Struct("K8sNetworkPolicy", [("namespace", STR), ("name", STR), ("uid", STR)])
+
+#: A serviceLB's state record (``master/servicelb.py``: the VIP as allocated, ports
+#: ``"80:8080:TCP"``, selectors as a map).  Providers are not stored: they are the
+#: endpoints whose labels include every selector, decided here (``servicelb.py``).
+SERVICE_SHAPE = Struct("ServiceLBState", [("tenant", STR), ("serviceName", STR), ("network", STR),
+                                          ("ipAddress", STR), ("ports", STR_LIST), ("selectors", STR_MAP)])
 
 #: Ranges of the numbers (0 = not allocated yet: the record is incomplete, not wrong).
 _RANGES: Dict[str, Tuple[int, int]] = {
@@ -205,7 +212,9 @@ def read_view(kind: str, record: Any) -> Any:
         return record
     get = record.get
     view = tuple(_hashable(get(name)) for name in shape.fields)
-    if kind == "endpoint":  # a pod's labels and named ports: what NetworkPolicy reads
+    if kind == "serviceLB":
+        return tuple(repr(get(name)) for name in SERVICE_SHAPE.fields)
+    if kind == "endpoint":  # labels (providers, NetworkPolicy) and a pod's named ports
         view += tuple(repr(get(name)) for name in _EP_K8S_FIELDS)
     return view
 
@@ -373,6 +382,8 @@ def build_checked(revision: int, data: StoreData,
         policies[key] = K8.K8sPolicy(key, pol["namespace"], pol["name"], text)
 
     endpoints: Dict[str, Endpoint] = {}
+    #: (id, tenant, labels) of every endpoint with labels: the providers' candidates
+    labelled: List[Tuple[str, str, Mapping[str, str]]] = []
     for eid, st in each("endpoint", ENDPOINT_SHAPE):
         net = st.get("network")
         if net not in networks or not st.get("ipAddress") or not st.get("macAddress"):
@@ -384,6 +395,8 @@ def build_checked(revision: int, data: StoreData,
             except _Refused as err:
                 refuse("endpoint", eid, st, str(err))
                 continue
+            if k["labels"]:
+                labelled.append((eid, networks[net].tenant, k["labels"]))
             if k["k8sNamespace"]:
                 pod = K8.NP.pod_key(k["k8sNamespace"], k["labels"], k["namedPorts"])
         group = st.get("group") or None
@@ -397,13 +410,50 @@ def build_checked(revision: int, data: StoreData,
                                        "named_ports": pod.named_ports}),
         )
 
+    services = _services(data, networks, labelled, refuse)
+
     snap = Snapshot(
         revision=revision, global_cfg=global_cfg, tenants=_frozen(tenants),
         networks=_frozen(networks), groups=_frozen(groups), hosts=_frozen(hosts),
         endpoints=_frozen(endpoints), rules=_frozen(rules),
         k8s_namespaces=_frozen(namespaces), k8s_policies=_frozen(policies),
+        services=_frozen(services),
     )
     return Built(snap, tuple(refused))
+
+
+def _services(data: StoreData, networks: Mapping[str, Network],
+              labelled: List[Tuple[str, str, Mapping[str, str]]], refuse: Any) -> Dict[str, Service]:
+    """The serviceLB records as :class:`Service` s with their providers (one rule:
+    ``servicelb.resolve_providers``).  A service whose network is unknown or whose VIP
+    is not allocated yet is left out (incomplete); a wrong one is refused."""
+    parsed: Dict[str, Tuple[str, str, str, Tuple[Tuple[int, int, int], ...], Dict[str, str]]] = {}
+    for key, rec in data.get("serviceLB", {}).items():
+        try:
+            st = _k8s_coerce(SERVICE_SHAPE, rec)
+            tenant, _name = _pair_key(key, "service")
+            if st["tenant"] and st["tenant"] != tenant:
+                raise _Refused(f"tenant {st['tenant']!r} is not its key's")
+            net = st["network"] or f"{tenant}:{st.get('networkName') or ''}"
+            vip = st["ipAddress"]
+            if vip:
+                try:
+                    vip = str(ipaddress.IPv4Address(vip))
+                except ValueError:
+                    raise _Refused(f"ipAddress {vip!r} is not an IPv4 address") from None
+            try:
+                ports = tuple(sorted({SL.parse_port_spec(p) for p in st["ports"]}))
+            except ValueError as err:
+                raise _Refused(str(err)) from None
+        except _Refused as err:
+            refuse("serviceLB", key, rec, str(err))
+            continue
+        if not vip or net not in networks:
+            continue
+        parsed[key] = (tenant, net, vip, ports, dict(st["selectors"]))
+    provs = SL.resolve_providers({k: (v[0], v[4]) for k, v in parsed.items()}, labelled)
+    return {k: Service(k, t, net, vip, ports, tuple(sorted(sel.items())), provs[k])
+            for k, (t, net, vip, ports, sel) in parsed.items()}
 
 
 __all__ = ["SNAPSHOT_KINDS", "Built", "Refusal", "Unparsable", "build_checked", "build_snapshot",

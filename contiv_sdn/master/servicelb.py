@@ -14,6 +14,7 @@ from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.handler import Handler, OperContext
 from contiv_sdn.master.oper import endpoint_oper, network_subnet
 from contiv_sdn.master.work import Work
+from contiv_sdn.pipeline.servicelb import match_providers
 from contiv_sdn.store import keys as K
 from contiv_sdn.store import placeholder
 
@@ -50,16 +51,15 @@ def selector_map(selectors: List[str]) -> Dict[str, str]:
 
 
 def providers(endpoints: Dict[str, dict], tenant: str, selectors: Dict[str, str]) -> List[dict]:
-    """Endpoints of ``tenant`` whose labels include every selector."""
-    out = []
-    for key in sorted(endpoints):
-        ep = endpoints[key]
-        if ep.get("tenant") != tenant or not selectors:
-            continue
-        labels = ep.get("labels") or {}
-        if all(labels.get(k) == v for k, v in selectors.items()):
-            out.append(ep)
-    return out
+    """Endpoints of ``tenant`` whose labels include every selector: the datapath's rule
+    (``pipeline.servicelb.match_providers``, which the controller's snapshot uses too),
+    so ``netctl service inspect`` shows the providers the VIP balances over."""
+    cands = []
+    for key, ep in endpoints.items():
+        labels = ep.get("labels") if isinstance(ep, dict) else None
+        if isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()):
+            cands.append((key, ep.get("tenant"), labels))
+    return [endpoints[key] for key in match_providers(selectors, tenant, cands)]
 
 
 class ServiceLBHandler(Handler):
