@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from typing import Any, Optional
 
+from cryptography import x509
 from twisted.internet import defer, reactor, ssl, threads
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -28,7 +29,8 @@ from contiv_sdn.agent.registration import host_dpid, host_record
 from contiv_sdn.controller.service import Controller
 from contiv_sdn.lab.pki import CertificateAuthority
 from contiv_sdn.master.options import NetmasterOptions
-from contiv_sdn.openflow.protocol import tls_listen_description
+from contiv_sdn.openflow.protocol import (certificate_names, dpid_str, name_is_dpid,
+                                          tls_listen_description)
 from contiv_sdn.store import Store
 from contiv_sdn.testing import RedisServer, free_tcp_port, require_binary, require_root
 from contiv_sdn.testing.simswitch import SimHost, _SwitchFactory
@@ -184,6 +186,55 @@ class OpenFlowTLSTests(TLSControllerCase):
         again = self.switch(_client_options(self.pki["ca"]))
         await wait_for(lambda: len(self.refusal_lines()) == 2, timeout=20, what="refusal said again")
         self.assertEqual(again.handshakes, 0)
+
+    async def test_a_certificate_of_another_host_cannot_claim_this_datapath(self):
+        """Every certificate of the CA passes the TLS handshake; the one of host tls-h2
+        announcing tls-h1's datapath id is dropped at FEATURES: never registered, no
+        flow, the refusal said once across its retries (naming what the certificate
+        names), and tls-h1's own certificate still gets its flows afterwards."""
+        other = CertificateAuthority(os.path.join(self.dir, "pki")).ensure().issue(
+            "switch-tls-h2", "tls-h2", client=True)
+        h = self.switch(_client_options(self.pki["ca"], other.cert, other.key))
+        await wait_for(lambda: self.ctl.refusals.refused >= 2 and h.dials >= 2, timeout=20,
+                       what="two refused attempts")
+        self.assertEqual(h.table, {})
+        self.assertEqual(h.flow_mods + h.bundles, 0)
+        self.assertEqual(list(self.ctl.registry.switches()), [])
+        lines = self.refusal_lines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f"announces datapath {dpid_str(host_dpid(HOST))}", lines[0])
+        self.assertIn("certificate names tls-h2", lines[0])
+        self.assertNotIn("Traceback", "\n".join(formatEvent(e) or "" for e in self.events))
+        h.stop()
+        sw = self.pki["switch"]
+        good = self.switch(_client_options(self.pki["ca"], sw.cert, sw.key))
+        await wait_for(lambda: good.up and len(good.table) > 0, timeout=20,
+                       what="flows on the certified switch")
+        self.assertEqual([s.dpid for s in self.ctl.registry.switches()], [host_dpid(HOST)])
+
+
+class CertificateNameTests(TestCase):
+    """Which certificate names stand for a datapath (host names, or the dpid in hex)."""
+
+    def test_names(self):
+        dpid = host_dpid(HOST)
+        self.assertTrue(name_is_dpid(HOST, dpid))
+        self.assertFalse(name_is_dpid("tls-h2", dpid))
+        self.assertTrue(name_is_dpid(f"{dpid:016x}", dpid))
+        self.assertTrue(name_is_dpid(f"0x{dpid:x}", dpid))
+        self.assertTrue(name_is_dpid(":".join(f"{dpid:016x}"[i:i + 2] for i in range(0, 16, 2)),
+                                     dpid))
+        self.assertFalse(name_is_dpid(f"{dpid + 1:016x}", dpid))
+        self.assertFalse(name_is_dpid("", dpid))
+
+    def test_cn_and_dns_names_are_read(self):
+        d = tempfile.mkdtemp(prefix="sec-ofp-names-")
+        self.addCleanup(shutil.rmtree, d, True)
+        issued = CertificateAuthority(d).ensure().issue("sw", "h1", ["h1.example", "10.0.0.1"],
+                                                        client=True)
+        with open(issued.cert, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        self.assertEqual(certificate_names(cert), ["h1", "h1.example"])
 
 
 class OptionsTests(TestCase):

@@ -56,6 +56,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from contiv_sdn.agent.registration import host_dpid
 from contiv_sdn.openflow import codec, validate
 from contiv_sdn.openflow.validate import Malformed
 from contiv_sdn.pipeline.flow import Flow
@@ -413,6 +414,8 @@ class OpenFlowProtocol(Protocol):
         #: writes need a confirmed MASTER role (set by a controller that runs the lease)
         self.fenced = False
         self._role_seq = 0
+        #: dropped at FEATURES: its certificate does not name the datapath it announced
+        self.identity_refused = False
 
     # -- connection ------------------------------------------------------
     def connectionMade(self) -> None:
@@ -779,12 +782,47 @@ class OpenFlowProtocol(Protocol):
             log.debug("{who}: unsolicited FEATURES_REPLY", who=self._who())
             return
         del self._pending[msg.xid]
+        why = self._identity_refusal(msg.datapath_id)
+        if why is not None:
+            self._refuse_identity(why)
+            return
         self.dpid = msg.datapath_id
         self.datapath.id = msg.datapath_id
         self.n_tables = msg.n_tables
         self._state = "ports"
         req.deferred.callback(msg)
         self.port_desc().addCallbacks(self._on_port_desc, self._handshake_failed)
+
+    def _identity_refusal(self, dpid: int) -> Optional[str]:
+        """Why this switch may not be datapath ``dpid``, or None.
+
+        On a TLS listener (the wrapping factory sets ``refusals``) every certificate of
+        the CA passed the handshake; without this any of them could claim any dpid and
+        take over another host's flows.  A switch's certificate names its host (CN or
+        a DNS name: the lab's ``switch-<host>``, netplugin's ``--host``), and a host's
+        datapath id is :func:`host_dpid` of its name; a name that is the dpid itself
+        (hex, as ``ovs-vsctl get bridge br-int datapath_id`` prints it) also counts."""
+        if getattr(self.factory, "refusals", None) is None:
+            return None  # plain TCP: nothing certified
+        get = getattr(self.transport, "getPeerCertificate", None)
+        cert = get() if get is not None else None
+        if cert is None:
+            return "presented no certificate"
+        names = certificate_names(cert.to_cryptography())
+        if any(name_is_dpid(n, dpid) for n in names):
+            return None
+        return (f"announces datapath {dpid_str(dpid)} but its certificate names "
+                f"{', '.join(names[:4]) or 'nothing'}, not that datapath's host")
+
+    def _refuse_identity(self, why: str) -> None:
+        """Drop the switch; the refusal is said once per address (OVS retries)."""
+        self._dead = True
+        self.identity_refused = True
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.factory.refusals.refuse_identity(getattr(peer, "host", "?"),
+                                              getattr(peer, "port", "?"), why)
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _on_port_desc(self, ports: List[Any]) -> None:
         for p in ports:
@@ -919,6 +957,9 @@ class OpenFlowFactory(ServerFactory):
         self.on_packet_in = on_packet_in
         self.errors_seen = 0
         self.connections: List[OpenFlowProtocol] = []
+        #: set on a TLS listener (:func:`server_endpoint`): switches' certificates are
+        #: checked against the datapath they announce, refusals said once
+        self.refusals: Optional[RefusalLog] = None
 
     def buildProtocol(self, addr: Any) -> OpenFlowProtocol:
         p = self.protocol(self)
@@ -1066,8 +1107,43 @@ class RefusalLog:
                  "a switch needs a certificate signed by the --ofp-tls-ca CA "
                  "(netplugin --ofp-tls-cert/--ofp-tls-key)", host=host, port=port, why=why)
 
+    def refuse_identity(self, host: str, port: Any, why: str) -> None:
+        """A certified switch that claims a datapath its certificate does not name."""
+        self.refused += 1
+        if self._said.get(host) == why:
+            return
+        self._said[host] = why
+        log.warn("OpenFlow: refused switch at {host}:{port}: it {why}; a switch's "
+                 "certificate must name its host (CN or a DNS name), whose datapath id it "
+                 "announces (netplugin --host)", host=host, port=port, why=why)
+
     def accepted(self, host: str) -> None:
         self._said.pop(host, None)
+
+
+def certificate_names(cert: Any) -> List[str]:
+    """The names a certificate (``cryptography`` x509) gives its holder: CN, DNS SANs."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        names += [n for n in san.get_values_for_type(x509.DNSName) if n not in names]
+    return names
+
+
+def name_is_dpid(name: str, dpid: int) -> bool:
+    """Whether a certificate's name stands for datapath ``dpid``: the host of that name has
+    it (:func:`host_dpid`), or the name is the dpid in hex (``0x``, colons allowed)."""
+    if name and host_dpid(name) == dpid:
+        return True
+    digits = name.lower().removeprefix("0x").replace(":", "")
+    if 0 < len(digits) <= 16 and all(c in "0123456789abcdef" for c in digits):
+        return int(digits, 16) == dpid
+    return False
 
 
 def _tls_wrapping_factory(contextFactory: Any, factory: "OpenFlowFactory",
@@ -1080,7 +1156,9 @@ def _tls_wrapping_factory(contextFactory: Any, factory: "OpenFlowFactory",
         def connectionLost(self, reason: Failure = None) -> None:
             peer = self.transport.getPeer() if self.transport is not None else None
             host, port = getattr(peer, "host", "?"), getattr(peer, "port", "?")
-            if self._handshakeDone:
+            if getattr(self.wrappedProtocol, "identity_refused", False):
+                pass  # refused after the handshake: said already (RefusalLog.refuse_identity)
+            elif self._handshakeDone:
                 refusals.accepted(host)
             else:
                 refusals.refuse(host, port, _tls_reason(reason))
@@ -1090,6 +1168,8 @@ def _tls_wrapping_factory(contextFactory: Any, factory: "OpenFlowFactory",
         protocol = SwitchTLS
         noisy = False
 
+    # the switch protocol checks, at FEATURES, that the certificate names the datapath
+    factory.refusals = refusals
     return SwitchTLSFactory(contextFactory, False, factory)
 
 
