@@ -505,6 +505,8 @@ class E2ETestCase(SynchronousTestCase):
     lab_secure = False   # lab up --secure: HTTPS + --auth, node users, OpenFlow TLS, Redis ACL
     lab_swarm = False    # lab up --swarm: the dockerds form a swarm (needs lab_docker)
     lab_kubernetes = False  # lab up --kubernetes: API stand-in, netmaster's watcher, kubelets
+    lab_netmasters = 1   # lab up --netmasters N: N netmasters, one MASTER (contiv_sdn/lab/ha.py)
+    lab_redis_sentinel = False  # lab up --redis-sentinel: primary + 2 replicas + 3 sentinels
     lab_aci = False      # ACI mode: netmaster --infra aci and the stand-in APIC on a free port
 
     lab: Lab
@@ -536,7 +538,8 @@ class E2ETestCase(SynchronousTestCase):
                   secure=self.lab_secure, swarm=self.lab_swarm,
                   kubernetes=self.lab_kubernetes,
                   kubeapi_port=free_tcp_port() if self.lab_kubernetes else 6443,
-                  aci=self.lab_aci, apic_port=free_tcp_port())
+                  aci=self.lab_aci, apic_port=free_tcp_port(),
+                  netmasters=self.lab_netmasters, redis_sentinel=self.lab_redis_sentinel)
         _labs[key] = lab
         try:
             lab.up()

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                          "<root>/kubeconfig")
     up.add_argument("--kubeapi-port", type=int, default=d.kubeapi_port,
                     help="the API server stand-in's port (default %(default)s)")
+    up.add_argument("--netmasters", type=int, default=d.netmasters,
+                    help="run N netmasters (REST on --netmaster-port+i, OpenFlow on "
+                         "--ofp-port+i); one is OpenFlow MASTER of every switch, the others "
+                         "stand by; the lab then runs Redis itself (see --redis-sentinel)")
+    up.add_argument("--redis-sentinel", action="store_true",
+                    help="Redis as a primary, 2 replicas and 3 sentinels (lab processes under "
+                         "<root>/redis); every service gets --redis sentinel://...")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -126,6 +133,13 @@ def _print_status(st: dict) -> None:
             url += f" (secure: CA {st['secure']['ca']})"
         print(f"  {key:<10} {'alive' if svc['alive'] else 'DEAD':<6} pid {svc['pid'] or '-'}"
               f"{url}  log {svc['log']}")
+    ha = st.get("ha")
+    if ha:
+        for n in ha["netmasters"]:
+            print(f"  {n['key']:<12} {n['role']:<13} {n['url']}  OpenFlow {n['target']}")
+        primary = ha.get("redis_primary")
+        print(f"  redis      {ha['redis_url']}"
+              + (f"  primary port {primary or 'UNKNOWN'}" if "redis_primary" in ha else ""))
     if st.get("swarm"):
         print(f"  swarm      manager {st['swarm']['manager']}  "
               f"DOCKER_HOST={st['swarm']['docker_host']}")
@@ -154,7 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       docker=not (args.no_docker or args.no_services), progress=_say,
                       aci=args.aci, apic_port=args.apic_port, secure=args.secure,
                       swarm=args.swarm, kubernetes=args.kubernetes,
-                      kubeapi_port=args.kubeapi_port)
+                      kubeapi_port=args.kubeapi_port, netmasters=args.netmasters,
+                      redis_sentinel=args.redis_sentinel)
             lab.up()
         elif args.cmd == "down":
             try:

@@ -79,6 +79,10 @@ class LabConfig:
     #: 127.0.0.1:kubeapi_port, netmaster --mode kubernetes, a kubelet stand-in per host
     kubernetes: bool = False
     kubeapi_port: int = 6443
+    #: several netmasters (REST on netmaster_port+i, OpenFlow on ofp_port+i) on a Redis
+    #: the lab runs itself; with redis_sentinel a Sentinel group (contiv_sdn/lab/ha.py)
+    netmasters: int = 1
+    redis_sentinel: bool = False
 
 
 @dataclass
@@ -210,7 +214,7 @@ class Lab:
                  docker: bool = False, progress: Optional[Progress] = None,
                  aci: bool = False, apic_port: int = 8181, metrics_port: int = 0,
                  secure: bool = False, swarm: bool = False, kubernetes: bool = False,
-                 kubeapi_port: int = 6443):
+                 kubeapi_port: int = 6443, netmasters: int = 1, redis_sentinel: bool = False):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         if swarm and not (docker and start_services):
@@ -222,7 +226,8 @@ class Lab:
                                 netmaster_port=netmaster_port, ofp_port=ofp_port, mtu=mtu,
                                 python=python, docker=docker, aci=aci, apic_port=apic_port,
                                 metrics_port=metrics_port, secure=secure, swarm=swarm,
-                                kubernetes=kubernetes, kubeapi_port=kubeapi_port)
+                                kubernetes=kubernetes, kubeapi_port=kubeapi_port,
+                                netmasters=netmasters, redis_sentinel=redis_sentinel)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -234,6 +239,14 @@ class Lab:
         self.services: Dict[str, Service] = {}
         self.containers: Dict[str, Container] = {}
         self.phase = "down"
+        from contiv_sdn.lab import ha
+        ha.check(self)
+
+    @property
+    def ha(self) -> bool:
+        """Several netmasters / Sentinel: the lab runs Redis itself (contiv_sdn/lab/ha.py)."""
+        from contiv_sdn.lab import ha
+        return ha.enabled(self)
 
     # -- construction from the state file ---------------------------------
     @classmethod
@@ -341,11 +354,17 @@ class Lab:
     @property
     def netmaster_underlay_url(self) -> str:
         """How the hosts reach netmaster: the underlay bridge's address in the root namespace."""
+        if self.ha:  # every netmaster, comma-separated: the clients fail over
+            from contiv_sdn.lab import ha
+            return ha.underlay_urls(self)
         return f"{self._scheme}://{self.subnet.gateway}:{self.config.netmaster_port}"
 
     def netctl_env(self) -> Dict[str, str]:
         """Environment for ``netctl`` against this lab's netmaster (URL; in secure mode
         also the CA and the home whose token file the lab's login wrote)."""
+        if self.ha:
+            from contiv_sdn.lab import ha
+            return {"NETMASTER": ",".join(ha.urls(self))}
         if self.security:
             return self.security.netctl_env(self.netmaster_url)
         return {"NETMASTER": self.netmaster_url}
@@ -358,6 +377,9 @@ class Lab:
 
     @property
     def controller_target(self) -> str:
+        if self.ha:  # every netmaster: the switch lease picks the MASTER
+            from contiv_sdn.lab import ha
+            return ha.controller_targets(self)
         return f"tcp:{self.subnet.gateway}:{self.config.ofp_port}"
 
     @property
@@ -372,6 +394,9 @@ class Lab:
 
     @property
     def redis_url(self) -> str:
+        if self.ha:
+            from contiv_sdn.lab import ha
+            return ha.redis_url(self)
         return f"unix://{self.redis_socket}"
 
     def container(self, target: str) -> Container:
@@ -537,7 +562,12 @@ class Lab:
         if self.config.kubernetes:
             from contiv_sdn.lab import kube
             kube.start_apiserver(self)
+        if self.ha:
+            from contiv_sdn.lab import ha
+            ha.start_redis(self)
         self._start_netmaster()
+        if self.ha:
+            ha.start_standbys(self)
         if self.config.docker:
             self._start_dockerds()
         self._start_netplugins()
@@ -653,13 +683,18 @@ class Lab:
                 except Exception as e:  # keep tearing down the rest
                     say(f"{h.name}: dockerd cleanup: {e}")
 
-    def _netmaster_service(self) -> Service:
-        d = os.path.join(self.root, "netmaster")
+    def _netmaster_service(self, index: int = 0) -> Service:
+        """Netmaster ``index`` (0 unless --netmasters: REST and OpenFlow ports + index)."""
+        d = os.path.join(self.root, "netmaster" if index == 0 else f"netmaster{index + 1}")
         opts = self._supported_options("netmaster")
         argv = self._twistd_argv("netmaster", "netmaster", d)
-        wanted = [("listen", f"tcp:{self.config.netmaster_port}"),
-                  ("ofp-listen", f"tcp:{self.config.ofp_port}:interface={self.subnet.gateway}"),
+        wanted = [("listen", f"tcp:{self.config.netmaster_port + index}"),
+                  ("ofp-listen", f"tcp:{self.config.ofp_port + index}"
+                                 f":interface={self.subnet.gateway}"),
                   ("state-dir", os.path.join(d, "state"))]
+        if self.ha:
+            from contiv_sdn.lab import ha
+            wanted += ha.netmaster_options(self)
         if self.config.aci:
             wanted += [("infra", "aci"), ("apic-url", self.apic_url),
                        ("apic-password-file", self._apic_password_file())]
@@ -888,6 +923,9 @@ class Lab:
                                     "pid": svc.current_pid(self.root), "log": svc.logfile}
         if "netmaster" in self.services:
             out["netmaster_url"] = self.netmaster_url
+        if self.ha:
+            from contiv_sdn.lab import ha
+            out["ha"] = ha.status(self)
         if self.config.swarm:
             from contiv_sdn.lab import swarm
             out["swarm"] = {"manager": swarm.manager(self).name,
@@ -978,8 +1016,10 @@ class Lab:
         self._stop_dockerds(say)
         # 3. services: netplugins, then netmaster, then redis
         tiers = [[s for k, s in self.services.items() if k.startswith("netplugin:")],
-                 [s for k, s in self.services.items() if k == "netmaster"],
-                 [s for k, s in self.services.items() if k == "redis"]]
+                 [s for k, s in self.services.items()
+                  if k == "netmaster" or k.startswith("netmaster:")],
+                 [s for k, s in self.services.items()
+                  if k == "redis" or k.startswith(("redis:", "sentinel:"))]]
         for tier in tiers:
             pids = [p for s in tier for p in (s.pid, read_pidfile(s.pidfile))
                     if p and alive(p) and belongs_to(p, self.root)]
