@@ -43,6 +43,21 @@ holds (OFPMP_AGGREGATE, 24 bytes) and compares with the belief; only a
 mismatch (or a full check requested by the caller, in rotation) costs a full
 read, at the next pass.
 
+Groups (service load balancing, ``pipeline/servicelb.py``): a pass may also bring
+the switch's OpenFlow groups to a desired set (``groups``, a callable evaluated at
+the pass, like ``full``).  OVS 3.1 refuses group_mod inside an ONF bundle, so a
+group ADD or MODIFY is sent on its own and confirmed by a barrier *before* the
+flow bundle (a flow may only point at a group that exists), and a DELETE only
+*after* it committed (OVS deletes the flows pointing at a group with it; ours
+are gone by then).  The groups' belief starts unknown too: the first pass reads
+them back (``group_desc``) and sends nothing for groups that are right, so a
+netmaster restart re-sends nothing.  Only our groups are considered
+(``servicelb.is_ours``: select groups of our DNAT buckets marked with their own
+id); a group another tool put on br-int is never touched.  A MODIFY replaces a
+group's buckets in place: established connections follow conntrack, not the
+group, so they are not disturbed.  The audit compares the read-back groups with
+the belief too.
+
 One FlowSync belongs to one connection: the switch registry makes a new one
 for each connection (a reconnect is a new connection, whose first pass reads
 the switch again).
@@ -60,6 +75,7 @@ from twisted.logger import Logger
 from contiv_sdn.openflow import codec
 from contiv_sdn.openflow.protocol import SwitchDisconnected
 from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK, Flow
+from contiv_sdn.pipeline.servicelb import Group, is_ours
 
 log = Logger()
 
@@ -69,6 +85,8 @@ class SyncResult:
     added: int = 0
     modified: int = 0
     deleted: int = 0
+    #: group_mods sent (ADD, MODIFY and DELETE)
+    groups: int = 0
 
     @property
     def changed(self) -> int:
@@ -101,12 +119,19 @@ class FlowSync:
         #: audits that found the switch holding a different number of our flows
         self.audit_repairs = 0
         self.reads = 0
+        #: group id -> Group the switch holds (ours only); None = unknown, read first
+        self.groups_installed: Optional[Dict[int, Group]] = None
+        #: gives the desired groups at each pass (None from it: leave the groups alone)
+        self._groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None
+        self.group_mods_sent = 0
 
     def invalidate(self) -> None:
         """Forget the belief: the next converge reads the switch again."""
         self.installed = None
+        self.groups_installed = None
 
-    async def converge(self, desired: Iterable[Flow]) -> SyncResult:
+    async def converge(self, desired: Iterable[Flow],
+                       groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None) -> SyncResult:
         """Make the switch hold exactly ``desired`` (among flows with our cookie).
 
         ``desired`` is read when its pass runs, not when called: pass something
@@ -115,16 +140,22 @@ class FlowSync:
         """
         self._wanted = desired if isinstance(desired, (frozenset, tuple)) else tuple(desired)
         self._delta = {}
+        if groups is not None:
+            self._groups = groups
         return await self._enqueue()
 
-    async def apply(self, delta: Mapping[Tuple, Optional[Flow]], full: Callable[[], Any]) -> SyncResult:
+    async def apply(self, delta: Mapping[Tuple, Optional[Flow]], full: Callable[[], Any],
+                    groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None) -> SyncResult:
         """Apply a delta (``identity -> Flow``, ``None`` = delete); ``full()`` gives the
-        whole desired set when the belief is unknown (``None``: leave the switch alone).
+        whole desired set when the belief is unknown (``None``: leave the switch alone);
+        ``groups()`` the whole desired group set (see the module doc), read at the pass.
 
         Deltas queued while a bundle is in flight are merged (the later value of an
         identity wins) and sent together by the next pass.
         """
         self._full = full
+        if groups is not None:
+            self._groups = groups
         wanted = self._wanted
         if wanted is None:
             self._delta.update(delta)
@@ -168,7 +199,64 @@ class FlowSync:
             self.audit_repairs += 1
             self.invalidate()
             return False
+        believed = self.groups_installed
+        if believed is not None and (believed or self._groups is not None):
+            have = await self._read_groups()
+            if self._running or self.groups_installed is not believed:
+                return True
+            if have != believed:
+                log.warn("{sw}: holds {n} of our groups, {m} expected or different; reading them back",
+                         sw=self.switch, n=len(have), m=len(believed))
+                self.audit_repairs += 1
+                self.invalidate()  # the flows too: a pass then runs for this switch
+                return False
         return True
+
+    async def _read_groups(self) -> Dict[int, Group]:
+        """Our groups as the switch holds them (``servicelb.is_ours``)."""
+        entries = await self.switch.group_desc()
+        return {g.group_id: g for g in codec.groups_from_desc(entries) if is_ours(g)}
+
+    async def _groups_before(self, desired: Iterable[Group]) -> Tuple[int, List[Group]]:
+        """Send the group ADDs and MODIFYs ``desired`` needs, each confirmed, before the
+        flows; (how many, the groups to DELETE after the flows)."""
+        if self.groups_installed is None:
+            self.groups_installed = await self._read_groups()
+        have = self.groups_installed
+        want = {g.group_id: g for g in desired}
+        sends = []
+        for gid in sorted(want):
+            g, old = want[gid], have.get(gid)
+            if old != g:
+                sends.append((g, codec.GROUP_ADD if old is None else codec.GROUP_MODIFY))
+        await self._send_groups(sends)
+        return len(sends), [have[gid] for gid in sorted(have) if gid not in want]
+
+    async def _send_groups(self, sends: List[Tuple[Group, int]]) -> None:
+        """group_mods outside any bundle (OVS refuses them inside), all written at once
+        and each confirmed by the barrier behind it; the belief follows what was
+        confirmed, and is forgotten on any failure."""
+        if not sends:
+            return
+        sw = self.switch
+        try:
+            waits = []
+            for g, cmd in sends:
+                xid = sw.next_xid()
+                waits.append(sw.send_checked(codec.encode_group_mod(g, cmd, xid)))
+            for d in waits:
+                await d
+        except BaseException:
+            self.groups_installed = None
+            raise
+        have = self.groups_installed
+        assert have is not None
+        for g, cmd in sends:
+            if cmd == codec.GROUP_DELETE:
+                have.pop(g.group_id, None)
+            else:
+                have[g.group_id] = g
+        self.group_mods_sent += len(sends)
 
     async def _drain(self) -> None:
         try:
@@ -179,16 +267,14 @@ class FlowSync:
                 try:
                     if desired is None and self.installed is None:
                         desired = self._full  # the belief is unknown: a delta cannot be applied
+                    leave_alone = False
                     if callable(desired):
                         desired = desired()
-                        if desired is None:  # nothing to converge to: leave the switch alone
-                            result = SyncResult()
-                        else:
-                            result = await self._once(desired)
-                    elif desired is not None:
-                        result = await self._once(desired)
+                        leave_alone = desired is None  # nothing to converge to: leave the switch alone
+                    if leave_alone:
+                        result = SyncResult()
                     else:
-                        result = await self._apply(delta)
+                        result = await self._pass(desired, delta)
                 except Exception as e:
                     self.installed = None  # what was asked is lost: the next pass reads the switch
                     for w in waiters:
@@ -198,6 +284,23 @@ class FlowSync:
                         w.callback(result)
         finally:
             self._running = False
+
+    async def _pass(self, desired: Optional[Iterable[Flow]], delta: Mapping[Tuple, Optional[Flow]]) -> SyncResult:
+        """One pass: groups to add or modify, then the flows (a full set or a delta),
+        then groups to delete (see the module doc)."""
+        gwant = self._groups() if self._groups is not None else None
+        n, late = 0, []
+        if gwant is not None:
+            if not self.switch.connected:
+                raise SwitchDisconnected(f"{self.switch!r} is not connected")
+            n, late = await self._groups_before(gwant)
+        result = await (self._once(desired) if desired is not None else self._apply(delta))
+        if late:
+            await self._send_groups([(g, codec.GROUP_DELETE) for g in late])
+        if n or late:
+            log.info("{sw}: groups: {n} added or modified, {d} deleted", sw=self.switch, n=n, d=len(late))
+            result = SyncResult(result.added, result.modified, result.deleted, n + len(late))
+        return result
 
     async def _once(self, desired: Iterable[Flow]) -> SyncResult:
         sw = self.switch

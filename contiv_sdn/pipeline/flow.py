@@ -174,6 +174,21 @@ def _ofctl_action(a: Action) -> str:
     if name == "ct":
         opts = (["commit"] if a[1] else []) + [f"zone={a[2]}"] + ([f"table={a[3]}"] if a[3] is not None else [])
         return "ct(" + ",".join(opts) + ")"
+    if name == "ct_nat":
+        # ("ct_nat", commit, zone, table, nat, mark): nat None = apply a known NAT (replies,
+        # later packets); ("dst"|"src", ip, port) = set up one (port 0: address only)
+        _n, commit, zone, table, nat, mark = a
+        opts = (["commit"] if commit else []) + [f"zone={zone}"]
+        if nat is None:
+            opts.append("nat")
+        else:
+            kind, ip, port = nat
+            opts.append(f"nat({kind}={ip}{f':{port}' if port else ''})")
+        if mark:
+            opts.append(f"exec(set_field:{mark:#x}->ct_mark)")
+        if table is not None:
+            opts.append(f"table={table}")
+        return "ct(" + ",".join(opts) + ")"
     if name == "controller":
         return f"controller:{a[1]}"
     if name == "dec_ttl":
