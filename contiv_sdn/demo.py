@@ -6,6 +6,11 @@ seed's ``netctl`` lines verbatim, ``docker run``s ``web`` on node1 and ``db``
 on node2, pings db from web by name (``ping db``: netplugin DNS) over the flows the controller pushed, then the
 policy part of the seed, and leaves everything running for the user to
 explore.  ``--down`` removes it.
+
+``--secure`` runs the same walkthrough on a ``lab up --secure`` lab: netmaster serves
+HTTPS with ``--auth`` (netctl logged in by the lab as admin: the seed's lines run
+unchanged), each netplugin and its Docker driver log in as their host's ``node`` user,
+switches speak OpenFlow over TLS with their own certificates, Redis needs passwords.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from contiv_sdn.lab.core import DEFAULT_ROOT, Lab, LabError
 
@@ -41,12 +46,16 @@ def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def netctl(line: str, url: str) -> None:
-    """Run one seed line exactly as a user types it, showing it and its output."""
+def netctl(line: str, env: Dict[str, str]) -> None:
+    """Run one seed line exactly as a user types it, showing it and its output.
+
+    ``env``: the lab's :meth:`~contiv_sdn.lab.core.Lab.netctl_env` (the netmaster's URL;
+    with ``--secure`` also the CA that verifies it and the home holding the lab's login),
+    so the line needs no flag the seed does not have."""
     print(f"$ {line}", flush=True)
     argv = shlex.split(line)
     exe = os.path.join(os.path.dirname(sys.executable), "netctl")
-    proc = subprocess.run([exe, *argv[1:]], env={**os.environ, "NETMASTER": url},
+    proc = subprocess.run([exe, *argv[1:]], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
     out = (proc.stdout + proc.stderr).rstrip()
     if out:
@@ -132,22 +141,23 @@ def policy_in_action(lab: Lab, client_host: str, web1_ip: str) -> bool:
     return True
 
 
-def up(hosts: int) -> int:
-    step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}: OVS, dockerd, netplugin each)")
+def up(hosts: int, secure: bool = False) -> int:
+    step(f"Bringing up a {hosts}-host lab (namespaces node1..node{hosts}: OVS, dockerd, netplugin each)"
+         + ("; secure: HTTPS + logins, OpenFlow over TLS, Redis passwords" if secure else ""))
     lab = Lab(hosts=hosts, root=DEFAULT_ROOT, docker=True, progress=say,
-              metrics_port=METRICS_PORT)
+              metrics_port=METRICS_PORT, secure=secure)
     try:
         lab.up()
     except LabError as e:
         print(f"demo: the lab did not come up: {e}\n"
               f"demo: 'make demo-down' removes a previous demo lab", file=sys.stderr)
         return 1
-    url = lab.netmaster_url
+    env = lab.netctl_env()
     node2 = f"node{min(2, hosts)}"
 
     step("Step 1: create a network")
-    netctl(SEED_NET, url)
-    netctl("netctl net ls", url)
+    netctl(SEED_NET, env)
+    netctl("netctl net ls", env)
     for h in ("node1", node2):
         wait_for_network(lab, h, "contiv-net")
 
@@ -187,9 +197,9 @@ def up(hosts: int) -> int:
 
     step("Using policies: the seed's policy, rules and endpoint group")
     for line in SEED_POLICY:
-        netctl(line, url)
-    netctl("netctl policy rule-ls prod_web", url)
-    netctl("netctl group ls", url)
+        netctl(line, env)
+    netctl("netctl policy rule-ls prod_web", env)
+    netctl("netctl group ls", env)
     wait_for_network(lab, "node1", "web.contiv-net")
     docker(lab, "node1", "docker network ls")
     docker(lab, "node1", "docker run -itd --name=web1 --net web.contiv-net busybox:local sh")
@@ -200,8 +210,9 @@ def up(hosts: int) -> int:
 
     d1 = lab.docker_socket("node1")
     step("The lab is up. Try:")
+    exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
     print(f"""  source .venv/bin/activate        # netctl and the lab CLI
-  export NETMASTER={url}
+{exports}
   netctl net ls
   netctl net inspect contiv-net
   python -m contiv_sdn.lab status
@@ -231,11 +242,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m contiv_sdn.demo", description=__doc__)
     p.add_argument("--down", action="store_true", help="remove the demo lab")
     p.add_argument("--hosts", type=int, default=2)
+    p.add_argument("--secure", action="store_true",
+                   help="the lab with every channel authenticated (lab up --secure)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces, OVS); run it with sudo", file=sys.stderr)
         return 1
-    return down() if args.down else up(args.hosts)
+    return down() if args.down else up(args.hosts, secure=args.secure)
 
 
 if __name__ == "__main__":
