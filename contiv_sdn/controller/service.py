@@ -526,7 +526,8 @@ class Controller(Service):
             if not self._may_write(sync.switch):
                 continue  # another netmaster is MASTER: our belief stays unknown (_lease_changed)
             delta = upd.deltas.get(name)
-            if delta or name in upd.full or sync.installed is None:
+            if (delta or name in upd.full or name in upd.groups or sync.installed is None
+                    or sync.groups_installed is None):
                 d = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev))
                 work.append(self._bounded(d, name))
                 # each sync encodes and writes its delta before its first wait: 500 of them
@@ -611,7 +612,8 @@ class Controller(Service):
 
     async def _converge_one(self, host: str, sync: Any, delta: Dict, rev: int) -> None:
         try:
-            result = await sync.apply(delta, lambda: self.engine.flows(host))
+            result = await sync.apply(delta, lambda: self.engine.flows(host),
+                                      groups=lambda: self.engine.groups(host))
         except NotMaster:
             sync.invalidate()  # demoted during the pass: nothing more is sent
             return
@@ -631,9 +633,9 @@ class Controller(Service):
             return
         if self._sync_failed.pop(host, None) is not None:
             log.info("flow sync to {host} works again", host=host)
-        if any(getattr(result, k, 0) for k in ("added", "modified", "deleted")):
-            log.info("{host}: rev {rev}: +{a} ~{m} -{d} flows", host=host, rev=rev,
-                     a=result.added, m=result.modified, d=result.deleted)
+        if any(getattr(result, k, 0) for k in ("added", "modified", "deleted", "groups")):
+            log.info("{host}: rev {rev}: +{a} ~{m} -{d} flows, {g} group changes", host=host, rev=rev,
+                     a=result.added, m=result.modified, d=result.deleted, g=getattr(result, "groups", 0))
 
     def _retry_later(self) -> None:
         if self.running and (self._pending is None or not self._pending.active()):
