@@ -23,7 +23,7 @@ from contiv_sdn.master.config import (
 )
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.ops.jsonlog import LOG_JSON_HELP
-from contiv_sdn.ops.listen import METRICS_HELP, metrics_endpoint
+from contiv_sdn.ops.listen import METRICS_HELP, endpoint_fields, metrics_endpoint
 
 DEFAULT_STATE_DIR = "/var/lib/contiv-sdn/netmaster"
 #: Whether a non-loopback ``--listen`` without TLS and ``--auth`` (and without
@@ -52,30 +52,11 @@ def listen_endpoint(value: str) -> str:
     return f"tcp:{port}:interface={host}"
 
 
-def _endpoint_fields(endpoint: str) -> list:
-    """A Twisted endpoint string split on its unescaped colons (``\\:`` kept)."""
-    out, cur, i = [], "", 0
-    while i < len(endpoint):
-        c = endpoint[i]
-        if c == "\\" and i + 1 < len(endpoint):
-            cur += endpoint[i + 1]
-            i += 2
-            continue
-        if c == ":":
-            out.append(cur)
-            cur = ""
-        else:
-            cur += c
-        i += 1
-    out.append(cur)
-    return out
-
-
 def is_local_endpoint(endpoint: str) -> bool:
     """Whether a listening endpoint is reachable from this host only: a unix
     socket, or tcp/ssl bound to a loopback address.  No ``interface`` means
     every address (not local); ``systemd:`` and others are unknown (not local)."""
-    fields = _endpoint_fields(endpoint)
+    fields = endpoint_fields(endpoint)
     kind = fields[0]
     if kind == "unix":
         return True

@@ -59,6 +59,7 @@ from twisted.python.failure import Failure
 from contiv_sdn.agent.registration import host_dpid
 from contiv_sdn.openflow import codec, validate
 from contiv_sdn.openflow.validate import Malformed
+from contiv_sdn.ops.listen import endpoint_fields
 from contiv_sdn.pipeline.flow import Flow
 
 log = Logger()
@@ -984,7 +985,7 @@ def escape_endpoint_value(value: str) -> str:
 def tls_listen_description(plain: str, cert: str, key: str, ca: str) -> str:
     """``tcp:PORT[:interface=IP]`` (or ``tcp6:``) → the same listener as ``ssl:`` with the
     switch-certificate CA: the string :func:`server_endpoint` understands."""
-    fields = _split_endpoint(plain)
+    fields = endpoint_fields(plain)
     if fields[0] not in ("tcp", "tcp6"):
         raise ValueError(f"OpenFlow TLS needs a TCP listener, not {plain!r}")
     def field(f: str) -> str:
@@ -995,25 +996,6 @@ def tls_listen_description(plain: str, cert: str, key: str, ca: str) -> str:
     return (f"ssl:{rest}:certKey={escape_endpoint_value(cert)}"
             f":privateKey={escape_endpoint_value(key)}"
             f":{CLIENT_CA_FIELD}={escape_endpoint_value(ca)}")
-
-
-def _split_endpoint(description: str) -> List[str]:
-    """A Twisted endpoint string split on unescaped colons, escapes removed."""
-    out, cur, i = [], "", 0
-    while i < len(description):
-        c = description[i]
-        if c == "\\" and i + 1 < len(description):
-            cur += description[i + 1]
-            i += 2
-            continue
-        if c == ":":
-            out.append(cur)
-            cur = ""
-        else:
-            cur += c
-        i += 1
-    out.append(cur)
-    return out
 
 
 def _pem_blocks(data: bytes, kind: bytes) -> List[bytes]:
@@ -1184,7 +1166,7 @@ def server_endpoint(reactor: Any, description: str,
     """
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 
-    fields = _split_endpoint(description)
+    fields = endpoint_fields(description)
     named = {}
     for f in fields[1:]:
         name, eq, value = f.partition("=")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from twisted.python import usage
 
@@ -30,3 +30,24 @@ def metrics_endpoint(value: Optional[str], flag: str = "--metrics-listen") -> Op
     if ":" in host:
         return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
     return f"tcp:{port}:interface={host}"
+
+
+def endpoint_fields(endpoint: str) -> List[str]:
+    """A Twisted endpoint string split on its unescaped colons, escapes removed
+    (``tcp6:9999:interface=\\:\\:1`` → ``["tcp6", "9999", "interface=::1"]``): the
+    one reading of listen strings for the REST, metrics and OpenFlow listeners."""
+    out, cur, i = [], "", 0
+    while i < len(endpoint):
+        c = endpoint[i]
+        if c == "\\" and i + 1 < len(endpoint):
+            cur += endpoint[i + 1]
+            i += 2
+            continue
+        if c == ":":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return out
