@@ -63,9 +63,9 @@ class ScaleSimTests(TestCase):
     def setUp(self):
         return defer.ensureDeferred(self._setUp())
 
-    async def _populate(self):
+    async def _populate(self, switches=SWITCHES, endpoints=ENDPOINTS):
         c = self.cluster
-        for i in range(SWITCHES):
+        for i in range(switches):
             await c.add_host(f"sim{i:04d}", c.vtep_of(i + 1))
         await c.wait_all_up()
         names = sorted(c.hosts)
@@ -73,7 +73,7 @@ class ScaleSimTests(TestCase):
         def create(i):
             net = NETWORKS[i % len(NETWORKS)][0]
             return lambda: c.create_endpoint(names[i % len(names)], net, endpoint_id(i))
-        await bounded([create(i) for i in range(ENDPOINTS)])
+        await bounded([create(i) for i in range(endpoints)])
         return names
 
     async def _churn(self, names):
@@ -123,6 +123,7 @@ class ScaleSimTests(TestCase):
         # are read back, and are sent nothing.
         before = c.totals()
         reads = {n: h.reads for n, h in c.hosts.items()}
+        flow_reads = {n: h.flow_reads for n, h in c.hosts.items()}
         await self.netmaster.stop()
         await c.wait(lambda: not any(h.up for h in c.hosts.values()), 30, "all switches disconnected")
         restarted = reactor.seconds()
@@ -137,6 +138,38 @@ class ScaleSimTests(TestCase):
                          "flow_mods were sent after a restart that changed nothing")
         self.assertEqual(after["errors_sent"], 0)
         self.assertEqual(c.differences(expected), [])
+        # the counts agreed, so no switch was read back at the reconnect; each was read
+        # back in full once afterwards, one at a time (the verification a count cannot do)
+        self.assertEqual({n for n, h in c.hosts.items() if h.flow_reads == flow_reads[n]}, set(),
+                         "switches never read back in full after the restart")
+
+    async def test_switches_changed_while_the_netmaster_was_down_are_repaired(self):
+        """Counts first on a reconnect must not leave a switch wrong: a flow modified in
+        place (the count agrees: found by the full read-back that follows), a port
+        re-plugged with a new ofport (the in_port counts disagree) and a deleted flow
+        (the total disagrees) are all repaired after the restart."""
+        c = self.cluster
+        names = await self._populate(switches=10, endpoints=200)
+        await c.wait_matching(await c.oracle(), timeout=120)
+        await self.netmaster.stop()
+        await c.wait(lambda: not any(h.up for h in c.hosts.values()), 30, "all switches disconnected")
+        restarted = reactor.seconds()
+        # behind our back, while no netmaster runs:
+        modified, replugged, deleted = (c.hosts[n] for n in names[2:5])
+        keys = sorted(modified.table)
+        other = next(v for v in (modified.table[k] for k in keys) if v[1] != modified.table[keys[0]][1])
+        modified.table[keys[0]] = (modified.table[keys[0]][0], other[1])  # same cookie and match
+        modified.changed()
+        ep = next(e for e, rec in sorted(c.endpoints.items()) if rec["host"] == replugged.name)
+        c.flap(ep)  # a new ofport, no port status (nobody connected)
+        del deleted.table[sorted(deleted.table)[-1]]
+        deleted.changed()
+        expected = await c.oracle()
+        self.assertNotEqual(c.differences(expected), [])
+        await self.netmaster.start()
+        await c.wait_all_up(timeout=120, since=restarted)
+        # well before the periodic audit (30 s) could find the modified flow
+        await c.wait_matching(expected, timeout=20)
 
     async def _quiet(self, seconds):
         """Wait until no switch has been read or written for ``seconds``."""
@@ -280,6 +313,39 @@ class SimSwitchProtocolTests(TestCase):
             command=_ofp.OFPFC_DELETE, out_port=_ofp.OFPP_ANY, out_group=_ofp.OFPG_ANY,
             match=_parser.OFPMatch()))
         self.assertEqual(self.host.table, entries_of(mine, self.host.interner))
+
+    async def test_counts_first_on_a_new_connection(self):
+        """A new sync whose desired set agrees with the switch's counts reads nothing
+        and sends nothing; its belief is unverified until :meth:`FlowSync.verify` reads
+        the switch back, which repairs a flow modified in place."""
+        flows = _flows(40)
+        await FlowSync(self.switch).converge(frozenset(flows))
+        sync = FlowSync(self.switch)
+        reads, mods = self.host.flow_reads, self.host.flow_mods
+        self.assertEqual((await sync.converge(frozenset(flows))).changed, 0)
+        self.assertEqual((self.host.flow_reads, self.host.flow_mods), (reads, mods))
+        self.assertEqual((sync.count_adoptions, sync.verified, sync.reads), (1, False, 0))
+        key = sorted(self.host.table)[0]
+        self.host.table[key] = (self.host.table[key][0], self.host.table[sorted(self.host.table)[1]][1])
+        self.host.changed()
+        sync._full = lambda: frozenset(flows)  # what the controller's apply() leaves there
+        result = await sync.verify()
+        self.assertEqual((result.modified, sync.verified, sync.reads), (1, True, 1))
+        self.assertEqual(self.host.table, entries_of(flows, self.host.interner))
+
+    async def test_counts_first_reads_back_a_renumbered_port(self):
+        """Same number of flows of each kind, but the port they match moved: the
+        in_port counts disagree, so the switch is read back and corrected at once."""
+        flows = _flows(12)
+        await FlowSync(self.switch).converge(frozenset(flows))
+        moved = frozenset(Flow(f.table, f.priority, tuple(("in_port", v + 1000) if k == "in_port" else (k, v)
+                                                          for k, v in f.match), f.actions, f.goto, f.cookie)
+                          for f in flows)
+        sync = FlowSync(self.switch)
+        result = await sync.converge(moved)
+        self.assertEqual((result.added, result.deleted, sync.reads, sync.count_adoptions), (12, 12, 1, 0))
+        self.assertTrue(sync.verified)
+        self.assertEqual(self.host.table, entries_of(moved, self.host.interner))
 
     async def test_reconnects_keeping_its_table(self):
         await FlowSync(self.switch).converge(frozenset(_flows(4)))

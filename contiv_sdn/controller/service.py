@@ -18,6 +18,14 @@ The audit every :attr:`Controller.AUDIT_INTERVAL` asks each switch for its flow
 count (OFPMP_AGGREGATE) and reads back in full only the switches whose count
 differs, plus a few in rotation (a modified flow keeps the count).
 
+A (re)connecting switch is not read back when its flow counts (per cookie kind
+and per port matched on) agree with its desired set (:class:`FlowSync`): a
+reconnect storm sends and reads nothing but a few counts per switch.  Such a
+switch's belief is unverified; after the runs, the controller reads those
+switches back in full one at a time (:meth:`Controller._verify_next`), so a flow
+changed behind our back while we were away is repaired within seconds without
+the storm reading every switch at once.
+
 The blast radius of bad state is one owner.  A stored record that is not JSON or
 has a field of the wrong type is refused by :func:`build_checked`; an owner
 (endpoint, network, host) whose compilation raises anyway is left out by the
@@ -48,6 +56,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python import failure
 
 from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record, read_view
 from contiv_sdn.openflow.protocol import NotMaster, OpenFlowError, RefusalLog, SwitchDisconnected
@@ -155,6 +164,9 @@ class Controller(Service):
         #: the timers of runs waiting for switches (see _bounded), cancelled at stop
         self._waits: Dict[Any, defer.Deferred] = {}
         self._since_freeze = 0
+        #: a switch adopted from counts being read back in full now (one at a time)
+        self._verifying: Optional[defer.Deferred] = None
+        self._verify_call: Optional[Any] = None
         #: the longest garbage collection seen (seconds; measured, for tools and logs)
         self.gc_longest = 0.0
         self._gc_started = 0.0
@@ -225,6 +237,9 @@ class Controller(Service):
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+        if self._verify_call is not None and self._verify_call.active():
+            self._verify_call.cancel()
+        self._verify_call = None
         for call, waiter in list(self._waits.items()):  # a stopped controller waits for nobody
             call.cancel()
             waiter.callback(None)
@@ -503,6 +518,38 @@ class Controller(Service):
         idle, self._idle = self._idle, []
         for d in idle:
             d.callback(None)
+        self._verify_next()
+
+    #: pause between two verifications of switches adopted from counts (seconds)
+    VERIFY_GAP = 0.05
+
+    def _verify_next(self) -> None:
+        """Read back in full one switch whose belief was adopted from matching counts
+        (a reconnect), then the next after :attr:`VERIFY_GAP`: the verification a count
+        cannot do, spread so that it never becomes a storm of its own."""
+        self._verify_call = None
+        if self._verifying is not None or not self.running or self._running:
+            return
+        for dpid, sync in sorted(self.registry.syncs().items()):
+            if (getattr(sync, "verified", True) or sync.installed is None or sync.busy
+                    or not self._may_write(sync.switch) or self.registry.host_of(dpid) is None):
+                continue
+            d = self._verifying = sync.verify()
+
+            def done(result: Any, host: Optional[str] = self.registry.host_of(dpid)) -> None:
+                self._verifying = None
+                if isinstance(result, failure.Failure):
+                    # its belief is unknown now: the next run's pass reads it in full
+                    log.info("{host}: verification failed ({e}); read back at the next run",
+                             host=host, e=result.getErrorMessage())
+                    self.schedule()
+                elif result.changed or result.groups:
+                    log.info("{host}: verified after a reconnect: +{a} ~{m} -{d} flows repaired",
+                             host=host, a=result.added, m=result.modified, d=result.deleted)
+                if self.running:
+                    self._verify_call = self.reactor.callLater(self.VERIFY_GAP, self._verify_next)
+            d.addBoth(done)
+            return
 
     async def _converge_all(self) -> None:
         rev, data, changed = await self._read_state()

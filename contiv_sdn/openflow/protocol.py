@@ -615,11 +615,14 @@ class OpenFlowProtocol(Protocol):
                                          cookie, cookie_mask, parser.OFPMatch())
         return self.request(msg, "OFPFlowStatsRequest", msg.cls_stats_type, raw=True)
 
-    def flow_count(self, cookie: int = 0, cookie_mask: int = 0, table_id: int = ofp.OFPTT_ALL) -> Deferred:
+    def flow_count(self, cookie: int = 0, cookie_mask: int = 0, table_id: int = ofp.OFPTT_ALL,
+                   match: Optional[Dict[str, Any]] = None) -> Deferred:
         """How many flows match ``cookie`` under ``cookie_mask`` (OFPMP_AGGREGATE): the
-        cheap audit's first question, a 24-byte answer instead of every flow."""
+        cheap audit's first question, a 24-byte answer instead of every flow.  ``match``
+        (os-ken OXM names, e.g. ``{"in_port": 5}``) counts only the flows at least as
+        specific as it (OpenFlow's non-strict match)."""
         req = parser.OFPAggregateStatsRequest(self.datapath, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                              cookie, cookie_mask, parser.OFPMatch())
+                                              cookie, cookie_mask, parser.OFPMatch(**(match or {})))
         return self.multipart(req).addCallback(lambda parts: sum(p.flow_count for p in parts))
 
     def group_stats(self) -> Deferred:

@@ -92,6 +92,8 @@ OFPP_LOCAL = 0xFFFFFFFE
 OFPP_ANY = 0xFFFFFFFF
 OFPG_ANY = 0xFFFFFFFF
 OFPTT_ALL = 0xFF
+#: the OXM in_port field as :func:`_fields` keys it (class 0x8000, field 0)
+_IN_PORT = 0x8000 << 7
 #: A multipart reply's body stays below this (OpenFlow messages are at most 64 KiB).
 MAX_BODY = 60000
 TUNNEL_PORT = "vxlan0"
@@ -342,6 +344,9 @@ class SimHost:
         self.reactor = reactor
         self.interner = interner or INTERNER
         self.table: Dict[Key, Value] = {}
+        #: (cookie >> 32, in_port or None) -> flows, for aggregate stats; None = stale.
+        #: Anything that edits ``table`` directly must call :meth:`changed`.
+        self._summary: Optional[Dict[Tuple[int, Optional[int]], int]] = None
         #: port name -> [ofport, hw_addr, state]
         self.ports: Dict[str, List[Any]] = {bridge: [OFPP_LOCAL, self._mac(0), 0],
                                             TUNNEL_PORT: [1, self._mac(1), 0]}
@@ -364,6 +369,9 @@ class SimHost:
         self.flow_mods = 0
         self.bundles = 0
         self.reads = 0
+        #: of ``reads``: aggregate (count) requests, and flow-stats (full) reads
+        self.count_reads = 0
+        self.flow_reads = 0
         self.handshakes = 0
         self.errors_sent = 0
         self.up_at: Optional[float] = None
@@ -455,6 +463,38 @@ class SimHost:
             self.conn.send_msg(ofp.OFPT_PORT_STATUS, self.conn.next_xid(), body)
 
     # -- table -----------------------------------------------------------------
+    def changed(self) -> None:
+        """The table was edited directly (a test changing flows behind the controller's back)."""
+        self._summary = None
+
+    def count(self, table: int, match: bytes, cookie: int, mask: int) -> int:
+        """An aggregate request's flow count.  The shapes a controller asks on a
+        reconnect (all tables, no match or only ``in_port``, a cookie mask on the upper
+        32 bits) are answered from a summary made once per table version: 500
+        switches × 30k flows × a few dozen counts would otherwise be the harness's
+        own storm.  Anything else scans, as :meth:`_selected` does."""
+        req = self.interner.match_fields(match)
+        port: Optional[int] = None
+        if req:
+            v = req.get(_IN_PORT)
+            if len(req) != 1 or v is None or v[1] != 0xFFFFFFFF:
+                return len(self._selected(table, match, cookie, mask))
+            port = v[0]
+        if table != OFPTT_ALL or mask & 0xFFFFFFFF:
+            return len(self._selected(table, match, cookie, mask))
+        summary = self._summary
+        if summary is None:
+            summary = self._summary = {}
+            fields = self.interner.match_fields
+            for key, (c, _i) in self.table.items():
+                hi = c >> 32
+                summary[(hi, None)] = summary.get((hi, None), 0) + 1
+                ip = fields(key[2]).get(_IN_PORT)
+                if ip is not None and ip[1] == 0xFFFFFFFF:
+                    summary[(hi, ip[0])] = summary.get((hi, ip[0]), 0) + 1
+        want = cookie & mask
+        return sum(n for (hi, p), n in summary.items() if p == port and (hi << 32) & mask == want)
+
     def _selected(self, table: int, match: bytes, cookie: int, mask: int) -> List[Key]:
         req = self.interner.match_fields(match)
         fields = self.interner.match_fields
@@ -473,6 +513,7 @@ class SimHost:
         """Apply one flow_mod; every entry changed is appended to ``touched`` (for undo)."""
         cmd = mod.command
         t = self.table
+        self._summary = None
         if cmd == ofp.OFPFC_ADD:
             key = self.interner.key(mod.table, mod.priority, mod.match)
             touched.append((key, t.get(key)))
@@ -494,6 +535,7 @@ class SimHost:
                 t[key] = self.interner.value(old[0], mod.instructions)
 
     def undo(self, touched: List[Tuple[Key, Optional[Value]]]) -> None:
+        self._summary = None
         for key, old in reversed(touched):
             if old is None:
                 self.table.pop(key, None)
@@ -682,12 +724,14 @@ class SimSwitchProtocol(protocol.Protocol):
                 return
             mlen = int.from_bytes(msg[50:52], "big")
             match = h.interner.match(msg[48:48 + _pad8(mlen)])
-            keys = h._selected(table, match, cookie, mask)
             h.reads += 1
             h.last_read_at = h.reactor.seconds()
             if mp_type == ofp.OFPMP_AGGREGATE:
-                self._reply_parts(xid, mp_type, [_AGGREGATE.pack(0, 0, len(keys))])
+                h.count_reads += 1
+                self._reply_parts(xid, mp_type, [_AGGREGATE.pack(0, 0, h.count(table, match, cookie, mask))])
             else:
+                h.flow_reads += 1
+                keys = h._selected(table, match, cookie, mask)
                 t = h.table
                 pack = _FLOW_STATS.pack
 
@@ -706,6 +750,10 @@ class SimSwitchProtocol(protocol.Protocol):
                 h._backoff = min(1.0, h.max_backoff)
                 h.up_at = h.reactor.seconds()
                 h._emit("up")
+        elif mp_type == ofp.OFPMP_GROUP_DESC:
+            # a switch without groups (group_mod is not simulated): an empty list, as an
+            # OVS bridge with none answers, so the controller's group read-back is no error
+            self._reply_parts(xid, mp_type, [])
         elif mp_type == ofp.OFPMP_DESC:
             desc = struct.pack("!256s256s256s32s256s", b"contiv-sdn", b"simulated switch",
                                b"simswitch", h.name.encode()[:31], h.bridge.encode())
@@ -1132,6 +1180,7 @@ class Cluster:
         hs = self.hosts.values()
         return {"flow_mods": sum(h.flow_mods for h in hs), "bundles": sum(h.bundles for h in hs),
                 "reads": sum(h.reads for h in hs), "flows": sum(len(h.table) for h in hs),
+                "count_reads": sum(h.count_reads for h in hs), "flow_reads": sum(h.flow_reads for h in hs),
                 "errors_sent": sum(h.errors_sent for h in hs)}
 
 
