@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Tuple
 from contiv_sdn.model.decode import _kind, _type_error
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.gojson import GoNumber
-from contiv_sdn.model.shapes import INT, STR, STR_LIST, STR_MAP, MapOf, Struct, Type, loads
+from contiv_sdn.model.shapes import ANY, BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, MapOf, Struct, Type, loads
 from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline import servicelb as SL
 from contiv_sdn.pipeline.state import (
@@ -38,7 +38,8 @@ StoreData = Mapping[str, Mapping[str, Any]]
 #: The store kinds :func:`build_snapshot` reads; a change to any other kind needs no run.
 SNAPSHOT_KINDS = frozenset({"obj:global", "tenant", "obj:network", "network", "endpointGroup",
                             "host", "endpoint", "obj:endpointGroup", "obj:rule",
-                            "k8sNamespace", "k8sNetworkPolicy", "serviceLB"})
+                            "k8sNamespace", "k8sNetworkPolicy", "serviceLB",
+                            "k8sService", "k8sEndpointSlice"})
 
 
 class _Uint64(Type):
@@ -92,6 +93,18 @@ K8S_NETPOL_SHAPE = Struct("K8sNetworkPolicy", [("namespace", STR), ("name", STR)
 #: endpoints whose labels include every selector, decided here (``servicelb.py``).
 SERVICE_SHAPE = Struct("ServiceLBState", [("tenant", STR), ("serviceName", STR), ("network", STR),
                                           ("ipAddress", STR), ("ports", STR_LIST), ("selectors", STR_MAP)])
+
+#: A Kubernetes Service and EndpointSlice as the watcher writes them
+#: (``drivers/kubernetes/objects.py``: ready endpoints only, ``targetPort`` a number or a name).
+K8S_SERVICE_SHAPE = Struct("K8sService", [
+    ("namespace", STR), ("name", STR), ("clusterIP", STR), ("headless", BOOL), ("type", STR),
+    ("ports", ListOf(Struct("K8sServicePort", [("name", STR), ("port", INT), ("targetPort", ANY),
+                                               ("protocol", STR), ("nodePort", INT)]))),
+    ("sessionAffinity", STR), ("affinityTimeout", INT)])
+K8S_SLICE_SHAPE = Struct("K8sEndpointSlice", [
+    ("namespace", STR), ("name", STR), ("service", STR), ("addressType", STR),
+    ("endpoints", ListOf(Struct("K8sSliceEndpoint", [("addresses", STR_LIST), ("pod", STR)]))),
+    ("ports", ListOf(Struct("K8sSlicePort", [("name", STR), ("port", INT), ("protocol", STR)])))])
 
 #: Ranges of the numbers (0 = not allocated yet: the record is incomplete, not wrong).
 _RANGES: Dict[str, Tuple[int, int]] = {
@@ -411,6 +424,7 @@ def build_checked(revision: int, data: StoreData,
         )
 
     services = _services(data, networks, labelled, refuse)
+    services.update(_k8s_services(data, networks, endpoints, refuse))
 
     snap = Snapshot(
         revision=revision, global_cfg=global_cfg, tenants=_frozen(tenants),
@@ -454,6 +468,100 @@ def _services(data: StoreData, networks: Mapping[str, Network],
     provs = SL.resolve_providers({k: (v[0], v[4]) for k, v in parsed.items()}, labelled)
     return {k: Service(k, t, net, vip, ports, tuple(sorted(sel.items())), provs[k])
             for k, (t, net, vip, ports, sel) in parsed.items()}
+
+
+def _k8s_services(data: StoreData, networks: Mapping[str, Network], endpoints: Mapping[str, Endpoint],
+                  refuse: Any) -> Dict[str, Service]:
+    """Kubernetes Services with their EndpointSlices as :class:`Service` s (key
+    ``k8s/<namespace>/<name>``: no colon, so never a serviceLB's ``tenant:name``).
+
+    Providers: the ready addresses of the Service's slices, each the endpoint with that
+    address (the one of a pod in the Service's namespace first, when tenants overlap);
+    the target port of a Service port is the slice's port of the same name and
+    protocol (a named ``targetPort`` is resolved there, per slice), else a numeric
+    ``targetPort``.  A Service is served in one tenant, its providers' (the one most
+    of them are in): a ClusterIP is a Contiv VIP in that tenant's VRF, so clients in
+    other tenants do not reach it, as they reach no pod of that tenant.  Headless
+    Services, ExternalName ones, ones without a clusterIP yet or without any ready
+    provider compile to nothing (no VIP, no flows)."""
+    by_ip: Dict[str, List[Endpoint]] = {}
+    for ep in endpoints.values():
+        by_ip.setdefault(ep.ip, []).append(ep)
+    slices: Dict[Tuple[str, str], List[Mapping[str, Any]]] = {}
+    for key, rec in sorted(data.get("k8sEndpointSlice", {}).items()):
+        try:
+            sl = _k8s_coerce(K8S_SLICE_SHAPE, rec)
+            if key != f"{sl['namespace']}/{sl['name']}" or not sl["namespace"] or not sl["name"]:
+                raise _Refused("key is not <namespace>/<name> of the record")
+        except _Refused as err:
+            refuse("k8sEndpointSlice", key, rec, str(err))
+            continue
+        if sl["service"] and sl["addressType"] in ("", "IPv4"):
+            slices.setdefault((sl["namespace"], sl["service"]), []).append(sl)
+    out: Dict[str, Service] = {}
+    for key, rec in sorted(data.get("k8sService", {}).items()):
+        try:
+            svc = _k8s_coerce(K8S_SERVICE_SHAPE, rec)
+            ns, name = svc["namespace"], svc["name"]
+            if key != f"{ns}/{name}" or not ns or not name:
+                raise _Refused("key is not <namespace>/<name> of the record")
+            ports: List[Tuple[int, int, Any, str]] = []
+            for p, raw in zip(svc["ports"], rec["ports"]):
+                proto = SL.PROTO.get((p["protocol"] or "TCP").lower())
+                if proto is None:
+                    raise _Refused(f"port {p['name'] or p['port']}: protocol {p['protocol']!r} is not "
+                                   "TCP, UDP or SCTP")
+                if not 0 < p["port"] < 65536:
+                    raise _Refused(f"port {p['port']} out of range 1..65535")
+                tp = raw.get("targetPort")  # IntOrString: the plain value (ANY decodes numbers as float)
+                if isinstance(tp, bool) or not isinstance(tp, (int, str)):
+                    raise _Refused(f"port {p['port']}: targetPort must be a number or a port name")
+                ports.append((p["port"], proto, tp, p["name"]))
+            vip = svc["clusterIP"]
+            if vip:
+                try:
+                    vip = str(ipaddress.IPv4Address(vip))
+                except ValueError:
+                    raise _Refused(f"clusterIP {vip!r} is not an IPv4 address") from None
+        except _Refused as err:
+            refuse("k8sService", key, rec, str(err))
+            continue
+        if not vip or svc["headless"] or svc["type"] == "ExternalName" or not ports:
+            continue
+        per_port: Dict[Tuple[int, int], set] = {}
+        for port, proto, tp, pname in ports:
+            got = per_port.setdefault((port, proto), set())
+            for sl in slices.get((ns, name), ()):
+                target = next((sp["port"] for sp in sl["ports"]
+                               if sp["name"] == pname and SL.PROTO.get(sp["protocol"].lower() or "tcp") == proto
+                               and sp["port"]), None)
+                if target is None and isinstance(tp, int):
+                    target = tp
+                if target is None or not 0 < target < 65536:
+                    continue
+                for e in sl["endpoints"]:
+                    for addr in e["addresses"]:
+                        cands = by_ip.get(addr.split("/")[0], ())
+                        if cands:
+                            best = min(cands, key=lambda c: (c.k8s_namespace != ns, c.id))
+                            got.add((best.id, target))
+        tenants: Dict[str, int] = {}
+        for eps in per_port.values():
+            for eid, _t in eps:
+                tenant = networks[endpoints[eid].network].tenant
+                tenants[tenant] = tenants.get(tenant, 0) + 1
+        if not tenants:
+            continue
+        tenant = min(tenants, key=lambda t: (-tenants[t], t))
+        pp = tuple(sorted((pk, tuple(sorted((e, t) for e, t in eps
+                                            if networks[endpoints[e].network].tenant == tenant)))
+                          for pk, eps in per_port.items()))
+        ids = tuple(sorted({e for _pk, eps in pp for e, _t in eps}))
+        skey = f"k8s/{ns}/{name}"
+        out[skey] = Service(skey, tenant, endpoints[ids[0]].network, vip,
+                            tuple(sorted((port, 0, proto) for port, proto in per_port)), (), ids, pp,
+                            (svc["affinityTimeout"] or 10800) if svc["sessionAffinity"] == "ClientIP" else 0)
+    return out
 
 
 __all__ = ["SNAPSHOT_KINDS", "Built", "Refusal", "Unparsable", "build_checked", "build_snapshot",

@@ -644,10 +644,18 @@ def service_ports(svc: Service, vip_net: Optional[_Net], tenant_net_ids: Tuple[i
     if vip_net is None or not svc.vip or vip_net.tenant != svc.tenant:
         return ()
     vip = _ipv4(svc.vip)
+    if svc.port_providers:  # a Kubernetes Service: providers and target ports per port
+        by_id = {e.id: e for e in providers if e.net.tenant == svc.tenant}
+        return tuple(SL.ServicePort(svc.key, svc.tenant, vip_net.vrf, tenant_net_ids, vip_net.net_id, vip,
+                                    proto, port, 0,
+                                    tuple(SL.Provider(e.ip, e.mac, e.net.net_id, e.host, e.port, target)
+                                          for eid, target in eps for e in (by_id.get(eid),) if e is not None),
+                                    svc.affinity_timeout)
+                     for (port, proto), eps in sorted(set(svc.port_providers)))
     provs = tuple(SL.Provider(e.ip, e.mac, e.net.net_id, e.host, e.port)
                   for e in providers if e.net.tenant == svc.tenant)
     return tuple(SL.ServicePort(svc.key, svc.tenant, vip_net.vrf, tenant_net_ids, vip_net.net_id, vip,
-                                proto, port, target, provs)
+                                proto, port, target, provs, svc.affinity_timeout)
                  for port, target, proto in sorted(set(svc.ports)))
 
 

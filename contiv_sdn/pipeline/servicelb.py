@@ -83,6 +83,10 @@ HAIRPIN_ZONE = 0xFFFF
 SVC_MARK = 0x80000000
 
 P_VIP = 100
+P_AFFINITY = 101
+#: ClientIP affinity: clients are spread over 2**AFFINITY_BITS buckets by the low bits
+#: of their address, each bucket pinned to one provider
+AFFINITY_BITS = 8
 P_HAIRPIN = 110
 P_HAIRPIN_RETURN = 105
 P_MARK = 50
@@ -120,6 +124,8 @@ class Provider:
     net_id: int
     host: str
     port: str = ""  # its OVS port name on its host (for hairpin)
+    #: its own target port (a Kubernetes EndpointSlice's), 0 = the service port's
+    target_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class ServicePort:
     port: int
     target_port: int
     providers: Tuple[Provider, ...] = ()
+    #: ClientIP session affinity (Kubernetes ``sessionAffinity: ClientIP``): its
+    #: timeout in seconds, 0 = none (see :func:`affinity_choice`)
+    affinity: int = 0
 
     @property
     def ident(self) -> str:
@@ -201,9 +210,25 @@ def _flow(table: int, prio: int, match: Mapping, actions: Sequence[Action] = (),
 def service_group(sp: ServicePort, gid: int) -> Group:
     """The select group of one service port: one DNAT bucket per provider (sorted)."""
     buckets = tuple(
-        (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, sp.target_port), SVC_MARK | gid),)
-        for p in sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac)))
+        (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
+          SVC_MARK | gid),)
+        for p in sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac,
+                                                          p.target_port)))
     return Group(gid, buckets, note=f"service {sp.ident} -> {len(buckets)} providers")
+
+
+def affinity_choice(providers: Sequence[Provider], bucket: int) -> Provider:
+    """The provider a bucket of client addresses is pinned to (ClientIP affinity).
+
+    Rendezvous hashing (highest CRC-32 of bucket and provider): pure, the same on every
+    switch, and a provider leaving moves only its own buckets (the other clients stay
+    where they were).  Why not a group: OVS selects a bucket by ``dp_hash`` of the
+    5-tuple, and os-ken cannot encode the ``selection_method=hash,fields(ip_src)``
+    property that would hash on the client address only; and not a ``learn`` flow per
+    client either (the flow vocabulary has no learn action).  So affinity holds for
+    as long as the provider set does, not ``timeoutSeconds`` of idleness: kube's
+    timeout is accepted and kept, a stronger pin is given."""
+    return max(providers, key=lambda p: (zlib.crc32(f"{bucket}/{p.ip}/{p.target_port}".encode()), p.ip))
 
 
 def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[str, int],
@@ -252,6 +277,19 @@ def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[s
                                         ipv4_dst=sp.vip, ip_proto=sp.proto,
                                         **{_PORT_FIELD[sp.proto]: sp.port}, **vrf),
                   [("group", gid)], ident=sp.ident, note=f"svc {sp.ident}: new connection -> group {gid}"))
+        provs = sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac, p.target_port))
+        if sp.affinity and provs:
+            mask = (1 << AFFINITY_BITS) - 1
+            for b in range(1 << AFFINITY_BITS):
+                p = affinity_choice(provs, b)
+                add(_flow(T.SVC_CT, P_AFFINITY,
+                          dict(ip, ct_state=(T.CT_NEW | T.CT_TRK, T.CT_NEW | T.CT_TRK | T.CT_INV),
+                               ipv4_dst=sp.vip, ip_proto=sp.proto, **{_PORT_FIELD[sp.proto]: sp.port},
+                               ipv4_src=(str(ipaddress.IPv4Address(b)), str(ipaddress.IPv4Address(mask))),
+                               **vrf),
+                          [("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
+                            SVC_MARK | gid)], ident=sp.ident,
+                          note=f"svc {sp.ident}: ClientIP affinity, clients *.{b} -> {p.ip}"))
         for p in sp.providers:
             add(_flow(T.SVC_DST, P_VIP, dict(ip, ipv4_dst=p.ip, **vrf),
                       [("set_field", "eth_dst", p.mac), ("set_field", T.REG_NET, p.net_id)], T.L3,

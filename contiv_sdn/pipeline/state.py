@@ -130,6 +130,13 @@ class Service:
     ports: Tuple[Tuple[int, int, int], ...] = ()  # (service port, provider port, IP protocol)
     selectors: Tuple[Tuple[str, str], ...] = ()
     providers: Tuple[str, ...] = ()  # endpoint ids, sorted
+    #: A Kubernetes Service (``drivers/kubernetes``): per (service port, protocol) its
+    #: providers, each with its own target port (EndpointSlices resolve a named
+    #: targetPort per slice): ``(((port, proto), ((endpoint id, target), ...)), ...)``.
+    #: When set, ``ports`` hold (port, 0, proto) and ``providers`` the union of the ids.
+    port_providers: Tuple[Tuple[Tuple[int, int], Tuple[Tuple[str, int], ...]], ...] = ()
+    #: ClientIP session affinity: its timeout in seconds (0: no affinity)
+    affinity_timeout: int = 0
 
 
 @dataclass(frozen=True)

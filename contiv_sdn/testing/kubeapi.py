@@ -54,6 +54,20 @@ contiv-sdn uses, closely enough that the real ``kubectl`` (1.32) drives it:
   field "..."``; names, label keys and values, and a Pod's containers are checked
   as kube does (422 Invalid); ``dryRun`` stores nothing.
 
+* Services: ``spec.clusterIP`` is allocated on create from the service CIDR
+  (``service_cidr``, ``--service-cidr``, default ``10.96.0.0/12``), as
+  kube-apiserver does; a clusterIP given outside it or already taken is 422
+  Invalid with kube's text; ``None`` (headless) is kept.
+* EndpointSlices for Services with a selector, as kube-controller-manager's
+  endpointslice controller writes them (``kubernetes.io/service-name`` and
+  ``endpointslice.kubernetes.io/managed-by`` labels): the selected pods of the
+  Service's namespace that have a ``status.podIP`` and are not being deleted, each
+  ``conditions.ready`` when its phase is ``Running`` (and its ``Ready`` condition,
+  when a kubelet wrote one, is not ``False``), ``targetRef`` the pod; ports named
+  after the Service's ports, a named ``targetPort`` resolved per pod from its
+  containers' ports (pods resolving to other numbers get another slice).  Kept in
+  line after every change of a Pod or a Service (one pass per reactor turn).
+
 Not done (not needed by kubectl's commands used here or by the watcher):
 server-side apply, protobuf, managedFields, schema validation deeper than the
 above, admission, garbage collection through ownerReferences, graceful Pod
@@ -84,6 +98,8 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -589,7 +605,7 @@ class KubeAPIServer:
     default_watch_timeout: float = 1800.0
 
     def __init__(self, reactor: Any = None, token: Optional[str] = None,
-                 state_file: Optional[str] = None):
+                 state_file: Optional[str] = None, service_cidr: str = "10.96.0.0/12"):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -605,6 +621,9 @@ class KubeAPIServer:
         self._site: Optional[_Site] = None
         self._save_call = None
         self._service_ips = 10
+        #: where Services' clusterIPs come from (kube-apiserver --service-cluster-ip-range)
+        self.service_cidr = ipaddress.IPv4Network(service_cidr, strict=False)
+        self._slices_call = None
         self.port: Optional[int] = None
         self._load()
         for ns in INITIAL_NAMESPACES:
@@ -628,6 +647,9 @@ class KubeAPIServer:
     async def stop(self) -> None:
         """Stop listening and drop every connection (what a stopping apiserver does);
         the state file, if any, is written first.  Stopping twice is harmless."""
+        if self._slices_call is not None and self._slices_call.active():
+            self._slices_call.cancel()
+        self._slices_call = None
         self._save_now()
         if self._site is None:
             return
@@ -757,6 +779,8 @@ class KubeAPIServer:
         while len(self._history) > self.history_size:
             self._compacted = self._history.popleft()[0]
         line = json.dumps({"type": type_, "object": full}).encode() + b"\n"
+        if kind.plural in ("pods", "services"):
+            self._slices_soon()
         for w in list(self._watches):
             if w.kind is kind and w.selects(full):
                 self._send(w, line if w.table is None else self._table_event(w, type_, full))
@@ -853,10 +877,8 @@ class KubeAPIServer:
             spec = obj.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
             spec.setdefault("sessionAffinity", "None")
-            if spec.get("clusterIP") in (None, ""):
-                self._service_ips += 1
-                n = self._service_ips
-                spec["clusterIP"] = f"10.96.{n // 256 % 256}.{n % 256}"
+            spec["clusterIP"] = self._cluster_ip(kind, obj["metadata"]["name"],
+                                                 spec.get("clusterIP"))
             if spec["clusterIP"] != "None":
                 spec.setdefault("clusterIPs", [spec["clusterIP"]])
             for p in spec.get("ports") or []:
@@ -874,6 +896,97 @@ class KubeAPIServer:
             for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
                 for p in (rule or {}).get("ports") or []:
                     p.setdefault("protocol", "TCP")
+
+    def _cluster_ip(self, kind: Kind, name: str, want: Any) -> str:
+        """A new Service's clusterIP: the one asked for (in the service CIDR and free,
+        else 422 as kube-apiserver answers), ``None`` for headless, or the next free
+        address of the CIDR (round robin from the last one given, as kube's allocator
+        avoids reusing a just-freed address)."""
+        used = {o.get("spec", {}).get("clusterIP") for o in self._store["services"].values()}
+        net = self.service_cidr
+        if want == "None":
+            return "None"
+        if want not in (None, ""):
+            try:
+                ip = ipaddress.IPv4Address(str(want))
+            except ValueError:
+                raise invalid(kind, name, [("spec.clusterIPs[0]", f'Invalid value: "{want}": '
+                                            f"must be a valid IP address, (e.g. 10.9.8.7 or "
+                                            f"2001:db8::ffff)")]) from None
+            if ip not in net or ip in (net.network_address, net.broadcast_address):
+                raise invalid(kind, name, [("spec.clusterIPs", f'Invalid value: []string{{"{ip}"}}: '
+                                            f"failed to allocate IP {ip}: provided IP is not in "
+                                            f"the valid range. The range of valid IPs is {net}")])
+            if str(ip) in used:
+                raise invalid(kind, name, [("spec.clusterIPs", f'Invalid value: []string{{"{ip}"}}: '
+                                            f"failed to allocate IP {ip}: provided IP is already "
+                                            f"allocated")])
+            return str(ip)
+        size = net.num_addresses - 2
+        for _ in range(size):
+            self._service_ips = self._service_ips % size + 1
+            ip = str(net.network_address + self._service_ips)
+            if ip not in used:
+                return ip
+        raise APIError(500, "InternalError", "Internal error occurred: failed to allocate a "
+                       f"serviceIP: range is full ({net})")
+
+    # -- the endpointslice controller (kube-controller-manager's, in small) ----
+
+    def _slices_soon(self) -> None:
+        if self._slices_call is None:
+            self._slices_call = self.reactor.callLater(0, self._sync_slices)
+
+    def _sync_slices(self) -> None:
+        """Every managed EndpointSlice in line with the Services and Pods (module doc)."""
+        self._slices_call = None
+        want: Dict[Tuple[str, str], dict] = {}
+        for (ns, name), svc in self._store["services"].items():
+            spec = svc.get("spec") or {}
+            sel = spec.get("selector") or {}
+            if not sel or spec.get("type") == "ExternalName":
+                continue
+            groups: Dict[Tuple, List[dict]] = {}
+            for (pns, _), pod in sorted(self._store["pods"].items()):
+                meta = pod.get("metadata") or {}
+                labels = meta.get("labels") or {}
+                ip = (pod.get("status") or {}).get("podIP")
+                if pns != ns or not ip or meta.get("deletionTimestamp") or \
+                        any(labels.get(k) != v for k, v in sel.items()):
+                    continue
+                ports = tuple(_slice_port(p, pod) for p in spec.get("ports") or [])
+                if any(p is None for p in ports):
+                    continue  # a named targetPort this pod does not have: not an endpoint
+                groups.setdefault(ports, []).append(pod)
+            for ports, pods in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+                digest = hashlib.sha1(repr(ports).encode()).hexdigest()[:5]
+                sname = f"{name[:50]}-{digest}"
+                want[(ns, sname)] = {
+                    "metadata": {"name": sname, "namespace": ns, "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by":
+                            "endpointslice-controller.k8s.io"},
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Service",
+                                             "name": name, "uid": svc["metadata"]["uid"],
+                                             "controller": True,
+                                             "blockOwnerDeletion": True}]},
+                    "addressType": "IPv4",
+                    "endpoints": [_slice_endpoint(p) for p in pods],
+                    "ports": [{"name": n, "port": p, "protocol": pr} for n, p, pr in ports]}
+        managed = [key for key, o in self._store["endpointslices"].items()
+                   if (o["metadata"].get("labels") or {}).get(
+                       "endpointslice.kubernetes.io/managed-by") ==
+                   "endpointslice-controller.k8s.io"]
+        for key in managed:
+            if key not in want:
+                self.delete("endpointslices", key[0], key[1])
+        for key, body in want.items():
+            old = self._store["endpointslices"].get(key)
+            if old is None:
+                self.create("endpointslices", body, key[0])
+            elif {k: old.get(k) for k in ("addressType", "endpoints", "ports")} != \
+                    {k: body[k] for k in ("addressType", "endpoints", "ports")}:
+                self.update("endpointslices", body, key[0], key[1])
 
     def create(self, plural: str, body: dict, namespace: Optional[str] = None,
                dry_run: bool = False, strict: bool = False) -> dict:
@@ -1219,6 +1332,40 @@ class KubeAPIServer:
 
 # ---------------------------------------------------------------------------
 # HTTP
+
+def _slice_port(sport: dict, pod: dict) -> Optional[Tuple[str, int, str]]:
+    """An EndpointSlice port of a Service port for one pod: the targetPort, resolved
+    by name among the pod's container ports when it is a name (None: the pod has no
+    such port)."""
+    proto = sport.get("protocol") or "TCP"
+    target = sport.get("targetPort", sport.get("port"))
+    if isinstance(target, str) and not target.isdigit():
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            for cp in c.get("ports") or []:
+                if cp.get("name") == target and (cp.get("protocol") or "TCP") == proto:
+                    target = cp.get("containerPort")
+                    break
+            if not isinstance(target, str):
+                break
+        if isinstance(target, str):
+            return None
+    return (sport.get("name") or "", int(target), proto)
+
+
+def _slice_endpoint(pod: dict) -> dict:
+    meta, status = pod["metadata"], pod.get("status") or {}
+    ready = status.get("phase") == "Running" and not any(
+        c.get("type") == "Ready" and c.get("status") == "False"
+        for c in status.get("conditions") or [])
+    ep = {"addresses": [status["podIP"]],
+          "conditions": {"ready": ready, "serving": ready, "terminating": False},
+          "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
+                        "uid": meta["uid"]}}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        ep["nodeName"] = node
+    return ep
+
 
 def _age(stamp: str) -> str:
     """kube's HumanDuration, near enough: ``45s``, ``3m20s``, ``5h``, ``12d``."""
@@ -1610,13 +1757,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--kubeconfig", help="write a kubeconfig for this server to this file")
     parser.add_argument("--token", help="require this bearer token")
     parser.add_argument("--state-file", help="keep the objects in this JSON file across restarts")
+    parser.add_argument("--service-cidr", default="10.96.0.0/12",
+                        help="the range Services' clusterIPs are allocated from "
+                             "(kube-apiserver's --service-cluster-ip-range)")
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    api = KubeAPIServer(reactor, token=args.token, state_file=args.state_file)
+    try:
+        cidr = str(ipaddress.IPv4Network(args.service_cidr, strict=False))
+    except ValueError as e:
+        parser.error(f"--service-cidr {args.service_cidr!r}: {e} (want an IPv4 CIDR, "
+                     f"e.g. 10.96.0.0/12)")
+    api = KubeAPIServer(reactor, token=args.token, state_file=args.state_file,
+                        service_cidr=cidr)
 
     async def run() -> None:
         port = await api.start(args.port, args.listen)

@@ -16,7 +16,19 @@ The Redis data model (shared with the NetworkPolicy compiler, ``drivers.kubernet
   (stamped by the CNI path at create, with ``k8sPodUID`` when the runtime gave
   ``K8S_POD_UID``), ``labels`` (the pod's labels, plus the CNI
   plugin's own ``cni.contiv.io/*`` bookkeeping keys) and ``namedPorts`` (port name →
-  ``{"port": int, "protocol": "TCP"|"UDP"|"SCTP"}``, from the pod's containers).
+  ``{"port": int, "protocol": "TCP"|"UDP"|"SCTP"}``, from the pod's containers);
+* store kind ``k8sService``: key = ``<namespace>/<name>``; record ``{"namespace",
+  "name", "uid", "clusterIP"`` ("" when headless or not allocated), ``"headless"``
+  (clusterIP ``None``), ``"type"`` (ClusterIP, NodePort, LoadBalancer,
+  ExternalName), ``"ports": [{"name", "port", "targetPort"`` (a number, or a
+  container port's name), ``"protocol", "nodePort"}]``, ``"selector"``,
+  ``"sessionAffinity"`` (None | ClientIP) and ``"affinityTimeout"`` (seconds;
+  kube's default 10800 when ClientIP gives none)``}``;
+* store kind ``k8sEndpointSlice``: key = ``<namespace>/<name>``; record
+  ``{"namespace", "name", "service"`` (the ``kubernetes.io/service-name`` label),
+  ``"addressType", "endpoints": [{"addresses": [str], "pod": "ns/name"|""}]``
+  (**ready endpoints only**: ``conditions.ready`` true or absent, as kube-proxy
+  reads it), ``"ports": [{"name", "port", "protocol"}]}``.
 """
 
 from __future__ import annotations
@@ -24,10 +36,16 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from contiv_sdn.model.errors import DecodeError
-from contiv_sdn.model.shapes import BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, Struct
+from contiv_sdn.model.shapes import ANY, BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, Struct
 
 NS_KIND = "k8sNamespace"
 NETPOL_KIND = "k8sNetworkPolicy"
+SVC_KIND = "k8sService"
+SLICE_KIND = "k8sEndpointSlice"
+#: the label naming an EndpointSlice's Service (discovery.k8s.io/v1)
+L_SERVICE_NAME = "kubernetes.io/service-name"
+#: kube's default ``sessionAffinityConfig.clientIP.timeoutSeconds`` (3 hours)
+DEFAULT_AFFINITY_TIMEOUT = 10800
 #: Labels of an endpoint record that are the CNI plugin's, not the pod's: kept when the
 #: pod's labels are written (``cni.contiv.io/network`` names the configuration for GC).
 CNI_LABEL_PREFIX = "cni.contiv.io/"
@@ -64,7 +82,35 @@ WATCH_EVENT = Struct("WatchEvent", [("type", STR)])
 #: ``metav1.Status``, as an error answer or the object of a watch ``ERROR`` event.
 STATUS = Struct("Status", [("code", INT), ("reason", STR), ("message", STR)])
 
-SHAPES = {"Pod": POD, "Namespace": NAMESPACE, "NetworkPolicy": NETWORK_POLICY}
+SERVICE_PORT = Struct("ServicePort", [
+    ("name", STR), ("port", INT), ("targetPort", ANY), ("protocol", STR), ("nodePort", INT),
+])
+SERVICE = Struct("Service", [
+    ("metadata", OBJECT_META),
+    ("spec", Struct("ServiceSpec", [
+        ("clusterIP", STR), ("type", STR), ("ports", ListOf(SERVICE_PORT)),
+        ("selector", STR_MAP), ("sessionAffinity", STR),
+        ("sessionAffinityConfig", Struct("SessionAffinityConfig", [
+            ("clientIP", Struct("ClientIPConfig", [("timeoutSeconds", INT)]))])),
+    ])),
+])
+#: ``conditions.ready`` is a pointer in Go (absent = unknown = ready): read from the raw
+#: object after the shape checked its type, see :func:`slice_record`.
+ENDPOINT = Struct("Endpoint", [
+    ("addresses", STR_LIST),
+    ("conditions", Struct("EndpointConditions", [("ready", BOOL), ("serving", BOOL),
+                                                 ("terminating", BOOL)])),
+    ("targetRef", Struct("ObjectReference", [("kind", STR), ("namespace", STR),
+                                             ("name", STR), ("uid", STR)])),
+    ("nodeName", STR),
+])
+ENDPOINT_SLICE = Struct("EndpointSlice", [
+    ("metadata", OBJECT_META), ("addressType", STR), ("endpoints", ListOf(ENDPOINT)),
+    ("ports", ListOf(Struct("EndpointPort", [("name", STR), ("port", INT), ("protocol", STR)]))),
+])
+
+SHAPES = {"Pod": POD, "Namespace": NAMESPACE, "NetworkPolicy": NETWORK_POLICY,
+          "Service": SERVICE, "EndpointSlice": ENDPOINT_SLICE}
 
 
 def decode(kind: str, value: Any) -> Dict[str, Any]:
@@ -84,6 +130,25 @@ def decode(kind: str, value: Any) -> Dict[str, Any]:
             raise DecodeError("json: cannot unmarshal non-object into Go struct field "
                               "NetworkPolicy.spec of type v1.NetworkPolicySpec")
         obj["spec"] = spec
+    elif kind == "Service":
+        # IntOrString: read from the plain value (ints exact), the shape only checked it is JSON
+        raw_ports = (value.get("spec") or {}).get("ports") or []
+        for i, (p, raw) in enumerate(zip(obj["spec"]["ports"], raw_ports)):
+            tp = raw.get("targetPort") if isinstance(raw, dict) else None
+            p["targetPort"] = tp
+            if tp is None:
+                p["targetPort"] = p["port"]
+            elif isinstance(tp, bool) or not isinstance(tp, (int, str)) or tp == "":
+                raise DecodeError(f"json: cannot unmarshal {type(tp).__name__} into Go struct "
+                                  f"field ServicePort.spec.ports.targetPort of type "
+                                  f"intstr.IntOrString (ports[{i}])")
+    elif kind == "EndpointSlice":
+        # ready: true, or absent (null): Go's *bool nil is "unknown", read as ready
+        raw_eps = value.get("endpoints") or []
+        for ep, raw in zip(obj["endpoints"], raw_eps):
+            cond = raw.get("conditions") if isinstance(raw, dict) else None
+            ready = cond.get("ready") if isinstance(cond, dict) else None
+            ep["ready"] = ready is None or ready is True
     return obj
 
 
@@ -104,6 +169,43 @@ def netpol_record(obj: Dict[str, Any]) -> Dict[str, Any]:
     meta = obj["metadata"]
     return {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"],
             "spec": obj["spec"]}
+
+
+def service_record(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """A Service as the snapshot reads it (see the module docstring)."""
+    meta, spec = obj["metadata"], obj["spec"]
+    cip = spec["clusterIP"]
+    affinity = spec["sessionAffinity"] or "None"
+    timeout = 0
+    if affinity == "ClientIP":
+        timeout = spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"] or \
+            DEFAULT_AFFINITY_TIMEOUT
+    return {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"],
+            "clusterIP": "" if cip == "None" else cip, "headless": cip == "None",
+            "type": spec["type"] or "ClusterIP",
+            "ports": [{"name": p["name"], "port": p["port"], "targetPort": p["targetPort"],
+                       "protocol": (p["protocol"] or "TCP").upper(), "nodePort": p["nodePort"]}
+                      for p in spec["ports"]],
+            "selector": dict(spec["selector"]), "sessionAffinity": affinity,
+            "affinityTimeout": timeout}
+
+
+def slice_record(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """An EndpointSlice with its ready endpoints only (see the module docstring)."""
+    meta = obj["metadata"]
+    eps = []
+    for ep in obj["endpoints"]:
+        if not ep.get("ready", True) or not ep["addresses"]:
+            continue
+        ref = ep["targetRef"]
+        pod = f"{ref['namespace'] or meta['namespace']}/{ref['name']}" \
+            if ref["kind"] in ("Pod", "") and ref["name"] else ""
+        eps.append({"addresses": list(ep["addresses"]), "pod": pod})
+    return {"namespace": meta["namespace"], "name": meta["name"],
+            "service": meta["labels"].get(L_SERVICE_NAME, ""),
+            "addressType": obj["addressType"] or "IPv4", "endpoints": eps,
+            "ports": [{"name": p["name"], "port": p["port"],
+                       "protocol": (p["protocol"] or "TCP").upper()} for p in obj["ports"]]}
 
 
 def named_ports(pod: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:

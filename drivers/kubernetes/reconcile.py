@@ -5,7 +5,8 @@ A notification only marks work: ``replaced(kind)`` (after a list) marks the whol
 its pod.  One worker drains the marks by comparing the reflector's cache with Redis and
 writing the difference, each write one store transaction:
 
-* ``k8sNamespace`` / ``k8sNetworkPolicy`` records mirror the cache; after a list,
+* ``k8sNamespace`` / ``k8sNetworkPolicy`` / ``k8sService`` / ``k8sEndpointSlice``
+  records mirror the cache; after a list,
   records the API server no longer has are deleted (a netmaster that was down, or a
   watch that missed a delete, repairs itself on its next list);
 * the endpoint records of a pod (``k8sNamespace``/``k8sPod``, stamped by the CNI path;
@@ -25,15 +26,18 @@ from twisted.internet import defer, reactor as default_reactor, task
 from twisted.logger import Logger
 
 from contiv_sdn.store import Store, StoreError, View, transact
-from drivers.kubernetes.objects import (NETPOL_KIND, NS_KIND, endpoint_is_of,
-                                        endpoint_update, namespace_record, netpol_record,
-                                        pod_of_endpoint)
+from drivers.kubernetes.objects import (NETPOL_KIND, NS_KIND, SLICE_KIND, SVC_KIND,
+                                        endpoint_is_of, endpoint_update, namespace_record,
+                                        netpol_record, pod_of_endpoint, service_record,
+                                        slice_record)
 
 log = Logger()
 
 _RECORDS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], Dict[str, Any]]]] = {
     "Namespace": (NS_KIND, namespace_record),
     "NetworkPolicy": (NETPOL_KIND, netpol_record),
+    "Service": (SVC_KIND, service_record),
+    "EndpointSlice": (SLICE_KIND, slice_record),
 }
 
 

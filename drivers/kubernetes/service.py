@@ -6,7 +6,7 @@ On start (the store is up):
    (``--k8s-default-network``, default ``default-net`` in tenant ``default``, subnet
    ``--k8s-default-subnet``, default ``10.244.0.0/16``) is created if it does not
    exist — an existing one is left as it is;
-2. a reflector per kind (Namespaces, Pods, NetworkPolicies) lists and watches the API
+2. a reflector per kind (Namespaces, Pods, NetworkPolicies, Services, EndpointSlices) lists and watches the API
    server, and the :class:`~drivers.kubernetes.reconcile.Reconciler` converges Redis
    from them; the store's change feed tells it of endpoint records created or
    rewritten (a pod's endpoint made by the CNI path after the pod's last event).
@@ -36,7 +36,7 @@ DEFAULT_TENANT = "default"
 #: Not 10.96.0.0/12: that is kubeadm's default Service range.  10.244.0.0/16 is the pod
 #: range most clusters' documentation uses (kubeadm --pod-network-cidr examples).
 DEFAULT_SUBNET = "10.244.0.0/16"
-KINDS = ("Namespace", "Pod", "NetworkPolicy")
+KINDS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
 
 
 class KubernetesWatcher(Service):

@@ -36,6 +36,8 @@ PATHS = {
     "Namespace": "/api/v1/namespaces",
     "Pod": "/api/v1/pods",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies",
+    "Service": "/api/v1/services",
+    "EndpointSlice": "/apis/discovery.k8s.io/v1/endpointslices",
 }
 
 
