@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Set
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
+from contiv_sdn.pipeline import hostaccess as HA
 from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline.compiler import compile_hosts
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
@@ -118,7 +119,7 @@ class Model:
             if h is None or not isinstance(h.ports, MappingProxyType):
                 return
             ports = dict(h.ports)
-            port = ("vxlan0", "eth1", *(f"p{i}" for i in range(8)), "cdns1", "cdns2")[b % 12]
+            port = ("vxlan0", "eth1", *(f"p{i}" for i in range(8)), "cdns1", "cdns2", "contivh0")[b % 13]
             if c % 3 == 0:
                 ports.pop(port, None)
             else:
@@ -344,6 +345,27 @@ class IncrementalEqualsFull(TestCase):
         self.assertTrue(any((f.cookie >> 32) & 0xFFFF == 5 and f.table == 48 and f.priority == 100
                             for f in eng.flows("h1") or ()), "the seed has NetworkPolicy rule flows")
         self.assertTrue(eng.groups("h1"), "the seed has a service with its group")
+        for op in ops:
+            m.apply(op)
+            self._check(m, eng, held, groups)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(OPS, min_size=1, max_size=25))
+    def test_random_changes_with_host_access(self, ops: List[tuple]) -> None:
+        """The same with host access (``hostaccess.py``): t1 stands for the default tenant,
+        h1 and h2 start with the host port (port ops take it away and bring it back)."""
+        self.patch(HA, "TENANT", "t1")
+        m = Model()
+        _seed(m)
+        for name in ("h1", "h2"):
+            m.hosts[name] = dataclasses.replace(m.hosts[name], ports=MappingProxyType(
+                {**m.hosts[name].ports, HA.PORT: 9}))
+        eng = IncrementalCompiler()
+        held: Dict[str, dict] = {}
+        groups: Dict[str, frozenset] = {}
+        self._check(m, eng, held, groups)
+        self.assertTrue(any((f.cookie >> 32) & 0xFFFF == 7 for f in eng.flows("h1") or ()),
+                        "the seed has host-access flows")
         for op in ops:
             m.apply(op)
             self._check(m, eng, held, groups)

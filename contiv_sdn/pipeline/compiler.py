@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+from . import hostaccess as HA
 from . import k8s as K8
 from . import policy as PL
 from . import servicelb as SL
@@ -319,6 +320,17 @@ class _Index:
                 self.issues.append(issue)
             if vtep is not None:
                 self.vteps[name] = vtep
+        #: host access (``hostaccess.py``): only while some switch has the port
+        self.ha_view: Optional[Tuple] = None
+        self.ha_peers: Tuple = ()
+        self.ha_svc = False
+        if HA.any_port(snap.hosts):
+            try:
+                self.ha_view = HA.tenant_view(snap.tenants, self.nets.values(), self.eps)
+            except Exception as err:
+                self.failed.append(Failure("host-access", "view", _why(err)))
+            self.ha_peers = HA.peers(snap.hosts, self.vteps)
+            self.ha_svc = any(sps and sps[0].tenant == HA.TENANT for sps in self.svc_ports.values())
 
     def _add_net(self, key: str, n: Network) -> None:
         net, issue = resolve_net(key, n, self.snap.tenants)
@@ -759,6 +771,8 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                     failed.append(Failure("k8s", str(ident), _why(err)))
     if ix.svc_ports:
         tenants_here = {n.tenant for n in present}
+        if HA.PORT in ports:
+            tenants_here.add(HA.TENANT)  # the host's own traffic to the default tenant's VIPs
         for skey in sorted(ix.svc_ports):
             sps = ix.svc_ports[skey]
             if not sps or sps[0].tenant not in tenants_here:
@@ -771,6 +785,12 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
                 failed.append(Failure("service", skey, _why(err)))
                 continue
             flows += got
+    try:
+        hargs = HA.host_args(ix.ha_view, ix.ha_peers, ix.vteps, host.name, ports, tun, ix.ha_svc, ix.k8s.active)
+        if hargs is not None:
+            flows += fragment(HA.flows, hargs, ix.checked)
+    except Exception as err:
+        failed.append(Failure("host-access", host.name, _why(err)))
     flows, issues = _dedupe(flows, host.name)
     return flows, issues, failed, groups
 

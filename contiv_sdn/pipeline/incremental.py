@@ -30,6 +30,12 @@ Owners and their inputs (made explicit by the argument tuples of
   provider's endpoint moving marks the services it provides.  The owner also
   yields the service's select groups, kept per switch next to its flows
   (:meth:`IncrementalCompiler.groups`).
+* a switch's host access ``(7,)`` (``hostaccess.py``): while it reports the
+  host-access port, the default tenant's VRF, VXLAN networks and endpoints (local
+  ofport or remote VTEP), the other hosts with the port, whether that tenant has a
+  service, the K8s stage.  Not split per endpoint: any change of those inputs
+  evaluates it again on every switch with the port (O(the default tenant's
+  endpoints) each); nothing is computed while no switch has the port.
 
 Policy changes cost what they change: a rule record marks the groups whose
 policies hold it; a group record marks itself and the groups whose rules name
@@ -72,6 +78,7 @@ from . import k8s as K8
 from . import policy as PL
 from .state import DNS_PORT_PREFIX
 from . import servicelb as SL
+from . import hostaccess as HA
 from .compiler import (CompileError, Failure, _Ep, _Net, _why, base_flows, ep_args, ep_flows, fragment,
                        group_flows, group_vlan, host_context, k8s_base_flows, k8s_ident_flows, net_args, net_flows, net_vlans_of, resolve_ep,
                        resolve_net, resolve_vtep, service_args, service_flows, service_gids, service_groups,
@@ -228,6 +235,12 @@ class IncrementalCompiler:
         self.tenant_net_ids: Dict[str, Tuple[int, ...]] = {}
         self.svc_cache: Dict[str, Dict[Tuple, Frag]] = {}
         self._tflips: Set[Tuple[str, str]] = set()
+        #: host access (``hostaccess.py``): the default tenant's view, the hosts with
+        #: the port, whether that tenant has a service; built fragments by arguments
+        self.ha_view: Optional[Tuple] = None
+        self.ha_peers: Tuple = ()
+        self.ha_svc = False
+        self.ha_cache: Dict[Tuple, Frag] = {}
 
     # -- public ----------------------------------------------------------------
     def update(self, snap: Snapshot, hosts: Iterable[str]) -> Update:
@@ -393,6 +406,24 @@ class IncrementalCompiler:
         for n in net_all:
             self._vtep_lists.pop(n, None)
 
+        # 3b. host access: its inputs, only while some switch has the port
+        ha_before = (self.ha_view, self.ha_peers, self.ha_svc)
+        if HA.any_port(snap.hosts):
+            if ep_keys or net_keys or changed_nets or _diff_keys(old.tenants, snap.tenants) or self.ha_view is None:
+                try:
+                    self.ha_view = HA.tenant_view(snap.tenants, self.nets.values(), self.eps.values())
+                except Exception as err:
+                    self.ha_view = None
+                    self.idx_failed[("host-access", "view")] = Failure("host-access", "view", _why(err))
+                else:
+                    self.idx_failed.pop(("host-access", "view"), None)
+            self.ha_peers = HA.peers(snap.hosts, self.vteps)
+            self.ha_svc = any(self.svc_tenant.get(k) == HA.TENANT for k in self.svc_ports)
+        else:
+            self.ha_view, self.ha_peers, self.ha_svc = None, (), False
+        # (a VTEP that moved is where remote endpoints are sent: full_hosts has its host)
+        ha_dirty = (self.ha_view, self.ha_peers, self.ha_svc) != ha_before or bool(full_hosts)
+
         if k8s_flip:
             full_hosts |= wanted  # L2 goes to the K8s stage or not: every endpoint's flows change
 
@@ -423,7 +454,7 @@ class IncrementalCompiler:
                 # a VRF's DNS port coming or going changes its networks' and
                 # endpoints' flows: rare, so the host is rebuilt
                 if (tun != sw.tun or upl != sw.upl or (host is None) != (sw.host is None)
-                        or any(p.startswith(DNS_PORT_PREFIX) for p in moved)):
+                        or any(p.startswith(DNS_PORT_PREFIX) or p == HA.PORT for p in moved)):
                     rebuild = True
                 else:
                     local_eps = {e for e in self.host_eps.get(name, ()) if self.eps[e].port in moved}
@@ -472,6 +503,8 @@ class IncrementalCompiler:
                         owners.update((3, g) for g in self.epg_groups.get(epg, ()))
                 if k8s_base:
                     owners.add((4,))
+                if ha_dirty or local_eps:
+                    owners.add((7,))
                 owners.update((5, i) for i in k8s_idents)
                 owners.update((5, i) for i, h in self._kflips if h == name)
                 if sw.host is None:
@@ -708,7 +741,11 @@ class IncrementalCompiler:
         if o[0] == 6:
             t = self.svc_tenant.get(o[1])
             hs = self.tenant_hosts.get(t) if t is not None else None
+            if t == HA.TENANT and self._known(name) and HA.PORT in self.switches[name].ports:
+                return True  # the host's own traffic to the default tenant's VIPs
             return hs is not None and name in hs and self._known(name)
+        if o[0] == 7:
+            return self._known(name) and HA.PORT in self.switches[name].ports
         if o[0] == 4:
             return self.k8s.active and self._known(name)
         if o[0] == 5:
@@ -822,6 +859,8 @@ class IncrementalCompiler:
             for k in sorted(self.svc_ports):
                 if self._owner_relevant((6, k), name):
                     owners.append((6, k))
+            if self._owner_relevant((7,), name):
+                owners.append((7,))
         keep = set(owners)
         for o in [o for o in sw.frags if o not in keep]:
             self._set(sw, o, _EMPTY, before)
@@ -892,6 +931,20 @@ class IncrementalCompiler:
                 else:
                     sw.sgroups.pop(k, None)
                 upd.groups.add(sw.name)
+        elif kind == 7:
+            hargs = None
+            if self._owner_relevant(o, sw.name):
+                hargs = HA.host_args(self.ha_view, self.ha_peers, self.vteps, sw.name, sw.ports, sw.tun, self.ha_svc,
+                                     self.k8s.active)
+            if hargs is None:
+                new = _EMPTY
+            else:
+                new = self.ha_cache.get(hargs)  # type: ignore[assignment]
+                if new is None:
+                    new = self._build("host-access", sw.name, HA.flows, hargs, upd)
+                    if len(self.ha_cache) > 256:
+                        self.ha_cache.clear()
+                    self.ha_cache[hargs] = new
         elif kind == 3:
             g = o[1]
             gargs = self.group_args.get(g)

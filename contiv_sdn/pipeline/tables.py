@@ -80,6 +80,7 @@ REG_DST_ID = "reg7"  #: destination pod identity, 0 = not a pod.
 
 FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
 FLAG_HAIRPIN = 0x2  #: a provider reaching itself through its service's VIP: OUTPUT uses IN_PORT.
+FLAG_HOST = 0x4  #: the packet entered from the host's own port (``hostaccess.py``).
 
 OUT_FLOOD = 0xFFFFFFFB  #: REG_OUT value: replicate within the network.
 
