@@ -293,3 +293,49 @@ class DatapathTests(unittest.TestCase):
         fab, snap = _fabric(_k8s_store(svcs, slices))
         self.assertEqual(dict(snap.services).keys(), {"default:web"})
         self.assertIsNone(_connect(fab, snap, "client", 40000))
+
+
+class DnsTests(unittest.TestCase):
+    """contiv_sdn/dns/names.py: Service names; drivers/cni/main.py: the search path."""
+
+    def _dir(self, domain=""):
+        from contiv_sdn.dns.names import build
+        svcs, slices = _records()
+        head = dict(svcs[0], name="db", clusterIP="", headless=True)
+        slices.append(slice_record(decode("EndpointSlice", _slice(
+            "db-1", svc="db", endpoints=[_ep("20.1.1.4", "other"), _ep("20.1.1.3", "p2"),
+                                         _ep("20.1.1.9", "notready", False)]))))
+        data = _k8s_store(svcs + [head], slices)
+        data["endpoint"]["client"].update(tenant="default", networkName="contiv-net")
+        data["network"]["default:contiv-net"].update(tenant="default", networkName="contiv-net")
+        return build(data, domain)
+
+    def test_service_names(self):
+        from contiv_sdn.dns.names import FOREIGN, MISSING, Addresses, Asker
+        d = self._dir()
+        me = Asker("default", "contiv-net", "20.1.1.5")
+        self.assertEqual(d.lookup(me, "web.default.svc.cluster.local."), Addresses((CIP,), ()))
+        self.assertEqual(d.lookup(me, "WEB.default.svc"), Addresses((CIP,), ()))
+        self.assertEqual(sorted(d.lookup(me, "db.default.svc.cluster.local").v4), ["20.1.1.3", "20.1.1.4"])
+        self.assertIs(d.lookup(me, "nope.default.svc.cluster.local"), MISSING)
+        self.assertEqual(d.lookup(me, "default.svc.cluster.local"), Addresses((), ()))
+        self.assertIs(d.lookup(me, "example.com"), FOREIGN)
+        # any tenant's pods resolve them (names are cluster-wide in Kubernetes)
+        self.assertEqual(d.lookup(Asker("blue", "bn", "20.1.1.6"), "web.default.svc.cluster.local"),
+                         Addresses((CIP,), ()))
+        # under Contiv's own suffix too
+        d2 = self._dir("contiv.local")
+        self.assertEqual(d2.lookup(me, "web.default.svc.contiv.local"), Addresses((CIP,), ()))
+        # without any Service, *.svc.cluster.local is not ours: forwarded
+        from contiv_sdn.dns.names import Directory
+        self.assertIs(Directory().lookup(me, "web.default.svc.cluster.local"), FOREIGN)
+
+    def test_cni_search_path_for_pods(self):
+        from drivers.cni.main import k8s_dns
+        self.assertEqual(k8s_dns({"nameservers": ["20.1.1.1"]}, "shop"),
+                         {"nameservers": ["20.1.1.1"],
+                          "search": ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]})
+        self.assertEqual(k8s_dns({"nameservers": ["x"], "domain": "k.io", "search": ["a.b", "k.io"]}, "n")["search"],
+                         ["n.svc.k.io", "svc.k.io", "k.io", "a.b"])
+        self.assertEqual(k8s_dns({"nameservers": ["x"]}, ""), {"nameservers": ["x"]})
+        self.assertIsNone(k8s_dns(None, "n"))

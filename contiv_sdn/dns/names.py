@@ -21,6 +21,15 @@ being forwarded) when it is one label, ends in ``.n`` for a network ``n`` of
 Nothing here ever reads another tenant's records: each tenant has its own
 index and the asker's tenant picks it.
 
+Kubernetes Services (``k8sService`` / ``k8sEndpointSlice`` records, the watcher's):
+``<svc>.<ns>.svc.<k8s domain>`` (default ``cluster.local``; also without the domain,
+and under Contiv's own suffix) is the Service's clusterIP, or for a headless Service
+the addresses of its ready endpoints.  These names are cluster-wide, as in
+Kubernetes: any asker resolves them (reaching the address is the datapath's and
+policy's business).  Short forms (``web``, ``web.ns``) come through the search path
+the CNI result gives pods (``<ns>.svc.<domain>``, ``svc.<domain>``, ``<domain>``).
+A name under ``.svc.<k8s domain>`` that is no Service is NXDOMAIN.
+
 Priority inside one network is Contiv's (serviceLB, then group, then
 container), so a group and a container of the same name do not mix.
 """
@@ -128,13 +137,48 @@ class Directory:
     """
 
     def __init__(self, endpoints: Mapping[str, object] = (), networks: Mapping[str, object] = (),
-                 services: Mapping[str, object] = (), domain: str = "") -> None:
+                 services: Mapping[str, object] = (), domain: str = "",
+                 k8s_services: Mapping[str, object] = (), k8s_slices: Mapping[str, object] = (),
+                 k8s_domain: str = "cluster.local") -> None:
         self.domain = _name(domain)
+        self.k8s_domain = _name(k8s_domain)
+        #: "<svc>.<ns>.svc" -> its addresses (clusterIP, or a headless Service's endpoints)
+        self._k8s: Dict[str, Addresses] = {}
         self._tenants: Dict[str, _Tenant] = {}
         #: address -> tenants having an endpoint with it (for unscoped listeners)
         self._ip_tenants: Dict[str, Set[str]] = {}
         self.skipped = 0
         self._build(dict(endpoints or {}), dict(networks or {}), dict(services or {}))
+        self._build_k8s(dict(k8s_services or {}), dict(k8s_slices or {}))
+
+    def _build_k8s(self, services: Dict[str, object], slices: Dict[str, object]) -> None:
+        #: Kubernetes mode (a Service exists): only then are ``*.svc.<domain>`` names ours
+        #: (elsewhere they are forwarded, as any name we do not serve)
+        self._k8s_seen = bool(services)
+        ready: Dict[Tuple[str, str], _Bucket] = {}
+        for key in sorted(slices):
+            rec = slices[key]
+            if not isinstance(rec, dict) or not isinstance(rec.get("endpoints"), list):
+                self.skipped += 1
+                continue
+            b = ready.setdefault((_name(rec.get("namespace")), _name(rec.get("service"))), _Bucket())
+            for ep in rec["endpoints"]:
+                for a in (ep.get("addresses") if isinstance(ep, dict) else None) or ():
+                    b.add(_addr(a, 4), _addr(a, 6))
+        for key in sorted(services):
+            rec = services[key]
+            if not isinstance(rec, dict):
+                self.skipped += 1
+                continue
+            ns, name = _name(rec.get("namespace")), _name(rec.get("name"))
+            if not ns or not name or rec.get("type") == "ExternalName":
+                continue
+            if rec.get("headless") is True:
+                self._k8s[f"{name}.{ns}.svc"] = ready.get((ns, name), _Bucket()).frozen()
+                continue
+            vip = _addr(rec.get("clusterIP"), 4)
+            if vip:
+                self._k8s[f"{name}.{ns}.svc"] = Addresses((vip,), ())
 
     def _tenant(self, name: str) -> _Tenant:
         t = self._tenants.get(name)
@@ -228,6 +272,22 @@ class Directory:
             return None
         return Asker(tenant, t.by_ip[ip], ip)
 
+    def _k8s_lookup(self, name: str) -> Optional[Lookup]:
+        """A Kubernetes Service name (module docstring), or None: not one of those."""
+        for suffix in (self.k8s_domain, self.domain):
+            if suffix and name.endswith("." + suffix):
+                name = name[: -len(suffix) - 1]
+                break
+        else:
+            if not name.endswith(".svc"):
+                return None
+        if not name.endswith(".svc") and name != "svc":
+            return None
+        found = self._k8s.get(name)
+        if found is not None:
+            return found
+        return Addresses((), ()) if name.count(".") < 2 else MISSING  # svc / <ns>.svc exist
+
     def tenants(self) -> List[str]:
         return sorted(self._tenants)
 
@@ -237,6 +297,10 @@ class Directory:
         name = qname.rstrip(".").lower() if qname != "." else ""
         if "\\" in name or not name:
             return FOREIGN  # escaped bytes are never one of our names; the root is not ours
+        if self._k8s_seen:
+            k8s = self._k8s_lookup(name)
+            if k8s is not None:
+                return k8s
         suffixed = False
         if self.domain:
             if name == self.domain:
@@ -265,12 +329,13 @@ class Directory:
 
 
 def records_of(kinds: Mapping[str, Mapping[str, object]]) -> Dict[str, Mapping[str, object]]:
-    """The three kinds a :class:`Directory` reads, from a ``{kind: {key: record}}`` mirror."""
+    """The kinds a :class:`Directory` reads, from a ``{kind: {key: record}}`` mirror."""
     return {"endpoints": kinds.get("endpoint", {}), "networks": kinds.get("network", {}),
-            "services": kinds.get("serviceLB", {})}
+            "services": kinds.get("serviceLB", {}), "k8s_services": kinds.get("k8sService", {}),
+            "k8s_slices": kinds.get("k8sEndpointSlice", {})}
 
 
-KINDS: Tuple[str, ...] = ("endpoint", "network", "serviceLB")
+KINDS: Tuple[str, ...] = ("endpoint", "network", "serviceLB", "k8sService", "k8sEndpointSlice")
 """The store kinds DNS follows."""
 
 

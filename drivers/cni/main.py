@@ -102,6 +102,25 @@ def _dns(config: Dict[str, Any], record: Dict[str, Any]) -> Optional[Dict[str, A
     return None
 
 
+#: The cluster domain of Kubernetes Service names when the configuration's ``dns`` names none
+K8S_DOMAIN = "cluster.local"
+
+
+def k8s_dns(dns: Optional[Dict[str, Any]], namespace: str) -> Optional[Dict[str, Any]]:
+    """A pod's DNS in Kubernetes mode (``kubernetes.apiServer`` configured, CNI_ARGS
+    ``K8S_POD_NAMESPACE`` given): kubelet's search path in front
+    of any configured one (``<ns>.svc.<domain>``, ``svc.<domain>``, ``<domain>``) so
+    that ``web`` and ``web.<ns>`` find Services; the domain is the configuration's
+    ``dns.domain`` or ``cluster.local``."""
+    if not namespace or not dns:
+        return dns
+    out = dict(dns)
+    domain = out.get("domain") or K8S_DOMAIN
+    search = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+    out["search"] = search + [s for s in out.get("search") or [] if s not in search]
+    return out
+
+
 def cmd_add(config: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     from drivers.cni.placement import resolve
     args = parse_cni_args(env["CNI_ARGS"])
@@ -110,7 +129,9 @@ def cmd_add(config: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     body.update({"id": endpoint_id(cid, ifname), "netns": env["CNI_NETNS"]})
     from drivers.cni.netplugin import decode_endpoint
     record = _call(config, "POST", "/v1/endpoints", body, decode=decode_endpoint)
-    return add_result(config["cniVersion"], record, env["CNI_NETNS"], _dns(config, record))
+    return add_result(config["cniVersion"], record, env["CNI_NETNS"],
+                      k8s_dns(_dns(config, record), args.get("K8S_POD_NAMESPACE", "")
+                              if config["kubernetes"]["apiServer"] else ""))
 
 
 def cmd_del(config: Dict[str, Any], env: Dict[str, str]) -> None:
