@@ -196,3 +196,14 @@ class HostAccessTests(unittest.TestCase):
                     back = delivered(tr, HA.PORT)
                     self.assertIsNotNone(back, f"{fwd} {ep} -> {host}: {tr}")
                     self.assertEqual((back["ipv4_src"], back["tcp_src"]), (VIP, 80), str(tr))
+
+
+class AgentRouteTests(unittest.TestCase):
+    def test_routes_are_the_default_tenants_vxlan_subnets(self):
+        from contiv_sdn.agent.hostport import default_subnets
+        recs = {"default:a": '{"encap": "vxlan", "subnet": "10.1.1.0/24"}',
+                "default:b": '{"subnet": "10.1.2.7/24"}',  # encap absent: vxlan; host bits dropped
+                "default:v": '{"encap": "vlan", "subnet": "10.1.3.0/24"}',
+                "blue:a": '{"encap": "vxlan", "subnet": "10.9.0.0/16"}',
+                "default:bad": '{"subnet": 5}', "default:junk": "not json", "default:nan": '{"subnet": NaN}'}
+        self.assertEqual(default_subnets(recs), ["10.1.1.0/24", "10.1.2.0/24"])

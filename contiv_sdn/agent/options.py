@@ -108,6 +108,13 @@ class Options(usage.Options):
         ["log-json", None, None, LOG_JSON_HELP],
     ]
 
+    optFlags = [
+        ["host-access", None, "give this host access to the default tenant's containers and "
+                              "VIPs: an OVS internal port contivh0 with an address from "
+                              "172.19.0.0/16 and routes to the tenant's VXLAN subnets (see "
+                              "contiv_sdn/pipeline/hostaccess.py)"],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["controllers"] = []

@@ -95,6 +95,7 @@ class NetpluginService(MultiService):
         self.underlay_mtu: int = int(options["underlay-mtu"])
         self.state_dir: str = options["state-dir"]
         self.dpid = host_dpid(self.host)
+        self._store: Optional[Any] = None
 
         self.ovsdb = Ovsdb(options["ovs-db"], reactor=reactor)
         tls = options.get("ofp-tls")  # the switch's own certificate for ssl: controllers
@@ -140,6 +141,15 @@ class NetpluginService(MultiService):
             from contiv_sdn.agent.dnsport import DNSPort
             self.dns_port = DNSPort(self.dns, options.get("dns-netns") or "contiv-dns")
             self.dns.on_update = lambda _view: self._dns_sync()
+
+        #: host access (--host-access): the contivh0 port, its address and routes
+        self.host_port: Optional[Any] = None
+        if options.get("host-access"):
+            from contiv_sdn.agent.hostport import HostPort
+            from contiv_sdn.pipeline.mtu import container_mtu
+            self.host_port = HostPort(self.ovsdb, self.bridge_name, self.vtep_ip,
+                                      container_mtu("vxlan", self.underlay_mtu),
+                                      self._read_networks, reactor=reactor)
 
         self.api = AgentAPI(self.endpoints, self.status)
         self.api_server = unix_server(options["socket"], self.api.site())
@@ -194,8 +204,19 @@ class NetpluginService(MultiService):
             defer.ensureDeferred(sync()).addErrback(
                 lambda f: log.failure("DNS serving path sync failed", f))
 
+    async def _read_networks(self) -> Dict[str, str]:
+        """The raw network state records (read-only, one store kept for the agent's life)."""
+        if self._store is None:
+            from contiv_sdn.store.store import Store
+            self._store = await Store.connect(self.config["redis"])
+        from contiv_sdn.store import keys as K
+        return await self._store.hgetall_raw(K.hash_of("network"))
+
     def _bridge_ready(self, result: Any) -> Any:
         self.endpoints.ready = True
+        if self.host_port is not None:
+            defer.ensureDeferred(self.host_port.start()).addErrback(
+                lambda f: log.failure("host access not set up", f))
         if self.dns_port is not None:
             async def start() -> None:
                 await self.dns_port.start(self.ovsdb, self.bridge_name)
@@ -219,7 +240,12 @@ class NetpluginService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        if self.host_port is not None:
+            self.host_port.stop()
         yield super().stopService()
+        if self._store is not None:
+            store, self._store = self._store, None
+            yield defer.ensureDeferred(store.close())
         yield self.ovsdb.close()
         yield self.netmaster.close()
         log.info("netplugin stopped")
