@@ -853,6 +853,25 @@ class Lab:
         self._update(lambda: self.services.__setitem__(h.service_key, svc))
         self._wait_netplugin(h)
 
+    def set_host_access(self, on: bool = True) -> None:
+        """Restart every netplugin with (or without) ``--host-access``: each host's root
+        namespace gets the ``contivh0`` port and routes to the default tenant's
+        containers and VIPs (``contiv_sdn/agent/hostport.py``); turning it off leaves
+        the port and routes in place (remove them by hand if needed)."""
+        for h in self.hosts:
+            svc = self.services.get(h.service_key)
+            if svc is None:
+                raise LabError(f"{h.name} has no netplugin")
+            argv = [a for a in svc.argv if a != "--host-access"] + (["--host-access"] if on else [])
+            if argv == svc.argv:
+                continue
+            svc.stop(self.root, kill=False)
+            svc = Service(svc.name, argv, svc.dir, netns=svc.netns, pidfile=svc.pidfile,
+                          logfile=svc.logfile, env=svc.env)
+            svc.start()
+            self._update(lambda k=h.service_key, s=svc: self.services.__setitem__(k, s))
+            self._wait_netplugin(h)
+
     def restart_ovs(self, host: str) -> None:
         """Restart only ovs-vswitchd (flows are lost, the database stays), like an OVS upgrade."""
         h = self.host(host)
