@@ -175,6 +175,14 @@ class HostAccessTests(unittest.TestCase):
         none = compile_hosts(snapshot(with_port=()), ("h1", "h2", "h3"))
         self.assertFalse([f for fl in none.flows.values() for f in fl if kind(f) == 7])
 
+    def test_flow_count_follows_the_formula(self):
+        kind = lambda f: (f.cookie >> 32) & 0xFFFF  # noqa: E731
+        for service, svc in ((False, 0), (True, 1)):
+            c = compile_hosts(snapshot(service=service), ("h1",))
+            got = len([f for f in c.flows["h1"] if kind(f) == 7])
+            # a1, a2, o2, a3 (4 endpoints), 2 networks with gateways, h2 has the port, a tunnel
+            self.assertEqual(got, HA.formula(4, 2, 2, 1, bool(svc), True))
+
     def test_policy_applies_to_the_host(self):
         deny = Rule("default:p:1", "default", "default:p", "in", "deny", 5, "tcp", 80, from_ip="172.19.0.0/16")
         fab = fabric(snapshot(rules=[deny]))
