@@ -202,11 +202,13 @@ class _Sync:
         self.calls: List[frozenset] = []
         self.hanging: List[defer.Deferred] = []
         self.installed = None
+        self.groups_installed: Dict = {}  # no services here: no groups to keep
+        self.busy = False
 
     def invalidate(self) -> None:
         self.installed = None
 
-    def apply(self, delta, full):
+    def apply(self, delta, full, groups=None):
         if self.installed is None:
             desired = full()
             if desired is None:
