@@ -507,6 +507,7 @@ class E2ETestCase(SynchronousTestCase):
     lab_kubernetes = False  # lab up --kubernetes: API stand-in, netmaster's watcher, kubelets
     lab_netmasters = 1   # lab up --netmasters N: N netmasters, one MASTER (contiv_sdn/lab/ha.py)
     lab_redis_sentinel = False  # lab up --redis-sentinel: primary + 2 replicas + 3 sentinels
+    lab_host_access = False  # lab up --host-access: netplugin --host-access on every host
     lab_aci = False      # ACI mode: netmaster --infra aci and the stand-in APIC on a free port
 
     lab: Lab
@@ -539,7 +540,8 @@ class E2ETestCase(SynchronousTestCase):
                   kubernetes=self.lab_kubernetes,
                   kubeapi_port=free_tcp_port() if self.lab_kubernetes else 6443,
                   aci=self.lab_aci, apic_port=free_tcp_port(),
-                  netmasters=self.lab_netmasters, redis_sentinel=self.lab_redis_sentinel)
+                  netmasters=self.lab_netmasters, redis_sentinel=self.lab_redis_sentinel,
+                  host_access=self.lab_host_access)
         _labs[key] = lab
         try:
             lab.up()

@@ -28,15 +28,13 @@ class HostAccessTests(E2ETestCase):
     lab_letter = "o"
     lab_subnet = "192.168.79.0/24"
     lab_docker = True
+    lab_host_access = True
 
     # the serviceLB test's helpers: labelled httpd providers, the oper view, spreading fetches
     labelled = SLB.ServiceLBTests.labelled
     oper = SLB.ServiceLBTests.oper
     wait_providers = SLB.ServiceLBTests.wait_providers
     service_state = SLB.ServiceLBTests.service_state
-
-    def prepare_lab(self, lab) -> None:
-        lab.set_host_access(True)
 
     def host_as_client(self, index: int) -> Container:
         """Host number ``index`` (1-based) as a traffic source: its own namespace."""

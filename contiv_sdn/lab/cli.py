@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-sentinel", action="store_true",
                     help="Redis as a primary, 2 replicas and 3 sentinels (lab processes under "
                          "<root>/redis); every service gets --redis sentinel://...")
+    up.add_argument("--host-access", action="store_true",
+                    help="each host's own namespace reaches the default tenant's containers "
+                         "and VIPs, and containers reach their host (netplugin "
+                         "--host-access: port contivh0, 172.19.x.y)")
     up.add_argument("--no-docker", action="store_true",
                     help="no dockerd per host (by default each host runs one, socket "
                          "<root>/<host>/docker.sock, with netplugin as its network driver)")
@@ -169,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       aci=args.aci, apic_port=args.apic_port, secure=args.secure,
                       swarm=args.swarm, kubernetes=args.kubernetes,
                       kubeapi_port=args.kubeapi_port, netmasters=args.netmasters,
-                      redis_sentinel=args.redis_sentinel)
+                      redis_sentinel=args.redis_sentinel, host_access=args.host_access)
             lab.up()
         elif args.cmd == "down":
             try:

@@ -83,6 +83,9 @@ class LabConfig:
     #: the lab runs itself; with redis_sentinel a Sentinel group (contiv_sdn/lab/ha.py)
     netmasters: int = 1
     redis_sentinel: bool = False
+    #: netplugin --host-access: each host's root namespace reaches the default tenant's
+    #: containers and VIPs through contivh0 (contiv_sdn/agent/hostport.py)
+    host_access: bool = False
 
 
 @dataclass
@@ -214,7 +217,8 @@ class Lab:
                  docker: bool = False, progress: Optional[Progress] = None,
                  aci: bool = False, apic_port: int = 8181, metrics_port: int = 0,
                  secure: bool = False, swarm: bool = False, kubernetes: bool = False,
-                 kubeapi_port: int = 6443, netmasters: int = 1, redis_sentinel: bool = False):
+                 kubeapi_port: int = 6443, netmasters: int = 1, redis_sentinel: bool = False,
+                 host_access: bool = False):
         if hosts < 1:
             raise LabError("a lab needs at least one host")
         if swarm and not (docker and start_services):
@@ -227,7 +231,8 @@ class Lab:
                                 python=python, docker=docker, aci=aci, apic_port=apic_port,
                                 metrics_port=metrics_port, secure=secure, swarm=swarm,
                                 kubernetes=kubernetes, kubeapi_port=kubeapi_port,
-                                netmasters=netmasters, redis_sentinel=redis_sentinel)
+                                netmasters=netmasters, redis_sentinel=redis_sentinel,
+                                host_access=host_access)
         self.root = self.config.root
         self.names = Names(prefix=prefix, link_prefix=link_prefix)
         self.subnet = Subnet(subnet)
@@ -810,6 +815,8 @@ class Lab:
         for opt, value in wanted:
             if opt in opts:
                 argv += [f"--{opt}", value]
+        if self.config.host_access:
+            argv.append("--host-access")
         return Service("netplugin", argv, h.dir, netns=h.netns, env=h.ovs_env)
 
     def _start_netplugins(self) -> None:
