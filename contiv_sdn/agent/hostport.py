@@ -96,13 +96,17 @@ class HostPort:
     """Keeps the port, its settings and the routes in place (see the module docstring)."""
 
     def __init__(self, ovsdb: Any, bridge: str, vtep_ip: str, mtu: int,
-                 read_networks: Callable[[], Any], interval: float = 10.0, reactor: Any = None) -> None:
+                 read_networks: Callable[[], Any], interval: float = 10.0, reactor: Any = None,
+                 extra: Optional[Callable[[], Any]] = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
         self.ovsdb, self.bridge, self.mtu = ovsdb, bridge, mtu
         self.address = HA.host_address(vtep_ip)
         self.read_networks = read_networks
+        #: more of the pass (``nodeport.NodePorts.sync``): awaited after the port is in
+        #: place, returns more routes via the gateway (clusterIPs) for set_routes to keep
+        self.extra = extra
         self.interval = interval
         self.reactor = reactor
         self._loop: Optional[task.LoopingCall] = None
@@ -131,6 +135,8 @@ class HostPort:
                                          external_ids={"contiv-role": "host-access"})
             await threads.deferToThread(plumb_link, self.address, self.mtu)
             subnets = default_subnets(await self.read_networks())
+            if self.extra is not None:
+                subnets = sorted(set(subnets) | set(await self.extra()))
             changed = await threads.deferToThread(set_routes, subnets)
         except Exception as err:  # noqa: BLE001 - retried next interval
             if not self._failing:

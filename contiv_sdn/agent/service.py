@@ -144,12 +144,17 @@ class NetpluginService(MultiService):
 
         #: host access (--host-access): the contivh0 port, its address and routes
         self.host_port: Optional[Any] = None
+        self.node_ports: Optional[Any] = None
         if options.get("host-access"):
             from contiv_sdn.agent.hostport import HostPort
             from contiv_sdn.pipeline.mtu import container_mtu
+            # Kubernetes NodePort rides on host access (agent/nodeport.py: why)
+            from contiv_sdn.agent.nodeport import NodePorts
+            self.node_ports = NodePorts(self.vtep_ip, self._read_k8s_services)
             self.host_port = HostPort(self.ovsdb, self.bridge_name, self.vtep_ip,
                                       container_mtu("vxlan", self.underlay_mtu),
-                                      self._read_networks, reactor=reactor)
+                                      self._read_networks, reactor=reactor,
+                                      extra=self.node_ports.sync)
 
         self.api = AgentAPI(self.endpoints, self.status)
         self.api_server = unix_server(options["socket"], self.api.site())
@@ -211,6 +216,12 @@ class NetpluginService(MultiService):
             self._store = await Store.connect(self.config["redis"])
         from contiv_sdn.store import keys as K
         return await self._store.hgetall_raw(K.hash_of("network"))
+
+    async def _read_k8s_services(self) -> Dict[str, str]:
+        """The raw ``k8sService`` records (the Kubernetes watcher's; none without it)."""
+        await self._read_networks()  # connects the store once
+        from contiv_sdn.store import keys as K
+        return await self._store.hgetall_raw(K.hash_of("k8sService"))
 
     def _bridge_ready(self, result: Any) -> Any:
         self.endpoints.ready = True
