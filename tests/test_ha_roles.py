@@ -506,3 +506,135 @@ class SentinelLeaseTests(TestCase):
         b = await self.lease()
         await wait_for(lambda: b.held, timeout=30, what="B holds the lease after the failover")
         self.assertGreater(b.generation, gen)
+
+
+class LeaseLapseTests(TestCase):
+    """A lease that lapses with nobody else in between is not a takeover.
+
+    A busy netmaster (a lone one too: it always runs the lease) can miss its renewal
+    deadline and demote itself.  When it gets the lease back with the same or the next
+    generation, no other netmaster can have written: the switches must keep their
+    flows without being read back, and the changes compiled while it was SLAVE must
+    still reach them.  With another holder in between, every switch is read back as
+    on any takeover.  The lapse is made real: the lease's own Redis connection goes
+    through a proxy that stops forwarding (the controller's other connection keeps
+    delivering changes), against simulated switches that refuse a SLAVE's writes.
+    """
+
+    timeout = 120
+    HOSTS = 3
+
+    async def _setUp(self) -> None:
+        require_binary("redis-server")
+        from contiv_sdn.testing.simswitch import Cluster
+
+        self.redis = RedisServer(appendonly=False).start()
+        self.addCleanup(self.redis.stop)
+        self.store = await Store.connect(self.redis.url)
+        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
+        self.proxy = PausableProxy(self.redis.socket, os.path.join(self.redis.dir, "lease.sock")).start()
+        self.addCleanup(self.proxy.stop)
+        lease_store = await Store.connect(f"unix://{self.proxy.path}", timeout=30.0)
+        self.addCleanup(lambda: defer.ensureDeferred(lease_store.close()))
+        ctl_store = await Store.connect(self.redis.url)
+        self.addCleanup(lambda: defer.ensureDeferred(ctl_store.close()))
+        port = free_tcp_port()
+        self.ctl = Controller(ctl_store, listen=f"tcp:{port}:interface=127.0.0.1", lease=Lease(lease_store))
+        self.ctl.AUDIT_INTERVAL = 3600.0  # no periodic reads in the middle of the counts
+        await seed(self.store, "unused", host="seed-host", dpid=0x5EED)
+        await self.store.del_state("endpoint", "ep1")
+        await self.store.del_state("host", "seed-host")
+        self.ctl.startService()
+        self.addCleanup(lambda: self.ctl.running and self.ctl.stopService())
+        self.cluster = Cluster("http://127.0.0.1:1", ("127.0.0.1", port), self.redis.url, max_backoff=0.5)
+        await self.cluster.start()
+        self.addCleanup(lambda: defer.ensureDeferred(self.cluster.close()))
+        self.cluster.registration = "store"  # hosts registered as records: no REST here
+        for i in range(self.HOSTS):
+            await self.cluster.add_host(f"lapse{i}", self.cluster.vtep_of(i + 1))
+        self.next_ep = 0
+        for _ in range(3 * self.HOSTS):
+            await self.add_endpoint()
+        await self.cluster.wait_all_up(timeout=30)
+        await self.converged()
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setUp())
+
+    async def add_endpoint(self) -> str:
+        """An endpoint record on the next host and its port on that host's switch."""
+        n = self.next_ep = self.next_ep + 1
+        host = f"lapse{n % self.HOSTS}"
+        ep, port = f"lapse-ep{n}", f"lapse-p{n}"
+        self.cluster.hosts[host].add_port(port)
+        await self.store.put_state("endpoint", ep, {
+            "id": ep, "network": "default:net1", "group": "", "ipAddress": f"20.1.1.{10 + n}",
+            "macAddress": MAC.format(10 + n), "homingHost": host, "intfName": port})
+        return ep
+
+    async def remove_endpoint(self, n: int) -> None:
+        self.cluster.hosts[f"lapse{n % self.HOSTS}"].remove_port(f"lapse-p{n}")
+        await self.store.del_state("endpoint", f"lapse-ep{n}")
+
+    async def converged(self) -> None:
+        expected = await self.cluster.oracle()
+        self.assertTrue(all(len(t) > 5 for t in expected.values()), "the oracle is empty")
+        await self.cluster.wait_matching(expected, timeout=30)
+
+    def reads(self) -> Dict[str, int]:
+        return {n: h.reads for n, h in self.cluster.hosts.items()}
+
+    async def lapse(self) -> int:
+        """Cut the lease off from Redis until the controller demoted itself; the
+        generation it held."""
+        self.assertTrue(self.ctl.lease.held)
+        gen = self.ctl.lease.generation
+        self.proxy.paused = True
+        await wait_for(lambda: not self.ctl.lease.held, timeout=10, what="the lease lapsed")
+        await wait_for(lambda: not any(s.writable for s in self.ctl.registry.switches()),
+                       timeout=10, what="every switch demoted")
+        return gen
+
+    async def changes_while_slave(self) -> None:
+        """A delete and two creates, compiled while the controller may not write."""
+        compiles, mods = self.ctl.compiles, self.cluster.totals()["flow_mods"]
+        await self.remove_endpoint(2)
+        await self.add_endpoint()
+        await self.add_endpoint()
+        await wait_for(lambda: self.ctl.compiles > compiles, timeout=10, what="a compile while SLAVE")
+        await self.ctl.when_idle()
+        self.assertFalse(self.ctl.lease.held)
+        self.assertEqual(self.cluster.totals()["flow_mods"], mods, "a SLAVE wrote")
+
+    async def test_same_holder_back_keeps_beliefs_and_sends_what_changed_meanwhile(self):
+        reads = self.reads()
+        gen = await self.lapse()
+        await self.changes_while_slave()
+        self.assertTrue(any(getattr(s, "held_back", False) for s in self.ctl.registry.syncs().values()),
+                        "nothing was held back while SLAVE")
+        self.proxy.resume()
+        await wait_for(lambda: self.ctl.lease.held, timeout=10, what="the lease back")
+        self.assertTrue(self.ctl.lease.continued)
+        self.assertIn(self.ctl.lease.generation, (gen, gen + 1))
+        await self.converged()  # exactly the full compile's flows, changes included
+        self.assertEqual(self.reads(), reads, "switches were read back after a lapse to nobody")
+
+    async def test_another_holder_in_between_reads_every_switch_back(self):
+        reads = self.reads()
+        gen = await self.lapse()
+        other_store = await Store.connect(self.redis.url)
+        self.addCleanup(lambda: defer.ensureDeferred(other_store.close()))
+        other = Lease(other_store)
+        other.start()
+        self.addCleanup(lambda: defer.ensureDeferred(other.stop()))
+        await wait_for(lambda: other.held, timeout=10, what="another holder")
+        self.assertGreater(other.generation, gen)
+        await self.changes_while_slave()
+        await other.stop()  # hands it back: ours again, but not a continuation
+        self.proxy.resume()
+        await wait_for(lambda: self.ctl.lease.held, timeout=10, what="the lease back")
+        self.assertFalse(self.ctl.lease.continued)
+        self.assertGreater(self.ctl.lease.generation, other.generation)
+        await self.converged()
+        after = self.reads()
+        self.assertTrue(all(after[n] > reads[n] for n in reads), (reads, after))

@@ -37,6 +37,24 @@ once), the writing is cheap next to that, and one lease means one decision per
 failure, one generation in every switch, and one place to look ("who is
 master?").  Sharding would split only the flow writes, at the cost of a lease
 per shard and partial takeovers.
+
+Losing the lease to nobody (:attr:`Lease.continued`): a busy holder can miss its
+renewal deadline and demote itself while the key is still its own in Redis (or
+expired with no standby to take it).  Its next acquisition then has the same
+generation (the key was still ours) or exactly the next one (every acquisition
+``INCR``\s it): no other netmaster can have been MASTER of any switch in
+between, so what the holder believed of each switch is still true and the
+controller keeps those beliefs instead of reading every switch back.  Any sign
+of another holder (a reply naming another owner, a generation past ours, a
+switch saying ours is stale) marks the gap :attr:`Lease.interrupted`, and the
+next acquisition is a takeover like any other.
+
+Why the TTL stays 1 s for a lone netmaster too: a lone holder cannot know that a
+standby is not about to start (standbys only read the key), so a longer TTL
+would be the takeover time of the first failure after one does, breaking the
+2 s target exactly when it matters.  With beliefs kept across a lapse, a lone
+netmaster's missed renewal costs one renewal period of SLAVE and the deltas it
+held back, not a read-back storm, so there is little to gain from it either.
 """
 
 from __future__ import annotations
@@ -148,6 +166,14 @@ class Lease:
         self._inflight = False
         self._stopping = False
         self._failing = ""
+        #: the generation of our last holding (0: never held)
+        self.last_held = 0
+        #: since we last held the lease, another holder was seen (or a switch said our
+        #: generation is stale): the next acquisition is not a continuation
+        self.interrupted = False
+        #: the current (or last) acquisition continues our previous holding with nobody
+        #: in between (see the module doc): beliefs about the switches still hold
+        self.continued = False
         #: counts for tests and tools: acquisitions, losses by expiry
         self.acquired = 0
         self.expired = 0
@@ -230,6 +256,8 @@ class Lease:
             self._arm(expires)
             self._set(True, generation)
         else:
+            if owner != self.holder or generation > self.last_held:
+                self.interrupted = True  # someone else holds it, or held it since
             self._set(False, generation)
 
     def _failed(self, f: Any) -> None:
@@ -262,6 +290,13 @@ class Lease:
         if not held and self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
             self._deadline = None
+        if changed and held:
+            last = self.last_held
+            self.continued = (last > 0 and not self.interrupted
+                              and generation in (last, last + 1))
+            self.interrupted = False
+        if held:
+            self.last_held = generation
         if changed:
             if held:
                 self.acquired += 1
@@ -277,6 +312,7 @@ class Lease:
         back, so the next acquisition (ours or another's) is newer."""
         # replicated: a failover must not lose the raised counter a second time
         await self._eval(RAISE_SCRIPT, [GENERATION_KEY], [seen], replicate=lambda _r: True)
+        self.interrupted = True  # a switch saw a newer generation than ours: someone wrote
         if self.held:
             await self._eval(RELEASE_SCRIPT, [LEASE_KEY], [self.holder])
             self._set(False, self.generation)

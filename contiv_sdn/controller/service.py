@@ -44,6 +44,17 @@ its compiled state warm and its switches' beliefs unknown, so on taking over
 each switch's first pass reads the flows back and sends nothing when they are
 already right.  Losing the lease (not renewed in time) demotes every switch to
 SLAVE locally at once, before the switch even answers.
+
+A lapse is not a takeover.  A netmaster busy enough to miss its renewal deadline
+(a lone one included: it always runs the lease) gets the lease back with the
+same or the next generation (``Lease.continued``): nobody else wrote to any
+switch meanwhile, so each switch keeps its belief, and the deltas the compiler
+produced while we were SLAVE are held by its FlowSync (``FlowSync.hold``) and
+sent with the next pass once MASTER is confirmed.  Invalidating instead would
+make every lapse a read-back of every switch (at 500 switches x 30k flows a
+storm long enough to cause the next lapse).  Only when another holder was seen
+(``Lease.interrupted``) or the new generation is not ours to continue are the
+beliefs forgotten, and each switch read back as on any takeover.
 """
 
 from __future__ import annotations
@@ -179,6 +190,9 @@ class Controller(Service):
         #: acquisition until every switch confirmed MASTER): for tests and tools
         self._acquired_at: Optional[float] = None
         self.takeovers: List[float] = []
+        #: the generation held as a continuation of our previous one (Lease.continued):
+        #: its MASTER confirmations keep the switches' beliefs
+        self._continued: Optional[int] = None
         if lease is not None:
             lease.on_change = self._lease_changed
             lease.on_tick = self._assert_roles
@@ -394,20 +408,37 @@ class Controller(Service):
     def _lease_changed(self, held: bool, generation: int) -> None:
         if held:
             self._acquired_at = self.reactor.seconds()
+            if getattr(self.lease, "continued", False):
+                # the same or the next generation, nobody seen in between: every switch
+                # holds what we believe (see the module doc); held deltas follow
+                self._continued = generation
+                log.info("switch lease back with nobody in between (generation {g}): "
+                         "switches keep their flows, changes made meanwhile follow", g=generation)
+            else:
+                self._continued = None
+                self._forget_beliefs()
             self._assert_roles()
             return
         self._acquired_at = None
-        # lost: no write from here on (each switch's role flips locally now), and what
-        # we believed of each switch may be stale by the time we hold the lease again
+        self._continued = None
+        # lost: no write from here on (each switch's role flips locally now); the
+        # beliefs are kept until we know whether somebody else writes (_assert_roles)
+        self._assert_roles()
+
+    def _forget_beliefs(self) -> None:
+        """Another holder may have written: every switch is read back when it is ours."""
         for sync in self.registry.syncs().values():
             sync.invalidate()
-        self._assert_roles()
 
     def _assert_roles(self) -> None:
         """Bring every switch's role to what the lease says (after each lease attempt:
         a refused or lost request is asked again within one renewal period)."""
         if self.lease is None or not self.running:
             return
+        if not self.lease.held and getattr(self.lease, "interrupted", True):
+            # somebody else holds (or held) the lease: what we believed (and the deltas
+            # held back) is worthless from here on
+            self._forget_beliefs()
         for switch in self.registry.switches():
             self._assert_role(switch)
 
@@ -431,7 +462,7 @@ class Controller(Service):
                 return
             log.info("MASTER of switch {dpid:#x} (generation {g})", dpid=switch.dpid, g=generation)
             sync = self.registry.sync_of(switch.dpid)
-            if sync is not None and sync.switch is switch:
+            if sync is not None and sync.switch is switch and generation != self._continued:
                 sync.invalidate()  # read its flows back: send nothing if they are right
             self._recompile = True
             self.schedule()
@@ -570,11 +601,21 @@ class Controller(Service):
                 continue
             if name in upd.broken:
                 continue  # its own flows failed (logged): leave the switch as it is
-            if not self._may_write(sync.switch):
-                continue  # another netmaster is MASTER: our belief stays unknown (_lease_changed)
             delta = upd.deltas.get(name)
+            if not self._may_write(sync.switch):
+                # not MASTER now: keep what changed for a return with nobody else in
+                # between (_lease_changed); with an unknown belief this does nothing
+                if delta or name in upd.full or name in upd.groups:
+                    hold = getattr(sync, "hold", None)
+                    if hold is not None:
+                        hold(delta, full=name in upd.full, groups=name in upd.groups)
+                continue
+            if name in upd.full and sync.installed is not None and hasattr(sync, "hold"):
+                # compiled from scratch (the engine is new, or the switch's own flows
+                # failed before): no delta exists, diff the whole set against the belief
+                sync.hold(full=True)
             if (delta or name in upd.full or name in upd.groups or sync.installed is None
-                    or sync.groups_installed is None):
+                    or sync.groups_installed is None or getattr(sync, "held_back", False)):
                 d = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev))
                 work.append(self._bounded(d, name))
                 # each sync encodes and writes its delta before its first wait: 500 of them
@@ -662,7 +703,9 @@ class Controller(Service):
             result = await sync.apply(delta, lambda: self.engine.flows(host),
                                       groups=lambda: self.engine.groups(host))
         except NotMaster:
-            sync.invalidate()  # demoted during the pass: nothing more is sent
+            # demoted during the pass: nothing was committed; the FlowSync kept its
+            # belief and held the work back (FlowSync.hold) for a same-holder return,
+            # or forgets both when another holder shows up (_assert_roles)
             return
         except Exception as e:
             expected = isinstance(e, (OpenFlowError, SwitchDisconnected))

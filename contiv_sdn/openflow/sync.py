@@ -77,6 +77,26 @@ group's buckets in place: established connections follow conntrack, not the
 group, so they are not disturbed.  The audit compares the read-back groups with
 the belief too.
 
+Held back while not MASTER (:meth:`FlowSync.hold`): with several netmasters (or
+a lone one whose lease lapsed under load) the controller may not write while it
+is SLAVE, yet the compiler keeps producing deltas.  If the same netmaster becomes
+MASTER again with nobody else in between (``Lease.continued``), the switch still
+holds exactly what we believe, so instead of forgetting the belief (a full read
+of every switch: the storm a busy netmaster would cause itself at each lapse)
+the skipped deltas are merged here (the later value of an identity wins) and
+sent with the next delta.  Chosen over recomputing the delta from the engine's
+whole desired set against the belief: that costs a diff of every flow of every
+switch (15M at 500 switches x 30k) where a lapse of a few hundred ms holds a
+handful of entries.  Bounded: past :attr:`FlowSync.HOLD_MIN` entries and a
+quarter of the belief, the belief is dropped instead (a read-back is then
+cheaper and the memory stays small).  A pass refused locally with
+:class:`NotMaster` (demoted between the controller's check and the pass) sent
+nothing that the switch applied (an open bundle is discarded, never committed):
+its work is held the same way and the belief kept.  A full pass so refused is
+held as "diff the whole desired set against the belief" (no read).  If another
+netmaster held the lease meanwhile, the controller calls :meth:`invalidate`:
+everything is read back as on any takeover.
+
 One FlowSync belongs to one connection: the switch registry makes a new one
 for each connection (a reconnect is a new connection, whose first pass reads
 the switch again).
@@ -92,7 +112,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from contiv_sdn.openflow import codec
-from contiv_sdn.openflow.protocol import OpenFlowError, SwitchDisconnected
+from contiv_sdn.openflow.protocol import NotMaster, OpenFlowError, SwitchDisconnected
 from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK, Flow
 from contiv_sdn.pipeline.servicelb import Group, is_ours
 
@@ -151,16 +171,56 @@ class FlowSync:
         self.count_adoptions = 0
         #: the next pass with an unknown belief reads the switch in full (no count shortcut)
         self._must_read = False
+        #: deltas held back while we may not write (:meth:`hold`), merged
+        self._held: Dict[Tuple, Optional[Flow]] = {}
+        #: held back: a full diff against the belief, and the groups
+        self._held_full = False
+        self._held_groups = False
 
     @property
     def busy(self) -> bool:
         """A pass is in flight or queued."""
         return self._running
 
+    #: the fewest held-back entries that may drop the belief (see :meth:`hold`)
+    HOLD_MIN = 1024
+
+    @property
+    def held_back(self) -> bool:
+        """Work was held back while we could not write (:meth:`hold`): the next
+        :meth:`apply` sends it, even with an empty delta."""
+        return bool(self._held) or self._held_full or self._held_groups
+
+    def hold(self, delta: Optional[Mapping[Tuple, Optional[Flow]]] = None, full: bool = False,
+             groups: bool = False) -> None:
+        """Keep work that may not be sent now (we are not MASTER of the switch) for a
+        return as MASTER with nobody else in between (see the module doc).
+
+        ``delta``: entries as for :meth:`apply`; ``full``: the whole desired set must be
+        diffed against the belief; ``groups``: the desired groups changed.  Nothing is
+        kept while the belief is unknown (its next pass reads the switch anyway), and
+        the belief is dropped once the held entries exceed :attr:`HOLD_MIN` and a
+        quarter of it."""
+        if self.installed is None:
+            return
+        self._held_groups = self._held_groups or groups
+        if full:
+            self._held_full = True
+            self._held = {}
+        elif delta and not self._held_full:
+            self._held.update(delta)
+            if len(self._held) > max(self.HOLD_MIN, len(self.installed) // 4):
+                log.debug("{sw}: {n} flow changes held back while not MASTER: reading back instead",
+                          sw=self.switch, n=len(self._held))
+                self.invalidate()
+
     def invalidate(self) -> None:
         """Forget the belief: the next converge reads the switch again."""
         self.installed = None
         self.groups_installed = None
+        self._held = {}
+        self._held_full = False
+        self._held_groups = False
 
     async def converge(self, desired: Iterable[Flow],
                        groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None) -> SyncResult:
@@ -188,6 +248,15 @@ class FlowSync:
         self._full = full
         if groups is not None:
             self._groups = groups
+        self._held_groups = False  # every pass brings the groups to the desired set
+        if self._held_full:
+            self._held_full, self._held = False, {}
+            if self._wanted is None:
+                self._wanted = full  # diffed against the belief, which is known: no read
+        elif self._held:
+            held, self._held = self._held, {}
+            held.update(delta)  # the newer value of an identity wins
+            delta = held
         wanted = self._wanted
         if wanted is None:
             self._delta.update(delta)
@@ -329,6 +398,13 @@ class FlowSync:
                         result = SyncResult()
                     else:
                         result = await self._pass(desired, delta)
+                except NotMaster as e:
+                    # refused here, before the switch applied anything (see the module
+                    # doc): the belief holds; keep the work for a return as MASTER
+                    if self.installed is not None:
+                        self.hold(delta, full=desired is not None, groups=True)
+                    for w in waiters:
+                        w.errback(e)
                 except Exception as e:
                     self.installed = None  # what was asked is lost: the next pass reads the switch
                     self._must_read = True
@@ -559,9 +635,10 @@ class FlowSync:
                 if not sw.connected:
                     raise SwitchDisconnected(f"{sw!r} disconnected while sending a bundle")
             await bundle.commit()
-        except BaseException:
-            self.installed = None
-            self._must_read = True
+        except BaseException as e:
+            if not isinstance(e, NotMaster):  # (NotMaster: nothing committed, see _drain)
+                self.installed = None
+                self._must_read = True
             self.bundles_failed += 1
             if bundle is not None and not bundle.closed and sw.connected:
                 await bundle.discard()
