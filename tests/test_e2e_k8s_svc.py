@@ -10,7 +10,10 @@ connection of a client to one pod; the Service's name resolves to its clusterIP 
 headless Service's to its pods (Contiv's resolver at the gateway); a NetworkPolicy
 denying a client still denies it through the Service (policy judges the pod after
 NAT) while another client gets through; a deleted pod leaves the Service (every
-answer from the others).
+answer from the others); a NodePort Service answers at every host's VTEP address and
+node port, from the other host's own namespace and from the lab's root namespace (on
+the underlay bridge), with answers from all 3 pods (``agent/nodeport.py``, which
+needs host access: the class runs the netplugins with ``--host-access``).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from typing import Dict, Optional, Set
 
 from contiv_sdn.lab import kube
 from contiv_sdn.lab.core import Container
 from contiv_sdn.testing.wait import wait_until
 from tests.test_e2e_fixtures import E2ETestCase
-from tests.test_e2e_servicelb import fetch_many
+from tests.test_e2e_servicelb import FETCH, fetch_many
 
 KUBECTL = "/usr/bin/kubectl"
 GATEWAY = "10.244.0.1"  # the default pod network's gateway: Contiv's resolver answers there
@@ -45,16 +49,31 @@ def pod_yaml(name: str, node: str, labels: Dict[str, str], serve: bool) -> str:
             f"    command: {cmd}{ports}\n")
 
 
-def service_yaml(name: str, extra: str = "") -> str:
+def service_yaml(name: str, extra: str = "", port_extra: str = "") -> str:
     return (f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n"
             f"  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n"
-            f"    targetPort: web\n{extra}")
+            f"    targetPort: web\n{port_extra}{extra}")
+
+
+NODE_PORT = 30080
+
+
+def fetch_from(netns: Optional[str], ip: str, port: int, n: int) -> Set[str]:
+    """The answers of ``n`` new connections to ``ip:port`` from ``netns`` (``None``: the
+    lab's root namespace, this process's), ``FAIL`` for a failed one."""
+    argv = [sys.executable, "-c", FETCH, ip, str(port), str(n), "2.0"]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=n * 3 + 20)
+    return {"FAIL" if a.strip().startswith("- ") else a.strip()
+            for a in res.stdout.splitlines() if a.strip()}
 
 
 class KubernetesServiceLabTests(E2ETestCase):
     lab_letter = "t"
     lab_subnet = "192.168.78.0/24"
     lab_kubernetes = True
+    lab_host_access = True  # NodePort rides on host access (agent/nodeport.py)
     timeout = 900
 
     def setUp(self) -> None:
@@ -193,3 +212,24 @@ class KubernetesServiceLabTests(E2ETestCase):
         wait_until(lambda: self.answers("bad", cip, 20) == {"web-1", "web-2"},
                    "web-3 gone from the service, the others still answering", 60, interval=1,
                    detail=self.describe)
+
+    def test_c_node_port_from_the_other_host_and_the_underlay(self) -> None:
+        """type NodePort: every host's VTEP address answers at the node port, from the
+        other host's own namespace and from the lab's root namespace (on the underlay
+        bridge), and the answers come from all 3 pods (br-int's service stage balances)."""
+        self.web_pods()
+        self.apply("service", "np", service_yaml("np", "  type: NodePort\n",
+                                                 f"    nodePort: {NODE_PORT}\n"))
+        h1, h2 = self.lab.hosts[0], self.lab.hosts[1]
+        want = set(WEB)
+        for src, dst in ((h2.netns, h1), (h1.netns, h2), (None, h1), (None, h2)):
+            last: Dict[str, Set[str]] = {}
+
+            def all_three() -> bool:
+                last["a"] = fetch_from(src, dst.vtep_ip, NODE_PORT, 20)
+                return last["a"] == want
+
+            wait_until(all_three, f"{src or 'the lab root namespace'} -> {dst.vtep_ip}:{NODE_PORT} "
+                       f"answered by {want}", 90, interval=1,
+                       detail=lambda: f"{last.get('a')}\n{self.describe()}\n"
+                                      f"{dst.exec('nft', 'list', 'table', 'ip', 'contiv_nodeport').stdout}")
