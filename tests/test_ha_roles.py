@@ -195,6 +195,59 @@ class SlaveWritesTests(TestCase):
         await self._check(sw)
         self.assertEqual(sw.sim.slave_refusals, 1)
 
+    async def test_demoted_in_the_middle_of_a_bundle_stops_sending_and_keeps_the_belief(self):
+        """A lapse while a bundle is being written: the rest is not sent (the switch,
+        told SLAVE, would refuse each message: one error each, a log storm at scale),
+        the bundle is discarded, what we believe of the switch stays true, and once
+        MASTER again with the same generation the whole change goes out without a read."""
+        from contiv_sdn.openflow.sync import FlowSync
+        from contiv_sdn.pipeline.flow import COOKIE_MARK
+
+        sw = await self._sim_switch()
+        sw.fenced = True
+        await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5)
+
+        def flows(lo: int, hi: int) -> List[Flow]:
+            return [Flow(table=0, priority=100, match=make_match(in_port=1000 + i),
+                         actions=(("output", 2),), cookie=COOKIE_MARK | i) for i in range(lo, hi)]
+
+        class DemotingClock:
+            """The reactor, except that the first turn FlowSync gives it (after its first
+            batch went out) is when the lease lapses."""
+            demoted = False
+
+            def seconds(self) -> float:
+                return reactor.seconds()
+
+            def callLater(self, delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+                if not self.demoted:
+                    self.demoted = True
+                    sw.request_role(ofp.OFPCR_ROLE_SLAVE, 5)
+                return reactor.callLater(delay, f, *a, **kw)
+
+        clock = DemotingClock()
+        sync = FlowSync(sw, batch=10, clock=clock)
+        first = flows(0, 5)
+        await sync.converge(first)  # one batch: no turn given, no demotion yet
+        self.assertFalse(clock.demoted)
+        self.assertEqual(sw.sim.flows(), set(first))
+        reads = sw.sim.reads
+        desired = first + flows(5, 55)
+        with self.assertRaises(NotMaster):
+            await sync.converge(desired)
+        self.assertTrue(clock.demoted)
+        # 40 of the 50 messages were not sent yet: none of them may reach the switch
+        # (only the bundle's discard may be refused: a SLAVE may not send bundle control)
+        self.assertLessEqual(sw.sim.slave_refusals, 1, "batches were sent after the demotion")
+        self.assertEqual(sw.sim.flows(), set(first), "a discarded bundle changed the switch")
+        self.assertTrue(sync.held_back)
+        self.assertEqual(await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5), (ofp.OFPCR_ROLE_MASTER, 5))
+        result = await sync.apply({}, lambda: frozenset(desired))
+        self.assertEqual((result.added, result.deleted), (50, 0))
+        self.assertEqual(sw.sim.flows(), set(desired))
+        self.assertEqual(sw.sim.reads, reads, "the switch was read back")
+        self.assertFalse(sync.held_back)
+
 
 class _Base(TestCase):
     timeout = 120

@@ -615,6 +615,7 @@ class FlowSync:
             encode = codec.encode_flow_mod
             next_xid = sw.next_xid
             batch = self.batch
+            check = getattr(sw, "check_writable", None)
             while True:
                 n = 0
                 for f, cmd in it:
@@ -628,6 +629,11 @@ class FlowSync:
                         break
                 if bundle is None:
                     return  # nothing to send (lazy work turned out empty)
+                if check is not None:
+                    # demoted since the last batch: the switch (told SLAVE already) would
+                    # refuse every message of this batch, one error each; stop here and
+                    # discard what it holds (nothing was committed: NotMaster keeps the belief)
+                    check()
                 bundle.flush()
                 if n < batch:
                     break
