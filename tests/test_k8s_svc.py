@@ -256,6 +256,9 @@ class DatapathTests(unittest.TestCase):
         self.assertIsNone(_connect(fab, snap, "client", 40000, dport=81))  # not a service port
 
     def test_client_ip_affinity_pins_each_client_and_spreads_clients(self):
+        """Each client's first connection learns its pin; its next 30 follow it; clients
+        spread; a provider leaving (the flows recompiled, the switch's learned flows
+        kept) moves only its own clients."""
         svcs, slices = _records({"sessionAffinity": "ClientIP"})
         fab, snap = _fabric(_k8s_store(svcs, slices, extra_eps=(6, 7, 8, 9)))
         chosen = {}
@@ -264,12 +267,12 @@ class DatapathTests(unittest.TestCase):
             self.assertEqual(len(got), 1, f"{client} was sent to {got}")
             chosen[client] = got.pop()
         self.assertGreater(len({c[0] for c in chosen.values()}), 1, chosen)
-        # a provider leaving moves only its own clients
         gone = chosen["client"][0]
         svcs2, slices2 = copy.deepcopy(svcs), copy.deepcopy(slices)
         for s in slices2:
             s["endpoints"] = [e for e in s["endpoints"] if e["pod"] != f"default/{gone}"]
         fab2, snap2 = _fabric(_k8s_store(svcs2, slices2, extra_eps=(6, 7, 8, 9)))
+        fab2.learned = fab.learned
         for client, was in chosen.items():
             now = _connect(fab2, snap2, client, 42000)
             if was[0] == gone:
@@ -277,16 +280,48 @@ class DatapathTests(unittest.TestCase):
             else:
                 self.assertEqual(now, was, client)
 
-    def test_affinity_flows_cover_every_client_address(self):
+    def test_affinity_pin_expires_after_its_idle_timeout(self):
+        """The pin is a learned flow with idle_timeout = timeoutSeconds: it holds while
+        the client keeps connecting within the timeout (each connection refreshes it) and
+        is gone once the client was idle that long; the next choice is the group's again
+        (a select that walks the buckets makes it differ)."""
+        svcs, slices = _records({"sessionAffinity": "ClientIP",
+                                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}})
+        snap = build_snapshot(1, _k8s_store(svcs, slices), PORTS)
+        self.assertEqual(snap.services["k8s/default/web"].affinity_timeout, 30)
+        out = compile_hosts(snap, ["node1", "node2"])
+        picks = iter(range(1000))
+        fab = Fabric(out.flows, snap.hosts, conntrack=ConnTrack(), groups_by_host=out.groups,
+                     select=lambda host, group, pkt: next(picks))
+        first = _connect(fab, snap, "client", 43000)
+        for i in range(1, 25):
+            fab.now += 29  # never idle 30 s: each connection refreshes the pin
+            self.assertEqual(_connect(fab, snap, "client", 43000 + i), first, f"connection {i}")
+        host = snap.endpoints["client"].host
+        (pin,) = fab.learned_flows(host)
+        self.assertEqual((pin.table, pin.cookie & (0xFFFF << 48)), (T.SVC_AFF, 0))  # not our cookie mark
+        fab.now += 30
+        self.assertEqual(fab.learned_flows(host), [])
+        second = _connect(fab, snap, "client", 43100)
+        self.assertNotEqual(second, first)
+        self.assertEqual(_connect(fab, snap, "client", 43101), second)
+
+    def test_affinity_groups_learn_and_unpinned_clients_use_the_group(self):
         sp = S.ServicePort("k8s/d/w", "d", 1, (1,), 1, CIP, 6, 80, 0,
                            (S.Provider("20.1.1.2", "02:00:00:00:00:02", 1, "h", "a", 8080),
-                            S.Provider("20.1.1.3", "02:00:00:00:00:03", 1, "h", "b", 8080)), affinity=60)
-        flows, groups = S.host_services([sp], "x", {})
-        aff = [f for f in flows if f.priority == S.P_AFFINITY]
-        self.assertEqual(len(aff), 1 << S.AFFINITY_BITS)
-        srcs = {dict(f.match)["ipv4_src"] for f in aff}
-        self.assertEqual(len(srcs), 1 << S.AFFINITY_BITS)
-        self.assertEqual(len(groups), 1)  # the group stays (the same sync, no affinity flow missed)
+                            S.Provider("20.1.1.3", "02:00:00:00:00:03", 1, "h", "b", 8080)), affinity=100000)
+        flows, (group,) = S.host_services([sp], "x", {})
+        T.check_flows(flows)
+        self.assertTrue(S.is_ours(group))
+        learns = [b[0] for b in group.buckets]
+        self.assertEqual({(a[0], a[1], a[2]) for a in learns}, {("learn", T.SVC_AFF, S.MAX_IDLE)})
+        self.assertEqual(sorted(a[5][-1] for a in learns),
+                         [("load", T.REG_AFF, 0x14010102), ("load", T.REG_AFF, 0x14010103)])
+        sel = sorted((f.priority, f.actions[0][0]) for f in flows if f.table == T.SVC_AFF_SEL)
+        self.assertEqual(sel, [(S.P_VIP - 1, "group"), (S.P_VIP, "ct_nat"), (S.P_VIP, "ct_nat")])
+        no_aff = S.host_services([S.ServicePort(**{**sp.__dict__, "affinity": 0})], "x", {})
+        self.assertFalse(any(f.table in (T.SVC_AFF, T.SVC_AFF_SEL) for f in no_aff[0]))
+        self.assertEqual(len(no_aff[1][0].buckets[0]), 1)
 
     def test_headless_compiles_to_nothing(self):
         svcs, slices = _records({"clusterIP": "None"})

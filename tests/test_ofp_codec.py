@@ -214,7 +214,7 @@ class DecodeTests(unittest.TestCase):
     def test_foreign_action_decodes_to_raw(self):
         msg = parser.OFPFlowMod(codec.DP, table_id=0, priority=1, match=parser.OFPMatch(),
                                 instructions=[parser.OFPInstructionActions(
-                                    ofp.OFPIT_APPLY_ACTIONS, [parser.NXActionResubmitTable(table_id=3)]),
+                                    ofp.OFPIT_APPLY_ACTIONS, [parser.NXActionResubmitTable(in_port=5, table_id=3)]),
                                     parser.OFPInstructionWriteMetadata(1, 1)])
         msg.serialize()
         f = codec.flow_from_stats(codec.parse_message(bytes(msg.buf)))

@@ -74,6 +74,40 @@ class CtNatCodecTests(unittest.TestCase):
         self.assertEqual(codec._action_tuple(a)[0], "raw")
 
 
+class LearnCodecTests(unittest.TestCase):
+    """learn and resubmit (ClientIP affinity): os-ken's bytes and back, refusals."""
+
+    def test_learn_and_resubmit_decode_to_what_was_encoded(self):
+        sp = S.ServicePort(**{**_sp(3).__dict__, "affinity": 7})
+        learn = S.affinity_learn(sp, sp.providers[0])
+        for acts in [(learn,), (("resubmit", T.SVC_AFF), ("resubmit", T.SVC_AFF_SEL)),
+                     (learn, NAT_ACTIONS[1])]:
+            f = Flow(T.SVC_CT, 100, make_match(eth_type=0x0800, reg0=7), acts, cookie=COOKIE_MARK)
+            data = codec.encode_flow_mod(f, codec.ADD, 9)
+            self.assertEqual(data, codec.encode_flow_mod_osken(f, codec.ADD, 9))
+            self.assertEqual(codec.flow_from_stats(codec.parse_message(data)), f)
+        self.assertIn("idle_timeout=7", Flow(0, 0, (), (learn,)).to_ofctl())
+
+    def test_affinity_group_roundtrips(self):
+        sp = S.ServicePort(**{**_sp(3).__dict__, "affinity": 60})
+        (g,) = S.host_services([sp], "h0", {})[1]
+        gid, buckets = _group_mod_buckets(codec.encode_group_mod(g, codec.GROUP_ADD, 1))
+        back = codec.group_from_desc(SimpleNamespace(type=ofp.OFPGT_SELECT, group_id=gid, buckets=buckets))
+        self.assertEqual(back, g)
+        self.assertTrue(S.is_ours(back))
+
+    def test_non_canonical_learn_refused(self):
+        good = S.affinity_learn(S.ServicePort(**{**_sp(1).__dict__, "affinity": 5}), _sp(1).providers[0])
+        for bad in [good[:5], good[:2] + (70000,) + good[3:],
+                    good[:5] + ((("match", "ipv6_src", "ipv6_src"),),),
+                    good[:5] + ((("load", "reg8", "reg0"),),),
+                    good[:5] + ((("match", "ip_proto", 300),),),
+                    ("resubmit", 300)]:
+            f = Flow(T.SVC_CT, 1, make_match(eth_type=0x0800), (bad,), cookie=COOKIE_MARK)
+            with self.assertRaises(ValueError):
+                codec.encode_flow_mod(f, codec.ADD, 1)
+
+
 class GroupCodecTests(unittest.TestCase):
     def test_group_mod_buckets_decode_to_the_group(self):
         """A service group's group_mod carries one weight-1 bucket per provider whose
@@ -137,11 +171,15 @@ class RealSwitchGroupTests(unittest.TestCase):
         port = await self.lab.add_internal_port(self.lab.bridges[0], "hp")
         ofport = int((await self.lab.vsctl("get", "interface", port, "ofport")).strip())
         sps = [_sp(2), S.ServicePort("u:db", "u", 9, (3,), 3, "10.2.0.5", 17, 53, 5353,
-                                     (S.Provider("10.2.0.7", "02:00:00:00:01:07", 3, "h0", port),))]
+                                     (S.Provider("10.2.0.7", "02:00:00:00:01:07", 3, "h0", port),),
+                                     affinity=30)]
         flows, groups = S.host_services(sps, "h0", {port: ofport})
         self.assertTrue(any(a[0] == "ct_nat" for f in flows for a in f.actions))
+        self.assertTrue(any(a[0] == "resubmit" for f in flows for a in f.actions))
+        self.assertTrue(any(a[0] == "learn" for g in groups for b in g.buckets for a in b))
         await self._send(sw, [("g", g, codec.GROUP_ADD) for g in groups]
                          + [("f", f, codec.ADD) for f in flows])
+        self.maxDiff = None
         self.assertEqual(await self._groups(sw), {g.group_id: g for g in groups})
         back = await sw.read_flows(COOKIE_MARK, COOKIE_MASK)
         self.assertEqual(set(back), set(flows))

@@ -218,6 +218,10 @@ def _decompose(flow: Flow, command: int, xid: int) -> Tuple[tuple, list]:
             # so a template never has to find NAT ranges inside nested actions
             check_ct_nat(a)
             apush(a)
+        elif name == "resubmit" or name == "learn":
+            # ClientIP affinity only: structure as well (no slots)
+            (check_learn if name == "learn" else check_resubmit)(a)
+            apush(a)
         else:
             raise ValueError(f"cannot encode action {a!r}")
     goto = flow.goto
@@ -296,6 +300,10 @@ def _osken_msg(key: tuple, values: Sequence[Any]) -> "parser.OFPFlowMod":
             actions.append(parser.OFPActionGroup(next(it)))
         elif name == "ct_nat":
             actions.append(ct_nat_osken(a))
+        elif name == "resubmit":
+            actions.append(parser.NXActionResubmitTable(in_port=_RESUBMIT_IN_PORT, table_id=a[1]))
+        elif name == "learn":
+            actions.append(learn_osken(a))
     insts = []
     if actions:
         insts.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
@@ -728,7 +736,100 @@ def _action_tuple(a: Any) -> tuple:
         nat = _ct_nat_tuple(a)
         if nat is not None:
             return nat
+    if isinstance(a, parser.NXActionResubmitTable) and a.in_port == _RESUBMIT_IN_PORT:
+        return ("resubmit", a.table_id)
+    if isinstance(a, parser.NXActionLearn):
+        learn = _learn_tuple(a)
+        if learn is not None:
+            return learn
     return ("raw", str(a))
+
+
+# --------------------------------------------------------------------------
+# learn and resubmit (ClientIP session affinity, pipeline/servicelb.py)
+# --------------------------------------------------------------------------
+
+#: NXAST_RESUBMIT_TABLE's in_port meaning "keep the packet's" (OFPP_IN_PORT, 16 bits)
+_RESUBMIT_IN_PORT = 0xFFF8
+#: the fields a learn spec may name, with their widths (a spec covers the whole field)
+LEARN_FIELDS = {"eth_type": 16, "ip_proto": 8, "ipv4_src": 32, "ipv4_dst": 32, "tcp_dst": 16,
+                "udp_dst": 16, "sctp_dst": 16, **{f"reg{i}": 32 for i in range(9)}}
+
+
+def check_resubmit(a: tuple) -> None:
+    if len(a) != 2 or not isinstance(a[1], int) or not 0 <= a[1] < 255:
+        raise ValueError(f"resubmit needs (table 0..254): {a!r}")
+
+
+def check_learn(a: tuple) -> None:
+    """Refuse a ``learn`` outside the canonical form (see ``flow.ACTIONS``): a compiler
+    bug otherwise (it would read back as something else and be re-sent forever)."""
+    if len(a) != 6:
+        raise ValueError(f"learn needs (table, idle_timeout, priority, cookie, specs): {a!r}")
+    _, table, idle, prio, cookie, specs = a
+    for name, v, top in (("table", table, 254), ("idle_timeout", idle, 0xFFFF), ("priority", prio, 0xFFFF),
+                         ("cookie", cookie, (1 << 64) - 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= top:
+            raise ValueError(f"learn {name} must be an integer 0..{top}: {a!r}")
+    if not isinstance(specs, tuple) or not specs:
+        raise ValueError(f"learn needs a tuple of specs: {a!r}")
+    for spec in specs:
+        if not isinstance(spec, tuple) or len(spec) != 3 or spec[0] not in ("match", "load"):
+            raise ValueError(f"learn spec must be ('match'|'load', field, source): {spec!r}")
+        kind, dst, src = spec
+        if dst not in LEARN_FIELDS:
+            raise ValueError(f"learn spec names field {dst!r}, not one of {sorted(LEARN_FIELDS)}")
+        if isinstance(src, str):
+            if kind == "load" or LEARN_FIELDS.get(src) != LEARN_FIELDS[dst]:
+                raise ValueError(f"learn spec {spec!r}: a field source only for a match, of the same width")
+        elif isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < (1 << LEARN_FIELDS[dst]):
+            raise ValueError(f"learn spec {spec!r}: value must fit {LEARN_FIELDS[dst]} bits")
+
+
+def learn_osken(a: tuple) -> Any:
+    """The os-ken NXActionLearn of a canonical ``learn`` action (hard timeout 0, no flags)."""
+    check_learn(a)
+    _, table, idle, prio, cookie, specs = a
+    out: List[Any] = []
+    for kind, dst, src in specs:
+        n_bits = LEARN_FIELDS[dst]
+        s = (src, 0) if isinstance(src, str) else src
+        cls = parser.NXFlowSpecMatch if kind == "match" else parser.NXFlowSpecLoad
+        out.append(cls(src=s, dst=(dst, 0), n_bits=n_bits))
+    return parser.NXActionLearn(table_id=table, specs=out, idle_timeout=idle, hard_timeout=0,
+                                priority=prio, cookie=cookie, flags=0, fin_idle_timeout=0,
+                                fin_hard_timeout=0)
+
+
+def _learn_field(name: str) -> str:
+    """A learn spec's field as OVS gives it back (NXM names: ``eth_type_nxm``) in our name."""
+    name = _field_name(name)
+    return name[:-4] if name.endswith("_nxm") and name[:-4] in LEARN_FIELDS else name
+
+
+def _learn_tuple(a: Any) -> Optional[tuple]:
+    """A read-back NXActionLearn in ``learn`` form, or None if it is not one we write."""
+    if a.hard_timeout or a.flags or a.fin_idle_timeout or a.fin_hard_timeout:
+        return None
+    specs = []
+    for sp in a.specs:
+        if isinstance(sp, parser.NXFlowSpecMatch):
+            kind = "match"
+        elif isinstance(sp, parser.NXFlowSpecLoad):
+            kind = "load"
+        else:
+            return None
+        dst, dofs = sp.dst
+        dst = _learn_field(dst)
+        if dofs or LEARN_FIELDS.get(dst) != sp.n_bits:
+            return None
+        src = sp.src
+        if isinstance(src, tuple):
+            if src[1] or kind == "load":
+                return None
+            src = _learn_field(src[0])
+        specs.append((kind, dst, src))
+    return ("learn", a.table_id, a.idle_timeout, a.priority, a.cookie, tuple(specs))
 
 
 # --------------------------------------------------------------------------

@@ -50,6 +50,13 @@ ACTIONS = {
     "controller": "(max_len:int)",
     "dec_ttl": "()",
     "group": "(group_id:int)",
+    # the two below serve ClientIP session affinity (servicelb.py); every parameter is
+    # structure (like ``ct_nat``), so the codec encodes them whole
+    "resubmit": "(table:int)  # NXActionResubmitTable, in_port kept; a miss there is no action",
+    "learn": "(table:int, idle_timeout:int, priority:int, cookie:int, specs:tuple)  # NXActionLearn; "
+             "specs: ('match', field, field_name|int) = match the field on the packet's value of "
+             "field_name (or on an immediate int), ('load', field, int) = the learned flow's action; "
+             "every spec covers its field's full width",
 }
 
 Value = Any
@@ -195,6 +202,20 @@ def _ofctl_action(a: Action) -> str:
         return "dec_ttl"
     if name == "group":
         return f"group:{a[1]}"
+    if name == "resubmit":
+        return f"resubmit(,{a[1]})"
+    if name == "learn":
+        _n, table, idle, prio, cookie, specs = a
+        opts = [f"table={table}", f"idle_timeout={idle}", f"priority={prio}", f"cookie={cookie:#x}"]
+        for kind, dst, src in specs:
+            d = _NXM.get(dst, dst)
+            if kind == "load":
+                opts.append(f"load:{src:#x}->{d}[]")
+            elif isinstance(src, str):
+                opts.append(f"{d}[]" if src == dst else f"{d}[]={_NXM.get(src, src)}[]")
+            else:
+                opts.append(f"{_OFCTL_FIELD.get(dst, dst)}={src:#x}")
+        return "learn(" + ",".join(opts) + ")"
     raise ValueError(f"unknown action {a!r}")
 
 
@@ -203,5 +224,7 @@ _NXM = {
     "arp_sha": "NXM_NX_ARP_SHA", "arp_tha": "NXM_NX_ARP_THA",
     "arp_spa": "NXM_OF_ARP_SPA", "arp_tpa": "NXM_OF_ARP_TPA",
     "ipv4_src": "NXM_OF_IP_SRC", "ipv4_dst": "NXM_OF_IP_DST",
-    **{f"reg{i}": f"NXM_NX_REG{i}" for i in range(8)},
+    **{f"reg{i}": f"NXM_NX_REG{i}" for i in range(9)},
+    "ip_proto": "NXM_OF_IP_PROTO", "tcp_dst": "NXM_OF_TCP_DST", "udp_dst": "NXM_OF_UDP_DST",
+    "sctp_dst": "OXM_OF_SCTP_DST", "eth_type": "NXM_OF_ETH_TYPE",
 }

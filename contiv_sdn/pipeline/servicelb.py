@@ -15,6 +15,14 @@ entry, not the group.  Tables (see ``tables.py``)::
     26 SVC_VRF  ct(zone=VRF, nat) -> 27: applies the DNAT of a known connection,
                 reverses it on replies and on ICMP errors related to it.
     27 SVC_CT   +new to VIP:port/proto -> group; ct_mark has SVC_MARK -> 28; else L3.
+                With ClientIP affinity: resubmit(,23), resubmit(,24) instead of the group.
+    23 SVC_AFF  only flows the switch learned (cookie without COOKIE_MARK, so the
+                flow sync never reads or deletes them): (VRF, client, VIP, proto,
+                port) -> REG_AFF = the pinned provider's address, idle_timeout =
+                timeoutSeconds (kube-proxy's ``recent`` semantics: each new
+                connection refreshes it); miss -> nothing.
+    24 SVC_AFF_SEL  REG_AFF = a provider of this VIP:port -> its ct(commit, nat);
+                else -> the group, whose bucket first ``learn`` s the pin then DNATs.
     28 SVC_DST  to a provider: its MAC and network, -> L3 (then L2, K8s, POLICY as
                 ever: policy judges the real destination, after NAT); a provider
                 to itself (hairpin): ct(commit, zone=HAIRPIN_ZONE, nat(src=VIP)) -> 28
@@ -83,10 +91,11 @@ HAIRPIN_ZONE = 0xFFFF
 SVC_MARK = 0x80000000
 
 P_VIP = 100
-P_AFFINITY = 101
-#: ClientIP affinity: clients are spread over 2**AFFINITY_BITS buckets by the low bits
-#: of their address, each bucket pinned to one provider
-AFFINITY_BITS = 8
+#: priority of the flows the switch learns in SVC_AFF (one per client and VIP:port)
+P_LEARNED = 100
+#: OpenFlow's idle_timeout is 16 bits: a longer ClientIP timeout (kube allows up to
+#: 86400 s) is served as this many seconds of idleness
+MAX_IDLE = 0xFFFF
 P_HAIRPIN = 110
 P_HAIRPIN_RETURN = 105
 P_MARK = 50
@@ -101,6 +110,14 @@ _COOKIE_KIND = 6
 
 def cookie_for(ident: str) -> int:
     return COOKIE_MARK | (_COOKIE_KIND << 32) | (zlib.crc32(f"svc:{ident}".encode()) & 0xFFFFFFFF)
+
+
+def learned_cookie(ident: str) -> int:
+    """The cookie of the affinity flows the switch learns for one service port:
+    deliberately **without** COOKIE_MARK, so the flow sync (which reads, counts and
+    deletes by our cookie mask) never sees them: they are the switch's own state, like
+    conntrack entries, and expire by their idle timeout."""
+    return (_COOKIE_KIND << 32) | (zlib.crc32(f"svc-aff:{ident}".encode()) & 0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -144,7 +161,7 @@ class ServicePort:
     target_port: int
     providers: Tuple[Provider, ...] = ()
     #: ClientIP session affinity (Kubernetes ``sessionAffinity: ClientIP``): its
-    #: timeout in seconds, 0 = none (see :func:`affinity_choice`)
+    #: timeout in seconds, 0 = none (see :func:`affinity_learn`)
     affinity: int = 0
 
     @property
@@ -207,28 +224,34 @@ def _flow(table: int, prio: int, match: Mapping, actions: Sequence[Action] = (),
     return Flow(table, prio, make_match(**match), tuple(actions), goto, cookie_for(ident), note)
 
 
+def _sorted_providers(sp: ServicePort) -> List[Provider]:
+    return sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac, p.target_port))
+
+
+def affinity_learn(sp: ServicePort, p: Provider) -> Action:
+    """The ``learn`` a bucket of an affinity service runs before its DNAT: a flow in
+    SVC_AFF keyed by (VRF, client address, VIP, protocol, port) that loads the chosen
+    provider's address into REG_AFF, idle for ``sp.affinity`` seconds (hard timeout 0).
+
+    Every new connection of the client looks it up first (and so refreshes its idle
+    timer, as kube-proxy's ``recent`` match does); a provider that left no longer has
+    its SVC_AFF_SEL flow, so its pinned clients go to the group and learn anew."""
+    specs = (("match", "eth_type", T.ETH_TYPE_IP), ("match", T.REG_VRF, T.REG_VRF),
+             ("match", "ipv4_src", "ipv4_src"), ("match", "ipv4_dst", "ipv4_dst"),
+             ("match", "ip_proto", sp.proto), ("match", _PORT_FIELD[sp.proto], _PORT_FIELD[sp.proto]),
+             ("load", T.REG_AFF, int(ipaddress.IPv4Address(p.ip))))
+    return ("learn", T.SVC_AFF, min(sp.affinity, MAX_IDLE), P_LEARNED, learned_cookie(sp.ident), specs)
+
+
 def service_group(sp: ServicePort, gid: int) -> Group:
-    """The select group of one service port: one DNAT bucket per provider (sorted)."""
+    """The select group of one service port: one DNAT bucket per provider (sorted); with
+    ClientIP affinity each bucket first learns the client's pin (:func:`affinity_learn`)."""
     buckets = tuple(
-        (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
-          SVC_MARK | gid),)
-        for p in sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac,
-                                                          p.target_port)))
+        ((affinity_learn(sp, p),) if sp.affinity else ())
+        + (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
+            SVC_MARK | gid),)
+        for p in _sorted_providers(sp))
     return Group(gid, buckets, note=f"service {sp.ident} -> {len(buckets)} providers")
-
-
-def affinity_choice(providers: Sequence[Provider], bucket: int) -> Provider:
-    """The provider a bucket of client addresses is pinned to (ClientIP affinity).
-
-    Rendezvous hashing (highest CRC-32 of bucket and provider): pure, the same on every
-    switch, and a provider leaving moves only its own buckets (the other clients stay
-    where they were).  Why not a group: OVS selects a bucket by ``dp_hash`` of the
-    5-tuple, and os-ken cannot encode the ``selection_method=hash,fields(ip_src)``
-    property that would hash on the client address only; and not a ``learn`` flow per
-    client either (the flow vocabulary has no learn action).  So affinity holds for
-    as long as the provider set does, not ``timeoutSeconds`` of idleness: kube's
-    timeout is accepted and kept, a stronger pin is given."""
-    return max(providers, key=lambda p: (zlib.crc32(f"{bucket}/{p.ip}/{p.target_port}".encode()), p.ip))
 
 
 def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[str, int],
@@ -257,6 +280,8 @@ def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[s
               goto=T.SVC_DST, note="svc: a service connection: to its provider"))
     add(_flow(T.SVC_CT, 0, {}, goto=T.L3, note="svc: not a service connection"))
     add(_flow(T.SVC_DST, 0, {}, goto=T.L3, note="svc: not to a provider"))
+    if any(sp.affinity for sp in ports):
+        add(_flow(T.SVC_AFF, 0, {}, note="svc: no learned ClientIP pin (REG_AFF stays 0)"))
     groups: List[Group] = []
     for sp in sorted(ports, key=lambda p: p.ident):
         gid = gids[sp.ident]
@@ -273,23 +298,28 @@ def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[s
                   note=f"svc {sp.key}: undo a hairpin SNAT"))
         add(_flow(T.SVC_VRF, P_VIP, dict(ip, **vrf), [("ct_nat", False, sp.vrf, T.SVC_CT, None, 0)],
                   ident=f"vrf{sp.vrf}", note=f"svc: VRF {sp.vrf} conntrack NAT"))
-        add(_flow(T.SVC_CT, P_VIP, dict(ip, ct_state=(T.CT_NEW | T.CT_TRK, T.CT_NEW | T.CT_TRK | T.CT_INV),
-                                        ipv4_dst=sp.vip, ip_proto=sp.proto,
-                                        **{_PORT_FIELD[sp.proto]: sp.port}, **vrf),
-                  [("group", gid)], ident=sp.ident, note=f"svc {sp.ident}: new connection -> group {gid}"))
-        provs = sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac, p.target_port))
-        if sp.affinity and provs:
-            mask = (1 << AFFINITY_BITS) - 1
-            for b in range(1 << AFFINITY_BITS):
-                p = affinity_choice(provs, b)
-                add(_flow(T.SVC_CT, P_AFFINITY,
-                          dict(ip, ct_state=(T.CT_NEW | T.CT_TRK, T.CT_NEW | T.CT_TRK | T.CT_INV),
-                               ipv4_dst=sp.vip, ip_proto=sp.proto, **{_PORT_FIELD[sp.proto]: sp.port},
-                               ipv4_src=(str(ipaddress.IPv4Address(b)), str(ipaddress.IPv4Address(mask))),
-                               **vrf),
+        to_vip = dict(ip, ipv4_dst=sp.vip, ip_proto=sp.proto, **{_PORT_FIELD[sp.proto]: sp.port}, **vrf)
+        new = (T.CT_NEW | T.CT_TRK, T.CT_NEW | T.CT_TRK | T.CT_INV)
+        if not sp.affinity:
+            add(_flow(T.SVC_CT, P_VIP, dict(to_vip, ct_state=new), [("group", gid)], ident=sp.ident,
+                      note=f"svc {sp.ident}: new connection -> group {gid}"))
+        else:
+            # ClientIP affinity: look the client's pin up (a learned flow loads REG_AFF),
+            # then start the connection to it, or choose by the group (whose bucket learns)
+            add(_flow(T.SVC_CT, P_VIP, dict(to_vip, ct_state=new), [("resubmit", T.SVC_AFF),
+                                                                    ("resubmit", T.SVC_AFF_SEL)],
+                      ident=sp.ident, note=f"svc {sp.ident}: new connection, ClientIP affinity"))
+            add(_flow(T.SVC_AFF_SEL, P_VIP - 1, to_vip, [("group", gid)], ident=sp.ident,
+                      note=f"svc {sp.ident}: client not pinned (or to a provider gone) -> group {gid}"))
+            seen: set = set()
+            for p in _sorted_providers(sp):
+                if p.ip in seen:  # one pin per address (kube: one port per pod and port name)
+                    continue
+                seen.add(p.ip)
+                add(_flow(T.SVC_AFF_SEL, P_VIP, dict(to_vip, **{T.REG_AFF: int(ipaddress.IPv4Address(p.ip))}),
                           [("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
                             SVC_MARK | gid)], ident=sp.ident,
-                          note=f"svc {sp.ident}: ClientIP affinity, clients *.{b} -> {p.ip}"))
+                          note=f"svc {sp.ident}: client pinned to {p.ip}"))
         for p in sp.providers:
             add(_flow(T.SVC_DST, P_VIP, dict(ip, ipv4_dst=p.ip, **vrf),
                       [("set_field", "eth_dst", p.mac), ("set_field", T.REG_NET, p.net_id)], T.L3,
@@ -328,11 +358,14 @@ def match_providers(selectors: Mapping[str, str], tenant: str,
 def is_ours(group: Group) -> bool:
     """Whether a group read back from a switch was written by us (so the sync may delete
     it when nobody wants it): a select group whose every bucket is one of our DNAT
-    ``ct_nat`` actions marked with its own id, or a select group without buckets (a
-    service without providers).  Groups other tools put on br-int are left alone."""
+    ``ct_nat`` actions marked with its own id (after a ``learn`` into SVC_AFF, with
+    ClientIP affinity), or a select group without buckets (a service without
+    providers).  Groups other tools put on br-int are left alone."""
     if group.type != "select":
         return False
     for bucket in group.buckets:
+        if bucket and bucket[0][0] == "learn" and len(bucket[0]) == 6 and bucket[0][1] == T.SVC_AFF:
+            bucket = bucket[1:]
         if (len(bucket) != 1 or bucket[0][0] != "ct_nat" or len(bucket[0]) != 6
                 or bucket[0][5] != SVC_MARK | group.group_id):
             return False

@@ -39,10 +39,10 @@ import ipaddress
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import tables as T
-from .flow import OFPP_CONTROLLER, OFPP_IN_PORT, Flow
+from .flow import OFPP_CONTROLLER, OFPP_IN_PORT, Flow, canon_match
 from .state import Host
 
 Packet = Dict[str, Any]
@@ -273,10 +273,15 @@ class Fabric:
     def __init__(self, flows_by_host: Mapping[str, Iterable[Flow]], hosts: Mapping[str, Host],
                  *, conntrack: Optional[ConnTrack] = None, max_hops: int = 16,
                  groups_by_host: Optional[Mapping[str, Iterable[Any]]] = None,
-                 select: Optional[Any] = None) -> None:
+                 select: Optional[Any] = None, clock: Optional[Callable[[], float]] = None) -> None:
         """``groups_by_host``: the OpenFlow groups of each switch (``servicelb.Group``);
         ``select(host, group, packet) -> bucket index`` chooses a select group's bucket
-        (default: a hash of the 5-tuple, as OVS's dp_hash)."""
+        (default: a hash of the 5-tuple, as OVS's dp_hash); ``clock()`` is the time in
+        seconds that ages learned flows (default: :attr:`now`, which tests advance)."""
+        self.now = 0.0
+        self.clock = clock or (lambda: self.now)
+        #: flows the switches learned (``learn``): host -> table -> match -> [flow, idle, last hit]
+        self.learned: Dict[str, Dict[int, Dict[Any, list]]] = {}
         self.groups = {h: {g.group_id: g for g in gs} for h, gs in (groups_by_host or {}).items()}
         self.select = select or (lambda host, group, pkt: zlib.crc32(repr(_five_tuple(pkt)).encode()))
         self.hosts = hosts
@@ -315,6 +320,58 @@ class Fabric:
 
     # ---- one pass through one switch
     def _lookup(self, host: str, table: int, pkt: Packet) -> Optional[Flow]:
+        learned = self._learned_hit(host, table, pkt)
+        static = self._static_lookup(host, table, pkt)
+        if learned is not None and (static is None or learned.priority >= static.priority):
+            return learned
+        return static
+
+    def learned_flows(self, host: str) -> List[Flow]:
+        """The learned flows of ``host`` alive now (idle ones expire as OVS's do)."""
+        now = self.clock()
+        out = []
+        for entries in self.learned.get(host, {}).values():
+            for key, (flow, idle, last) in list(entries.items()):
+                if idle and now - last >= idle:
+                    del entries[key]
+                else:
+                    out.append(flow)
+        return out
+
+    def _learned_hit(self, host: str, table: int, pkt: Packet) -> Optional[Flow]:
+        entries = self.learned.get(host, {}).get(table)
+        if not entries:
+            return None
+        now = self.clock()
+        best = None
+        for key, entry in list(entries.items()):
+            flow, idle, last = entry
+            if idle and now - last >= idle:
+                del entries[key]
+            elif self._matches(flow, pkt) and (best is None or flow.priority > best[0].priority):
+                best = entry
+        if best is None:
+            return None
+        best[2] = now  # a hit refreshes the idle timer
+        return best[0]
+
+    def _learn(self, host: str, pkt: Packet, action: Tuple) -> Flow:
+        """Install the flow a ``learn`` action describes, from this packet's fields
+        (replacing a learned flow with the same table, priority and match, as OVS does)."""
+        _, table, idle, prio, cookie, specs = action
+        match, loads = [], []
+        for kind, dst, src in specs:
+            if kind == "load":
+                loads.append(("set_field", dst, src))
+            elif isinstance(src, str):
+                match.append((dst, _from_int(dst, _as_int(pkt.get(src, 0)))))
+            else:
+                match.append((dst, _from_int(dst, src)))
+        flow = Flow(table, prio, canon_match(match), tuple(loads), None, cookie, "learned")
+        self.learned.setdefault(host, {}).setdefault(table, {})[(prio, flow.match)] = [flow, idle, self.clock()]
+        return flow
+
+    def _static_lookup(self, host: str, table: int, pkt: Packet) -> Optional[Flow]:
         for prio, flows in self._tables.get(host, {}).get(table, ()):
             hits = [f for f in flows if self._matches(f, pkt)]
             if len(hits) > 1 and len({(h.actions, h.goto) for h in hits}) > 1:
@@ -422,6 +479,19 @@ class Fabric:
                 bucket = Flow(flow.table, flow.priority, flow.match, group.buckets[i], None, flow.cookie)
                 if not self._apply(tr, queue, host, dict(pkt), bucket):
                     return False
+            elif kind == "resubmit":
+                sub = self._lookup(host, action[1], pkt)
+                if sub is None:  # a miss in a resubmitted table does nothing
+                    tr.steps.append(f"{host} resubmit t{action[1]}: miss")
+                    continue
+                tr.steps.append(f"{host} resubmit t{action[1]}: {_text(sub)}" + (f"  # {sub.note}" if sub.note else ""))
+                if sub.goto is not None:
+                    raise SimulationError(f"{host}: goto in a resubmitted flow is not modelled")
+                if not self._apply(tr, queue, host, pkt, sub):
+                    return False
+            elif kind == "learn":
+                learned = self._learn(host, pkt, action)
+                tr.steps.append(f"{host}: learned {learned.to_ofctl()}")
             elif kind == "controller":
                 tr.deliveries.append(Delivery(host, OFPP_CONTROLLER, "controller", _headers(pkt)))
             else:

@@ -77,6 +77,9 @@ REG_FLAGS = "reg4"  #: bit flags, see FLAG_*.
 REG_OUT = "reg5"  #: output decision made by L2 for OUTPUT: an ofport or OUT_FLOOD.
 REG_SRC_ID = "reg6"  #: source pod identity (Kubernetes NetworkPolicy, ``k8s.py``), 0 = not a pod.
 REG_DST_ID = "reg7"  #: destination pod identity, 0 = not a pod.
+#: ClientIP affinity: the provider address a client is pinned to, loaded by a learned
+#: flow of :data:`SVC_AFF` (0 = not pinned); only tables SVC_CT..SVC_AFF_SEL read it.
+REG_AFF = "reg8"
 
 FLAG_REMOTE = 0x1  #: the packet entered from the tunnel or the uplink.
 FLAG_HAIRPIN = 0x2  #: a provider reaching itself through its service's VIP: OUTPUT uses IN_PORT.
@@ -101,6 +104,11 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 CLASSIFY = 0
 SOURCE = 10
 ARP = 20
+#: ClientIP affinity (``servicelb.py``), reached by resubmit from SVC_CT, not by goto:
+#: SVC_AFF holds only flows the switch learned itself (cookie without COOKIE_MARK);
+#: SVC_AFF_SEL starts the pinned provider's connection or, unpinned, the group.
+SVC_AFF = 23
+SVC_AFF_SEL = 24
 SVC = 25
 SVC_VRF = 26
 SVC_CT = 27
@@ -158,13 +166,13 @@ FIELDS: Mapping[str, FieldInfo] = {
     "ct_state": FieldInfo(32, "int"),
     "ct_zone": FieldInfo(16, "int"),
     "ct_mark": FieldInfo(32, "int"),
-    **{f"reg{i}": FieldInfo(32, "int") for i in range(8)},
+    **{f"reg{i}": FieldInfo(32, "int") for i in range(9)},
 }
 
 #: Fields that only exist in the pipeline, never on the wire of a container port.
 METADATA_FIELDS = frozenset(
     ["in_port", "metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "ct_state", "ct_zone", "ct_mark"]
-    + [f"reg{i}" for i in range(8)]
+    + [f"reg{i}" for i in range(9)]
 )
 
 
@@ -187,6 +195,8 @@ class TableSpec:
     outputs: Optional[FrozenSet[int]] = frozenset()
     #: ct(table=...) targets.
     ct_tables: FrozenSet[int] = frozenset()
+    #: resubmit(,table) targets (any order: a resubmit returns).
+    resubmit: FrozenSet[int] = frozenset()
 
 
 _REGS_ID = frozenset([REG_VRF, REG_NET, REG_SRC_EPG, REG_DST_EPG, REG_FLAGS])
@@ -236,10 +246,18 @@ TABLES: Mapping[int, TableSpec] = {
         TableSpec(SVC_CT, "svc_ct",
                   match=frozenset(["ct_state", "ct_mark", REG_VRF, "eth_type", "ipv4_src", "ipv4_dst",
                                    "ip_proto", "tcp_dst", "udp_dst", "sctp_dst"]),
-                  # ipv4_src masked: ClientIP session affinity pins a client by its address
-                  maskable=frozenset(["ct_state", "ct_mark", "ipv4_src"]),
-                  actions=frozenset(["group", "ct_nat"]),
+                  maskable=frozenset(["ct_state", "ct_mark"]),
+                  actions=frozenset(["group", "resubmit"]),
                   goto=frozenset([SVC_DST, L3]),
+                  resubmit=frozenset([SVC_AFF, SVC_AFF_SEL])),
+        TableSpec(SVC_AFF, "svc_aff",
+                  # the compiler's only flow here is the miss; the rest are learned
+                  match=frozenset()),
+        TableSpec(SVC_AFF_SEL, "svc_aff_sel",
+                  match=frozenset(["ct_state", REG_VRF, REG_AFF, "eth_type", "ipv4_dst",
+                                   "ip_proto", "tcp_dst", "udp_dst", "sctp_dst"]),
+                  maskable=frozenset(["ct_state"]),
+                  actions=frozenset(["group", "ct_nat"]),
                   ct_tables=frozenset([SVC_DST])),
         TableSpec(SVC_DST, "svc_dst",
                   match=frozenset(["in_port", "eth_type", "ipv4_src", "ipv4_dst", "ct_mark", REG_VRF]),
@@ -314,7 +332,7 @@ class FlowCheckError(ValueError):
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _ACTION_ARITY = {"output": 1, "set_field": 2, "push_vlan": 1, "pop_vlan": 0, "move": 3, "ct": 3,
-                 "controller": 1, "dec_ttl": 0, "group": 1, "ct_nat": 5}
+                 "controller": 1, "dec_ttl": 0, "group": 1, "ct_nat": 5, "resubmit": 1, "learn": 5}
 _MAX_PORT = 0xFFFFFF00  # OFPP_MAX
 
 
@@ -438,6 +456,9 @@ def check_flow(flow: Flow) -> None:
                 _fail(flow, f"{kind} needs eth_type=0x0800 in the match")
             if action[3] is not None and action[3] not in spec.ct_tables | spec.goto:
                 _fail(flow, f"{kind} recirculates to undeclared table {action[3]}")
+        elif kind == "resubmit":
+            if action[1] not in spec.resubmit:
+                _fail(flow, f"table {spec.name} may not resubmit to table {action[1]}")
     if flow.goto is not None:
         if flow.goto not in spec.goto or flow.goto <= flow.table:
             _fail(flow, f"table {spec.name} may not go to table {flow.goto}")
