@@ -126,6 +126,30 @@ class StandInTests(unittest.TestCase):
             self.assertIn(why, str(cm.exception.status()))
         self.clock.advance(0)
 
+    def test_node_ports_allocated_in_the_range_or_refused(self):
+        """NodePort/LoadBalancer ports without a nodePort get a free one in 30000-32767,
+        one asked for is kept; out of range or taken is 422; ClusterIP gets none."""
+        from contiv_sdn.testing.kubeapi import APIError
+
+        def svc(name, type_, ports):
+            return self.api.create("services", {"metadata": {"name": name},
+                                                "spec": {"type": type_, "ports": ports}}, "default")
+        a = svc("a", "NodePort", [{"name": "h", "port": 80}, {"name": "d", "port": 53, "protocol": "UDP"}])
+        got = [p["nodePort"] for p in a["spec"]["ports"]]
+        self.assertTrue(all(30000 <= n <= 32767 for n in got) and len(set(got)) == 2, got)
+        b = svc("b", "LoadBalancer", [{"port": 443, "nodePort": 30443}, {"name": "x", "port": 8443}])
+        self.assertEqual(b["spec"]["ports"][0]["nodePort"], 30443)
+        self.assertNotIn(b["spec"]["ports"][1]["nodePort"], got + [30443])
+        self.assertNotIn("nodePort", svc("c", "ClusterIP", [{"port": 80}])["spec"]["ports"][0])
+        for n, why in ((80, "not in the valid range. The range of valid ports is 30000-32767"),
+                       (30443, "provided port is already allocated")):
+            with self.assertRaises(APIError) as cm:
+                svc("d", "NodePort", [{"port": 80, "nodePort": n}])
+            self.assertEqual(cm.exception.code, 422)
+            self.assertIn(why, str(cm.exception.status()))
+            self.assertIn("spec.ports[0].nodePort", str(cm.exception.status()))
+        self.clock.advance(0)
+
     def test_slices_follow_pods_named_port_readiness_and_deletion(self):
         self._pod("p1", "20.1.1.2", {"app": "web"})
         self._pod("p2", "20.1.1.3", {"app": "web"}, ports=(("web", 9090),))  # same name, other number
@@ -306,17 +330,21 @@ class DatapathTests(unittest.TestCase):
         self.assertNotEqual(second, first)
         self.assertEqual(_connect(fab, snap, "client", 43101), second)
 
-    def test_affinity_groups_learn_and_unpinned_clients_use_the_group(self):
+    def test_affinity_shapes_buckets_choose_a_flow_learns(self):
         sp = S.ServicePort("k8s/d/w", "d", 1, (1,), 1, CIP, 6, 80, 0,
                            (S.Provider("20.1.1.2", "02:00:00:00:00:02", 1, "h", "a", 8080),
                             S.Provider("20.1.1.3", "02:00:00:00:00:03", 1, "h", "b", 8080)), affinity=100000)
         flows, (group,) = S.host_services([sp], "x", {})
         T.check_flows(flows)
         self.assertTrue(S.is_ours(group))
-        learns = [b[0] for b in group.buckets]
-        self.assertEqual({(a[0], a[1], a[2]) for a in learns}, {("learn", T.SVC_AFF, S.MAX_IDLE)})
-        self.assertEqual(sorted(a[5][-1] for a in learns),
-                         [("load", T.REG_AFF, 0x14010102), ("load", T.REG_AFF, 0x14010103)])
+        self.assertEqual(sorted(group.buckets),
+                         [(("set_field", T.REG_AFF, 0x14010102), ("resubmit", T.SVC_AFF_LEARN)),
+                          (("set_field", T.REG_AFF, 0x14010103), ("resubmit", T.SVC_AFF_LEARN))])
+        (learner,) = [f for f in flows if f.table == T.SVC_AFF_LEARN]
+        learn = learner.actions[0]
+        self.assertEqual((learn[0], learn[1], learn[2], learn[5][-1]),
+                         ("learn", T.SVC_AFF, S.MAX_IDLE, ("load", T.REG_AFF, T.REG_AFF)))
+        self.assertEqual(learner.actions[1], ("resubmit", T.SVC_AFF_SEL))
         sel = sorted((f.priority, f.actions[0][0]) for f in flows if f.table == T.SVC_AFF_SEL)
         self.assertEqual(sel, [(S.P_VIP - 1, "group"), (S.P_VIP, "ct_nat"), (S.P_VIP, "ct_nat")])
         no_aff = S.host_services([S.ServicePort(**{**sp.__dict__, "affinity": 0})], "x", {})

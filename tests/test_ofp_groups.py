@@ -3,6 +3,7 @@ into the canonical form, and a real OVS that takes them and gives them back unch
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from types import SimpleNamespace
 
@@ -16,6 +17,28 @@ from contiv_sdn.pipeline import servicelb as S
 from contiv_sdn.pipeline import tables as T
 from contiv_sdn.pipeline.flow import COOKIE_MARK, COOKIE_MASK, Flow, make_match
 from contiv_sdn.testing import require_binary, require_root
+from contiv_sdn.testing.wait import wait_for
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _tcp_syn(src: str, dst: str, sport: int, dport: int) -> str:
+    """An Ethernet/IPv4/TCP SYN with correct checksums, as ovs-ofctl packet-out's hex."""
+    import socket
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", _csum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    eth = bytes.fromhex("000011111112" "020000000032" "0800")
+    return (eth + ip + tcp).hex()
 
 
 def _sp(n_providers: int = 2, vrf: int = 5, vip: str = "10.1.1.100") -> S.ServicePort:
@@ -79,9 +102,10 @@ class LearnCodecTests(unittest.TestCase):
 
     def test_learn_and_resubmit_decode_to_what_was_encoded(self):
         sp = S.ServicePort(**{**_sp(3).__dict__, "affinity": 7})
-        learn = S.affinity_learn(sp, sp.providers[0])
+        learn = S.affinity_learn(sp)
+        immediate = learn[:5] + (learn[5][:-1] + (("load", T.REG_AFF, 0x0A010102),),)
         for acts in [(learn,), (("resubmit", T.SVC_AFF), ("resubmit", T.SVC_AFF_SEL)),
-                     (learn, NAT_ACTIONS[1])]:
+                     (immediate, NAT_ACTIONS[1])]:
             f = Flow(T.SVC_CT, 100, make_match(eth_type=0x0800, reg0=7), acts, cookie=COOKIE_MARK)
             data = codec.encode_flow_mod(f, codec.ADD, 9)
             self.assertEqual(data, codec.encode_flow_mod_osken(f, codec.ADD, 9))
@@ -97,10 +121,10 @@ class LearnCodecTests(unittest.TestCase):
         self.assertTrue(S.is_ours(back))
 
     def test_non_canonical_learn_refused(self):
-        good = S.affinity_learn(S.ServicePort(**{**_sp(1).__dict__, "affinity": 5}), _sp(1).providers[0])
+        good = S.affinity_learn(S.ServicePort(**{**_sp(1).__dict__, "affinity": 5}))
         for bad in [good[:5], good[:2] + (70000,) + good[3:],
                     good[:5] + ((("match", "ipv6_src", "ipv6_src"),),),
-                    good[:5] + ((("load", "reg8", "reg0"),),),
+                    good[:5] + ((("load", "reg8", "ip_proto"),),),
                     good[:5] + ((("match", "ip_proto", 300),),),
                     ("resubmit", 300)]:
             f = Flow(T.SVC_CT, 1, make_match(eth_type=0x0800), (bad,), cookie=COOKIE_MARK)
@@ -176,7 +200,8 @@ class RealSwitchGroupTests(unittest.TestCase):
         flows, groups = S.host_services(sps, "h0", {port: ofport})
         self.assertTrue(any(a[0] == "ct_nat" for f in flows for a in f.actions))
         self.assertTrue(any(a[0] == "resubmit" for f in flows for a in f.actions))
-        self.assertTrue(any(a[0] == "learn" for g in groups for b in g.buckets for a in b))
+        self.assertTrue(any(a[0] == "learn" for f in flows for a in f.actions))
+        self.assertTrue(any(a[0] == "resubmit" for g in groups for b in g.buckets for a in b))
         await self._send(sw, [("g", g, codec.GROUP_ADD) for g in groups]
                          + [("f", f, codec.ADD) for f in flows])
         self.maxDiff = None
@@ -193,3 +218,79 @@ class RealSwitchGroupTests(unittest.TestCase):
 
     def test_groups_and_nat_flows_roundtrip_through_ovs(self):
         return Deferred.fromCoroutine(self._roundtrip())
+
+
+class RealSwitchAffinityTests(unittest.TestCase):
+    """ClientIP affinity on a real OVS: a client's first connection makes the group's
+    bucket learn its pin (a flow in SVC_AFF with idle_timeout = timeoutSeconds and a
+    cookie outside our mark); the flow sync neither counts nor deletes it; the next
+    connection of the client follows it; idle that long, it is gone."""
+
+    def setUp(self):
+        require_root()
+        require_binary("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl")
+        from contiv_sdn.openflow.testing import SwitchLab
+        self.lab = SwitchLab("ofa")
+        self.addCleanup(lambda: Deferred.fromCoroutine(self.lab.stop()))
+        return Deferred.fromCoroutine(self.lab.start())
+
+    async def _dump(self, br: str, table: int) -> list:
+        out = await self.lab.ofctl("dump-flows", br, f"table={table}")
+        return [line.strip() for line in out.splitlines() if "table=" in line]
+
+    async def _go(self):
+        from contiv_sdn.openflow.sync import FlowSync
+        sw = await self.lab.add_switch("a")
+        br = self.lab.bridges[0]
+        port = await self.lab.add_internal_port(br, "c")
+        ofport = int((await self.lab.vsctl("get", "interface", port, "ofport")).strip())
+        sp = S.ServicePort(**{**_sp(3).__dict__, "affinity": 2})
+        flows, groups = S.host_services([sp], "h0", {})
+        sync = FlowSync(sw)
+        await sync.converge(frozenset(flows), groups=lambda: frozenset(groups))
+
+        async def connect(sport: int) -> None:
+            # the service stage from table 27 on, as table 26 hands it over: VRF set,
+            # conntrack'ed in the VRF's zone (new), recirculated to SVC_CT
+            await self.lab.ofctl("packet-out", br, f"in_port={ofport} packet={_tcp_syn('10.1.1.50', sp.vip, sport, 80)}"
+                                 f" actions=set_field:{sp.vrf}->reg0,ct(zone={sp.vrf},nat,table={T.SVC_CT})")
+
+        async def learned_flows() -> list:
+            return [x for x in await self._dump(br, T.SVC_AFF) if "priority=0" not in x]
+
+        async def expired() -> bool:
+            return not await learned_flows()
+
+        await connect(40001)
+        learned = await wait_for(learned_flows, 10, "the client's pin learned")
+        self.assertEqual(len(learned), 1, learned)
+        (pin,) = learned
+        self.assertIn("idle_timeout=2", pin)
+        self.assertIn(f"cookie={S.learned_cookie(sp.ident):#x}", pin)
+        self.assertIn("nw_src=10.1.1.50", pin)
+        chosen = [p.ip for p in sp.providers if f"load:{int(ipaddress.IPv4Address(p.ip)):#x}->NXM_NX_REG8[]"
+                  in pin]
+        self.assertEqual(len(chosen), 1, pin)
+        # the flow sync does not see it: the audit's count holds, a converge sends nothing
+        self.assertTrue(await sync.audit())
+        r = await sync.converge(frozenset(flows), groups=lambda: frozenset(groups))
+        self.assertEqual((r.changed, r.groups), (0, 0))
+        # the next connections follow the pin: the learned flow counts them, and the pinned
+        # provider's SVC_AFF_SEL flow them and the first (after the group), no other's
+        for sport in (40002, 40003, 40004):
+            await connect(sport)
+
+        async def counts():
+            pins = [x for x in await self._dump(br, T.SVC_AFF) if "priority=0" not in x]
+            sel = {p.ip: x for p in sp.providers for x in await self._dump(br, T.SVC_AFF_SEL)
+                   if f"reg8={int(ipaddress.IPv4Address(p.ip)):#x}" in x}
+            return (len(pins) == 1 and "n_packets=3," in pins[0]
+                    and ["n_packets=4," in sel[ip] for ip in sorted(sel)]
+                    == [ip == chosen[0] for ip in sorted(sel)]) and (pins, sel)
+        await wait_for(counts, 10, "3 later connections through the pin, none elsewhere")
+        # idle 2 s: OVS removes it (the sync's flows stay)
+        await wait_for(expired, 15, "the pin expired after its idle timeout")
+        self.assertEqual(set(await sw.read_flows(COOKIE_MARK, COOKIE_MASK)), set(flows))
+
+    def test_a_learned_pin_has_its_idle_timeout_holds_and_expires(self):
+        return Deferred.fromCoroutine(self._go())

@@ -780,8 +780,8 @@ def check_learn(a: tuple) -> None:
         if dst not in LEARN_FIELDS:
             raise ValueError(f"learn spec names field {dst!r}, not one of {sorted(LEARN_FIELDS)}")
         if isinstance(src, str):
-            if kind == "load" or LEARN_FIELDS.get(src) != LEARN_FIELDS[dst]:
-                raise ValueError(f"learn spec {spec!r}: a field source only for a match, of the same width")
+            if LEARN_FIELDS.get(src) != LEARN_FIELDS[dst]:
+                raise ValueError(f"learn spec {spec!r}: a field source must be as wide as its field")
         elif isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < (1 << LEARN_FIELDS[dst]):
             raise ValueError(f"learn spec {spec!r}: value must fit {LEARN_FIELDS[dst]} bits")
 
@@ -825,7 +825,7 @@ def _learn_tuple(a: Any) -> Optional[tuple]:
             return None
         src = sp.src
         if isinstance(src, tuple):
-            if src[1] or kind == "load":
+            if src[1]:
                 return None
             src = _learn_field(src[0])
         specs.append((kind, dst, src))

@@ -55,7 +55,8 @@ ACTIONS = {
     "resubmit": "(table:int)  # NXActionResubmitTable, in_port kept; a miss there is no action",
     "learn": "(table:int, idle_timeout:int, priority:int, cookie:int, specs:tuple)  # NXActionLearn; "
              "specs: ('match', field, field_name|int) = match the field on the packet's value of "
-             "field_name (or on an immediate int), ('load', field, int) = the learned flow's action; "
+             "field_name (or on an immediate int), ('load', field, field_name|int) = the learned "
+             "flow's action (load the packet's field_name, or an int); "
              "every spec covers its field's full width",
 }
 
@@ -210,7 +211,8 @@ def _ofctl_action(a: Action) -> str:
         for kind, dst, src in specs:
             d = _NXM.get(dst, dst)
             if kind == "load":
-                opts.append(f"load:{src:#x}->{d}[]")
+                opts.append(f"load:{_NXM.get(src, src)}[]->{d}[]" if isinstance(src, str)
+                            else f"load:{src:#x}->{d}[]")
             elif isinstance(src, str):
                 opts.append(f"{d}[]" if src == dst else f"{d}[]={_NXM.get(src, src)}[]")
             else:

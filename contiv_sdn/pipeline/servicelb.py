@@ -22,7 +22,9 @@ entry, not the group.  Tables (see ``tables.py``)::
                 timeoutSeconds (kube-proxy's ``recent`` semantics: each new
                 connection refreshes it); miss -> nothing.
     24 SVC_AFF_SEL  REG_AFF = a provider of this VIP:port -> its ct(commit, nat);
-                else -> the group, whose bucket first ``learn`` s the pin then DNATs.
+                else -> the group, whose bucket sets REG_AFF and resubmits to 22.
+    22 SVC_AFF_LEARN  per VIP:port: ``learn`` the pin into 23, resubmit(,24) (which
+                now starts the connection to the chosen provider).
     28 SVC_DST  to a provider: its MAC and network, -> L3 (then L2, K8s, POLICY as
                 ever: policy judges the real destination, after NAT); a provider
                 to itself (hairpin): ct(commit, zone=HAIRPIN_ZONE, nat(src=VIP)) -> 28
@@ -228,29 +230,36 @@ def _sorted_providers(sp: ServicePort) -> List[Provider]:
     return sorted(set(sp.providers), key=lambda p: (ipaddress.IPv4Address(p.ip), p.mac, p.target_port))
 
 
-def affinity_learn(sp: ServicePort, p: Provider) -> Action:
-    """The ``learn`` a bucket of an affinity service runs before its DNAT: a flow in
-    SVC_AFF keyed by (VRF, client address, VIP, protocol, port) that loads the chosen
-    provider's address into REG_AFF, idle for ``sp.affinity`` seconds (hard timeout 0).
+def affinity_learn(sp: ServicePort) -> Action:
+    """The ``learn`` of an affinity service port (its SVC_AFF_LEARN flow, run after a
+    group bucket chose a provider and put its address in REG_AFF): a flow in SVC_AFF
+    keyed by (VRF, client address, VIP, protocol, port) that loads that address into
+    REG_AFF, idle for ``sp.affinity`` seconds (hard timeout 0).
 
     Every new connection of the client looks it up first (and so refreshes its idle
     timer, as kube-proxy's ``recent`` match does); a provider that left no longer has
-    its SVC_AFF_SEL flow, so its pinned clients go to the group and learn anew."""
+    its SVC_AFF_SEL flow, so its pinned clients go to the group and learn anew.  Why
+    not ``learn`` in the bucket itself: OVS (3.x) accepts it there but never learns."""
     specs = (("match", "eth_type", T.ETH_TYPE_IP), ("match", T.REG_VRF, T.REG_VRF),
              ("match", "ipv4_src", "ipv4_src"), ("match", "ipv4_dst", "ipv4_dst"),
              ("match", "ip_proto", sp.proto), ("match", _PORT_FIELD[sp.proto], _PORT_FIELD[sp.proto]),
-             ("load", T.REG_AFF, int(ipaddress.IPv4Address(p.ip))))
+             ("load", T.REG_AFF, T.REG_AFF))
     return ("learn", T.SVC_AFF, min(sp.affinity, MAX_IDLE), P_LEARNED, learned_cookie(sp.ident), specs)
 
 
 def service_group(sp: ServicePort, gid: int) -> Group:
-    """The select group of one service port: one DNAT bucket per provider (sorted); with
-    ClientIP affinity each bucket first learns the client's pin (:func:`affinity_learn`)."""
-    buckets = tuple(
-        ((affinity_learn(sp, p),) if sp.affinity else ())
-        + (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
-            SVC_MARK | gid),)
-        for p in _sorted_providers(sp))
+    """The select group of one service port: one bucket per provider (sorted) that
+    DNATs to it; with ClientIP affinity the bucket instead puts the provider's address
+    in REG_AFF and resubmits to SVC_AFF_LEARN (which learns the pin, then DNATs through
+    the pinned provider's SVC_AFF_SEL flow)."""
+    if sp.affinity:
+        buckets = tuple((("set_field", T.REG_AFF, int(ipaddress.IPv4Address(p.ip))),
+                         ("resubmit", T.SVC_AFF_LEARN)) for p in _sorted_providers(sp))
+    else:
+        buckets = tuple(
+            (("ct_nat", True, sp.vrf, T.SVC_DST, ("dst", p.ip, p.target_port or sp.target_port),
+              SVC_MARK | gid),)
+            for p in _sorted_providers(sp))
     return Group(gid, buckets, note=f"service {sp.ident} -> {len(buckets)} providers")
 
 
@@ -311,6 +320,8 @@ def host_services(ports: Sequence[ServicePort], host: str, host_ports: Mapping[s
                       ident=sp.ident, note=f"svc {sp.ident}: new connection, ClientIP affinity"))
             add(_flow(T.SVC_AFF_SEL, P_VIP - 1, to_vip, [("group", gid)], ident=sp.ident,
                       note=f"svc {sp.ident}: client not pinned (or to a provider gone) -> group {gid}"))
+            add(_flow(T.SVC_AFF_LEARN, P_VIP, to_vip, [affinity_learn(sp), ("resubmit", T.SVC_AFF_SEL)],
+                      ident=sp.ident, note=f"svc {sp.ident}: pin the client to the bucket's choice"))
             seen: set = set()
             for p in _sorted_providers(sp):
                 if p.ip in seen:  # one pin per address (kube: one port per pod and port name)
@@ -358,14 +369,15 @@ def match_providers(selectors: Mapping[str, str], tenant: str,
 def is_ours(group: Group) -> bool:
     """Whether a group read back from a switch was written by us (so the sync may delete
     it when nobody wants it): a select group whose every bucket is one of our DNAT
-    ``ct_nat`` actions marked with its own id (after a ``learn`` into SVC_AFF, with
-    ClientIP affinity), or a select group without buckets (a service without
+    ``ct_nat`` actions marked with its own id, or (ClientIP affinity) a REG_AFF load
+    and a resubmit to SVC_AFF_LEARN, or a select group without buckets (a service without
     providers).  Groups other tools put on br-int are left alone."""
     if group.type != "select":
         return False
     for bucket in group.buckets:
-        if bucket and bucket[0][0] == "learn" and len(bucket[0]) == 6 and bucket[0][1] == T.SVC_AFF:
-            bucket = bucket[1:]
+        if (len(bucket) == 2 and bucket[0][:2] == ("set_field", T.REG_AFF)
+                and bucket[1] == ("resubmit", T.SVC_AFF_LEARN)):
+            continue
         if (len(bucket) != 1 or bucket[0][0] != "ct_nat" or len(bucket[0]) != 6
                 or bucket[0][5] != SVC_MARK | group.group_id):
             return False

@@ -362,7 +362,8 @@ class Fabric:
         match, loads = [], []
         for kind, dst, src in specs:
             if kind == "load":
-                loads.append(("set_field", dst, src))
+                loads.append(("set_field", dst, _from_int(dst, _as_int(pkt.get(src, 0))) if isinstance(src, str)
+                              else src))
             elif isinstance(src, str):
                 match.append((dst, _from_int(dst, _as_int(pkt.get(src, 0)))))
             else:

@@ -104,9 +104,11 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 CLASSIFY = 0
 SOURCE = 10
 ARP = 20
-#: ClientIP affinity (``servicelb.py``), reached by resubmit from SVC_CT, not by goto:
+#: ClientIP affinity (``servicelb.py``), reached by resubmit, not by goto:
+#: SVC_AFF_LEARN (from a group bucket) learns the client's pin and starts its connection;
 #: SVC_AFF holds only flows the switch learned itself (cookie without COOKIE_MARK);
 #: SVC_AFF_SEL starts the pinned provider's connection or, unpinned, the group.
+SVC_AFF_LEARN = 22
 SVC_AFF = 23
 SVC_AFF_SEL = 24
 SVC = 25
@@ -250,6 +252,10 @@ TABLES: Mapping[int, TableSpec] = {
                   actions=frozenset(["group", "resubmit"]),
                   goto=frozenset([SVC_DST, L3]),
                   resubmit=frozenset([SVC_AFF, SVC_AFF_SEL])),
+        TableSpec(SVC_AFF_LEARN, "svc_aff_learn",
+                  match=frozenset([REG_VRF, "eth_type", "ipv4_dst", "ip_proto", "tcp_dst", "udp_dst", "sctp_dst"]),
+                  actions=frozenset(["learn", "resubmit"]),
+                  resubmit=frozenset([SVC_AFF_SEL])),
         TableSpec(SVC_AFF, "svc_aff",
                   # the compiler's only flow here is the miss; the rest are learned
                   match=frozenset()),

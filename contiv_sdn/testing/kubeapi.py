@@ -58,6 +58,9 @@ contiv-sdn uses, closely enough that the real ``kubectl`` (1.32) drives it:
   (``service_cidr``, ``--service-cidr``, default ``10.96.0.0/12``), as
   kube-apiserver does; a clusterIP given outside it or already taken is 422
   Invalid with kube's text; ``None`` (headless) is kept.
+  A ``NodePort``/``LoadBalancer`` Service's ports without a ``nodePort`` get one
+  from 30000-32767 (round robin; kube picks at random); one asked for out of the
+  range or taken is 422 Invalid with kube's text.
 * EndpointSlices for Services with a selector, as kube-controller-manager's
   endpointslice controller writes them (``kubernetes.io/service-name`` and
   ``endpointslice.kubernetes.io/managed-by`` labels): the selected pods of the
@@ -120,6 +123,9 @@ from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.shapes import loads
 
 log = Logger(namespace="contiv.kubeapi")
+
+#: kube-apiserver's default --service-node-port-range
+NODE_PORTS = (30000, 32767)
 
 VERSION_INFO = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-contiv-standin",
                 "gitCommit": "0000000000000000000000000000000000000000",
@@ -621,6 +627,8 @@ class KubeAPIServer:
         self._site: Optional[_Site] = None
         self._save_call = None
         self._service_ips = 10
+        #: the last nodePort given, as an offset in NODE_PORTS (round robin)
+        self._node_port = -1
         #: where Services' clusterIPs come from (kube-apiserver --service-cluster-ip-range)
         self.service_cidr = ipaddress.IPv4Network(service_cidr, strict=False)
         self._slices_call = None
@@ -884,6 +892,8 @@ class KubeAPIServer:
             for p in spec.get("ports") or []:
                 p.setdefault("protocol", "TCP")
                 p.setdefault("targetPort", p.get("port"))
+            if spec["type"] in ("NodePort", "LoadBalancer"):
+                self._node_ports(kind, obj["metadata"]["name"], spec.get("ports") or [])
             obj.setdefault("status", {}).setdefault("loadBalancer", {})
         elif kind.plural == "networkpolicies":
             spec = obj.setdefault("spec", {})
@@ -930,6 +940,42 @@ class KubeAPIServer:
                 return ip
         raise APIError(500, "InternalError", "Internal error occurred: failed to allocate a "
                        f"serviceIP: range is full ({net})")
+
+    def _node_ports(self, kind: Kind, name: str, ports: List[dict]) -> None:
+        """Give every port of a new NodePort/LoadBalancer Service without a ``nodePort``
+        one from NODE_PORTS (kube-apiserver's default --service-node-port-range), as
+        kube-apiserver does: a client (kubectl, a watcher) sees the port the Service
+        answers on.  A nodePort asked for must be in the range and free, else 422 with
+        kube's text.  Free ports are taken round robin (kube picks at random), so tests
+        get predictable ones."""
+        used = {p.get("nodePort") for o in self._store["services"].values()
+                for p in (o.get("spec", {}).get("ports") or [])}
+        lo, hi = NODE_PORTS
+        for i, p in enumerate(ports):
+            want = p.get("nodePort")
+            if want in (None, 0):
+                continue
+            field = f"spec.ports[{i}].nodePort"
+            if not isinstance(want, int) or isinstance(want, bool) or not lo <= want <= hi:
+                raise invalid(kind, name, [(field, f"Invalid value: {want}: provided port is not in the "
+                                                   f"valid range. The range of valid ports is {lo}-{hi}")])
+            if want in used:
+                raise invalid(kind, name, [(field, f"Invalid value: {want}: provided port is already "
+                                                   f"allocated")])
+            used.add(want)
+        size = hi - lo + 1
+        for p in ports:
+            if p.get("nodePort") not in (None, 0):
+                continue
+            for _ in range(size):
+                self._node_port = (self._node_port + 1) % size
+                if lo + self._node_port not in used:
+                    p["nodePort"] = lo + self._node_port
+                    used.add(p["nodePort"])
+                    break
+            else:
+                raise APIError(500, "InternalError", "Internal error occurred: failed to allocate a "
+                               f"nodePort: range is full ({lo}-{hi})")
 
     # -- the endpointslice controller (kube-controller-manager's, in small) ----
 
