@@ -164,6 +164,8 @@ class Lease:
         self._deadline: Any = None
         self._loop: Optional[task.LoopingCall] = None
         self._inflight = False
+        self._sent = 0.0
+        self._due = 0.0
         self._stopping = False
         self._failing = ""
         #: the generation of our last holding (0: never held)
@@ -225,7 +227,7 @@ class Lease:
         if self._inflight or self._stopping:
             return
         self._inflight = True
-        sent = self.clock.seconds()
+        sent = self._sent = self.clock.seconds()
         d = defer.ensureDeferred(self._eval(LEASE_SCRIPT, [LEASE_KEY, GENERATION_KEY],
                                             [self.holder, int(self.ttl * 1000), "1"],
                                             replicate=self._must_replicate))
@@ -270,6 +272,7 @@ class Lease:
 
     def _arm(self, expires: float) -> None:
         delay = max(0.0, expires - self.clock.seconds())
+        self._due = expires
         if self._deadline is not None and self._deadline.active():
             self._deadline.reset(delay)
         else:
@@ -277,10 +280,17 @@ class Lease:
 
     def _expire(self) -> None:
         self._deadline = None
+        due = self._due
         if self.held:
             self.expired += 1
-            log.warn("switch lease not renewed within {ttl:g}s: demoting every switch to SLAVE",
-                     ttl=self.ttl - self.safety)
+            now = self.clock.seconds()
+            # why: our own reactor held up (this deadline fired late, or no renewal was
+            # even sent), or Redis (a renewal sent and not answered): said once per lapse
+            log.warn("switch lease not renewed within {ttl:g}s: demoting every switch to SLAVE "
+                     "(renewal in flight for {inflight}; this check ran {late:.0f} ms late)",
+                     ttl=self.ttl - self.safety,
+                     inflight=f"{now - self._sent:.2f}s" if self._inflight else "none",
+                     late=max(0.0, now - due) * 1e3 if due else 0.0)
             self._set(False, self.generation)
 
     def _set(self, held: bool, generation: int) -> None:

@@ -87,9 +87,13 @@ the skipped deltas are merged here (the later value of an identity wins) and
 sent with the next delta.  Chosen over recomputing the delta from the engine's
 whole desired set against the belief: that costs a diff of every flow of every
 switch (15M at 500 switches x 30k) where a lapse of a few hundred ms holds a
-handful of entries.  Bounded: past :attr:`FlowSync.HOLD_MIN` entries and a
-quarter of the belief, the belief is dropped instead (a read-back is then
-cheaper and the memory stays small).  A pass refused locally with
+handful of entries.  Bounded: past :attr:`FlowSync.HOLD_MIN` entries and the
+size of the belief, the belief is dropped instead (a read-back, a full diff and
+``flows(host)`` cost at least as much as that many entries; below it, sending the
+held entries is the cheaper path, and they only refer to the engine's flow
+objects).  At 500x10k a fill compiles ~3k changed flows per switch in one run
+while the switches hold ~5-10k: a bound of a quarter of the belief turned every
+lapse into 500 read-backs.  A pass refused locally with
 :class:`NotMaster` (demoted between the controller's check and the pass) sent
 nothing that the switch applied (an open bundle is discarded, never committed):
 its work is held the same way and the belief kept.  A full pass so refused is
@@ -183,7 +187,7 @@ class FlowSync:
         return self._running
 
     #: the fewest held-back entries that may drop the belief (see :meth:`hold`)
-    HOLD_MIN = 1024
+    HOLD_MIN = 4096
 
     @property
     def held_back(self) -> bool:
@@ -199,8 +203,8 @@ class FlowSync:
         ``delta``: entries as for :meth:`apply`; ``full``: the whole desired set must be
         diffed against the belief; ``groups``: the desired groups changed.  Nothing is
         kept while the belief is unknown (its next pass reads the switch anyway), and
-        the belief is dropped once the held entries exceed :attr:`HOLD_MIN` and a
-        quarter of it."""
+        the belief is dropped once the held entries exceed :attr:`HOLD_MIN` and its
+        size."""
         if self.installed is None:
             return
         self._held_groups = self._held_groups or groups
@@ -209,7 +213,7 @@ class FlowSync:
             self._held = {}
         elif delta and not self._held_full:
             self._held.update(delta)
-            if len(self._held) > max(self.HOLD_MIN, len(self.installed) // 4):
+            if len(self._held) > max(self.HOLD_MIN, len(self.installed)):
                 log.debug("{sw}: {n} flow changes held back while not MASTER: reading back instead",
                           sw=self.switch, n=len(self._held))
                 self.invalidate()
