@@ -29,6 +29,9 @@ documented below)::
                  a provider, committed with the service's ct_mark), then the
                  provider's MAC and network.  ARP sends IPv4 of a network with
                  services here instead of L3.
+    22..24 AFF   ClientIP affinity, reached only by resubmit from 27 (and from a
+                 group bucket): learn a client's pin, the learned pins (idle
+                 timeout, not our cookie), the pinned provider's DNAT.
     30 L3        routing mode: packets to ROUTER_MAC for an endpoint of the VRF
                  are rewritten (MACs, TTL) and moved to the destination network.
     40 L2        destination lookup by (network, eth_dst): destination EPG, the
