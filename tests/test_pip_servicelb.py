@@ -222,3 +222,42 @@ class SnapshotServiceTests(unittest.TestCase):
         out2 = compile_hosts(build_snapshot(2, data, ports), ["node1"])
         self.assertEqual({len(g.buckets) for g in out2.groups["node1"]}, {3})
         self.assertEqual({g.group_id for g in out2.groups["node1"]}, {g.group_id for g in out.groups["node1"]})
+
+
+class AffinityIncrementalEqualsFull(unittest.TestCase):
+    """The incremental compiler equals a full compile with ClientIP affinity coming and
+    going on the services (tables 22-24, the resubmitting buckets) among random changes."""
+
+    def test_random_changes_with_affinity(self) -> None:
+        import dataclasses
+
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        from contiv_sdn.pipeline.incremental import IncrementalCompiler
+        from tests.test_pip_incremental import OPS, SVCS, IncrementalEqualsFull, Model, _seed
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.lists(st.tuples(OPS, st.integers(0, 7)), min_size=1, max_size=20))
+        def run(steps):
+            m = Model()
+            _seed(m)
+            eng = IncrementalCompiler()
+            held: dict = {}
+            groups: dict = {}
+            check = IncrementalEqualsFull._check
+            check(self, m, eng, held, groups)
+            for op, toggle in steps:
+                m.apply(op)
+                key = SVCS[toggle % len(SVCS)]
+                sv = m.services.get(key)
+                if sv is not None and toggle < 6:
+                    m.services[key] = dataclasses.replace(
+                        sv, affinity_timeout=0 if sv.affinity_timeout else 30 + toggle)
+                check(self, m, eng, held, groups)
+                if any(f.table == T.SVC_AFF_LEARN for f in eng.flows("h1") or ()):
+                    covered.append(op)
+
+        covered: list = []
+        run()
+        self.assertTrue(covered, "no example compiled an affinity service")

@@ -67,7 +67,9 @@ H of the providers local to the switch):
 + V (VRF NAT) + S (VIP->group) + 2 (mark, miss) + U (provider MAC flows, U ≤ S·P
 distinct provider IPs) + 1 + H·(1 + S_h) (hairpin) + H (hairpin output)``
 ≈ ``3·S + S·P`` for distinct providers, linear in S and in S·P;
-``groups = S`` with ``S·P`` buckets in all.  ``bench/service.py`` counts it.
+``groups = S`` with ``S·P`` buckets in all. A port with ClientIP affinity adds ``3 + P`` flows (22:
+learn, 24: the group miss and one per provider, 23: the miss once per switch) and
+the switch learns one flow per client (in 23, not ours, not counted by the sync).  ``bench/service.py`` counts it.
 
 Inputs are plain data (:class:`ServicePort`), so a Kubernetes Service with its
 EndpointSlices can feed the same compiler later: it gives ``providers``
