@@ -67,8 +67,8 @@ H of the providers local to the switch):
 + V (VRF NAT) + S (VIP->group) + 2 (mark, miss) + U (provider MAC flows, U ≤ S·P
 distinct provider IPs) + 1 + H·(1 + S_h) (hairpin) + H (hairpin output)``
 ≈ ``3·S + S·P`` for distinct providers, linear in S and in S·P;
-``groups = S`` with ``S·P`` buckets in all. A port with ClientIP affinity adds ``3 + P`` flows (22:
-learn, 24: the group miss and one per provider, 23: the miss once per switch) and
+``groups = S`` with ``S·P`` buckets in all. A port with ClientIP affinity adds ``2 + P`` flows (22:
+learn; 24: the group miss and one per provider), plus one miss in 23 per switch, and
 the switch learns one flow per client (in 23, not ours, not counted by the sync).  ``bench/service.py`` counts it.
 
 Inputs are plain data (:class:`ServicePort`), so a Kubernetes Service with its
