@@ -98,6 +98,8 @@ class NetmasterService(MultiService):
         self.redis_url = redis_url
         self.state_dir = state_dir
         self.store: Optional[Store] = None
+        #: the switch lease's own Redis connection (see _start)
+        self._lease_store: Optional[Store] = None
         self.master: Optional[Master] = None
         self.port = None
         self.embedded: Optional[EmbeddedRedis] = None
@@ -166,8 +168,13 @@ class NetmasterService(MultiService):
             # The controller is a child service: it stops before the store closes.
             # every netmaster connects to every switch; the switch lease decides which
             # one is MASTER (the others stay SLAVE): see contiv_sdn.controller.lease
+            # the lease renews on a connection of its own: on the shared pool its renewal
+            # (deadline 0.8 s) queued behind bulk replies (at 500x10k a fill's reads held
+            # it 0.3-0.6 s while the reactor ran on time, and the lease lapsed every few s)
+            self._lease_store = await Store.connect(url, poolsize=1, timeout=self.redis_timeout,
+                                                    connect_timeout=connect_wait)
             self.controller = Controller(self.store, listen=self.ofp_listen,
-                                         lease=Lease(self.store))
+                                         lease=Lease(self._lease_store))
             self.controller.setServiceParent(self)
             if self.metrics_listen:  # before any switch can connect: every connection counted
                 self._metrics().watch_controller(self.controller)
@@ -339,6 +346,9 @@ class NetmasterService(MultiService):
                 except Exception:
                     log.failure("could not remove this netmaster's record")
             await store.close()
+        if self._lease_store is not None:  # (the controller, a child service, stopped first)
+            lease_store, self._lease_store = self._lease_store, None
+            await lease_store.close()
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
             await embedded.stop()
