@@ -38,6 +38,7 @@ The policy-rule latency the issue also asks for needs policy in the compiler
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -109,17 +110,38 @@ class Progress:
             self.loop.stop()
 
 
-async def quiet(reactor: Any, cluster: Cluster, seconds: float, timeout: float, what: str) -> float:
-    """Wait until no switch was read, written or (re)connected for ``seconds``;
-    returns the time of the last such event."""
+#: the netmaster's CPU share that counts as idle in :func:`quiet` (its audit, REST pings)
+IDLE_CPU = 0.1
+
+
+async def quiet(reactor: Any, cluster: Cluster, seconds: float, timeout: float, what: str,
+                nm: Optional[NetmasterRunner] = None) -> float:
+    """Wait until no switch was read, written or (re)connected for ``seconds`` and (with
+    ``nm``) the netmaster used at most :data:`IDLE_CPU` of a core over that time; returns
+    the time of the last switch event.  The CPU condition matters at 500 switches: a
+    compile of a fill's backlog keeps the switches silent for longer than any settle
+    time, and measuring changes behind that backlog measures the backlog."""
     last = [reactor.seconds()]
+    cpu: List[tuple] = []
 
     def note(host: Any, event: str, detail: Any) -> None:
         if event in ("read", "applied", "up"):
             last[0] = reactor.seconds()
+
+    def done() -> bool:
+        now = reactor.seconds()
+        if now - last[0] < seconds:
+            return False
+        if nm is None:
+            return True
+        cpu.append((now, nm.cpu_seconds()))
+        while len(cpu) > 1 and now - cpu[1][0] >= seconds:
+            cpu.pop(0)  # keep the oldest sample at least ``seconds`` old
+        t0, c0 = cpu[0]
+        return now - t0 >= seconds and (cpu[-1][1] - c0) <= IDLE_CPU * (now - t0)
     cluster.listeners.append(note)
     try:
-        await cluster.wait(lambda: reactor.seconds() - last[0] >= seconds, timeout, what, every=0.1)
+        await cluster.wait(done, timeout, what, every=0.1)
     finally:
         cluster.listeners.remove(note)
     return last[0]
@@ -199,6 +221,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
     try:
         say(f"=== {switches} switches x {endpoints} endpoints: starting redis and the netmaster")
         await nm.start()
+        say(f"netmaster pid {nm.pid}, {spec.url}, log {spec.logfile}")
         cluster = await Cluster(spec.url, ("127.0.0.1", ofp_port), redis.url,
                                 max_backoff=args.max_backoff).start()
         progress = Progress(reactor, cluster)
@@ -213,7 +236,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
             cluster.add_host(n, cluster.vtep_of(i + 1)))) for i, n in enumerate(names)], consumeErrors=True)
         result["registration"] = cluster.registration
         await cluster.wait_all_up(timeout=args.timeout)
-        await quiet(reactor, cluster, args.settle, args.timeout, "switches quiet after connecting")
+        await quiet(reactor, cluster, args.settle, args.timeout, "switches quiet after connecting", nm)
         rss0 = nm.rss_bytes()
 
         progress.phase = "creating endpoints"
@@ -233,7 +256,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
             expected = await cluster.oracle()
             await cluster.wait_matching(expected, timeout=args.timeout)
             result["verified_fill"] = True
-        await quiet(reactor, cluster, args.settle, args.timeout, "switches quiet after the fill")
+        await quiet(reactor, cluster, args.settle, args.timeout, "switches and netmaster quiet after the fill", nm)
         result["fill_seconds"] = reactor.seconds() - started
         result["flows_per_switch"] = cluster.totals()["flows"] / switches
         rss1 = nm.rss_bytes()
@@ -295,7 +318,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
                       cpu_per_change=(cpu1 - cpu0) / args.changes,
                       stall=max(rtts) if rtts else float("nan"),
                       echo_p99=pct(rtts, 99), harness_lag=lag[0])
-        await quiet(reactor, cluster, args.settle, args.timeout, "switches quiet after the changes")
+        await quiet(reactor, cluster, args.settle, args.timeout, "switches and netmaster quiet after the changes", nm)
 
         # -- a restart with nothing changed -------------------------------------------------
         progress.phase = "netmaster restart"
@@ -349,6 +372,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
             expected = await cluster.oracle()
             result["verified_after_restart"] = not cluster.differences(expected)
         result["harness_max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result.update(log_figures(spec.logfile))
         return result
     finally:
         if progress is not None:
@@ -358,6 +382,35 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         await nm.stop()
         spec.cleanup()
         redis.stop()
+
+
+def log_figures(path: str) -> Dict[str, Any]:
+    """What the netmaster said about itself over the whole run (both lives): switch
+    lease lapses (its reactor missed the renewal deadline: every switch demoted to
+    SLAVE until it is back), lapses it came back from with nobody in between (no
+    read-back), and the longest garbage collection it logged."""
+    lapses = continued = 0
+    gc_ms = 0.0
+    lines = 0
+    for name in [path] + glob.glob(path + ".*"):  # twistd rotates its log every MB
+        try:
+            f = open(name, errors="replace")
+        except OSError:
+            continue
+        with f:
+            for line in f:
+                lines += 1
+                if "switch lease not renewed" in line:
+                    lapses += 1
+                elif "switch lease back with nobody in between" in line:
+                    continued += 1
+                elif "garbage collection" in line and "held the reactor" in line:
+                    try:
+                        gc_ms = max(gc_ms, float(line.rsplit("reactor", 1)[1].split("ms")[0]))
+                    except ValueError:
+                        pass
+    return {"lease_lapses": lapses, "lease_continued": continued, "gc_longest_ms": gc_ms,
+            "log_lines": lines}
 
 
 def report(r: Dict[str, Any]) -> str:
@@ -392,6 +445,12 @@ def report(r: Dict[str, Any]) -> str:
          f"<= 50 ms {mark(r['restart_stall'] <= TARGETS['stall'])}"),
         ("restart: flow_mods sent, nothing changed", str(r["restart_flow_mods"]),
          f"0 {mark(r['restart_flow_mods'] == 0)}"),
+        ("switch lease lapses (renewal missed)", str(r.get("lease_lapses", "n/a")),
+         f"0 {mark(r.get('lease_lapses', 0) == 0)}"),
+        ("  (of them back with nobody in between)", str(r.get("lease_continued", "n/a")),
+         "no read-back for these"),
+        ("  (netmaster log lines over the run)", str(r.get("log_lines", "n/a")), ""),
+        ("  (longest garbage collection logged)", f"{r.get('gc_longest_ms', 0):.0f} ms", "(> 50 ms logged)"),
         ("fill: endpoint creates per second", f"{r['create_rate']:.0f}/s", ""),
         ("fill: until converged", f"{r['fill_seconds']:.1f} s", ""),
         ("flows per switch", f"{r['flows_per_switch']:.0f}", ""),
