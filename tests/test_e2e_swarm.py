@@ -58,8 +58,19 @@ class SwarmTests(E2ETestCase):
         """``contiv-net`` with a tag, and its swarm network (removed at cleanup)."""
         self.netctl("net", "create", "-s", SUBNET, "-g", GATEWAY, f"--nw-tag={NET_TAG}",
                     "contiv-net")
-        self.addCleanup(self._quietly, "DELETE", "/api/v1/networks/default:contiv-net/")
+        self.addCleanup(self._delete_once_unmapped, "contiv-net")
         self.swarm_network("contiv-net", NET_TAG)
+
+    def _delete_once_unmapped(self, name: str) -> None:
+        """Delete a Contiv network at cleanup, waiting while swarm mode still refuses it:
+        the manager's FreeNetwork (which drops the docker-network mapping) comes a moment
+        after `docker network rm` returns."""
+        def gone() -> bool:
+            status, body = http.request("DELETE", f"/api/v1/networks/default:{name}/", None,
+                                        timeout=30, **self.lab.netmaster_http())
+            # Contiv's API answers a missing network with 500 "network not found"
+            return status in (200, 204, 404) or "not found" in str(body)
+        wait_until(gone, f"{name} deleted once its swarm network is gone", 60, interval=1)
 
     def swarm_network(self, name: str, tag: str) -> str:
         self.mgr("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
