@@ -190,9 +190,10 @@ class Controller(Service):
         #: acquisition until every switch confirmed MASTER): for tests and tools
         self._acquired_at: Optional[float] = None
         self.takeovers: List[float] = []
-        #: the generation held as a continuation of our previous one (Lease.continued):
-        #: its MASTER confirmations keep the switches' beliefs
-        self._continued: Optional[int] = None
+        #: the generations held as continuations of our previous one (Lease.continued)
+        #: since the last takeover: their MASTER confirmations keep the switches'
+        #: beliefs, even one that arrives after the next lapse (a set, not the newest)
+        self._continued: Set[int] = set()
         if lease is not None:
             lease.on_change = self._lease_changed
             lease.on_tick = self._assert_roles
@@ -411,16 +412,15 @@ class Controller(Service):
             if getattr(self.lease, "continued", False):
                 # the same or the next generation, nobody seen in between: every switch
                 # holds what we believe (see the module doc); held deltas follow
-                self._continued = generation
+                self._continued.add(generation)
                 log.info("switch lease back with nobody in between (generation {g}): "
                          "switches keep their flows, changes made meanwhile follow", g=generation)
             else:
-                self._continued = None
+                self._continued.clear()
                 self._forget_beliefs()
             self._assert_roles()
             return
         self._acquired_at = None
-        self._continued = None
         # lost: no write from here on (each switch's role flips locally now); the
         # beliefs are kept until we know whether somebody else writes (_assert_roles)
         self._assert_roles()
@@ -462,7 +462,7 @@ class Controller(Service):
                 return
             log.info("MASTER of switch {dpid:#x} (generation {g})", dpid=switch.dpid, g=generation)
             sync = self.registry.sync_of(switch.dpid)
-            if sync is not None and sync.switch is switch and generation != self._continued:
+            if sync is not None and sync.switch is switch and generation not in self._continued:
                 sync.invalidate()  # read its flows back: send nothing if they are right
             self._recompile = True
             self.schedule()
