@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import subprocess
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
@@ -36,39 +37,54 @@ log = Logger()
 PORT = HA.PORT
 
 
-def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=15)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
+def _port_index(ipr: IPRoute) -> int:
+    found = ipr.link_lookup(ifname=PORT)
+    if not found:
+        raise RuntimeError(f"{PORT} does not exist: its OVS internal port is made first "
+                           f"(retried on the next pass)")
+    return found[0]
 
 
 def plumb_link(address: str, mtu: int) -> None:
     """MAC, MTU, address, up and checksum offload of the port (blocking: run in a thread)."""
-    mac = HA.host_mac(address)
-    _run(["ip", "link", "set", "dev", PORT, "address", mac, "mtu", str(mtu), "up"])
-    _run(["ip", "addr", "replace", f"{address}/{HA.SUBNET.prefixlen}", "dev", PORT])
+    with IPRoute(groups=0) as ipr:
+        idx = _port_index(ipr)
+        ipr.link("set", index=idx, address=HA.host_mac(address), mtu=mtu, state="up")
+        ipr.addr("replace", index=idx, address=address, prefixlen=HA.SUBNET.prefixlen)
     from contiv_sdn.agent.plumbing import set_tx_checksum
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         set_tx_checksum(sock, PORT, False)
 
 
+def _routes_via_gateway(ipr: IPRoute) -> List[str]:
+    out = []
+    for r in ipr.get_routes(family=socket.AF_INET):
+        if r.get_attr("RTA_GATEWAY") == HA.GATEWAY and r.get_attr("RTA_DST"):
+            out.append(f"{r.get_attr('RTA_DST')}/{r['dst_len']}")
+    return sorted(out)
+
+
 def current_routes() -> List[str]:
     """The subnets routed via the host-access gateway (ours, whatever device)."""
-    out = _run(["ip", "-4", "-o", "route", "show", "via", HA.GATEWAY]).stdout
-    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+    with IPRoute(groups=0) as ipr:
+        return _routes_via_gateway(ipr)
 
 
 def set_routes(subnets: Iterable[str]) -> Dict[str, List[str]]:
     """Make the routes via the gateway exactly ``subnets`` (blocking); what changed."""
-    want = sorted(set(subnets))
-    have = current_routes()
-    added = [s for s in want if s not in have]
-    removed = [s for s in have if s not in want]
-    for s in removed:
-        _run(["ip", "route", "del", s, "via", HA.GATEWAY], check=False)
-    for s in want:  # replace: also repairs a route whose device or next hop drifted
-        _run(["ip", "route", "replace", s, "via", HA.GATEWAY, "dev", PORT])
+    want = sorted({str(ipaddress.ip_network(s, strict=False)) for s in subnets})
+    with IPRoute(groups=0) as ipr:
+        idx = _port_index(ipr)
+        have = _routes_via_gateway(ipr)
+        added = [s for s in want if s not in have]
+        removed = [s for s in have if s not in want]
+        for s in removed:
+            try:
+                ipr.route("del", dst=s, gateway=HA.GATEWAY)
+            except NetlinkError:
+                pass  # gone meanwhile
+        for s in want:  # replace: also repairs a route whose device or next hop drifted
+            ipr.route("replace", dst=s, gateway=HA.GATEWAY, oif=idx)
     return {"added": added, "removed": removed}
 
 
