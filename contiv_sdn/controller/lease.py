@@ -253,7 +253,15 @@ class Lease:
         if held:
             expires = sent + self.ttl - self.safety
             if self.clock.seconds() >= expires:
-                return  # the answer came too late to count on: let the deadline demote
+                # too late to count on: let the deadline demote.  The generation was ours
+                # (never used: no role request carried it); right after our last one it
+                # keeps the chain (our next acquisition, one more, still continues it);
+                # further on, the generations in between were someone else's
+                if generation > self.last_held + 1:
+                    self.interrupted = True
+                elif self.last_held:
+                    self.last_held = generation
+                return
             self._expires = expires
             self._arm(expires)
             self._set(True, generation)
