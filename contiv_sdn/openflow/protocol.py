@@ -919,6 +919,10 @@ class OpenFlowProtocol(Protocol):
         if msg.malformed:
             log.warn("{who}: malformed OFPT_ERROR ({why}), taken as an error for xid {xid}: {err}",
                      who=self._who(), why=msg.malformed, xid=xid, err=err)
+        elif bundle is not None and bundle.errors:
+            # one line per bundle: a refused bundle answers every message in it (at
+            # 500 switches x 20k flows that was 400k error lines, a quarter of the CPU)
+            log.debug("{who}: OFPT_ERROR {err}", who=self._who(), err=err)
         else:
             log.error("{who}: OFPT_ERROR {err}", who=self._who(), err=err)
         if bundle is not None:
