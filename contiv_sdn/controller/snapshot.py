@@ -263,6 +263,16 @@ def _k8s_coerce(shape: Struct, record: Any) -> Mapping[str, Any]:
         raise _Refused(str(err)) from None
 
 
+def _ipv4_or_refuse(value: str, field: str) -> str:
+    """A VIP in its canonical form ("" stays ""), or a refusal naming the field."""
+    if not value:
+        return value
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise _Refused(f"{field} {value!r} is not an IPv4 address") from None
+
+
 def build_snapshot(revision: int, data: StoreData,
                    ports_by_dpid: Mapping[int, Mapping[str, int]]) -> Snapshot:
     """The compiler's input; wrong records are left out (see :func:`build_checked`)."""
@@ -449,12 +459,7 @@ def _services(data: StoreData, networks: Mapping[str, Network],
             if st["tenant"] and st["tenant"] != tenant:
                 raise _Refused(f"tenant {st['tenant']!r} is not its key's")
             net = st["network"] or f"{tenant}:{st.get('networkName') or ''}"
-            vip = st["ipAddress"]
-            if vip:
-                try:
-                    vip = str(ipaddress.IPv4Address(vip))
-                except ValueError:
-                    raise _Refused(f"ipAddress {vip!r} is not an IPv4 address") from None
+            vip = _ipv4_or_refuse(st["ipAddress"], "ipAddress")
             try:
                 ports = tuple(sorted({SL.parse_port_spec(p) for p in st["ports"]}))
             except ValueError as err:
@@ -517,12 +522,7 @@ def _k8s_services(data: StoreData, networks: Mapping[str, Network], endpoints: M
                 if isinstance(tp, bool) or not isinstance(tp, (int, str)):
                     raise _Refused(f"port {p['port']}: targetPort must be a number or a port name")
                 ports.append((p["port"], proto, tp, p["name"]))
-            vip = svc["clusterIP"]
-            if vip:
-                try:
-                    vip = str(ipaddress.IPv4Address(vip))
-                except ValueError:
-                    raise _Refused(f"clusterIP {vip!r} is not an IPv4 address") from None
+            vip = _ipv4_or_refuse(svc["clusterIP"], "clusterIP")
         except _Refused as err:
             refuse("k8sService", key, rec, str(err))
             continue
