@@ -16,7 +16,9 @@ netplugin, and the netmaster runs with ``--mode swarm-mode``.  Users' commands o
   group's policy: the allowed port is served, a denied one refused;
 * a worker's dockerd restarted: its task comes back with an address and pings;
 * deleting the Contiv network while the swarm network exists is refused with
-  Contiv's text (needs the netmaster to route ``/plugin/createDocknet``).
+  Contiv's text (needs the netmaster to route ``/plugin/createDocknet``);
+* a mapping whose swarm network is gone (its FreeNetwork lost: swarm sends it once)
+  is dropped by the manager's netplugin, so the Contiv network can be deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import ipaddress
 import json
 import subprocess
 import sys
+import time
 from typing import List, Tuple
 
 from contiv_sdn.lab import http
@@ -61,16 +64,22 @@ class SwarmTests(E2ETestCase):
         self.addCleanup(self._delete_once_unmapped, "contiv-net")
         self.swarm_network("contiv-net", NET_TAG)
 
-    def _delete_once_unmapped(self, name: str) -> None:
-        """Delete a Contiv network at cleanup, waiting while swarm mode still refuses it:
-        the manager's FreeNetwork (which drops the docker-network mapping) comes a moment
-        after `docker network rm` returns."""
+    def _delete_once_unmapped(self, name: str, collection: str = "networks") -> None:
+        """Delete a Contiv network (or group) at cleanup, retrying while swarm mode still
+        refuses it: the manager's FreeNetwork (which drops the docker-network mapping)
+        comes a moment after `docker network rm` returns, and a network's delete is also
+        refused while a group (deleted by an earlier cleanup, maybe refused the same way)
+        is on it."""
+        last = [""]
+
         def gone() -> bool:
-            status, body = http.request("DELETE", f"/api/v1/networks/default:{name}/", None,
+            status, body = http.request("DELETE", f"/api/v1/{collection}/default:{name}/", None,
                                         timeout=30, **self.lab.netmaster_http())
-            # Contiv's API answers a missing network with 500 "network not found"
+            last[0] = f"{status} {body}"
+            # Contiv's API answers a missing object with 500 "... not found"
             return status in (200, 204, 404) or "not found" in str(body)
-        wait_until(gone, f"{name} deleted once its swarm network is gone", 60, interval=1)
+        wait_until(gone, f"{collection} {name} deleted once its swarm network is gone", 60,
+                   interval=1, detail=lambda: last[0])
 
     def swarm_network(self, name: str, tag: str) -> str:
         self.mgr("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
@@ -191,7 +200,7 @@ class SwarmTests(E2ETestCase):
                     "-port=8080", "-action=allow", "-priority=10")
         self.netctl("group", "create", "contiv-net", "web", "-policy=swarmpol",
                     f"--epg-tag={GROUP_TAG}")
-        self.addCleanup(self._quietly, "DELETE", "/api/v1/endpointGroups/default:web/")
+        self.addCleanup(self._delete_once_unmapped, "web", "endpointGroups")
         self.swarm_network("web-net", GROUP_TAG)
         self.service("websrv", "web-net", 1, "sh", "-c",
                      "mkdir -p /www && echo web-ok > /www/index.html && "
@@ -244,4 +253,37 @@ class SwarmTests(E2ETestCase):
                       res.stdout + res.stderr)
         self.mgr("network", "rm", "contiv-net")
         wait_until(lambda: self.netctl("net", "rm", "contiv-net", check=False).returncode == 0,
-                   "contiv-net deletable once its swarm network is gone", 30, interval=1)
+                   "contiv-net deletable once its swarm network is gone", 60, interval=1)
+
+    def test_a_swarm_node_gets_no_local_network_named_like_a_contiv_network(self):
+        """A local ``netplugin`` network named contiv-net (what netplugin makes outside a
+        swarm) would make Docker refuse the user's swarm network of that name."""
+        self.netctl("net", "create", "-s", SUBNET, "-g", GATEWAY, f"--nw-tag={NET_TAG}",
+                    "contiv-net")
+        self.addCleanup(self._delete_once_unmapped, "contiv-net")
+        time.sleep(2)  # ten times the reconcilers' debounce: a local network would be there
+        for h in self.hosts:
+            names = self.lab.docker(h, "network", "ls", "--filter", "driver=netplugin",
+                                    "--format", "{{.Name}}").stdout.split()
+            self.assertNotIn("contiv-net", names, f"{h} made a local contiv-net")
+        self.swarm_network("contiv-net", NET_TAG)
+
+    def test_mapping_of_a_vanished_swarm_network_is_dropped(self):
+        """A FreeNetwork that never reached the netmaster (netmaster away, swarm does not
+        repeat it) must not pin the network: the manager's netplugin sees the swarm
+        network is gone and drops the mapping; a network swarm still has stays mapped."""
+        self.contiv_net()
+        net_id = self.mgr("network", "inspect", "-f", "{{.Id}}", "contiv-net").stdout.strip()
+        ghost = "z" * 25  # a swarm network id that swarm never had
+        self.netctl("net", "create", "-s", "10.73.9.0/24", "-g", "10.73.9.254", "ghost-net")
+        self.addCleanup(self._delete_once_unmapped, "ghost-net")
+        status, body = http.request("POST", "/plugin/createDocknet", {
+            "TenantName": "default", "NetworkName": "ghost-net", "ServiceName": "",
+            "DocknetUUID": ghost}, timeout=30, **self.lab.netmaster_http())
+        self.assertEqual(status, 200, body)
+        wait_until(lambda: self.netctl("net", "rm", "ghost-net", check=False).returncode == 0,
+                   "ghost-net deletable once its vanished swarm network's mapping is dropped",
+                   60, interval=1)
+        res = self.netctl("net", "rm", "contiv-net", check=False)
+        self.assertNotEqual(res.returncode, 0, "a live swarm network's mapping was dropped")
+        self.assertIn(f"mapped to docker network {net_id}", res.stdout + res.stderr)

@@ -60,6 +60,9 @@ EVENT = Struct("Message", [
     ("Type", STR), ("Action", STR), ("status", STR), ("id", STR),
     ("Actor", Struct("Actor", [("ID", STR), ("Attributes", STR_MAP)])),
 ])
+#: ``GET /info``, reduced to whether this engine manages a swarm.
+INFO = Struct("SystemInfo", [("Swarm", Struct("SwarmInfo", [
+    ("NodeID", STR), ("LocalNodeState", STR), ("ControlAvailable", BOOL)]))])
 _ERROR = Struct("ErrorResponse", [("message", STR)])
 
 
@@ -144,6 +147,16 @@ class DockerClient:
             return (await self._call("GET", "/_ping", "ping")) == "OK"
         except Exception:
             return False
+
+    async def swarm(self) -> Dict[str, Any]:
+        """This engine's swarm membership: ``LocalNodeState`` ("active" in a swarm) and
+        ``ControlAvailable`` (a manager, which sees every swarm network)."""
+        info = await self._call("GET", "/info", "info", reply=INFO) or {}
+        return info.get("Swarm") or {}
+
+    async def swarm_manager(self) -> bool:
+        swarm = await self.swarm()
+        return bool(swarm.get("ControlAvailable")) and swarm.get("LocalNodeState") == "active"
 
     # -- networks ------------------------------------------------------------------
     async def list_networks(self, driver: Optional[str] = None) -> List[Dict[str, Any]]:

@@ -9,6 +9,11 @@ missing, removes what we made and is no longer wanted, and re-creates ours
 whose subnet, gateway or placement changed.  Networks someone made by hand (no
 ``io.contiv.managed`` label) are never touched.  A network that still has
 containers cannot be removed; the pass leaves it and tries again next time.
+**None in a swarm**: when the engine is part of a swarm, users make swarm networks
+(``netplugin:swarm``) on a manager, often with the Contiv network's name, and a
+local network of that name would make Docker refuse theirs ("network with name
+contiv-net already exists"); so a swarm node gets no local networks from us, and
+ours made before it joined are removed.
 
 Passes are level-triggered and serialized: Redis change notifications (debounced),
 a Redis resubscription, dockerd coming (back) up, and a periodic timer all just
@@ -23,6 +28,14 @@ spared (Docker lists an endpoint only once the container joined).
 **Reservations do not leak.**  An address Docker's IPAM reserved but never bound to
 an endpoint (dockerd died between the two calls) is released after
 ``reservation_max_age`` seconds.
+
+**Swarm mappings follow swarm.**  On a swarm manager (it sees every swarm
+network), a docker-network mapping the netmaster keeps (``state:docknet``, what
+refuses deleting a network a swarm network uses) whose docker network swarm no
+longer has is dropped after ``docknet_grace`` seconds: swarm calls FreeNetwork
+once and only logs its failure, so a lost call must not pin the Contiv network
+for ever.  The grace covers a manager whose copy of the swarm store lags the
+leader that allocated the network.
 
 **Names reach the netmaster.**  Docker's driver calls never carry the
 container's name, so on each container ``start`` event (and in every endpoint
@@ -45,7 +58,7 @@ from drivers.docker.names import (LABEL_MANAGED, Placement, placement_from_label
 log = Logger()
 
 DRIVER = "netplugin"
-WATCHED_KINDS = {"network", "endpointGroup", "obj:global"}
+WATCHED_KINDS = {"network", "endpointGroup", "obj:global", "docknet"}
 LABEL_SUBNET = "io.contiv.subnet"
 
 
@@ -116,7 +129,7 @@ class DockerReconciler(Service):
     def __init__(self, docker: Any, store_url: Optional[str], endpoints: Any,
                  reactor: Any = None, interval: float = 30.0, grace: float = 60.0,
                  debounce: float = 0.2, store_factory: Any = None, driver: Any = None,
-                 reservation_max_age: float = 600.0):
+                 reservation_max_age: float = 600.0, docknet_grace: float = 5.0):
         if reactor is None:
             from twisted.internet import reactor as _reactor
             reactor = _reactor
@@ -130,6 +143,10 @@ class DockerReconciler(Service):
         self._store_factory = store_factory
         self.driver = driver
         self.reservation_max_age = reservation_max_age
+        self.docknet_grace = docknet_grace
+        #: docker network id → when a pass first found its mapping's network gone
+        self._docknet_gone: Dict[str, float] = {}
+        self._recheck: Optional[Any] = None  # IDelayedCall of that look again
         self.store: Any = None
         self._sub: Any = None
         self._loop: Optional[task.LoopingCall] = None
@@ -142,7 +159,7 @@ class DockerReconciler(Service):
         self.docker_up = False
         #: For tests and status: outcome counters of the passes.
         self.stats = {"passes": 0, "created": 0, "removed": 0, "reaped": 0, "named": 0,
-                      "errors": 0}
+                      "unmapped": 0, "errors": 0}
         self.last_error: Optional[str] = None
         self._first_seen: Dict[str, float] = {}
 
@@ -193,9 +210,10 @@ class DockerReconciler(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
-        self._pending = None
+        for call in (self._pending, self._recheck):
+            if call is not None and call.active():
+                call.cancel()
+        self._pending = self._recheck = None
         for d in (self._events, self._watch, self._connecting):
             if d is not None:
                 d.cancel()
@@ -252,6 +270,8 @@ class DockerReconciler(Service):
         self.stats["passes"] += 1
         if self.store is not None:
             await self.sync_networks()
+        if self.store is not None and self.driver is not None:
+            await self.sync_docknets()
         if getattr(self.endpoints, "ready", True):
             await self.sync_endpoints()
         if self.driver is not None:
@@ -262,6 +282,9 @@ class DockerReconciler(Service):
         groups = await self.store.list("endpointGroup")
         global_obj = await self.store.get("obj:global", "global")
         wanted = desired_networks(networks, groups, global_obj)
+        wanted_all = wanted
+        if await self._in_swarm():
+            wanted = {}
         have = {n["Name"]: n for n in await self.docker.list_networks(DRIVER)}
         for name, net in sorted(have.items()):
             ours = (net.get("Labels") or {}).get(LABEL_MANAGED) == "true"
@@ -270,7 +293,9 @@ class DockerReconciler(Service):
             spec = wanted.get(name)
             if spec is not None and _same(spec, await self._full(net)):
                 continue
-            if await self._remove(name, net, "changed" if spec else "no longer in contiv"):
+            why = "changed" if spec else ("no longer in contiv" if name not in wanted_all
+                                          else "the engine joined a swarm")
+            if await self._remove(name, net, why):
                 have.pop(name)
         for name, spec in sorted(wanted.items()):
             if name in have:
@@ -286,6 +311,13 @@ class DockerReconciler(Service):
                 self.stats["errors"] += 1
                 self.last_error = f"create {name}: {e}"
                 log.warn("docker network {name} not created: {err}", name=name, err=e)
+
+    async def _in_swarm(self) -> bool:
+        try:
+            return (await self.docker.swarm()).get("LocalNodeState") == "active"
+        except Exception as e:
+            log.info("cannot tell whether dockerd is in a swarm: {err}", err=e)
+            return False
 
     async def _full(self, net: Dict[str, Any]) -> Dict[str, Any]:
         if "IPAM" in net and "Labels" in net:
@@ -308,6 +340,50 @@ class DockerReconciler(Service):
         self.stats["removed"] += 1
         log.info("docker network {name} removed ({why})", name=name, why=why)
         return True
+
+    async def sync_docknets(self) -> None:
+        """Drop the netmaster's mappings of swarm networks swarm no longer has."""
+        mappings = await self.store.list("docknet")
+        if not mappings:
+            self._docknet_gone.clear()
+            return
+        try:
+            if not await self.docker.swarm_manager():
+                return  # a worker sees only the swarm networks its tasks use
+        except Exception as e:
+            log.info("cannot tell whether dockerd manages a swarm: {err}", err=e)
+            return
+        now = time.monotonic()
+        uuids = {str(rec.get("docknetUUID") or "") for rec in mappings.values()} - {""}
+        for uuid in sorted(uuids):
+            try:
+                present = await self.docker.inspect_network(uuid) is not None
+            except Exception as e:
+                log.info("cannot inspect swarm network {id}: {err}", id=uuid[:12], err=e)
+                continue
+            if present:
+                self._docknet_gone.pop(uuid, None)
+                continue
+            first = self._docknet_gone.setdefault(uuid, now)
+            if now - first < self.docknet_grace:
+                if first == now and not (self._recheck and self._recheck.active()):
+                    # look again once the grace is over
+                    self._recheck = self.reactor.callLater(self.docknet_grace, self.kick)
+                continue
+            try:
+                await self.driver.netmaster.delete_docknet(uuid)
+            except Exception as e:
+                self.stats["errors"] += 1
+                log.warn("swarm network {id} is gone but its mapping was not dropped: {err}",
+                         id=uuid[:12], err=e)
+                continue
+            self._docknet_gone.pop(uuid, None)
+            self.stats["unmapped"] += 1
+            log.info("swarm network {id} is gone (its FreeNetwork never reached the netmaster); "
+                     "mapping dropped", id=uuid[:12])
+        for uuid in list(self._docknet_gone):
+            if uuid not in uuids:
+                self._docknet_gone.pop(uuid, None)
 
     async def sync_endpoints(self) -> None:
         """Reap endpoints Docker forgot; send container names the netmaster lacks."""
