@@ -4,9 +4,12 @@ For each size (switches × endpoints) this starts a private redis-server and a
 netmaster with its OpenFlow listener, registers one simulated host per switch
 the way netplugin does (``/plugin/registerHost``, or the store record before
 that route existed), connects every switch (a real OpenFlow 1.3 connection
-each, see :mod:`contiv_sdn.testing.simswitch`), creates the endpoints through
-``/plugin/createEndpoint`` with the agent's own client (each followed by its
-port appearing on its host's switch), waits for the switches to converge, then
+each, see :mod:`contiv_sdn.testing.simswitch`), creates a policy and an
+endpoint group ``web`` carrying it on the first network (netctl's bodies, no
+rule yet), creates the endpoints through ``/plugin/createEndpoint`` with the
+agent's own client (each followed by its port appearing on its host's switch;
+one in ``--group-every`` (10) in the group, chosen so that every switch hosts a
+member: see :func:`in_group`), waits for the switches to converge, then
 measures:
 
 * change latency: from an endpoint create returning to its flows being in
@@ -15,6 +18,13 @@ measures:
   creates made one after the other;
 * controller CPU per change (the netmaster process's user+system time from
   /proc over those changes, REST handling included);
+* policy rule change latency: ``--rule-changes`` (50) rules added one after the
+  other to the group's policy through REST as ``netctl policy rule-add -l tcp -P
+  P`` posts them (allow, direction in, a distinct port P each); from the REST
+  answer to a flow matching ``tcp_dst=P`` being on every switch that hosts a
+  member of the group, p50/p99 (same targets as endpoint changes), and the
+  controller CPU per rule change (the rules stay: the restart below then holds
+  them too);
 * netmaster RSS per endpoint ((RSS after the fill - RSS with the switches
   connected and no endpoint) / endpoints);
 * the longest reactor stall seen from the wire: echo round trips to one switch
@@ -29,10 +39,7 @@ Each figure is printed next to its target.  Progress goes to stderr while it run
 
     .venv/bin/python bench/scale.py                       # a modest size (20 x 400)
     .venv/bin/python bench/scale.py --size 100x2k --size 500x10k --size 1000x20k
-    .venv/bin/python bench/scale.py --size 50x1k --changes 30 --json
-
-The policy-rule latency the issue also asks for needs policy in the compiler
-(issue 9); it is reported as n/a until then.
+    .venv/bin/python bench/scale.py --size 50x1k --changes 30 --rule-changes 20 --json
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import glob
 import json
 import os
 import resource
+import struct
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -51,6 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
+from contiv_sdn.netctl.wire import encode_object  # noqa: E402
 from contiv_sdn.testing import RedisServer, free_tcp_port  # noqa: E402
 from contiv_sdn.testing.netmaster import NetmasterProcess  # noqa: E402
 from contiv_sdn.testing.simswitch import (Cluster, NetmasterRunner, endpoint_id,  # noqa: E402
@@ -148,10 +157,13 @@ async def quiet(reactor: Any, cluster: Cluster, seconds: float, timeout: float, 
 
 
 class ChangeWatch:
-    """When did a new endpoint's flows reach every affected switch?
+    """When did a change's flows reach every affected switch?
 
-    Remote switches: a flow naming the endpoint's MAC (its L2 entry, its ARP answer);
-    its own switch: a flow matching its port (``in_port``).  Judged from the bytes the
+    An endpoint create (:meth:`start`): on remote switches a flow naming the endpoint's
+    MAC (its L2 entry, its ARP answer), on its own switch a flow matching its port
+    (``in_port``).  A policy rule (:meth:`watch` with :func:`rule_arrived`): a flow
+    matching the rule's ``tcp_dst`` on every switch hosting a member of the group.
+    Judged from the bytes the
     switches hold, not from cookies or any other internal of the compiler.  Only the
     entries touched since :meth:`arm` are looked at (never whole tables: at 100k+ flows
     that would make the harness, not the controller, the slow part)."""
@@ -169,12 +181,28 @@ class ChangeWatch:
         self.buffer = []
 
     def start(self, host: str, affected: set, mac: str, ofport: int) -> defer.Deferred:
-        self.pending = {"host": host, "remaining": set(affected), "mac": bytes.fromhex(mac.replace(":", "")),
-                        "needle": in_port_tlv(ofport), "last": None, "done": defer.Deferred()}
+        """An endpoint create: its MAC on the remote switches, its port on its own."""
+        mac_bytes = bytes.fromhex(mac.replace(":", ""))
+        needle = in_port_tlv(ofport)
+
+        def arrived(h: Any, key: Any, value: Any) -> bool:
+            if h.name == host:
+                return needle in key[2]
+            return mac_bytes in key[2] or mac_bytes in value[1]
+        return self.watch(affected, arrived)
+
+    def watch(self, affected: set, arrived: Any) -> defer.Deferred:
+        """Fires with the time ``arrived(host, key, value)`` was first true of an entry
+        touched on the last switch of ``affected``."""
+        self.pending = {"remaining": set(affected), "arrived": arrived, "last": None,
+                        "done": defer.Deferred()}
         done = self.pending["done"]
         buffered, self.buffer = self.buffer or [], None
         for h, keys in buffered:  # arrived before the create returned
             self._check(h, keys)
+        if self.pending is not None and not self.pending["remaining"]:  # nothing to wait for
+            self.pending = None
+            done.callback(self.reactor.seconds())
         return done
 
     def _event(self, host: Any, event: str, detail: Any) -> None:
@@ -191,15 +219,10 @@ class ChangeWatch:
         if p is None or host.name not in p["remaining"]:
             return
         t = host.table
-        local = host.name == p["host"]
+        arrived = p["arrived"]
         for k in keys:
             v = t.get(k)
-            if v is None:
-                continue
-            if local:
-                if p["needle"] in k[2]:
-                    break
-            elif p["mac"] in k[2] or p["mac"] in v[1]:
+            if v is not None and arrived(host, k, v):
                 break
         else:
             return
@@ -208,6 +231,44 @@ class ChangeWatch:
         if not p["remaining"]:
             self.pending = None
             p["done"].callback(p["last"])
+
+
+#: the bench's endpoint group (on the first network), its policy, the tenant of both
+GROUP, POLICY, TENANT = "web", "scalepol", "default"
+#: the first ``tcp_dst`` the rule changes use (distinct ports upwards)
+RULE_PORT0 = 20000
+
+
+def in_group(i: int, switches: int, networks: int, every: int) -> bool:
+    """Whether fill endpoint ``i`` is created in :data:`GROUP`: one in ``every``,
+    taken as whole rounds of the round-robin placement (endpoint ``i`` goes to switch
+    ``i % switches``), so that once there are as many endpoints as switches every
+    switch hosts a member and a rule reaches every switch -- the widest fan-out, the
+    same as an endpoint change on one network.  (``i % every == 0`` would put the
+    members on ``switches / gcd(switches, every)`` switches only.)"""
+    return every > 0 and i % networks == 0 and (i // switches) % every == 0
+
+
+def tcp_dst_tlv(port: int) -> bytes:
+    """The OXM bytes of ``tcp_dst=<port>``: a rule ``allow tcp port P`` matches them."""
+    return struct.pack("!IH", ofp.OXM_OF_TCP_DST, port)
+
+
+def rule_arrived(port: int) -> Any:
+    """``arrived(host, key, value)`` for :meth:`ChangeWatch.watch`: the entry matches
+    ``tcp_dst=<port>`` (the match bytes are canonical, so the TLV is contiguous)."""
+    needle = tcp_dst_tlv(port)
+    return lambda host, key, value: needle in key[2]
+
+
+def rule_body(rule_id: str, port: int) -> Dict[str, Any]:
+    """What ``netctl policy rule-add -d in -l tcp -P <port> -j allow`` posts
+    (netctl's own encoder, its defaults: priority 1)."""
+    return encode_object("rules", {
+        "tenantName": TENANT, "policyName": POLICY, "ruleId": rule_id, "priority": 1,
+        "direction": "in", "fromEndpointGroup": "", "toEndpointGroup": "", "fromNetwork": "",
+        "toNetwork": "", "fromIpAddress": "", "toIpAddress": "", "protocol": "tcp",
+        "port": port, "action": "allow"})
 
 
 async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.Namespace) -> Dict[str, Any]:
@@ -228,6 +289,12 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         nets = [f"scale{i}" for i in range(args.networks)]
         for i, net in enumerate(nets):
             await cluster.create_network(net, f"10.{64 + i}.0.0/16" if endpoints < 60000 else f"10.{64 + 4 * i}.0.0/14")
+        # a group with a policy (no rule yet) on the first network, as netctl creates them
+        await cluster.rest("POST", f"/api/v1/policys/{TENANT}:{POLICY}/",
+                           encode_object("policys", {"policyName": POLICY, "tenantName": TENANT}))
+        await cluster.rest("POST", f"/api/v1/endpointGroups/{TENANT}:{GROUP}/", encode_object(
+            "endpointGroups", {"tenantName": TENANT, "networkName": nets[0], "groupName": GROUP,
+                               "policies": [POLICY]}))
 
         progress.phase = "registering hosts and connecting switches"
         sem = defer.DeferredSemaphore(args.concurrency)
@@ -244,7 +311,8 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         made = [0]
 
         async def create(i: int) -> None:
-            await cluster.create_endpoint(names[i % switches], nets[i % len(nets)], endpoint_id(i))
+            group = GROUP if in_group(i, switches, len(nets), args.group_every) else ""
+            await cluster.create_endpoint(names[i % switches], nets[i % len(nets)], endpoint_id(i), group)
             made[0] += 1
             progress.extra = f" ({made[0]}/{endpoints}, {made[0] / max(1e-9, reactor.seconds() - started):.0f}/s)"
         await defer.gatherResults([sem.run(lambda i=i: defer.ensureDeferred(create(i)))
@@ -262,6 +330,9 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         rss1 = nm.rss_bytes()
         result["rss_bytes"] = rss1
         result["rss_per_endpoint"] = (rss1 - rss0) / endpoints
+        members = {e["host"] for e in cluster.endpoints.values() if e["group"] == GROUP}
+        result["group_members"] = sum(1 for e in cluster.endpoints.values() if e["group"] == GROUP)
+        result["group_switches"] = len(members)
 
         # -- change latency, one create at a time ---------------------------------------
         progress.phase = "measuring changes"
@@ -319,6 +390,37 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
                       stall=max(rtts) if rtts else float("nan"),
                       echo_p99=pct(rtts, 99), harness_lag=lag[0])
         await quiet(reactor, cluster, args.settle, args.timeout, "switches and netmaster quiet after the changes", nm)
+
+        # -- policy rule changes, one at a time ----------------------------------------------
+        progress.phase = "measuring rule changes"
+        rule_latencies: List[float] = []
+        rule_timeouts = 0
+        cpu0 = nm.cpu_seconds()
+        for k in range(args.rule_changes):
+            port = RULE_PORT0 + k
+            rule_id = f"r{port}"
+            watch.arm()
+            await cluster.rest("POST", f"/api/v1/rules/{TENANT}:{POLICY}:{rule_id}/", rule_body(rule_id, port))
+            t0 = reactor.seconds()
+            done = watch.watch(members, rule_arrived(port))
+            done.addTimeout(args.change_timeout, reactor)
+            try:
+                t1 = await done
+                rule_latencies.append(max(0.0, t1 - t0))
+            except defer.TimeoutError:
+                rule_timeouts += 1
+                watch.pending = None
+            progress.extra = (f" ({k + 1}/{args.rule_changes}, p50 {pct(rule_latencies, 50) * 1e3:.1f} ms"
+                              f", p99 {pct(rule_latencies, 99) * 1e3:.1f} ms)")
+        cpu1 = nm.cpu_seconds()
+        progress.extra = ""
+        result.update(rule_changes=args.rule_changes, rule_timeouts=rule_timeouts,
+                      rule_p50=pct(rule_latencies, 50), rule_p99=pct(rule_latencies, 99),
+                      rule_max_latency=max(rule_latencies) if rule_latencies else float("nan"),
+                      cpu_per_rule_change=(cpu1 - cpu0) / max(1, args.rule_changes))
+        if args.rule_changes:
+            await quiet(reactor, cluster, args.settle, args.timeout,
+                        "switches and netmaster quiet after the rule changes", nm)
 
         # -- a restart with nothing changed -------------------------------------------------
         progress.phase = "netmaster restart"
@@ -428,8 +530,14 @@ def report(r: Dict[str, Any]) -> str:
          f"<= {ms(p99_target)} {mark(r['p99'] <= p99_target)}" if p99_target else
          "<= 100 ms at 500x10k, <= 250 ms at 1000x20k (report)"),
         ("  (changes measured / timed out)", f"{r['changes']} / {r['change_timeouts']}", "none timed out"),
-        ("policy rule change -> switches", "n/a", "once policy exists (issue 9)"),
         ("controller CPU per change", ms(r["cpu_per_change"]), "proportional to the change"),
+        ("policy rule change -> group's switches, p50", ms(r["rule_p50"]), ""),
+        ("policy rule change -> group's switches, p99", ms(r["rule_p99"]),
+         f"<= {ms(p99_target)} {mark(r['rule_p99'] <= p99_target)}" if p99_target else
+         "<= 100 ms at 500x10k, <= 250 ms at 1000x20k (report)"),
+        ("  (rule changes measured / timed out)", f"{r['rule_changes']} / {r['rule_timeouts']}", "none timed out"),
+        ("  (group members / switches hosting them)", f"{r['group_members']} / {r['group_switches']}", ""),
+        ("controller CPU per rule change", ms(r["cpu_per_rule_change"]), "proportional to the change"),
         ("netmaster RSS per endpoint", f"{r['rss_per_endpoint'] / 1024:.1f} KiB",
          f"<= 10 KiB {mark(r['rss_per_endpoint'] <= TARGETS['rss_per_ep'])}"),
         ("  (netmaster RSS after the fill)", f"{r['rss_bytes'] / 2**20:.0f} MiB", ""),
@@ -484,6 +592,10 @@ if __name__ == "__main__":
     ap.add_argument("--size", type=parse_size, action="append",
                     help="SWITCHESxENDPOINTS (k = 1000), repeatable; default 20x400")
     ap.add_argument("--changes", type=int, default=100, help="endpoint creates measured one by one (100)")
+    ap.add_argument("--rule-changes", type=int, default=50,
+                    help="policy rules added one by one, each allow tcp port P, P distinct (50)")
+    ap.add_argument("--group-every", type=int, default=10,
+                    help=f"one fill endpoint in N joins group {GROUP!r} (10; 0: none)")
     ap.add_argument("--networks", type=int, default=1, help="networks the endpoints are spread over (1)")
     ap.add_argument("--concurrency", type=int, default=32, help="creates in flight during the fill (32)")
     ap.add_argument("--max-backoff", type=float, default=8.0,
