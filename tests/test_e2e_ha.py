@@ -6,6 +6,16 @@ received is exact) and endpoints are created one after another through the
 hosts' netplugins (which know every netmaster).  Every create is either
 acknowledged and then present, or refused; never acknowledged and lost.  "No flow
 churn" is read from OVS's flow ages, as in ``tests/test_e2e_restart.py``.
+
+The pings run between hosts 1 and 2 and the creates land on host 3.  Creating an
+endpoint adds (and a refused one removes) a veth in its host's namespace, and OVS
+3.1's userspace datapath (the lab's; not the kernel datapath) re-translates its
+tunnel megaflows on every link event in its namespace, racing its own route and
+tunnel-port tables: a few packets of *other* flows are then sent without their
+``tnl_push`` or received without their ``tnl_pop``.  Measured with
+``bench/linkchurn.py``: no churn 0 lost, veth churn on the sending or receiving
+host a few per cent at 100 pings/s — with no control-plane event at all.  Pings
+on hosts that see no churn keep the count exact for what HA is about.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from tests.test_e2e_fixtures import (ContinuousPing, E2ETestCase, flow_durations
 
 
 class CreateStream:
-    """Endpoints created one after another (alternating hosts) in a thread."""
+    """Endpoints created one after another on the last host (not the pinging ones), in a
+    thread."""
 
     def __init__(self, test: "HATests", network: str, prefix: str):
         self.test, self.network, self.prefix = test, network, prefix
@@ -41,7 +52,7 @@ class CreateStream:
         lab, i = self.test.lab, 0
         while not self._stop.is_set() and i < 60:
             i += 1
-            host = lab.hosts[i % len(lab.hosts)].name
+            host = lab.hosts[-1].name
             try:
                 c = lab.add_container(host, f"{self.prefix}{i}", self.network)
             except Exception as e:  # refused: the namespace is gone again
@@ -62,7 +73,7 @@ class CreateStream:
 
 class HATests(E2ETestCase):
     lab_letter = "h"
-    lab_hosts = 2
+    lab_hosts = 3   # pings between hosts 1 and 2; creates on host 3 (see the module docstring)
     lab_subnet = "192.168.77.0/24"
     lab_netmasters = 3
     lab_redis_sentinel = True
@@ -94,7 +105,7 @@ class HATests(E2ETestCase):
             p.wait_replies(3, after=mark)
         return pings
 
-    def stop_pings(self, pings: List[ContinuousPing], may_lose: int = 0) -> None:
+    def stop_pings(self, pings: List[ContinuousPing]) -> None:
         mark = time.monotonic()
         for p in pings:
             p.wait_replies(3, after=mark)
@@ -105,7 +116,7 @@ class HATests(E2ETestCase):
             lost = sorted(set(range(sent)) - set(seqs))
             if lost:
                 print(f"\n{what}: {len(lost)} of {sent} lost (seq {lost})")
-            self.assertLessEqual(sent - received, may_lose,
+            self.assertEqual(sent - received, 0,
                                  f"{what}: packets lost (seq {lost})\n" + "\n".join(p.lines[-8:]))
 
     def flows_now(self) -> Dict[str, List[str]]:
@@ -168,10 +179,10 @@ class HATests(E2ETestCase):
         # takeover, as the fabric sees it: an endpoint created right after the kill
         # (any netmaster answers REST) gets its flows on its host's br-int once a
         # standby is MASTER
-        h2 = self.lab.hosts[1]
-        tk = self.lab.add_container(h2.name, "tk", mark)
+        h3 = self.lab.hosts[2]
+        tk = self.lab.add_container(h3.name, "tk", mark)
         self.addCleanup(self._remove_container, tk)
-        wait_until(lambda: bool(flows_mentioning(our_flows(h2), tk.ip)),
+        wait_until(lambda: bool(flows_mentioning(our_flows(h3), tk.ip)),
                    f"no flows for {tk.ip} after the leader died", 30, interval=0.02,
                    detail=lambda: str(ha.roles(self.lab)))
         took = time.monotonic() - killed
@@ -234,7 +245,4 @@ class HATests(E2ETestCase):
         self.assert_no_flow_replaced(before)
         self.assert_present(stream)
         self.consistent()
-        # KNOWN DEFECT (issue 15 stays open for it): across a Redis failover one ping of
-        # 33 was lost once, in a clean CI run; cause not found yet (the flows are checked
-        # unchanged above).  The loss is printed; more than one lost ping fails.
-        self.stop_pings(pings, may_lose=1)
+        self.stop_pings(pings)
