@@ -109,3 +109,116 @@ class BuildSnapshotTests(TestCase):
         self.assertEqual(sorted((r.kind, r.key) for r in built.refused),
                          [("obj:endpointGroup", "default:bad"), ("obj:rule", "default:prod_web:3"),
                           ("obj:rule", "default:prod_web:4")])
+
+
+class SnapshotBuilderTests(TestCase):
+    """The controller's memoizing :class:`SnapshotBuilder` must build exactly what a fresh
+    :func:`build_checked` builds, run after run, whatever changed — including records
+    that are refused, referenced objects that come and go, and port maps mutated in
+    place — while keeping the objects of records that did not change."""
+
+    def _random_data(self, rnd) -> dict:
+        data = _data()
+        data["obj:global"]["global"]["fwdMode"] = "bridge"
+        data["serviceLB"] = {"default:svc": {"tenant": "default", "serviceName": "svc",
+                                             "network": "default:contiv-net",
+                                             "ipAddress": "20.1.1.200", "ports": ["80:8080:TCP"],
+                                             "selectors": {"app": "web"}}}
+        data["obj:rule"] = {"default:p-1": {"policyName": "p", "direction": "in", "action": "deny",
+                                            "priority": 1, "protocol": "tcp", "port": 80}}
+        data["obj:endpointGroup"] = {"default:web": {"policies": ["p"]}}
+        for i in range(30):
+            data["endpoint"][f"x{i}"] = self._endpoint(rnd, i)
+        return data
+
+    def _endpoint(self, rnd, i: int) -> dict:
+        rec = {"network": rnd.choice(["default:contiv-net", "blue:vl", "default:gone"]),
+               "group": rnd.choice(["", "default:web", "default:nope"]),
+               "ipAddress": f"20.1.1.{i + 30}", "macAddress": f"02:02:14:01:01:{i + 30:02x}",
+               "homingHost": rnd.choice(["node1", "node2"]), "intfName": f"cv{i}"}
+        if rnd.random() < 0.3:
+            rec["labels"] = {"app": rnd.choice(["web", "db"])}
+        if rnd.random() < 0.05:
+            rec["homingHost"] = {"not": "a string"}  # refused
+        if rnd.random() < 0.05:
+            rec["network"] = ["unhashable"]  # refused, and must not break the memo
+        return rec
+
+    def _mutate(self, rnd, data: dict, ports: dict) -> None:
+        what = rnd.randrange(9)
+        if what == 0:  # an endpoint replaced, added or removed
+            i = rnd.randrange(40)
+            if rnd.random() < 0.2:
+                data["endpoint"].pop(f"x{i}", None)
+            else:
+                data["endpoint"][f"x{i}"] = self._endpoint(rnd, i)
+        elif what == 1:  # a network's state changes or goes
+            key = rnd.choice(["default:contiv-net", "blue:vl"])
+            if rnd.random() < 0.3:
+                data["network"].pop(key, None)
+            else:
+                rec = dict(data["network"].get(key) or _data()["network"][key])
+                rec["vni"] = rnd.choice([1001, 1002, "bad"])
+                data["network"][key] = rec
+        elif what == 2:  # a tenant toggles
+            if "blue" in data["tenant"] and rnd.random() < 0.5:
+                del data["tenant"]["blue"]
+            else:
+                data["tenant"]["blue"] = {"vrfId": rnd.choice([2, 3])}
+        elif what == 3:  # a group changes
+            if rnd.random() < 0.3:
+                data["endpointGroup"].pop("default:web", None)
+            else:
+                data["endpointGroup"]["default:web"] = {"epgId": rnd.choice([7, 8]),
+                                                        "network": rnd.choice(["default:contiv-net",
+                                                                               "blue:vl"])}
+        elif what == 4:  # a switch's port map mutated in place
+            dpid = rnd.choice([11, 12])
+            ports.setdefault(dpid, {})[f"cv{rnd.randrange(40)}"] = rnd.randrange(1, 50)
+        elif what == 5:  # a host record replaced
+            name = rnd.choice(["node1", "node2"])
+            data["host"][name] = dict(data["host"].get(name) or {"name": name, "dpid": 11},
+                                      vtepIP=rnd.choice(["192.168.50.1", "192.168.50.9", ""]))
+        elif what == 6:  # a network's configuration replaced
+            data["obj:network"]["default:contiv-net"] = {
+                "encap": "vxlan", "subnet": rnd.choice(["20.1.1.0/24", "nonsense/99"]),
+                "gateway": "20.1.1.254"}
+        elif what == 7:  # a rule changes
+            data["obj:rule"]["default:p-1"] = dict(data["obj:rule"]["default:p-1"],
+                                                   port=rnd.choice([80, 81, 70000]))
+        else:  # the service's selectors change
+            data["serviceLB"]["default:svc"] = dict(data["serviceLB"]["default:svc"],
+                                                    selectors={"app": rnd.choice(["web", "db"])})
+
+    def test_memoized_build_equals_a_fresh_build_after_random_changes(self):
+        import random
+
+        from contiv_sdn.controller.snapshot import SnapshotBuilder, build_checked
+        for seed in range(25):
+            rnd = random.Random(seed)
+            data = self._random_data(rnd)
+            ports = {11: {"vxlan0": 1, "cve1": 5}, 12: {"vxlan0": 1}}
+            builder = SnapshotBuilder()
+            for step in range(60):
+                got = builder.build(step, data, ports)
+                want = build_checked(step, data, ports)
+                self.assertEqual(got.snapshot, want.snapshot, f"seed {seed} step {step}")
+                self.assertEqual(got.refused, want.refused, f"seed {seed} step {step}")
+                self._mutate(rnd, data, ports)
+
+    def test_unchanged_records_keep_their_objects(self):
+        from contiv_sdn.controller.snapshot import SnapshotBuilder
+        data = _data()
+        builder = SnapshotBuilder()
+        first = builder.build(1, data, {11: {"cve1": 5}}).snapshot
+        data["endpoint"]["e2"] = dict(data["endpoint"]["e2"], intfName="cve9")
+        second = builder.build(2, data, {11: {"cve1": 5}}).snapshot
+        self.assertIs(second.endpoints["e1"], first.endpoints["e1"])
+        self.assertIs(second.networks["default:contiv-net"], first.networks["default:contiv-net"])
+        self.assertIs(second.hosts["node1"], first.hosts["node1"])
+        self.assertIsNot(second.endpoints["e2"], first.endpoints["e2"])
+        self.assertEqual(second.endpoints["e2"].port, "cve9")
+        # a port appearing on a switch rebuilds that host only
+        third = builder.build(3, data, {11: {"cve1": 5, "cve2": 6}}).snapshot
+        self.assertIsNot(third.hosts["node1"], second.hosts["node1"])
+        self.assertIs(third.hosts["node2"], second.hosts["node2"])

@@ -69,12 +69,13 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python import failure
 
-from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, build_checked, parse_record, read_view
+from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, SnapshotBuilder, parse_record, read_view
 from contiv_sdn.openflow.protocol import NotMaster, OpenFlowError, RefusalLog, SwitchDisconnected
 from contiv_sdn.ops import metrics
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update
 from contiv_sdn.store import keys as K
 
+_ABSENT = object()
 log = Logger()
 
 
@@ -161,6 +162,8 @@ class Controller(Service):
         self.runs = 0
         self.compiles = 0
         self.last_snapshot = None
+        #: builds each run's snapshot, reusing the objects of records that did not change
+        self._snapshots = SnapshotBuilder()
         self.last_update: Optional[Update] = None
         self._idle: list = []
         self._last_duration = 0.0
@@ -348,9 +351,15 @@ class Controller(Service):
                 before = (old or {}).get(kind, {})
                 table = mirror[kind] = {}
                 for key, raw in records.items():
-                    table[key] = record = parse_record(raw)
-                    if not changed and (key not in before or read_view(kind, before[key]) != read_view(kind, record)):
+                    record = parse_record(raw)
+                    had = before.get(key, _ABSENT)
+                    if had is not _ABSENT and read_view(kind, had) == read_view(kind, record):
+                        # the same to the compiler: keep the object, which the snapshot
+                        # builder's memo recognises by identity (no rebuild after an audit)
+                        record = had
+                    else:
                         changed = True
+                    table[key] = record
                     await self._breathe()
                 changed = changed or len(before) != len(table)
             self._mirror = mirror
@@ -373,8 +382,11 @@ class Controller(Service):
                 table.pop(key, None)
                 changed = changed or had
             else:
-                table[key] = record = parse_record(raw)
-                changed = changed or not had or read_view(kind, before) != read_view(kind, record)
+                record = parse_record(raw)
+                if had and read_view(kind, before) == read_view(kind, record):
+                    continue  # outside what the compiler reads: keep the object (see above)
+                table[key] = record
+                changed = True
         return self._rev, self._mirror, changed
 
     _slice_end = 0.0
@@ -633,8 +645,9 @@ class Controller(Service):
 
     async def _compile(self, rev: int, data: Dict[str, Dict[str, Any]], syncs: Dict[int, Any]) -> None:
         """Build the snapshot and let the engine bring every switch's desired flows to it."""
-        ports = {dpid: dict(sync.switch.ports) for dpid, sync in syncs.items()}
-        built = build_checked(rev, data, ports)
+        # the live port maps: the builder compares them by value and copies what it keeps
+        ports = {dpid: sync.switch.ports for dpid, sync in syncs.items()}
+        built = self._snapshots.build(rev, data, ports)
         snap = built.snapshot
         self._report_refusals(built.refused)
         self.last_snapshot = snap
