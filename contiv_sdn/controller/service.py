@@ -164,6 +164,8 @@ class Controller(Service):
         self.last_snapshot = None
         #: builds each run's snapshot, reusing the objects of records that did not change
         self._snapshots = SnapshotBuilder()
+        #: (kind, key) of the mirror's records replaced since the last build
+        self._changed_keys: Optional[Set[Tuple[str, str]]] = None
         self.last_update: Optional[Update] = None
         self._idle: list = []
         self._last_duration = 0.0
@@ -347,6 +349,8 @@ class Controller(Service):
             old = self._mirror
             mirror: Dict[str, Dict[str, Any]] = {}
             changed = old is None
+            if old is None:
+                self._changed_keys = None  # the builder starts from nothing anyway
             for kind, records in zip(kinds, hashes):
                 before = (old or {}).get(kind, {})
                 table = mirror[kind] = {}
@@ -359,9 +363,14 @@ class Controller(Service):
                         record = had
                     else:
                         changed = True
+                        self._note_changed(kind, key)
                     table[key] = record
                     await self._breathe()
-                changed = changed or len(before) != len(table)
+                if len(before) != len(table) or any(key not in table for key in before):
+                    changed = True
+                    for key in before:
+                        if key not in table:
+                            self._note_changed(kind, key)
             self._mirror = mirror
             self._rev = max(self._rev, rev)
             return self._rev, self._mirror, changed
@@ -380,14 +389,21 @@ class Controller(Service):
             before = table.get(key)
             if raw is None:
                 table.pop(key, None)
-                changed = changed or had
+                if had:
+                    changed = True
+                    self._note_changed(kind, key)
             else:
                 record = parse_record(raw)
                 if had and read_view(kind, before) == read_view(kind, record):
                     continue  # outside what the compiler reads: keep the object (see above)
                 table[key] = record
                 changed = True
+                self._note_changed(kind, key)
         return self._rev, self._mirror, changed
+
+    def _note_changed(self, kind: str, key: str) -> None:
+        if self._changed_keys is not None:
+            self._changed_keys.add((kind, key))
 
     _slice_end = 0.0
 
@@ -647,7 +663,9 @@ class Controller(Service):
         """Build the snapshot and let the engine bring every switch's desired flows to it."""
         # the live port maps: the builder compares them by value and copies what it keeps
         ports = {dpid: sync.switch.ports for dpid, sync in syncs.items()}
-        built = self._snapshots.build(rev, data, ports)
+        # the records replaced since the last build (None: unknown, look at every one)
+        changed, self._changed_keys = self._changed_keys, set()
+        built = self._snapshots.build(rev, data, ports, changed=changed)
         snap = built.snapshot
         self._report_refusals(built.refused)
         self.last_snapshot = snap

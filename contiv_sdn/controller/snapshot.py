@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from contiv_sdn.model.decode import _kind, _type_error
 from contiv_sdn.model.errors import DecodeError
@@ -285,6 +285,14 @@ def build_checked(revision: int, data: StoreData,
     return SnapshotBuilder().build(revision, data, ports_by_dpid)
 
 
+_GONE = object()
+
+
+def _same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same keys, each to the very same object (the builder's outputs are reused)."""
+    return len(a) == len(b) and all(b.get(k, _GONE) is v for k, v in a.items())
+
+
 class SnapshotBuilder:
     """:func:`build_checked` that remembers what it built, for a controller that builds
     a snapshot per change.
@@ -304,6 +312,8 @@ class SnapshotBuilder:
     def __init__(self) -> None:
         #: kind -> key -> (inputs compared by identity, output object or None, refusals)
         self._memo: Dict[str, Dict[str, Tuple[Tuple[Any, ...], Any, Tuple[Refusal, ...]]]] = {}
+        #: the last build's networks, groups, endpoints, labels and endpoint refusals
+        self._last: Optional[Tuple[Dict, Dict, Dict, Dict, Dict]] = None
 
     def _cached(self, kind: str, key: str, inputs: Tuple[Any, ...],
                 make: Callable[[], Any], refused: List[Refusal]) -> Any:
@@ -326,7 +336,11 @@ class SnapshotBuilder:
                 del table[key]
 
     def build(self, revision: int, data: StoreData,
-              ports_by_dpid: Mapping[int, Mapping[str, int]]) -> Built:
+              ports_by_dpid: Mapping[int, Mapping[str, int]],
+              changed: Optional[Set[Tuple[str, str]]] = None) -> Built:
+        """The snapshot of ``data``.  ``changed``: the (kind, key) of every record whose
+        object was replaced, added or removed since the previous call (None: unknown);
+        with it, and networks and groups unchanged, only those endpoints are looked at."""
         refused: List[Refusal] = []
 
         def refuse(kind: str, key: str, record: Any, reason: str) -> None:
@@ -550,12 +564,11 @@ class SnapshotBuilder:
                                            "named_ports": pod.named_ports}),
             ), labels
 
-        endpoints: Dict[str, Endpoint] = {}
-        #: (id, tenant, labels) of every endpoint with labels: the providers' candidates
-        labelled: List[Tuple[str, str, Mapping[str, str]]] = []
         raw_endpoints = data.get("endpoint", {})
         ep_memo = self._memo.setdefault("endpoint", {})
-        for eid, rec in raw_endpoints.items():
+
+        def one(eid: str, rec: Any) -> Any:
+            """The memoized (Endpoint, labels) of one record, or None; its refusals."""
             if type(rec) is dict:
                 net = rec.get("network")
                 net_obj = networks.get(net) if type(net) is str else None
@@ -566,19 +579,56 @@ class SnapshotBuilder:
             hit = ep_memo.get(eid)
             if hit is not None and hit[0][0] is rec and hit[0][1] is net_obj \
                     and hit[0][2] is grp_obj:
-                if hit[2]:
-                    refused.extend(hit[2])
-                out = hit[1]
-            else:
-                mark = len(refused)
-                out = endpoint(eid, rec)
-                ep_memo[eid] = ((rec, net_obj, grp_obj), out, tuple(refused[mark:]))
-            if out is not None:
-                ep, labels = out
-                endpoints[eid] = ep
-                if labels is not None:
-                    labelled.append((eid, networks[ep.network].tenant, labels))
-        self._forget_missing("endpoint", raw_endpoints)
+                return hit[1], hit[2]
+            mark = len(refused)
+            out = endpoint(eid, rec)
+            why = tuple(refused[mark:])
+            del refused[mark:]
+            ep_memo[eid] = ((rec, net_obj, grp_obj), out, why)
+            return out, why
+
+        last = self._last
+        endpoints: Dict[str, Endpoint]
+        labels_of: Dict[str, Tuple[str, Mapping[str, str]]]   # id -> (tenant, labels)
+        ep_refused: Dict[str, Tuple[Refusal, ...]]
+        if (changed is not None and last is not None and _same_values(last[0], networks)
+                and _same_values(last[1], groups)):
+            # only endpoint records changed what endpoints depend on: patch the last set
+            endpoints, labels_of, ep_refused = dict(last[2]), dict(last[3]), dict(last[4])
+            for kind, eid in changed:
+                if kind != "endpoint":
+                    continue
+                endpoints.pop(eid, None)
+                labels_of.pop(eid, None)
+                ep_refused.pop(eid, None)
+                rec = raw_endpoints.get(eid, _GONE)
+                if rec is _GONE:
+                    ep_memo.pop(eid, None)
+                    continue
+                out, why = one(eid, rec)
+                if why:
+                    ep_refused[eid] = why
+                if out is not None:
+                    endpoints[eid] = out[0]
+                    if out[1] is not None:
+                        labels_of[eid] = (networks[out[0].network].tenant, out[1])
+        else:
+            endpoints, labels_of, ep_refused = {}, {}, {}
+            for eid, rec in raw_endpoints.items():
+                out, why = one(eid, rec)
+                if why:
+                    ep_refused[eid] = why
+                if out is not None:
+                    endpoints[eid] = out[0]
+                    if out[1] is not None:
+                        labels_of[eid] = (networks[out[0].network].tenant, out[1])
+            self._forget_missing("endpoint", raw_endpoints)
+        for why in ep_refused.values():
+            refused.extend(why)
+        self._last = (networks, groups, endpoints, labels_of, ep_refused)
+        #: (id, tenant, labels) of every endpoint with labels: the providers' candidates
+        labelled: List[Tuple[str, str, Mapping[str, str]]] = (
+            [(eid, t, lab) for eid, (t, lab) in labels_of.items()] if data.get("serviceLB") else [])
 
         services = _services(data, networks, labelled, refuse)
         services.update(_k8s_services(data, networks, endpoints, refuse))
