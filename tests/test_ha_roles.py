@@ -32,8 +32,9 @@ from contiv_sdn.testing.simswitch import SimHost
 from contiv_sdn.testing.wait import sleep, wait_for
 
 DPID = 0x00C0FFEE00000A01
-#: the controller's log line for a sync that changed flows
-FLOW_CHANGES = re.compile(r": rev \d+: \+\d+ ~\d+ -\d+ flows")
+#: the controller's log line for a sync that changed flows (per switch, or one per run
+#: that changed many: "rev N: K switches: +a ~m -d flows")
+FLOW_CHANGES = re.compile(r"rev \d+: (?:\d+ switches: )?\+\d+ ~\d+ -\d+ flows")
 MAC = "02:02:0a:01:01:{:02x}"
 
 

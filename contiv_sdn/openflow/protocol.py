@@ -858,7 +858,11 @@ class OpenFlowProtocol(Protocol):
             self.port_info[p.port_no] = p
             self.ports[name] = p.port_no
         if self.up and self.ports != before:
-            log.info("{who}: ports changed: {ports}", who=self._who(), ports=self.ports)
+            # the difference, not the whole map (at 20k endpoints the map is long)
+            gone = sorted(set(before) - set(self.ports))
+            came = sorted(f"{n}={self.ports[n]}" for n in self.ports if before.get(n) != self.ports[n])
+            log.info("{who}: ports changed: +[{came}] -[{gone}]", who=self._who(),
+                     came=", ".join(came), gone=", ".join(gone))
             self.registry.ports_changed(self)
 
     # -- replies -----------------------------------------------------------
