@@ -134,6 +134,26 @@ class Flow:
             ident = self.__dict__["_identity"] = (self.table, self.priority, self.match)
             return ident
 
+    def __hash__(self) -> int:
+        """The dataclass's hash of the compared fields, made once per Flow and kept.
+
+        Why: a switch's desired set is a frozenset of ~20k flows and a reconnect storm
+        builds one per switch; hashing the nested match/action tuples again each time was
+        a large part of a 500-switch restart.  Equal flows still hash equal (the same
+        fields, ``note`` excluded, as ``__eq__`` compares)."""
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            h = self.__dict__["_hash"] = hash((self.table, self.priority, self.match, self.actions,
+                                               self.goto, self.cookie))
+            return h
+
+    def __getstate__(self) -> dict:
+        # the cached hash is this process's (str hashes are salted per process)
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def matches(self) -> dict:
         return dict(self.match)
 
