@@ -172,6 +172,8 @@ class Controller(Service):
     #: engine's state of 500 switches that is a pause of hundreds of ms on the reactor,
     #: for objects that are freed by reference counting anyway (they hold no cycles).
     FREEZE_AFTER = 20000
+    #: a full collection longer than this is followed by ``gc.freeze()`` (seconds)
+    GC_FREEZE_PAUSE = 0.05
 
     def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None,
                  lease: Any = None):
@@ -224,6 +226,9 @@ class Controller(Service):
         #: the timers of runs waiting for switches (see _bounded), cancelled at stop
         self._waits: Dict[Any, defer.Deferred] = {}
         self._since_freeze = 0
+        #: [generation, switches that answered MASTER for it] (for the role log lines)
+        self._mastered: List[int] = [-1, 0]
+        self._freeze_call: Optional[Any] = None  # IDelayedCall of a freeze after a long collection
         #: a switch adopted from counts being read back in full now (one at a time)
         self._verifying: Optional[defer.Deferred] = None
         self._verify_call: Optional[Any] = None
@@ -291,11 +296,19 @@ class Controller(Service):
                 if took > 0.05:
                     log.info("garbage collection (generation {g}) held the reactor {ms:.0f} ms",
                              g=info.get("generation"), ms=took * 1e3)
+            if (info.get("generation") == 2 and took > self.GC_FREEZE_PAUSE and self.running
+                    and not (self._freeze_call and self._freeze_call.active())):
+                # what survived a full collection is long-lived: out of the next walks (a
+                # 1000-switch fill had full collections of 0.2-0.4 s every few seconds,
+                # growing, between the freezes FREEZE_AFTER makes); after it, not inside
+                self._freeze_call = self.reactor.callLater(0, gc.freeze)
 
     def stopService(self) -> Any:
         super().stopService()
         if self._gc_timer in gc.callbacks:
             gc.callbacks.remove(self._gc_timer)
+        if self._freeze_call is not None and self._freeze_call.active():
+            self._freeze_call.cancel()
         if self._audit is not None and self._audit.running:
             self._audit.stop()
         if self._pending is not None and self._pending.active():
@@ -534,7 +547,17 @@ class Controller(Service):
                 del self._role_asked[switch.dpid]
             if want != ofp.OFPCR_ROLE_MASTER or reply[0] != ofp.OFPCR_ROLE_MASTER:
                 return
-            log.info("MASTER of switch {dpid:#x} (generation {g})", dpid=switch.dpid, g=generation)
+            # the first switch of a generation and then every switch, not a line per switch
+            # (a lapse at 1000 switches wrote a thousand lines twice)
+            if self._mastered[0] != generation:
+                self._mastered = [generation, 0]
+            self._mastered[1] += 1
+            if self._mastered[1] == 1:
+                log.info("MASTER of switch {dpid:#x} (generation {g}); the others follow",
+                         dpid=switch.dpid, g=generation)
+            total = len(self.registry.switches())
+            if self._mastered[1] == total and total > 1:
+                log.info("MASTER of {n} switches (generation {g})", n=total, g=generation)
             sync = self.registry.sync_of(switch.dpid)
             if sync is not None and sync.switch is switch and generation not in self._continued:
                 sync.invalidate()  # read its flows back: send nothing if they are right
