@@ -226,8 +226,8 @@ class Controller(Service):
         #: the timers of runs waiting for switches (see _bounded), cancelled at stop
         self._waits: Dict[Any, defer.Deferred] = {}
         self._since_freeze = 0
-        #: [generation, switches that answered MASTER for it] (for the role log lines)
-        self._mastered: List[int] = [-1, 0]
+        #: generation -> switches that answered MASTER for it (for the role log lines)
+        self._mastered: Dict[int, int] = {}
         self._freeze_call: Optional[Any] = None  # IDelayedCall of a freeze after a long collection
         #: a switch adopted from counts being read back in full now (one at a time)
         self._verifying: Optional[defer.Deferred] = None
@@ -549,14 +549,15 @@ class Controller(Service):
                 return
             # the first switch of a generation and then every switch, not a line per switch
             # (a lapse at 1000 switches wrote a thousand lines twice)
-            if self._mastered[0] != generation:
-                self._mastered = [generation, 0]
-            self._mastered[1] += 1
-            if self._mastered[1] == 1:
+            # (answers of two generations can interleave after back-to-back lapses)
+            n = self._mastered[generation] = self._mastered.get(generation, 0) + 1
+            if n == 1:
                 log.info("MASTER of switch {dpid:#x} (generation {g}); the others follow",
                          dpid=switch.dpid, g=generation)
+                for old in [g for g in self._mastered if g < generation - 2]:
+                    del self._mastered[old]
             total = len(self.registry.switches())
-            if self._mastered[1] == total and total > 1:
+            if n == total and total > 1:
                 log.info("MASTER of {n} switches (generation {g})", n=total, g=generation)
             sync = self.registry.sync_of(switch.dpid)
             if sync is not None and sync.switch is switch and generation not in self._continued:

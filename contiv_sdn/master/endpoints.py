@@ -285,7 +285,14 @@ class Endpoints:
         result = await self._run(fn)
         if result is not None:
             return result
-        return {"EndpointConfig": await self.store.get("endpoint", ep_id)}
+        record = await self.store.get("endpoint", ep_id)
+        if record is None:
+            # written (the transaction was acknowledged) but not read back: a connection
+            # lost and reopened in between can answer from before the write.  Never
+            # answer an empty config; the retry the 503 asks for finds the record.
+            raise StoreUnavailable(f"endpoint {ep_id[:12]} was created but could not be read "
+                                   "back yet; retry the same request")
+        return {"EndpointConfig": record}
 
     async def delete_endpoint(self, req: dict, node: Optional[str] = None) -> dict:
         ep_id = req["EndpointID"]
