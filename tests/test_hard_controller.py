@@ -330,16 +330,15 @@ class ControllerIsolationTests(TestCase):
         data = _data()
         syncs = {11: _Sync(), 12: _Sync()}
         ctl, clock = self._controller(data, syncs)
-        import contiv_sdn.controller.service as service
-        real = service.build_checked
+        real = ctl._snapshots.build
 
-        def broken_node1(rev, data, ports):
-            built = real(rev, data, ports)
+        def broken_node1(rev, data, ports, changed=None):
+            built = real(rev, data, ports, changed=changed)
             hosts = dict(built.snapshot.hosts)
             hosts["node1"] = dataclasses.replace(hosts["node1"], ports=[1])
             return built._replace(snapshot=dataclasses.replace(built.snapshot, hosts=_frozen(hosts)))
 
-        self.patch(service, "build_checked", broken_node1)
+        self.patch(ctl._snapshots, "build", broken_node1)
         self._one_run(ctl, clock)
         ctl._recompile = True  # compile again: still broken, still not logged twice
         syncs[12].invalidate()
