@@ -119,7 +119,10 @@ class SwarmTests(E2ETestCase):
 
         wait_until(enough, f"{n} running tasks of {service}", timeout, interval=0.5,
                    detail=lambda: f"{found}; "
-                   f"{self.mgr('service', 'ps', '--no-trunc', service, check=False).stdout}")
+                   f"{self.mgr('service', 'ps', '--no-trunc', service, check=False).stdout}"
+                   f"{self.mgr('node', 'ls', check=False).stdout}"
+                   + "".join(self.lab.docker(h, "plugin", "ls", check=False).stdout
+                             for h in self.hosts))
         return found
 
     def wait_no_tasks(self, service: str) -> None:
@@ -231,7 +234,9 @@ class SwarmTests(E2ETestCase):
         self.assertEqual(self.lab.docker(worker, "info", "--format",
                                          "{{.Swarm.LocalNodeState}}").stdout.strip(), "active")
 
-        tasks = self.wait_tasks("everywhere", 2, timeout=180)
+        # swarm re-creates a global service's task once the manager sees the worker ready
+        # again; on a loaded machine that took over 3 minutes once (CI, 1036 s run)
+        tasks = self.wait_tasks("everywhere", 2, timeout=300)
         (mh, mcid, mip), = [t for t in tasks if t[0] != worker]
         (wh, wcid, wip), = [t for t in tasks if t[0] == worker]
         self.ping(wh, wcid, mip)
