@@ -329,6 +329,19 @@ class SnapshotBuilder:
         table[key] = (inputs, out, tuple(refused[mark:]))
         return out
 
+    def _objects(self, kind: str, raw: Mapping[str, Any],
+                 inputs: Callable[[str, Any], Tuple[Any, ...]],
+                 make: Callable[[str, Any], Any], refused: List[Refusal]) -> Dict[str, Any]:
+        """key -> object of every record of ``kind`` that makes one (None: left out),
+        each made by ``make(key, record)`` once per change of ``inputs(key, record)``."""
+        out: Dict[str, Any] = {}
+        for key, rec in raw.items():
+            obj = self._cached(kind, key, inputs(key, rec), lambda: make(key, rec), refused)
+            if obj is not None:
+                out[key] = obj
+        self._forget_missing(kind, raw)
+        return out
+
     def _forget_missing(self, kind: str, present: Mapping[str, Any]) -> None:
         table = self._memo.get(kind)
         if table and len(table) > len(present):
@@ -368,19 +381,18 @@ class SnapshotBuilder:
             st = load("tenant", name, TENANT_SHAPE, rec)
             return Tenant(name=name, vrf_id=st["vrfId"]) if st and st.get("vrfId") else None
 
-        tenants: Dict[str, Tenant] = {}
-        raw_tenants = data.get("tenant", {})
-        for name, rec in raw_tenants.items():
-            t = self._cached("tenant", name, (rec,), lambda: tenant(name, rec), refused)
-            if t is not None:
-                tenants[name] = t
-        self._forget_missing("tenant", raw_tenants)
+        def loaded(kind: str, shape: Struct) -> Dict[str, Mapping[str, Any]]:
+            """The records of ``kind`` that fit ``shape`` (the others refused)."""
+            out = {}
+            for key, rec in data.get(kind, {}).items():
+                cfg = load(kind, key, shape, rec)
+                if cfg is not None:
+                    out[key] = cfg
+            return out
 
-        net_cfgs: Dict[str, Any] = {}
-        for key, rec in data.get("obj:network", {}).items():
-            cfg = load("obj:network", key, NETWORK_CFG_SHAPE, rec)
-            if cfg is not None:
-                net_cfgs[key] = cfg
+        tenants: Dict[str, Tenant] = self._objects(
+            "tenant", data.get("tenant", {}), lambda name, rec: (rec,), tenant, refused)
+        net_cfgs = loaded("obj:network", NETWORK_CFG_SHAPE)
 
         def network(key: str, rec: Any, cfg: Any) -> Optional[Network]:
             st = load("network", key, NETWORK_SHAPE, rec)
@@ -405,21 +417,11 @@ class SnapshotBuilder:
                 gateway=st.get("gateway") or cfg.get("gateway") or "",
             )
 
-        networks: Dict[str, Network] = {}
-        raw_networks = data.get("network", {})
-        for key, rec in raw_networks.items():
-            cfg = net_cfgs.get(key)
-            n = self._cached("network", key, (rec, cfg, tenants.get(key.partition(":")[0])),
-                             lambda: network(key, rec, cfg), refused)
-            if n is not None:
-                networks[key] = n
-        self._forget_missing("network", raw_networks)
-
-        group_cfgs: Dict[str, Any] = {}
-        for key, rec in data.get("obj:endpointGroup", {}).items():
-            cfg = load("obj:endpointGroup", key, GROUP_CFG_SHAPE, rec)
-            if cfg is not None:
-                group_cfgs[key] = cfg
+        networks: Dict[str, Network] = self._objects(
+            "network", data.get("network", {}),
+            lambda key, rec: (rec, net_cfgs.get(key), tenants.get(key.partition(":")[0])),
+            lambda key, rec: network(key, rec, net_cfgs.get(key)), refused)
+        group_cfgs = loaded("obj:endpointGroup", GROUP_CFG_SHAPE)
 
         def group(key: str, rec: Any, cfg: Any) -> Optional[Group]:
             st = load("endpointGroup", key, GROUP_SHAPE, rec)
@@ -433,17 +435,13 @@ class SnapshotBuilder:
             return Group(key=key, tenant=tenant, network=net, epg_id=st["epgId"], policies=policies,
                          vlan=st.get("vlan") or 0)
 
-        groups: Dict[str, Group] = {}
-        raw_groups = data.get("endpointGroup", {})
-        for key, rec in raw_groups.items():
-            cfg = group_cfgs.get(key)
+        def group_inputs(key: str, rec: Any) -> Tuple[Any, ...]:
             net = rec.get("network") if type(rec) is dict else None
-            grp = self._cached("endpointGroup", key,
-                               (rec, cfg, networks.get(net) if type(net) is str else None),
-                               lambda: group(key, rec, cfg), refused)
-            if grp is not None:
-                groups[key] = grp
-        self._forget_missing("endpointGroup", raw_groups)
+            return rec, group_cfgs.get(key), networks.get(net) if type(net) is str else None
+
+        groups: Dict[str, Group] = self._objects(
+            "endpointGroup", data.get("endpointGroup", {}), group_inputs,
+            lambda key, rec: group(key, rec, group_cfgs.get(key)), refused)
 
         def rule(key: str, rec: Any) -> Optional[Rule]:
             r = load("obj:rule", key, RULE_SHAPE, rec)
@@ -466,13 +464,8 @@ class SnapshotBuilder:
                 from_ip=r.get("fromIpAddress") or "", to_ip=r.get("toIpAddress") or "",
             )
 
-        rules: Dict[str, Rule] = {}
-        raw_rules = data.get("obj:rule", {})
-        for key, rec in raw_rules.items():
-            ru = self._cached("obj:rule", key, (rec,), lambda: rule(key, rec), refused)
-            if ru is not None:
-                rules[key] = ru
-        self._forget_missing("obj:rule", raw_rules)
+        rules: Dict[str, Rule] = self._objects(
+            "obj:rule", data.get("obj:rule", {}), lambda key, rec: (rec,), rule, refused)
 
         def host(name: str, rec: Any, ports: Mapping[str, int]) -> Optional[Host]:
             st = load("host", name, HOST_SHAPE, rec)
