@@ -154,10 +154,6 @@ class DockerClient:
         info = await self._call("GET", "/info", "info", reply=INFO) or {}
         return info.get("Swarm") or {}
 
-    async def swarm_manager(self) -> bool:
-        swarm = await self.swarm()
-        return bool(swarm.get("ControlAvailable")) and swarm.get("LocalNodeState") == "active"
-
     # -- networks ------------------------------------------------------------------
     async def list_networks(self, driver: Optional[str] = None) -> List[Dict[str, Any]]:
         path = "/networks"

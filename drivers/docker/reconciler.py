@@ -269,21 +269,25 @@ class DockerReconciler(Service):
             return
         self.stats["passes"] += 1
         if self.store is not None:
-            await self.sync_networks()
-        if self.store is not None and self.driver is not None:
-            await self.sync_docknets()
+            swarm = await self._swarm()  # once per pass: both steps depend on it
+            await self.sync_networks(swarm)
+            if self.driver is not None:
+                await self.sync_docknets(swarm)
         if getattr(self.endpoints, "ready", True):
             await self.sync_endpoints()
         if self.driver is not None:
             await self.driver.release_stale(self.reservation_max_age)
 
-    async def sync_networks(self) -> None:
+    async def sync_networks(self, swarm: Optional[Dict[str, Any]] = None) -> None:
+        """``swarm``: the engine's swarm membership (:meth:`_swarm`), asked when not given."""
+        if swarm is None:
+            swarm = await self._swarm()
         networks = await self.store.list("network")
         groups = await self.store.list("endpointGroup")
         global_obj = await self.store.get("obj:global", "global")
         wanted = desired_networks(networks, groups, global_obj)
         wanted_all = wanted
-        if await self._in_swarm():
+        if swarm.get("LocalNodeState") == "active":
             wanted = {}
         have = {n["Name"]: n for n in await self.docker.list_networks(DRIVER)}
         for name, net in sorted(have.items()):
@@ -312,12 +316,13 @@ class DockerReconciler(Service):
                 self.last_error = f"create {name}: {e}"
                 log.warn("docker network {name} not created: {err}", name=name, err=e)
 
-    async def _in_swarm(self) -> bool:
+    async def _swarm(self) -> Dict[str, Any]:
+        """The engine's swarm membership ({} when it cannot be told: treated as no swarm)."""
         try:
-            return (await self.docker.swarm()).get("LocalNodeState") == "active"
+            return await self.docker.swarm()
         except Exception as e:
             log.info("cannot tell whether dockerd is in a swarm: {err}", err=e)
-            return False
+            return {}
 
     async def _full(self, net: Dict[str, Any]) -> Dict[str, Any]:
         if "IPAM" in net and "Labels" in net:
@@ -341,18 +346,16 @@ class DockerReconciler(Service):
         log.info("docker network {name} removed ({why})", name=name, why=why)
         return True
 
-    async def sync_docknets(self) -> None:
+    async def sync_docknets(self, swarm: Optional[Dict[str, Any]] = None) -> None:
         """Drop the netmaster's mappings of swarm networks swarm no longer has."""
         mappings = await self.store.list("docknet")
         if not mappings:
             self._docknet_gone.clear()
             return
-        try:
-            if not await self.docker.swarm_manager():
-                return  # a worker sees only the swarm networks its tasks use
-        except Exception as e:
-            log.info("cannot tell whether dockerd manages a swarm: {err}", err=e)
-            return
+        if swarm is None:
+            swarm = await self._swarm()
+        if not (swarm.get("ControlAvailable") and swarm.get("LocalNodeState") == "active"):
+            return  # a worker sees only the swarm networks its tasks use
         now = time.monotonic()
         uuids = {str(rec.get("docknetUUID") or "") for rec in mappings.values()} - {""}
         for uuid in sorted(uuids):
