@@ -373,6 +373,19 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         ticker = task.LoopingCall(tick)
         ticker.clock = reactor
         ticker.start(0.05)
+        async def timed(done: defer.Deferred, t0: float, into: List[float]) -> bool:
+            """Wait (bounded) for one watched change: its latency into ``into``, or False."""
+            done.addTimeout(args.change_timeout, reactor)
+            try:
+                into.append(max(0.0, await done - t0))
+                return True
+            except defer.TimeoutError:
+                watch.pending = None
+                return False
+
+        def so_far(k: int, n: int, into: List[float]) -> str:
+            return f" ({k + 1}/{n}, p50 {pct(into, 50) * 1e3:.1f} ms, p99 {pct(into, 99) * 1e3:.1f} ms)"
+
         latencies: List[float] = []
         timeouts = 0
         cpu0 = nm.cpu_seconds()
@@ -386,15 +399,8 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
             t0 = reactor.seconds()
             ofport = cluster.attach(eid)  # as the agent: the port right after the create
             done = watch.start(host, affected, config["macAddress"], ofport)
-            done.addTimeout(args.change_timeout, reactor)
-            try:
-                t1 = await done
-                latencies.append(max(0.0, t1 - t0))
-            except defer.TimeoutError:
-                timeouts += 1
-                watch.pending = None
-            progress.extra = (f" ({k + 1}/{args.changes}, p50 {pct(latencies, 50) * 1e3:.1f} ms"
-                              f", p99 {pct(latencies, 99) * 1e3:.1f} ms)")
+            timeouts += not await timed(done, t0, latencies)
+            progress.extra = so_far(k, args.changes, latencies)
         cpu1 = nm.cpu_seconds()
         prober.stop()
         ticker.stop()
@@ -419,15 +425,8 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
             await cluster.rest("POST", f"/api/v1/rules/{TENANT}:{POLICY}:{rule_id}/", rule_body(rule_id, port))
             t0 = reactor.seconds()
             done = watch.watch(members, rule_arrived(port))
-            done.addTimeout(args.change_timeout, reactor)
-            try:
-                t1 = await done
-                rule_latencies.append(max(0.0, t1 - t0))
-            except defer.TimeoutError:
-                rule_timeouts += 1
-                watch.pending = None
-            progress.extra = (f" ({k + 1}/{args.rule_changes}, p50 {pct(rule_latencies, 50) * 1e3:.1f} ms"
-                              f", p99 {pct(rule_latencies, 99) * 1e3:.1f} ms)")
+            rule_timeouts += not await timed(done, t0, rule_latencies)
+            progress.extra = so_far(k, args.rule_changes, rule_latencies)
         cpu1 = nm.cpu_seconds()
         progress.extra = ""
         result.update(rule_changes=args.rule_changes, rule_timeouts=rule_timeouts,
