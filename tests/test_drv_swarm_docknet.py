@@ -16,14 +16,9 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from contiv_sdn.api.http import HttpError
-from contiv_sdn.api.plugin import PluginRoutes
 from contiv_sdn.master.config import MasterConfig
-from contiv_sdn.master.core import Master
 from contiv_sdn.master.errors import MasterError
-from contiv_sdn.model import TYPES, decode, validate
-from contiv_sdn.store import Store
-from contiv_sdn.testing import RedisServer, require_binary
-from tests.test_fnd_helpers import async_test
+from tests.test_fnd_helpers import async_test, master_on_redis, post_object
 
 UUID = "k3t0v9w1x2y3z4a5b6c7d8e9f"   # swarm network ids are 25 characters
 OTHER = "a1b2c3d4e5f6g7h8i9j0k1l2m"
@@ -34,14 +29,8 @@ class DocknetTests(TestCase):
     mode = "swarm-mode"
 
     async def _setUp(self) -> None:
-        require_binary("redis-server")
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.stop)
-        self.store = await Store.connect(self.redis.url)
-        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
-        self.master = Master(self.store, MasterConfig(cluster_mode=self.mode))
-        await self.master.ensure_defaults()
-        self.routes = PluginRoutes(self.master, lambda: "127.0.0.1:9999")
+        self.store, self.master, self.routes = await master_on_redis(
+            self, MasterConfig(cluster_mode=self.mode))
         await self.put("network", "default:contiv-net", {
             "tenantName": "default", "networkName": "contiv-net", "encap": "vxlan",
             "subnet": "10.1.1.0/24", "gateway": "10.1.1.254"})
@@ -52,9 +41,7 @@ class DocknetTests(TestCase):
         return defer.ensureDeferred(self._setUp())
 
     async def put(self, kind: str, key: str, body: dict) -> None:
-        spec = TYPES[kind]
-        await self.master.post(kind, key, validate(spec, decode(spec, json.dumps(body).encode()),
-                                                   key))
+        await post_object(self.master, kind, key, body)
 
     async def call(self, name: str, body: object) -> dict:
         return await self.routes.plugin(name, json.dumps(body).encode())

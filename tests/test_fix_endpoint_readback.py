@@ -15,14 +15,8 @@ import json
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from contiv_sdn.api.plugin import PluginRoutes
-from contiv_sdn.master.config import MasterConfig
-from contiv_sdn.master.core import Master
-from contiv_sdn.model import TYPES, decode, validate
-from contiv_sdn.store import Store
 from contiv_sdn.store.txn import StoreUnavailable
-from contiv_sdn.testing import RedisServer, require_binary
-from tests.test_fnd_helpers import async_test
+from tests.test_fnd_helpers import async_test, master_on_redis, post_object
 
 EP = "ab" * 32
 
@@ -31,20 +25,10 @@ class EndpointReadBackTests(TestCase):
     timeout = 60
 
     async def _setUp(self) -> None:
-        require_binary("redis-server")
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.stop)
-        self.store = await Store.connect(self.redis.url)
-        self.addCleanup(lambda: defer.ensureDeferred(self.store.close()))
-        self.master = Master(self.store, MasterConfig())
-        await self.master.ensure_defaults()
-        self.routes = PluginRoutes(self.master, lambda: "127.0.0.1:9999")
-        spec = TYPES["network"]
-        body = {"tenantName": "default", "networkName": "rb-net", "encap": "vxlan",
-                "subnet": "10.9.9.0/24", "gateway": "10.9.9.254"}
-        await self.master.post("network", "default:rb-net",
-                               validate(spec, decode(spec, json.dumps(body).encode()),
-                                        "default:rb-net"))
+        self.store, self.master, self.routes = await master_on_redis(self)
+        await post_object(self.master, "network", "default:rb-net", {
+            "tenantName": "default", "networkName": "rb-net", "encap": "vxlan",
+            "subnet": "10.9.9.0/24", "gateway": "10.9.9.254"})
 
     def setUp(self):
         return defer.ensureDeferred(self._setUp())

@@ -62,3 +62,30 @@ class Client:
 
     def close(self):
         return self.pool.closeCachedConnections()
+
+
+async def master_on_redis(test: Any, config: Any = None) -> Tuple[Any, Any, Any]:
+    """(store, master, plugin routes): the netmaster's semantics on a real redis-server of
+    the test's own, with its defaults written; everything stopped at the test's cleanup."""
+    from contiv_sdn.api.plugin import PluginRoutes
+    from contiv_sdn.master.config import MasterConfig
+    from contiv_sdn.master.core import Master
+    from contiv_sdn.store import Store
+    from contiv_sdn.testing import RedisServer, require_binary
+
+    require_binary("redis-server")
+    redis = RedisServer().start()
+    test.addCleanup(redis.stop)
+    store = await Store.connect(redis.url)
+    test.addCleanup(lambda: defer.ensureDeferred(store.close()))
+    master = Master(store, config if config is not None else MasterConfig())
+    await master.ensure_defaults()
+    return store, master, PluginRoutes(master, lambda: "127.0.0.1:9999")
+
+
+async def post_object(master: Any, kind: str, key: str, body: dict) -> None:
+    """Create an object as the REST API does: decoded and validated by its model type."""
+    from contiv_sdn.model import TYPES, decode, validate
+
+    spec = TYPES[kind]
+    await master.post(kind, key, validate(spec, decode(spec, json.dumps(body).encode()), key))
