@@ -418,11 +418,10 @@ class Controller(Service):
                         self._note_changed(kind, key)
                     table[key] = record
                     await self._breathe()
-                if len(before) != len(table) or any(key not in table for key in before):
-                    changed = True
-                    for key in before:
-                        if key not in table:
-                            self._note_changed(kind, key)
+                gone = [key for key in before if key not in table]
+                for key in gone:
+                    self._note_changed(kind, key)
+                changed = changed or bool(gone)
             self._mirror = mirror
             self._rev = max(self._rev, rev)
             return self._rev, self._mirror, changed
