@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from contiv_sdn.lab import Lab  # noqa: E402
 from contiv_sdn.lab.core import ping_argv  # noqa: E402
+from contiv_sdn.lab.secure import netctl_argv  # noqa: E402
 from contiv_sdn.testing import free_tcp_port  # noqa: E402
 
 CHURN = ("for i in $(seq 1 {n}); do ip link add zc$i type veth peer name zd$i; "
@@ -114,7 +115,7 @@ def main() -> int:
     try:
         lab.up()
         h1, h2 = lab.hosts
-        subprocess.run([*lab_netctl(lab), "net", "create", "-s", "10.83.1.0/24", "-g",
+        subprocess.run([*netctl_argv(sys.executable), "net", "create", "-s", "10.83.1.0/24", "-g",
                         "10.83.1.254", "churn-net"], check=True, env=dict(os.environ,
                                                                           **lab.netctl_env()))
         a = lab.add_container(h1.name, "ca", "churn-net")
@@ -140,13 +141,6 @@ def main() -> int:
         return 0
     finally:
         lab.down(all=True)
-
-
-def lab_netctl(lab: Lab) -> list:
-    script = os.path.join(os.path.dirname(sys.executable), "netctl")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "contiv_sdn.netctl.main"]
 
 
 if __name__ == "__main__":
