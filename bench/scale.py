@@ -408,6 +408,7 @@ async def run_size(reactor: Any, switches: int, endpoints: int, args: argparse.N
         result.update(changes=args.changes, change_timeouts=timeouts,
                       p50=pct(latencies, 50), p99=pct(latencies, 99),
                       max_latency=max(latencies) if latencies else float("nan"),
+                      latencies=[round(x, 4) for x in latencies],
                       cpu_per_change=(cpu1 - cpu0) / args.changes,
                       stall=max(rtts) if rtts else float("nan"),
                       echo_p99=pct(rtts, 99), harness_lag=lag[0])

@@ -300,6 +300,27 @@ class ControllerIsolationTests(TestCase):
         self.assertTrue(ctl._pending is not None and ctl._pending.active())  # a retry, in 1 s
         self.flushLoggedErrors(RuntimeError)
 
+    def test_the_duty_cycle_pause_counts_from_the_end_of_the_run(self):
+        """A run that took (CPU) time d makes the next change wait about d — but only a
+        change that arrives right after it: one arriving after the reactor was idle
+        that long is compiled at once (the first change after a large converge used to
+        wait the whole pause: the p99 of every scale bench)."""
+        syncs = {11: _Sync()}
+        ctl, clock = self._controller(_data(), syncs)
+        self._one_run(ctl, clock)
+        ctl._last_duration = ctl.MAX_DELAY  # as after a large converge
+        ctl.schedule()  # a change right after the run: the whole pause
+        self.assertAlmostEqual(ctl._pending.getTime() - clock.seconds(), ctl.MAX_DELAY, places=6)
+        ctl._pending.cancel()
+        clock.advance(0.3)
+        ctl.schedule()  # 0.3 s after the run: what is left of the pause
+        self.assertAlmostEqual(ctl._pending.getTime() - clock.seconds(), ctl.MAX_DELAY - 0.3, places=6)
+        ctl._pending.cancel()
+        clock.advance(5)
+        ctl.schedule()  # long after: only the coalescing delay
+        self.assertAlmostEqual(ctl._pending.getTime() - clock.seconds(), ctl.DEBOUNCE, places=6)
+        ctl._pending.cancel()
+
     def test_a_hanging_switch_holds_up_a_run_only_for_a_while(self):
         syncs = {11: _Sync("hang"), 12: _Sync()}
         ctl, clock = self._controller(_data(), syncs)
