@@ -458,7 +458,10 @@ class Podman:
 
     ``CONTAINERS_CONF`` and ``CONTAINERS_STORAGE_CONF`` point podman at files in
     ``root_dir``; the CNI network folder is ``root_dir/cni``; ``cni_plugin_dirs``
-    lists ``root_dir/bin`` (a link to our ``contiv-cni``) before the reference plugins.
+    lists ``root_dir/bin`` (our ``contiv-cni``) before the reference plugins.  That
+    ``contiv-cni`` is the lean launcher of :mod:`drivers.cni.launcher` for this
+    interpreter (``python -IS``, as an operator installs it), or a link to
+    ``cni_binary`` when one is given.
     ``default_ulimits = []`` is needed here, else runc fails on rlimits (lab.md).
     ``static_dir`` is left at its default (inside the private graphroot): podman's
     exit command does not pass it on, and a mismatch makes every ``run --rm``
@@ -474,7 +477,8 @@ class Podman:
         self.bin_dir = os.path.join(self.root, "bin")
         self.conf = os.path.join(self.root, "containers.conf")
         self.storage_conf = os.path.join(self.root, "storage.conf")
-        self.cni_binary = cni_binary or default_cni_binary()
+        #: an executable to link as ``contiv-cni``; None: write the launcher there
+        self.cni_binary = cni_binary
         self.plugin_dirs = [self.bin_dir] + list(plugin_dirs)
 
     def setup(self) -> "Podman":
@@ -483,9 +487,13 @@ class Podman:
         for d in (self.root, self.cni_dir, self.bin_dir):
             os.makedirs(d, exist_ok=True)
         link = os.path.join(self.bin_dir, "contiv-cni")
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(self.cni_binary, link)
+        if self.cni_binary is None:
+            from drivers.cni.launcher import write_launcher
+            write_launcher(link)  # replaces what is there
+        else:
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(self.cni_binary, link)
         dirs = ", ".join(json.dumps(d) for d in self.plugin_dirs)
         with open(self.conf, "w") as f:
             f.write(

@@ -285,8 +285,8 @@ def _write(answer: Dict[str, Any], status: int) -> int:
     try:
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
-    except (OSError, ValueError):  # the runtime closed our stdout: nothing to tell
-        return status or 1
+    except (OSError, ValueError, AttributeError):  # the runtime closed our stdout (or
+        return status or 1                          # started us without one): nothing to tell
     return status
 
 
