@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 from twisted.trial import unittest
 
-from drivers.cni import launcher
+from drivers.cni import launcher, spec, versions
 from tests.test_drv_cni import CNI, require_cni
 
 ENV = {"CNI_CONTAINERID": "abc123", "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
@@ -86,6 +86,40 @@ class LauncherTests(unittest.TestCase):
                              b'"0.3.1", "0.4.0", "1.0.0", "1.1.0"]}\n'))
         status, out, _ = invoke(self.exe, "ADD", conf, ENV)
         self.assertEqual((status, json.loads(out)["code"]), (1, 11))
+
+    def test_canned_version_answers_are_the_full_paths_answers(self):
+        """Each table entry is answered exactly as parsing it strictly would answer it."""
+        self.assertEqual(len(versions.CANNED), 2 * len(spec.SUPPORTED))
+        for query, answer in versions.CANNED.items():
+            full = json.dumps(spec.version_answer(spec.read_stdin(query))) + "\n"
+            self.assertEqual(answer, full.encode(), query)
+            self.assertIn(json.loads(query)["cniVersion"], spec.SUPPORTED)
+
+    def test_version_queries_in_and_out_of_the_table_match_the_console_script(self):
+        require_cni()
+        queries = [b'{"cniVersion":"1.0.0"}', b'{"cniVersion": "0.3.1"}',
+                   b' \t{"cniVersion":"1.1.0"}\r\n',
+                   # not in the table: parsed the full way
+                   b'\x0b{"cniVersion":"1.0.0"}', b'{"cniVersion":"1.0.0"} trailing',
+                   b'{"cniVersion":"1.0.0","name":"x"}', b'{"cniVersion":"9.9.9"}',
+                   b'{"cniVersion":"1.0.0"', b""]
+        seen = set()
+        for query in queries:
+            want = invoke(CNI, "VERSION", query)
+            got = invoke(self.exe, "VERSION", query)
+            self.assertEqual(got, want, query)
+            seen.add(json.loads(got[1])["cniVersion"])
+        self.assertEqual(seen, {"1.0.0", "0.3.1", "1.1.0"})
+        # the table's answer does not need the JSON library, nor the parser
+        probe = ("import sys, io; sys.path[:0] = %r; "
+                 "sys.stdin = io.TextIOWrapper(io.BytesIO(b'{\"cniVersion\":\"1.0.0\"}')); "
+                 "from drivers.cni.entry import run; status = run(); "
+                 "print(file=sys.stderr); print(status, 'json' in sys.modules, "
+                 "'contiv_sdn.model.shapes' in sys.modules, file=sys.stderr)"
+                 % (launcher.package_paths(),))
+        proc = subprocess.run([sys.executable, "-IS", "-c", probe], capture_output=True,
+                              env={"CNI_COMMAND": "VERSION"}, timeout=60)
+        self.assertEqual(proc.stderr.decode().split(), ["0", "False", "False"])
 
     def test_no_stdout_is_a_failure_without_a_traceback(self):
         status, _, err = invoke(self.exe, "VERSION", b'{"cniVersion": "1.0.0"}',

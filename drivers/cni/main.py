@@ -255,16 +255,18 @@ def _bug(e: BaseException) -> CNIError:
                     f"at {where}; please report it with the network configuration used")
 
 
-def main() -> int:
+def main(stdin: Optional[bytes] = None) -> int:
     """The console script: exit 0 with the result (if any) on stdout, or 1 with CNI
-    error JSON on stdout — whatever stdin and the environment hold."""
+    error JSON on stdout — whatever stdin and the environment hold.  ``stdin``: what
+    the launcher (:mod:`drivers.cni.entry`) already read from it, else read here."""
     doc: Any = None
     try:
         env = dict(os.environ)
-        try:
-            stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
-        except (OSError, ValueError):
-            stdin = b""
+        if stdin is None:
+            try:
+                stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+            except (OSError, ValueError):
+                stdin = b""
         command = env.get("CNI_COMMAND", "")
         try:
             doc = read_stdin(stdin)

@@ -26,8 +26,7 @@ if TYPE_CHECKING:  # typing costs start-up time in a process run per container
 from contiv_sdn.model.errors import DecodeError
 from contiv_sdn.model.shapes import FLOAT, STR, STR_LIST, ListOf, Struct, loads
 
-SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-LATEST = "1.1.0"
+from drivers.cni.versions import LATEST, SUPPORTED  # noqa: F401 (imported from here too)
 
 # spec error codes
 E_INCOMPATIBLE_VERSION = 1
