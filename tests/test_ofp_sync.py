@@ -335,6 +335,38 @@ class GroupSyncTests(unittest.TestCase):
             self.assertEqual(set(await sw.read_flows(COOKIE_MARK, COOKIE_MASK)), set(flows2))
         return Deferred.fromCoroutine(go())
 
+    def test_groups_are_looked_at_only_when_due(self):
+        """A delta without ``groups`` leaves the groups alone (no desired set built, no
+        diff); one with ``groups`` brings them to it; a failed pass leaves them due."""
+        async def go():
+            sw = await self.lab.add_switch("gd")
+            flows, groups = self._services(2)
+            asked = []
+
+            def desired():
+                asked.append(1)
+                return frozenset(groups)
+            sync = FlowSync(sw)
+            await sync.converge(frozenset(flows), groups=desired)
+            self.assertEqual(len(asked), 1)
+            extra = Flow(table=0, priority=3, match=make_match(in_port=77), note="extra")
+            await sync.apply({extra.identity: extra}, lambda: frozenset(flows) | {extra})
+            self.assertEqual(len(asked), 1, "a delta without groups built the desired groups")
+            await sync.apply({extra.identity: None}, lambda: frozenset(flows), groups=desired)
+            self.assertEqual(len(asked), 2)
+            bad = Flow(table=3, priority=1, goto=2, note="goto backwards")
+            with self.assertRaises(BundleError):
+                await sync.apply({bad.identity: bad}, lambda: frozenset(flows), groups=desired)
+            self.assertEqual(len(asked), 3)
+            # the failed pass left the groups due: the next pass looks at them, groups or not
+            await sync.apply({}, lambda: frozenset(flows))
+            self.assertEqual(len(asked), 4)
+            await sync.apply({}, lambda: frozenset(flows))
+            self.assertEqual(len(asked), 4)
+            self.assertEqual(await self._groups(sw), {g.group_id: g for g in groups})
+            self.assertEqual(set(await sw.read_flows(COOKIE_MARK, COOKIE_MASK)), set(flows))
+        return Deferred.fromCoroutine(go())
+
     def test_to_ofctl_of_nat_flows_is_what_ovs_ofctl_takes(self):
         """``Flow.to_ofctl`` prints ct_nat as ovs-ofctl writes it; OVS reads it back as the Flow."""
         async def go():

@@ -699,7 +699,7 @@ class Controller(Service):
             return  # every flow depends on the forwarding mode: hold every switch as it is
         upd = self.last_update if self.last_update is not None else Update()
         self.last_update = None  # a delta is handed to its switch once
-        work = []
+        work: Dict[str, defer.Deferred] = {}
         applied = _Applied()
         for dpid, sync in syncs.items():
             name = self.registry.host_of(dpid)
@@ -723,13 +723,15 @@ class Controller(Service):
                 sync.hold(full=True)
             if (delta or name in upd.full or name in upd.groups or sync.installed is None
                     or sync.groups_installed is None or getattr(sync, "held_back", False)):
-                d = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev, applied))
-                work.append(self._bounded(d, name))
+                groups_due = (name in upd.groups or name in upd.full
+                              or getattr(sync, "groups_installed", None) is None)
+                work[name] = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev, applied,
+                                                                     groups_due))
                 # each sync encodes and writes its delta before its first wait: 500 of them
                 # in one go would hold the reactor for as long as all of them take
                 await self._breathe()
         if work:
-            await defer.DeferredList(work, consumeErrors=True)
+            await self._bounded(work)
         applied.close(rev)
 
     async def _compile(self, rev: int, data: Dict[str, Dict[str, Any]], syncs: Dict[int, Any]) -> None:
@@ -784,36 +786,45 @@ class Controller(Service):
         for kind, key in recovered:
             log.info("stored {kind} {key} is no longer refused", kind=kind, key=key)
 
-    def _bounded(self, d: defer.Deferred, host: str) -> defer.Deferred:
-        """Fires when ``d`` does or after :attr:`CONVERGE_WAIT`, whichever is first;
-        ``d`` itself is never cancelled (a sync cut in the middle of a bundle would
-        leave its switch unknown), it just stops holding up the other switches."""
+    def _bounded(self, work: Dict[str, defer.Deferred]) -> defer.Deferred:
+        """Fires when every sync of ``work`` (host -> its pass) has, or after
+        :attr:`CONVERGE_WAIT`, whichever is first.  A pass is never cancelled (a sync cut
+        in the middle of a bundle would leave its switch unknown), it just stops holding
+        up the run.  One timer per run, not one per switch: at 500 switches the timers
+        alone were a few per cent of a change's CPU."""
         waiter: defer.Deferred = defer.Deferred()
+        left = [len(work)]
 
         def late() -> None:
             del self._waits[call]
-            log.warn("flow sync to {host} still running after {s:.0f} s; the other switches go on",
-                     host=host, s=self.CONVERGE_WAIT)
+            slow = sorted(host for host, d in work.items() if not d.called)
+            log.warn("flow sync to {hosts} still running after {s:.0f} s; the other switches go on",
+                     hosts=", ".join(slow[:_Applied.EACH]) + (f" and {len(slow) - _Applied.EACH} more"
+                                                              if len(slow) > _Applied.EACH else ""),
+                     s=self.CONVERGE_WAIT)
             waiter.callback(None)
 
         call = self.reactor.callLater(self.CONVERGE_WAIT, late)
         self._waits[call] = waiter
 
-        def done(result: Any) -> Any:
-            if call.active():
+        def one(result: Any) -> None:
+            if isinstance(result, failure.Failure):  # _converge_one handles what it expects
+                log.failure("flow sync failed", result)
+            left[0] -= 1
+            if left[0] == 0 and call.active():
                 call.cancel()
                 del self._waits[call]
                 waiter.callback(None)
-            return result
 
-        d.addBoth(done)
+        for d in work.values():
+            d.addBoth(one)
         return waiter
 
     async def _converge_one(self, host: str, sync: Any, delta: Dict, rev: int,
-                            applied: Optional["_Applied"] = None) -> None:
+                            applied: Optional["_Applied"] = None, groups_due: bool = True) -> None:
         try:
             result = await sync.apply(delta, lambda: self.engine.flows(host),
-                                      groups=lambda: self.engine.groups(host))
+                                      groups=(lambda: self.engine.groups(host)) if groups_due else None)
         except NotMaster:
             # demoted during the pass: nothing was committed; the FlowSync kept its
             # belief and held the work back (FlowSync.hold) for a same-holder return,
