@@ -37,28 +37,33 @@ async def global_ready(w: Work, encap: str) -> dict:
     raise MasterError(f"Global configuration is not ready: {why}")
 
 
-def _overlap_suspects(tenant: dict, networks: dict, subnet: str, subnet6: str) -> List[str]:
+def _overlap_suspects(tenant_name: str, networks: dict, subnet: str,
+                      subnet6: str) -> List[str]:
     """The tenant's network keys to check against a new network, in the
     order Contiv checks them (sorted), so its first refusal is ours too.
 
+    Contiv walks the tenant's ``Networks`` link-set; those are exactly the
+    networks whose ``tenantName`` is the tenant (a network create links it,
+    its delete unlinks it, in the same transaction), read here from the
+    network kind that the create reads anyway, so the tenant record itself
+    is not read (see contiv_sdn.master.work: it is linked server-side).
     Every create of a tenant checks every network of the tenant, so this
     first screens them in one pass with precomputed bounds (IPv4) and
-    returns all of them, sorted, only when one is missing or may clash.
+    returns all of them, sorted, only when one may clash.
     """
-    members = (tenant.get("link-sets") or {}).get("Networks") or {}
     if subnet6 or not subnet:
-        return sorted(members)
+        return sorted(k for k, o in networks.items() if o.get("tenantName") == tenant_name)
     a0, a1 = netutil._overlap_bounds(subnet)
     bounds = netutil._overlap_bounds
-    for other_key in members:
-        other = networks.get(other_key)
-        if other is None:
-            return sorted(members)
+    for other in networks.values():
+        if other.get("tenantName") != tenant_name:
+            continue
         theirs = other.get("subnet")
         if theirs:
             b0, b1 = bounds(theirs)
             if b0 <= a0 <= b1 or b0 <= a1 <= b1 or a0 <= b0 <= a1 or a0 <= b1 <= a1:
-                return sorted(members)
+                return sorted(k for k, o in networks.items()
+                              if o.get("tenantName") == tenant_name)
     return []
 
 
@@ -81,12 +86,11 @@ class NetworkHandler(Handler):
         g = await global_ready(w, obj.get("encap", ""))
         if not tenant_name:
             raise MasterError("Invalid tenant name")
-        tenant = await w.obj("tenant", tenant_name)
-        if tenant is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError("Tenant not found")
         networks = await w.objs("network")
         subnet, subnet6 = obj.get("subnet"), obj.get("ipv6Subnet")
-        for other_key in _overlap_suspects(tenant, networks, subnet, subnet6):
+        for other_key in _overlap_suspects(tenant_name, networks, subnet, subnet6):
             other = networks.get(other_key)
             if other is None:
                 raise MasterError(f"network key {other_key} not found")
@@ -162,8 +166,7 @@ class NetworkHandler(Handler):
     async def delete(self, w: Work, obj: dict) -> None:
         key = obj["key"]
         tenant_name = obj["tenantName"]
-        tenant = await w.obj("tenant", tenant_name)
-        if tenant is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError("Tenant not found")
         n = link_count(obj, "EndpointGroups")
         if n:

@@ -140,6 +140,9 @@ for _, g in ipairs(P.guards or {}) do
     if not (isstr(g.h) and type(g.f) == 'string' and needs(g.h, 'hash')) then return bad('guard') end
   elseif g.t == 'ver' then
     if not (isstr(g.k) and isint(g.v)) then return bad('guard') end
+  elseif g.t == 'ex' then
+    if not (isstr(g.h) and type(g.f) == 'string' and type(g.e) == 'boolean'
+            and needs(g.h, 'hash')) then return bad('guard') end
   else return bad('guard type') end
 end
 for _, c in ipairs(P.checks or {}) do
@@ -208,6 +211,9 @@ for _, o in ipairs(P.ops or {}) do
     ok = isstr(o.h) and type(o.f) == 'string' and needs(o.h, 'hash')
   elseif o.t == 'delkey' then
     ok = isstr(o.key)
+  elseif o.t == 'link' then
+    ok = isstr(o.k) and isstr(o.h) and isstr(o.f) and isstr(o.s) and isstr(o.mk)
+         and (o.vi == nil or isvalue(o.vi)) and needs(o.h, 'hash')
   end
   if not ok then return bad('operation ' .. tostring(o.t)) end
 end
@@ -220,6 +226,83 @@ end
 do
   local rev = redis.call('GET', 'contiv:rev')
   if rev and not tonumber(rev) then return bad('contiv:rev is not a number') end
+end
+
+-- link ops: splice one member into (or out of) a record's link-set in its
+-- JSON text, so that adding a child does not re-send the whole parent (see
+-- contiv_sdn.store.links, this function's Python twin).  Worked out here,
+-- before anything is written, on the text each earlier link op of the
+-- program left; a splice that cannot be proven answers {slow = why} and the
+-- caller redoes the edit by reading the record.
+local LS = ',"link-sets":{'
+local LINKV = '{"type":"[^"\\{}]*","key":"[^"\\{}]*"}'
+local function link_edit(text, set, mk, val)
+  if not string.find(set, '^%w+$') then return nil, 'set name' end
+  if not string.find(mk, '^"[%w:%._%-]+"$') then return nil, 'member key' end
+  local ls = string.find(text, LS, 1, true)
+  if not ls or string.find(text, LS, ls + 1, true) then return nil, 'link-sets' end
+  local needle = '"' .. set .. '":{'
+  local at = string.find(text, needle, ls + #LS - 1, true)
+  if not at then return nil, 'no set ' .. set end
+  local before = string.sub(text, at - 1, at - 1)
+  if before ~= '{' and before ~= ',' then return nil, 'set ' .. set end
+  local brace = at + #needle - 1
+  local nxt = string.sub(text, brace + 1, brace + 1)
+  if nxt ~= '}' then
+    if nxt ~= '"' then return nil, 'set ' .. set end
+    local close = string.find(text, '"', brace + 2, true)
+    if not close or string.find(string.sub(text, brace + 2, close - 1), '\\', 1, true)
+       or string.sub(text, close + 1, close + 2) ~= ':{' then return nil, 'set ' .. set end
+  end
+  local member = mk .. ':'
+  if val then
+    if not string.find(val, '^' .. LINKV .. '$') then return nil, 'link value' end
+    if string.find(text, member, brace, true) then return nil, 'member present' end
+    local sep = ','
+    if nxt == '}' then sep = '' end
+    return string.sub(text, 1, brace) .. member .. val .. sep .. string.sub(text, brace + 1)
+  end
+  local p = string.find(text, member .. '{', brace, true)
+  if not p then return false end
+  local b = string.sub(text, p - 1, p - 1)
+  if b ~= '{' and b ~= ',' then return nil, 'member' end
+  local rest = string.gsub(string.sub(text, brace + 1, p - 1),
+    '"[^"\\{}]*":{"type":"[^"\\{}]*","key":"[^"\\{}]*"},?', '')
+  if rest ~= '' then return nil, 'members' end
+  local _, e = string.find(text, '^' .. LINKV, p + #member)
+  if not e then return nil, 'member value' end
+  if b == ',' then return string.sub(text, 1, p - 2) .. string.sub(text, e + 1) end
+  if string.sub(text, e + 1, e + 1) == ',' then
+    return string.sub(text, 1, p - 1) .. string.sub(text, e + 2)
+  end
+  return string.sub(text, 1, p - 1) .. string.sub(text, e + 1)
+end
+local LINKED = {}   -- hash .. NUL .. field -> text after the link ops so far (false = absent)
+local LINK_LAST = {} -- hash .. NUL .. field -> index of its last link op
+local LINK_ORIG = {}
+do
+  local plain = {}
+  for _, o in ipairs(P.ops or {}) do
+    if o.t == 'put' or o.t == 'del' or o.t == 'jincr' then plain[o.h .. '\0' .. o.f] = true end
+  end
+  for i, o in ipairs(P.ops or {}) do
+    if o.t == 'link' then
+      local id = o.h .. '\0' .. o.f
+      if plain[id] then return bad('link and write of one record ' .. o.h .. ' ' .. o.f) end
+      if LINKED[id] == nil then
+        LINKED[id] = redis.call('HGET', o.h, o.f) or false
+        LINK_ORIG[id] = LINKED[id]
+      end
+      if LINKED[id] then
+        local val = nil
+        if o.vi then val = ARGV[o.vi] end
+        local out, why = link_edit(LINKED[id], o.s, o.mk, val)
+        if out == nil then return cjson.encode({slow = o.h .. ' ' .. o.f .. ': ' .. why}) end
+        if out then LINKED[id] = out end
+      end
+      LINK_LAST[id] = i
+    end
+  end
 end
 
 -- 1. guards: a failed guard means "what you read has changed": retry
@@ -236,6 +319,11 @@ for _, g in ipairs(P.guards or {}) do
   elseif g.t == 'ver' then
     local cur = tonumber(redis.call('HGET', 'contiv:ver', g.k) or '0')
     if cur ~= g.v then return cjson.encode({conflict = 'kind ' .. g.k}) end
+  elseif g.t == 'ex' then
+    -- only "the record is (not) there": its content may change meanwhile
+    if (redis.call('HEXISTS', g.h, g.f) == 1) ~= g.e then
+      return cjson.encode({conflict = g.h .. ' ' .. g.f})
+    end
   end
 end
 
@@ -356,7 +444,7 @@ local function touched(kind, key, op)
   changes[#changes + 1] = {kind, key, op}
 end
 
-for _, o in ipairs(P.ops or {}) do
+for i, o in ipairs(P.ops or {}) do
   if o.t == 'put' then
     local v = ARGV[o.vi]
     if o.subs then v = subst(v) end
@@ -388,6 +476,12 @@ for _, o in ipairs(P.ops or {}) do
     redis.call('HDEL', o.h, o.f)
   elseif o.t == 'delkey' then
     redis.call('DEL', o.key)
+  elseif o.t == 'link' then
+    local id = o.h .. '\0' .. o.f
+    if LINK_LAST[id] == i and LINKED[id] and LINKED[id] ~= LINK_ORIG[id] then
+      redis.call('HSET', o.h, o.f, LINKED[id])
+      touched(o.k, o.f, 'set')
+    end
   end
 end
 

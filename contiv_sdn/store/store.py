@@ -34,7 +34,9 @@ from twisted.logger import Logger
 from contiv_sdn.ops.metrics import redis_call as _timed
 from contiv_sdn.store import keys as K
 from contiv_sdn.store.lua import APPLY, LIST, READ_KIND, SNAPSHOT
-from contiv_sdn.store.txn import Conflict, StoreError, StoreUnavailable, Txn, TxnResult
+from contiv_sdn.store.txn import (
+    Conflict, LinksNeedRead, StoreError, StoreUnavailable, Txn, TxnResult,
+)
 
 log = Logger()
 
@@ -311,6 +313,9 @@ class CachedKind:
             self._items, self._raws = items, {}
         return self._items
 
+    def has(self, key: str) -> bool:
+        return key in self._raws or key in self._items
+
     def raw(self, key: str) -> Optional[str]:
         """One record's JSON text as Redis holds it (None = absent).
 
@@ -477,6 +482,10 @@ class Store:
         raw = await self.get_raw(kind, key)
         return None if raw is None else json.loads(raw)
 
+    async def exists(self, kind: str, key: str) -> bool:
+        return bool(await self._call("HEXISTS",
+                                     lambda: self._conn.hexists(K.hash_of(kind), key)))
+
     async def list(self, kind: str) -> Dict[str, dict]:
         return json.loads(await self._call(
             "LIST", lambda: self._conn.eval(LIST, [K.hash_of(kind)], [])))
@@ -520,8 +529,8 @@ class Store:
             cached = self._kinds.get(kind)
             if cached is None:
                 continue
-            writes = txn.raw_writes(kind)
-            if cached.ver != ver - 1 or writes is None:
+            writes = txn.raw_writes(kind, cached.raw) if cached.ver == ver - 1 else None
+            if writes is None:
                 # someone else wrote too, or Redis alone knows what was
                 # written: drop it, so that a cache read without asking
                 # Redis (View) is never left stale
@@ -597,6 +606,8 @@ class Store:
         out = json.loads(_s(raw))
         if "conflict" in out:
             raise Conflict(out["conflict"])
+        if "slow" in out:
+            raise LinksNeedRead(out["slow"])
         if "error" in out:
             raise StoreError(out["error"])
         allocs = out.get("allocs") or {}

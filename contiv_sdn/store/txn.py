@@ -11,7 +11,13 @@ parts, run by Redis in this order without anything else interleaving:
 3. *allocations* — lowest-free (or next-fit, or a requested value) bits in
    Redis bit strings, IPv6 host ids in a hash; all or none;
 4. *writes* — records (whose JSON may contain ``$$name$$`` placeholders
-   filled with an allocation result), bit ranges, raw index fields.
+   filled with an allocation result), bit ranges, raw index fields, and
+   *link* edits: one member added to or removed from a record's link-set by
+   the script itself (:mod:`contiv_sdn.store.links`), so that a create does
+   not read, guard and re-send its parent (a tenant listing every network).
+   A link edit the script cannot prove answers :class:`LinksNeedRead`
+   before anything is written; :func:`transact` then re-runs the attempt
+   with ``view.server_links`` off (read, edit and write the parent).
 
 :class:`View` records guards automatically for whatever the semantics layer
 reads, so a piece of semantics is written as a plain function of what it read.
@@ -30,6 +36,7 @@ from typing import (
 
 from twisted.internet import reactor, task
 
+from contiv_sdn.store import links as L
 from contiv_sdn.store.keys import hash_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +71,12 @@ class StoreUnavailable(StoreError):
 
 class Conflict(Exception):
     """Something read for a transaction changed before it committed."""
+
+
+class LinksNeedRead(Conflict):
+    """A server-side link edit could not be proven on the stored text (see
+    :mod:`contiv_sdn.store.links`): nothing was written; redo the attempt
+    reading the record."""
 
 
 class TxnResult:
@@ -130,6 +143,14 @@ class Txn:
             return
         self._guarded.add(ident)
         self._guards.append({"t": "eq", "h": hashkey, "f": field, "s": _sha1(value)})
+
+    def guard_exists(self, kind: str, key: str, exists: bool) -> None:
+        """Commit only if ``kind[key]`` is still there (or still absent), whatever it holds."""
+        ident = ("ex", kind, key)
+        if ident in self._guarded or ("eq", kind, key) in self._guarded:
+            return
+        self._guarded.add(ident)
+        self._guards.append({"t": "ex", "h": hash_of(kind), "f": key, "e": bool(exists)})
 
     def guard_ver(self, kind: str, ver: int) -> None:
         """Commit only if nothing in ``kind`` changed since version ``ver``."""
@@ -206,6 +227,29 @@ class Txn:
         self._ops.append({"t": "jincr", "k": kind, "h": hash_of(kind), "f": key,
                           "field": field, "by": by})
 
+    def link(self, kind: str, key: str, set_name: str, member_key: str,
+             link: Optional[Tuple[str, str]]) -> bool:
+        """Add (``link`` = (type, key)) or remove (None) one member of the
+        link-set ``set_name`` of record ``kind[key]``, server-side; nothing
+        if the record is absent (as a read-edit-write of an absent parent).
+
+        False (and nothing added) when the names cannot be spliced (see
+        :mod:`contiv_sdn.store.links`): the caller edits the record itself.
+        A record may not also be put or deleted by the same transaction.
+        """
+        mk = L.key_text(member_key)
+        if mk is None or not L.SET_NAME.fullmatch(set_name):
+            return False
+        op: Dict[str, Any] = {"t": "link", "k": kind, "h": hash_of(kind), "f": key,
+                              "s": set_name, "mk": mk}
+        if link is not None:
+            value = L.link_text(*link)
+            if value is None:
+                return False
+            op["vi"] = self._value(value)
+        self._ops.append(op)
+        return True
+
     def setbit(self, bitmap: str, pos: int, value: int) -> None:
         self._ops.append({"t": "setbit", "b": bitmap, "pos": int(pos), "v": 1 if value else 0})
 
@@ -248,11 +292,16 @@ class Txn:
                 items[key] = json.loads(raw)
         return True
 
-    def raw_writes(self, kind: str) -> Optional[List[Tuple[str, Optional[str]]]]:
+    def raw_writes(self, kind: str, current: Optional[Callable[[str], Optional[str]]] = None
+                   ) -> Optional[List[Tuple[str, Optional[str]]]]:
         """This transaction's writes of ``kind`` as (key, JSON text or None
         for a delete), in order; None when some write of ``kind`` is only
-        known to Redis (see :meth:`apply_to`)."""
+        known to Redis (see :meth:`apply_to`).  Link edits are worked out
+        on ``current(key)`` (the record's text before the transaction; None
+        = absent) the way the script did (:func:`contiv_sdn.store.links.splice`);
+        without ``current`` they too are only known to Redis."""
         out: List[Tuple[str, Optional[str]]] = []
+        texts: Dict[str, Optional[str]] = {}
         for op in self._ops:
             if op.get("k") != kind:
                 continue
@@ -260,6 +309,18 @@ class Txn:
                 out.append((op["f"], self._values[op["vi"] - 2]))
             elif op["t"] == "del":
                 out.append((op["f"], None))
+            elif op["t"] == "link" and current is not None:
+                key = op["f"]
+                text = texts[key] if key in texts else current(key)
+                if text is None:
+                    continue  # the script leaves an absent record alone
+                value = self._values[op["vi"] - 2] if "vi" in op else None
+                edited = L.splice(text, op["s"], op["mk"], value)
+                if edited is L.SLOW:
+                    return None  # the script would have refused: not committed this way
+                if isinstance(edited, str):
+                    texts[key] = edited
+                    out.append((key, edited))
             else:
                 return None
         return out
@@ -285,9 +346,12 @@ class View:
     :meth:`current` before it is given.
     """
 
-    def __init__(self, store: "Store", speculate: bool = False):
+    def __init__(self, store: "Store", speculate: bool = False, server_links: bool = True):
         self.store = store
         self.txn = Txn()
+        #: whether link-set edits may be left to the script (Txn.link); off
+        #: after the script could not prove one (LinksNeedRead)
+        self.server_links = server_links
         self._lists: Dict[str, Dict[str, dict]] = {}
         self.speculate = speculate
         #: kind -> cached version, for every kind read from the cache
@@ -321,6 +385,20 @@ class View:
             raw = await self.store.get_raw(kind, key)
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
+
+    async def exists(self, kind: str, key: str) -> bool:
+        """Whether a record is there, guarded only on that (not on its content),
+        without parsing it: for a parent whose children are linked server-side."""
+        if kind in self._lists:
+            found = key in self._lists[kind]
+        else:
+            cached = await self._cached(kind)
+            if cached is not None:
+                found = cached.has(key)
+            else:
+                found = await self.store.exists(kind, key)
+        self.txn.guard_exists(kind, key, found)
+        return found
 
     async def peek(self, kind: str, key: str) -> Optional[dict]:
         """Read without a guard: for data that cannot change under us."""
@@ -370,10 +448,14 @@ async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finis
     """
     delay = 0.001
     speculate = True
+    server_links = True
     for attempt in range(attempts):
-        view = View(store, speculate=speculate)
+        view = View(store, speculate=speculate, server_links=server_links)
         try:
             value = await fn(view)
+        except LinksNeedRead:
+            server_links = False
+            continue
         except Conflict:
             speculate = False  # the cache moved under the attempt: read Redis
             continue
@@ -392,6 +474,9 @@ async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finis
             return value
         try:
             result = await store.apply(view.txn)
+        except LinksNeedRead:
+            server_links = False  # nothing was written: redo it reading the parents
+            continue
         except Conflict:
             for kind in view.speculated:
                 store.forget_kind(kind)
