@@ -2,10 +2,11 @@
 # Installs what contiv-sdn needs on a Debian machine, only what is missing:
 # Debian packages (redis-server, openvswitch-switch, iproute2, ...) and a venv
 # with the project installed in editable mode.  The Vagrantfile runs this too.
+# gcc + libc6-dev: contiv-cni's C shim (python -m drivers.cni.launcher --native DEST).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-PKGS=(redis-server openvswitch-switch iproute2 ethtool procps docker.io podman containernetworking-plugins busybox-static tcpdump dnsmasq-base dnsperf chromium chromium-driver)
+PKGS=(redis-server openvswitch-switch iproute2 gcc libc6-dev ethtool procps docker.io podman containernetworking-plugins busybox-static tcpdump dnsmasq-base dnsperf chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

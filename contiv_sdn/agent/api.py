@@ -13,6 +13,8 @@ Routes::
     DELETE /v1/endpoints/<id>    delete (idempotent)
     POST   /v1/reconcile         reap endpoints whose container is gone (also runs by itself)
     GET    /v1/status            host, vtepIP, dpid, bridge, ready
+    POST   /v1/cni               one run of the CNI plugin for the C shim (drivers/cni/shim.c):
+                                 binary body, the plugin's stdout back (agent/cni_route.py)
 
 Request bodies are decoded into their declared shape (:data:`CREATE_REQUEST`, Go's
 rules via :mod:`contiv_sdn.model.shapes`: strict JSON without NaN/Infinity, bounded
@@ -35,6 +37,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from contiv_sdn.agent.cni_route import CNIRoute
 from contiv_sdn.agent.endpoints import BadRequest, EndpointError, EndpointManager, EndpointRequest
 from contiv_sdn.agent.netmaster import NetmasterBadReply, NetmasterError, NetmasterUnavailable
 from contiv_sdn.agent.ovsdb import OvsdbError
@@ -77,6 +80,7 @@ class AgentAPI:
     def __init__(self, endpoints: EndpointManager, status: Callable[[], Dict[str, Any]]):
         self.endpoints = endpoints
         self.status = status
+        self.cni = CNIRoute()
 
     # -- plumbing of the HTTP layer --------------------------------------------
     @staticmethod
@@ -157,6 +161,20 @@ class AgentAPI:
             return 200, await self.endpoints.reconcile()
         return await self._guard(request, "reconcile", run)
 
+    @app.route("/v1/cni", methods=["POST"])
+    async def cni_call(self, request: Any) -> bytes:
+        """The CNI plugin's answer for the shim: 200, its stdout, ``X-CNI-Exit``; 400 for
+        a body that is not a framed call (the shim then runs the Python plugin)."""
+        raw = request.content.read() if request.content is not None else b""
+        code, headers, body = await self.cni.call(raw)
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"application/octet-stream" if code == 200
+                          else b"text/plain; charset=utf-8")
+        for name, value in headers.items():
+            request.setHeader(name.encode(), value.encode())
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        return body
+
     @app.handle_errors(Exception)
     def _unhandled(self, request: Any, failure: Any) -> bytes:
         from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -170,10 +188,23 @@ class AgentAPI:
         return self._json(request, 500, {"error": "internal error in the agent; see its log"})
 
     def site(self) -> Site:
-        site = Site(_PathGuard(self.app.resource()))
+        site = _Site(_PathGuard(self.app.resource()), self.cni.stop)
         site.displayTracebacks = False
         site.noisy = False
         return site
+
+
+class _Site(Site):
+    """The API's site; stopping it (netplugin's stopService) also stops the CNI route's
+    worker threads."""
+
+    def __init__(self, resource: Resource, on_stop: Callable[[], None]):
+        super().__init__(resource)
+        self._on_stop = on_stop
+
+    def stopFactory(self) -> None:
+        self._on_stop()
+        super().stopFactory()
 
 
 class _PathGuard(Resource):

@@ -34,7 +34,7 @@ import os
 import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time in a process run per container
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
 from drivers.cni.spec import (COMMANDS, E_INCOMPATIBLE_VERSION, E_INTERNAL, E_INVALID_CONFIG,
                               E_INVALID_ENV, E_NETPLUGIN, E_NOT_AVAILABLE, E_TRY_AGAIN,
@@ -255,18 +255,16 @@ def _bug(e: BaseException) -> CNIError:
                     f"at {where}; please report it with the network configuration used")
 
 
-def main(stdin: Optional[bytes] = None) -> int:
-    """The console script: exit 0 with the result (if any) on stdout, or 1 with CNI
-    error JSON on stdout — whatever stdin and the environment hold.  ``stdin``: what
-    the launcher (:mod:`drivers.cni.entry`) already read from it, else read here."""
+def answer(env: Dict[str, str], stdin: bytes) -> Tuple[bytes, int]:
+    """One plugin run from its inputs to its outputs: ``(stdout bytes, exit status)``
+    for the environment ``env`` and the bytes of stdin — whatever they hold (a result,
+    CNI error JSON, or nothing).  The one function both ways in use: :func:`main` (the
+    Python plugin, ``env`` = its environment) and netplugin's ``POST /v1/cni``
+    (contiv_sdn/agent/cni_route.py, for the C shim drivers/cni/shim.c), so the two
+    answer byte for byte alike.  It reads nothing global (no ``os.environ``, no stdio)
+    and changes no process state: netplugin runs it in a worker thread."""
     doc: Any = None
     try:
-        env = dict(os.environ)
-        if stdin is None:
-            try:
-                stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
-            except (OSError, ValueError):
-                stdin = b""
         command = env.get("CNI_COMMAND", "")
         try:
             doc = read_stdin(stdin)
@@ -277,15 +275,30 @@ def main(stdin: Optional[bytes] = None) -> int:
                 raise
         result = run(command, env, stdin, doc)
     except CNIError as e:
-        return _write(e.to_json(asked_version(doc) or LATEST), 1)
+        return _encode(e.to_json(asked_version(doc) or LATEST)), 1
     except Exception as e:  # noqa: BLE001 — see _bug
-        return _write(_bug(e).to_json(asked_version(doc) or LATEST), 1)
-    return _write(result, 0) if result is not None else 0
+        return _encode(_bug(e).to_json(asked_version(doc) or LATEST)), 1
+    return (_encode(result), 0) if result is not None else (b"", 0)
 
 
-def _write(answer: Dict[str, Any], status: int) -> int:
+def _encode(answer: Dict[str, Any]) -> bytes:
+    return (json.dumps(answer) + "\n").encode()
+
+
+def main(stdin: Optional[bytes] = None) -> int:
+    """The console script: exit 0 with the result (if any) on stdout, or 1 with CNI
+    error JSON on stdout — whatever stdin and the environment hold.  ``stdin``: what
+    the launcher (:mod:`drivers.cni.entry`) already read from it, else read here."""
+    if stdin is None:
+        try:
+            stdin = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+        except (OSError, ValueError, AttributeError):
+            stdin = b""
+    out, status = answer(dict(os.environ), stdin)
+    if not out:
+        return status
     try:
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.buffer.write(out)
         sys.stdout.flush()
     except (OSError, ValueError, AttributeError):  # the runtime closed our stdout (or
         return status or 1                          # started us without one): nothing to tell
