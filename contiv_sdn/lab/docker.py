@@ -459,9 +459,10 @@ class Podman:
     ``CONTAINERS_CONF`` and ``CONTAINERS_STORAGE_CONF`` point podman at files in
     ``root_dir``; the CNI network folder is ``root_dir/cni``; ``cni_plugin_dirs``
     lists ``root_dir/bin`` (our ``contiv-cni``) before the reference plugins.  That
-    ``contiv-cni`` is the lean launcher of :mod:`drivers.cni.launcher` for this
-    interpreter (``python -IS``, as an operator installs it), or a link to
-    ``cni_binary`` when one is given.
+    ``contiv-cni`` is what an operator installs (``python -m drivers.cni.launcher
+    --native``): the C shim forwarding each call to netplugin, with the lean Python
+    launcher next to it as its fallback (or that launcher alone when no C compiler
+    works: :attr:`native_why` says why), or a link to ``cni_binary`` when one is given.
     ``default_ulimits = []`` is needed here, else runc fails on rlimits (lab.md).
     ``static_dir`` is left at its default (inside the private graphroot): podman's
     exit command does not pass it on, and a mismatch makes every ``run --rm``
@@ -479,6 +480,8 @@ class Podman:
         self.storage_conf = os.path.join(self.root, "storage.conf")
         #: an executable to link as ``contiv-cni``; None: write the launcher there
         self.cni_binary = cni_binary
+        #: why ``contiv-cni`` is the Python launcher rather than the C shim ("" if it is not)
+        self.native_why = ""
         self.plugin_dirs = [self.bin_dir] + list(plugin_dirs)
 
     def setup(self) -> "Podman":
@@ -488,8 +491,8 @@ class Podman:
             os.makedirs(d, exist_ok=True)
         link = os.path.join(self.bin_dir, "contiv-cni")
         if self.cni_binary is None:
-            from drivers.cni.launcher import write_launcher
-            write_launcher(link)  # replaces what is there
+            from drivers.cni.launcher import write_native
+            _, self.native_why = write_native(link)  # replaces what is there
         else:
             if os.path.lexists(link):
                 os.unlink(link)
