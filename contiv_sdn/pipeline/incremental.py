@@ -146,6 +146,9 @@ class _Switch:
         self.sgroups: Dict[str, Tuple[SL.Group, ...]] = {}
 
 
+#: ``before`` of a switch built from empty: nothing to remember (see IncrementalCompiler.steps)
+_UNTRACKED: Dict = {}
+
 #: fragments up to this many flows are scanned; larger ones get an index (_index_of)
 _SCAN = 16
 #: indexes of large fragments kept (the most recently used)
@@ -476,12 +479,15 @@ class IncrementalCompiler:
                 if was_broken or fresh:
                     sw.broken = None
                     sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
+                    # from empty, and the switch gets flows() in full: no delta to track
+                    # (a cold start's per-identity delta was a fifth of a restart's CPU)
+                    before = _UNTRACKED
                 ok = yield from self._rebuild(sw, before, upd, tick)
                 if not ok:
                     upd.broken.add(name)
                     continue
                 if fresh or was_broken:
-                    self._settle(sw, before)  # counts per kind; the switch gets flows() in full
+                    self._count_kinds(sw)
                     upd.full.add(name)
                     continue
             else:
@@ -1084,9 +1090,10 @@ class IncrementalCompiler:
                 frags.pop(o, None)
             return
         win, rivals = sw.win, sw.rivals
+        track = before is not _UNTRACKED
         for f in old_flows:  # type: ignore[union-attr]
             i = f.identity
-            if i not in before:
+            if track and i not in before:
                 before[i] = self._flow_at(sw, i)
             r = rivals.get(i)
             if r is None:
@@ -1103,7 +1110,7 @@ class IncrementalCompiler:
             frags.pop(o, None)
         for f in new_flows:
             i = f.identity
-            if i not in before:
+            if track and i not in before:
                 before[i] = self._flow_at(sw, i)
             w = win.get(i)
             if w is None:
@@ -1115,6 +1122,22 @@ class IncrementalCompiler:
                 r.add(o)
                 if o < w:
                     win[i] = o
+
+    @staticmethod
+    def _count_kinds(sw: _Switch) -> None:
+        """The desired flow count per cookie kind of a switch built from empty: each
+        fragment's flows, less those that lose their identity to another owner."""
+        kinds: Dict[int, int] = {}
+        win, rivals = sw.win, sw.rivals
+        for o, frag in sw.frags.items():
+            if type(frag) is not tuple:
+                continue  # a Failure: no flows
+            for f in frag:
+                if rivals and f.identity in rivals and win[f.identity] != o:
+                    continue
+                k = (f.cookie >> 32) & 0xFFFF
+                kinds[k] = kinds.get(k, 0) + 1
+        sw.kinds = kinds
 
     def _settle(self, sw: _Switch, before: Dict[Identity, Optional[Flow]]) -> Delta:
         delta: Delta = {}
