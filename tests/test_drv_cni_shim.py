@@ -30,7 +30,7 @@ from twisted.trial import unittest
 
 from contiv_sdn.agent.cni_route import BadCall, decode_call
 from contiv_sdn.testing import require
-from drivers.cni import launcher
+from drivers.cni import launcher, versions
 from tests.test_drv_cni import Netns
 from tests.test_drv_fixtures import GATEWAY, NET, SUBNET, DockerHost, netctl_group, netctl_net
 from tests.test_fnd_helpers import async_test
@@ -227,6 +227,25 @@ class FramingTests(unittest.TestCase):
                                           b'{"cniVersion": "1.0.0", "x": {"socket": %s}}'
                                           % s.encode())
         self.assertEqual(got[:2], (99, FALLBACK_MARK))
+
+    def test_a_runtimes_usual_version_query_is_answered_by_the_shim_itself(self):
+        """libcni's VERSION stdin names no socket: the shim answers it from the table of
+        drivers/cni/versions.py (compiled in), byte for byte as the Python plugin, with
+        no netplugin and without its fallback; anything else is not from the table."""
+        for query, answer in versions.CANNED.items():
+            for stdin in (query, b" \r\n" + query + b"\t\n"):
+                self.assertEqual(invoke(self.shims.probe, "VERSION", stdin), (0, answer, b""))
+                self.assertEqual(invoke(self.shims.python, "VERSION", stdin), (0, answer, b""))
+        for stdin in (b'{"cniVersion":"9.9.9"}', b'{"cniVersion":"1.0.0" }',
+                      b'{"cniVersion":  "1.0.0"}', b'\x0b{"cniVersion":"1.0.0"}',
+                      b'{"cniVersion":"1.0.0"}x', b'{"cniVersion":"1.0."}', b'{"cniVersion":""}'):
+            self.assertEqual(invoke(self.shims.probe, "VERSION", stdin)[:2], (99, FALLBACK_MARK))
+            self.assertEqual(invoke(self.shims.shim, "VERSION", stdin),
+                             invoke(self.shims.python, "VERSION", stdin))
+        # the table is for VERSION only
+        self.assertEqual(invoke(self.shims.probe, "ADD", b'{"cniVersion":"1.0.0"}', ENV)[:2],
+                         (99, FALLBACK_MARK))
+        self.assertEqual(self.requests, [])
 
     def test_oversized_stdin_goes_whole_to_the_python_plugin(self):
         big = conf(self.sock, pad="x" * (5 << 20))

@@ -127,7 +127,7 @@ def write_launcher(dest: str, python: Optional[str] = None,
 
 #: The shim's source, next to this file.
 SHIM_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.c")
-#: How the shim is compiled (plus -DFALLBACK, -DDEFAULT_SOCKET, -o).
+#: How the shim is compiled (plus -DFALLBACK, -DDEFAULT_SOCKET, -DCNI_VERSIONS, -o).
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
@@ -148,8 +148,10 @@ def compile_shim(dest: str, fallback: str, cc: Optional[str] = None,
     :class:`ValueError`."""
     if default_socket is None:
         from drivers.cni.main import DEFAULT_SOCKET as default_socket
+    from drivers.cni.versions import SUPPORTED
     defines = [f"-DFALLBACK={_c_string(os.path.abspath(fallback))}",
-               f"-DDEFAULT_SOCKET={_c_string(default_socket)}"]
+               f"-DDEFAULT_SOCKET={_c_string(default_socket)}",
+               f"-DCNI_VERSIONS={','.join(_c_string(v) for v in SUPPORTED)}"]
     cc = cc or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc) on PATH")

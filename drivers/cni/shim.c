@@ -15,7 +15,11 @@
  * `POST /v1/cni` route (contiv_sdn/agent/cni_route.py): one implementation, two ways
  * in, the same answer byte for byte.
  *
- * What it does.  Reads stdin (at most MAX_STDIN bytes), takes the environment's CNI_*
+ * What it does.  A runtime's usual VERSION query (podman asks twice per container, always
+ * with libcni's stdin {"cniVersion":"X"}) it answers itself from the table of
+ * drivers/cni/versions.py (the versions are compiled in from there: CNI_VERSIONS), as
+ * the Python launcher does: that query names no socket, so forwarding it would go to
+ * the default socket.  Otherwise it reads stdin (at most MAX_STDIN bytes), takes the environment's CNI_*
  * variables (all of them: the Python side decides what they mean), finds netplugin's
  * socket (the network configuration's top-level "socket", else DEFAULT_SOCKET), and
  * sends  POST /v1/cni  with the body  NAME=VALUE\0 ... \0 <stdin bytes>  (names and
@@ -50,6 +54,9 @@
 
 #ifndef FALLBACK
 #error "build with -DFALLBACK='\"/path/of/the/python/launcher\"' (python -m drivers.cni.launcher --native DEST)"
+#endif
+#ifndef CNI_VERSIONS
+#error "build with -DCNI_VERSIONS='\"0.3.0\",...' (drivers/cni/versions.py SUPPORTED)"
 #endif
 #ifndef DEFAULT_SOCKET
 #define DEFAULT_SOCKET "/run/contiv/netplugin.sock" /* drivers/cni/main.py DEFAULT_SOCKET */
@@ -244,6 +251,60 @@ static int find_socket(char *sock, size_t size)
     }
     blanks();
     return p == end ? found : -1;
+}
+
+/* -- a runtime's usual VERSION query: drivers/cni/versions.py's table, in C ------- */
+
+static const char *const versions[] = {CNI_VERSIONS};
+#define NVERSIONS (sizeof versions / sizeof versions[0])
+
+/* Exits with the answer if stdin is {"cniVersion":"V"} or {"cniVersion": "V"} (JSON
+ * blanks around) for a V we speak, exactly as versions.canned_version_answer. */
+static void canned_version(void)
+{
+    const char *s = in, *e = in + in_len;
+    while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'))
+        s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        e--;
+    static const char key[] = "{\"cniVersion\":";
+    size_t n = (size_t)(e - s), kn = sizeof key - 1;
+    if (n < kn + 4 || memcmp(s, key, kn) != 0 || memcmp(e - 2, "\"}", 2) != 0)
+        return;
+    s += kn;
+    if (*s == ' ')
+        s++;
+    if (*s != '"')
+        return;
+    s++;
+    e -= 2;
+    for (size_t i = 0; i < NVERSIONS; i++) {
+        size_t vn = strlen(versions[i]);
+        if ((size_t)(e - s) != vn || memcmp(s, versions[i], vn) != 0)
+            continue;
+        char out[1024];
+        size_t w = (size_t)snprintf(out, sizeof out, "{\"cniVersion\": \"%s\", "
+                                    "\"supportedVersions\": [", versions[i]);
+        for (size_t j = 0; j < NVERSIONS && w < sizeof out; j++)
+            w += (size_t)snprintf(out + w, sizeof out - w, "%s\"%s\"", j ? ", " : "",
+                                  versions[j]);
+        if (w + 3 >= sizeof out)
+            return; /* cannot happen with a sane table; the fallback answers */
+        memcpy(out + w, "]}\n", 3);
+        w += 3;
+        signal(SIGPIPE, SIG_IGN);
+        const char *b = out;
+        while (w > 0) {
+            ssize_t k = write(1, b, w);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                _exit(1);
+            b += k;
+            w -= (size_t)k;
+        }
+        _exit(0);
+    }
 }
 
 /* -- the exchange with netplugin ---------------------------------------------- */
@@ -532,6 +593,9 @@ int main(int argc, char **argv)
     (void)argc;
     if (read_stdin() < 0)
         fallback(argv);
+    const char *command = getenv("CNI_COMMAND");
+    if (command != NULL && strcmp(command, "VERSION") == 0)
+        canned_version();
     int found = find_socket(sock, sizeof sock);
     if (found < 0)
         fallback(argv);
