@@ -113,6 +113,7 @@ the switch again).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -477,8 +478,9 @@ class FlowSync:
             raw = getattr(sw, "read_flows_raw", None)
             if raw is not None:
                 read: Dict[Tuple, Flow] = {}
-                async for f in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask))):
-                    read[f.identity] = f
+                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask))):
+                    for f in chunk:
+                        read[f.identity] = f
             else:
                 read = {f.identity: f for f in await sw.read_flows(self.cookie, self.cookie_mask)}
             self.reads += 1
@@ -494,14 +496,15 @@ class FlowSync:
         adds: List[Flow] = []
         if table is not None:
             want, desired = table, table.values()  # already checked by _desired_table
-        async for f in self._paced(desired):
-            if table is None and not _first(f, want, mark, mask):
-                continue
-            have = installed.get(f.identity)
-            if have is None:
-                adds.append(f)
-            elif have is not f and have != f:
-                modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
+        async for chunk in self._paced(desired):
+            for f in chunk:
+                if table is None and not _first(f, want, mark, mask):
+                    continue
+                have = installed.get(f.identity)
+                if have is None:
+                    adds.append(f)
+                elif have is not f and have != f:
+                    modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
         deletes = [f for ident, f in installed.items() if ident not in want]
         if not (deletes or modifies or adds):
             return SyncResult()
@@ -525,15 +528,16 @@ class FlowSync:
         counts: Dict[Tuple, int] = {}
         mask, mark = self.cookie_mask, self.cookie
         kind_bits = (0xFFFF << 32) & ~mask
-        async for f in self._paced(desired):
-            if _first(f, want, mark, mask):
-                k = ("kind", f.cookie & kind_bits)
-                counts[k] = counts.get(k, 0) + 1
-                for name, value in f.match:
-                    if name == "in_port":
-                        k = ("in_port", value)
-                        counts[k] = counts.get(k, 0) + 1
-                        break
+        async for chunk in self._paced(desired):
+            for f in chunk:
+                if _first(f, want, mark, mask):
+                    k = ("kind", f.cookie & kind_bits)
+                    counts[k] = counts.get(k, 0) + 1
+                    for name, value in f.match:
+                        if name == "in_port":
+                            k = ("in_port", value)
+                            counts[k] = counts.get(k, 0) + 1
+                            break
         return want, counts
 
     async def _held_counts(self, counts: Mapping[Tuple, int]) -> Optional[Tuple[int, Dict[Tuple, int]]]:
@@ -557,16 +561,23 @@ class FlowSync:
         return results[0][1], {k: n for k, (_ok, n) in zip(order, results[1:])}
 
     async def _paced(self, items: Iterable[Any]):
-        """``items``, giving the reactor a turn every :attr:`PACE` of them: a read-back
-        or diff of 30k flows is ~100 ms of work that echo replies must not wait for."""
-        n = 0
+        """``items`` in lists of :attr:`PACE`, giving the reactor a turn between two: a
+        read-back or diff of 30k flows is ~100 ms of work that echo replies must not
+        wait for.  Lists, not single items: an async generator step per flow was a
+        good part of a reconnect storm's diffing."""
+        it = iter(items)
         pace = self.PACE
-        for item in items:
-            yield item
-            n += 1
-            if n == pace:
-                n = 0
+        first = True
+        while True:
+            chunk = list(islice(it, pace))
+            if not chunk:
+                return
+            if not first:
                 await deferLater(self.clock, 0, lambda: None)
+            first = False
+            yield chunk
+            if len(chunk) < pace:
+                return
 
     async def _apply(self, delta: Mapping[Tuple, Optional[Flow]]) -> SyncResult:
         """Send only the entries of ``delta`` that differ from the belief (known here)."""
