@@ -60,9 +60,12 @@ class Master:
         self.handlers: Dict[str, Handler] = {t: cls(config) for t, cls in _HANDLERS.items()}
         self.endpoints = Endpoints(store)
         self.hosts = Hosts(store)
-        # Intent changes of one tenant all edit the tenant object, so within one
-        # process they would only conflict with each other and retry: run them
-        # one at a time here; across netmasters the optimistic check decides.
+        # Intent changes read whole kinds (a network create checks every network
+        # of its tenant), so within one process they would only conflict with
+        # each other and retry: each is built one at a time here — but the lock
+        # is let go once its commit is sent, not answered (transact's
+        # ``serialize``), so the next is built during the round trip.  Across
+        # netmasters the optimistic check decides.
         self._intent = DeferredLock()
 
     def _handler(self, modeltype: str) -> Handler:
@@ -72,15 +75,12 @@ class Master:
         return h
 
     async def _run(self, fn):
-        await self._intent.acquire()
         try:
-            return await transact(self.store, fn)
+            return await transact(self.store, fn, serialize=self._intent)
         except StoreUnavailable:
             raise  # not a refusal: the REST layer answers it as "try again" (503)
         except StoreError as e:
             raise MasterError(str(e))
-        finally:
-            self._intent.release()
 
     # -- config objects ---------------------------------------------------
     async def get(self, modeltype: str, key: str) -> dict:

@@ -9,7 +9,8 @@ host agent owns the docker side.
 
 from __future__ import annotations
 
-from typing import List, Optional
+import bisect
+from typing import Dict, List, Optional, Tuple
 
 from contiv_sdn.master import netutil
 from contiv_sdn.master.errors import MasterError
@@ -19,6 +20,7 @@ from contiv_sdn.master.oper import endpoints_where, network_addresses
 from contiv_sdn.master.work import Work, link_count
 from contiv_sdn.store import keys as K
 from contiv_sdn.store import placeholder
+from contiv_sdn.store.keys import obj_kind
 
 
 async def global_ready(w: Work, encap: str) -> dict:
@@ -37,34 +39,87 @@ async def global_ready(w: Work, encap: str) -> dict:
     raise MasterError(f"Global configuration is not ready: {why}")
 
 
-def _overlap_suspects(tenant_name: str, networks: dict, subnet: str,
-                      subnet6: str) -> List[str]:
+class _SubnetIndex:
+    """Every network's IPv4 bounds by tenant, sorted by first address, kept
+    with the cached network kind and updated with each commit's networks
+    (``View.derived``), so the overlap screen of a create looks at the few
+    networks that can touch the new subnet instead of every network of the
+    tenant.  ``span`` is the widest network seen (never shrunk: an upper
+    bound is enough), so every overlapping network starts within
+    ``[lo - span, hi]``."""
+
+    __slots__ = ("by_key", "starts", "span")
+
+    def __init__(self) -> None:
+        self.by_key: Dict[str, Tuple[str, int, int]] = {}
+        self.starts: Dict[str, List[Tuple[int, int, str]]] = {}
+        self.span: Dict[str, int] = {}
+
+    @classmethod
+    def build(cls, networks: Dict[str, dict]) -> "_SubnetIndex":
+        index = cls()
+        index.update_keys(list(networks), networks)
+        return index
+
+    def update_keys(self, keys: List[str], networks: Dict[str, dict]) -> "_SubnetIndex":
+        for key in keys:
+            old = self.by_key.pop(key, None)
+            if old is not None:
+                tenant, b0, b1 = old
+                starts = self.starts[tenant]
+                at = bisect.bisect_left(starts, (b0, b1, key))
+                if at < len(starts) and starts[at] == (b0, b1, key):
+                    del starts[at]
+            net = networks.get(key)
+            subnet = net.get("subnet") if net else None
+            if subnet:
+                tenant = net.get("tenantName") or ""
+                b0, b1 = netutil._overlap_bounds(subnet)
+                self.by_key[key] = (tenant, b0, b1)
+                bisect.insort(self.starts.setdefault(tenant, []), (b0, b1, key))
+                self.span[tenant] = max(self.span.get(tenant, 0), b1 - b0)
+        return self
+
+    def may_overlap(self, tenant: str, a0: int, a1: int) -> bool:
+        starts = self.starts.get(tenant) or []
+        lo = bisect.bisect_left(starts, (a0 - self.span.get(tenant, 0), -1, ""))
+        for b0, b1, _ in starts[lo:]:
+            if b0 > a1:
+                return False
+            if b0 <= a0 <= b1 or b0 <= a1 <= b1 or a0 <= b0 <= a1 or a0 <= b1 <= a1:
+                return True
+        return False
+
+
+def _tenant_networks(tenant_name: str, networks: dict) -> List[str]:
+    return sorted(k for k, o in networks.items() if o.get("tenantName") == tenant_name)
+
+
+async def _overlap_suspects(w: Work, tenant_name: str, subnet: str,
+                            subnet6: str) -> Tuple[List[str], Dict[str, dict]]:
     """The tenant's network keys to check against a new network, in the
-    order Contiv checks them (sorted), so its first refusal is ours too.
+    order Contiv checks them (sorted), so its first refusal is ours too;
+    and the networks as the attempt sees them.
 
     Contiv walks the tenant's ``Networks`` link-set; those are exactly the
     networks whose ``tenantName`` is the tenant (a network create links it,
     its delete unlinks it, in the same transaction), read here from the
-    network kind that the create reads anyway, so the tenant record itself
-    is not read (see contiv_sdn.master.work: it is linked server-side).
-    Every create of a tenant checks every network of the tenant, so this
-    first screens them in one pass with precomputed bounds (IPv4) and
-    returns all of them, sorted, only when one may clash.
+    network kind (guarded as a whole), so the tenant record itself is not
+    read (see contiv_sdn.master.work: it is linked server-side).  An IPv4
+    subnet is first screened against the subnet index; only when some
+    network may clash are all of them returned, sorted.
     """
+    kind = obj_kind("network")
     if subnet6 or not subnet:
-        return sorted(k for k, o in networks.items() if o.get("tenantName") == tenant_name)
+        networks = await w.objs("network")
+        return _tenant_networks(tenant_name, networks), networks
+    index = await w.view.derived(kind, "subnets", _SubnetIndex.build,
+                                 lambda idx, keys, nets: idx.update_keys(keys, nets))
     a0, a1 = netutil._overlap_bounds(subnet)
-    bounds = netutil._overlap_bounds
-    for other in networks.values():
-        if other.get("tenantName") != tenant_name:
-            continue
-        theirs = other.get("subnet")
-        if theirs:
-            b0, b1 = bounds(theirs)
-            if b0 <= a0 <= b1 or b0 <= a1 <= b1 or a0 <= b0 <= a1 or a0 <= b1 <= a1:
-                return sorted(k for k, o in networks.items()
-                              if o.get("tenantName") == tenant_name)
-    return []
+    if not index.may_overlap(tenant_name, a0, a1) and not w.edited("network"):
+        return [], {}
+    networks = await w.objs("network")
+    return _tenant_networks(tenant_name, networks), networks
 
 
 async def docknet_oper(ctx: OperContext, key: str) -> dict:
@@ -88,9 +143,9 @@ class NetworkHandler(Handler):
             raise MasterError("Invalid tenant name")
         if not await w.exists("tenant", tenant_name):
             raise MasterError("Tenant not found")
-        networks = await w.objs("network")
         subnet, subnet6 = obj.get("subnet"), obj.get("ipv6Subnet")
-        for other_key in _overlap_suspects(tenant_name, networks, subnet, subnet6):
+        suspects, networks = await _overlap_suspects(w, tenant_name, subnet, subnet6)
+        for other_key in suspects:
             other = networks.get(other_key)
             if other is None:
                 raise MasterError(f"network key {other_key} not found")

@@ -79,6 +79,13 @@ class Work:
                 out[key] = value
         return out
 
+    def edited(self, modeltype: str) -> bool:
+        """Whether this attempt read or changed an object of the type that a
+        listing straight from the view would not show as it is now (pending
+        link edits, saved or removed objects)."""
+        return any(t == modeltype for t, _ in self._dirty) or \
+            any(t == modeltype for t, _ in self._links)
+
     def save(self, modeltype: str, key: str, obj: dict) -> None:
         self._objs[(modeltype, key)] = obj
         self._dirty.add((modeltype, key))

@@ -297,12 +297,43 @@ class CachedKind:
     networks) is not parsed twice and encoded twice per commit.
     """
 
-    __slots__ = ("ver", "_items", "_raws")
+    __slots__ = ("ver", "_items", "_raws", "_memo", "_prev", "_written", "_depth")
+
+    #: how many patches back a derived value is carried (each holds its kind alive)
+    MEMO_DEPTH = 16
 
     def __init__(self, ver: int, items: Dict[str, dict], raws: Dict[str, str]) -> None:
         self.ver = ver
         self._items = items
         self._raws = raws
+        #: values derived from the records (e.g. an index), by name
+        self._memo: Dict[str, Any] = {}
+        #: the kind this one was patched from, and the keys the patch wrote
+        self._prev: Optional["CachedKind"] = None
+        self._written: Tuple[str, ...] = ()
+        self._depth = 0
+
+    def derived(self, name: str, build: Callable[[Dict[str, dict]], Any],
+                update: Callable[[Any, List[str], Dict[str, dict]], Any]) -> Any:
+        """A value computed from the records, kept with the kind: ``build(records)``
+        the first time, then, for a kind patched since, ``update(value, keys
+        written since, records)`` — so that an index over a large kind costs its
+        changes, not its size.  The value moves to the newest kind (an older one
+        builds its own again if asked)."""
+        if name in self._memo:
+            return self._memo[name]
+        keys: List[str] = []
+        node: Optional[CachedKind] = self
+        while node is not None and name not in node._memo:
+            keys.extend(node._written)
+            node = node._prev
+        if node is None:
+            value = build(self.records())
+        else:
+            value = update(node._memo.pop(name), keys, self.records())
+        self._memo[name] = value
+        self._prev, self._written, self._depth = None, (), 0
+        return value
 
     def records(self) -> Dict[str, dict]:
         """Every record, parsed (shared: read-only)."""
@@ -344,7 +375,11 @@ class CachedKind:
                 raws.pop(key, None)
             else:
                 raws[key] = raw
-        return CachedKind(ver, items, raws)
+        out = CachedKind(ver, items, raws)
+        if self._depth < self.MEMO_DEPTH and (self._memo or self._prev is not None):
+            out._prev, out._written = self, tuple(key for key, _ in writes)
+            out._depth = self._depth + 1
+        return out
 
 
 class Store:
@@ -523,9 +558,46 @@ class Store:
             "HMGET", _KIND_VERSIONS, *kinds))
         return {k: int(_s(v) or 0) for k, v in zip(kinds, raw)}
 
-    def _patch_cache(self, txn: Txn, vers: Dict[str, int]) -> None:
+    def _predict(self, txn: Txn) -> Dict[str, int]:
+        """Patch cached kinds with ``txn``'s writes *as it is sent*, as if it
+        committed; kind -> the version predicted.
+
+        So that the next transaction of this process can be built (and sent)
+        while this one's reply is still on its way: what it reads from the
+        cache is what Redis will hold once this one has run (Redis runs the
+        commands of a connection in order), and its guards name those
+        versions.  A wrong prediction costs a conflict, never a wrong commit:
+        every guard is checked by Redis.  :meth:`apply` undoes the prediction
+        (drops the kinds) when the commit fails or bumps other versions.
+        """
+        predicted: Dict[str, int] = {}
+        for kind in txn.kinds_written():
+            cached = self._kinds.get(kind)
+            if cached is None:
+                continue
+            writes = txn.raw_writes(kind, cached.raw)
+            if writes is None or any(raw is None and not cached.has(key)
+                                     for key, raw in writes):
+                # Redis alone knows what it will write, or a delete of what may
+                # not be there (no version bump): do not guess
+                del self._kinds[kind]
+                continue
+            if not writes:
+                continue  # e.g. a link removal of an absent member: no write, no bump
+            self._kinds[kind] = cached.patched(cached.ver + 1, writes)
+            predicted[kind] = cached.ver + 1
+        return predicted
+
+    def _patch_cache(self, txn: Txn, vers: Dict[str, int],
+                     predicted: Optional[Dict[str, int]] = None) -> None:
         """Bring cached kinds up to date with our own committed writes."""
+        predicted = predicted or {}
+        for kind, ver in predicted.items():
+            if vers.get(kind) != ver:
+                self._kinds.pop(kind, None)  # someone else wrote it first
         for kind, ver in vers.items():
+            if kind in predicted:
+                continue
             cached = self._kinds.get(kind)
             if cached is None:
                 continue
@@ -596,14 +668,26 @@ class Store:
 
     # -- writes -----------------------------------------------------------
     async def apply(self, txn: Txn) -> TxnResult:
-        """Run a transaction atomically; raises Conflict or StoreError."""
-        if self.url.sentinels and self.url.replicas and self._factory is not None:
-            raw = await self._call("APPLY", lambda: self._apply_replicated(txn.argv()),
-                                   write=True)
-        else:
-            raw = await self._call("APPLY", lambda: self._conn.eval(APPLY, [], txn.argv()),
-                                   write=True)
-        out = json.loads(_s(raw))
+        """Run a transaction atomically; raises Conflict or StoreError.
+
+        The command is sent before the first suspension (the caller may
+        let the next transaction start then: see :meth:`_predict`)."""
+        predicted = self._predict(txn) if self._kinds else {}
+        try:
+            if self.url.sentinels and self.url.replicas and self._factory is not None:
+                raw = await self._call("APPLY", lambda: self._apply_replicated(txn.argv()),
+                                       write=True)
+            else:
+                raw = await self._call("APPLY", lambda: self._ordered().eval(APPLY, [], txn.argv()),
+                                       write=True)
+            out = json.loads(_s(raw))
+        except BaseException:
+            for kind in predicted:
+                self._kinds.pop(kind, None)
+            raise
+        if "conflict" in out or "slow" in out or "error" in out:
+            for kind in predicted:
+                self._kinds.pop(kind, None)
         if "conflict" in out:
             raise Conflict(out["conflict"])
         if "slow" in out:
@@ -617,9 +701,19 @@ class Store:
             int(out["rev"]),
             {k: int(v) for k, v in (allocs.items() if isinstance(allocs, dict) else [])},
             {k: int(v) for k, v in (vers.items() if isinstance(vers, dict) else [])})
-        if self._kinds:
-            self._patch_cache(txn, result.vers)
+        if self._kinds or predicted:
+            self._patch_cache(txn, result.vers, predicted)
         return result
+
+    def _ordered(self) -> Any:
+        """The connection every APPLY goes on: the pool hands out a random one per
+        call, and Redis keeps the order of commands only within a connection, which
+        the transactions sent back to back (see :meth:`_predict`) rely on."""
+        pool = getattr(self._factory, "pool", None) or []
+        for conn in pool:
+            if conn.connected:
+                return conn
+        return self._conn  # none now: the pool's own wait-and-fail path
 
     def _apply_replicated(self, argv: List[Any]) -> Deferred:
         """APPLY, acknowledged only once :attr:`RedisURL.replicas` replicas have it

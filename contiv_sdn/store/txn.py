@@ -34,7 +34,7 @@ from typing import (
     Union,
 )
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from contiv_sdn.store import links as L
 from contiv_sdn.store.keys import hash_of
@@ -270,6 +270,14 @@ class Txn:
     def delete_key(self, key: str) -> None:
         self._ops.append({"t": "delkey", "key": key})
 
+    def kinds_written(self) -> List[str]:
+        """The kinds whose records this transaction writes, in first-write order."""
+        seen: Dict[str, None] = {}
+        for op in self._ops:
+            if "k" in op:
+                seen.setdefault(op["k"], None)
+        return list(seen)
+
     def empty(self) -> bool:
         return not (self._allocs or self._ops)
 
@@ -356,6 +364,8 @@ class View:
         self.speculate = speculate
         #: kind -> cached version, for every kind read from the cache
         self.speculated: Dict[str, int] = {}
+        #: whether this attempt holds transact's ``serialize`` lock
+        self.holding = False
 
     async def _cached(self, kind: str) -> "Optional[CachedKind]":
         """The cached intent kind (loaded once if absent), or None."""
@@ -419,6 +429,17 @@ class View:
             self._lists[kind] = items
         return self._lists[kind]
 
+    async def derived(self, kind: str, name: str, build: Callable[[Dict[str, dict]], Any],
+                      update: Callable[[Any, List[str], Dict[str, dict]], Any]) -> Any:
+        """A value derived from the whole kind as this view lists it (see
+        ``CachedKind.derived``), guarded like :meth:`list`; built afresh when
+        the kind was not read from the cache."""
+        items = await self.list(kind)
+        cached = self.store.cached_kind(kind) if kind in self.speculated else None
+        if cached is not None and cached.ver == self.speculated[kind]:
+            return cached.derived(name, build, update)
+        return build(items)
+
     async def current(self) -> bool:
         """Whether every kind read from the cache is still at the version read
         (one round trip; true at once when nothing was read from the cache)."""
@@ -433,7 +454,7 @@ class View:
 
 
 async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finish[T]]]],
-                   attempts: int = 400) -> T:
+                   attempts: int = 400, serialize: Optional[defer.DeferredLock] = None) -> T:
     """Run ``fn(view)`` and commit what it built, retrying on Conflict.
 
     ``fn`` reads through the view, adds writes to ``view.txn`` and returns the
@@ -445,47 +466,84 @@ async def transact(store: "Store", fn: Callable[[View], Awaitable[Union[T, Finis
     The first attempt reads intent objects from the store's cache (see
     :class:`View`), so a warm transaction costs Redis one call (the commit);
     after a conflict the attempts read Redis.
+
+    ``serialize``: a lock held while an attempt reads and builds its program,
+    released once the commit is *sent* — not when Redis answers — so that
+    transactions of one process that would conflict with each other run one
+    after the other without each waiting out the previous one's round trip
+    (the store's cache already holds the sent commit: see ``Store._predict``).
     """
     delay = 0.001
     speculate = True
     server_links = True
     for attempt in range(attempts):
         view = View(store, speculate=speculate, server_links=server_links)
+        if serialize is not None:
+            await serialize.acquire()
         try:
-            value = await fn(view)
-        except LinksNeedRead:
+            outcome = await _attempt(store, fn, view, serialize)
+        finally:
+            if serialize is not None and serialize.locked and view.holding:
+                serialize.release()
+        if outcome is _RETRY_SPECULATE:
+            speculate = False
+        elif outcome is _RETRY_LINKS:
             server_links = False
-            continue
-        except Conflict:
-            speculate = False  # the cache moved under the attempt: read Redis
-            continue
-        except Exception:
-            # a refusal read from the cache must hold for what Redis holds
-            if view.speculated and not await view.current():
-                speculate = False
-                continue
-            raise
-        if view.txn.empty():
-            if isinstance(value, Finish):
-                raise TypeError("a transaction that writes nothing has no result to finish")
-            if view.speculated and not await view.current():
-                speculate = False
-                continue
-            return value
-        try:
-            result = await store.apply(view.txn)
-        except LinksNeedRead:
-            server_links = False  # nothing was written: redo it reading the parents
-            continue
-        except Conflict:
-            for kind in view.speculated:
-                store.forget_kind(kind)
-            if speculate:
-                speculate = False  # a stale cache is not contention: retry at once
-                continue
+        elif outcome is _RETRY_BACKOFF:
+            speculate = False
             await task.deferLater(reactor, random.uniform(0, delay), lambda: None)
             delay = min(delay * 2, 0.05)
-            continue
-        return value.then(result) if isinstance(value, Finish) else value
+        else:
+            return outcome.value
     raise StoreError("too much contention, try again")
+
+
+class _Done:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_RETRY_SPECULATE, _RETRY_LINKS, _RETRY_BACKOFF = object(), object(), object()
+
+
+async def _attempt(store: "Store", fn: Callable[[View], Awaitable[Any]], view: View,
+                   serialize: Optional[defer.DeferredLock]) -> Any:
+    """One attempt of :func:`transact`: a :class:`_Done` or what to retry."""
+    view.holding = serialize is not None
+    speculate = view.speculate
+    try:
+        value = await fn(view)
+    except LinksNeedRead:
+        return _RETRY_LINKS
+    except Conflict:
+        return _RETRY_SPECULATE  # the cache moved under the attempt: read Redis
+    except Exception:
+        # a refusal read from the cache must hold for what Redis holds
+        if view.speculated and not await view.current():
+            return _RETRY_SPECULATE
+        raise
+    if view.txn.empty():
+        if isinstance(value, Finish):
+            raise TypeError("a transaction that writes nothing has no result to finish")
+        if view.speculated and not await view.current():
+            return _RETRY_SPECULATE
+        return _Done(value)
+    sent = defer.ensureDeferred(store.apply(view.txn))  # sent before this returns
+    if view.holding:
+        view.holding = False
+        assert serialize is not None
+        serialize.release()
+    try:
+        result = await sent
+    except LinksNeedRead:
+        return _RETRY_LINKS  # nothing was written: redo it reading the parents
+    except Conflict:
+        for kind in view.speculated:
+            store.forget_kind(kind)
+        if speculate:
+            return _RETRY_SPECULATE  # a stale cache is not contention: retry at once
+        return _RETRY_BACKOFF
+    return _Done(value.then(result) if isinstance(value, Finish) else value)
 
