@@ -74,7 +74,7 @@ class Endpoints:
         for i in range(len(pieces) - 1, 0, -1):
             tenant, net = ".".join(pieces[i:]), ".".join(pieces[:i])
             key = f"{tenant}:{net}"
-            if await w.obj("network", key) is not None:
+            if await w.exists("network", key):
                 return key, group
         raise MasterError("network not found")
 
@@ -132,7 +132,7 @@ class Endpoints:
                 raise MasterError("network not found")
             group_state = None
             if group_key:
-                if await w.obj("endpointGroup", group_key) is None:
+                if not await w.exists("endpointGroup", group_key):
                     raise MasterError(f"endpoint group {group_key} not found")
                 group_state = await w.peek_state("endpointGroup", group_key)
             if is_v6:
@@ -207,14 +207,14 @@ class Endpoints:
             if existing is not None:
                 _own(node, existing, ep_id, "create")
                 return {"EndpointConfig": existing}  # a retry: nothing to write
-            if await w.obj("network", net_key) is None:
+            if not await w.exists("network", net_key):
                 raise MasterError(f"network {net_name}.{tenant} not found")
             net_state = await w.peek_state("network", net_key)
             if net_state is None:
                 raise MasterError(f"network {net_name}.{tenant} not found")
             group_state = None
             if group_key:
-                if await w.obj("endpointGroup", group_key) is None:
+                if not await w.exists("endpointGroup", group_key):
                     raise MasterError(f"endpoint group {group_key} not found")
                 group_state = await w.peek_state("endpointGroup", group_key)
                 if group_state is None:
@@ -369,7 +369,7 @@ class Endpoints:
 
         async def fn(view: View):
             w = Work(view)
-            if await w.obj("network", f"{tenant}:{net}") is None:
+            if not await w.exists("network", f"{tenant}:{net}"):
                 raise MasterError(f"Network {net} not found")
             if group:
                 g = await w.obj("endpointGroup", f"{tenant}:{group}")

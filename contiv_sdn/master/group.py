@@ -99,13 +99,13 @@ class EndpointGroupHandler(Handler):
         obj["links"] = {n: {"type": "", "key": ""} for n in (obj.get("links") or {})}
         for pname in obj.get("policies") or []:
             pkey = f"{tenant_name}:{pname}"
-            if await w.obj("policy", pkey) is None:
+            if not await w.exists("policy", pkey):
                 raise MasterError("Policy not found")
             await w.add_to_set("policy", pkey, "EndpointGroups", "endpointGroup", key)
             obj["link-sets"].setdefault("Policies", {})[pkey] = {"type": "policy", "key": pkey}
         if obj.get("netProfile"):
             npkey = f"{tenant_name}:{obj['netProfile']}"
-            if await w.obj("netprofile", npkey) is None:
+            if not await w.exists("netprofile", npkey):
                 raise MasterError("netprofile not found")
             w.set_link(obj, "NetProfile", "netprofile", npkey)
             await w.add_to_set("netprofile", npkey, "EndpointGroups", "endpointGroup", key)
@@ -119,7 +119,7 @@ class EndpointGroupHandler(Handler):
     async def _setup_contracts(self, w: Work, obj: dict, names) -> None:
         for name in names:
             ckey = f"{obj['tenantName']}:{name}"
-            if await w.obj("extContractsGroup", ckey) is None:
+            if not await w.exists("extContractsGroup", ckey):
                 raise MasterError(f"External contracts group {name} not found")
             await w.add_to_set("extContractsGroup", ckey, "EndpointGroups", "endpointGroup",
                                obj["key"])
@@ -146,25 +146,25 @@ class EndpointGroupHandler(Handler):
         for pname in new_policies:
             if pname not in old_policies:
                 pkey = f"{tenant_name}:{pname}"
-                if await w.obj("policy", pkey) is None:
+                if not await w.exists("policy", pkey):
                     raise MasterError("Policy not found")
                 await w.add_to_set("policy", pkey, "EndpointGroups", "endpointGroup", key)
                 stored["link-sets"].setdefault("Policies", {})[pkey] = \
                     {"type": "policy", "key": pkey}
         if old.get("netProfile") and not new.get("netProfile"):
             npkey = f"{tenant_name}:{old['netProfile']}"
-            if await w.obj("netprofile", npkey) is None:
+            if not await w.exists("netprofile", npkey):
                 raise MasterError("netprofile not found")
             w.clear_link(stored, "NetProfile")
             await w.remove_from_set("netprofile", npkey, "EndpointGroups", key)
             stored["netProfile"] = ""
         elif new.get("netProfile"):
             npkey = f"{tenant_name}:{new['netProfile']}"
-            if await w.obj("netprofile", npkey) is None:
+            if not await w.exists("netprofile", npkey):
                 raise MasterError("netprofile not found")
             if old.get("netProfile") and old["netProfile"] != new["netProfile"]:
                 oldkey = f"{tenant_name}:{old['netProfile']}"
-                if await w.obj("netprofile", oldkey) is None:
+                if not await w.exists("netprofile", oldkey):
                     raise MasterError("netprofile not found")
                 await w.remove_from_set("netprofile", oldkey, "EndpointGroups", key)
             w.set_link(stored, "NetProfile", "netprofile", npkey)
@@ -173,7 +173,7 @@ class EndpointGroupHandler(Handler):
         for pname in old_policies:
             if pname not in new_policies:
                 pkey = f"{tenant_name}:{pname}"
-                if await w.obj("policy", pkey) is None:
+                if not await w.exists("policy", pkey):
                     raise MasterError("Policy not found")
                 await w.remove_from_set("policy", pkey, "EndpointGroups", key)
                 stored["link-sets"].get("Policies", {}).pop(pkey, None)

@@ -19,7 +19,7 @@ class PolicyHandler(Handler):
 
     async def create(self, w: Work, obj: dict) -> dict:
         tenant_name = require_tenant_name(obj)
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError("Tenant not found")
         obj = dict(obj)
         obj["link-sets"] = {s: {} for s in (obj.get("link-sets") or {})}
@@ -32,7 +32,7 @@ class PolicyHandler(Handler):
 
     async def delete(self, w: Work, obj: dict) -> None:
         tenant_name = obj["tenantName"]
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError(f"Tenant {tenant_name} not found")
         if link_count(obj, "EndpointGroups"):
             raise MasterError("Policy is being used")
@@ -85,13 +85,13 @@ class RuleHandler(Handler):
         epg_key = ""
         if rule.get("fromEndpointGroup") or rule.get("toEndpointGroup"):
             epg_key = f"{tenant_name}:{rule.get('fromEndpointGroup') or rule.get('toEndpointGroup')}"
-            if await w.obj("endpointGroup", epg_key) is None:
+            if not await w.exists("endpointGroup", epg_key):
                 raise MasterError("endpoint group not found")
         elif rule.get("fromNetwork"):
-            if await w.obj("network", f"{tenant_name}:{rule['fromNetwork']}") is None:
+            if not await w.exists("network", f"{tenant_name}:{rule['fromNetwork']}"):
                 raise MasterError("from Network not found")
         elif rule.get("toNetwork"):
-            if await w.obj("network", f"{tenant_name}:{rule['toNetwork']}") is None:
+            if not await w.exists("network", f"{tenant_name}:{rule['toNetwork']}"):
                 raise MasterError("to Network not found")
 
         pkey = f"{tenant_name}:{rule['policyName']}"
@@ -127,7 +127,7 @@ class RuleHandler(Handler):
 
     async def delete(self, w: Work, rule: dict) -> None:
         pkey = f"{rule['tenantName']}:{rule['policyName']}"
-        if await w.obj("policy", pkey) is None:
+        if not await w.exists("policy", pkey):
             raise MasterError("Policy not found")
         await w.remove_from_set("policy", pkey, "Rules", rule["key"])
         epg = link_target(rule, "MatchEndpointGroup")

@@ -22,7 +22,7 @@ class NetprofileHandler(Handler):
         burst = int(obj.get("burst") or 0)
         if 0 < burst < 2:
             raise MasterError("Invalid Burst size. burst size > 1500 bytes")
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError("Tenant not found")
         obj = dict(obj)
         obj["link-sets"] = {s: {} for s in (obj.get("link-sets") or {})}
@@ -35,7 +35,7 @@ class NetprofileHandler(Handler):
         if 0 < burst < 2:
             raise MasterError("Invalid Burst size. burst size must be > 1500 bytes")
         for gkey in link_keys(old, "EndpointGroups"):
-            if await w.obj("endpointGroup", gkey) is None:
+            if not await w.exists("endpointGroup", gkey):
                 raise MasterError("EndpointGroups not found")
         stored = dict(old)
         for f in ("bandwidth", "DSCP", "burst"):
@@ -44,7 +44,7 @@ class NetprofileHandler(Handler):
 
     async def delete(self, w: Work, obj: dict) -> None:
         tenant_name = obj["tenantName"]
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError(f"Tenant {tenant_name} not found")
         if link_count(obj, "EndpointGroups"):
             raise MasterError("NetProfile is being used")
@@ -57,7 +57,7 @@ class AppProfileHandler(Handler):
 
     async def create(self, w: Work, obj: dict) -> dict:
         tenant_name = require_tenant_name(obj)
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError(f"Tenant {tenant_name} not found")
         obj = dict(obj)
         obj["link-sets"] = {s: {} for s in (obj.get("link-sets") or {})}
@@ -102,7 +102,7 @@ class AppProfileHandler(Handler):
 
     async def delete(self, w: Work, obj: dict) -> None:
         tenant_name = obj["tenantName"]
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError(f"Tenant {tenant_name} not found")
         for epg in obj.get("endpointGroups") or []:
             gkey = f"{tenant_name}:{epg}"
@@ -119,7 +119,7 @@ class ExtContractsGroupHandler(Handler):
     async def create(self, w: Work, obj: dict) -> dict:
         if obj.get("contractsType") not in ("provided", "consumed"):
             raise MasterError("Contracts group need to be either 'provided' or 'consumed'")
-        if await w.obj("tenant", obj.get("tenantName") or "") is None:
+        if not await w.exists("tenant", obj.get("tenantName") or ""):
             raise MasterError(f"Tenant {obj.get('tenantName', '')} not found")
         obj = dict(obj)
         obj["link-sets"] = {s: {} for s in (obj.get("link-sets") or {})}

@@ -74,9 +74,9 @@ class ServiceLBHandler(Handler):
             raise MasterError("Invalid Port maping . Port format is - Port:TargetPort:Protocol")
         if not obj.get("tenantName"):
             raise MasterError("Invalid tenant name")
-        if await w.obj("tenant", obj["tenantName"]) is None:
+        if not await w.exists("tenant", obj["tenantName"]):
             raise MasterError(f"Tenant {obj['tenantName']} not found")
-        if await w.obj("network", f"{obj['tenantName']}:{obj.get('networkName', '')}") is None:
+        if not await w.exists("network", f"{obj['tenantName']}:{obj.get('networkName', '')}"):
             raise MasterError(f"Network {obj.get('networkName', '')} not found")
         return selector_map(obj["selectors"])
 
@@ -145,11 +145,11 @@ class ServiceLBHandler(Handler):
             await self._free_vip(w, st)
             w.txn.delete("serviceLB", obj["key"])
         tenant_name = obj["tenantName"]
-        if await w.obj("tenant", tenant_name) is None:
+        if not await w.exists("tenant", tenant_name):
             raise MasterError(f"Tenant {tenant_name} not found")
         await w.remove_from_set("tenant", tenant_name, "Servicelbs", obj["key"])
         net_key = f"{tenant_name}:{obj['networkName']}"
-        if await w.obj("network", net_key) is None:
+        if not await w.exists("network", net_key):
             raise MasterError(f"Network {obj['networkName']} not found in tenant {tenant_name}")
         await w.remove_from_set("network", net_key, "Servicelbs", obj["key"])
 
