@@ -438,8 +438,9 @@ static void forward(const char *path)
     if (fd < 0)
         return;
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        if (errno != EINPROGRESS && errno != EAGAIN)
-            goto out; /* ENOENT, ECONNREFUSED, EACCES, ...: the Python plugin says so */
+        if (errno != EINPROGRESS)
+            goto out; /* ENOENT, ECONNREFUSED, EACCES, EAGAIN (backlog full), ...: the
+                       * Python plugin says so, or waits its turn */
         if (wait_fd(fd, POLLOUT, deadline) < 0)
             goto out;
         int err = 0;
