@@ -92,15 +92,24 @@ class Fabric:
 
 
 def drive(eng: IncrementalCompiler, snap: Snapshot, hosts: List[str]) -> Tuple[Update, float, float]:
-    """Run one pass; (update, total seconds, longest slice between two yields)."""
+    """Run one pass; (update, total seconds, longest slice between two yields).
+
+    As the controller runs it: no automatic garbage collection during the pass, and
+    what a large pass built frozen out of later collections (``Controller._compile``)."""
     upd = Update()
     longest = 0.0
-    t0 = last = time.perf_counter()
-    for _ in eng.steps(snap, hosts, upd):
-        now = time.perf_counter()
-        longest = max(longest, now - last)
-        last = now
-    end = time.perf_counter()
+    gc.disable()
+    try:
+        t0 = last = time.perf_counter()
+        for _ in eng.steps(snap, hosts, upd):
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+        end = time.perf_counter()
+    finally:
+        if upd.evaluated >= 20000:
+            gc.freeze()
+        gc.enable()
     return upd, end - t0, max(longest, end - last)
 
 

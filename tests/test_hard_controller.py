@@ -321,6 +321,37 @@ class ControllerIsolationTests(TestCase):
         self.assertAlmostEqual(ctl._pending.getTime() - clock.seconds(), ctl.DEBOUNCE, places=6)
         ctl._pending.cancel()
 
+    def test_no_garbage_collection_while_the_engine_builds(self):
+        """The engine runs with automatic collection off (a cold compile's full
+        collections were the longest reactor stalls), and it is on again after the
+        run — also after a run whose compiler failed."""
+        import gc
+        syncs = {11: _Sync()}
+        ctl, clock = self._controller(_data(), syncs)
+        seen = []
+        real_steps = ctl.engine.steps
+
+        def steps(snap, names, upd):
+            seen.append(gc.isenabled())
+            yield from real_steps(snap, names, upd)
+            seen.append(gc.isenabled())
+        ctl.engine.steps = steps
+        self.assertTrue(gc.isenabled())
+        self._one_run(ctl, clock)
+        self.assertEqual(seen, [False, False])
+        self.assertTrue(gc.isenabled())
+
+        def broken(snap, names, upd):
+            seen.append(gc.isenabled())
+            raise RuntimeError("a compiler bug")
+            yield  # pragma: no cover
+        ctl.engine.steps = broken
+        ctl._recompile = True
+        self._one_run(ctl, clock)
+        self.assertEqual(seen[-1], False)
+        self.assertTrue(gc.isenabled())
+        self.flushLoggedErrors(RuntimeError)
+
     def test_a_hanging_switch_holds_up_a_run_only_for_a_while(self):
         syncs = {11: _Sync("hang"), 12: _Sync()}
         ctl, clock = self._controller(_data(), syncs)
