@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["contiv_sdn", "contiv_sdn.*", "drivers", "drivers.*"])
     + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/*.py"], "contiv_sdn.ops": ["web/*"]},
+    package_data={"twisted": ["plugins/*.py"], "contiv_sdn.ops": ["web/*"], "drivers.cni": ["shim.c"]},
     install_requires=[
         # [tls]: pyOpenSSL + service_identity, for the HTTPS API (--tls-cert) and rediss://
         "twisted[tls]>=24.7",

@@ -19,9 +19,18 @@ def make_service(options: Mapping[str, Any], host_netns: Optional[str] = None) -
     from contiv_sdn.agent.service import make_service as make_agent
 
     agent = make_agent(options, host_netns=host_netns)
+    attach_cni(agent)
     if options.get("docker-plugin"):
         from drivers.docker.service import make_docker_plugin_service
 
         make_docker_plugin_service(agent, options["docker-plugin"],
                                    options["docker"]).setServiceParent(agent)
     return agent
+
+
+def attach_cni(agent: Any) -> None:
+    """The CNI plugin runs in netplugin for the C shim's calls (``POST /v1/cni``,
+    drivers/cni/shim.c): the same function the Python plugin runs."""
+    from drivers.cni.main import answer
+
+    agent.api.cni.answer = answer

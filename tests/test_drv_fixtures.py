@@ -118,7 +118,9 @@ class DockerHost:
     async def start_agent(self, reconcile_interval: float = 30.0, grace: float = 60.0) -> Any:
         from contiv_sdn.agent.service import make_service
         from drivers.docker.service import make_docker_plugin_service
+        from drivers.netplugin import attach_cni
         self.agent = make_service(self.options(), host_netns=self.netns_path)
+        attach_cni(self.agent)  # as drivers.netplugin assembles it
         self.plugin = make_docker_plugin_service(
             self.agent, self.plugin_socket, "unix://" + self.docker_socket,
             reconcile_interval=reconcile_interval, grace=grace)

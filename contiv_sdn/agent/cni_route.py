@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from twisted.internet import threads
 from twisted.logger import Logger
@@ -80,10 +80,15 @@ def decode_call(body: bytes) -> Tuple[Dict[str, str], bytes]:
 
 
 class CNIRoute:
-    """Runs :func:`drivers.cni.main.answer` off the reactor, at most :data:`THREADS` at
-    a time."""
+    """Runs the CNI plugin's answer (:func:`drivers.cni.main.answer`, attached by
+    drivers/netplugin.py) off the reactor, at most :data:`THREADS` at a time."""
 
-    def __init__(self, reactor: Any = None):
+    def __init__(self, reactor: Any = None,
+                 answer: Optional[Callable[[Dict[str, str], bytes], Tuple[bytes, int]]] = None):
+        #: the plugin's ``(env, stdin) -> (stdout, status)``: given by whoever assembles
+        #: netplugin (drivers/netplugin.py: the agent imports no driver); None answers
+        #: 404, and the shim runs the Python plugin instead
+        self.answer = answer
         if reactor is None:
             from twisted.internet import reactor as default
             reactor = default
@@ -116,7 +121,10 @@ class CNIRoute:
             log.info("cni call refused: {n} calls waiting", n=self._waiting)
             metrics.plugin_call("agent", "cni", "refused", time.perf_counter() - started)
             return 503, {}, b"too many CNI calls waiting; the plugin runs by itself"
-        from drivers.cni.main import answer
+        answer = self.answer
+        if answer is None:
+            metrics.plugin_call("agent", "cni", "refused", time.perf_counter() - started)
+            return 404, {}, b"this netplugin serves no CNI plugin; the shim runs it by itself"
         self._waiting += 1
         try:
             out, status = await threads.deferToThreadPool(self.reactor, self._started_pool(),
