@@ -213,7 +213,8 @@ class _Sync:
             desired = full()
             if desired is None:
                 return defer.succeed(None)
-            table = {f.identity: f for f in desired}
+            # the controller's full() is the engine's table (identity -> Flow)
+            table = dict(desired)
         else:
             table = dict(self.installed)
             for ident, f in delta.items():

@@ -325,6 +325,9 @@ class IncrementalEqualsFull(TestCase):
                 self.assertIsNone(eng.flows(name))
                 continue
             self.assertEqual(eng.flows(name), want, name)
+            table = eng.table(name)
+            self.assertEqual(frozenset(table.values()), want, f"{name}: table")
+            self.assertTrue(all(i == f.identity for i, f in table.items()), f"{name}: table keys")
             self.assertEqual(frozenset(held[name].values()), want, f"{name}: the deltas as applied")
             kinds: Dict[int, int] = {}
             for f in want:

@@ -835,7 +835,7 @@ class Controller(Service):
     async def _converge_one(self, host: str, sync: Any, delta: Dict, rev: int,
                             applied: Optional["_Applied"] = None, groups_due: bool = True) -> None:
         try:
-            result = await sync.apply(delta, lambda: self.engine.flows(host),
+            result = await sync.apply(delta, lambda: self.engine.table(host),
                                       groups=(lambda: self.engine.groups(host)) if groups_due else None)
         except NotMaster:
             # demoted during the pass: nothing was committed; the FlowSync kept its

@@ -117,7 +117,7 @@ from itertools import islice
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import deferLater
+from twisted.internet.task import Cooperator, deferLater
 from twisted.logger import Logger
 
 from contiv_sdn.openflow import codec
@@ -252,7 +252,9 @@ class FlowSync:
     async def apply(self, delta: Mapping[Tuple, Optional[Flow]], full: Callable[[], Any],
                     groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None) -> SyncResult:
         """Apply a delta (``identity -> Flow``, ``None`` = delete); ``full()`` gives the
-        whole desired set when the belief is unknown (``None``: leave the switch alone);
+        whole desired set when the belief is unknown (``None``: leave the switch alone) —
+        flows, or a mapping ``identity -> Flow`` holding each identity once, which is
+        taken as the belief without a duplicate check per flow;
         ``groups()`` the whole desired group set (see the module doc), read at the pass;
         pass it when the groups may have changed (``None``: they did not — the pass
         leaves them alone unless their belief is unknown or held-back work needs them).
@@ -457,15 +459,20 @@ class FlowSync:
             result = SyncResult(result.added, result.modified, result.deleted, n + len(late))
         return result
 
-    async def _once(self, desired: Iterable[Flow]) -> SyncResult:
+    async def _once(self, desired: Union[Iterable[Flow], Mapping[Tuple, Flow]]) -> SyncResult:
         sw = self.switch
         if not sw.connected:
             raise SwitchDisconnected(f"{sw!r} is not connected")
         table: Optional[Dict[Tuple, Flow]] = None
+        keyed: Optional[Mapping[Tuple, Flow]] = None
+        if isinstance(desired, Mapping):
+            # identity -> Flow, each identity once by construction (the engine's
+            # table(host)): no duplicate check per flow, and a copy is the whole table
+            keyed, desired = desired, desired.values()
         if self.installed is None:
             must_read, self._must_read = self._must_read, False
             if self.count_first and not must_read and hasattr(sw, "flow_count"):
-                table, kinds = await self._desired_table(desired)
+                table, kinds = await self._desired_table(desired, keyed)
                 held = await self._held_counts(kinds)
                 if held is not None and held == (len(table), kinds):
                     self.installed = table
@@ -494,8 +501,11 @@ class FlowSync:
         mask, mark = self.cookie_mask, self.cookie
         modifies: List[Tuple[Flow, int]] = []
         adds: List[Flow] = []
+        if table is None and keyed is not None:
+            table = dict(keyed)
+            _check_marks(table.values(), mark, mask)
         if table is not None:
-            want, desired = table, table.values()  # already checked by _desired_table
+            want, desired = table, table.values()  # already checked
         async for chunk in self._paced(desired):
             for f in chunk:
                 if table is None and not _first(f, want, mark, mask):
@@ -520,24 +530,33 @@ class FlowSync:
     #: entries handled between two turns given to the reactor in long loops (reads, diffs)
     PACE = 2000
 
-    async def _desired_table(self, desired: Iterable[Flow]) -> Tuple[Dict[Tuple, Flow], Dict[Tuple, int]]:
-        """``desired`` as ``identity -> Flow`` (checked as :func:`_first` does) and its
-        flow counts: ``("kind", k)`` per cookie kind (the bits 32..47 outside our cookie
-        mask) and ``("in_port", p)`` per port matched on."""
+    async def _desired_table(self, desired: Iterable[Flow], keyed: Optional[Mapping[Tuple, Flow]] = None
+                             ) -> Tuple[Dict[Tuple, Flow], Dict[Tuple, int]]:
+        """``desired`` as ``identity -> Flow`` (checked as :func:`_first` does; ``keyed``:
+        the same already keyed, each identity once) and its flow counts: ``("kind", k)``
+        per cookie kind (the bits 32..47 outside our cookie mask) and ``("in_port", p)``
+        per port matched on."""
         want: Dict[Tuple, Flow] = {}
         counts: Dict[Tuple, int] = {}
         mask, mark = self.cookie_mask, self.cookie
         kind_bits = (0xFFFF << 32) & ~mask
+        if keyed is not None:
+            want = dict(keyed)
+            desired = want.values()
         async for chunk in self._paced(desired):
             for f in chunk:
-                if _first(f, want, mark, mask):
-                    k = ("kind", f.cookie & kind_bits)
-                    counts[k] = counts.get(k, 0) + 1
-                    for name, value in f.match:
-                        if name == "in_port":
-                            k = ("in_port", value)
-                            counts[k] = counts.get(k, 0) + 1
-                            break
+                if keyed is not None:
+                    if f.cookie & mask != mark:
+                        raise ValueError(_foreign(f, mark, mask))
+                elif not _first(f, want, mark, mask):
+                    continue
+                k = ("kind", f.cookie & kind_bits)
+                counts[k] = counts.get(k, 0) + 1
+                for name, value in f.match:
+                    if name == "in_port":
+                        k = ("in_port", value)
+                        counts[k] = counts.get(k, 0) + 1
+                        break
         return want, counts
 
     async def _held_counts(self, counts: Mapping[Tuple, int]) -> Optional[Tuple[int, Dict[Tuple, int]]]:
@@ -564,7 +583,8 @@ class FlowSync:
         """``items`` in lists of :attr:`PACE`, giving the reactor a turn between two: a
         read-back or diff of 30k flows is ~100 ms of work that echo replies must not
         wait for.  Lists, not single items: an async generator step per flow was a
-        good part of a reconnect storm's diffing."""
+        good part of a reconnect storm's diffing.  The turn is shared by every sync
+        (:func:`_turn`)."""
         it = iter(items)
         pace = self.PACE
         first = True
@@ -573,7 +593,7 @@ class FlowSync:
             if not chunk:
                 return
             if not first:
-                await deferLater(self.clock, 0, lambda: None)
+                await _turn(self.clock)
             first = False
             yield chunk
             if len(chunk) < pace:
@@ -698,6 +718,31 @@ def _first(f: Flow, want: Dict[Tuple, Flow], mark: int, mask: int) -> bool:
     if prev != f:
         raise ValueError(f"two desired flows with the same identity: {prev} / {f}")
     return False
+
+
+#: one cooperator per clock (the reactor; a test's Clock)
+_cooperators: Dict[Any, Cooperator] = {}
+
+
+def _turn(clock: Any) -> Deferred:
+    """Fires at this sync's next turn, in a time budget shared by every sync.
+
+    Why not ``deferLater(clock, 0)``: at a reconnect storm 500 syncs pace their loops
+    at once, each waiting for "the next reactor turn" — and the reactor runs every
+    call that is due in one go, 500 chunks of work without reading a socket in
+    between (a 256 ms stall at 200 switches).  A :class:`Cooperator` runs the waiting
+    syncs' continuations one after the other inside its own tick and ends the tick
+    after 10 ms, so the others wait for the next tick, after the reactor has polled."""
+    coop = _cooperators.get(clock)
+    if coop is None:
+        coop = _cooperators[clock] = Cooperator(scheduler=lambda step: clock.callLater(0, step))
+    return coop.cooperate(iter((None,))).whenDone()
+
+
+def _check_marks(flows: Iterable[Flow], mark: int, mask: int) -> None:
+    for f in flows:
+        if f.cookie & mask != mark:
+            raise ValueError(_foreign(f, mark, mask))
 
 
 def _foreign(f: Flow, mark: int, mask: int) -> str:

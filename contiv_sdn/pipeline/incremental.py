@@ -271,6 +271,16 @@ class IncrementalCompiler:
         return frozenset(f for o, frag in sw.frags.items() if type(frag) is tuple
                          for f in frag if win[f.identity] == o)
 
+    def table(self, host: str) -> Optional[Dict[Identity, Flow]]:
+        """:meth:`flows` keyed by identity, each once (a switch's winners): what a
+        sync's belief is built from, without hashing every flow into a set first."""
+        sw = self.switches.get(host)
+        if sw is None or sw.broken is not None:
+            return None
+        win = sw.win
+        return {f.identity: f for o, frag in sw.frags.items() if type(frag) is tuple
+                for f in frag if win[f.identity] == o}
+
     def failed(self) -> Tuple[Failure, ...]:
         out: Dict[Failure, None] = dict.fromkeys(self.idx_failed.values())
         for sw in self.switches.values():
