@@ -386,3 +386,43 @@ class RegistrationFallbackTests(TestCase):
         self.assertEqual({k: stored[k] for k in record}, record)
         self.assertEqual(stored["refresh"], 30.0)
         self.assertIsInstance(stored["updated"], int)
+
+
+class SimHostSummaryTests(TestCase):
+    """The aggregate summary the simulated switch answers counts from is kept in step
+    by every flow_mod and undo (it used to be rebuilt after each change)."""
+
+    def test_counts_follow_flow_mods_and_undo(self):
+        import random
+
+        from contiv_sdn.testing.simswitch import parse_flow_mod
+        rng = random.Random(8)
+        host = SimHost("summary", "172.16.0.9", reactor)
+        pool = sorted(_flows(40) | _flows(30, port=5, cookie_base=COOKIE_MARK | (3 << 32))
+                      | _flows(20, port=100, cookie_base=0xBEEF << 48))
+
+        def match(port):
+            f = Flow(table=0, priority=1, match=make_match(in_port=port) if port else ())
+            data = _codec.encode_flow_mod(f, _codec.ADD, 1)
+            mlen = int.from_bytes(data[50:52], "big")
+            return host.interner.match(data[48:48 + (mlen + 7) // 8 * 8])
+
+        asks = [(cookie, mask, match(port))
+                for cookie, mask in ((COOKIE_MARK, COOKIE_MASK), (0xBEEF << 48, COOKIE_MASK),
+                                     (COOKIE_MARK | (3 << 32), COOKIE_MASK | (0xFFFF << 32)))
+                for port in (None, 3, 7, 100, 101)]
+
+        def counts():
+            return ([host.count(_ofp.OFPTT_ALL, m, c, k) for c, k, m in asks],
+                    [len(host._selected(_ofp.OFPTT_ALL, m, c, k)) for c, k, m in asks])
+
+        for step in range(300):
+            touched = []
+            for _ in range(rng.randint(1, 4)):
+                f = rng.choice(pool)
+                cmd = rng.choice([_codec.ADD, _codec.ADD, _codec.MODIFY_STRICT, _codec.DELETE_STRICT])
+                host.apply(parse_flow_mod(_codec.encode_flow_mod(f, cmd, 1), host.interner), touched)
+            if rng.random() < 0.3:
+                host.undo(touched)
+            summarized, scanned = counts()
+            self.assertEqual(summarized, scanned, f"step {step}")
