@@ -47,7 +47,7 @@ import sys
 import tempfile
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 #: Linux reads at most this many bytes of a ``#!`` line (BINPRM_BUF_SIZE, 5.1+).
 MAX_SHEBANG = 255
@@ -109,11 +109,21 @@ def write_launcher(dest: str, python: Optional[str] = None,
     """Write the launcher to ``dest`` (replacing a file or link there atomically), mode
     0755; returns ``dest``."""
     text = launcher_text(python, paths)
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+    return _replace_atomically(dest, fill)
+
+
+def _replace_atomically(dest: str, fill: Callable[[str], None]) -> str:
+    """``fill(tmp)`` writes a temporary file next to ``dest``, which then replaces
+    ``dest`` (a file or link) in one rename, mode 0755; nothing is left on failure."""
     folder = os.path.dirname(os.path.abspath(dest))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".contiv-cni.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        fill(tmp)
         os.chmod(tmp, 0o755)
         os.replace(tmp, dest)
     except BaseException:
@@ -155,23 +165,13 @@ def compile_shim(dest: str, fallback: str, cc: Optional[str] = None,
     cc = cc or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise OSError("no C compiler (cc) on PATH")
-    folder = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".contiv-cni.")
-    os.close(fd)
-    try:
+
+    def fill(tmp: str) -> None:
         proc = subprocess.run([cc, *CFLAGS, *defines, "-o", tmp, SHIM_SOURCE],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise OSError(f"{cc} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest
+    return _replace_atomically(dest, fill)
 
 
 def write_native(dest: str, cc: Optional[str] = None) -> Tuple[bool, str]:
