@@ -66,6 +66,20 @@ def alive(pid: Optional[int]) -> bool:
         return False
 
 
+def _aof_holds(folder: str, needle: bytes) -> bool:
+    """Whether an append-only file under ``folder`` holds ``needle``."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if ".aof" in name:
+                try:
+                    with open(os.path.join(root, name), "rb") as f:
+                        if needle in f.read():
+                            return True
+                except OSError:
+                    pass
+    return False
+
+
 class EmbeddedRedisSupervision(unittest.TestCase):
     def setUp(self):
         require_binary("redis-server")
@@ -88,6 +102,12 @@ class EmbeddedRedisSupervision(unittest.TestCase):
         self.assertEqual(code, 200, text)
         old = nm.redis_pid()
         self.assertTrue(alive(old))
+        # with appendfsync everysec Redis may answer a write before it wrote it to its
+        # AOF (when a background fsync is slow, e.g. on a busy CI disk, the write is
+        # postponed up to 2 s): a SIGKILL then loses it, whatever the netmaster does.
+        # What this test is about is the restart, so kill once the AOF holds the write
+        wait_until(lambda: _aof_holds(nm.state_dir, b"t-kill"), "the write to reach the AOF",
+                   timeout=30, interval=0.05)
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: not alive(old), "the redis-server to die", timeout=60, interval=0.1)
 
@@ -99,8 +119,13 @@ class EmbeddedRedisSupervision(unittest.TestCase):
         code, text = http("POST", nm.url + "/api/v1/tenants/t-down/", {"tenantName": "t-down"})
         self.assertEqual(code, 503, text)
 
-        wait_until(lambda: http("GET", nm.url + "/api/v1/tenants/t-kill/")[0] == 200,
-                   "REST to recover after the supervised restart", timeout=60, interval=0.1)
+        try:
+            wait_until(lambda: http("GET", nm.url + "/api/v1/tenants/t-kill/")[0] == 200,
+                       "REST to recover after the supervised restart", timeout=60, interval=0.1)
+        except AssertionError as e:
+            last = http("GET", nm.url + "/api/v1/tenants/t-kill/")
+            raise AssertionError(f"{e}; last answer {last[0]}: {last[1][:300]}\n--- netmaster log "
+                                 f"(tail):\n{nm.log_text()[-4000:]}") from None
         new = nm.redis_pid()
         self.assertNotEqual(new, old)
         self.assertTrue(alive(new))
