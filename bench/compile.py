@@ -34,6 +34,7 @@ from typing import Dict, List, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from contiv_sdn.controller.service import Controller  # noqa: E402
 from contiv_sdn.pipeline.compiler import compile_hosts  # noqa: E402
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update  # noqa: E402
 from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Host, Network, Snapshot, Tenant  # noqa: E402
@@ -107,7 +108,7 @@ def drive(eng: IncrementalCompiler, snap: Snapshot, hosts: List[str]) -> Tuple[U
             last = now
         end = time.perf_counter()
     finally:
-        if upd.evaluated >= 20000:
+        if upd.evaluated >= Controller.FREEZE_AFTER:
             gc.freeze()
         gc.enable()
     return upd, end - t0, max(longest, end - last)

@@ -724,7 +724,7 @@ class Controller(Service):
             if (delta or name in upd.full or name in upd.groups or sync.installed is None
                     or sync.groups_installed is None or getattr(sync, "held_back", False)):
                 groups_due = (name in upd.groups or name in upd.full
-                              or getattr(sync, "groups_installed", None) is None)
+                              or sync.groups_installed is None)
                 work[name] = defer.ensureDeferred(self._converge_one(name, sync, delta or {}, rev, applied,
                                                                      groups_due))
                 # each sync encodes and writes its delta before its first wait: 500 of them

@@ -264,12 +264,8 @@ class IncrementalCompiler:
 
     def flows(self, host: str) -> Optional[FrozenSet[Flow]]:
         """The whole desired flow set of ``host``'s switch (``None``: unknown or broken)."""
-        sw = self.switches.get(host)
-        if sw is None or sw.broken is not None:
-            return None
-        win = sw.win
-        return frozenset(f for o, frag in sw.frags.items() if type(frag) is tuple
-                         for f in frag if win[f.identity] == o)
+        table = self.table(host)
+        return None if table is None else frozenset(table.values())
 
     def table(self, host: str) -> Optional[Dict[Identity, Flow]]:
         """:meth:`flows` keyed by identity, each once (a switch's winners): what a
