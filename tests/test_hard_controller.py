@@ -322,6 +322,33 @@ class ControllerIsolationTests(TestCase):
         self.assertAlmostEqual(ctl._pending.getTime() - clock.seconds(), ctl.DEBOUNCE, places=6)
         ctl._pending.cancel()
 
+    def test_background_work_lets_runs_go_first(self):
+        """The audit's full checks and verifications slice their work with
+        ``_background_turn``: while a run is going or due, a slice waits for its end
+        (a policy change to 500 switches waited for every slice of a full check
+        otherwise), and under a steady stream of runs it waits BACKGROUND_WAIT at most."""
+        syncs = {11: _Sync()}
+        ctl, clock = self._controller(_data(), syncs)
+        self._one_run(ctl, clock)
+        idle = ctl._background_turn()
+        self.assertFalse(idle.called)
+        clock.advance(0)
+        self.assertTrue(idle.called)  # nothing going: the next turn
+        ctl.schedule()  # a run is due
+        waiting = ctl._background_turn()
+        clock.advance(0)
+        self.assertFalse(waiting.called)
+        clock.advance(ctl._pending.getTime() - clock.seconds())  # the run starts and ends
+        self.assertTrue(waiting.called)
+        ctl._running = True  # a run that goes on and on
+        starved = ctl._background_turn()
+        clock.advance(ctl.BACKGROUND_WAIT - 0.01)
+        self.assertFalse(starved.called)
+        clock.advance(0.01)
+        self.assertTrue(starved.called)
+        ctl._running = False
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_no_garbage_collection_while_the_engine_builds(self):
         """The engine runs with automatic collection off (a cold compile's full
         collections were the longest reactor stalls), and it is on again after the

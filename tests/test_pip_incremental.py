@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import TestCase
 
 from contiv_sdn.pipeline import hostaccess as HA
+from contiv_sdn.pipeline import incremental as INC
 from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline.compiler import compile_hosts
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
@@ -351,6 +352,15 @@ class IncrementalEqualsFull(TestCase):
         for op in ops:
             m.apply(op)
             self._check(m, eng, held, groups)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(OPS, min_size=1, max_size=25))
+    def test_random_changes_replacing_fragments_by_their_difference(self, ops: List[tuple]) -> None:
+        """The same with every fragment replacement applied as the difference of the
+        two fragments (``_frag_diff``; by default only for large ones, which the
+        random states seldom have)."""
+        self.patch(INC, "_DIFF_FROM", 0)
+        self.test_random_changes.hypothesis.inner_test(self, ops)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(OPS, min_size=1, max_size=25))

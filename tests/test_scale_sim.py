@@ -330,8 +330,68 @@ class SimSwitchProtocolTests(TestCase):
         self.host.changed()
         sync._full = lambda: frozenset(flows)  # what the controller's apply() leaves there
         result = await sync.verify()
-        self.assertEqual((result.modified, sync.verified, sync.reads), (1, True, 1))
+        # one read to compare (FlowSync.check), one by the pass that repairs
+        self.assertEqual((result.modified, sync.verified, sync.reads), (1, True, 2))
         self.assertEqual(self.host.table, entries_of(flows, self.host.interner))
+
+    def _hold_reads(self):
+        """Make the switch's flow reads wait: the request goes out and is answered at
+        once (the switch's table as it is then), the answer is handed over only when
+        ``gate`` fires; ``answered`` fires when the switch has answered."""
+        real = type(self.switch).read_flows_raw.__get__(self.switch)
+        gate, answered = defer.Deferred(), defer.Deferred()
+
+        async def held(*args):
+            bodies = await real(*args)
+            answered.callback(None)
+            await gate
+            return bodies
+        self.switch.read_flows_raw = lambda *args: defer.ensureDeferred(held(*args))
+        return gate, answered
+
+    async def test_check_compares_flow_by_flow_while_passes_go_on(self):
+        """FlowSync.check reads the switch and compares without holding up a pass: a
+        delta sent while the read is on its way is applied at once, and what it sent
+        is no difference (the read saw the table before it); a flow modified behind
+        our back is one, and the next pass repairs it."""
+        flows = sorted(_flows(40), key=lambda f: f.cookie)
+        sync = FlowSync(self.switch)
+        await sync.converge(frozenset(flows))
+        self.assertTrue(await sync.check())
+        gate, answered = self._hold_reads()
+        checking = defer.ensureDeferred(sync.check())
+        await answered
+        new = Flow(table=7, priority=5, match=make_match(in_port=99), actions=(("output", 2),),
+                   cookie=COOKIE_MARK | 0x77)
+        moved = Flow(flows[1].table, flows[1].priority, flows[1].match, (("output", 4),),
+                     flows[1].goto, flows[1].cookie)
+        mods = self.host.flow_mods
+        result = await sync.apply({flows[0].identity: None, moved.identity: moved, new.identity: new},
+                                  lambda: None)
+        self.assertEqual((result.added, result.modified, result.deleted), (1, 1, 1))
+        self.assertEqual(self.host.flow_mods - mods, 3)
+        self.assertFalse(checking.called, "the check ended before the read was handed over")
+        gate.callback(None)
+        self.assertTrue(await checking)
+        self.assertIsNotNone(sync.installed)
+        desired = frozenset([new, moved] + flows[2:])
+        self.assertEqual(self.host.table, entries_of(desired, self.host.interner))
+
+        # a flow changed behind our back while the read is held: a difference
+        gate, answered = self._hold_reads()
+        key = sorted(self.host.table)[5]
+        self.host.table[key] = (self.host.table[key][0], self.host.table[sorted(self.host.table)[6]][1])
+        self.host.changed()
+        checking = defer.ensureDeferred(sync.check())
+        await answered
+        gate.callback(None)
+        self.assertFalse(await checking)
+        self.assertIsNone(sync.installed)
+        del self.switch.read_flows_raw  # reads answer at once again
+        result = await sync.apply({}, lambda: desired)
+        self.assertEqual((result.added, result.modified, result.deleted), (0, 1, 0))
+        self.assertEqual(self.host.table, entries_of(desired, self.host.interner))
+        self.assertTrue(await sync.check())
 
     async def test_counts_first_reads_back_a_renumbered_port(self):
         """Same number of flows of each kind, but the port they match moved: the

@@ -16,7 +16,9 @@ are one pass.  Long passes yield to the reactor every :attr:`Controller.SLICE`.
 
 The audit every :attr:`Controller.AUDIT_INTERVAL` asks each switch for its flow
 count (OFPMP_AGGREGATE) and reads back in full only the switches whose count
-differs, plus a few in rotation (a modified flow keeps the count).
+differs, plus a few in rotation (a modified flow keeps the count), compared
+while changes go on (:meth:`FlowSync.check`); it compares the Redis mirror with
+the store as text, off any run too.
 
 A (re)connecting switch is not read back when its flow counts (per cookie kind
 and per port matched on) agree with its desired set (:class:`FlowSync`): a
@@ -221,6 +223,13 @@ class Controller(Service):
         self._rev = 0
         self._audit: Optional[task.LoopingCall] = None
         self._audit_round = 0
+        #: the audit's comparison of the mirror with the store, while it runs
+        self._auditing: Optional[defer.Deferred] = None
+        self._audit_idle: list = []
+        #: background work waiting for the runs to end (_background_turn)
+        self._after_runs: Dict[defer.Deferred, Any] = {}
+        #: kind -> key -> the stored text each mirror record was parsed from
+        self._texts: Dict[str, Dict[str, str]] = {}
         self._retry = False
         self._refusals = ReportOnce()
         self._failures = ReportOnce()
@@ -318,6 +327,7 @@ class Controller(Service):
         if self._verify_call is not None and self._verify_call.active():
             self._verify_call.cancel()
         self._verify_call = None
+        self._release_background()
         for call, waiter in list(self._waits.items()):  # a stopped controller waits for nobody
             call.cancel()
             waiter.callback(None)
@@ -332,30 +342,100 @@ class Controller(Service):
         return None
 
     def audit(self) -> defer.Deferred:
-        """Check every switch cheaply and repair those that differ; re-read the Redis mirror.
+        """Check every switch cheaply and repair those that differ; compare the Redis
+        mirror with the store.
 
         Level-triggered control includes the switch side: a flow removed or changed
         behind the controller's back is found and repaired.  Each switch is asked for
         the count of our flows (one small OFPMP_AGGREGATE reply) and compared with
-        what its FlowSync believes; a mismatch, and one switch in
-        :attr:`AUDIT_FULL_EVERY` in rotation, makes its next pass read its flows back
-        and send the difference.  The Redis mirror is re-read in full too, for the
-        same reason (a compile follows only if something visible changed).
+        what its FlowSync believes; one switch in :attr:`AUDIT_FULL_EVERY`, in
+        rotation, is read back and compared flow by flow (:meth:`FlowSync.check`),
+        one after the other; a mismatch makes its next pass read its flows back and
+        send the difference.  The store's records are compared with the mirror as
+        text, and those that differ are read again by the next run, for the same
+        reason (a notification lost without a resubscription).
+
+        None of it happens inside a run: a change arriving during an audit is not
+        held up by it.  (The audit used to re-read and parse every record and read
+        back five switches in full inside a run, and the changes that arrived then
+        waited for all of it: every spike of the scale bench's latency.)
         """
-        self._need_full = True
         self._audit_round += 1
-        self.schedule()
-        return defer.ensureDeferred(self._audit_switches())
+        d = defer.ensureDeferred(self._audit_all())
+        self._auditing = d
+        return d
+
+    async def _audit_all(self) -> None:
+        try:
+            try:
+                await self._audit_mirror()
+            except Exception as e:  # the store is away: the next audit, or a resubscription, reads it
+                log.info("audit: cannot compare the records with the store ({e}); again at the next audit",
+                         e=e)
+            finally:
+                self._auditing = None
+                idle, self._audit_idle = self._audit_idle, []
+                for d in idle:
+                    d.callback(None)
+            await self._audit_switches()
+        except Exception:
+            log.failure("audit failed; again at the next one")
+
+    #: fields asked for per HSCAN step of the audit's comparison with the store
+    AUDIT_SCAN = 200
+
+    async def _audit_mirror(self) -> None:
+        """Mark for the next run every record whose stored text differs from the one
+        the mirror was built from (or that is missing on either side): a notification
+        lost without a resubscription.  Compared as text, not parsed, and read with
+        ``HSCAN`` in small steps: at 10k endpoints an ``HGETALL`` was a reply of
+        megabytes that the REST API's commands on the same connection waited behind
+        (creates answered 503 at the fill of the scale bench).  A record written while
+        the scan runs may be marked too: the next run reads it again, which is
+        harmless."""
+        if self._mirror is None or self._need_full:
+            return  # a full read is due anyway
+        marked: List[Tuple[str, str]] = []
+        for kind in sorted(SNAPSHOT_KINDS):
+            seen: Set[str] = set()
+            cursor = -1
+            while cursor != 0:
+                cursor, records = await self.store.hscan_raw(K.hash_of(kind), max(cursor, 0), self.AUDIT_SCAN)
+                if self._mirror is None or self._need_full:
+                    return
+                texts = self._texts.get(kind, {})
+                for key, raw in records.items():
+                    seen.add(key)
+                    if texts.get(key) != raw:
+                        marked.append((kind, key))
+            # (HSCAN returns every field present for the whole scan: one it did not
+            # return was deleted, or written meanwhile, and is read again either way)
+            marked += [(kind, key) for key in list(self._texts.get(kind, {})) if key not in seen]
+        if marked:
+            # (debug: most are writes whose notification is still on its way)
+            log.debug("audit: {n} stored records differ from what was last read (e.g. {kind} {key}); "
+                      "reading them again", n=len(marked), kind=marked[0][0], key=marked[0][1])
+            self._dirty.update(marked)
+            self.schedule()
 
     async def _audit_switches(self) -> None:
         syncs = sorted((dpid, sync) for dpid, sync in self.registry.syncs().items()
                        if self._may_write(sync.switch))
         n = len(syncs)
         k = min(-(-n // self.AUDIT_FULL_EVERY), self.AUDIT_FULL_MAX)  # full checks this round
-        full = {(self._audit_round * k + j) % n for j in range(k)} if n else set()
-        checks = [defer.ensureDeferred(sync.audit(full=i in full)) for i, (_dpid, sync) in enumerate(syncs)]
+        full = sorted({(self._audit_round * k + j) % n for j in range(k)}) if n else []
+        checks = [defer.ensureDeferred(sync.audit()) for _dpid, sync in syncs]
         results = await defer.DeferredList(checks, consumeErrors=True)
-        if not all(ok and same for ok, same in results):  # (a failed count is retried next audit)
+        same = all(ok and agree for ok, agree in results)  # (a failed count is retried next audit)
+        for i in full:  # one after the other: each is a read of the whole table
+            sync = syncs[i][1]
+            if not (self.running and self._may_write(sync.switch)):
+                continue
+            try:
+                same = await sync.audit(full=True, pause=self._background_turn) and same
+            except Exception as e:
+                log.debug("audit: full check of {sw} failed ({e})", sw=sync.switch, e=e)
+        if not same:
             self.schedule()  # the next run reads back the switches that differ
 
     # -- the Redis mirror ----------------------------------------------------------
@@ -401,6 +481,7 @@ class Controller(Service):
                 raise
             old = self._mirror
             mirror: Dict[str, Dict[str, Any]] = {}
+            self._texts = dict(zip(kinds, hashes))
             changed = old is None
             if old is None:
                 self._changed_keys = None  # the builder starts from nothing anyway
@@ -437,6 +518,11 @@ class Controller(Service):
         changed = False
         for (kind, key), raw in zip(dirty, values):
             table = self._mirror.setdefault(kind, {})
+            texts = self._texts.setdefault(kind, {})
+            if raw is None:
+                texts.pop(key, None)
+            else:
+                texts[key] = raw
             had = key in table
             before = table.get(key)
             if raw is None:
@@ -611,11 +697,44 @@ class Controller(Service):
 
     def when_idle(self) -> defer.Deferred:
         """Fires after the current (or next scheduled) run finished: for tests and tools."""
+        if self._auditing is not None:
+            # an audit is comparing the store with the mirror: the run it may cause counts
+            d0: defer.Deferred = defer.Deferred()
+            self._audit_idle.append(d0)
+            return d0.addCallback(lambda _: self.when_idle())
         if not self._running and (self._pending is None or not self._pending.active()):
             return defer.succeed(None)
         d: defer.Deferred = defer.Deferred()
         self._idle.append(d)
         return d
+
+    #: the longest background work (a full check's slices) waits for runs to end
+    BACKGROUND_WAIT = 1.0
+
+    def _background_turn(self) -> defer.Deferred:
+        """The next turn of background work (the audit's full checks, verifications):
+        once no run is going or due, or after :attr:`BACKGROUND_WAIT` at most.  A
+        full check's slices (a few ms of decoding and comparing each, ~20 ms a switch
+        at 20k flows) came between the slices of a run, and a policy change to 500
+        switches waited for all of them (1.3 s at 500x10k); under a steady stream of
+        runs the check still goes on, a slice a second."""
+        d: defer.Deferred = defer.Deferred()
+        if not self._running and (self._pending is None or not self._pending.active()):
+            self.reactor.callLater(0, d.callback, None)
+            return d
+
+        def late() -> None:
+            self._after_runs.pop(d, None)
+            d.callback(None)
+        self._after_runs[d] = self.reactor.callLater(self.BACKGROUND_WAIT, late)
+        return d
+
+    def _release_background(self) -> None:
+        waiting, self._after_runs = self._after_runs, {}
+        for d, call in waiting.items():
+            if call.active():
+                call.cancel()
+            d.callback(None)
 
     def _start_run(self) -> None:
         self._pending = None
@@ -652,6 +771,7 @@ class Controller(Service):
             # Changes arrived during the run: one more run, after the duty-cycle pause.
             self.schedule()
             return
+        self._release_background()
         idle, self._idle = self._idle, []
         for d in idle:
             d.callback(None)
@@ -671,7 +791,7 @@ class Controller(Service):
             if (getattr(sync, "verified", True) or sync.installed is None or sync.busy
                     or not self._may_write(sync.switch) or self.registry.host_of(dpid) is None):
                 continue
-            d = self._verifying = sync.verify()
+            d = self._verifying = sync.verify(self._background_turn)
 
             def done(result: Any, host: Optional[str] = self.registry.host_of(dpid)) -> None:
                 self._verifying = None

@@ -188,6 +188,10 @@ class FlowSync:
         #: held back: a full diff against the belief, and the groups
         self._held_full = False
         self._held_groups = False
+        #: while :meth:`check` reads: the identities passes sent meanwhile
+        self._touched: Optional[set] = None
+        #: a bundle is being written or awaits its commit (:meth:`_send`)
+        self._sending = False
 
     @property
     def busy(self) -> bool:
@@ -298,30 +302,34 @@ class FlowSync:
             Deferred.fromCoroutine(self._drain())
         return d
 
-    async def audit(self, full: bool = False) -> bool:
-        """True if the switch holds as many of our flows as we believe; otherwise (or when
-        ``full`` asks for a complete check) forget the belief so the next pass reads the
-        switch back and repairs it.  A switch with a pass in flight is not counted (its
-        count is moving): True."""
+    async def audit(self, full: bool = False, pause: Optional[Callable[[], Deferred]] = None) -> bool:
+        """True if the switch holds as many of our flows as we believe; otherwise forget
+        the belief so the next pass reads the switch back and repairs it.  With ``full``
+        the flows are read back and compared one by one (:meth:`check`) instead of
+        counted.  A switch with a pass in flight is not counted (its count is moving):
+        True, and so is a full check that could not tell (it is done again at a later
+        audit)."""
         if self._running:
             return True
         if self.installed is None:
             return False  # the next pass reads the switch anyway
         if full:
-            self._must_read = True
-            self.invalidate()
-            return False
-        expected = len(self.installed)
-        count = await self.switch.flow_count(self.cookie, self.cookie_mask)
-        if self._running or self.installed is None or len(self.installed) != expected:
-            return True  # a pass started meanwhile: it will be counted next time
-        if count != expected:
-            log.warn("{sw}: holds {count} of our flows, {expected} expected; reading them back",
-                     sw=self.switch, count=count, expected=expected)
-            self.audit_repairs += 1
-            self._must_read = True
-            self.invalidate()
-            return False
+            same = await self.check(pause)
+            if same is False:
+                self.audit_repairs += 1
+                return False
+        else:
+            expected = len(self.installed)
+            count = await self.switch.flow_count(self.cookie, self.cookie_mask)
+            if self._running or self.installed is None or len(self.installed) != expected:
+                return True  # a pass started meanwhile: it will be counted next time
+            if count != expected:
+                log.warn("{sw}: holds {count} of our flows, {expected} expected; reading them back",
+                         sw=self.switch, count=count, expected=expected)
+                self.audit_repairs += 1
+                self._must_read = True
+                self.invalidate()
+                return False
         believed = self.groups_installed
         if believed is not None and (believed or self._groups is not None):
             have = await self._read_groups()
@@ -335,18 +343,90 @@ class FlowSync:
                 return False
         return True
 
-    def verify(self) -> Deferred:
-        """Read the switch back in full at a pass of its own and repair what differs:
-        for a belief adopted from matching counts (:attr:`verified` False).  Uses the
-        ``full`` callable of the last :meth:`apply`; without one, nothing to do."""
+    async def check(self, pause: Optional[Callable[[], Deferred]] = None) -> Optional[bool]:
+        """Read our flows back and compare them with the belief one by one, *without*
+        holding up passes: True if they agree, False if not (the belief is then
+        forgotten: the next pass reads the switch back and repairs it), None if this
+        could not tell (a pass was in flight at the start, the belief was replaced
+        meanwhile, another check runs): ask again later.
+
+        Why not a pass of its own: a full read of 20k flows takes a few hundred ms of
+        reactor and switch time, and a pass holds every delta for that switch behind
+        it; the audit's full checks inside the controller's runs made every change
+        that arrived meanwhile wait for them (the tail of the scale bench's latency).
+        Passes go on during the read; the identities they send (:attr:`_touched`)
+        are left out of the comparison, since the read may have seen them either way.
+        It starts only while no bundle is in flight (one committed after the switch
+        answered the read would look like a difference).  ``pause``: what to wait for
+        between two slices of the decode and the comparison (default: the next turn
+        shared by every sync); the controller lets its runs go first.
+        The switch answers the flow-stats request after everything sent before it,
+        and every flow sent after it is recorded, so the rest must agree exactly."""
+        if self.installed is None or self._sending or self._touched is not None:
+            return None  # (a bundle in flight may commit after the switch answers the read)
+        if not self.switch.connected:
+            raise SwitchDisconnected(f"{self.switch!r} is not connected")
+        belief = self.installed
+        touched: set = set()
+        self._touched = touched
+        try:
+            raw = getattr(self.switch, "read_flows_raw", None)
+            read: Dict[Tuple, Flow] = {}
+            if raw is not None:
+                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask)),
+                                               pause):
+                    for f in chunk:
+                        read[f.identity] = f
+            else:
+                read = {f.identity: f for f in await self.switch.read_flows(self.cookie, self.cookie_mask)}
+        finally:
+            self._touched = None
+        self.reads += 1
+        if self.installed is not belief:
+            return None  # replaced or forgotten meanwhile: its next pass decides
+        believed = dict(belief)  # passes may change it while the comparison yields
+        differ = 0
+        async for chunk in self._paced(believed.items(), pause):
+            for ident, f in chunk:
+                if ident in touched:
+                    continue
+                have = read.pop(ident, None)
+                if have is None or (have is not f and have != f):
+                    differ += 1
+                    if differ == 1:
+                        log.warn("{sw}: holds {have} where we believe {f}; reading it back",
+                                 sw=self.switch, have=have.to_ofctl() if have is not None else "nothing",
+                                 f=f.to_ofctl())
+        extra = [f for ident, f in read.items() if ident not in touched and ident not in believed]
+        if extra:
+            log.warn("{sw}: holds {n} flows of ours we do not believe it has (e.g. {f}); reading it back",
+                     sw=self.switch, n=len(extra), f=extra[0].to_ofctl())
+        if not (differ or extra):
+            self.verified = True
+            return True
+        if self.installed is belief:
+            self._must_read = True
+            self.invalidate()
+        return False
+
+    def verify(self, pause: Optional[Callable[[], Deferred]] = None) -> Deferred:
+        """Read the switch back in full (:meth:`check`, which holds up no pass) for a
+        belief adopted from matching counts (:attr:`verified` False); if it differs,
+        read it back and repair it at once, in a pass of its own.  Uses the ``full``
+        callable of the last :meth:`apply`; without one, nothing to do.  A check that
+        could not tell leaves :attr:`verified` False: the caller asks again later."""
         if self.installed is None or self._full is None:
             self.verified = True  # unknown: its next pass reads it anyway; no full: nothing to verify against
             d: Deferred = Deferred()
             d.callback(SyncResult())
             return d
-        self._must_read = True
-        self.installed = None
-        return self._enqueue()
+        return Deferred.fromCoroutine(self._verify(pause))
+
+    async def _verify(self, pause: Optional[Callable[[], Deferred]]) -> SyncResult:
+        same = await self.check(pause)
+        if same is not False:
+            return SyncResult()
+        return await self._enqueue()  # the belief is unknown: the pass reads and repairs
 
     async def _read_groups(self) -> Dict[int, Group]:
         """Our groups as the switch holds them (``servicelb.is_ours``)."""
@@ -579,7 +659,7 @@ class FlowSync:
                 return None
         return results[0][1], {k: n for k, (_ok, n) in zip(order, results[1:])}
 
-    async def _paced(self, items: Iterable[Any]):
+    async def _paced(self, items: Iterable[Any], pause: Optional[Callable[[], Deferred]] = None):
         """``items`` in lists of :attr:`PACE`, giving the reactor a turn between two: a
         read-back or diff of 30k flows is ~100 ms of work that echo replies must not
         wait for.  Lists, not single items: an async generator step per flow was a
@@ -593,7 +673,7 @@ class FlowSync:
             if not chunk:
                 return
             if not first:
-                await _turn(self.clock)
+                await (pause() if pause is not None else _turn(self.clock))
             first = False
             yield chunk
             if len(chunk) < pace:
@@ -664,12 +744,14 @@ class FlowSync:
         """Everything in one bundle, written in batches; the belief is reset on any failure."""
         sw = self.switch
         bundle = None
+        self._sending = True
         try:
             it = iter(work)
             encode = codec.encode_flow_mod
             next_xid = sw.next_xid
             batch = self.batch
             check = getattr(sw, "check_writable", None)
+            touched = self._touched  # a check() is reading: it leaves these out
             while True:
                 n = 0
                 for f, cmd in it:
@@ -678,6 +760,8 @@ class FlowSync:
                         add = bundle.add_encoded
                     xid = next_xid()
                     add(xid, encode(f, cmd, xid), f)
+                    if touched is not None:
+                        touched.add(f.identity)
                     n += 1
                     if n == batch:
                         break
@@ -703,6 +787,8 @@ class FlowSync:
             if bundle is not None and not bundle.closed and sw.connected:
                 await bundle.discard()
             raise
+        finally:
+            self._sending = False
         self.bundles_sent += 1
 
 

@@ -635,6 +635,14 @@ class Store:
         return _pairs(await self._call(
             "HGETALL", lambda: self._conn.execute_command("HGETALL", key)))
 
+    async def hscan_raw(self, key: str, cursor: int = 0, count: int = 200) -> Tuple[int, Dict[str, str]]:
+        """One ``HSCAN`` step: (the next cursor, 0 at the end; some fields and values).
+        For reading a large hash in small replies: an ``HGETALL`` of 10k records is one
+        reply of megabytes that every other command on its connection waits behind."""
+        nxt, flat = await self._call(
+            "HSCAN", lambda: self._conn.execute_command("HSCAN", key, cursor, "COUNT", count))
+        return int(_s(nxt)), _pairs(flat)
+
     async def get_raw_key(self, key: str) -> Optional[str]:
         """A plain string key (outside the kinds: e.g. an auth token record)."""
         return _s(await self._call("GET", lambda: self._conn.get(key)))
