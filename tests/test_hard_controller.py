@@ -208,7 +208,7 @@ class _Sync:
     def invalidate(self) -> None:
         self.installed = None
 
-    def apply(self, delta, full, groups=None):
+    def apply(self, delta, full, groups=None, counts=None):
         if self.installed is None:
             desired = full()
             if desired is None:

@@ -293,6 +293,17 @@ def _seed(m: Model) -> None:
     m.apply((15, 0, 1, 4, 2))  # t1:web on t1:b, VIP 10.1.1.200, providers e4 (t1:b) and e5 (t2: not one)
 
 
+def _port_counts(flows) -> Dict[int, int]:
+    """How many flows match on each ``in_port`` (the first one a match names)."""
+    out: Dict[int, int] = {}
+    for f in flows:
+        for name, value in f.match:
+            if name == "in_port":
+                out[value] = out.get(value, 0) + 1
+                break
+    return out
+
+
 class IncrementalEqualsFull(TestCase):
     def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict],
                held_groups: Optional[Dict[str, frozenset]] = None) -> int:
@@ -334,6 +345,7 @@ class IncrementalEqualsFull(TestCase):
             for f in want:
                 kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
             self.assertEqual(eng.counts(name), kinds, name)
+            self.assertEqual(eng.port_counts(name), _port_counts(want), f"{name}: in_port counts")
         self.assertEqual(set(eng.failed()), set(oracle.failed))
         return sum(1 for fl in oracle.flows.values() for f in fl if (f.cookie >> 32) & 0xFFFF == 4)
 
@@ -386,6 +398,7 @@ class IncrementalEqualsFull(TestCase):
                 for f in want:
                     kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
                 self.assertEqual(eng.counts(name), kinds, name)
+                self.assertEqual(eng.port_counts(name), _port_counts(want), f"{name}: in_port counts")
             self.assertEqual(set(eng.failed()), set(oracle.failed))
 
     def test_zz_cold_starts_did_copy_switches(self) -> None:

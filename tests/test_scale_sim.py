@@ -393,6 +393,36 @@ class SimSwitchProtocolTests(TestCase):
         self.assertEqual(self.host.table, entries_of(desired, self.host.interner))
         self.assertTrue(await sync.check())
 
+    async def test_counts_first_takes_the_callers_counts(self):
+        """With ``counts`` (the engine's, kept as its flows change), a reconnect's pass
+        compares the switch's counts with them without walking the desired flows; counts
+        that do not describe the switch make it read back."""
+        flows = _flows(30)
+        await FlowSync(self.switch).converge(frozenset(flows))
+        table = {f.identity: f for f in flows}
+        kinds: dict = {}
+        ports: dict = {}
+        for f in flows:
+            kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
+            port = dict(f.match).get("in_port")
+            ports[port] = ports.get(port, 0) + 1
+
+        def no_walk(*_args, **_kw):
+            raise AssertionError("the desired flows were walked to count them")
+        sync = FlowSync(self.switch)
+        sync._desired_table = no_walk
+        mods = self.host.flow_mods
+        result = await sync.apply({}, lambda: table, counts=lambda: (kinds, ports))
+        self.assertEqual((result.changed, sync.count_adoptions, sync.reads, self.host.flow_mods - mods),
+                         (0, 1, 0, 0))
+        self.assertEqual(sync.installed, table)
+        wrong = dict(ports)
+        wrong[next(iter(wrong))] += 1
+        again = FlowSync(self.switch)
+        again._desired_table = no_walk
+        result = await again.apply({}, lambda: table, counts=lambda: (kinds, wrong))
+        self.assertEqual((result.changed, again.count_adoptions, again.reads), (0, 0, 1))
+
     async def test_counts_first_reads_back_a_renumbered_port(self):
         """Same number of flows of each kind, but the port they match moved: the
         in_port counts disagree, so the switch is read back and corrected at once."""

@@ -956,7 +956,8 @@ class Controller(Service):
                             applied: Optional["_Applied"] = None, groups_due: bool = True) -> None:
         try:
             result = await sync.apply(delta, lambda: self.engine.table(host),
-                                      groups=(lambda: self.engine.groups(host)) if groups_due else None)
+                                      groups=(lambda: self.engine.groups(host)) if groups_due else None,
+                                      counts=lambda: self._counts_of(host))
         except NotMaster:
             # demoted during the pass: nothing was committed; the FlowSync kept its
             # belief and held the work back (FlowSync.hold) for a same-holder return,
@@ -981,6 +982,10 @@ class Controller(Service):
         if any(getattr(result, k, 0) for k in ("added", "modified", "deleted", "groups")):
             if applied is None or not applied.add(host, result):
                 _log_applied(host, rev, result)
+
+    def _counts_of(self, host: str) -> Optional[Tuple[Dict[int, int], Dict[int, int]]]:
+        kinds, ports = self.engine.counts(host), self.engine.port_counts(host)
+        return None if kinds is None or ports is None else (kinds, ports)
 
     def _retry_later(self) -> None:
         if self.running and (self._pending is None or not self._pending.active()):

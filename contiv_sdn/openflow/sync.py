@@ -192,6 +192,10 @@ class FlowSync:
         self._touched: Optional[set] = None
         #: a bundle is being written or awaits its commit (:meth:`_send`)
         self._sending = False
+        #: gives the counts of what ``_full`` gives (see :meth:`apply`), and those counts
+        #: for the pass about to run
+        self._counts: Optional[Callable[[], Any]] = None
+        self._desired_counts: Optional[Tuple[Mapping[int, int], Mapping[int, int]]] = None
 
     @property
     def busy(self) -> bool:
@@ -254,19 +258,27 @@ class FlowSync:
         return await self._enqueue()
 
     async def apply(self, delta: Mapping[Tuple, Optional[Flow]], full: Callable[[], Any],
-                    groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None) -> SyncResult:
+                    groups: Optional[Callable[[], Optional[Iterable[Group]]]] = None,
+                    counts: Optional[Callable[[], Optional[Tuple[Mapping[int, int], Mapping[int, int]]]]] = None
+                    ) -> SyncResult:
         """Apply a delta (``identity -> Flow``, ``None`` = delete); ``full()`` gives the
         whole desired set when the belief is unknown (``None``: leave the switch alone) —
         flows, or a mapping ``identity -> Flow`` holding each identity once, which is
         taken as the belief without a duplicate check per flow;
         ``groups()`` the whole desired group set (see the module doc), read at the pass;
         pass it when the groups may have changed (``None``: they did not — the pass
-        leaves them alone unless their belief is unknown or held-back work needs them).
+        leaves them alone unless their belief is unknown or held-back work needs them);
+        ``counts()`` the flow counts of what ``full()`` gives, as (cookie kind, bits
+        32..47 -> flows; port -> flows matching ``in_port`` on it), asked in the same
+        turn as ``full()``: a reconnect's count comparison then needs no walk over the
+        desired flows (the engine keeps both counts as its flows change; the walk was
+        a tenth of a 500-switch restart).
 
         Deltas queued while a bundle is in flight are merged (the later value of an
         identity wins) and sent together by the next pass.
         """
         self._full = full
+        self._counts = counts
         if groups is not None:
             self._groups = groups
             self._groups_due = True
@@ -494,6 +506,8 @@ class FlowSync:
                     if callable(desired):
                         desired = desired()
                         leave_alone = desired is None  # nothing to converge to: leave the switch alone
+                        if self._counts is not None and isinstance(desired, Mapping):
+                            self._desired_counts = self._counts()  # (the same turn: the same state)
                     if leave_alone:
                         result = SyncResult()
                     else:
@@ -549,10 +563,16 @@ class FlowSync:
             # identity -> Flow, each identity once by construction (the engine's
             # table(host)): no duplicate check per flow, and a copy is the whole table
             keyed, desired = desired, desired.values()
+        given, self._desired_counts = self._desired_counts, None
         if self.installed is None:
             must_read, self._must_read = self._must_read, False
             if self.count_first and not must_read and hasattr(sw, "flow_count"):
-                table, kinds = await self._desired_table(desired, keyed)
+                if keyed is not None and given is not None:
+                    # the caller's counts of this very table (its flows were checked when
+                    # built: tables.check_flow refuses a flow without our mark)
+                    table, kinds = dict(keyed), self._counts_of(given)
+                else:
+                    table, kinds = await self._desired_table(desired, keyed)
                 held = await self._held_counts(kinds)
                 if held is not None and held == (len(table), kinds):
                     self.installed = table
@@ -638,6 +658,20 @@ class FlowSync:
                         counts[k] = counts.get(k, 0) + 1
                         break
         return want, counts
+
+    def _counts_of(self, given: Tuple[Mapping[int, int], Mapping[int, int]]) -> Dict[Tuple, int]:
+        """The caller's counts (see :meth:`apply`) keyed as :meth:`_desired_table` keys them."""
+        kinds, ports = given
+        kind_bits = (0xFFFF << 32) & ~self.cookie_mask
+        counts: Dict[Tuple, int] = {}
+        for k, n in kinds.items():
+            if n:
+                key = ("kind", (k << 32) & kind_bits)
+                counts[key] = counts.get(key, 0) + n
+        for p, n in ports.items():
+            if n:
+                counts[("in_port", p)] = n
+        return counts
 
     async def _held_counts(self, counts: Mapping[Tuple, int]) -> Optional[Tuple[int, Dict[Tuple, int]]]:
         """How many of our flows the switch holds, in all and for each key of ``counts``

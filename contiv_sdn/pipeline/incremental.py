@@ -124,7 +124,7 @@ class Update:
 
 class _Switch:
     __slots__ = ("name", "host", "ports", "tun", "upl", "frags", "win", "rivals", "failed", "broken", "kinds", "net_args",
-                 "sgroups")
+                 "sgroups", "in_ports")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -142,6 +142,8 @@ class _Switch:
         self.broken: Optional[Failure] = None
         #: desired flow count per cookie kind (bits 32..47), for the cheap audit
         self.kinds: Dict[int, int] = {}
+        #: desired flow count per port matched on (``in_port``), for a reconnect's counts
+        self.in_ports: Dict[int, int] = {}
         #: network -> the arguments its fragment here was built from
         self.net_args: Dict[str, Tuple] = {}
         #: service -> its groups here
@@ -283,6 +285,8 @@ class IncrementalCompiler:
         sw = self.switches.get(host)
         if sw is None or sw.broken is not None:
             return None
+        if not sw.rivals:  # every identity has one owner: every flow wins (the usual case)
+            return {f.identity: f for frag in sw.frags.values() if type(frag) is tuple for f in frag}
         win = sw.win
         return {f.identity: f for o, frag in sw.frags.items() if type(frag) is tuple
                 for f in frag if win[f.identity] == o}
@@ -309,6 +313,14 @@ class IncrementalCompiler:
         if sw is None or sw.broken is not None:
             return None
         return {k: n for k, n in sw.kinds.items() if n}
+
+    def port_counts(self, host: str) -> Optional[Dict[int, int]]:
+        """Desired flow count per port matched on (``in_port``), kept like
+        :meth:`counts` (``None``: unknown or broken switch)."""
+        sw = self.switches.get(host)
+        if sw is None or sw.broken is not None:
+            return None
+        return {p: n for p, n in sw.in_ports.items() if n}
 
     # -- the pass ------------------------------------------------------------------
     def steps(self, snap: Snapshot, hosts: Iterable[str], upd: Update) -> Generator[None, None, None]:
@@ -500,6 +512,7 @@ class IncrementalCompiler:
                 if was_broken or fresh:
                     sw.broken = None
                     sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
+                    sw.in_ports = {}
                     # from empty, and the switch gets flows() in full: no delta to track
                     # (a cold start's per-identity delta was a fifth of a restart's CPU)
                     before = _UNTRACKED
@@ -515,7 +528,8 @@ class IncrementalCompiler:
                     upd.broken.add(name)
                     continue
                 if fresh or was_broken:
-                    self._count_kinds(sw)
+                    if donor is None:
+                        self._count_kinds(sw)  # (a copy's counts followed its changes)
                     upd.full.add(name)
                     self._offer(donors, sw)
                     continue
@@ -958,13 +972,18 @@ class IncrementalCompiler:
         sw.win = dict(donor.win)
         sw.rivals = {i: set(r) for i, r in donor.rivals.items()}
         sw.failed = dict(donor.failed)
-        sw.net_args, sw.sgroups, sw.kinds = {}, {}, {}
+        sw.kinds, sw.in_ports = dict(donor.kinds), dict(donor.in_ports)
+        sw.net_args, sw.sgroups = {}, {}
+        # the counts follow what changes from the donor's table, as for a delta
+        before: Dict[Identity, Optional[Flow]] = {}
         for o in [o for o in sw.frags if o[0] != 2 or o[2] in own]:
-            self._set(sw, o, _EMPTY, _UNTRACKED)
+            self._set(sw, o, _EMPTY, before)
         for o in [o for o in sw.failed if o[0] != 2 or o[2] in own]:
             del sw.failed[o]  # (a failed owner has no flows: _set had nothing to take out)
         upd.cloned += 1
-        ok = yield from self._rebuild(sw, _UNTRACKED, upd, tick, only_eps=own)
+        ok = yield from self._rebuild(sw, before, upd, tick, only_eps=own)
+        if ok:
+            self._settle(sw, before)  # (the switch gets its flows in full: no delta kept)
         return ok
 
     def _eval(self, sw: _Switch, o: OwnerKey, before: Dict, upd: Update) -> None:
@@ -1109,6 +1128,7 @@ class IncrementalCompiler:
         sw.broken = why
         sw.host = None  # read again when it recovers
         sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
+        sw.in_ports = {}
 
     # -- arbitration ---------------------------------------------------------------
     def _flow_at(self, sw: _Switch, ident: Identity) -> Optional[Flow]:
@@ -1265,6 +1285,7 @@ class IncrementalCompiler:
         """The desired flow count per cookie kind of a switch built from empty: each
         fragment's flows, less those that lose their identity to another owner."""
         kinds: Dict[int, int] = {}
+        ports: Dict[int, int] = {}
         win, rivals = sw.win, sw.rivals
         for o, frag in sw.frags.items():
             if type(frag) is not tuple:
@@ -1274,11 +1295,15 @@ class IncrementalCompiler:
                     continue
                 k = (f.cookie >> 32) & 0xFFFF
                 kinds[k] = kinds.get(k, 0) + 1
+                p = _in_port(f)
+                if p is not None:
+                    ports[p] = ports.get(p, 0) + 1
         sw.kinds = kinds
+        sw.in_ports = ports
 
     def _settle(self, sw: _Switch, before: Dict[Identity, Optional[Flow]]) -> Delta:
         delta: Delta = {}
-        kinds = sw.kinds
+        kinds, ports = sw.kinds, sw.in_ports
         for i, was in before.items():
             now = self._flow_at(sw, i)
             if now != was:
@@ -1286,10 +1311,24 @@ class IncrementalCompiler:
                 if was is not None:
                     k = (was.cookie >> 32) & 0xFFFF
                     kinds[k] -= 1
+                    p = _in_port(was)
+                    if p is not None:
+                        ports[p] -= 1
                 if now is not None:
                     k = (now.cookie >> 32) & 0xFFFF
                     kinds[k] = kinds.get(k, 0) + 1
+                    p = _in_port(now)
+                    if p is not None:
+                        ports[p] = ports.get(p, 0) + 1
         return delta
+
+
+def _in_port(f: Flow) -> Optional[int]:
+    """The port a flow matches on, if any (what a reconnect's ``in_port`` counts ask)."""
+    for name, value in f.match:
+        if name == "in_port":
+            return value
+    return None
 
 
 def _policies(group: Any) -> Tuple[Any, ...]:
