@@ -383,6 +383,9 @@ class Controller(Service):
 
     #: fields asked for per HSCAN step of the audit's comparison with the store
     AUDIT_SCAN = 200
+    #: switches whose flow count is asked at once; a run goes before the next batch
+    #: (500 replies in one go held a change that arrived meanwhile ~0.2 s at 500x10k)
+    AUDIT_BATCH = 50
 
     async def _audit_mirror(self) -> None:
         """Mark for the next run every record whose stored text differs from the one
@@ -424,9 +427,13 @@ class Controller(Service):
         n = len(syncs)
         k = min(-(-n // self.AUDIT_FULL_EVERY), self.AUDIT_FULL_MAX)  # full checks this round
         full = sorted({(self._audit_round * k + j) % n for j in range(k)}) if n else []
-        checks = [defer.ensureDeferred(sync.audit()) for _dpid, sync in syncs]
-        results = await defer.DeferredList(checks, consumeErrors=True)
-        same = all(ok and agree for ok, agree in results)  # (a failed count is retried next audit)
+        same = True
+        for at in range(0, n, self.AUDIT_BATCH):
+            if at:
+                await self._background_turn()
+            checks = [defer.ensureDeferred(sync.audit()) for _dpid, sync in syncs[at:at + self.AUDIT_BATCH]]
+            results = await defer.DeferredList(checks, consumeErrors=True)
+            same = same and all(ok and agree for ok, agree in results)  # (a failed count: next audit)
         for i in full:  # one after the other: each is a read of the whole table
             sync = syncs[i][1]
             if not (self.running and self._may_write(sync.switch)):
