@@ -118,8 +118,10 @@ class Update:
     groups: Set[str] = field(default_factory=set)
     evaluated: int = 0
     built: int = 0
-    #: switches built from empty as a copy of another (IncrementalCompiler._clone)
+    #: switches built from empty as a copy of another (IncrementalCompiler._clone), and
+    #: the owners they copied
     cloned: int = 0
+    copied: int = 0
 
 
 class _Switch:
@@ -981,6 +983,7 @@ class IncrementalCompiler:
         for o in [o for o in sw.failed if o[0] != 2 or o[2] in own]:
             del sw.failed[o]  # (a failed owner has no flows: _set had nothing to take out)
         upd.cloned += 1
+        upd.copied += len(sw.frags)
         ok = yield from self._rebuild(sw, before, upd, tick, only_eps=own)
         if ok:
             self._settle(sw, before)  # (the switch gets its flows in full: no delta kept)
