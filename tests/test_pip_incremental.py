@@ -304,6 +304,16 @@ def _port_counts(flows) -> Dict[int, int]:
     return out
 
 
+def _check_counts(tc: TestCase, eng: IncrementalCompiler, name: str, want: frozenset) -> None:
+    """The engine's flow counts per cookie kind and per in_port are those of ``want``
+    (a function: other test modules borrow ``IncrementalEqualsFull._check``)."""
+    kinds: Dict[int, int] = {}
+    for f in want:
+        kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
+    tc.assertEqual(eng.counts(name), kinds, name)
+    tc.assertEqual(eng.port_counts(name), _port_counts(want), f"{name}: in_port counts")
+
+
 class IncrementalEqualsFull(TestCase):
     def _check(self, m: Model, eng: IncrementalCompiler, held: Dict[str, dict],
                held_groups: Optional[Dict[str, frozenset]] = None) -> int:
@@ -341,11 +351,7 @@ class IncrementalEqualsFull(TestCase):
             self.assertEqual(frozenset(table.values()), want, f"{name}: table")
             self.assertTrue(all(i == f.identity for i, f in table.items()), f"{name}: table keys")
             self.assertEqual(frozenset(held[name].values()), want, f"{name}: the deltas as applied")
-            kinds: Dict[int, int] = {}
-            for f in want:
-                kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
-            self.assertEqual(eng.counts(name), kinds, name)
-            self.assertEqual(eng.port_counts(name), _port_counts(want), f"{name}: in_port counts")
+            _check_counts(self, eng, name, want)
         self.assertEqual(set(eng.failed()), set(oracle.failed))
         return sum(1 for fl in oracle.flows.values() for f in fl if (f.cookie >> 32) & 0xFFFF == 4)
 
@@ -394,11 +400,7 @@ class IncrementalEqualsFull(TestCase):
                     continue
                 self.assertEqual(eng.flows(name), want, name)
                 self.assertEqual(eng.groups(name), oracle.groups[name], f"{name}: groups")
-                kinds: Dict[int, int] = {}
-                for f in want:
-                    kinds[(f.cookie >> 32) & 0xFFFF] = kinds.get((f.cookie >> 32) & 0xFFFF, 0) + 1
-                self.assertEqual(eng.counts(name), kinds, name)
-                self.assertEqual(eng.port_counts(name), _port_counts(want), f"{name}: in_port counts")
+                _check_counts(self, eng, name, want)
             self.assertEqual(set(eng.failed()), set(oracle.failed))
 
     def test_zz_cold_starts_did_copy_switches(self) -> None:

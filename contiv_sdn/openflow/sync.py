@@ -40,8 +40,9 @@ desired set (evaluated then, so it is the newest) and converges to it.
 
 Cheap audit: :meth:`FlowSync.audit` asks the switch how many of our flows it
 holds (OFPMP_AGGREGATE, 24 bytes) and compares with the belief; only a
-mismatch (or a full check requested by the caller, in rotation) costs a full
-read, at the next pass.
+mismatch costs a full read, at the next pass.  A full check requested by the
+caller (in rotation) reads the flows and compares them with the belief while
+passes go on (:meth:`FlowSync.check`); only a difference costs the read-back.
 
 Count first on a new connection: the first pass asks the switch for flow counts
 (OFPMP_AGGREGATE, all asked at once): all of our flows, each cookie kind of the
@@ -368,12 +369,14 @@ class FlowSync:
         that arrived meanwhile wait for them (the tail of the scale bench's latency).
         Passes go on during the read; the identities they send (:attr:`_touched`)
         are left out of the comparison, since the read may have seen them either way.
-        It starts only while no bundle is in flight (one committed after the switch
-        answered the read would look like a difference).  ``pause``: what to wait for
-        between two slices of the decode and the comparison (default: the next turn
-        shared by every sync); the controller lets its runs go first.
         The switch answers the flow-stats request after everything sent before it,
-        and every flow sent after it is recorded, so the rest must agree exactly."""
+        and every flow sent after it is recorded, so the rest must agree exactly; the
+        check starts only while no bundle is in flight (one committed after the
+        switch answered the read would look like a difference).
+
+        ``pause``: what to wait for between two slices of the decode and the
+        comparison (default: the next turn shared by every sync); the controller lets
+        its runs go first."""
         if self.installed is None or self._sending or self._touched is not None:
             return None  # (a bundle in flight may commit after the switch answers the read)
         if not self.switch.connected:

@@ -1198,15 +1198,10 @@ class IncrementalCompiler:
             i = f.identity
             if track and i not in before:
                 before[i] = self._flow_at(sw, i)
-            r = rivals.get(i)
-            if r is None:
-                del win[i]
+            if i in rivals:
+                _unclaim(win, rivals, i, o)
             else:
-                r.discard(o)
-                if win[i] == o:
-                    win[i] = min(r)
-                if len(r) == 1:
-                    del rivals[i]
+                del win[i]
         if new_flows or type(new) is Failure:
             frags[o] = new
         else:
@@ -1215,16 +1210,10 @@ class IncrementalCompiler:
             i = f.identity
             if track and i not in before:
                 before[i] = self._flow_at(sw, i)
-            w = win.get(i)
-            if w is None:
-                win[i] = o
+            if i in win:
+                _claim(win, rivals, i, o)
             else:
-                r = rivals.get(i)
-                if r is None:
-                    r = rivals[i] = {w}
-                r.add(o)
-                if o < w:
-                    win[i] = o
+                win[i] = o
 
     def _frag_diff(self, old: Tuple[Flow, ...], new: Tuple[Flow, ...]) -> Tuple[List[Identity], List[Identity],
                                                                                List[Identity]]:
@@ -1261,27 +1250,16 @@ class IncrementalCompiler:
                         before[i] = self._flow_at(sw, i)
         win, rivals = sw.win, sw.rivals
         for i in gone:
-            r = rivals.get(i)
-            if r is None:
-                del win[i]
+            if i in rivals:
+                _unclaim(win, rivals, i, o)
             else:
-                r.discard(o)
-                if win[i] == o:
-                    win[i] = min(r)
-                if len(r) == 1:
-                    del rivals[i]
+                del win[i]
         sw.frags[o] = new
         for i in came:
-            w = win.get(i)
-            if w is None:
-                win[i] = o
+            if i in win:
+                _claim(win, rivals, i, o)
             else:
-                r = rivals.get(i)
-                if r is None:
-                    r = rivals[i] = {w}
-                r.add(o)
-                if o < w:
-                    win[i] = o
+                win[i] = o
 
     @staticmethod
     def _count_kinds(sw: _Switch) -> None:
@@ -1324,6 +1302,31 @@ class IncrementalCompiler:
                     if p is not None:
                         ports[p] = ports.get(p, 0) + 1
         return delta
+
+
+def _unclaim(win: Dict[Identity, OwnerKey], rivals: Dict[Identity, Set[OwnerKey]], i: Identity,
+             o: OwnerKey) -> None:
+    """Owner ``o`` no longer claims ``i``, which others claim too (``rivals``): the
+    first of the rest in compile order wins it."""
+    r = rivals[i]
+    r.discard(o)
+    if win[i] == o:
+        win[i] = min(r)
+    if len(r) == 1:
+        del rivals[i]
+
+
+def _claim(win: Dict[Identity, OwnerKey], rivals: Dict[Identity, Set[OwnerKey]], i: Identity,
+           o: OwnerKey) -> None:
+    """Owner ``o`` claims ``i`` as well as the owner that wins it now: the first in
+    compile order wins."""
+    w = win[i]
+    r = rivals.get(i)
+    if r is None:
+        r = rivals[i] = {w}
+    r.add(o)
+    if o < w:
+        win[i] = o
 
 
 def _in_port(f: Flow) -> Optional[int]:
