@@ -722,10 +722,9 @@ class Controller(Service):
     def _background_turn(self) -> defer.Deferred:
         """The next turn of background work (the audit's full checks, verifications):
         once no run is going or due, or after :attr:`BACKGROUND_WAIT` at most.  A
-        full check's slices (a few ms of decoding and comparing each, ~20 ms a switch
-        at 20k flows) came between the slices of a run, and a policy change to 500
-        switches waited for all of them (1.3 s at 500x10k); under a steady stream of
-        runs the check still goes on, a slice a second."""
+        full check's slices (2000 flows decoded or compared each) would otherwise come
+        between the slices of a run, and a change would wait for them; under a steady
+        stream of runs the check still goes on, a slice a second."""
         d: defer.Deferred = defer.Deferred()
         if not self._running and (self._pending is None or not self._pending.active()):
             self.reactor.callLater(0, d.callback, None)
