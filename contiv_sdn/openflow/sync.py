@@ -118,7 +118,7 @@ from itertools import islice
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import Cooperator, deferLater
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 
 from contiv_sdn.openflow import codec
@@ -812,7 +812,12 @@ class FlowSync:
                 bundle.flush()
                 if n < batch:
                     break
-                await deferLater(self.clock, 0, lambda: None)
+                # the shared turn (_turn), not "the next reactor turn": a fill of 1000
+                # switches sends thousands of flows to each, and the reactor then ran
+                # every switch's next batch back to back (seconds) before reading a
+                # socket again: Redis replies queued behind that timed out (creates
+                # answered 503 at 1000x20k)
+                await _turn(self.clock)
                 if not sw.connected:
                     raise SwitchDisconnected(f"{sw!r} disconnected while sending a bundle")
             await bundle.commit()
