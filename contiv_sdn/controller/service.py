@@ -178,12 +178,14 @@ class Controller(Service):
     GC_FREEZE_PAUSE = 0.05
 
     def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None,
-                 lease: Any = None):
+                 lease: Any = None, audit_store: Any = None):
         from twisted.internet import reactor as default_reactor
         from contiv_sdn.openflow.registry import SwitchRegistry
         from contiv_sdn.openflow.sync import FlowSync
 
         self.store = store
+        #: the audit's reads of every record (default: ``store``): a connection of its own
+        self.audit_store = audit_store if audit_store is not None else store
         self.listen = listen
         self.reactor = reactor or default_reactor
         self.registry = SwitchRegistry(sync_factory=lambda switch: FlowSync(switch, clock=self.reactor))
@@ -403,7 +405,8 @@ class Controller(Service):
             seen: Set[str] = set()
             cursor = -1
             while cursor != 0:
-                cursor, records = await self.store.hscan_raw(K.hash_of(kind), max(cursor, 0), self.AUDIT_SCAN)
+                cursor, records = await self.audit_store.hscan_raw(K.hash_of(kind), max(cursor, 0),
+                                                                   self.AUDIT_SCAN)
                 if self._mirror is None or self._need_full:
                     return
                 texts = self._texts.get(kind, {})

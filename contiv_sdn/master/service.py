@@ -100,6 +100,7 @@ class NetmasterService(MultiService):
         self.store: Optional[Store] = None
         #: the switch lease's own Redis connection (see _start)
         self._lease_store: Optional[Store] = None
+        self._audit_store: Optional[Store] = None
         self.master: Optional[Master] = None
         self.port = None
         self.embedded: Optional[EmbeddedRedis] = None
@@ -173,8 +174,12 @@ class NetmasterService(MultiService):
             # it 0.3-0.6 s while the reactor ran on time, and the lease lapsed every few s)
             self._lease_store = await Store.connect(url, poolsize=1, timeout=self.redis_timeout,
                                                     connect_timeout=connect_wait)
+            # and the audit compares the store with its mirror on one of its own: its
+            # reads of every record must not queue in front of the REST API's calls
+            self._audit_store = await Store.connect(url, poolsize=1, timeout=self.redis_timeout,
+                                                    connect_timeout=connect_wait)
             self.controller = Controller(self.store, listen=self.ofp_listen,
-                                         lease=Lease(self._lease_store))
+                                         lease=Lease(self._lease_store), audit_store=self._audit_store)
             self.controller.setServiceParent(self)
             if self.metrics_listen:  # before any switch can connect: every connection counted
                 self._metrics().watch_controller(self.controller)
@@ -346,9 +351,11 @@ class NetmasterService(MultiService):
                 except Exception:
                     log.failure("could not remove this netmaster's record")
             await store.close()
-        if self._lease_store is not None:  # (the controller, a child service, stopped first)
-            lease_store, self._lease_store = self._lease_store, None
-            await lease_store.close()
+        for name in ("_lease_store", "_audit_store"):  # (the controller, a child, stopped first)
+            extra = getattr(self, name)
+            if extra is not None:
+                setattr(self, name, None)
+                await extra.close()
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
             await embedded.stop()

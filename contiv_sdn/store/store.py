@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from contiv_sdn.ops.metrics import redis_call as _timed
 from contiv_sdn.store import keys as K
+from contiv_sdn.store import replies
 from contiv_sdn.store.lua import APPLY, LIST, READ_KIND, SNAPSHOT
 from contiv_sdn.store.txn import (
     Conflict, LinksNeedRead, StoreError, StoreUnavailable, Txn, TxnResult,
@@ -199,7 +200,7 @@ def _pairs(flat) -> Dict[str, str]:
     return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-class _ChangeProtocol(txredisapi.SubscriberProtocol):
+class _ChangeProtocol(replies.SubscriberProtocol):
     """Subscribes on every (re)connection, then tells the owner to resync."""
 
     def connectionMade(self):
@@ -259,7 +260,10 @@ class Subscription:
 class _Pool(txredisapi.RedisFactory):
     """txredisapi's connection pool, reconnecting quickly and remembering
     since when it has had no connection (so calls can fail fast while Redis is
-    down instead of queueing behind a reconnect that is not coming)."""
+    down instead of queueing behind a reconnect that is not coming); its
+    connections parse each read whole (:mod:`contiv_sdn.store.replies`)."""
+
+    protocol = replies.RedisProtocol
 
     initialDelay = 0.1
     maxDelay = 2.0
