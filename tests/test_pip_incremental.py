@@ -371,15 +371,17 @@ class IncrementalEqualsFull(TestCase):
             m.apply(op)
             self._check(m, eng, held, groups)
 
-    #: switches built as copies by the cold starts of the test below, over all its examples
-    cloned = 0
+    #: switches built on a layer another switch had brought up to date, by the cold
+    #: starts of the test below, over all its examples
+    shared = 0
 
     @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(OPS, min_size=1, max_size=15))
     def test_cold_starts_after_random_changes(self, ops: List[tuple]) -> None:
         """Every state along a random sequence compiled from empty by a new engine (a
         netmaster restart), every host's switch connected: switches with the same view
-        are copies of one another (``_clone``), and each must equal the full compile."""
+        share one layer of remote endpoints (``_Layer``), and each must equal the full
+        compile."""
         m = Model()
         _seed(m)
         m.switches = set(HOSTS)
@@ -391,7 +393,7 @@ class IncrementalEqualsFull(TestCase):
             snap = m.snapshot()
             eng = IncrementalCompiler()
             upd = eng.update(snap, m.switches)
-            IncrementalEqualsFull.cloned += upd.cloned
+            IncrementalEqualsFull.shared += upd.shared
             oracle = compile_hosts(snap, m.switches)
             for name in sorted(m.switches):
                 want = oracle.flows.get(name)
@@ -403,11 +405,11 @@ class IncrementalEqualsFull(TestCase):
                 _check_counts(self, eng, name, want)
             self.assertEqual(set(eng.failed()), set(oracle.failed))
 
-    def test_zz_cold_starts_did_copy_switches(self) -> None:
-        """(After the test above, in name order: it exercised the copies.)"""
-        if IncrementalEqualsFull.cloned == 0:
+    def test_zz_cold_starts_did_share_layers(self) -> None:
+        """(After the test above, in name order: it exercised shared layers.)"""
+        if IncrementalEqualsFull.shared == 0:
             self.test_cold_starts_after_random_changes()
-        self.assertGreater(IncrementalEqualsFull.cloned, 0)
+        self.assertGreater(IncrementalEqualsFull.shared, 0)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(OPS, min_size=1, max_size=25))
@@ -487,4 +489,67 @@ class IncrementalEqualsFull(TestCase):
         self.assertLessEqual(len(built), 2)
         self.assertTrue(upd.deltas)
         self.assertEqual({f.cookie for d in upd.deltas.values() for f in d.values() if f is not None},
-                         {eng.switches["h2"].frags[(2, e.network, "e1")][0].cookie})
+                         {eng.switches["h2"].layer.frags[(2, e.network, "e1")][0].cookie})
+
+
+class SharedLayers(TestCase):
+    """The endpoints remote to a switch are kept once per view (``_Layer``), not per switch."""
+
+    HOSTS = 30
+
+    def fabric(self, eps_per_host: int = 2) -> Model:
+        m = Model()
+        m.networks["t1:a"] = Network("t1:a", "t1", "a", "vxlan", 100, 1, "10.1.0.0/16")
+        names = [f"s{i}" for i in range(self.HOSTS)]
+        for i, name in enumerate(names):
+            ports = {"vxlan0": 1, **{f"p{k}": 10 + k for k in range(eps_per_host)}}
+            m.hosts[name] = Host(name, 1 + i, f"192.168.2.{i + 1}", MappingProxyType(ports), "vxlan0")
+            for k in range(eps_per_host):
+                n = i * eps_per_host + k
+                m.endpoints[f"x{n}"] = Endpoint(f"x{n}", name, "t1:a", f"10.1.{n // 250}.{n % 250 + 1}",
+                                                "02:00:00:00:%02x:%02x" % (n // 256, n % 256), f"p{k}")
+        m.switches = set(names)
+        return m
+
+    def test_an_endpoint_change_is_evaluated_once_per_view_not_per_switch(self):
+        m = self.fabric()
+        eng = IncrementalCompiler()
+        eng.update(m.snapshot(), m.switches)
+        self.assertEqual(len(eng.layers), 1, "every switch has the same view")
+        for name in m.switches:
+            sw = eng.switches[name]
+            self.assertEqual(sorted(o for o in sw.frags if o[0] == 2),
+                             sorted((2, "t1:a", e) for e, ep in m.endpoints.items() if ep.host == name),
+                             f"{name} keeps only its own endpoints")
+        e = m.endpoints["x7"]
+        m.endpoints["x7"] = dataclasses.replace(e, ip="10.1.9.9")
+        upd = eng.update(m.snapshot(), m.switches)
+        # the layer's entry, the endpoint on its host, its network's flood list there
+        self.assertLessEqual(upd.evaluated, 4)
+        self.assertEqual(set(upd.deltas), m.switches, "every switch gets the change")
+        oracle = compile_hosts(m.snapshot(), m.switches)
+        for name in m.switches:
+            self.assertEqual(eng.flows(name), oracle.flows[name], name)
+
+    def test_an_endpoint_moving_between_hosts_shows_and_hides_its_remote_flows(self):
+        m = self.fabric()
+        eng = IncrementalCompiler()
+        eng.update(m.snapshot(), m.switches)
+        held = {name: dict(eng.table(name)) for name in m.switches}
+        e = m.endpoints["x0"]
+        m.endpoints["x0"] = dataclasses.replace(e, host="s5", port="p0")
+        m.endpoints.pop("x10")  # (s5's p0 was x10's)
+        upd = eng.update(m.snapshot(), m.switches)
+        oracle = compile_hosts(m.snapshot(), m.switches)
+        for name in m.switches:
+            table = held[name]
+            if name in upd.full:
+                table = held[name] = dict(eng.table(name))
+            for i, f in upd.deltas.get(name, {}).items():
+                if f is None:
+                    del table[i]
+                else:
+                    table[i] = f
+            self.assertEqual(frozenset(table.values()), oracle.flows[name], name)
+        self.assertIn("x0", eng.switches["s5"].hidden)
+        self.assertNotIn("x0", eng.switches["s0"].hidden)

@@ -901,9 +901,7 @@ class Controller(Service):
             self.last_update = Update(broken=set(names))
             return
         finally:
-            # (copied owners count: a restart's copies were left to the young generations,
-            # and their first collections held the reactor 166 and 196 ms at 500x10k)
-            self._since_freeze += upd.evaluated + upd.copied
+            self._since_freeze += upd.evaluated
             if self._since_freeze >= self.FREEZE_AFTER:
                 self._since_freeze = 0
                 gc.freeze()  # before collecting again: the next walks skip what was built

@@ -45,16 +45,22 @@ rebuilt (once, shared by every switch).  Membership costs no policy work at all:
 an endpoint's group id lives in its own flows; only the first/last endpoint of
 a group on a host brings/removes the group's fragment there.
 
+The endpoints remote to a switch are not the switch's own: they live in the
+:class:`_Layer` of its view (tunnel/uplink ports, relevant networks and their
+presence: all a remote endpoint's fragment depends on besides the endpoint), one
+per view, shared by every switch with that view; a switch holds its own owners and
+hides the layer's entries of its local endpoints.
+
 A change marks owners dirty through those dependencies (an endpoint record: that
-endpoint on every switch where its network is relevant, plus its network's flood
-list on its own host; the first or last endpoint of a network on a host: every
-owner on that host, and that network's flood lists everywhere; a host's VTEP: its
-endpoints and its networks' flood lists everywhere; its ports: its local owners
-whose ofport moved...).  Dirty owners are re-evaluated: their arguments are
-computed and, when a fragment with equal arguments was already built, it is
-reused: a remote endpoint's fragment is built and checked once and shared by
-every switch (their arguments do not name the switch).  A switch receives only
-the flows whose winner changed, as ``identity -> Flow`` (``None``: delete).
+endpoint in every layer where its network is relevant, and on its own host, plus
+its network's flood list there; the first or last endpoint of a network on a host:
+another view for that host, which is built again, and that network's flood lists
+everywhere; a host's VTEP: its endpoints and its networks' flood lists everywhere;
+its ports: its local owners whose ofport moved...).  Dirty owners are re-evaluated:
+their arguments are computed and, when a fragment with equal arguments was already
+built, it is reused (a remote endpoint's fragment is built and checked once, its
+arguments do not name the switch).  A switch receives only the flows whose winner
+changed, as ``identity -> Flow`` (``None``: delete).
 
 Two owners may claim one flow identity (two endpoints with one MAC...): as in the
 full compile, the first owner in compile order wins, and the other takes over
@@ -96,6 +102,9 @@ _EMPTY: Tuple[Flow, ...] = ()
 _BASE: OwnerKey = (0,)
 #: fragments kept per endpoint (argument variants: local, remote per tunnel ofport...)
 _VARIANTS = 8
+#: the host a layer's fragments are compiled for: none (every endpoint is remote there)
+_NOWHERE = object()
+_NO_PORTS: Mapping[str, int] = {}
 
 
 @dataclass
@@ -118,15 +127,48 @@ class Update:
     groups: Set[str] = field(default_factory=set)
     evaluated: int = 0
     built: int = 0
-    #: switches built from empty as a copy of another (IncrementalCompiler._clone), and
-    #: the owners they copied
-    cloned: int = 0
-    copied: int = 0
+    #: switches built from empty on a layer of remote endpoints that was already up to
+    #: date (shared, not evaluated again: see _Layer)
+    shared: int = 0
+
+
+class _Layer:
+    """The fragments of the endpoints as seen from a host where they are remote, kept
+    once for every switch with the same view (:meth:`IncrementalCompiler._view`).
+
+    Why: a remote endpoint's fragment depends on the endpoint and the view only, so
+    at 500 switches × 10k endpoints the per-switch maps of those owners (owner ->
+    fragment, identity -> winner) were 10M entries, ~43 KiB per endpoint, and every
+    endpoint change was evaluated on each of the 500 switches.  A layer holds every
+    endpoint of its relevant networks, those local to a member switch included: a
+    member hides its own (``_Switch.hidden``), whose flows it holds in local form.
+    Owners here are all ``(2, net, id)``; their arbitration is the usual one
+    (``win``/``rivals``), and a member's flow at an identity is the first in compile
+    order of its own winner and the layer's first owner it does not hide
+    (:meth:`IncrementalCompiler._flow_at`)."""
+
+    __slots__ = ("key", "tun", "upl", "nets", "frags", "win", "rivals", "failed", "kinds", "in_ports", "members")
+
+    def __init__(self, key: Tuple, nets: Dict[str, bool]) -> None:
+        self.key = key
+        self.tun: Optional[int] = key[0]
+        self.upl: Optional[int] = key[1]
+        #: relevant network -> whether it is present on the members' hosts
+        self.nets = nets
+        self.frags: Dict[OwnerKey, Frag] = {}
+        self.win: Dict[Identity, OwnerKey] = {}
+        self.rivals: Dict[Identity, Set[OwnerKey]] = {}
+        self.failed: Dict[OwnerKey, Failure] = {}
+        #: flow counts of the layer alone (nothing hidden), which a switch built from
+        #: empty starts from
+        self.kinds: Dict[int, int] = {}
+        self.in_ports: Dict[int, int] = {}
+        self.members: Set[str] = set()
 
 
 class _Switch:
     __slots__ = ("name", "host", "ports", "tun", "upl", "frags", "win", "rivals", "failed", "broken", "kinds", "net_args",
-                 "sgroups", "in_ports")
+                 "sgroups", "in_ports", "layer", "hidden")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -134,7 +176,8 @@ class _Switch:
         self.ports: Mapping[str, int] = {}
         self.tun: Optional[int] = None
         self.upl: Optional[int] = None
-        #: owner -> its fragment here (deduplicated by identity) or its Failure
+        #: own owner -> its fragment here (deduplicated by identity) or its Failure
+        #: (the endpoints remote here are its layer's)
         self.frags: Dict[OwnerKey, Frag] = {}
         #: identity -> the owner whose flow wins it
         self.win: Dict[Identity, OwnerKey] = {}
@@ -150,6 +193,10 @@ class _Switch:
         self.net_args: Dict[str, Tuple] = {}
         #: service -> its groups here
         self.sgroups: Dict[str, Tuple[SL.Group, ...]] = {}
+        #: the layer of its view (its remote endpoints' flows), and the endpoints of that
+        #: layer that are local here (held in ``frags`` in local form instead)
+        self.layer: Optional[_Layer] = None
+        self.hidden: Set[str] = set()
 
 
 #: ``before`` of a switch built from empty: nothing to remember (see IncrementalCompiler.steps)
@@ -225,6 +272,8 @@ class IncrementalCompiler:
         self.vteps: Dict[str, str] = {}
         self.idx_failed: Dict[Tuple[str, str], Failure] = {}
         self.switches: Dict[str, _Switch] = {}
+        #: view -> the layer of the switches with that view
+        self.layers: Dict[Tuple, _Layer] = {}
         self.ep_cache: Dict[str, Dict[Tuple, Frag]] = {}
         self.base_cache: Dict[Tuple, Frag] = {}
         self._vtep_lists: Dict[str, Tuple[Tuple[str, ...], int]] = {}
@@ -287,11 +336,35 @@ class IncrementalCompiler:
         sw = self.switches.get(host)
         if sw is None or sw.broken is not None:
             return None
-        if not sw.rivals:  # every identity has one owner: every flow wins (the usual case)
-            return {f.identity: f for frag in sw.frags.values() if type(frag) is tuple for f in frag}
         win = sw.win
-        return {f.identity: f for o, frag in sw.frags.items() if type(frag) is tuple
-                for f in frag if win[f.identity] == o}
+        if not sw.rivals:  # every identity has one owner: every flow wins (the usual case)
+            out = {f.identity: f for frag in sw.frags.values() if type(frag) is tuple for f in frag}
+        else:
+            out = {f.identity: f for o, frag in sw.frags.items() if type(frag) is tuple
+                   for f in frag if win[f.identity] == o}
+        layer = sw.layer
+        if layer is None:
+            return out
+        # the layer's flows, but where a flow is claimed here too, or by several of the
+        # layer's owners, the arbitration of _flow_at decides (rare: the same MAC twice...)
+        contested: Set[Identity] = set(layer.rivals)
+        hidden = sw.hidden
+        for o, frag in layer.frags.items():
+            if type(frag) is not tuple or o[2] in hidden:
+                continue
+            for f in frag:
+                i = f.identity
+                if i in win:
+                    contested.add(i)
+                else:
+                    out[i] = f
+        for i in contested:
+            f = self._flow_at(sw, i)
+            if f is None:
+                out.pop(i, None)
+            else:
+                out[i] = f
+        return out
 
     def failed(self) -> Tuple[Failure, ...]:
         out: Dict[Failure, None] = dict.fromkeys(self.idx_failed.values())
@@ -299,6 +372,10 @@ class IncrementalCompiler:
             if sw.broken is not None:
                 out[sw.broken] = None
             out.update(dict.fromkeys(sw.failed.values()))
+        for layer in self.layers.values():
+            for o, f in layer.failed.items():  # (as the full compile: where some member shows it)
+                if any(o[2] not in self.switches[m].hidden for m in layer.members):
+                    out[f] = None
         return tuple(out)
 
     def groups(self, host: str) -> Optional[FrozenSet[SL.Group]]:
@@ -385,6 +462,7 @@ class IncrementalCompiler:
         dirty_eps: Dict[str, Set[str]] = {}
         local_nets: Set[Tuple[str, str]] = set()   # (net, host): its local ports' flood list
         flips: Dict[Tuple[str, str], bool] = {}    # (net, host) -> presence before: may have changed
+        dirty_local: Dict[str, Set[Tuple[str, str]]] = {}  # host -> (net, endpoint) changed there
         for eid in ep_keys:
             for rec, add in ((old.endpoints.get(eid), False), (snap.endpoints.get(eid), True)):
                 if rec is not None:
@@ -405,6 +483,7 @@ class IncrementalCompiler:
                 self._place(ep, add, flips)
                 nets.add(ep.net.key)
                 local_nets.add((ep.net.key, ep.host))
+                dirty_local.setdefault(ep.host, set()).add((ep.net.key, eid))
             if new_ep is None:
                 self.eps.pop(eid, None)
                 if old_ep is not None:
@@ -438,13 +517,12 @@ class IncrementalCompiler:
                 for eid in self.host_eps.get(name, ()):
                     dirty_eps.setdefault(eid, set()).add(self.eps[eid].net.key)
                 net_all.update(n for n, hs in self.net_hosts.items() if name in hs)
-        flip_by_host: Dict[str, Set[str]] = {}
         for n, h in flipped:
             net_all.add(n)  # its flood lists elsewhere name this host's VTEP or not
             if self.routing:
                 full_hosts.add(h)  # the relevance of its tenant's other networks may change too
-            else:
-                flip_by_host.setdefault(h, set()).add(n)  # relevance and is_present of n's owners here
+            # (otherwise n's relevance and presence on h are part of h's view: another
+            # view, another layer, and h is built again)
         for n in net_all:
             self._vtep_lists.pop(n, None)
 
@@ -469,26 +547,25 @@ class IncrementalCompiler:
         if k8s_flip:
             full_hosts |= wanted  # L2 goes to the K8s stage or not: every endpoint's flows change
 
-        # 4. switches
+        # 4. switches: (a) their host context and view; (b) the shared layers of remote
+        # endpoints, once per view; (c) each switch's own owners
         for name in list(self.switches):
             if name not in wanted:
-                del self.switches[name]
+                self._detach(self.switches.pop(name))
         by_host_local: Dict[str, Set[str]] = {}
         for n, h in local_nets:
             by_host_local.setdefault(h, set()).add(n)
-        #: view -> a switch already brought up to date in this pass (a donor for _clone),
-        #: kept only in a pass that builds some switch from empty
-        donors: Optional[Dict[Tuple, _Switch]] = None
-        if any(self.switches.get(n) is None or self.switches[n].broken is not None for n in wanted):
-            donors = {}
+        flip_hosts = {h for _n, h in flipped}
+        plan: List[Tuple[_Switch, bool, Set[str], Optional[Tuple]]] = []
+        befores: Dict[str, Dict[Identity, Optional[Flow]]] = {}
         for name in sorted(wanted):
             sw = self.switches.get(name)
             fresh = sw is None
             if fresh:
                 sw = self.switches[name] = _Switch(name)
             host = snap.hosts.get(name)
-            was_broken = sw.broken is not None
-            rebuild = fresh or name in full_hosts or was_broken
+            cold = fresh or name in full_hosts or sw.broken is not None
+            moved_ctx = False
             local_eps: Set[str] = set()
             if host is not sw.host and host != sw.host:
                 try:
@@ -502,90 +579,100 @@ class IncrementalCompiler:
                 # endpoints' flows: rare, so the host is rebuilt
                 if (tun != sw.tun or upl != sw.upl or (host is None) != (sw.host is None)
                         or any(p.startswith(DNS_PORT_PREFIX) or p == HA.PORT for p in moved)):
-                    rebuild = True
+                    cold = True
                 else:
                     local_eps = {e for e in self.host_eps.get(name, ()) if self.eps[e].port in moved}
                 sw.host, sw.ports, sw.tun, sw.upl = host, ports, tun, upl
-            if sw.broken is not None and not rebuild:
+                moved_ctx = True
+            if sw.broken is not None and not cold:
                 upd.broken.add(name)
                 continue
-            before: Dict[Identity, Optional[Flow]] = {}
-            if rebuild:
-                if was_broken or fresh:
-                    sw.broken = None
-                    sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
-                    sw.in_ports = {}
-                    # from empty, and the switch gets flows() in full: no delta to track
-                    # (a cold start's per-identity delta was a fifth of a restart's CPU)
-                    before = _UNTRACKED
-                donor = None
-                if before is _UNTRACKED and sw.host is not None and donors:  # (None: no cold switch)
+            view: Optional[Tuple] = None
+            if sw.host is not None:
+                if cold or moved_ctx or changed_nets or name in flip_hosts or sw.layer is None:
                     view = self._view(sw)
-                    donor = donors.get(view)
-                if donor is not None:
-                    ok = yield from self._clone(sw, donor, upd, tick)
                 else:
-                    ok = yield from self._rebuild(sw, before, upd, tick)
+                    view = sw.layer.key
+                if sw.layer is None or sw.layer.key != view:
+                    cold = True  # another view: its remote endpoints are another layer's
+            if not cold:
+                befores[name] = {}
+            plan.append((sw, cold, local_eps, view))
+
+        # (b) layers: each brought to the snapshot once, however many switches share it;
+        # switches that stay on one remember what each changed identity was before
+        members: Dict[Tuple, List[_Switch]] = {}
+        for sw, cold, _l, view in plan:
+            if view is not None:
+                members.setdefault(view, []).append(sw)
+        dirty_layer = {(2, n, e) for e, nets in dirty_eps.items() for n in nets}
+        for view in sorted(members, key=repr):
+            layer = self.layers.get(view)
+            if layer is None:
+                layer = self.layers[view] = self._new_layer(view)
+                yield from self._fill_layer(layer, upd, tick)
+            else:
+                staying = [(sw, befores[sw.name]) for sw in members[view] if sw.name in befores]
+                yield from self._update_layer(layer, dirty_layer, k8s_flip, staying, upd, tick)
+
+        # (c) own owners
+        for sw, cold, local_eps, view in plan:
+            name = sw.name
+            if cold:
+                ok = yield from self._cold(sw, view, upd, tick)
                 if not ok:
                     upd.broken.add(name)
-                    continue
-                if fresh or was_broken:
-                    if donor is None:
-                        self._count_kinds(sw)  # (a copy's counts followed its changes)
+                else:
                     upd.full.add(name)
-                    self._offer(donors, sw)
-                    continue
-            else:
-                owners: Set[OwnerKey] = set()
-                for eid in local_eps:
-                    owners.add((2, self.eps[eid].net.key, eid))
-                    owners.add((1, self.eps[eid].net.key))
-                for n in by_host_local.get(name, ()):
-                    owners.add((1, n))
-                for n in net_all:
-                    owners.add((1, n))
-                for n in flip_by_host.get(name, ()):
-                    owners.update((2, n, e) for e in self.net_eps.get(n, ()))
-                    owners.update((2, n, e) for e in self.rec_net_eps.get(n, ()))  # ones just gone
-                for eid, nets in dirty_eps.items():
-                    for n in nets:
-                        owners.add((2, n, eid))
-                for g in changed_groups:
-                    owners.add((3, g))
-                owners.update((6, k) for k in changed_svcs)
-                for t, h in self._tflips:
-                    if h == name:
-                        owners.update((6, k) for k in self.svc_by_tenant.get(t, ()))
-                for eid in local_eps:
-                    owners.update((6, k) for k in self.svc_by_ep.get(eid, ()))
-                for epg, h in self._gflips:
-                    if h == name:
-                        owners.update((3, g) for g in self.epg_groups.get(epg, ()))
-                if k8s_base:
-                    owners.add((4,))
-                if ha_dirty or local_eps:
-                    owners.add((7,))
-                owners.update((5, i) for i in k8s_idents)
-                owners.update((5, i) for i, h in self._kflips if h == name)
-                if sw.host is None:
-                    owners.clear()  # an unknown host has no flows (as in the full compile)
-                frags = sw.frags
-                for o in owners:
-                    if o in frags or self._owner_relevant(o, name):
-                        self._eval(sw, o, before, upd)
-                        if tick():
-                            yield None
+                continue
+            before = befores[name]
+            owners: Set[OwnerKey] = set()
+            for eid in local_eps:
+                owners.add((2, self.eps[eid].net.key, eid))
+                owners.add((1, self.eps[eid].net.key))
+            for n in by_host_local.get(name, ()):
+                owners.add((1, n))
+            for n in net_all:
+                owners.add((1, n))
+            for n, eid in dirty_local.get(name, ()):
+                owners.add((2, n, eid))
+            for g in changed_groups:
+                owners.add((3, g))
+            owners.update((6, k) for k in changed_svcs)
+            for t, h in self._tflips:
+                if h == name:
+                    owners.update((6, k) for k in self.svc_by_tenant.get(t, ()))
+            for eid in local_eps:
+                owners.update((6, k) for k in self.svc_by_ep.get(eid, ()))
+            for epg, h in self._gflips:
+                if h == name:
+                    owners.update((3, g) for g in self.epg_groups.get(epg, ()))
+            if k8s_base:
+                owners.add((4,))
+            if ha_dirty or local_eps:
+                owners.add((7,))
+            owners.update((5, i) for i in k8s_idents)
+            owners.update((5, i) for i, h in self._kflips if h == name)
+            if sw.host is None:
+                owners.clear()  # an unknown host has no flows (as in the full compile)
+            frags = sw.frags
+            for o in owners:
+                if o in frags or self._owner_relevant(o, name):
+                    self._eval(sw, o, before, upd)
+                    if tick():
+                        yield None
+            # endpoints that came to or left this host: their remote flows (the layer's)
+            # are hidden here, or no longer (after the own owners: see _hide)
+            local = self.host_eps.get(name, ())
+            for n, eid in dirty_local.get(name, ()):
+                if (eid in local) != (eid in sw.hidden):
+                    self._hide(sw, eid, dirty_eps.get(eid, ()), eid in local, before)
             delta = self._settle(sw, before)
             if delta:
                 upd.deltas[name] = delta
-            self._offer(donors, sw)
+        for view in [v for v, layer in self.layers.items() if not layer.members]:
+            del self.layers[view]
         upd.failed = self.failed()
-
-    def _offer(self, donors: Optional[Dict[Tuple, _Switch]], sw: _Switch) -> None:
-        """Keep an up-to-date switch as the donor for its view, in a pass that builds
-        switches from empty (a view costs a look at every network)."""
-        if donors is not None and sw.host is not None and sw.broken is None and len(donors) < 64:
-            donors.setdefault(self._view(sw), sw)
 
     # -- index maintenance ------------------------------------------------------
     @staticmethod
@@ -905,89 +992,157 @@ class IncrementalCompiler:
         return got
 
     # -- evaluation ----------------------------------------------------------------
-    def _rebuild(self, sw: _Switch, before: Dict, upd: Update, tick: Callable[[], bool],
-                 only_eps: Optional[Set[str]] = None) -> Generator:
-        """Every owner of the switch evaluated again; False if its own flows fail.
-        ``only_eps``: of the endpoint owners, only these (:meth:`_clone` copied the
-        others), and nothing is taken away first."""
+    def _own_owners(self, sw: _Switch) -> List[OwnerKey]:
+        """Every owner a switch holds itself (all but the endpoints remote to it)."""
         name = sw.name
         owners: List[OwnerKey] = []
-        if sw.host is not None:
-            owners.append(_BASE)
-            for n in sorted(self.nets):
-                if self._relevant(n, name):
-                    owners.append((1, n))
-                    eps = self.net_eps.get(n, ())
-                    if only_eps is not None:
-                        eps = [e for e in eps if e in only_eps]
-                    owners += [(2, n, e) for e in sorted(eps)]
-            for g in sorted(self.group_args):
-                if self._owner_relevant((3, g), name):
-                    owners.append((3, g))
-            if self._owner_relevant((4,), name):
-                owners.append((4,))
-            for i in sorted(self.k8s.args):
-                if self._owner_relevant((5, i), name):
-                    owners.append((5, i))
-            for k in sorted(self.svc_ports):
-                if self._owner_relevant((6, k), name):
-                    owners.append((6, k))
-            if self._owner_relevant((7,), name):
-                owners.append((7,))
-        if only_eps is None:
-            keep = set(owners)
-            for o in [o for o in sw.frags if o not in keep]:
-                self._set(sw, o, _EMPTY, before)
-            for k in [k for k in sw.sgroups if (6, k) not in keep]:
-                del sw.sgroups[k]
-                upd.groups.add(name)
-        for o in owners:
+        if sw.host is None:
+            return owners
+        owners.append(_BASE)
+        for n in sorted(self.nets):
+            if self._relevant(n, name):
+                owners.append((1, n))
+                owners += [(2, n, e) for e in sorted(self.net_host_eps.get((n, name), ()))]
+        for g in sorted(self.group_args):
+            if self._owner_relevant((3, g), name):
+                owners.append((3, g))
+        if self._owner_relevant((4,), name):
+            owners.append((4,))
+        for i in sorted(self.k8s.args):
+            if self._owner_relevant((5, i), name):
+                owners.append((5, i))
+        for k in sorted(self.svc_ports):
+            if self._owner_relevant((6, k), name):
+                owners.append((6, k))
+        if self._owner_relevant((7,), name):
+            owners.append((7,))
+        return owners
+
+    def _view(self, sw: _Switch) -> Tuple:
+        """What a remote endpoint's fragment on this switch depends on besides the
+        endpoint and the engine's global state (``compiler.ep_args``): the tunnel and
+        uplink ports, and which networks are relevant here and whether each is present.
+        Switches with equal views share one :class:`_Layer`.  (Networks not relevant
+        here are left out: a new network elsewhere changes no view.)"""
+        name = sw.name
+        return (sw.tun, sw.upl,
+                tuple((n, self._present(n, name)) for n in sorted(self.nets) if self._relevant(n, name)))
+
+    def _new_layer(self, view: Tuple) -> _Layer:
+        return _Layer(view, dict(view[2]))
+
+    def _layer_owners(self, layer: _Layer) -> List[OwnerKey]:
+        return [(2, n, e) for n in sorted(layer.nets) for e in sorted(self.net_eps.get(n, ()))]
+
+    def _fill_layer(self, layer: _Layer, upd: Update, tick: Callable[[], bool]) -> Generator:
+        """A new layer: every endpoint of its relevant networks, in remote form."""
+        for o in self._layer_owners(layer):
+            self._set(layer, o, self._layer_frag(layer, o, upd), _UNTRACKED)
+            if tick():
+                yield None
+        self._count_kinds(layer)
+
+    def _update_layer(self, layer: _Layer, dirty: Set[OwnerKey], everything: bool,
+                      staying: List[Tuple[_Switch, Dict[Identity, Optional[Flow]]]], upd: Update,
+                      tick: Callable[[], bool]) -> Generator:
+        """The layer's changed owners evaluated once; each member that stays on it first
+        remembers the flow it has at every identity those owners held or now hold (its
+        ``before``, settled with its own owners' changes)."""
+        if everything:
+            owners = set(self._layer_owners(layer)) | set(layer.frags)
+        else:
+            owners = {o for o in dirty if o in layer.frags or o[1] in layer.nets}
+        lbefore: Dict[Identity, Optional[Flow]] = {}
+        for o in sorted(owners):
+            old = layer.frags.get(o, _EMPTY)
+            new = self._layer_frag(layer, o, upd)
+            if new is old:
+                continue
+            if staying:
+                idents = [f.identity for frag in (old, new) if type(frag) is tuple for f in frag]
+                for sw, before in staying:
+                    for i in idents:
+                        if i not in before:
+                            before[i] = self._flow_at(sw, i)
+            self._set(layer, o, new, lbefore)
+            if tick():
+                yield None
+        self._settle(layer, lbefore)
+
+    def _layer_frag(self, layer: _Layer, o: OwnerKey, upd: Update) -> Frag:
+        """An endpoint's fragment on the layer's switches (as in :meth:`_eval`, remote)."""
+        upd.evaluated += 1
+        n, eid = o[1], o[2]
+        ep = self.eps.get(eid)
+        present = layer.nets.get(n)
+        if ep is None or ep.net.key != n or present is None:
+            return _EMPTY
+        args = ep_args(ep, _NOWHERE, _NO_PORTS, layer.tun, layer.upl, self.vteps, present,  # type: ignore[arg-type]
+                       self.proxy_arp, self.routing, self.k8s.active)
+        cache = self.ep_cache.get(eid)
+        if cache is None:
+            cache = self.ep_cache[eid] = {}
+        new = cache.get(args)
+        if new is None:
+            new = self._build("endpoint", eid, ep_flows, args, upd)
+            if len(cache) >= _VARIANTS:
+                cache.clear()
+            cache[args] = new
+        return new
+
+    def _cold(self, sw: _Switch, view: Optional[Tuple], upd: Update, tick: Callable[[], bool]) -> Generator:
+        """Build a switch from empty (new, recovered, a new host context or view): it
+        joins its view's layer, hides its own endpoints there and evaluates its own
+        owners.  Its counts start as the layer's and follow what changes from there,
+        as for a delta (the switch gets its flows in full: no delta is kept).  False
+        if its own flows fail."""
+        self._detach(sw)
+        sw.broken = None
+        sw.frags, sw.win, sw.rivals, sw.failed, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}
+        sw.hidden = set()
+        sw.kinds, sw.in_ports = {}, {}
+        upd.groups.add(sw.name)
+        if view is None:
+            return True  # an unknown host: no flows
+        layer = self.layers[view]
+        if layer.members:
+            upd.shared += 1
+        layer.members.add(sw.name)
+        sw.layer = layer
+        sw.kinds, sw.in_ports = dict(layer.kinds), dict(layer.in_ports)
+        before: Dict[Identity, Optional[Flow]] = {}
+        for o in self._own_owners(sw):
             self._eval(sw, o, before, upd)
             if sw.broken is not None:
                 return False
             if tick():
                 yield None
+        for eid in self.host_eps.get(sw.name, ()):
+            self._hide(sw, eid, (), True, before)
+        self._settle(sw, before)
         return True
 
-    def _view(self, sw: _Switch) -> Tuple:
-        """What a remote endpoint's fragment on this switch depends on besides the
-        endpoint and the engine's global state (``compiler.ep_args``): the tunnel and
-        uplink ports, and for every network whether it is relevant and present here.
-        Two switches with equal views hold the same fragment for every endpoint that
-        is remote to both."""
-        name = sw.name
-        return (sw.tun, sw.upl, tuple((self._relevant(n, name), self._present(n, name)) for n in sorted(self.nets)))
+    def _hide(self, sw: _Switch, eid: str, nets: Iterable[str], hide: bool, before: Dict) -> None:
+        """An endpoint of the switch's layer becomes local here (its remote flows are
+        hidden) or stops being local (they show again); ``nets``: networks it was in."""
+        layer = sw.layer
+        if layer is not None:
+            ep = self.eps.get(eid)
+            for n in set(nets) | ({ep.net.key} if ep is not None else set()):
+                frag = layer.frags.get((2, n, eid))
+                if type(frag) is tuple:
+                    for f in frag:
+                        if f.identity not in before:
+                            before[f.identity] = self._flow_at(sw, f.identity)
+        if hide:
+            sw.hidden.add(eid)
+        else:
+            sw.hidden.discard(eid)
 
-    def _clone(self, sw: _Switch, donor: _Switch, upd: Update, tick: Callable[[], bool]) -> Generator:
-        """Build a switch from empty by copying a switch with the same :meth:`_view`
-        that is already up to date in this pass, then taking out what is the donor's
-        own (every owner but the endpoints remote to both) and evaluating this
-        switch's own owners.  Why: at a netmaster restart every switch is built from
-        empty, and evaluating 10k endpoint owners on each of 500 switches was most of
-        the restart (py-spy: ``_eval``/``_set`` 53 % of 31 s); a dict copy of the
-        donor's maps costs a few ms.  The copied fragments are the very objects
-        ``_eval`` would find (their arguments are equal), and ``_set`` keeps the
-        winners and rivals right as owners are taken out and put in; the property
-        test holds the result to the full compile."""
-        own = set(self.host_eps.get(donor.name, ())) | set(self.host_eps.get(sw.name, ()))
-        sw.frags = dict(donor.frags)
-        sw.win = dict(donor.win)
-        sw.rivals = {i: set(r) for i, r in donor.rivals.items()}
-        sw.failed = dict(donor.failed)
-        sw.kinds, sw.in_ports = dict(donor.kinds), dict(donor.in_ports)
-        sw.net_args, sw.sgroups = {}, {}
-        # the counts follow what changes from the donor's table, as for a delta
-        before: Dict[Identity, Optional[Flow]] = {}
-        for o in [o for o in sw.frags if o[0] != 2 or o[2] in own]:
-            self._set(sw, o, _EMPTY, before)
-        for o in [o for o in sw.failed if o[0] != 2 or o[2] in own]:
-            del sw.failed[o]  # (a failed owner has no flows: _set had nothing to take out)
-        upd.cloned += 1
-        upd.copied += len(sw.frags)
-        ok = yield from self._rebuild(sw, before, upd, tick, only_eps=own)
-        if ok:
-            self._settle(sw, before)  # (the switch gets its flows in full: no delta kept)
-        return ok
+    def _detach(self, sw: _Switch) -> None:
+        if sw.layer is not None:
+            sw.layer.members.discard(sw.name)
+            sw.layer = None
 
     def _eval(self, sw: _Switch, o: OwnerKey, before: Dict, upd: Update) -> None:
         upd.evaluated += 1
@@ -1094,8 +1249,8 @@ class IncrementalCompiler:
         else:
             n, eid = o[1], o[2]
             ep = self.eps.get(eid)
-            if ep is None or ep.net.key != n or not self._relevant(n, sw.name):
-                new = _EMPTY
+            if ep is None or ep.net.key != n or ep.host != sw.name or not self._relevant(n, sw.name):
+                new = _EMPTY  # (an endpoint remote here is its layer's)
             else:
                 args = ep_args(ep, sw.name, sw.ports, sw.tun, sw.upl, self.vteps, self._present(n, sw.name),
                                self.proxy_arp, self.routing, self.k8s.active)
@@ -1132,13 +1287,30 @@ class IncrementalCompiler:
         sw.host = None  # read again when it recovers
         sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
         sw.in_ports = {}
+        sw.hidden = set()
+        self._detach(sw)
 
     # -- arbitration ---------------------------------------------------------------
-    def _flow_at(self, sw: _Switch, ident: Identity) -> Optional[Flow]:
+    def _flow_at(self, sw: Union[_Switch, _Layer], ident: Identity) -> Optional[Flow]:
+        """The flow a switch (or a layer alone) holds at an identity: a switch's is the
+        first in compile order of its own winner and the first owner of its layer
+        that it does not hide."""
         o = sw.win.get(ident)
+        if type(sw) is _Switch and sw.layer is not None:
+            layer = sw.layer
+            lo = layer.win.get(ident)
+            if lo is not None:
+                hidden = sw.hidden
+                if hidden and lo[2] in hidden:
+                    r = layer.rivals.get(ident)
+                    lo = min((x for x in r if x[2] not in hidden), default=None) if r else None
+                if lo is not None and (o is None or lo < o):
+                    return self._flow_in(layer.frags[lo], lo, ident)
         if o is None:
             return None
-        frag = sw.frags[o]
+        return self._flow_in(sw.frags[o], o, ident)
+
+    def _flow_in(self, frag: Frag, o: OwnerKey, ident: Identity) -> Flow:
         if len(frag) <= _SCAN:  # type: ignore[arg-type]
             for f in frag:  # type: ignore[union-attr]
                 if f.identity == ident:
@@ -1262,8 +1434,8 @@ class IncrementalCompiler:
                 win[i] = o
 
     @staticmethod
-    def _count_kinds(sw: _Switch) -> None:
-        """The desired flow count per cookie kind of a switch built from empty: each
+    def _count_kinds(sw: _Layer) -> None:
+        """The flow count per cookie kind of a new layer: each
         fragment's flows, less those that lose their identity to another owner."""
         kinds: Dict[int, int] = {}
         ports: Dict[int, int] = {}
