@@ -12,6 +12,7 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from contiv_sdn.controller.service import Controller
+from contiv_sdn.openflow.sync import Following
 from contiv_sdn.testing.wait import wait_for
 from tests.test_ctrl_service import start_redis_ovs_store
 
@@ -125,3 +126,25 @@ class IncrementalControllerTests(TestCase):
                        timeout=20, what="ep4's local flows")
         await ctl.when_idle()
         self.assertEqual(sorted(set(self.built)), [("endpoint", "ep4"), ("network", "default:net1")])
+
+    async def test_the_belief_follows_the_engine_without_a_map_of_its_own(self):
+        """Once a pass brought the switch to the engine's desired set, its sync keeps no
+        identity -> flow map: the belief is the engine's flows for the host except what
+        is not sent yet (sync.Following), and it agrees with the switch flow by flow."""
+        ctl, s = self.ctl, self.store
+        belief = self.sync.installed
+        self.assertIsInstance(belief, Following)
+        self.assertEqual(belief.diff, {})
+        self.assertEqual(belief.table(), ctl.engine.table("h1"))
+        runs = ctl.runs
+        await s.put_state("endpoint", "ep3", _ep(3, "h2", ipAddress="20.1.1.33", macAddress="02:02:14:01:01:33"))
+        await s.put_state("endpoint", "ep5", _ep(5, "h2"))
+        await s.put_state("endpoint", "ep2", _ep(2, "h2"))  # local -> remote
+        await self._after_runs(runs)
+        self.assertIs(self.sync.installed, belief)
+        self.assertEqual(belief.diff, {}, "everything sent: nothing held apart from the engine")
+        self.assertEqual(len(belief), len(ctl.engine.table("h1")))
+        flows = await threads.deferToThread(self.ovs.ofctl, "dump-flows", "br-int")
+        self.assertIn("20.1.1.5", flows)
+        self.assertIs(await self.sync.check(), True, "the switch holds exactly the belief")
+        self.assertIs(await self.sync.audit(), True)

@@ -148,6 +148,21 @@ class _Applied:
                  d=total["deleted"], g=total["groups"], first=", ".join(hosts[:self.EACH]))
 
 
+class _EngineView:
+    """The engine's desired flows for one host, as a following belief reads them."""
+
+    __slots__ = ("ctl", "host")
+
+    def __init__(self, ctl: "Controller", host: str) -> None:
+        self.ctl, self.host = ctl, host
+
+    def flow_at(self, ident: Tuple) -> Any:
+        return self.ctl.engine.flow_at(self.host, ident)
+
+    def table(self) -> Any:
+        return self.ctl.engine.table(self.host)
+
+
 class Controller(Service):
     #: Coalescing delay: changes that land within this window share one run.
     DEBOUNCE = 0.02
@@ -181,18 +196,19 @@ class Controller(Service):
                  lease: Any = None, audit_store: Any = None):
         from twisted.internet import reactor as default_reactor
         from contiv_sdn.openflow.registry import SwitchRegistry
-        from contiv_sdn.openflow.sync import FlowSync
 
         self.store = store
         #: the audit's reads of every record (default: ``store``): a connection of its own
         self.audit_store = audit_store if audit_store is not None else store
         self.listen = listen
         self.reactor = reactor or default_reactor
-        self.registry = SwitchRegistry(sync_factory=lambda switch: FlowSync(switch, clock=self.reactor))
+        self.registry = SwitchRegistry(sync_factory=self._new_sync)
         self.registry.on_switch_up = self._switch_up
         self.registry.on_switch_down = self._switch_down
         self.registry.on_ports_changed = self._ports_changed
-        self.engine = IncrementalCompiler()
+        #: host -> the sync whose belief follows the engine's flows for it (sync.Following)
+        self._following: Dict[str, Any] = {}
+        self.engine = self._new_engine()
         self._pending: Optional[Any] = None
         self._running = False
         #: host -> the last sync failure logged for it (a retry every second that fails
@@ -875,6 +891,10 @@ class Controller(Service):
         self._report_refusals(built.refused)
         self.last_snapshot = snap
         self.registry.set_hosts({"name": name, "dpid": host.dpid} for name, host in snap.hosts.items())
+        for host, sync in list(self._following.items()):
+            if self.registry.host_of(sync.switch.dpid) != host:  # another host's now: its own belief
+                sync.stop_following()
+                del self._following[host]
         self._held = any(r.kind == "obj:global" for r in built.refused)
         if self._held:
             self._recompile = True  # compile again once it is fixed, whatever else changed
@@ -894,7 +914,8 @@ class Controller(Service):
         try:
             await self._drive(self.engine.steps(snap, names, upd))
         except Exception as err:  # a bug outside every owner's guard: no switch is touched
-            self.engine = IncrementalCompiler(self.engine.on_build)  # its state is unknown: start over
+            self._stop_following()  # (copied out of the old engine: the syncs' changes were noted)
+            self.engine = self._new_engine(self.engine.on_build)  # its state is unknown: start over
             self._recompile = True
             if self._failures.update([("compiler", "", repr(err), repr(err))])[0]:
                 log.failure("compiler failed; every switch keeps its flows")
@@ -916,6 +937,50 @@ class Controller(Service):
             log.warn("cannot compile {kind} {key} ({reason}); {what}",
                      kind=kind, key=key, reason=reason, what=what)
         self.last_update = upd
+
+    # -- beliefs that follow the engine (sync.Following) ---------------------------
+    def _new_engine(self, on_build: Any = None) -> IncrementalCompiler:
+        return IncrementalCompiler(on_build, on_change=self._engine_changing, on_reset=self._engine_resetting,
+                                   on_settle=self._engine_settled)
+
+    def _new_sync(self, switch: Any) -> Any:
+        from contiv_sdn.openflow.sync import FlowSync
+
+        sync = FlowSync(switch, clock=self.reactor)
+        sync.follow = lambda: self._follow(sync)
+        return sync
+
+    def _follow(self, sync: Any) -> Optional[_EngineView]:
+        """A view of the engine's flows for the sync's host, whose desired set it just
+        took (None: no host); the engine's changes for that host go to the sync from now."""
+        host = self.registry.host_of(sync.switch.dpid)
+        if host is None:
+            return None
+        old = self._following.get(host)
+        if old is not None and old is not sync:
+            old.stop_following()
+        self._following[host] = sync
+        return _EngineView(self, host)
+
+    def _engine_changing(self, host: str, ident: Tuple, old: Any) -> None:
+        sync = self._following.get(host)
+        if sync is not None:
+            sync.changing(ident, old)
+
+    def _engine_settled(self, host: str, idents: List[Tuple]) -> None:
+        sync = self._following.get(host)
+        if sync is not None:
+            sync.settled(idents)
+
+    def _engine_resetting(self, host: str) -> None:
+        sync = self._following.get(host)
+        if sync is not None:
+            sync.stop_following()
+
+    def _stop_following(self) -> None:
+        for sync in self._following.values():
+            sync.stop_following()
+        self._following.clear()
 
     def _report_refusals(self, refused: Iterable[Any]) -> None:
         new, recovered = self._refusals.update(

@@ -106,6 +106,18 @@ held as "diff the whole desired set against the belief" (no read).  If another
 netmaster held the lease meanwhile, the controller calls :meth:`invalidate`:
 everything is read back as on any takeover.
 
+A belief that follows the engine (:class:`Following`): a switch that holds what
+the controller's engine desires for it needs no map of its own.  Once a pass has
+brought it to the desired set taken from the engine (``full()``), the belief is
+"what the engine desires now, except ``diff``": the engine tells the sync, just
+before a pass first changes a flow of that switch, what it was
+(:meth:`FlowSync.changing`), and the sync keeps it in ``diff`` until the delta is
+sent; it forgets it when what it sent is what the engine desires.  Before the
+engine forgets what a switch had (built again from empty...), the belief is
+copied out of it (:meth:`FlowSync.stop_following`).  Why: the belief was an
+identity -> flow map per switch, 10M entries at 500 switches × 20k flows (29 KiB
+per endpoint); the engine already keeps those flows, shared between switches.
+
 One FlowSync belongs to one connection: the switch registry makes a new one
 for each connection (a reconnect is a new connection, whose first pass reads
 the switch again).
@@ -129,6 +141,94 @@ from contiv_sdn.pipeline.servicelb import Group, is_ours
 log = Logger()
 
 
+class Following:
+    """A belief kept as the engine's desired flows for the switch except ``diff``
+    (identity -> the flow the switch holds there instead, None: none); see the
+    module doc.  ``view`` gives the engine's side: ``flow_at(identity)`` and
+    ``table()`` (identity -> flow, each once; None when the engine has nothing).
+    Reads and writes are those of a dict; ``items()`` builds one."""
+
+    __slots__ = ("view", "diff", "_n")
+
+    def __init__(self, view: Any, n: int) -> None:
+        self.view = view
+        self.diff: Dict[Tuple, Optional[Flow]] = {}
+        self._n = n  # how many flows the switch holds (followed as they are written)
+
+    def note(self, ident: Tuple, old: Optional[Flow]) -> None:
+        """The engine is about to change what it desires at ``ident`` (now ``old``)."""
+        if ident not in self.diff:
+            self.diff[ident] = old
+
+    def settled(self, idents: Iterable[Tuple]) -> None:
+        """The engine ended a pass desiring at ``idents`` what it desired before: an
+        entry kept for one that is what the engine desires is no longer a difference."""
+        diff, flow_at = self.diff, self.view.flow_at
+        for ident in idents:
+            if ident in diff:
+                v, now = diff[ident], flow_at(ident)
+                if v is now or v == now:
+                    del diff[ident]
+
+    def get(self, ident: Tuple, default: Any = None) -> Any:
+        diff = self.diff
+        if ident in diff:
+            v = diff[ident]
+        else:
+            v = self.view.flow_at(ident)
+        return default if v is None else v
+
+    def __getitem__(self, ident: Tuple) -> Flow:
+        v = self.get(ident)
+        if v is None:
+            raise KeyError(ident)
+        return v
+
+    def __contains__(self, ident: object) -> bool:
+        return self.get(ident) is not None
+
+    def __setitem__(self, ident: Tuple, f: Flow) -> None:
+        if self.get(ident) is None:
+            self._n += 1
+        now = self.view.flow_at(ident)
+        if now is f or now == f:
+            self.diff.pop(ident, None)
+        else:
+            self.diff[ident] = f
+
+    def pop(self, ident: Tuple, default: Any = None) -> Any:
+        old = self.get(ident)
+        if old is None:
+            return default
+        self._n -= 1
+        if self.view.flow_at(ident) is None:
+            self.diff.pop(ident, None)
+        else:
+            self.diff[ident] = None
+        return old
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def table(self) -> Dict[Tuple, Flow]:
+        out = dict(self.view.table() or {})
+        for ident, v in self.diff.items():
+            if v is None:
+                out.pop(ident, None)
+            else:
+                out[ident] = v
+        return out
+
+    def items(self) -> Any:
+        return self.table().items()
+
+    def __iter__(self) -> Any:
+        return iter(self.table())
+
+
 @dataclass(frozen=True)
 class SyncResult:
     added: int = 0
@@ -144,7 +244,7 @@ class SyncResult:
 
 class FlowSync:
     def __init__(self, switch: Any, cookie: int = COOKIE_MARK, cookie_mask: int = COOKIE_MASK,
-                 batch: int = 500, clock: Any = None):
+                 batch: int = 500, clock: Any = None, follow: Optional[Callable[[], Any]] = None):
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.switch = switch
@@ -153,7 +253,14 @@ class FlowSync:
         self.batch = batch
         self.clock = clock
         #: identity -> Flow the switch holds (our cookie only); None = unknown, read first.
+        #: A dict, or a :class:`Following` once a pass brought the switch to ``full()``
         self.installed: Optional[Dict[Tuple, Flow]] = None
+        #: gives a view of the engine's desired flows for this switch (see
+        #: :class:`Following`), or None: the belief is then a dict of its own
+        self.follow = follow
+        #: the belief a pass in flight will leave if it succeeds, following the engine
+        #: from the moment its desired set was taken
+        self._pending: Optional[Following] = None
         #: the pending full set (or the callable that gives it), None when only a delta is pending
         self._wanted: Union[None, FrozenSet[Flow], Tuple[Flow, ...], Callable[[], Any]] = None
         #: the pending delta (identity -> Flow, None = delete), merged across calls
@@ -235,9 +342,46 @@ class FlowSync:
                           sw=self.switch, n=len(self._held))
                 self.invalidate()
 
+    def changing(self, ident: Tuple, old: Optional[Flow]) -> None:
+        """The engine is about to change the flow it desires at ``ident`` (``old``)."""
+        installed = self.installed
+        if type(installed) is Following:
+            installed.note(ident, old)
+        if self._pending is not None:
+            self._pending.note(ident, old)
+
+    def settled(self, idents: List[Tuple]) -> None:
+        """See :meth:`Following.settled`."""
+        installed = self.installed
+        if type(installed) is Following:
+            installed.settled(idents)
+        if self._pending is not None:
+            self._pending.settled(idents)
+
+    def stop_following(self) -> None:
+        """The engine is about to forget what it desired for this switch: the belief
+        becomes a dict of its own (and a pass in flight leaves one)."""
+        if type(self.installed) is Following:
+            self.installed = self.installed.table()
+        self._pending = None
+
+    def _begin_following(self, desired: Any) -> None:
+        """``desired`` was just taken from the engine (``full()``): follow it from now."""
+        self._pending = None
+        if self.follow is not None and isinstance(desired, Mapping):
+            view = self.follow()
+            if view is not None:
+                self._pending = Following(view, len(desired))
+
+    def _adopt(self, table: Dict[Tuple, Flow]) -> None:
+        """The switch now holds ``table``, the desired set of this pass."""
+        pending, self._pending = self._pending, None
+        self.installed = pending if pending is not None else table
+
     def invalidate(self) -> None:
         """Forget the belief: the next converge reads the switch again."""
         self.installed = None
+        self._pending = None
         self.groups_installed = None
         self._held = {}
         self._held_full = False
@@ -399,7 +543,8 @@ class FlowSync:
         self.reads += 1
         if self.installed is not belief:
             return None  # replaced or forgotten meanwhile: its next pass decides
-        believed = dict(belief)  # passes may change it while the comparison yields
+        # (a copy: passes may change it while the comparison yields)
+        believed = belief.table() if type(belief) is Following else dict(belief)
         differ = 0
         async for chunk in self._paced(believed.items(), pause):
             for ident, f in chunk:
@@ -508,6 +653,7 @@ class FlowSync:
                     leave_alone = False
                     if callable(desired):
                         desired = desired()
+                        self._begin_following(desired)
                         leave_alone = desired is None  # nothing to converge to: leave the switch alone
                         if self._counts is not None and isinstance(desired, Mapping):
                             self._desired_counts = self._counts()  # (the same turn: the same state)
@@ -518,12 +664,14 @@ class FlowSync:
                 except NotMaster as e:
                     # refused here, before the switch applied anything (see the module
                     # doc): the belief holds; keep the work for a return as MASTER
+                    self._pending = None
                     if self.installed is not None:
                         self.hold(delta, full=desired is not None, groups=True)
                     for w in waiters:
                         w.errback(e)
                 except Exception as e:
                     self.installed = None  # what was asked is lost: the next pass reads the switch
+                    self._pending = None
                     self._must_read = True
                     for w in waiters:
                         w.errback(e)
@@ -578,7 +726,7 @@ class FlowSync:
                     table, kinds = await self._desired_table(desired, keyed)
                 held = await self._held_counts(kinds)
                 if held is not None and held == (len(table), kinds):
-                    self.installed = table
+                    self._adopt(table)
                     self.verified = False
                     self.count_adoptions += 1
                     log.debug("{sw}: holds as many flows of each kind and port as desired ({n}); "
@@ -620,12 +768,13 @@ class FlowSync:
                     modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
         deletes = [f for ident, f in installed.items() if ident not in want]
         if not (deletes or modifies or adds):
+            self._adopt(want)
             return SyncResult()
         work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
         work += modifies
         work += [(f, codec.ADD) for f in adds]
         await self._send(work)
-        self.installed = want
+        self._adopt(want)
         result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         log.info("{sw}: converged +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
         return result
@@ -745,6 +894,9 @@ class FlowSync:
         work += modifies
         work += [(f, codec.ADD) for f in adds]
         await self._send(work)
+        installed = self.installed  # (stop_following may have replaced it by a copy meanwhile)
+        if installed is None:
+            return SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         for f in deletes:
             installed.pop(f.identity, None)
         for f, _cmd in modifies:
@@ -770,7 +922,7 @@ class FlowSync:
                 if _first(f, want, mark, mask):
                     yield f, codec.ADD
         await self._send(adds(), lazy=True)
-        self.installed = want
+        self._adopt(want)
         if not want:
             return SyncResult()
         result = SyncResult(added=len(want))

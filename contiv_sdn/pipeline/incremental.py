@@ -239,9 +239,21 @@ class IncrementalCompiler:
     #: ... and seconds of work (a clock read for slicing only: results never depend on it)
     SLICE = 0.005
 
-    def __init__(self, on_build: Optional[Callable[[str, str], None]] = None) -> None:
+    def __init__(self, on_build: Optional[Callable[[str, str], None]] = None,
+                 on_change: Optional[Callable[[str, Identity, Optional[Flow]], None]] = None,
+                 on_reset: Optional[Callable[[str], None]] = None,
+                 on_settle: Optional[Callable[[str, List[Identity]], None]] = None) -> None:
         #: instrumentation: called with (kind, key) for every fragment actually built
         self.on_build = on_build
+        #: called with (switch, identity, its flow now) just before a pass first changes
+        #: the flow a known switch has at that identity (a delta will name it) ...
+        self.on_change = on_change
+        #: ... with (switch, identities) noted so in a pass that ended with the flow it
+        #: had before (no delta names them) ...
+        self.on_settle = on_settle
+        #: ... and with a switch's name just before the engine forgets what it had
+        #: (built again from empty, broken, dropped, a global change)
+        self.on_reset = on_reset
         self.snap: Optional[Snapshot] = None
         #: large fragment object's id -> (the fragment, its identity -> flow index)
         self._frag_index: "OrderedDict[int, Tuple[Tuple[Flow, ...], Dict[Identity, Flow]]]" = OrderedDict()
@@ -325,6 +337,14 @@ class IncrementalCompiler:
             pass
         return upd
 
+    def flow_at(self, host: str, ident: Identity) -> Optional[Flow]:
+        """The flow ``host``'s switch should hold at an identity (None: none, or the
+        switch is unknown or broken)."""
+        sw = self.switches.get(host)
+        if sw is None or sw.broken is not None:
+            return None
+        return self._flow_at(sw, ident)
+
     def flows(self, host: str) -> Optional[FrozenSet[Flow]]:
         """The whole desired flow set of ``host``'s switch (``None``: unknown or broken)."""
         table = self.table(host)
@@ -407,6 +427,7 @@ class IncrementalCompiler:
         wanted = set(hosts)
         old = self.snap
         if old is None or old.global_cfg != snap.global_cfg:
+            self._forget(self.switches)
             self._reset()
             old = Snapshot(global_cfg=snap.global_cfg)
             self.routing = snap.global_cfg.fwd_mode == "routing"
@@ -549,9 +570,10 @@ class IncrementalCompiler:
 
         # 4. switches: (a) their host context and view; (b) the shared layers of remote
         # endpoints, once per view; (c) each switch's own owners
-        for name in list(self.switches):
-            if name not in wanted:
-                self._detach(self.switches.pop(name))
+        gone = [name for name in self.switches if name not in wanted]
+        self._forget(gone)
+        for name in gone:
+            self._detach(self.switches.pop(name))
         by_host_local: Dict[str, Set[str]] = {}
         for n, h in local_nets:
             by_host_local.setdefault(h, set()).add(n)
@@ -597,6 +619,8 @@ class IncrementalCompiler:
                     cold = True  # another view: its remote endpoints are another layer's
             if not cold:
                 befores[name] = {}
+            elif not fresh:
+                self._forget((name,))  # (before a layer it was on changes below)
             plan.append((sw, cold, local_eps, view))
 
         # (b) layers: each brought to the snapshot once, however many switches share it;
@@ -1060,10 +1084,11 @@ class IncrementalCompiler:
                 continue
             if staying:
                 idents = [f.identity for frag in (old, new) if type(frag) is tuple for f in frag]
+                note = self._note
                 for sw, before in staying:
                     for i in idents:
                         if i not in before:
-                            before[i] = self._flow_at(sw, i)
+                            note(sw, before, i)
             self._set(layer, o, new, lbefore)
             if tick():
                 yield None
@@ -1133,11 +1158,16 @@ class IncrementalCompiler:
                 if type(frag) is tuple:
                     for f in frag:
                         if f.identity not in before:
-                            before[f.identity] = self._flow_at(sw, f.identity)
+                            self._note(sw, before, f.identity)
         if hide:
             sw.hidden.add(eid)
         else:
             sw.hidden.discard(eid)
+
+    def _forget(self, names: Iterable[str]) -> None:
+        if self.on_reset is not None:
+            for name in list(names):
+                self.on_reset(name)
 
     def _detach(self, sw: _Switch) -> None:
         if sw.layer is not None:
@@ -1283,6 +1313,7 @@ class IncrementalCompiler:
             return Failure(kind, key, _why(err))
 
     def _break(self, sw: _Switch, why: Failure) -> None:
+        self._forget((sw.name,))
         sw.broken = why
         sw.host = None  # read again when it recovers
         sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
@@ -1291,6 +1322,13 @@ class IncrementalCompiler:
         self._detach(sw)
 
     # -- arbitration ---------------------------------------------------------------
+    def _note(self, sw: Union[_Switch, _Layer], before: Dict[Identity, Optional[Flow]], ident: Identity) -> None:
+        """Remember the flow at an identity before the pass first changes it there (and
+        tell ``on_change``: a belief that follows this switch keeps it until it is sent)."""
+        v = before[ident] = self._flow_at(sw, ident)
+        if self.on_change is not None and type(sw) is _Switch:
+            self.on_change(sw.name, ident, v)
+
     def _flow_at(self, sw: Union[_Switch, _Layer], ident: Identity) -> Optional[Flow]:
         """The flow a switch (or a layer alone) holds at an identity: a switch's is the
         first in compile order of its own winner and the first owner of its layer
@@ -1369,7 +1407,7 @@ class IncrementalCompiler:
         for f in old_flows:  # type: ignore[union-attr]
             i = f.identity
             if track and i not in before:
-                before[i] = self._flow_at(sw, i)
+                self._note(sw, before, i)
             if i in rivals:
                 _unclaim(win, rivals, i, o)
             else:
@@ -1381,7 +1419,7 @@ class IncrementalCompiler:
         for f in new_flows:
             i = f.identity
             if track and i not in before:
-                before[i] = self._flow_at(sw, i)
+                self._note(sw, before, i)
             if i in win:
                 _claim(win, rivals, i, o)
             else:
@@ -1419,7 +1457,7 @@ class IncrementalCompiler:
             for group in (gone, changed, came):
                 for i in group:
                     if i not in before:
-                        before[i] = self._flow_at(sw, i)
+                        self._note(sw, before, i)
         win, rivals = sw.win, sw.rivals
         for i in gone:
             if i in rivals:
@@ -1454,12 +1492,15 @@ class IncrementalCompiler:
         sw.kinds = kinds
         sw.in_ports = ports
 
-    def _settle(self, sw: _Switch, before: Dict[Identity, Optional[Flow]]) -> Delta:
+    def _settle(self, sw: Union[_Switch, _Layer], before: Dict[Identity, Optional[Flow]]) -> Delta:
         delta: Delta = {}
         kinds, ports = sw.kinds, sw.in_ports
+        same: List[Identity] = []
         for i, was in before.items():
             now = self._flow_at(sw, i)
-            if now != was:
+            if now == was:
+                same.append(i)
+            else:
                 delta[i] = now
                 if was is not None:
                     k = (was.cookie >> 32) & 0xFFFF
@@ -1473,6 +1514,8 @@ class IncrementalCompiler:
                     p = _in_port(now)
                     if p is not None:
                         ports[p] = ports.get(p, 0) + 1
+        if same and self.on_settle is not None and type(sw) is _Switch:
+            self.on_settle(sw.name, same)
         return delta
 
 
