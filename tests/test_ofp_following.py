@@ -8,13 +8,17 @@ desires by then.  The belief must always be what the switch holds.
 
 from twisted.trial.unittest import TestCase
 
-from contiv_sdn.openflow.sync import Following
+from contiv_sdn.openflow.sync import FlowSync, Following
 from contiv_sdn.pipeline.flow import Flow
 
 
 class _View:
     def __init__(self, table):
         self.t = dict(table)
+        self.pass_touched = []  # what the engine's pass in progress changed already
+
+    def touched(self):
+        return tuple(self.pass_touched)
 
     def flow_at(self, ident):
         return self.t.get(ident)
@@ -88,3 +92,29 @@ class FollowingTests(TestCase):
         self.send(self.a.identity, self.a)
         self.assertAgrees()
         self.assertEqual(self.belief.diff, {})
+
+
+class _Switch:
+    connected = True
+    dpid = 1
+
+
+class BeginFollowingTests(TestCase):
+    def test_following_begun_in_the_middle_of_an_engine_pass(self):
+        """The desired set is taken while a pass has changed ``b`` already (the engine
+        noted it then, and will not again in this pass) and changes it once more
+        before the pass ends: the switch holds what was taken, so must the belief."""
+        a, b = _f(1), _f(2)
+        b2, b3 = _f(2, out=7), _f(2, out=8)
+        view = _View({a.identity: a, b.identity: b2})  # the pass changed b -> b2 already
+        view.pass_touched = [b.identity]
+        sync = FlowSync(_Switch(), follow=lambda: view)
+        desired = view.table()
+        sync._begin_following(desired)
+        sync._adopt(desired)  # (the pass sent ``desired``: the switch holds b2)
+        view.t[b.identity] = b3  # the same pass changes b again: no note this time
+        self.assertIs(sync.installed.get(b.identity), b2)
+        self.assertEqual(sync.installed.table(), desired)
+        sync.installed[b.identity] = b3  # the delta b2 -> b3 lands
+        self.assertEqual(sync.installed.diff, {})
+        self.assertEqual(len(sync.installed), 2)

@@ -162,6 +162,9 @@ class _EngineView:
     def table(self) -> Any:
         return self.ctl.engine.table(self.host)
 
+    def touched(self) -> Any:
+        return self.ctl.engine.touched(self.host)
+
 
 class Controller(Service):
     #: Coalescing delay: changes that land within this window share one run.

@@ -366,12 +366,17 @@ class FlowSync:
         self._pending = None
 
     def _begin_following(self, desired: Any) -> None:
-        """``desired`` was just taken from the engine (``full()``): follow it from now."""
+        """``desired`` was just taken from the engine (``full()``): follow it from now.
+        Taken in the middle of an engine pass, the identities the pass changed already
+        are held apart at once: the engine is not told of them again in this pass, and
+        their flow may still change in it (the delta then names them)."""
         self._pending = None
         if self.follow is not None and isinstance(desired, Mapping):
             view = self.follow()
             if view is not None:
-                self._pending = Following(view, len(desired))
+                pending = self._pending = Following(view, len(desired))
+                for ident in view.touched():
+                    pending.diff[ident] = desired.get(ident)
 
     def _adopt(self, table: Dict[Tuple, Flow]) -> None:
         """The switch now holds ``table``, the desired set of this pass."""

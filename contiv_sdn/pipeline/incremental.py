@@ -168,7 +168,7 @@ class _Layer:
 
 class _Switch:
     __slots__ = ("name", "host", "ports", "tun", "upl", "frags", "win", "rivals", "failed", "broken", "kinds", "net_args",
-                 "sgroups", "in_ports", "layer", "hidden")
+                 "sgroups", "in_ports", "layer", "hidden", "touched")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -197,6 +197,8 @@ class _Switch:
         #: layer that are local here (held in ``frags`` in local form instead)
         self.layer: Optional[_Layer] = None
         self.hidden: Set[str] = set()
+        #: while a pass works on it: identity -> its flow before the pass (see touched())
+        self.touched: Optional[Dict[Identity, Optional[Flow]]] = None
 
 
 #: ``before`` of a switch built from empty: nothing to remember (see IncrementalCompiler.steps)
@@ -344,6 +346,14 @@ class IncrementalCompiler:
         if sw is None or sw.broken is not None:
             return None
         return self._flow_at(sw, ident)
+
+    def touched(self, host: str) -> Iterable[Identity]:
+        """The identities of ``host``'s switch that the pass in progress has changed
+        already (``on_change`` was called for them, and is not again in this pass,
+        however often they change): what a belief that starts following the switch
+        in the middle of a pass must hold apart from the start (FlowSync._begin_following)."""
+        sw = self.switches.get(host)
+        return () if sw is None or sw.touched is None else tuple(sw.touched)
 
     def flows(self, host: str) -> Optional[FrozenSet[Flow]]:
         """The whole desired flow set of ``host``'s switch (``None``: unknown or broken)."""
@@ -618,7 +628,7 @@ class IncrementalCompiler:
                 if sw.layer is None or sw.layer.key != view:
                     cold = True  # another view: its remote endpoints are another layer's
             if not cold:
-                befores[name] = {}
+                befores[name] = sw.touched = {}
             elif not fresh:
                 self._forget((name,))  # (before a layer it was on changes below)
             plan.append((sw, cold, local_eps, view))
@@ -692,6 +702,7 @@ class IncrementalCompiler:
                 if (eid in local) != (eid in sw.hidden):
                     self._hide(sw, eid, dirty_eps.get(eid, ()), eid in local, before)
             delta = self._settle(sw, before)
+            sw.touched = None
             if delta:
                 upd.deltas[name] = delta
         for view in [v for v, layer in self.layers.items() if not layer.members]:
@@ -1136,6 +1147,7 @@ class IncrementalCompiler:
         sw.layer = layer
         sw.kinds, sw.in_ports = dict(layer.kinds), dict(layer.in_ports)
         before: Dict[Identity, Optional[Flow]] = {}
+        sw.touched = before
         for o in self._own_owners(sw):
             self._eval(sw, o, before, upd)
             if sw.broken is not None:
@@ -1145,6 +1157,7 @@ class IncrementalCompiler:
         for eid in self.host_eps.get(sw.name, ()):
             self._hide(sw, eid, (), True, before)
         self._settle(sw, before)
+        sw.touched = None
         return True
 
     def _hide(self, sw: _Switch, eid: str, nets: Iterable[str], hide: bool, before: Dict) -> None:
@@ -1315,6 +1328,7 @@ class IncrementalCompiler:
     def _break(self, sw: _Switch, why: Failure) -> None:
         self._forget((sw.name,))
         sw.broken = why
+        sw.touched = None
         sw.host = None  # read again when it recovers
         sw.frags, sw.win, sw.rivals, sw.failed, sw.kinds, sw.net_args, sw.sgroups = {}, {}, {}, {}, {}, {}, {}
         sw.in_ports = {}
