@@ -186,8 +186,8 @@ class Controller(Service):
     CONVERGE_WAIT = 30.0
     #: The longest a run holds the reactor before giving it a turn.
     SLICE = 0.01
-    #: After runs that evaluated this many owners in all (a cold start, a reconnect
-    #: storm, a fill), what survived is long-lived: ``gc.freeze()`` moves it out of the
+    #: After runs that evaluated this many owners and changed this many switch flows in
+    #: all (a cold start, a reconnect storm, a fill), what survived is long-lived: ``gc.freeze()`` moves it out of the
     #: collector's walks.  A full collection walks every tracked object; with the
     #: engine's state of 500 switches that is a pause of hundreds of ms on the reactor,
     #: for objects that are freed by reference counting anyway (they hold no cycles).
@@ -925,7 +925,10 @@ class Controller(Service):
             self.last_update = Update(broken=set(names))
             return
         finally:
-            self._since_freeze += upd.evaluated
+            # (and the switch flows changed: since remote endpoints live in shared layers,
+            # a change evaluated once is 1000 switches' worth of deltas and notes, which
+            # evaluations alone no longer count)
+            self._since_freeze += upd.evaluated + sum(map(len, upd.deltas.values()))
             if self._since_freeze >= self.FREEZE_AFTER:
                 self._since_freeze = 0
                 gc.freeze()  # before collecting again: the next walks skip what was built

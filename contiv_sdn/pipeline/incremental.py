@@ -705,6 +705,11 @@ class IncrementalCompiler:
             sw.touched = None
             if delta:
                 upd.deltas[name] = delta
+            # (a layer's change is settled on each of its switches here, most with no owner
+            # of their own to evaluate, so no tick above: 1000 switches' settles must not
+            # run in one slice)
+            if tick():
+                yield None
         for view in [v for v, layer in self.layers.items() if not layer.members]:
             del self.layers[view]
         upd.failed = self.failed()
