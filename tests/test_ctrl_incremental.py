@@ -148,3 +148,14 @@ class IncrementalControllerTests(TestCase):
         self.assertIn("20.1.1.5", flows)
         self.assertIs(await self.sync.check(), True, "the switch holds exactly the belief")
         self.assertIs(await self.sync.audit(), True)
+
+    async def test_a_disconnected_switch_s_sync_stops_following(self):
+        """A retired sync must not keep receiving the engine's changes (nor be kept
+        alive by them) until some new connection of its host follows."""
+        ctl = self.ctl
+        self.assertIs(ctl._following.get("h1"), self.sync)
+        await threads.deferToThread(self.ovs.vsctl, "del-controller", "br-int")
+        await wait_for(lambda: ctl.registry.sync_of(DPID) is None, timeout=30, what="the switch to go")
+        self.assertNotIn("h1", ctl._following)
+        self.assertFalse(isinstance(self.sync.installed, Following),
+                         "the retired sync still follows the engine")

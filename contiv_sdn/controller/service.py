@@ -601,6 +601,11 @@ class Controller(Service):
     def _switch_down(self, switch: Any) -> None:
         log.info("switch {dpid:#x} disconnected", dpid=switch.dpid)
         self._role_asked.pop(switch.dpid, None)
+        # its sync is retired: the engine's hooks must not keep feeding it (nor keep it alive)
+        for host, sync in list(self._following.items()):
+            if sync.switch is switch:
+                sync.stop_following()
+                del self._following[host]
         self._recompile = True
 
     # -- roles (several netmasters) ----------------------------------------------
