@@ -334,6 +334,30 @@ class SimSwitchProtocolTests(TestCase):
         self.assertEqual((result.modified, sync.verified, sync.reads), (1, True, 2))
         self.assertEqual(self.host.table, entries_of(flows, self.host.interner))
 
+    async def test_many_changes_held_back_become_a_full_diff_not_a_read(self):
+        """Held back past its bound (more entries than the belief has flows, as in a
+        lease lapse during a fill), the work becomes a diff of the whole desired set
+        against the belief: the switch is not read back, and ends up exact."""
+        first = _flows(40)
+        sync = FlowSync(self.switch)
+        await sync.converge(frozenset(first))
+        sync.HOLD_MIN = 8
+        second = {Flow(f.table, f.priority, f.match, (("output", 9),), f.goto, f.cookie)
+                  for f in first if f.cookie & 1} | {f for f in first if not f.cookie & 1}
+        second |= _flows(30, port=500)
+        delta = {f.identity: f for f in second if f not in first}
+        self.assertGreater(len(delta), len(first))
+        for ident, f in delta.items():
+            sync.hold({ident: f})
+        self.assertIsNotNone(sync.installed, "the belief was dropped")
+        self.assertEqual(sync._held, {}, "the held entries were kept past the bound")
+        reads, mods = self.host.flow_reads, self.host.flow_mods
+        result = await sync.apply({}, lambda: frozenset(second))
+        self.assertEqual(self.host.flow_reads, reads, "the switch was read back")
+        self.assertEqual(result.changed, len(delta))
+        self.assertEqual(self.host.flow_mods - mods, len(delta))
+        self.assertEqual(self.host.table, entries_of(second, self.host.interner))
+
     def _hold_reads(self):
         """Make the switch's flow reads wait: the request goes out and is answered at
         once (the switch's table as it is then), the answer is handed over only when

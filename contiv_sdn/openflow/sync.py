@@ -93,12 +93,15 @@ sent with the next delta.  Chosen over recomputing the delta from the engine's
 whole desired set against the belief: that costs a diff of every flow of every
 switch (15M at 500 switches x 30k) where a lapse of a few hundred ms holds a
 handful of entries.  Bounded: past :attr:`FlowSync.HOLD_MIN` entries and the
-size of the belief, the belief is dropped instead (a read-back, a full diff and
-``flows(host)`` cost at least as much as that many entries; below it, sending the
-held entries is the cheaper path, and they only refer to the engine's flow
-objects).  At 500x10k a fill compiles ~3k changed flows per switch in one run
-while the switches hold ~5-10k: a bound of a quarter of the belief turned every
-lapse into 500 read-backs.  A pass refused locally with
+size of the belief, the held entries give way to a full diff of the desired set
+against the belief (``flows(host)`` and a diff cost about as much as that many
+entries; below it, sending the held entries is the cheaper path, and they only
+refer to the engine's flow objects).  The belief is kept: with nobody in between
+the switch still holds it.  Dropping it instead (the earlier rule) made
+one lapse during a 1000x20k fill, where every switch had more changes held than
+flows installed, a read-back of all 1000 switches.  At 500x10k a fill compiles
+~3k changed flows per switch in one run while the switches hold ~5-10k: a bound
+of a quarter of the belief turned every lapse into 500 read-backs.  A pass refused locally with
 :class:`NotMaster` (demoted between the controller's check and the pass) sent
 nothing that the switch applied (an open bundle is discarded, never committed):
 its work is held the same way and the belief kept.  A full pass so refused is
@@ -327,8 +330,8 @@ class FlowSync:
         ``delta``: entries as for :meth:`apply`; ``full``: the whole desired set must be
         diffed against the belief; ``groups``: the desired groups changed.  Nothing is
         kept while the belief is unknown (its next pass reads the switch anyway), and
-        the belief is dropped once the held entries exceed :attr:`HOLD_MIN` and its
-        size."""
+        once the held entries exceed :attr:`HOLD_MIN` and the belief's size they are
+        replaced by a full diff against the belief (still no read of the switch)."""
         if self.installed is None:
             return
         self._held_groups = self._held_groups or groups
@@ -338,9 +341,9 @@ class FlowSync:
         elif delta and not self._held_full:
             self._held.update(delta)
             if len(self._held) > max(self.HOLD_MIN, len(self.installed)):
-                log.debug("{sw}: {n} flow changes held back while not MASTER: reading back instead",
-                          sw=self.switch, n=len(self._held))
-                self.invalidate()
+                log.debug("{sw}: {n} flow changes held back while not MASTER: a full diff "
+                          "against the belief instead", sw=self.switch, n=len(self._held))
+                self._held_full, self._held = True, {}
 
     def changing(self, ident: Tuple, old: Optional[Flow]) -> None:
         """The engine is about to change the flow it desires at ``ident`` (``old``)."""
