@@ -862,7 +862,9 @@ class Controller(Service):
                 continue
             if name in upd.broken:
                 continue  # its own flows failed (logged): leave the switch as it is
-            delta = upd.deltas.get(name)
+            # (taken out: the sync keeps it as its pending work, see FlowSync.apply,
+            # and nothing here pins a run's deltas while its bundles are in flight)
+            delta = upd.deltas.pop(name, None)
             if not self._may_write(sync.switch):
                 # not MASTER now: keep what changed for a return with nobody else in
                 # between (_lease_changed); with an unknown belief this does nothing
