@@ -378,6 +378,11 @@ def make_service(options) -> NetmasterService:
     Also arranges for the process to exit non-zero if start-up fails.
     """
     atexit.register(_exit_with_status)
+    from contiv_sdn.ops import allocator
+
+    tuned = allocator.tune()  # (a process-wide setting: hence here, not in a service)
+    if tuned:
+        log.info("C allocator: {tuned} (freed blocks go back to the system)", tuned=tuned)
     made = NetmasterService(options.config(), options["listen-endpoint"], options["redis"],
                             options["state-dir"], options.get("ofp-endpoint"),
                             refresh=float(options.get("refresh") or 10.0),
