@@ -108,7 +108,7 @@ def drive(eng: IncrementalCompiler, snap: Snapshot, hosts: List[str]) -> Tuple[U
             last = now
         end = time.perf_counter()
     finally:
-        if upd.evaluated >= Controller.FREEZE_AFTER:
+        if gc.get_count()[0] >= Controller.FREEZE_YOUNG:  # as the controller does
             gc.freeze()
         gc.enable()
     return upd, end - t0, max(longest, end - last)

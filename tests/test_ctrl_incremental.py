@@ -159,3 +159,23 @@ class IncrementalControllerTests(TestCase):
         self.assertNotIn("h1", ctl._following)
         self.assertFalse(isinstance(self.sync.installed, Following),
                          "the retired sync still follows the engine")
+
+    async def test_a_run_that_leaves_many_young_objects_freezes_them(self):
+        """The collector is off while the engine runs; what a big run leaves in the young
+        generation is frozen out of the collector's walks (Controller.FREEZE_YOUNG), or
+        the next young collection walks it all on the reactor."""
+        import gc
+
+        ctl, s = self.ctl, self.store
+        self.addCleanup(gc.unfreeze)
+        frozen = gc.get_freeze_count()
+        ctl.FREEZE_YOUNG = 10 ** 9
+        runs = ctl.runs
+        await s.put_state("endpoint", "ep6", _ep(6, "h2"))
+        await self._after_runs(runs)
+        self.assertEqual(gc.get_freeze_count(), frozen, "a small run froze objects")
+        ctl.FREEZE_YOUNG = 1
+        runs = ctl.runs
+        await s.put_state("endpoint", "ep7", _ep(7, "h2"))
+        await self._after_runs(runs)
+        self.assertGreater(gc.get_freeze_count(), frozen)

@@ -186,12 +186,17 @@ class Controller(Service):
     CONVERGE_WAIT = 30.0
     #: The longest a run holds the reactor before giving it a turn.
     SLICE = 0.01
-    #: After runs that evaluated this many owners and changed this many switch flows in
-    #: all (a cold start, a reconnect storm, a fill), what survived is long-lived: ``gc.freeze()`` moves it out of the
-    #: collector's walks.  A full collection walks every tracked object; with the
-    #: engine's state of 500 switches that is a pause of hundreds of ms on the reactor,
-    #: for objects that are freed by reference counting anyway (they hold no cycles).
-    FREEZE_AFTER = 20000
+    #: A run that leaves this many new objects in the young generation (the collector
+    #: is off while the engine runs, so ``gc.get_count()[0]`` is what the next young
+    #: collection would walk: a cold start, a reconnect storm, a fill) is followed by
+    #: ``gc.freeze()``, which moves them out of the collector's walks.  Otherwise the
+    #: next young collection walks them all and the older ones again: with the
+    #: engine's state of 500 switches, pauses of 135-151 ms on the reactor after a
+    #: restart's cold build (whose shared layers evaluate too few owners for the
+    #: count of owners this replaced), 0.33-0.43 s during a 1000-switch fill, for
+    #: objects that are freed by reference counting anyway (they hold no cycles).
+    #: 100k objects are a walk of a few ms.
+    FREEZE_YOUNG = 100_000
     #: a full collection longer than this is followed by ``gc.freeze()`` (seconds)
     GC_FREEZE_PAUSE = 0.05
 
@@ -256,7 +261,6 @@ class Controller(Service):
         self._failures = ReportOnce()
         #: the timers of runs waiting for switches (see _bounded), cancelled at stop
         self._waits: Dict[Any, defer.Deferred] = {}
-        self._since_freeze = 0
         #: generation -> switches that answered MASTER for it (for the role log lines)
         self._mastered: Dict[int, int] = {}
         self._freeze_call: Optional[Any] = None  # IDelayedCall of a freeze after a long collection
@@ -331,7 +335,7 @@ class Controller(Service):
                     and not (self._freeze_call and self._freeze_call.active())):
                 # what survived a full collection is long-lived: out of the next walks (a
                 # 1000-switch fill had full collections of 0.2-0.4 s every few seconds,
-                # growing, between the freezes FREEZE_AFTER makes); after it, not inside
+                # growing, between the freezes FREEZE_YOUNG makes); after it, not inside
                 self._freeze_call = self.reactor.callLater(0, gc.freeze)
 
     def stopService(self) -> Any:
@@ -923,7 +927,7 @@ class Controller(Service):
         # collection walking all of them (at 200x4k: 56-127 ms pauses, every one the
         # longest reactor stall; without them the longest slice is 8 ms).  The engine's
         # objects hold no cycles, so nothing waits for the collector meanwhile; a large
-        # run is frozen out of later walks below (FREEZE_AFTER).
+        # run is frozen out of later walks below (FREEZE_YOUNG).
         collecting = gc.isenabled()
         if collecting:
             gc.disable()
@@ -938,12 +942,7 @@ class Controller(Service):
             self.last_update = Update(broken=set(names))
             return
         finally:
-            # (and the switch flows changed: since remote endpoints live in shared layers,
-            # a change evaluated once is 1000 switches' worth of deltas and notes, which
-            # evaluations alone no longer count)
-            self._since_freeze += upd.evaluated + sum(map(len, upd.deltas.values()))
-            if self._since_freeze >= self.FREEZE_AFTER:
-                self._since_freeze = 0
+            if gc.get_count()[0] >= self.FREEZE_YOUNG:
                 gc.freeze()  # before collecting again: the next walks skip what was built
             if collecting:
                 gc.enable()
