@@ -6,10 +6,10 @@ glibc serves blocks of 128 KiB and more with ``mmap`` and returns them on
 ``free``, but after the first such block is freed it raises that threshold (up
 to 32 MiB), so the next ones come from the heap, where a long-lived block above
 them keeps the freed space from ever going back.  After a fill of 500 switches x
-10k endpoints the netmaster's RSS stayed at 68-83 KiB per endpoint, most of it
-freed memory; with a fixed threshold of 64 KiB (``M_MMAP_THRESHOLD``, which
-also stops the raising) and a trim threshold of 128 KiB, the same run ended at
-59.5 KiB (``bench/scale.py --size 500x10k``, one run each, same machine).
+10k endpoints the netmaster's RSS was 83-89 KiB per endpoint; with a fixed
+threshold of 64 KiB (``M_MMAP_THRESHOLD``, which also stops the raising) and a
+trim threshold of 128 KiB, 59.5-63.9 KiB (``bench/scale.py --size 500x10k``,
+same machine, same day; docs/design.md has the runs).
 
 The environment's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
 win (glibc reads them at start); elsewhere than glibc this does nothing.
