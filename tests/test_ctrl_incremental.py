@@ -179,3 +179,15 @@ class IncrementalControllerTests(TestCase):
         await s.put_state("endpoint", "ep7", _ep(7, "h2"))
         await self._after_runs(runs)
         self.assertGreater(gc.get_freeze_count(), frozen)
+
+    def test_a_long_full_collection_freezes_at_once(self):
+        """A full collection past GC_FREEZE_PAUSE freezes what survived before anything
+        else runs: a freeze left for the next reactor turn let a long stretch of
+        allocations run full collection after full collection first."""
+        import gc
+
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        self.ctl.GC_FREEZE_PAUSE = 0.0
+        gc.collect()
+        self.assertGreater(gc.get_freeze_count(), 0, "nothing frozen in the collection's own turn")

@@ -263,7 +263,6 @@ class Controller(Service):
         self._waits: Dict[Any, defer.Deferred] = {}
         #: generation -> switches that answered MASTER for it (for the role log lines)
         self._mastered: Dict[int, int] = {}
-        self._freeze_call: Optional[Any] = None  # IDelayedCall of a freeze after a long collection
         #: a switch adopted from counts being read back in full now (one at a time)
         self._verifying: Optional[defer.Deferred] = None
         self._verify_call: Optional[Any] = None
@@ -331,19 +330,20 @@ class Controller(Service):
                 if took > 0.05:
                     log.info("garbage collection (generation {g}) held the reactor {ms:.0f} ms",
                              g=info.get("generation"), ms=took * 1e3)
-            if (info.get("generation") == 2 and took > self.GC_FREEZE_PAUSE and self.running
-                    and not (self._freeze_call and self._freeze_call.active())):
+            if info.get("generation") == 2 and took > self.GC_FREEZE_PAUSE and self.running:
                 # what survived a full collection is long-lived: out of the next walks (a
                 # 1000-switch fill had full collections of 0.2-0.4 s every few seconds,
-                # growing, between the freezes FREEZE_YOUNG makes); after it, not inside
-                self._freeze_call = self.reactor.callLater(0, gc.freeze)
+                # growing, between the freezes FREEZE_YOUNG makes).  Here, at once: a freeze
+                # left for the next reactor turn let a long stretch of allocations run 7
+                # full collections in a row first (139 ms growing to 508 ms, 2 s in all: a
+                # lease lapse).  The collection is over when "stop" is called; freezing only
+                # moves the collector's lists into its permanent generation.
+                gc.freeze()
 
     def stopService(self) -> Any:
         super().stopService()
         if self._gc_timer in gc.callbacks:
             gc.callbacks.remove(self._gc_timer)
-        if self._freeze_call is not None and self._freeze_call.active():
-            self._freeze_call.cancel()
         if self._audit is not None and self._audit.running:
             self._audit.stop()
         if self._pending is not None and self._pending.active():
