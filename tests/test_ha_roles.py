@@ -196,6 +196,52 @@ class SlaveWritesTests(TestCase):
         await self._check(sw)
         self.assertEqual(sw.sim.slave_refusals, 1)
 
+    async def test_demoted_and_back_before_the_commit_never_commits_the_discarded_bundle(self):
+        """A lapse while a bundle waits for its barrier, and MASTER again (same
+        generation) while its discard is answered: the bundle is gone from the switch,
+        so it must not be committed (at 1000x20k 262 commits were answered "no such
+        bundle" and each dropped a belief); the pass ends as NotMaster, the belief
+        stays, and the held work goes out without a read."""
+        from contiv_sdn.openflow.sync import FlowSync
+        from contiv_sdn.pipeline.flow import COOKIE_MARK
+
+        sw = await self._sim_switch()
+        sw.fenced = True
+        await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5)
+
+        def flows(lo: int, hi: int) -> List[Flow]:
+            return [Flow(table=0, priority=100, match=make_match(in_port=1000 + i),
+                         actions=(("output", 2),), cookie=COOKIE_MARK | i) for i in range(lo, hi)]
+
+        sync = FlowSync(sw)
+        first = flows(0, 5)
+        await sync.converge(first)
+        reads = sw.sim.reads
+        real_barrier = sw.barrier
+        lapsed = []
+
+        def barrier_then_lapse():
+            d = real_barrier()
+            if not lapsed:  # the bundle's barrier is out: the lease lapses, comes back
+                lapsed.append(sw.request_role(ofp.OFPCR_ROLE_SLAVE, 5))
+                lapsed.append(sw.request_role(ofp.OFPCR_ROLE_MASTER, 5))
+            return d
+        sw.barrier = barrier_then_lapse
+        desired = first + flows(5, 10)
+        with self.assertRaises(NotMaster):
+            await sync.converge(desired)
+        self.assertTrue(lapsed)
+        await defer.gatherResults(lapsed)
+        sw.barrier = real_barrier
+        self.assertTrue(sw.writable, "MASTER again")
+        self.assertEqual(sw.sim.flows(), set(first), "a discarded bundle changed the switch")
+        self.assertIsNotNone(sync.installed, "the belief was dropped")
+        self.assertTrue(sync.held_back)
+        result = await sync.apply({}, lambda: frozenset(desired))
+        self.assertEqual((result.added, result.deleted), (5, 0))
+        self.assertEqual(sw.sim.flows(), set(desired))
+        self.assertEqual(sw.sim.reads, reads, "the switch was read back")
+
     async def test_demoted_in_the_middle_of_a_bundle_stops_sending_and_keeps_the_belief(self):
         """A lapse while a bundle is being written: the rest is not sent (the switch,
         told SLAVE, would refuse each message: one error each, a log storm at scale),
