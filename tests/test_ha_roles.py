@@ -130,6 +130,14 @@ def roles(ovs: OvsInstance, bridge: str) -> Dict[str, str]:
     return out
 
 
+def numbered_flows(lo: int, hi: int) -> List[Flow]:
+    """Flows of ours on in_ports 1000+lo .. 1000+hi-1."""
+    from contiv_sdn.pipeline.flow import COOKIE_MARK
+
+    return [Flow(table=0, priority=100, match=make_match(in_port=1000 + i),
+                 actions=(("output", 2),), cookie=COOKIE_MARK | i) for i in range(lo, hi)]
+
+
 class SlaveWritesTests(TestCase):
     """What a SLAVE connection may do, on OVS and on the simulated switch alike."""
 
@@ -196,6 +204,13 @@ class SlaveWritesTests(TestCase):
         await self._check(sw)
         self.assertEqual(sw.sim.slave_refusals, 1)
 
+    async def _master_sim_switch(self) -> Any:
+        """A simulated switch we are MASTER of (generation 5), writes fenced by role."""
+        sw = await self._sim_switch()
+        sw.fenced = True
+        await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5)
+        return sw
+
     async def test_demoted_and_back_before_the_commit_never_commits_the_discarded_bundle(self):
         """A lapse while a bundle waits for its barrier, and MASTER again (same
         generation) while its discard is answered: the bundle is gone from the switch,
@@ -203,18 +218,11 @@ class SlaveWritesTests(TestCase):
         bundle" and each dropped a belief); the pass ends as NotMaster, the belief
         stays, and the held work goes out without a read."""
         from contiv_sdn.openflow.sync import FlowSync
-        from contiv_sdn.pipeline.flow import COOKIE_MARK
 
-        sw = await self._sim_switch()
-        sw.fenced = True
-        await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5)
-
-        def flows(lo: int, hi: int) -> List[Flow]:
-            return [Flow(table=0, priority=100, match=make_match(in_port=1000 + i),
-                         actions=(("output", 2),), cookie=COOKIE_MARK | i) for i in range(lo, hi)]
+        sw = await self._master_sim_switch()
 
         sync = FlowSync(sw)
-        first = flows(0, 5)
+        first = numbered_flows(0, 5)
         await sync.converge(first)
         reads = sw.sim.reads
         real_barrier = sw.barrier
@@ -227,7 +235,7 @@ class SlaveWritesTests(TestCase):
                 lapsed.append(sw.request_role(ofp.OFPCR_ROLE_MASTER, 5))
             return d
         sw.barrier = barrier_then_lapse
-        desired = first + flows(5, 10)
+        desired = first + numbered_flows(5, 10)
         with self.assertRaises(NotMaster):
             await sync.converge(desired)
         self.assertTrue(lapsed)
@@ -248,15 +256,8 @@ class SlaveWritesTests(TestCase):
         the bundle is discarded, what we believe of the switch stays true, and once
         MASTER again with the same generation the whole change goes out without a read."""
         from contiv_sdn.openflow.sync import FlowSync
-        from contiv_sdn.pipeline.flow import COOKIE_MARK
 
-        sw = await self._sim_switch()
-        sw.fenced = True
-        await sw.request_role(ofp.OFPCR_ROLE_MASTER, 5)
-
-        def flows(lo: int, hi: int) -> List[Flow]:
-            return [Flow(table=0, priority=100, match=make_match(in_port=1000 + i),
-                         actions=(("output", 2),), cookie=COOKIE_MARK | i) for i in range(lo, hi)]
+        sw = await self._master_sim_switch()
 
         class DemotingClock:
             """The reactor, except that the first turn FlowSync gives it (after its first
@@ -274,12 +275,12 @@ class SlaveWritesTests(TestCase):
 
         clock = DemotingClock()
         sync = FlowSync(sw, batch=10, clock=clock)
-        first = flows(0, 5)
+        first = numbered_flows(0, 5)
         await sync.converge(first)  # one batch: no turn given, no demotion yet
         self.assertFalse(clock.demoted)
         self.assertEqual(sw.sim.flows(), set(first))
         reads = sw.sim.reads
-        desired = first + flows(5, 55)
+        desired = first + numbered_flows(5, 55)
         with self.assertRaises(NotMaster):
             await sync.converge(desired)
         self.assertTrue(clock.demoted)
