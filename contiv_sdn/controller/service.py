@@ -608,9 +608,7 @@ class Controller(Service):
         # its sync is retired: the engine's hooks must not keep feeding it (nor keep it
         # alive); its belief is dropped, not copied out (stop_following): a new
         # connection gets a sync of its own, and 500 copies of 21k flows made a
-        # netmaster's stop take 12 s
-        # (a sync follows under the host its dpid maps to: _follow, and _compile
-        # drops one whose dpid maps elsewhere)
+        # netmaster's stop take 12 s.  A sync follows under the host its dpid maps to.
         host = self.registry.host_of(switch.dpid)
         sync = self._following.get(host) if host is not None else None
         if sync is not None and sync.switch is switch:

@@ -353,10 +353,7 @@ class FlowSync:
             self._held_full = True
             self._held = {}
         elif delta and not self._held_full:
-            if self._held or type(delta) is not dict:
-                self._held.update(delta)
-            else:
-                self._held = delta  # (taken as it is, as apply() does)
+            self._held = _merged(self._held, delta)
             if len(self._held) > max(self.HOLD_MIN, len(self.installed)):
                 log.debug("{sw}: {n} flow changes held back while not MASTER: a full diff "
                           "against the belief instead", sw=self.switch, n=len(self._held))
@@ -466,10 +463,7 @@ class FlowSync:
             delta = held
         wanted = self._wanted
         if wanted is None:
-            if self._delta or type(delta) is not dict:
-                self._delta.update(delta)
-            else:
-                self._delta = delta  # taken as it is: a fill's deltas were held twice
+            self._delta = _merged(self._delta, delta)
         elif not callable(wanted) and delta:  # a concrete full set is pending: fold the delta in
             table = {f.identity: f for f in wanted}
             for ident, f in delta.items():
@@ -1013,6 +1007,16 @@ class FlowSync:
         finally:
             self._sending = False
         self.bundles_sent += 1
+
+
+def _merged(pending: Dict[Tuple, Optional[Flow]], delta: Mapping[Tuple, Optional[Flow]]
+            ) -> Dict[Tuple, Optional[Flow]]:
+    """``delta`` merged into ``pending`` (its values win).  With nothing pending, a
+    ``dict`` delta is taken as it is, not copied: a fill's deltas were held twice."""
+    if pending or type(delta) is not dict:
+        pending.update(delta)
+        return pending
+    return delta  # type: ignore[return-value]
 
 
 def _first(f: Flow, want: Dict[Tuple, Flow], mark: int, mask: int) -> bool:
