@@ -104,6 +104,25 @@ class TemplateBytesTests(unittest.TestCase):
         # most shapes repeat: the point of templates
         self.assertLess(enc.shape_count(), n)
 
+    def test_recent_encodings_reuse_a_flow_s_bytes_with_each_xid(self):
+        """The same flow object sent again (another switch, another command) gives
+        exactly the bytes encoding it afresh gives; an equal but distinct object and
+        a flow pushed out of the bound are encoded again, never mixed up."""
+        r = random.Random(5)
+        recent = codec.RecentEncodings(size=8)
+        flows = [random_flow(r) for _ in range(20)]
+        for f in flows[:4]:
+            for cmd in (codec.ADD, codec.MODIFY_STRICT, codec.DELETE_STRICT):
+                for xid in (1, 0xFFFFFFFF, r.randrange(1 << 32)):
+                    self.assertEqual(recent.encode(f, cmd, xid), codec.encode_flow_mod_osken(f, cmd, xid))
+        self.assertEqual(recent.hits, 4 * 3 * 2)
+        twin = Flow(table=flows[0].table, priority=flows[0].priority, match=flows[0].match,
+                    actions=flows[0].actions, goto=flows[0].goto, cookie=flows[0].cookie + 1)
+        self.assertEqual(recent.encode(twin, codec.ADD, 3), codec.encode_flow_mod_osken(twin, codec.ADD, 3))
+        for f in flows:  # more than the bound: the oldest go, and every answer stays right
+            self.assertEqual(recent.encode(f, codec.ADD, 77), codec.encode_flow_mod_osken(f, codec.ADD, 77))
+        self.assertLessEqual(len(recent._recent), 8)
+
     def test_same_shape_many_values(self):
         enc = codec.FlowModEncoder()
         for i in range(300):
@@ -200,6 +219,19 @@ class TemplateBytesTests(unittest.TestCase):
         ref.serialize()
         self.assertEqual(codec.encode_bundle_add(inner, 17, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED),
                          bytes(ref.buf))
+
+    def test_bundle_control_equals_osken(self):
+        for bundle_id, type_, flags, xid in ((1, ofp.ONF_BCT_OPEN_REQUEST, 3, 7),
+                                             (0xFFFFFFFF, ofp.ONF_BCT_COMMIT_REQUEST, 1, 0xFFFFFFFE),
+                                             (5, ofp.ONF_BCT_DISCARD_REQUEST, 0, 1)):
+            ref = parser.ONFBundleCtrlMsg(codec.DP, bundle_id, type_, flags, [])
+            self.assertEqual(codec.encode_bundle_ctrl(bundle_id, type_, flags, xid),
+                             codec.serialize(ref, xid))
+
+    def test_barrier_equals_osken(self):
+        for xid in (1, 99, 0xFFFFFFFF):
+            self.assertEqual(codec.encode_barrier(xid),
+                             codec.serialize(parser.OFPBarrierRequest(codec.DP), xid))
 
 
 class DecodeTests(unittest.TestCase):

@@ -45,6 +45,7 @@ import bisect
 import struct
 import traceback
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -334,10 +335,14 @@ class Bundle:
         try:
             barrier = self.switch.barrier()  # sent now: no extra round trip behind the OPEN reply
             barrier.addErrback(self._open_failed_later)
-            await self._open_d
+            # one wait, not two: the switch answers in order, so the OPEN's reply (or
+            # error) came before the barrier's; each wait resumes this whole stack of
+            # coroutines, at 500 switches a change's 500 resumes
+            await barrier
+            if not self._open_d.called:  # a switch answering out of order
+                await self._open_d
             if self._open_failure is not None:
                 self._open_failure.raiseException()
-            await barrier
         except OpenFlowError as e:
             self._finish()
             raise BundleError(f"open failed: {e}", self.errors, self.switch.dpid) from e
@@ -563,6 +568,23 @@ class OpenFlowProtocol(Protocol):
             raise
         return req.deferred
 
+    def _request_encoded(self, encode: Callable[[int], bytes], what: str) -> Deferred:
+        """:meth:`request` for a message we pack ourselves (``encode(xid)``): barriers
+        and bundle controls, three per switch per change."""
+        if self._dead:
+            return fail(SwitchDisconnected(f"{self._who()} is not connected"))
+        xid = self.next_xid()
+        data = encode(xid)
+        req = _Request(what)
+        self._pending[xid] = req
+        self._remember(xid, data)
+        try:
+            self.send(data)
+        except Exception:
+            self._pending.pop(xid, None)
+            raise
+        return req.deferred
+
     def send_checked(self, msg: Any) -> Deferred:
         """Send a message that has no reply (flow/group/meter mod); fire once a barrier
         proves the switch accepted it, or fail with :class:`OpenFlowError` if it did not.
@@ -593,7 +615,7 @@ class OpenFlowProtocol(Protocol):
 
     def barrier(self) -> Deferred:
         """Fires when the switch has processed everything sent before it."""
-        return self.request(parser.OFPBarrierRequest(self.datapath), "barrier")
+        return self._request_encoded(codec.encode_barrier, "barrier")
 
     def multipart(self, msg: Any) -> Deferred:
         """A multipart request; fires with the concatenated bodies of all replies."""
@@ -655,8 +677,8 @@ class OpenFlowProtocol(Protocol):
         return b
 
     def _bundle_ctrl(self, bundle: Bundle, type_: int) -> Deferred:
-        return self.request(codec.bundle_ctrl(bundle.id, type_, bundle.flags),
-                            f"bundle {bundle.id} control {type_}")
+        return self._request_encoded(partial(codec.encode_bundle_ctrl, bundle.id, type_, bundle.flags),
+                                     f"bundle {bundle.id} control {type_}")
 
     # -- receiving ---------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:

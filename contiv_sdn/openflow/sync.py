@@ -959,7 +959,7 @@ class FlowSync:
         self._sending = True
         try:
             it = iter(work)
-            encode = codec.encode_flow_mod
+            encode = RECENT.encode  # (the flows another switch was just sent: bytes copied)
             next_xid = sw.next_xid
             batch = self.batch
             check = getattr(sw, "check_writable", None)
@@ -1007,6 +1007,10 @@ class FlowSync:
         finally:
             self._sending = False
         self.bundles_sent += 1
+
+
+#: the flow_mods sent last, shared by every switch's sync (see RecentEncodings)
+RECENT = codec.RecentEncodings()
 
 
 def _merged(pending: Dict[Tuple, Optional[Flow]], delta: Mapping[Tuple, Optional[Flow]]
