@@ -197,8 +197,11 @@ class Controller(Service):
     #: objects that are freed by reference counting anyway (they hold no cycles).
     #: 100k objects are a walk of a few ms.
     FREEZE_YOUNG = 100_000
-    #: a full collection longer than this is followed by ``gc.freeze()`` (seconds)
-    GC_FREEZE_PAUSE = 0.05
+    #: a full collection longer than this is followed by ``gc.freeze()`` (seconds).
+    #: 10 ms, not 50: at 500x10k full collections of 15-54 ms, nothing collected, came
+    #: every 0.5-2 s while changes were measured (each one a stall of every switch's
+    #: updates); once frozen, the next ones walk only what is new since.
+    GC_FREEZE_PAUSE = 0.01
 
     def __init__(self, store: Any, listen: str = "tcp:6653", reactor: Any = None,
                  lease: Any = None, audit_store: Any = None):
