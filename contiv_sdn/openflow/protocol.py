@@ -44,6 +44,7 @@ from __future__ import annotations
 import bisect
 import struct
 import traceback
+from array import array
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -259,7 +260,9 @@ class Bundle:
         self.id = bundle_id
         self.flags = flags
         self.errors: List[OpenFlowError] = []
-        self._xids: List[int] = []  # ascending, unless the xid counter wrapped inside this bundle
+        # ascending, unless the xid counter wrapped inside this bundle; 4 bytes each, not
+        # an int object each: 500 switches' catch-up bundles hold millions at once
+        self._xids = array("I")
         self._wrapped = False
         self._items: List[Any] = []
         self._out: List[bytes] = []

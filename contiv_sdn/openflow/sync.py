@@ -130,7 +130,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Cooperator
@@ -793,10 +793,7 @@ class FlowSync:
         if not (deletes or modifies or adds):
             self._adopt(want)
             return SyncResult()
-        work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
-        work += modifies
-        work += [(f, codec.ADD) for f in adds]
-        await self._send(work)
+        await self._send(_in_order(deletes, modifies, adds))
         self._adopt(want)
         result = SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
         log.info("{sw}: converged +{r.added} ~{r.modified} -{r.deleted}", sw=sw, r=result)
@@ -913,10 +910,7 @@ class FlowSync:
                 modifies.append((f, codec.MODIFY_STRICT if have.cookie == f.cookie else codec.ADD))
         if not (deletes or modifies or adds):
             return SyncResult()
-        work: List[Tuple[Flow, int]] = [(f, codec.DELETE_STRICT) for f in deletes]
-        work += modifies
-        work += [(f, codec.ADD) for f in adds]
-        await self._send(work)
+        await self._send(_in_order(deletes, modifies, adds))
         installed = self.installed  # (stop_following may have replaced it by a copy meanwhile)
         if installed is None:
             return SyncResult(added=len(adds), modified=len(modifies), deleted=len(deletes))
@@ -1011,6 +1005,19 @@ class FlowSync:
 
 #: the flow_mods sent last, shared by every switch's sync (see RecentEncodings)
 RECENT = codec.RecentEncodings()
+
+
+def _in_order(deletes: List[Flow], modifies: List[Tuple[Flow, int]], adds: List[Flow]
+              ) -> Iterator[Tuple[Flow, int]]:
+    """A bundle's messages, deletes first, then modifies, then adds, each (flow,
+    command) pair made as it is sent: made all at once, a catch-up's pairs (500
+    switches with thousands of flows each in flight) were 64 bytes per flow per
+    switch, alive together, and what they took stayed with the process."""
+    for f in deletes:
+        yield f, codec.DELETE_STRICT
+    yield from modifies
+    for f in adds:
+        yield f, codec.ADD
 
 
 def _merged(pending: Dict[Tuple, Optional[Flow]], delta: Mapping[Tuple, Optional[Flow]]
