@@ -402,4 +402,7 @@ def make_service(options) -> NetmasterService:
                             },
                             aci=options.get("aci"), kubernetes=options.get("kubernetes"))
     made.metrics_listen = options.get("metrics-endpoint")
+    trimmer = allocator.trim_service()  # (process-wide too)
+    if trimmer is not None:
+        trimmer.setServiceParent(made)
     return made
