@@ -489,6 +489,23 @@ def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: O
     return (net, True, routing, tun, upl, local_out, remote, gw_arp, group_vlans)
 
 
+#: the flood list's "to this VTEP" action, one tuple per address (see _tunnel_to)
+_TO_VTEP: Dict[str, Action] = {}
+
+
+def _tunnel_to(ip: str) -> Action:
+    """``("set_field", "tun_ipv4_dst", ip)``, the same tuple for every flood list naming
+    ``ip``: each host's flood list of a network names every other host's VTEP, so
+    made afresh they were hosts² tuples (with their ``("output", tun)``, 2 per remote
+    host per list: 400k of the 628k tuples of a 100x2k engine's flows); a remote
+    endpoint's own flow names its host's VTEP the same way.  One entry per VTEP
+    address ever seen: as many as hosts."""
+    a = _TO_VTEP.get(ip)
+    if a is None:
+        a = _TO_VTEP[ip] = ("set_field", "tun_ipv4_dst", ip)
+    return a
+
+
 def _tag(vlan: int) -> List[Action]:
     return [("push_vlan", T.ETH_TYPE_VLAN), ("set_field", "vlan_vid", T.OFPVID_PRESENT | vlan)]
 
@@ -536,8 +553,9 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
     if tun is not None:
         if remote:
             remote_acts.append(("set_field", "tunnel_id", net.tag))
+        out = ("output", tun)
         for ip in remote:
-            remote_acts += [("set_field", "tun_ipv4_dst", ip), ("output", tun)]
+            remote_acts += (_tunnel_to(ip), out)
     elif upl is not None and remote:
         remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
                         ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]
@@ -623,7 +641,7 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
         if tun is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", "tunnel_id", net.tag),
-                           ("set_field", "tun_ipv4_dst", other_vtep),
+                           _tunnel_to(other_vtep),
                            ("set_field", T.REG_OUT, tun)], after_l2, cookie=c,
                 note=f"ep {ep.id}: on {ep.host} via VXLAN")
         elif upl is not None:
