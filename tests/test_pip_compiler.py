@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from contiv_sdn.pipeline import tables as T
 from contiv_sdn.pipeline.compiler import compile_all, compile_switch, cookie_for, diagnose
-from contiv_sdn.pipeline.flow import COOKIE_MASK, COOKIE_MARK, Flow, make_match
+from contiv_sdn.pipeline.flow import COOKIE_MASK, COOKIE_MARK, Flow, make_match, shared
 from contiv_sdn.pipeline.mtu import container_mtu
 from contiv_sdn.pipeline.simulator import Trace, trace
 from contiv_sdn.pipeline.state import (ROUTER_MAC, Endpoint, GlobalCfg, Host, Network, Snapshot,
@@ -165,6 +165,34 @@ class CompilerContractTests(unittest.TestCase):
         for same in per_vtep.values():
             self.assertTrue(all(a is same[0] for a in same), same)
         self.assertEqual(compiled, compile_all(build("bridge", "flood")))
+
+    def test_int_valued_pairs_and_actions_are_one_object_each(self):
+        """Equal int-valued match pairs and actions of all compiled flows are one tuple
+        each (``flow.shared``); MAC- and address-valued ones, bools and masks are left
+        alone, and nothing compares differently."""
+        compiled = compile_all(build("routing", "proxy"))
+        seen: Dict[tuple, tuple] = {}
+        n = 0
+        for flows in compiled.values():
+            for f in flows:
+                for t in f.match + f.actions:
+                    if type(t[-1]) is int and all(type(v) in (int, str) for v in t[1:]):
+                        self.assertIs(seen.setdefault(t, t), t, t)
+                        n += 1
+        self.assertGreater(n, len(seen))  # there were equal ones to share
+
+        def fresh(*values):  # (made at run time: equal constants may be one object already)
+            return tuple(values)
+        a, b = fresh("reg1", 7), fresh("reg1", 7)
+        self.assertIsNot(a, b)
+        self.assertIs(shared(a), shared(b))
+        for kept in (fresh("eth_dst", "02:00:00:00:00:01"), fresh("ct", True, 5, 51),
+                     fresh("reg4", (1, 3)), fresh("x", 1.0)):
+            self.assertIs(shared(kept), kept)
+        one = fresh("x", 1)
+        self.assertIs(shared(one), one)
+        self.assertIsNot(shared(fresh("x", True)), one)  # a bool is kept apart from the equal int
+        self.assertEqual(compiled, compile_all(build("routing", "proxy")))
 
     def test_modes_really_differ(self):
         # guards the tests below against a compiler that ignores the global settings

@@ -54,7 +54,7 @@ from . import k8s as K8
 from . import policy as PL
 from . import servicelb as SL
 from . import tables as T
-from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match
+from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match, shared
 from .state import DNS_MAC, ROUTER_MAC, Host, Network, Service, Snapshot, dns_port_name
 
 # Priorities.
@@ -418,7 +418,8 @@ class _Out:
 
     def add(self, table: int, priority: int, match: Mapping, actions: Iterable[Action] = (),
             goto: Optional[int] = None, *, cookie: int, note: str = "") -> None:
-        self.flows.append(Flow(table, priority, make_match(**match), tuple(actions), goto, cookie, note))
+        self.flows.append(Flow(table, priority, make_match(**match), tuple(map(shared, actions)), goto,
+                               cookie, note))
 
 
 def _responder(mac: str, ip: str) -> Tuple[Action, ...]:
