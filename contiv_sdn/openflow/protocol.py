@@ -75,7 +75,7 @@ _ERROR = struct.Struct("!HH")  # type, code (exp_type for OFPET_EXPERIMENTER)
 _ERROR_EXPERIMENTER = struct.Struct("!I")
 _BUNDLE_ADD = codec._BUNDLE_ADD.pack
 HEADER_SIZE = 8
-ONF_EXPERIMENTER_ID = 0x4F4E4600
+ONF_EXPERIMENTER_ID = codec.ONF_EXPERIMENTER_ID
 MAX_RECENT = 4096
 DEFAULT_BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 BUNDLE_TIMEOUT_FACTOR = 4
@@ -559,26 +559,18 @@ class OpenFlowProtocol(Protocol):
     def request(self, msg: Any, what: str = "", mp_type: Optional[int] = None, raw: bool = False) -> Deferred:
         """Send a request and return a Deferred of its reply (all parts, for multipart;
         with ``raw``, each reply's checked body bytes instead of parsed parts)."""
-        if self._dead:
-            return fail(SwitchDisconnected(f"{self._who()} is not connected"))
-        req = _Request(what or type(msg).__name__, mp_type, raw)
-        xid = self.next_xid()
-        self._pending[xid] = req
-        try:
-            self.send_msg(msg, xid)
-        except Exception:
-            self._pending.pop(xid, None)
-            raise
-        return req.deferred
+        return self._request_encoded(partial(codec.serialize, msg), what or type(msg).__name__, mp_type, raw)
 
-    def _request_encoded(self, encode: Callable[[int], bytes], what: str) -> Deferred:
-        """:meth:`request` for a message we pack ourselves (``encode(xid)``): barriers
-        and bundle controls, three per switch per change."""
+    def _request_encoded(self, encode: Callable[[int], bytes], what: str, mp_type: Optional[int] = None,
+                         raw: bool = False) -> Deferred:
+        """:meth:`request` of the message ``encode(xid)`` gives: an os-ken message's
+        serialization, or one we pack ourselves (barriers and bundle controls, three per
+        switch per change)."""
         if self._dead:
             return fail(SwitchDisconnected(f"{self._who()} is not connected"))
         xid = self.next_xid()
         data = encode(xid)
-        req = _Request(what)
+        req = _Request(what, mp_type, raw)
         self._pending[xid] = req
         self._remember(xid, data)
         try:

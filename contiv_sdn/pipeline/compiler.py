@@ -54,7 +54,7 @@ from . import k8s as K8
 from . import policy as PL
 from . import servicelb as SL
 from . import tables as T
-from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match, shared
+from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match, share, shared
 from .state import DNS_MAC, ROUTER_MAC, Host, Network, Service, Snapshot, dns_port_name
 
 # Priorities.
@@ -490,21 +490,13 @@ def net_args(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: O
     return (net, True, routing, tun, upl, local_out, remote, gw_arp, group_vlans)
 
 
-#: the flood list's "to this VTEP" action, one tuple per address (see _tunnel_to)
-_TO_VTEP: Dict[str, Action] = {}
-
-
 def _tunnel_to(ip: str) -> Action:
     """``("set_field", "tun_ipv4_dst", ip)``, the same tuple for every flood list naming
-    ``ip``: each host's flood list of a network names every other host's VTEP, so
-    made afresh they were hosts² tuples (with their ``("output", tun)``, 2 per remote
-    host per list: 400k of the 628k tuples of a 100x2k engine's flows); a remote
-    endpoint's own flow names its host's VTEP the same way.  One entry per VTEP
-    address ever seen: as many as hosts."""
-    a = _TO_VTEP.get(ip)
-    if a is None:
-        a = _TO_VTEP[ip] = ("set_field", "tun_ipv4_dst", ip)
-    return a
+    ``ip`` (:func:`share`): each host's flood list of a network names every other
+    host's VTEP, so made afresh they were hosts² tuples (with their ``("output", tun)``,
+    2 per remote host per list: 400k of the 628k tuples of a 100x2k engine's flows); a
+    remote endpoint's own flow names its host's VTEP the same way."""
+    return share(("set_field", "tun_ipv4_dst", ip))
 
 
 def _tag(vlan: int) -> List[Action]:
@@ -554,9 +546,8 @@ def net_flows(net: _Net, present: bool, routing: bool, tun: Optional[int], upl: 
     if tun is not None:
         if remote:
             remote_acts.append(("set_field", "tunnel_id", net.tag))
-        out = ("output", tun)
-        for ip in remote:
-            remote_acts += (_tunnel_to(ip), out)
+        for ip in remote:  # (the output action is shared by _Out.add)
+            remote_acts += (_tunnel_to(ip), ("output", tun))
     elif upl is not None and remote:
         remote_acts += [("push_vlan", T.ETH_TYPE_VLAN),
                         ("set_field", "vlan_vid", T.OFPVID_PRESENT | net.tag), ("output", upl)]

@@ -117,6 +117,12 @@ def shared(t: tuple) -> tuple:
             return t
     if type(t[-1]) is not int:
         return t
+    return share(t)
+
+
+def share(t: tuple) -> tuple:
+    """``t``, or the equal tuple given before, whatever its values: for builders that
+    know a value repeats across flows (:func:`shared` decides by type)."""
     s = _SHARED.get(t)
     if s is None:
         if len(_SHARED) >= SHARED_MAX:
