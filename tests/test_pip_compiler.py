@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from contiv_sdn.pipeline import tables as T
 from contiv_sdn.pipeline.compiler import compile_all, compile_switch, cookie_for, diagnose
-from contiv_sdn.pipeline.flow import COOKIE_MASK, COOKIE_MARK, Flow, make_match, shared
+from contiv_sdn.pipeline.flow import COOKIE_MASK, COOKIE_MARK, Flow, make_match, shared, shared_actions
 from contiv_sdn.pipeline.mtu import container_mtu
 from contiv_sdn.pipeline.simulator import Trace, trace
 from contiv_sdn.pipeline.state import (ROUTER_MAC, Endpoint, GlobalCfg, Host, Network, Snapshot,
@@ -168,31 +168,67 @@ class CompilerContractTests(unittest.TestCase):
 
     def test_int_valued_pairs_and_actions_are_one_object_each(self):
         """Equal int-valued match pairs and actions of all compiled flows are one tuple
-        each (``flow.shared``); MAC- and address-valued ones, bools and masks are left
-        alone, and nothing compares differently."""
+        each (``flow.shared``), masked int values too; MAC- and address-valued ones,
+        bools and masked MACs are left alone, and nothing compares differently."""
         compiled = compile_all(build("routing", "proxy"))
         seen: Dict[tuple, tuple] = {}
-        n = 0
+        n = masked = 0
+
+        def int_or_masked_int(v):
+            return type(v) is int or (type(v) is tuple and len(v) == 2
+                                      and all(type(x) is int for x in v))
+
         for flows in compiled.values():
             for f in flows:
                 for t in f.match + f.actions:
-                    if type(t[-1]) is int and all(type(v) in (int, str) for v in t[1:]):
+                    if int_or_masked_int(t[-1]) and all(type(v) in (int, str) for v in t[1:-1]):
                         self.assertIs(seen.setdefault(t, t), t, t)
                         n += 1
+                        masked += type(t[-1]) is tuple
         self.assertGreater(n, len(seen))  # there were equal ones to share
+        self.assertGreater(masked, 1)
 
         def fresh(*values):  # (made at run time: equal constants may be one object already)
             return tuple(values)
         a, b = fresh("reg1", 7), fresh("reg1", 7)
         self.assertIsNot(a, b)
         self.assertIs(shared(a), shared(b))
+        m1, m2 = fresh("reg4", fresh(1, 3)), fresh("reg4", fresh(1, 3))
+        self.assertIs(shared(m1), shared(m2))
+        self.assertIs(shared(m1)[1], shared(fresh("reg5", fresh(1, 3)))[1])
         for kept in (fresh("eth_dst", "02:00:00:00:00:01"), fresh("ct", True, 5, 51),
-                     fresh("reg4", (1, 3)), fresh("x", 1.0)):
+                     fresh("eth_dst", fresh("01:00:00:00:00:00", "01:00:00:00:00:00")),
+                     fresh("reg4", fresh(1, 3, 5)), fresh("x", 1.0)):
             self.assertIs(shared(kept), kept)
         one = fresh("x", 1)
         self.assertIs(shared(one), one)
         self.assertIsNot(shared(fresh("x", True)), one)  # a bool is kept apart from the equal int
         self.assertEqual(compiled, compile_all(build("routing", "proxy")))
+
+    def test_short_action_lists_of_shared_actions_are_one_tuple(self):
+        """Every endpoint of a network classifies with the same short action list: one
+        tuple for all (``flow.shared_actions``); a list holding an endpoint's own MAC is
+        its own, and a long list is never kept in the table."""
+        def fresh(*values):
+            return tuple(values)
+        one = shared_actions([fresh("set_field", "reg0", 1), fresh("set_field", "reg1", 2)])
+        two = shared_actions([fresh("set_field", "reg0", 1), fresh("set_field", "reg1", 2)])
+        self.assertIs(one, two)
+        mine = [fresh("set_field", "eth_dst", "02:00:00:00:00:01"), fresh("output", 3)]
+        self.assertIsNot(shared_actions(mine), shared_actions(list(mine)))
+        self.assertEqual(shared_actions(mine), tuple(mine))
+        long = [fresh("output", p) for p in range(5)]
+        self.assertIsNot(shared_actions(long), shared_actions(list(long)))
+        compiled = compile_all(build("bridge", "proxy"))
+        lists: Dict[tuple, list] = {}
+        for flows in compiled.values():
+            for f in flows:
+                if f.table == T.CLASSIFY and f.actions:
+                    lists.setdefault(f.actions, []).append(f.actions)
+        self.assertTrue(any(len(same) > 1 for same in lists.values()), lists)
+        for same in lists.values():
+            if all(type(a[-1]) is int for a in same[0]):
+                self.assertTrue(all(x is same[0] for x in same), same)
 
     def test_modes_really_differ(self):
         # guards the tests below against a compiler that ignores the global settings

@@ -54,7 +54,7 @@ from . import k8s as K8
 from . import policy as PL
 from . import servicelb as SL
 from . import tables as T
-from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match, share, shared
+from .flow import COOKIE_MARK, OFPP_IN_PORT, Action, Flow, make_match, share, shared_actions
 from .state import DNS_MAC, ROUTER_MAC, Host, Network, Service, Snapshot, dns_port_name
 
 # Priorities.
@@ -418,7 +418,7 @@ class _Out:
 
     def add(self, table: int, priority: int, match: Mapping, actions: Iterable[Action] = (),
             goto: Optional[int] = None, *, cookie: int, note: str = "") -> None:
-        self.flows.append(Flow(table, priority, make_match(**match), tuple(map(shared, actions)), goto,
+        self.flows.append(Flow(table, priority, make_match(**match), shared_actions(actions), goto,
                                cookie, note))
 
 

@@ -223,6 +223,24 @@ def _dedup(flows: Iterable[Flow]) -> Tuple[Flow, ...]:
     return tuple(seen.values())
 
 
+def _same_objects(flows: Tuple[Flow, ...], others: Iterable[Frag]) -> Tuple[Flow, ...]:
+    """``flows`` (just built, held by nobody else), each replaced by an equal flow of
+    ``others`` where there is one; one at the same identity with other actions (an
+    endpoint's L2 flow, local and remote) takes that flow's match and identity."""
+    known = {f.identity: f for frag in others if type(frag) is tuple for f in frag}
+    out = []
+    for f in flows:
+        k = known.get(f.identity)
+        if k is not None:
+            if k == f:
+                f = k
+            else:
+                object.__setattr__(f, "match", k.match)
+                object.__setattr__(f, "identity", k.identity)
+        out.append(f)
+    return tuple(out)
+
+
 def _diff_keys(old: Mapping, new: Mapping) -> List:
     """Keys whose value differs between two mappings (cheap when values are shared)."""
     out = [k for k, v in new.items() if old.get(k, _MISSING) is not v and old.get(k, _MISSING) != v]
@@ -1120,6 +1138,13 @@ class IncrementalCompiler:
             return _EMPTY
         args = ep_args(ep, _NOWHERE, _NO_PORTS, layer.tun, layer.upl, self.vteps, present,  # type: ignore[arg-type]
                        self.proxy_arp, self.routing, self.k8s.active)
+        return self._ep_frag(eid, args, upd)
+
+    def _ep_frag(self, eid: str, args: Tuple, upd: Update) -> Frag:
+        """An endpoint's fragment for ``args`` (``compiler.ep_args``), built once per
+        variant (its local form, its remote form on each layer).  A new variant takes
+        the flows it shares with the others (its proxy ARP and route flows are the same
+        in both forms) as the same objects: one of each, not one per form."""
         cache = self.ep_cache.get(eid)
         if cache is None:
             cache = self.ep_cache[eid] = {}
@@ -1128,6 +1153,8 @@ class IncrementalCompiler:
             new = self._build("endpoint", eid, ep_flows, args, upd)
             if len(cache) >= _VARIANTS:
                 cache.clear()
+            elif cache and type(new) is tuple:
+                new = _same_objects(new, cache.values())
             cache[args] = new
         return new
 
@@ -1302,15 +1329,7 @@ class IncrementalCompiler:
             else:
                 args = ep_args(ep, sw.name, sw.ports, sw.tun, sw.upl, self.vteps, self._present(n, sw.name),
                                self.proxy_arp, self.routing, self.k8s.active)
-                cache = self.ep_cache.get(eid)
-                if cache is None:
-                    cache = self.ep_cache[eid] = {}
-                new = cache.get(args)  # type: ignore[assignment]
-                if new is None:
-                    new = self._build("endpoint", eid, ep_flows, args, upd)
-                    if len(cache) >= _VARIANTS:
-                        cache.clear()
-                    cache[args] = new
+                new = self._ep_frag(eid, args, upd)  # type: ignore[assignment]
         self._set(sw, o, new, before)
 
     def _remote_vteps(self, n: str, h: str) -> Tuple[str, ...]:
