@@ -205,6 +205,25 @@ class CompilerContractTests(unittest.TestCase):
         self.assertIsNot(shared(fresh("x", True)), one)  # a bool is kept apart from the equal int
         self.assertEqual(compiled, compile_all(build("routing", "proxy")))
 
+    def test_an_endpoints_mac_is_one_string_in_all_its_flows(self):
+        """A lower-case MAC is kept as given (it was lowered into a new string in each
+        flow: five copies per endpoint); an upper-case one is still lowered."""
+        compiled = compile_all(build("routing", "proxy"))
+        macs: Dict[tuple, list] = {}
+        for flows in compiled.values():
+            for f in flows:
+                if not f.note.startswith("ep "):
+                    continue
+                for t in f.match + f.actions:
+                    v = t[-1]
+                    if type(v) is str and len(v) == 17 and v.count(":") == 5:
+                        macs.setdefault((f.note.split(":")[0], v), []).append(v)
+        self.assertTrue(any(len(same) > 2 for same in macs.values()), macs)
+        for same in macs.values():
+            self.assertTrue(all(m is same[0] for m in same), same)
+        upper = make_match(eth_dst="02:AB:00:00:00:01")
+        self.assertEqual(upper, (("eth_dst", "02:ab:00:00:00:01"),))
+
     def test_short_action_lists_of_shared_actions_are_one_tuple(self):
         """Every endpoint of a network classifies with the same short action list: one
         tuple for all (``flow.shared_actions``); a list holding an endpoint's own MAC is

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -119,28 +119,38 @@ def cookie_for(kind: str, ident: str = "") -> int:
 # --------------------------------------------------------------------------
 # Resolved state (validated once per snapshot, shared by all hosts).
 # --------------------------------------------------------------------------
-def _hash_once(obj: Any, fields: Callable[[], Tuple]) -> int:
-    """The hash of a frozen record's compared fields, made once and kept in it.
+def _hash_once(obj: Any, values: Callable[[], Tuple]) -> int:
+    """The hash of a frozen record's compared fields, made once and kept in its
+    ``_hash`` slot.
 
     Why: an endpoint is part of its fragment's cache key on every switch (``ep_args``),
     and the dataclass hash walks every field, its network's too, at each lookup: 7 %
     of a cold compile at 200 switches.  Equal records still hash equal."""
     try:
-        return obj.__dict__["_hash"]
-    except KeyError:
-        h = obj.__dict__["_hash"] = hash(fields())
+        return obj._hash
+    except AttributeError:
+        h = hash(values())
+        object.__setattr__(obj, "_hash", h)
         return h
 
 
-def _state_without_hash(obj: Any) -> dict:
-    # the kept hash is this process's (str hashes are salted per process)
-    state = dict(obj.__dict__)
-    state.pop("_hash", None)
-    return state
+class _Resolved:
+    """A resolved record: slotted (10k endpoints' instance dictionaries, made by the
+    kept hash, were 1.5 MB of a 500x10k netmaster) and picklable without its hash,
+    which is this process's (str hashes are salted per process)."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "_hash")
+
+    def __setstate__(self, state: tuple) -> None:
+        for f, value in zip((f for f in fields(self) if f.name != "_hash"), state):
+            object.__setattr__(self, f.name, value)
 
 
-@dataclass(frozen=True)
-class _Net:
+@dataclass(frozen=True, slots=True)
+class _Net(_Resolved):
     key: str
     tenant: str
     encap: str
@@ -149,17 +159,15 @@ class _Net:
     vrf: int
     gateway: Optional[str]
     cookie: int
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __hash__(self) -> int:
         return _hash_once(self, lambda: (self.key, self.tenant, self.encap, self.tag, self.net_id,
                                          self.vrf, self.gateway, self.cookie))
 
-    def __getstate__(self) -> dict:
-        return _state_without_hash(self)
 
-
-@dataclass(frozen=True)
-class _Ep:
+@dataclass(frozen=True, slots=True)
+class _Ep(_Resolved):
     id: str
     host: str
     net: _Net
@@ -170,13 +178,11 @@ class _Ep:
     cookie: int
     #: its Kubernetes pod identity (``k8s.py``), 0 = not a pod
     ident: int = 0
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __hash__(self) -> int:
         return _hash_once(self, lambda: (self.id, self.host, self.net, self.ip, self.mac, self.port,
                                          self.epg, self.cookie, self.ident))
-
-    def __getstate__(self) -> dict:
-        return _state_without_hash(self)
 
 
 def _ipv4(text: str) -> str:
