@@ -214,6 +214,34 @@ class SnapshotBuilderTests(TestCase):
                 changed = None if rnd.random() < 0.1 else {
                     k for k in set(before) | set(after) if before.get(k) is not after.get(k)}
 
+    def test_a_mirrored_endpoint_builds_what_its_whole_record_builds(self):
+        """The controller's mirror keeps only an endpoint record's view (``mirrored``):
+        every field the build reads must survive it, whatever else the record holds."""
+        import random
+
+        from contiv_sdn.controller.snapshot import build_checked, mirrored, read_view
+        for seed in range(25):
+            rnd = random.Random(seed)
+            data = self._random_data(rnd)
+            for i, rec in enumerate(data["endpoint"].values()):
+                rec.update(id=f"{i:064x}", tenant="default", networkName="n", groupName="g",
+                           epgId=7, vtepIP="192.168.50.1", containerID="c" * 64,
+                           containerName=f"ctr{i}")
+                if rnd.random() < 0.3:
+                    rec.update(k8sNamespace=rnd.choice(["ns1", "ns2"]), k8sPod=f"pod{i}",
+                               namedPorts=rnd.choice([{}, {"http": {"port": 80, "protocol": "TCP"}},
+                                                      {"http": {"port": "x"}}]))
+            kept = dict(data, endpoint={key: mirrored("endpoint", rec)
+                                        for key, rec in data["endpoint"].items()})
+            ports = {11: {"vxlan0": 1, "cve1": 5}, 12: {"vxlan0": 1}}
+            whole, part = build_checked(1, data, ports), build_checked(1, kept, ports)
+            self.assertEqual(part.snapshot, whole.snapshot, f"seed {seed}")
+            self.assertEqual(sorted(r[:3] for r in part.refused), sorted(r[:3] for r in whole.refused))
+            for key, rec in data["endpoint"].items():
+                self.assertEqual(read_view("endpoint", kept["endpoint"][key]), read_view("endpoint", rec))
+                self.assertNotIn("containerID", kept["endpoint"][key])
+        self.assertIs(mirrored("network", data["network"]), data["network"])  # other kinds: as read
+
     @staticmethod
     def _objects(data: dict) -> dict:
         return {(kind, key): rec for kind, table in data.items() for key, rec in table.items()}

@@ -62,6 +62,7 @@ beliefs forgotten, and each switch read back as on any takeover.
 from __future__ import annotations
 
 import gc
+import hashlib
 import time
 from typing import Any, Dict, Generator, Iterable, List, Optional, Set, Tuple
 
@@ -71,13 +72,22 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python import failure
 
-from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, SnapshotBuilder, parse_record, read_view
+from contiv_sdn.controller.snapshot import SNAPSHOT_KINDS, SnapshotBuilder, mirrored, parse_record, read_view
 from contiv_sdn.openflow.protocol import NotMaster, OpenFlowError, RefusalLog, SwitchDisconnected
 from contiv_sdn.ops import metrics
 from contiv_sdn.pipeline.incremental import IncrementalCompiler, Update
 from contiv_sdn.store import keys as K
 
 _ABSENT = object()
+
+
+def _digest(raw: str) -> bytes:
+    """What the audit compares a stored record's text by: 16 bytes of BLAKE2b, not
+    the text itself (a chance collision, 2**-128, would hide one change from one
+    audit)."""
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 log = Logger()
 
 
@@ -257,8 +267,9 @@ class Controller(Service):
         self._audit_idle: list = []
         #: background work waiting for the runs to end (_background_turn)
         self._after_runs: Dict[defer.Deferred, Any] = {}
-        #: kind -> key -> the stored text each mirror record was parsed from
-        self._texts: Dict[str, Dict[str, str]] = {}
+        #: kind -> key -> the digest of the stored text each mirror record was parsed
+        #: from (:func:`_digest`: the texts themselves were ~1 KiB per endpoint)
+        self._texts: Dict[str, Dict[str, bytes]] = {}
         self._retry = False
         self._refusals = ReportOnce()
         self._failures = ReportOnce()
@@ -438,7 +449,7 @@ class Controller(Service):
                 texts = self._texts.get(kind, {})
                 for key, raw in records.items():
                     seen.add(key)
-                    if texts.get(key) != raw:
+                    if texts.get(key) != _digest(raw):
                         marked.append((kind, key))
             # (HSCAN returns every field present for the whole scan: one it did not
             # return was deleted, or written meanwhile, and is read again either way)
@@ -518,7 +529,8 @@ class Controller(Service):
                 raise
             old = self._mirror
             mirror: Dict[str, Dict[str, Any]] = {}
-            self._texts = dict(zip(kinds, hashes))
+            self._texts = {kind: {key: _digest(raw) for key, raw in records.items()}
+                           for kind, records in zip(kinds, hashes)}
             changed = old is None
             if old is None:
                 self._changed_keys = None  # the builder starts from nothing anyway
@@ -526,7 +538,7 @@ class Controller(Service):
                 before = (old or {}).get(kind, {})
                 table = mirror[kind] = {}
                 for key, raw in records.items():
-                    record = parse_record(raw)
+                    record = mirrored(kind, parse_record(raw))
                     had = before.get(key, _ABSENT)
                     if had is not _ABSENT and read_view(kind, had) == read_view(kind, record):
                         # the same to the compiler: keep the object, which the snapshot
@@ -559,7 +571,7 @@ class Controller(Service):
             if raw is None:
                 texts.pop(key, None)
             else:
-                texts[key] = raw
+                texts[key] = _digest(raw)
             had = key in table
             before = table.get(key)
             if raw is None:
@@ -568,7 +580,7 @@ class Controller(Service):
                     changed = True
                     self._note_changed(kind, key)
             else:
-                record = parse_record(raw)
+                record = mirrored(kind, parse_record(raw))
                 if had and read_view(kind, before) == read_view(kind, record):
                     continue  # outside what the compiler reads: keep the object (see above)
                 table[key] = record

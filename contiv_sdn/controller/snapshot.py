@@ -20,6 +20,7 @@ was wrong in Go's words.
 from __future__ import annotations
 
 import ipaddress
+import sys
 import zlib
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
@@ -230,6 +231,27 @@ def read_view(kind: str, record: Any) -> Any:
     if kind == "endpoint":  # labels (providers, NetworkPolicy) and a pod's named ports
         view += tuple(repr(get(name)) for name in _EP_K8S_FIELDS)
     return view
+
+
+#: the fields of an endpoint record that :func:`build_checked` reads (its view)
+_EP_READ = tuple(ENDPOINT_SHAPE.fields) + _EP_K8S_FIELDS
+
+
+def mirrored(kind: str, record: Any) -> Any:
+    """What a controller's mirror keeps of a parsed stored record: for an endpoint, the
+    fields of its view (:func:`read_view`) and nothing else, so ``build_checked`` sees
+    the same.  A parsed record of the agent's was 2.3 KB (ids, container and tenant
+    names, each key its own string); what is kept is ~0.5 KB: the keys are the
+    shape's own strings, one per field name for all records, and the host, network
+    and group names are interned (a few values shared by thousands of records)."""
+    if kind != "endpoint" or type(record) is not dict:
+        return record
+    out = {name: record[name] for name in _EP_READ if name in record}
+    for name in ("network", "group", "homingHost"):
+        v = out.get(name)
+        if type(v) is str:
+            out[name] = sys.intern(v)
+    return out
 
 
 def _hashable(v: Any) -> Any:
