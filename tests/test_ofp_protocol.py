@@ -136,6 +136,10 @@ class HandshakeUnitTests(unittest.TestCase):
         sw.feed(msg(ofp.OFPT_PORT_STATUS, 0, struct.pack("!B7x", ofp.OFPPR_MODIFY) + port_entry(7, "veth7")))
         self.assertEqual(sw.proto.ports, {"veth7": 7, "br": ofp.OFPP_LOCAL})
         self.assertEqual(len(changes), 2)
+        # a port number that comes back under another name: the old name goes
+        sw.feed(msg(ofp.OFPT_PORT_STATUS, 0, struct.pack("!B7x", ofp.OFPPR_MODIFY) + port_entry(7, "veth8")))
+        self.assertEqual(sw.proto.ports, {"veth8": 7, "br": ofp.OFPP_LOCAL})
+        self.assertEqual(len(changes), 3)
         self.assertFalse(sw.closed)
 
     def test_disconnect_fails_pending_and_unregisters(self):

@@ -403,7 +403,9 @@ class OpenFlowProtocol(Protocol):
         self.datapath = codec.Datapath()
         self.dpid: Optional[int] = None
         self.ports: Dict[str, int] = {}
-        self.port_info: Dict[int, Any] = {}
+        #: port number -> name: what a port status needs to know of the port it replaces
+        #: (os-ken's port objects were ~0.5 KiB each, one per endpoint at a cluster)
+        self.port_names: Dict[int, str] = {}
         self.n_tables = 0
         self.ready: Deferred = Deferred()
         self.connected = False
@@ -850,9 +852,8 @@ class OpenFlowProtocol(Protocol):
             self.transport.abortConnection()
 
     def _on_port_desc(self, ports: List[Any]) -> None:
-        for p in ports:
-            self.port_info[p.port_no] = p
         self.ports = {_port_name(p): p.port_no for p in ports}
+        self.port_names = {no: name for name, no in self.ports.items()}
         self._state = "up"
         self.up = True
         log.info("{who} connected: {n} ports", who=self._who(), n=len(self.ports))
@@ -869,14 +870,14 @@ class OpenFlowProtocol(Protocol):
         name = _port_name(p)
         before = dict(self.ports)
         if msg.reason == ofp.OFPPR_DELETE:
-            self.port_info.pop(p.port_no, None)
+            self.port_names.pop(p.port_no, None)
             if self.ports.get(name) == p.port_no:
                 del self.ports[name]
         else:
-            old = self.port_info.get(p.port_no)
-            if old is not None and _port_name(old) != name:
-                self.ports.pop(_port_name(old), None)
-            self.port_info[p.port_no] = p
+            old = self.port_names.get(p.port_no)
+            if old is not None and old != name:
+                self.ports.pop(old, None)
+            self.port_names[p.port_no] = name
             self.ports[name] = p.port_no
         if self.up and self.ports != before:
             # the difference, not the whole map (at 20k endpoints the map is long)
