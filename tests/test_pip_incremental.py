@@ -541,8 +541,8 @@ class SharedLayers(TestCase):
         for eid in ("x0", "x7"):
             home = m.endpoints[eid].host
             other = next(n for n in sorted(m.switches) if n != home)
-            mine = {f.identity: f for f in eng.flows(home) if f.note.startswith(f"ep {eid}:")}
-            theirs = {f.identity: f for f in eng.flows(other) if f.note.startswith(f"ep {eid}:")}
+            mine = {f.identity: f for f in eng.flows(home) if f.note.startswith(f"ep {eid[:12]}:")}
+            theirs = {f.identity: f for f in eng.flows(other) if f.note.startswith(f"ep {eid[:12]}:")}
             common = set(mine) & set(theirs)
             self.assertGreaterEqual(len(common), 2, (mine, theirs))
             same = [i for i in common if mine[i] == theirs[i]]

@@ -598,6 +598,9 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
              dns: Optional[int] = None, k8s: bool = False) -> List[Flow]:
     """An endpoint's flows on one host (owner: the endpoint)."""
     b = _Out()
+    # notes name the endpoint by its short id, as ``docker ps`` does: the notes were
+    # 10 MB of a 500x10k netmaster, 124 bytes each with the whole id
+    who = f"ep {ep.id[:12]}"
     add, c, net = b.add, ep.cookie, ep.net
     if (ofport if local else other_vtep) is None:
         return b.flows  # its port is not there yet / its host has no VTEP
@@ -611,12 +614,12 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
     if local:
         cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)] + src_sets
         add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
-            cookie=c, note=f"ep {ep.id}: local port")
+            cookie=c, note=f"{who}: local port")
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
-                                "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"ep {ep.id}: IPv4 source")
+                                "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"{who}: IPv4 source")
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
                                 "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
-            note=f"ep {ep.id}: ARP source")
+            note=f"{who}: ARP source")
         if dns is not None:
             # DNS to any resolver -> the VRF's port into the host's DNS namespace
             # (which NATs it to the tenant's listener and back)
@@ -624,47 +627,47 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
             for proto, field in ((17, "udp_dst"), (6, "tcp_dst")):
                 add(T.SOURCE, P_HIGH, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
                                        "ipv4_src": ep.ip, "ip_proto": proto, field: 53}, to_dns,
-                    cookie=c, note=f"ep {ep.id}: DNS to this host's resolver")
+                    cookie=c, note=f"{who}: DNS to this host's resolver")
             add(T.CLASSIFY, P_EXACT, {"in_port": dns, "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
                 [("set_field", "eth_dst", ep.mac), ("output", ofport)], cookie=c,
-                note=f"ep {ep.id}: DNS answer")
+                note=f"{who}: DNS answer")
         if proxy_arp:
             add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
-                note=f"ep {ep.id}: its own address (gratuitous ARP): drop")
+                note=f"{who}: its own address (gratuitous ARP): drop")
         add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-            dst_epg + [("set_field", T.REG_OUT, ofport)], after_l2, cookie=c, note=f"ep {ep.id}: local")
+            dst_epg + [("set_field", T.REG_OUT, ofport)], after_l2, cookie=c, note=f"{who}: local")
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
-            note=f"ep {ep.id}: deliver")
+            note=f"{who}: deliver")
     else:
         if tun is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", "tunnel_id", net.tag),
                            _tunnel_to(other_vtep),
                            ("set_field", T.REG_OUT, tun)], after_l2, cookie=c,
-                note=f"ep {ep.id}: on {ep.host} via VXLAN")
+                note=f"{who}: on {ep.host} via VXLAN")
         elif upl is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", T.REG_OUT, upl)], after_l2, cookie=c,
-                note=f"ep {ep.id}: on {ep.host} via uplink")
+                note=f"{who}: on {ep.host} via uplink")
         if src_sets:
             add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
                 src_sets, T.ARP, cookie=c,
-                note=f"ep {ep.id}: remote source group")
+                note=f"{who}: remote source group")
             if routing:
                 add(T.SOURCE, P_REMOTE_ROUTED,
                     {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
                      "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
                     src_sets, T.ARP, cookie=c,
-                    note=f"ep {ep.id}: remote routed source group")
+                    note=f"{who}: remote routed source group")
     if is_present and proxy_arp:
         add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
                                               T.REG_FLAGS: _LOCAL}),
-            _responder(ep.mac, ep.ip), cookie=c, note=f"ep {ep.id}: proxy ARP")
+            _responder(ep.mac, ep.ip), cookie=c, note=f"{who}: proxy ARP")
     if routing:
         add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
                             "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
             [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
-             ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"ep {ep.id}: route")
+             ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"{who}: route")
     return b.flows
 
 
