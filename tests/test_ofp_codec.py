@@ -243,6 +243,40 @@ class DecodeTests(unittest.TestCase):
             msg = codec.parse_message(codec.encode_flow_mod(f, codec.ADD, 1))
             self.assertEqual(codec.flow_from_stats(msg), f)
 
+    def test_read_back_flows_equal_to_the_known_ones_are_those_objects(self):
+        """A read's flows are decoded through a cache shared by every switch; with
+        ``known`` (the belief), a decoded flow equal to the believed one is answered,
+        and cached, as that very object, and one that differs stays what was read."""
+        import struct
+        from contiv_sdn.testing.simswitch import _FLOW_STATS
+
+        def entry(f: Flow) -> bytes:
+            fm = codec.encode_flow_mod(f, codec.ADD, 1)  # match and instructions follow 48 bytes
+            return _FLOW_STATS.pack(len(fm), f.table, 0, 0, f.priority, 0, 0, 0, f.cookie, 0, 0) + fm[48:]
+
+        r = random.Random(11)
+        flows = [random_flow(r) for _ in range(40)]
+        flows = list({f.identity: f for f in flows}.values())
+        reply = struct.pack("!BBHIHH4x", 4, ofp.OFPT_MULTIPART_REPLY, 0, 1, ofp.OFPMP_FLOW, 0) \
+            + b"".join(entry(f) for f in flows)
+        known = {f.identity: f for f in flows}
+        other = Flow(table=flows[0].table, priority=flows[0].priority, match=flows[0].match,
+                     actions=(("output", 4242),), cookie=flows[0].cookie)
+        known[flows[0].identity] = other  # believed, but not what the switch holds
+        for decoded_before in (False, True):  # decoded now, or found in the cache
+            codec._DECODED.clear()
+            if decoded_before:
+                plain = list(codec.flows_from_raw([reply]))
+                self.assertEqual(plain, flows)
+                self.assertFalse(any(a is b for a, b in zip(plain, flows)))
+            got = list(codec.flows_from_raw([reply], known))
+            self.assertIsNot(got[0], other)
+            self.assertEqual(got[0], flows[0])
+            for g, f in zip(got[1:], flows[1:]):
+                self.assertIs(g, f)
+            again = list(codec.flows_from_raw([reply]))  # from the cache: the known objects
+            self.assertIs(again[1], flows[1])
+
     def test_foreign_action_decodes_to_raw(self):
         msg = parser.OFPFlowMod(codec.DP, table_id=0, priority=1, match=parser.OFPMatch(),
                                 instructions=[parser.OFPInstructionActions(

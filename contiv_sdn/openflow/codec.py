@@ -1059,7 +1059,7 @@ _DECODED_MAX = 1 << 18
 _FLOW_STATS_LEN = struct.Struct("!H")
 
 
-def flows_from_raw(replies: Iterable[bytes]) -> Iterable[Flow]:
+def flows_from_raw(replies: Iterable[bytes], known: Optional[Any] = None) -> Iterable[Flow]:
     """The flows of flow-stats multipart replies (checked bytes, see
     ``OpenFlowProtocol.read_flows_raw``), decoded through a cache.
 
@@ -1068,6 +1068,12 @@ def flows_from_raw(replies: Iterable[bytes]) -> Iterable[Flow]:
     a look-up instead of an os-ken parse (~56 us), and every switch holding it gets
     the same Flow object (beliefs share it).  A generator, so the caller can yield
     between entries.
+
+    ``known``: what the caller expects (identity -> Flow, anything with ``get``).  A
+    decoded flow equal to the expected one is answered, and cached, as that object:
+    the cache then holds the engine's flows, not a decoded copy of each (the copies
+    were 27.6 MB of a 500x10k netmaster, 2.8 KiB per endpoint), and the caller's
+    comparison finds the same object.
     """
     cache = _DECODED
     unpack = _FLOW_STATS_LEN.unpack_from
@@ -1080,8 +1086,16 @@ def flows_from_raw(replies: Iterable[bytes]) -> Iterable[Flow]:
             if f is None:
                 entry = parser.OFPFlowStats.parser(data, pos)
                 f = flow_from_stats(entry)
+                if known is not None:
+                    k = known.get(f.identity)
+                    if k is not None and k == f:
+                        f = k
                 if len(cache) >= _DECODED_MAX:
                     cache.clear()
                 cache[key] = f
+            elif known is not None:
+                k = known.get(f.identity)
+                if k is not None and k is not f and k == f:
+                    f = cache[key] = k
             yield f
             pos += n

@@ -555,8 +555,8 @@ class FlowSync:
             raw = getattr(self.switch, "read_flows_raw", None)
             read: Dict[Tuple, Flow] = {}
             if raw is not None:
-                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask)),
-                                               pause):
+                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask),
+                                                                    belief), pause):
                     for f in chunk:
                         read[f.identity] = f
             else:
@@ -759,7 +759,9 @@ class FlowSync:
             raw = getattr(sw, "read_flows_raw", None)
             if raw is not None:
                 read: Dict[Tuple, Flow] = {}
-                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask))):
+                expected = table if table is not None else keyed
+                async for chunk in self._paced(codec.flows_from_raw(await raw(self.cookie, self.cookie_mask),
+                                                                    expected)):
                     for f in chunk:
                         read[f.identity] = f
             else:
