@@ -402,6 +402,23 @@ def _mutated_entry(r: random.Random, mp: int) -> bytes:
 
 
 class BundleUnitTests(unittest.TestCase):
+    def test_remembers_the_last_messages_only_and_still_describes_an_error(self):
+        """Three messages a switch per change are remembered for error reports: a
+        bounded few, not thousands per switch for the netmaster's lifetime."""
+        sw = FakeSwitch(make_factory())
+        sw.handshake()
+        for _ in range(1000):
+            d = sw.proto.barrier()
+            (_t, x, _d), = sw.sent()
+            sw.feed(msg(ofp.OFPT_BARRIER_REPLY, x))
+            self.successResultOf(d)
+        self.assertLessEqual(len(sw.proto._recent), 100)  # of 1,001 sent
+        d = sw.proto.barrier()
+        (_t, x, _d), = sw.sent()
+        sw.feed(msg(ofp.OFPT_ERROR, x, struct.pack("!HH", ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE)))
+        err = self.failureResultOf(d, OpenFlowError).value
+        self.assertIn("message type 20 len 8", str(err))  # the barrier sent, from memory (the error has no data)
+
     def test_errors_attributed_to_flows_across_xid_wrap(self):
         sw = FakeSwitch(make_factory())
         sw.handshake()
