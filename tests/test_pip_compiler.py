@@ -212,12 +212,12 @@ class CompilerContractTests(unittest.TestCase):
         macs: Dict[tuple, list] = {}
         for flows in compiled.values():
             for f in flows:
-                if not f.note.startswith("ep "):
+                if not f.note.startswith("ep:"):
                     continue
                 for t in f.match + f.actions:
                     v = t[-1]
                     if type(v) is str and len(v) == 17 and v.count(":") == 5:
-                        macs.setdefault((f.note.split(":")[0], v), []).append(v)
+                        macs.setdefault((f.cookie, v), []).append(v)
         self.assertTrue(any(len(same) > 2 for same in macs.values()), macs)
         for same in macs.values():
             self.assertTrue(all(m is same[0] for m in same), same)

@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 from contiv_sdn.pipeline import hostaccess as HA
 from contiv_sdn.pipeline import incremental as INC
 from contiv_sdn.pipeline import k8s as K8
-from contiv_sdn.pipeline.compiler import compile_hosts
+from contiv_sdn.pipeline.compiler import compile_hosts, cookie_for
 from contiv_sdn.pipeline.incremental import IncrementalCompiler
 from contiv_sdn.pipeline.state import Endpoint, GlobalCfg, Group, Host, Network, Rule, Service, Snapshot, Tenant
 
@@ -541,8 +541,8 @@ class SharedLayers(TestCase):
         for eid in ("x0", "x7"):
             home = m.endpoints[eid].host
             other = next(n for n in sorted(m.switches) if n != home)
-            mine = {f.identity: f for f in eng.flows(home) if f.note.startswith(f"ep {eid[:12]}:")}
-            theirs = {f.identity: f for f in eng.flows(other) if f.note.startswith(f"ep {eid[:12]}:")}
+            mine = {f.identity: f for f in eng.flows(home) if f.cookie == cookie_for("ep", eid)}
+            theirs = {f.identity: f for f in eng.flows(other) if f.cookie == cookie_for("ep", eid)}
             common = set(mine) & set(theirs)
             self.assertGreaterEqual(len(common), 2, (mine, theirs))
             same = [i for i in common if mine[i] == theirs[i]]

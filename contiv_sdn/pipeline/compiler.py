@@ -598,9 +598,9 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
              dns: Optional[int] = None, k8s: bool = False) -> List[Flow]:
     """An endpoint's flows on one host (owner: the endpoint)."""
     b = _Out()
-    # notes name the endpoint by its short id, as ``docker ps`` does: the notes were
-    # 10 MB of a 500x10k netmaster, 124 bytes each with the whole id
-    who = f"ep {ep.id[:12]}"
+    # the notes do not name the endpoint: the cookie does (``cookie_for("ep", id)``), and
+    # a compile failure names its owner; one string per note for all endpoints, where
+    # the notes with each id were 10 MB of a 500x10k netmaster (124 bytes each)
     add, c, net = b.add, ep.cookie, ep.net
     if (ofport if local else other_vtep) is None:
         return b.flows  # its port is not there yet / its host has no VTEP
@@ -614,12 +614,12 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
     if local:
         cls = [("set_field", T.REG_VRF, net.vrf), ("set_field", T.REG_NET, net.net_id)] + src_sets
         add(T.CLASSIFY, P_EXACT, {"in_port": ofport, "vlan_vid": T.OFPVID_NONE}, cls, T.SOURCE,
-            cookie=c, note=f"{who}: local port")
+            cookie=c, note="ep: local port")
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
-                                "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note=f"{who}: IPv4 source")
+                                "ipv4_src": ep.ip}, goto=T.ARP, cookie=c, note="ep: IPv4 source")
         add(T.SOURCE, P_EXACT, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_ARP,
                                 "arp_spa": ep.ip, "arp_sha": ep.mac}, goto=T.ARP, cookie=c,
-            note=f"{who}: ARP source")
+            note="ep: ARP source")
         if dns is not None:
             # DNS to any resolver -> the VRF's port into the host's DNS namespace
             # (which NATs it to the tenant's listener and back)
@@ -627,47 +627,47 @@ def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[s
             for proto, field in ((17, "udp_dst"), (6, "tcp_dst")):
                 add(T.SOURCE, P_HIGH, {"in_port": ofport, "eth_src": ep.mac, "eth_type": T.ETH_TYPE_IP,
                                        "ipv4_src": ep.ip, "ip_proto": proto, field: 53}, to_dns,
-                    cookie=c, note=f"{who}: DNS to this host's resolver")
+                    cookie=c, note="ep: DNS to this host's resolver")
             add(T.CLASSIFY, P_EXACT, {"in_port": dns, "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
                 [("set_field", "eth_dst", ep.mac), ("output", ofport)], cookie=c,
-                note=f"{who}: DNS answer")
+                note="ep: DNS answer")
         if proxy_arp:
             add(T.ARP, P_HIGH, _arp_request(in_port=ofport, arp_tpa=ep.ip), cookie=c,
-                note=f"{who}: its own address (gratuitous ARP): drop")
+                note="ep: its own address (gratuitous ARP): drop")
         add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
-            dst_epg + [("set_field", T.REG_OUT, ofport)], after_l2, cookie=c, note=f"{who}: local")
+            dst_epg + [("set_field", T.REG_OUT, ofport)], after_l2, cookie=c, note="ep: local")
         add(T.OUTPUT, P_EXACT, {T.REG_OUT: ofport}, [("output", ofport)], cookie=c,
-            note=f"{who}: deliver")
+            note="ep: deliver")
     else:
         if tun is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", "tunnel_id", net.tag),
                            _tunnel_to(other_vtep),
                            ("set_field", T.REG_OUT, tun)], after_l2, cookie=c,
-                note=f"{who}: on {ep.host} via VXLAN")
+                note="ep: on its host, via VXLAN")
         elif upl is not None:
             add(T.L2, P_EXACT, {T.REG_NET: net.net_id, "eth_dst": ep.mac},
                 dst_epg + [("set_field", T.REG_OUT, upl)], after_l2, cookie=c,
-                note=f"{who}: on {ep.host} via uplink")
+                note="ep: on its host, via the uplink")
         if src_sets:
             add(T.SOURCE, P_EXACT, {T.REG_FLAGS: _REMOTE, T.REG_NET: net.net_id, "eth_src": ep.mac},
                 src_sets, T.ARP, cookie=c,
-                note=f"{who}: remote source group")
+                note="ep: remote source group")
             if routing:
                 add(T.SOURCE, P_REMOTE_ROUTED,
                     {T.REG_FLAGS: _REMOTE, T.REG_VRF: net.vrf, "eth_src": ROUTER_MAC,
                      "eth_type": T.ETH_TYPE_IP, "ipv4_src": ep.ip},
                     src_sets, T.ARP, cookie=c,
-                    note=f"{who}: remote routed source group")
+                    note="ep: remote routed source group")
     if is_present and proxy_arp:
         add(T.ARP, P_RESPOND, _arp_request(**{T.REG_NET: net.net_id, "arp_tpa": ep.ip,
                                               T.REG_FLAGS: _LOCAL}),
-            _responder(ep.mac, ep.ip), cookie=c, note=f"{who}: proxy ARP")
+            _responder(ep.mac, ep.ip), cookie=c, note="ep: proxy ARP")
     if routing:
         add(T.L3, P_EXACT, {T.REG_FLAGS: _LOCAL, T.REG_VRF: net.vrf, "eth_dst": ROUTER_MAC,
                             "eth_type": T.ETH_TYPE_IP, "ipv4_dst": ep.ip},
             [("set_field", "eth_src", ROUTER_MAC), ("set_field", "eth_dst", ep.mac), ("dec_ttl",),
-             ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note=f"{who}: route")
+             ("set_field", T.REG_NET, net.net_id)], T.L2, cookie=c, note="ep: route")
     return b.flows
 
 
@@ -844,19 +844,31 @@ def _compile_host(ix: _Index, host: Host) -> Tuple[List[Flow], List[str], List[F
             flows += fragment(HA.flows, hargs, ix.checked)
     except Exception as err:
         failed.append(Failure("host-access", host.name, _why(err)))
-    flows, issues = _dedupe(flows, host.name)
+    flows, issues = _dedupe(flows, host.name, ix)
     return flows, issues, failed, groups
 
 
-def _dedupe(flows: List[Flow], host: str) -> Tuple[List[Flow], List[str]]:
+def _dedupe(flows: List[Flow], host: str, ix: _Index) -> Tuple[List[Flow], List[str]]:
     """Keep the first flow of each identity; OVS would hold only one of them anyway."""
     seen: Dict[Tuple, Flow] = {}
     issues: List[str] = []
     for f in flows:
         first = seen.setdefault(f.identity, f)
         if first is not f and first != f:
-            issues.append(f"host {host}: '{f.note}' conflicts with '{first.note}' (kept the first)")
+            issues.append(f"host {host}: {_owner(ix, f)}'s flow '{f.note}' conflicts with "
+                          f"{_owner(ix, first)}'s '{first.note}' (kept the first)")
     return list(seen.values()), issues
+
+
+def _owner(ix: _Index, f: Flow) -> str:
+    """Who owns ``f``, by its cookie (a conflict is rare: a search is fine)."""
+    for ep in ix.eps:
+        if ep.cookie == f.cookie:
+            return f"endpoint {ep.id}"
+    for net in ix.nets.values():
+        if net.cookie == f.cookie:
+            return f"network {net.key}"
+    return f"cookie {f.cookie:#x}"
 
 
 def _compile(ix: _Index, host_name: str) -> Tuple[FrozenSet[Flow], List[str], List[Failure], FrozenSet[SL.Group]]:
