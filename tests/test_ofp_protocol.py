@@ -10,6 +10,7 @@ import random
 import struct
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -403,21 +404,28 @@ def _mutated_entry(r: random.Random, mp: int) -> bytes:
 
 class BundleUnitTests(unittest.TestCase):
     def test_remembers_the_last_messages_only_and_still_describes_an_error(self):
-        """Three messages a switch per change are remembered for error reports: a
-        bounded few, not thousands per switch for the netmaster's lifetime."""
+        """Messages without a reply are remembered for error reports: a bounded few,
+        not thousands per switch for the netmaster's lifetime; requests are named by
+        what they are, and echoes are not kept at all."""
         sw = FakeSwitch(make_factory())
         sw.handshake()
-        for _ in range(1000):
+        for i in range(1000):
             d = sw.proto.barrier()
             (_t, x, _d), = sw.sent()
             sw.feed(msg(ofp.OFPT_BARRIER_REPLY, x))
             self.successResultOf(d)
-        self.assertLessEqual(len(sw.proto._recent), 100)  # of 1,001 sent
+            sw.proto.send_msg(parser.OFPSetConfig(sw.proto.datapath, 0, 0xFFFF - i))
+            sw.proto.send_msg(parser.OFPEchoRequest(sw.proto.datapath, data=b""), remember=False)
+            sw.sent()
+        self.assertLessEqual(len(sw.proto._recent), 100)  # of 2,000 without a reply
+        last = sw.proto.send_msg(parser.OFPSetConfig(sw.proto.datapath, 0, 1234))
+        sw.feed(msg(ofp.OFPT_ERROR, last, struct.pack("!HH", ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE)))
         d = sw.proto.barrier()
-        (_t, x, _d), = sw.sent()
+        (_t, x, _d), = sw.sent()[-1:]
         sw.feed(msg(ofp.OFPT_ERROR, x, struct.pack("!HH", ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE)))
         err = self.failureResultOf(d, OpenFlowError).value
-        self.assertIn("message type 20 len 8", str(err))  # the barrier sent, from memory (the error has no data)
+        self.assertIn("barrier", str(err))  # the request, by name (the error has no data)
+        self.assertFalse(sw.closed)
 
     def test_errors_attributed_to_flows_across_xid_wrap(self):
         sw = FakeSwitch(make_factory())

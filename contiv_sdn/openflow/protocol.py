@@ -75,9 +75,10 @@ _ERROR_EXPERIMENTER = struct.Struct("!I")
 _BUNDLE_ADD = codec._BUNDLE_ADD.pack
 HEADER_SIZE = 8
 ONF_EXPERIMENTER_ID = codec.ONF_EXPERIMENTER_ID
-#: messages remembered per switch to describe an error about one of them: an error comes
-#: before the replies to anything sent after its message, so the last few are enough;
-#: 4,096 (three more per switch at each change) grew to ~0.5 MB per switch, 300 MB at 500
+#: messages without a reply (flow and group mods sent alone) remembered per switch to
+#: describe an error about one of them: an error comes before the replies to anything
+#: sent after its message, so the last few are enough.  4,096, with every request and
+#: echo remembered too, grew to ~0.5 MB per switch over a netmaster's life (300 MB at 500)
 MAX_RECENT = 64
 DEFAULT_BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 BUNDLE_TIMEOUT_FACTOR = 4
@@ -533,7 +534,7 @@ class OpenFlowProtocol(Protocol):
         if idle >= timeout:
             self.close(f"no message for {idle:.1f}s (echo timeout)")
         elif idle >= self.factory.echo_interval and self._state != "hello":
-            self.send_msg(parser.OFPEchoRequest(self.datapath, data=b""))
+            self.send_msg(parser.OFPEchoRequest(self.datapath, data=b""), remember=False)
 
     # -- sending -----------------------------------------------------------
     def next_xid(self) -> int:
@@ -546,11 +547,13 @@ class OpenFlowProtocol(Protocol):
             raise SwitchDisconnected(f"{self._who()} is not connected")
         self.transport.write(data)
 
-    def send_msg(self, msg: Any, xid: Optional[int] = None) -> int:
-        """Encode an os-ken message with a fresh xid, remember it for error reports, send it."""
+    def send_msg(self, msg: Any, xid: Optional[int] = None, remember: bool = True) -> int:
+        """Encode an os-ken message with a fresh xid, remember it for error reports
+        (not an echo every few seconds: nobody asks what it was), send it."""
         xid = self.next_xid() if xid is None else xid
         data = codec.serialize(msg, xid)
-        self._remember(xid, data)
+        if remember:
+            self._remember(xid, data)
         self.send(data)
         return xid
 
@@ -575,8 +578,7 @@ class OpenFlowProtocol(Protocol):
         xid = self.next_xid()
         data = encode(xid)
         req = _Request(what, mp_type, raw)
-        self._pending[xid] = req
-        self._remember(xid, data)
+        self._pending[xid] = req  # (an error names it by ``what``: its bytes are not kept)
         try:
             self.send(data)
         except Exception:
@@ -941,6 +943,8 @@ class OpenFlowProtocol(Protocol):
                       else _summarize(msg.data)) + f" (in bundle {bundle.id})"
         elif xid in self._recent:
             failed = describe_message(self._recent[xid])
+        elif xid in self._pending:
+            failed = self._pending[xid].what
         elif msg.data:  # switch-provided bytes: summarize, never parse
             failed = _summarize(msg.data)
         err = OpenFlowError(msg.type, code, xid, failed, self.dpid)
