@@ -205,6 +205,28 @@ class CompilerContractTests(unittest.TestCase):
         self.assertIsNot(shared(fresh("x", True)), one)  # a bool is kept apart from the equal int
         self.assertEqual(compiled, compile_all(build("routing", "proxy")))
 
+    def test_an_endpoints_address_and_mac_are_the_stored_records_strings(self):
+        """From the stored record through the snapshot to the engine's endpoint, an
+        already canonical address and MAC are the same strings, not a copy at each step."""
+        from contiv_sdn.controller.snapshot import build_checked
+        from contiv_sdn.pipeline.compiler import resolve_ep, resolve_net
+        rec = {"network": "default:n", "ipAddress": "".join(["10.1.1.5", "/24"]),
+               "macAddress": "".join(["02:02:0a:01:01:", "05"]), "homingHost": "h1", "intfName": "p1"}
+        data = {"tenant": {"default": {"vrfId": 1}},
+                "obj:network": {"default:n": {"encap": "vxlan", "subnet": "10.1.1.0/24"}},
+                "network": {"default:n": {"netId": 1, "encap": "vxlan", "vni": 5001, "subnet": "10.1.1.0/24"}},
+                "endpoint": {"e1": rec}}
+        snap = build_checked(1, data, {}).snapshot
+        e = snap.endpoints["e1"]
+        self.assertIs(e.mac, rec["macAddress"])
+        net, _issue = resolve_net("default:n", snap.networks["default:n"], snap.tenants)
+        ep, _issue = resolve_ep("e1", e, {"default:n": net})
+        self.assertIs(ep.mac, e.mac)
+        self.assertIs(ep.ip, e.ip)
+        upper = dataclasses.replace(e, mac="02:AB:00:00:00:01", ip="10.1.1.6/24")
+        ep, _issue = resolve_ep("e1", upper, {"default:n": net})
+        self.assertEqual((ep.mac, ep.ip), ("02:ab:00:00:00:01", "10.1.1.6"))
+
     def test_an_endpoints_mac_is_one_string_in_all_its_flows(self):
         """A lower-case MAC is kept as given (it was lowered into a new string in each
         flow: five copies per endpoint); an upper-case one is still lowered."""

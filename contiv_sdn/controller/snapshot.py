@@ -254,6 +254,14 @@ def mirrored(kind: str, record: Any) -> Any:
     return out
 
 
+def _lower(text: str) -> str:
+    """``text.lower()``, or ``text`` itself when it is lower case already: ``lower()``
+    always makes a new string, and an endpoint's MAC is kept by the snapshot, the
+    engine and its flows (one string, not three)."""
+    low = text.lower()
+    return text if low == text else low
+
+
 def _hashable(v: Any) -> Any:
     return tuple(v) if type(v) is list else v
 
@@ -572,7 +580,7 @@ class SnapshotBuilder:
             epg_id = groups[group].epg_id if group in groups else 0
             return Endpoint(
                 id=eid, host=st.get("homingHost") or "", network=net,
-                ip=st["ipAddress"].split("/")[0], mac=st["macAddress"].lower(),
+                ip=st["ipAddress"].split("/")[0], mac=_lower(st["macAddress"]),
                 port=st.get("intfName") or "", group=group if group in groups else None,
                 epg_id=epg_id,
                 **({} if pod is None else {"k8s_namespace": pod.namespace, "labels": pod.labels,

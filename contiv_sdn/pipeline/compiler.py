@@ -186,14 +186,18 @@ class _Ep(_Resolved):
 
 
 def _ipv4(text: str) -> str:
-    return str(ipaddress.IPv4Address(text.split("/", 1)[0].strip()))
+    """The canonical address; the caller's string itself when already canonical (one
+    string per endpoint in its record, snapshot and flows, not one in each)."""
+    addr = text.split("/", 1)[0].strip()
+    canon = str(ipaddress.IPv4Address(addr))
+    return addr if canon == addr else canon
 
 
 def _macstr(text: str) -> str:
     mac = text.strip().lower().replace("-", ":")
     if len(mac) != 17 or int(mac.replace(":", ""), 16) >> 48:
         raise ValueError(f"bad MAC {text!r}")
-    return mac
+    return text if mac == text else mac  # (as _ipv4)
 
 
 def resolve_net(key: str, n: Network, tenants: Mapping[str, Any]) -> Tuple[Optional[_Net], str]:
