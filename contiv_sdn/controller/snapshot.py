@@ -30,6 +30,7 @@ from contiv_sdn.model.gojson import GoNumber
 from contiv_sdn.model.shapes import ANY, BOOL, INT, STR, STR_LIST, STR_MAP, ListOf, MapOf, Struct, Type, loads
 from contiv_sdn.pipeline import k8s as K8
 from contiv_sdn.pipeline import servicelb as SL
+from contiv_sdn.pipeline.flow import lowered
 from contiv_sdn.pipeline.state import (
     Endpoint, GlobalCfg, Group, Host, Network, Rule, Service, Snapshot, Tenant, _frozen,
 )
@@ -252,14 +253,6 @@ def mirrored(kind: str, record: Any) -> Any:
         if type(v) is str:
             out[name] = sys.intern(v)
     return out
-
-
-def _lower(text: str) -> str:
-    """``text.lower()``, or ``text`` itself when it is lower case already: ``lower()``
-    always makes a new string, and an endpoint's MAC is kept by the snapshot, the
-    engine and its flows (one string, not three)."""
-    low = text.lower()
-    return text if low == text else low
 
 
 def _hashable(v: Any) -> Any:
@@ -580,7 +573,7 @@ class SnapshotBuilder:
             epg_id = groups[group].epg_id if group in groups else 0
             return Endpoint(
                 id=eid, host=st.get("homingHost") or "", network=net,
-                ip=st["ipAddress"].split("/")[0], mac=_lower(st["macAddress"]),
+                ip=st["ipAddress"].split("/")[0], mac=lowered(st["macAddress"]),
                 port=st.get("intfName") or "", group=group if group in groups else None,
                 epg_id=epg_id,
                 **({} if pod is None else {"k8s_namespace": pod.namespace, "labels": pod.labels,

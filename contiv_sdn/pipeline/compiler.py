@@ -600,11 +600,12 @@ def ep_args(ep: _Ep, host_name: str, ports: Mapping[str, int], tun: Optional[int
 def ep_flows(ep: _Ep, local: bool, ofport: Optional[int], other_vtep: Optional[str], tun: Optional[int],
              upl: Optional[int], is_present: bool, proxy_arp: bool, routing: bool,
              dns: Optional[int] = None, k8s: bool = False) -> List[Flow]:
-    """An endpoint's flows on one host (owner: the endpoint)."""
+    """An endpoint's flows on one host (owner: the endpoint).
+
+    The notes do not name the endpoint: the cookie does (``cookie_for("ep", id)``), and a
+    compile failure or conflict names its owner; one string per note for all endpoints,
+    where the notes with each id were 10 MB of a 500x10k netmaster (124 bytes each)."""
     b = _Out()
-    # the notes do not name the endpoint: the cookie does (``cookie_for("ep", id)``), and
-    # a compile failure names its owner; one string per note for all endpoints, where
-    # the notes with each id were 10 MB of a 500x10k netmaster (124 bytes each)
     add, c, net = b.add, ep.cookie, ep.net
     if (ofport if local else other_vtep) is None:
         return b.flows  # its port is not there yet / its host has no VTEP
