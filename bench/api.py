@@ -139,7 +139,14 @@ def endpoint_body(i: int, networks: int, hosts: int) -> dict:
                          "Labels": {}}}
 
 
-async def bench_endpoints(args, nm_url: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_endpoints(args, nm_url: str, nm_pid: int) -> dict:
     """Endpoint create then delete through /plugin/* (networks from the create phase)."""
     from twisted.web.client import HTTPConnectionPool
     from twisted.internet import reactor
@@ -154,8 +161,13 @@ async def bench_endpoints(args, nm_url: str) -> dict:
                 {"TenantName": "default", "NetworkName": f"bench-{i % nets}", "ServiceName": "",
                  "EndpointID": f"bench-ep-{i}", "IPv4Address": ""})
                for i in range(args.endpoints)]
-    out = {"create": await run_phase(client, creates, args.ep_concurrency),
-           "delete": await run_phase(client, deletes, args.ep_concurrency)}
+    out = {}
+    for phase, requests in (("create", creates), ("delete", deletes)):
+        before = cpu_seconds(nm_pid)
+        out[phase] = await run_phase(client, requests, args.ep_concurrency)
+        # the netmaster's own CPU per request: what bounds its rate on a machine of its
+        # own, whatever the load generator in this process and the rest of the machine do
+        out[phase]["cpu_ms"] = (cpu_seconds(nm_pid) - before) / out[phase]["n"] * 1000
     await pool.closeCachedConnections()
     return out
 
@@ -169,7 +181,7 @@ def _merge(parts: list) -> dict:
             "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts)}
 
 
-async def bench(args, nm_url: str, base_url: str) -> dict:
+async def bench(args, nm_url: str, base_url: str, nm_pid: int) -> dict:
     """The creates run in ``--rounds`` rounds, the baseline and the netmaster
     alternating (and alternating which goes first), so that a burst of load
     from something else on the machine hits both sides of a round's ratio
@@ -218,7 +230,7 @@ async def bench(args, nm_url: str, base_url: str) -> dict:
                                                     args.concurrency)}
         await clients[name]["pool"].closeCachedConnections()
     if args.endpoints:
-        results["endpoints"] = await bench_endpoints(args, nm_url)
+        results["endpoints"] = await bench_endpoints(args, nm_url, nm_pid)
     return results
 
 
@@ -259,7 +271,7 @@ def main() -> None:
         results = {}
 
         def run(reactor):
-            d = defer.ensureDeferred(bench(args, nm.url, base_url))
+            d = defer.ensureDeferred(bench(args, nm.url, base_url, nm.proc.pid))
             d.addCallback(results.update)
             return d
 
@@ -290,7 +302,9 @@ def main() -> None:
             for phase in ("create", "delete"):
                 r = eps[phase]
                 print(f"  {phase:8} {r['rps']:9.1f}/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
-                      f"[target >= {TARGET_ENDPOINT_RATE:.0f}/s]")
+                      f"[target >= {TARGET_ENDPOINT_RATE:.0f}/s]; netmaster CPU "
+                      f"{r['cpu_ms']:.2f} ms per request ({1000 / r['cpu_ms']:.0f}/s on a core "
+                      f"of its own)")
     finally:
         if base is not None:
             base.terminate()

@@ -16,12 +16,13 @@ Checked inside the transaction, against the record it changes.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Optional, Tuple
 
 from contiv_sdn.master.errors import MasterError
 from contiv_sdn.master.hosts import NotThisHost
-from contiv_sdn.master.netutil import parse_v6
+from contiv_sdn.master.netutil import Subnet, V6Subnet, parse_subnet, parse_v6
 from contiv_sdn.master.oper import network_subnet
 from contiv_sdn.master.work import Work
 from contiv_sdn.store import (
@@ -46,6 +47,23 @@ def _own(node: Optional[str], ep: dict, ep_id: str, verb: str) -> None:
     if node is not None and ep.get("homingHost") != node:
         raise NotThisHost(node, f"{verb} endpoint {json.dumps(ep_id[:64])} of host "
                                 f"{json.dumps(str(ep.get('homingHost') or '')[:64])}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _addressing(subnet: str, ipv6_subnet: str) -> Tuple[Subnet, Optional[V6Subnet]]:
+    """A network's IPv4 and IPv6 ranges from its intent record (``subnet``,
+    ``ipv6Subnet``): they cannot change after its create, and its state holds them
+    as derived from these, so an endpoint create or delete reads the network's intent
+    (from the store's cache, guarded) instead of its state (a round trip to Redis)."""
+    return parse_subnet(subnet), parse_v6(ipv6_subnet)
+
+
+async def _network_addressing(w: Work, net_key: str) -> Optional[Tuple[Subnet, Optional[V6Subnet]]]:
+    """:func:`_addressing` of network ``net_key`` as this transaction reads it, or None."""
+    network = await w.obj("network", net_key)
+    if network is None:
+        return None
+    return _addressing(network.get("subnet") or "", network.get("ipv6Subnet") or "")
 
 
 def strip_len(addr: str) -> str:
@@ -96,9 +114,8 @@ class Endpoints:
             raise MasterError("network not found")
         return found
 
-    def _alloc_v4(self, w: Work, name: str, net_key: str, net_state: dict,
+    def _alloc_v4(self, w: Work, name: str, net_key: str, sub: Subnet,
                   group_state: Optional[dict], want_ip: str, shared: bool) -> None:
-        sub = network_subnet(net_state)
         pool = group_state if group_state and group_state.get("ipPool") else None
         want = sub.index(want_ip) if want_ip else None
         if pool:
@@ -146,8 +163,8 @@ class Endpoints:
                 return Finish(lambda r: {"NetworkID": network_id,
                                          "IPv4Address": f"{v6.ip(r.allocs['a'])}/"
                                                         f"{v6.network.prefixlen}"})
-            self._alloc_v4(w, "a", net_key, net_state, group_state, preferred, False)
             sub = network_subnet(net_state)
+            self._alloc_v4(w, "a", net_key, sub, group_state, preferred, False)
             return Finish(lambda r: {"NetworkID": network_id,
                                      "IPv4Address": f"{sub.ip(r.allocs['a'])}/{sub.length}"})
 
@@ -203,15 +220,14 @@ class Endpoints:
 
         async def fn(view: View):
             w = Work(view)
-            existing = await w.state("endpoint", ep_id)
+            existing = await view.presume_absent("endpoint", ep_id)
             if existing is not None:
                 _own(node, existing, ep_id, "create")
                 return {"EndpointConfig": existing}  # a retry: nothing to write
-            if not await w.exists("network", net_key):
+            addressing = await _network_addressing(w, net_key)
+            if addressing is None:
                 raise MasterError(f"network {net_name}.{tenant} not found")
-            net_state = await w.peek_state("network", net_key)
-            if net_state is None:
-                raise MasterError(f"network {net_name}.{tenant} not found")
+            sub, v6 = addressing
             group_state = None
             if group_key:
                 if not await w.exists("endpointGroup", group_key):
@@ -228,10 +244,9 @@ class Endpoints:
                 if holder and holder != ep_id:
                     raise MasterError(f"ip address {want_ip} is already in use")
                 txn.guard_raw(owners, want_ip, holder)
-            self._alloc_v4(w, "ip", net_key, net_state, group_state, want_ip, shared=True)
+            self._alloc_v4(w, "ip", net_key, sub, group_state, want_ip, shared=True)
             txn.raw_set(owners, placeholder("ip", "ip"), ep_id, subs=True)
             ip6 = ""
-            v6 = parse_v6(net_state.get("ipv6Subnet", ""))
             if v6 is not None:
                 want6 = v6.host_id(want_ip6) if want_ip6 else None
                 txn.alloc_v6("ip6", K.ip6_hash(net_key), v6.groups, v6.max_host, want=want6,
@@ -276,23 +291,14 @@ class Endpoints:
                 k8s_uid = cfg["Labels"].get("cni.contiv.io/k8s-pod-uid", "")
                 if k8s_uid:
                     record["k8sPodUID"] = k8s_uid
-            txn.put("endpoint", ep_id, json.dumps(record), subs=True)
+            txn.put("endpoint", ep_id, json.dumps(record), subs=True, answer=True)
             txn.incr_field("network", net_key, "epCount", 1)
             if group_key:
                 txn.incr_field("endpointGroup", group_key, "epCount", 1)
-            return None  # the record as Redis filled it in is read back below
+            # the record as the script filled it in (addresses), from the commit's answer
+            return Finish(lambda r: {"EndpointConfig": json.loads(r.written[("endpoint", ep_id)])})
 
-        result = await self._run(fn)
-        if result is not None:
-            return result
-        record = await self.store.get("endpoint", ep_id)
-        if record is None:
-            # written (the transaction was acknowledged) but not read back: a connection
-            # lost and reopened in between can answer from before the write.  Never
-            # answer an empty config; the retry the 503 asks for finds the record.
-            raise StoreUnavailable(f"endpoint {ep_id[:12]} was created but could not be read "
-                                   "back yet; retry the same request")
-        return {"EndpointConfig": record}
+        return await self._run(fn)
 
     async def delete_endpoint(self, req: dict, node: Optional[str] = None) -> dict:
         ep_id = req["EndpointID"]
@@ -305,9 +311,9 @@ class Endpoints:
             _own(node, ep, ep_id, "delete")
             txn = w.txn
             net_key = ep["network"]
-            net_state = await w.peek_state("network", net_key)
-            if net_state is not None:
-                sub = network_subnet(net_state)
+            addressing = await _network_addressing(w, net_key)
+            if addressing is not None:
+                sub, v6 = addressing
                 group_state = (await w.peek_state("endpointGroup", ep["group"])
                                if ep.get("group") else None)
                 if ep.get("ipAddress"):
@@ -317,7 +323,6 @@ class Endpoints:
                     else:
                         txn.setbit(K.ip_bitmap(net_key), idx, 0)
                     txn.raw_del(K.ip_owner_hash(net_key), ep["ipAddress"])
-                v6 = parse_v6(net_state.get("ipv6Subnet", ""))
                 if v6 is not None and ep.get("ipv6Address"):
                     txn.raw_del(K.ip6_hash(net_key), str(v6.host_id(ep["ipv6Address"])))
                 txn.incr_field("network", net_key, "epCount", -1)

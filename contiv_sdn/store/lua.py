@@ -434,6 +434,7 @@ local function subst(s)
 end
 
 local rev = redis.call('INCR', 'contiv:rev')
+local written = {}
 local bumped = {}
 local changes = {}
 local function touched(kind, key, op)
@@ -450,6 +451,7 @@ for i, o in ipairs(P.ops or {}) do
     if o.subs then v = subst(v) end
     redis.call('HSET', o.h, o.f, v)
     touched(o.k, o.f, 'set')
+    if o.ret then written[#written + 1] = {o.k, o.f, v} end
   elseif o.t == 'del' then
     if redis.call('HDEL', o.h, o.f) == 1 then touched(o.k, o.f, 'del') end
   elseif o.t == 'jincr' then
@@ -494,6 +496,9 @@ local vers = {}
 for k, v in pairs(bumped) do vers[k] = v end
 local allocs = {}
 for k, v in pairs(R) do allocs[k] = v end
+if #written > 0 then
+  return cjson.encode({rev = rev, allocs = allocs, vers = vers, written = written})
+end
 return cjson.encode({rev = rev, allocs = allocs, vers = vers})
 """.replace("{MAC_PREFIX}", MAC_PREFIX)
 

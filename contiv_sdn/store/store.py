@@ -712,7 +712,8 @@ class Store:
         result = TxnResult(
             int(out["rev"]),
             {k: int(v) for k, v in (allocs.items() if isinstance(allocs, dict) else [])},
-            {k: int(v) for k, v in (vers.items() if isinstance(vers, dict) else [])})
+            {k: int(v) for k, v in (vers.items() if isinstance(vers, dict) else [])},
+            {(kind, key): text for kind, key, text in out.get("written") or ()})
         if self._kinds or predicted:
             self._patch_cache(txn, result.vers, predicted)
         return result

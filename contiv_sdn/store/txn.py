@@ -82,10 +82,13 @@ class LinksNeedRead(Conflict):
 class TxnResult:
     """What a committed transaction produced."""
 
-    def __init__(self, rev: int, allocs: Dict[str, int], vers: Dict[str, int]):
+    def __init__(self, rev: int, allocs: Dict[str, int], vers: Dict[str, int],
+                 written: Optional[Dict[Tuple[str, str], str]] = None):
         self.rev = rev
         self.allocs = allocs
         self.vers = vers
+        #: (kind, key) -> the text the script wrote, for puts made with ``answer=True``
+        self.written: Dict[Tuple[str, str], str] = written or {}
 
     def __repr__(self) -> str:
         return f"TxnResult(rev={self.rev}, allocs={self.allocs})"
@@ -205,13 +208,18 @@ class Txn:
         self._allocs.append(a)
 
     # -- writes -----------------------------------------------------------
-    def put(self, kind: str, key: str, value: Any, *, subs: bool = False) -> None:
-        """Write a record (dict → JSON); ``subs`` fills ``$$name$$`` placeholders."""
+    def put(self, kind: str, key: str, value: Any, *, subs: bool = False,
+            answer: bool = False) -> None:
+        """Write a record (dict → JSON); ``subs`` fills ``$$name$$`` placeholders;
+        ``answer``: the commit's result carries the text written
+        (:attr:`TxnResult.written`), so the caller need not read it back."""
         raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"),
                                                               allow_nan=False)
         op = {"t": "put", "k": kind, "h": hash_of(kind), "f": key, "vi": self._value(raw)}
         if subs:
             op["subs"] = True
+        if answer:
+            op["ret"] = True
         self._ops.append(op)
 
     def delete(self, kind: str, key: str) -> None:
@@ -366,6 +374,9 @@ class View:
         self.speculated: Dict[str, int] = {}
         #: whether this attempt holds transact's ``serialize`` lock
         self.holding = False
+        #: the guards of records presumed absent without a read (:meth:`presume_absent`),
+        #: as the script names a failed guard ("hash field")
+        self.presumed: set = set()
 
     async def _cached(self, kind: str) -> "Optional[CachedKind]":
         """The cached intent kind (loaded once if absent), or None."""
@@ -395,6 +406,17 @@ class View:
             raw = await self.store.get_raw(kind, key)
         self.txn.guard_eq(kind, key, raw)
         return None if raw is None else json.loads(raw)
+
+    async def presume_absent(self, kind: str, key: str) -> Optional[dict]:
+        """:meth:`get` for a record that is almost always absent (a create's own
+        record, there only when the create is retried): the first attempt reads
+        nothing and guards that it is absent; a record that is there fails the
+        commit, and the retry reads it.  One round trip to Redis less per create."""
+        if not self.speculate or kind in self._lists:
+            return await self.get(kind, key)
+        self.txn.guard_exists(kind, key, False)
+        self.presumed.add(f"{hash_of(kind)} {key}")
+        return None
 
     async def exists(self, kind: str, key: str) -> bool:
         """Whether a record is there, guarded only on that (not on its content),
@@ -520,14 +542,15 @@ async def _attempt(store: "Store", fn: Callable[[View], Awaitable[Any]], view: V
     except Conflict:
         return _RETRY_SPECULATE  # the cache moved under the attempt: read Redis
     except Exception:
-        # a refusal read from the cache must hold for what Redis holds
-        if view.speculated and not await view.current():
+        # a refusal read from the cache must hold for what Redis holds, and one made
+        # on a presumption (View.presume_absent) is made again on what Redis holds
+        if view.presumed or (view.speculated and not await view.current()):
             return _RETRY_SPECULATE
         raise
     if view.txn.empty():
         if isinstance(value, Finish):
             raise TypeError("a transaction that writes nothing has no result to finish")
-        if view.speculated and not await view.current():
+        if view.presumed or (view.speculated and not await view.current()):
             return _RETRY_SPECULATE
         return _Done(value)
     sent = defer.ensureDeferred(store.apply(view.txn))  # sent before this returns
@@ -539,9 +562,10 @@ async def _attempt(store: "Store", fn: Callable[[View], Awaitable[Any]], view: V
         result = await sent
     except LinksNeedRead:
         return _RETRY_LINKS  # nothing was written: redo it reading the parents
-    except Conflict:
-        for kind in view.speculated:
-            store.forget_kind(kind)
+    except Conflict as err:
+        if str(err) not in view.presumed:  # (a presumption failed: the cache may be right)
+            for kind in view.speculated:
+                store.forget_kind(kind)
         if speculate:
             return _RETRY_SPECULATE  # a stale cache is not contention: retry at once
         return _RETRY_BACKOFF
