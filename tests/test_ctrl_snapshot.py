@@ -227,8 +227,10 @@ class SnapshotBuilderTests(TestCase):
                 rec.update(id=f"{i:064x}", tenant="default", networkName="n", groupName="g",
                            epgId=7, vtepIP="192.168.50.1", containerID="c" * 64,
                            containerName=f"ctr{i}")
+                if rnd.random() < 0.5:
+                    rec.setdefault("labels", {})  # what every agent's create sends
                 if rnd.random() < 0.3:
-                    rec.update(k8sNamespace=rnd.choice(["ns1", "ns2"]), k8sPod=f"pod{i}",
+                    rec.update(k8sNamespace=rnd.choice(["ns1", "", "ns2"]), k8sPod=f"pod{i}",
                                namedPorts=rnd.choice([{}, {"http": {"port": 80, "protocol": "TCP"}},
                                                       {"http": {"port": "x"}}]))
             kept = dict(data, endpoint={key: mirrored("endpoint", rec)
@@ -240,6 +242,8 @@ class SnapshotBuilderTests(TestCase):
             for key, rec in data["endpoint"].items():
                 self.assertEqual(read_view("endpoint", kept["endpoint"][key]), read_view("endpoint", rec))
                 self.assertNotIn("containerID", kept["endpoint"][key])
+                if rec.get("labels") == {}:
+                    self.assertNotIn("labels", kept["endpoint"][key])  # empty: kept as absent
         self.assertIs(mirrored("network", data["network"]), data["network"])  # other kinds: as read
 
     @staticmethod

@@ -100,7 +100,7 @@ class Host:
     uplink_port: Optional[str] = None  # for vlan encapsulation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     id: str
     host: str
