@@ -226,7 +226,7 @@ def _dedup(flows: Iterable[Flow]) -> Tuple[Flow, ...]:
 def _same_objects(flows: Tuple[Flow, ...], others: Iterable[Frag]) -> Tuple[Flow, ...]:
     """``flows`` (just built, held by nobody else), each replaced by an equal flow of
     ``others`` where there is one; one at the same identity with other actions (an
-    endpoint's L2 flow, local and remote) takes that flow's match and identity."""
+    endpoint's L2 flow, local and remote) takes that flow's identity (and so its match)."""
     known = {f.identity: f for frag in others if type(frag) is tuple for f in frag}
     out = []
     for f in flows:
@@ -235,7 +235,6 @@ def _same_objects(flows: Tuple[Flow, ...], others: Iterable[Frag]) -> Tuple[Flow
             if k == f:
                 f = k
             else:
-                object.__setattr__(f, "match", k.match)
                 object.__setattr__(f, "identity", k.identity)
         out.append(f)
     return tuple(out)
