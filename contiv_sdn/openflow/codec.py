@@ -30,6 +30,7 @@ vocabulary cannot express (foreign actions, unknown instructions) decodes to a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 import socket
 import struct
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -174,12 +175,13 @@ def _decompose(flow: Flow, command: int, xid: int) -> Tuple[tuple, list]:
     name, a masked one's ``(name, mask)``; an action's is its name, or a tuple
     when it has structural parameters.
     """
+    table, priority, match = flow.identity
     values = [xid, flow.cookie & COOKIE_MASK if command == DELETE_STRICT else flow.cookie,
-              flow.table, flow.priority]
+              table, priority]
     push = values.append
     mkey = []
     kpush = mkey.append
-    for k, v in flow.match:
+    for k, v in match:
         if v.__class__ is tuple:
             kpush((k, v[1]))
             push(v[0])
@@ -621,7 +623,10 @@ class RecentEncodings:
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self._recent: Dict[Tuple[int, int], Tuple[Flow, bytes]] = {}
+        #: an OrderedDict: its popitem(last=False) is O(1), where deleting a plain dict's
+        #: first key (``next(iter(d))``) scans past every key deleted before it (5 us a
+        #: miss at this size, on each of the 10.5M flows of a 500x10k fill)
+        self._recent: "OrderedDict[Tuple[int, int], Tuple[Flow, bytes]]" = OrderedDict()
         self.hits = 0
 
     def encode(self, flow: Flow, command: int, xid: int) -> bytes:
@@ -634,7 +639,7 @@ class RecentEncodings:
             return data[:4] + _XID(xid) + data[8:]
         data = encode_flow_mod(flow, command, xid)
         if len(recent) >= self.size and hit is None:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)
         recent[key] = (flow, data)
         return data
 
