@@ -237,7 +237,7 @@ def read_view(kind: str, record: Any) -> Any:
     return tuple(_hashable(get(name)) for name in shape.fields)
 
 
-#: values of an endpoint's Kubernetes fields that build as the field's absence
+#: values of an endpoint record's fields that build as the field's absence (any field of the view)
 _EMPTY = ({}, [], "", None)
 
 #: the fields of an endpoint record that :func:`build_checked` reads (its view)
