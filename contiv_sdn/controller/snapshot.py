@@ -218,6 +218,16 @@ SHAPE_OF: Dict[str, Struct] = {
 }
 
 
+#: values of an endpoint record's fields that build as the field's absence (any field of the view)
+_EMPTY = ({}, [], "", None)
+
+
+def _filled(value: Any) -> Any:
+    """``value``, or None when it is empty: an endpoint's empty field is seen as its
+    absence, as :func:`mirrored` keeps it."""
+    return None if value in _EMPTY else value
+
+
 def read_view(kind: str, record: Any) -> Any:
     """What :func:`build_checked` can see of a stored record: two records with equal
     views give equal snapshots, so a change outside the view (a host's refresh time,
@@ -229,16 +239,10 @@ def read_view(kind: str, record: Any) -> Any:
     if kind == "serviceLB":
         return tuple(repr(get(name)) for name in SERVICE_SHAPE.fields)
     if kind == "endpoint":  # labels (providers, NetworkPolicy) and a pod's named ports
-        # (an empty field is seen as its absence, as :func:`mirrored` keeps it)
-        return (tuple(None if get(name) in _EMPTY else _hashable(get(name))
-                      for name in shape.fields)
-                + tuple("None" if get(name) in _EMPTY else repr(get(name))
-                        for name in _EP_K8S_FIELDS))
+        return (tuple(_hashable(_filled(get(name))) for name in shape.fields)
+                + tuple(repr(_filled(get(name))) for name in _EP_K8S_FIELDS))
     return tuple(_hashable(get(name)) for name in shape.fields)
 
-
-#: values of an endpoint record's fields that build as the field's absence (any field of the view)
-_EMPTY = ({}, [], "", None)
 
 #: the fields of an endpoint record that :func:`build_checked` reads (its view)
 _EP_READ = tuple(ENDPOINT_SHAPE.fields) + _EP_K8S_FIELDS

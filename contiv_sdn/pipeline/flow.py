@@ -25,6 +25,7 @@ compares values, not meanings):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -174,6 +175,7 @@ def canon_match(fields: Mapping[str, Value] | Iterable[Tuple[str, Value]]) -> Ma
     return tuple(sorted(shared((k, _canon_value(k, v))) for k, v in items if v is not None))
 
 
+@functools.total_ordering
 class Flow:
     """One OpenFlow flow entry, immutable, compared and hashed by value (``note``
     aside).
@@ -242,21 +244,6 @@ class Flow:
             return NotImplemented
         return self._key() < other._key()
 
-    def __le__(self, other: "Flow") -> bool:
-        if other.__class__ is not Flow:
-            return NotImplemented
-        return self._key() <= other._key()
-
-    def __gt__(self, other: "Flow") -> bool:
-        if other.__class__ is not Flow:
-            return NotImplemented
-        return self._key() > other._key()
-
-    def __ge__(self, other: "Flow") -> bool:
-        if other.__class__ is not Flow:
-            return NotImplemented
-        return self._key() >= other._key()
-
     def __hash__(self) -> int:
         """The hash of the compared fields, made once per Flow and kept.
 
@@ -267,8 +254,7 @@ class Flow:
         try:
             return self._hash
         except AttributeError:
-            table, priority, match = self.identity
-            h = hash((table, priority, match, self.actions, self.goto, self.cookie))
+            h = hash(self._key())
             object.__setattr__(self, "_hash", h)
             return h
 
